@@ -1,0 +1,290 @@
+//! Partitioning by key, the worker pool and assembling the [`Report`].
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::history::History;
+use crate::model::Model;
+use crate::report::{KeyReport, KeyVerdict, Report, Verdict, Violation};
+use crate::search::{search, Budget, SearchOp, SearchResult};
+
+/// Limits and parallelism for [`check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Wall-clock limit for the whole check; undecided keys become
+    /// `Unknown` when it passes. Default 60 s.
+    pub time_limit: Duration,
+    /// Bound on memoized (linearized set, state) pairs held at once,
+    /// summed over keys being searched concurrently. Default: unbounded
+    /// (the byte bound applies).
+    pub max_states: usize,
+    /// Approximate bound on memory held by the memo tables and interned
+    /// values, summed over concurrent keys. Default 1 GiB.
+    pub max_memory_bytes: usize,
+    /// Worker threads; 0 means `available_parallelism`. Never more than
+    /// `available_parallelism` or the number of keys.
+    pub threads: usize,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            time_limit: Duration::from_secs(60),
+            max_states: usize::MAX,
+            max_memory_bytes: 1 << 30,
+            threads: 0,
+        }
+    }
+}
+
+struct KeyTask<'h> {
+    key: &'h str,
+    /// Indices into `History::ops`, in invoke order.
+    ops: Vec<usize>,
+}
+
+struct KeyOutcome {
+    verdict: KeyVerdict,
+    checked_ops: usize,
+    states: usize,
+    elapsed: Duration,
+    violation: Option<Violation>,
+}
+
+impl KeyOutcome {
+    fn skipped() -> Self {
+        KeyOutcome {
+            verdict: KeyVerdict::Skipped,
+            checked_ops: 0,
+            states: 0,
+            elapsed: Duration::ZERO,
+            violation: None,
+        }
+    }
+}
+
+fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutcome {
+    let t0 = Instant::now();
+    let mut model = Model::default();
+    // Number ops in call order so the search's bitset is a dense prefix.
+    let mut order = task.ops.clone();
+    order.sort_by_key(|&i| history.ops.get(i).map(|o| (o.invoke_time, i)));
+    let mut ops = Vec::with_capacity(order.len());
+    let mut global = Vec::with_capacity(order.len());
+    for &i in &order {
+        let Some(op) = history.ops.get(i) else {
+            continue;
+        };
+        if let Some(p) = model.prepare(op) {
+            ops.push(SearchOp {
+                step: p.step,
+                required: p.required,
+                call: op.invoke_time,
+                ret: p.deadline,
+            });
+            global.push(op.id);
+        }
+    }
+    let mut outcome = KeyOutcome {
+        verdict: KeyVerdict::Linearizable,
+        checked_ops: ops.len(),
+        states: 0,
+        elapsed: Duration::ZERO,
+        violation: None,
+    };
+    match search(&ops, &mut model, budget) {
+        SearchResult::Linearizable { states } => outcome.states = states,
+        SearchResult::Violation {
+            prefix,
+            offending,
+            state,
+            states,
+        } => {
+            budget.cancel.store(true, Ordering::Relaxed);
+            let id = |local: usize| global.get(local).copied().unwrap_or(usize::MAX);
+            outcome.verdict = KeyVerdict::NotLinearizable;
+            outcome.states = states;
+            outcome.violation = Some(Violation {
+                operations: task
+                    .ops
+                    .iter()
+                    .filter_map(|&i| history.ops.get(i).cloned())
+                    .collect(),
+                prefix: prefix.into_iter().map(id).collect(),
+                offending: id(offending),
+                value_after_prefix: model.value(state).map(str::to_string),
+            });
+        }
+        SearchResult::Unknown { reason, states } => {
+            outcome.verdict = KeyVerdict::Unknown { reason };
+            outcome.states = states;
+        }
+        SearchResult::Cancelled => outcome.verdict = KeyVerdict::Skipped,
+    }
+    outcome.elapsed = t0.elapsed();
+    outcome
+}
+
+/// Pulls keys from the shared queue until it is empty.
+fn worker(
+    history: &History,
+    tasks: &[KeyTask<'_>],
+    queue: &[usize],
+    next: &AtomicUsize,
+    budget: &Budget,
+) -> Vec<(usize, KeyOutcome)> {
+    let mut done = Vec::new();
+    loop {
+        let Some(&t) = queue.get(next.fetch_add(1, Ordering::Relaxed)) else {
+            return done;
+        };
+        let Some(task) = tasks.get(t) else {
+            continue;
+        };
+        let outcome = if budget.cancel.load(Ordering::Relaxed) {
+            KeyOutcome::skipped()
+        } else {
+            // A bug in the search must not take the CLI down with it: the
+            // key becomes Unknown and the rest of the report survives.
+            catch_unwind(AssertUnwindSafe(|| check_key(history, task, budget))).unwrap_or_else(
+                |_| KeyOutcome {
+                    verdict: KeyVerdict::Unknown {
+                        reason: "internal error: the search panicked".to_string(),
+                    },
+                    ..KeyOutcome::skipped()
+                },
+            )
+        };
+        done.push((t, outcome));
+    }
+}
+
+/// Checks every key of `history` for linearizability, in parallel.
+///
+/// Keys are independent (a key-value map is the product of per-key
+/// registers, and linearizability is compositional), so each key is
+/// searched alone. Workers pull keys, largest first, from a shared queue;
+/// the first violation cancels the searches still running and the keys not
+/// yet started are reported as [`KeyVerdict::Skipped`]. Never panics and
+/// never runs much past `opts.time_limit`.
+pub fn check(history: &History, opts: &CheckOptions) -> Report {
+    let start = Instant::now();
+    let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, op) in history.ops.iter().enumerate() {
+        by_key.entry(op.key.as_str()).or_default().push(i);
+    }
+    let tasks: Vec<KeyTask<'_>> = by_key
+        .into_iter()
+        .map(|(key, ops)| KeyTask { key, ops })
+        .collect();
+    // Largest keys first: the longest searches start early, which keeps
+    // the workers evenly loaded at the end.
+    let mut queue: Vec<usize> = (0..tasks.len()).collect();
+    queue.sort_by_key(|&t| std::cmp::Reverse(tasks.get(t).map_or(0, |k| k.ops.len())));
+
+    let budget = Budget::new(
+        start,
+        opts.time_limit,
+        opts.max_states,
+        opts.max_memory_bytes,
+    );
+    let next = AtomicUsize::new(0);
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let wanted = if opts.threads == 0 {
+        cores
+    } else {
+        opts.threads
+    };
+    let threads = wanted.min(cores).min(tasks.len()).max(1);
+
+    let mut outcomes: Vec<Option<KeyOutcome>> = (0..tasks.len()).map(|_| None).collect();
+    let mut collect = |done: Vec<(usize, KeyOutcome)>| {
+        for (t, o) in done {
+            if let Some(slot) = outcomes.get_mut(t) {
+                *slot = Some(o);
+            }
+        }
+    };
+    thread::scope(|s| {
+        let mut handles = Vec::new();
+        for i in 1..threads {
+            let spawned = thread::Builder::new()
+                .name(format!("kvorum-check-{i}"))
+                .spawn_scoped(s, || worker(history, &tasks, &queue, &next, &budget));
+            // If the OS refuses a thread, the others (and this one) still
+            // drain the queue.
+            if let Ok(h) = spawned {
+                handles.push(h);
+            }
+        }
+        collect(worker(history, &tasks, &queue, &next, &budget));
+        for h in handles {
+            if let Ok(done) = h.join() {
+                collect(done);
+            }
+        }
+    });
+
+    let keys: Vec<KeyReport> = tasks
+        .iter()
+        .zip(outcomes)
+        .map(|(task, outcome)| {
+            let o = outcome.unwrap_or_else(|| KeyOutcome {
+                verdict: KeyVerdict::Unknown {
+                    reason: "internal error: worker thread lost".to_string(),
+                },
+                ..KeyOutcome::skipped()
+            });
+            KeyReport {
+                key: task.key.to_string(),
+                verdict: o.verdict,
+                ops: task.ops.len(),
+                checked_ops: o.checked_ops,
+                states: o.states,
+                elapsed: o.elapsed,
+                violation: o.violation,
+            }
+        })
+        .collect();
+
+    Report {
+        verdict: overall(&keys),
+        keys,
+        total_ops: history.ops.len(),
+        elapsed: start.elapsed(),
+    }
+}
+
+fn overall(keys: &[KeyReport]) -> Verdict {
+    if keys
+        .iter()
+        .any(|k| k.verdict == KeyVerdict::NotLinearizable)
+    {
+        return Verdict::NotLinearizable;
+    }
+    let undecided: Vec<&KeyReport> = keys
+        .iter()
+        .filter(|k| k.verdict != KeyVerdict::Linearizable)
+        .collect();
+    match undecided.first() {
+        None => Verdict::Linearizable,
+        Some(first) => {
+            let why = match &first.verdict {
+                KeyVerdict::Unknown { reason } => reason.clone(),
+                _ => "not checked".to_string(),
+            };
+            Verdict::Unknown {
+                reason: format!(
+                    "{} of {} keys undecided; key {:?}: {}",
+                    undecided.len(),
+                    keys.len(),
+                    first.key,
+                    why
+                ),
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Linearizability checker for kvorum key-value histories.
+//!
+//! # Design
+//!
+//! A history is a JSON Lines file of [`Event`]s (`invoke`, then `ok` /
+//! `fail` / `info` from the same process). [`parse_history`] pairs them into
+//! [`Operation`]s; [`check`] decides whether some total order of the
+//! operations (a *linearization*) respects real time and the sequential
+//! semantics of a key-value map.
+//!
+//! * **Per-key partitioning.** Linearizability is compositional and every
+//!   operation touches one key, so each key is checked alone (as Porcupine
+//!   does). Keys run in parallel on at most `available_parallelism` scoped
+//!   threads pulling from a shared queue; the first violation sets a
+//!   cancellation flag that running searches poll.
+//! * **Search.** Wing–Gong/Lowe (Porcupine's `checkSingle`): a time-sorted
+//!   doubly-linked list of call/return entries, lift/unlift on
+//!   linearize/backtrack, and a memo of (bitset of linearized ops, model
+//!   state). States are interned to `u32`, the bitset hash is an
+//!   incremental Zobrist hash, and memo entries store only the bitset words
+//!   past the leading all-ones words, so memory per entry does not grow
+//!   with the history's length.
+//! * **Model.** A key holds `Option<String>`. `get` ok must read the
+//!   current value; `put`/`delete`/`append` change it (`append` to an
+//!   absent key appends to ""); `cas` ok requires current == expected; `cas`
+//!   fail is a read observing current != expected.
+//!
+//! # Invariants
+//!
+//! * `History::ops[i].id == i`, ops are in invoke order, a process has at
+//!   most one open op, and a completion's time is >= its invoke's.
+//! * An op that completed `ok` (and a `cas` that completed `fail`) must be
+//!   linearized between its invoke and completion.
+//! * An `info` op (or one never completed) may take effect at any instant
+//!   after its invoke, or never: its return is +infinity and it is
+//!   optional. The history is linearizable when every required op is
+//!   linearized.
+//! * A `fail` of any op but `cas` did not happen and is dropped; an `info`
+//!   (or `fail`) `get` constrains nothing and is dropped.
+//! * Equal timestamps count as overlapping (calls sort before returns), so
+//!   ties never manufacture a violation. [`Recorder`] emits strictly
+//!   increasing times, so a process's consecutive ops never tie.
+//! * No input makes the library panic; every search polls the cancellation
+//!   flag, the deadline and the memory bound every 1024 steps, so
+//!   [`check`] returns within a few milliseconds of `time_limit`.
+//!
+//! # Caveats
+//!
+//! * The search is exponential in the worst case (many concurrent ops on
+//!   one key, many `info` writes); bounds turn that into
+//!   [`Verdict::Unknown`].
+//! * The memory bound is approximate (memo entries and interned values).
+//! * The "longest linearizable prefix" is the deepest dead end the search
+//!   visited, not a global optimum over all orders, and the offending op is
+//!   the op whose completion was reached at that dead end.
+//! * Reports show a window of operations around the violation, not the
+//!   whole key, so reports stay readable for long histories.
+
+mod check;
+mod cli;
+mod history;
+mod html;
+mod model;
+mod recorder;
+mod report;
+mod search;
+
+pub use check::{check, CheckOptions};
+pub use cli::run_cli;
+pub use history::{
+    parse_history, write_event, Command, Event, EventType, History, HistoryBuilder, OpFn,
+    Operation, Outcome, ParseError, ParseErrorKind,
+};
+pub use recorder::Recorder;
+pub use report::{KeyReport, KeyVerdict, Report, Verdict, Violation};

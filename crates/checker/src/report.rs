@@ -1,0 +1,350 @@
+//! Verdicts, per-key results and the plain-text rendering.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::history::{show_value, Operation};
+
+/// The overall answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    /// Every key's history is linearizable.
+    Linearizable,
+    /// At least one key's history is not linearizable.
+    NotLinearizable,
+    /// No violation found, but some key could not be decided.
+    Unknown {
+        /// Why (time limit, memory bound, ...).
+        reason: String,
+    },
+}
+
+impl Verdict {
+    /// Process exit code of `kvctl check`: 0, 1 or 2.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Verdict::Linearizable => 0,
+            Verdict::NotLinearizable => 1,
+            Verdict::Unknown { .. } => 2,
+        }
+    }
+}
+
+/// The answer for one key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum KeyVerdict {
+    /// This key's history is linearizable.
+    Linearizable,
+    /// This key's history is not linearizable; see [`KeyReport::violation`].
+    NotLinearizable,
+    /// The search stopped early (time limit, memory bound).
+    Unknown {
+        /// Why.
+        reason: String,
+    },
+    /// Not checked (or abandoned) because another key was found not
+    /// linearizable first.
+    Skipped,
+}
+
+impl KeyVerdict {
+    fn text(&self) -> String {
+        match self {
+            KeyVerdict::Linearizable => "linearizable".to_string(),
+            KeyVerdict::NotLinearizable => "NOT LINEARIZABLE".to_string(),
+            KeyVerdict::Unknown { reason } => format!("unknown ({reason})"),
+            KeyVerdict::Skipped => "skipped (another key failed first)".to_string(),
+        }
+    }
+}
+
+/// Evidence for a non-linearizable key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Every operation on the key (including failed and info ones), in
+    /// invoke order.
+    pub operations: Vec<Operation>,
+    /// The longest linearizable prefix the search found: op ids in
+    /// linearization order. "Longest" counts required (ok) ops; among equal
+    /// prefixes the one with fewer info ops wins, since placing an info op
+    /// is a guess rather than evidence.
+    pub prefix: Vec<usize>,
+    /// The op that could not be placed after that prefix: the pending op
+    /// whose completion the search reached without being able to
+    /// linearize it (its own step was illegal, or every way of placing the
+    /// ops before it was a dead end).
+    pub offending: usize,
+    /// The key's value after the prefix (`None` = absent).
+    pub value_after_prefix: Option<String>,
+}
+
+impl Violation {
+    /// The operation with this id, if it is on this key.
+    pub fn op(&self, id: usize) -> Option<&Operation> {
+        self.operations
+            .binary_search_by_key(&id, |o| o.id)
+            .ok()
+            .and_then(|i| self.operations.get(i))
+            .or_else(|| self.operations.iter().find(|o| o.id == id))
+    }
+
+    /// Position (1-based) of each prefix op in the linearization.
+    pub(crate) fn positions(&self) -> HashMap<usize, usize> {
+        self.prefix
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i + 1))
+            .collect()
+    }
+
+    /// The operations worth showing: those overlapping the interval from
+    /// the last few prefix ops to the offending op's completion, at most
+    /// `max`, preferring the offending op, then the prefix tail, then ops
+    /// nearest in time. Returned in invoke order.
+    pub(crate) fn window(&self, max: usize) -> Vec<&Operation> {
+        let Some(off) = self.op(self.offending) else {
+            return self.operations.iter().take(max).collect();
+        };
+        let tail_ids: Vec<usize> = self.prefix.iter().rev().take(12).copied().collect();
+        let start = tail_ids
+            .iter()
+            .filter_map(|&id| self.op(id))
+            .map(|o| o.invoke_time)
+            .fold(off.invoke_time, u64::min);
+        let end = off.complete_time.unwrap_or(u64::MAX);
+        let mut picked: Vec<&Operation> = self
+            .operations
+            .iter()
+            .filter(|o| o.invoke_time <= end && o.complete_time.unwrap_or(u64::MAX) >= start)
+            .collect();
+        if picked.len() > max {
+            let rank = |o: &Operation| -> (u8, u64) {
+                if o.id == off.id {
+                    (0, 0)
+                } else if tail_ids.contains(&o.id) {
+                    (1, 0)
+                } else {
+                    (2, o.invoke_time.abs_diff(off.invoke_time))
+                }
+            };
+            picked.sort_by_key(|o| rank(o));
+            picked.truncate(max);
+        }
+        picked.sort_by_key(|o| (o.invoke_time, o.id));
+        picked
+    }
+}
+
+/// The result for one key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyReport {
+    /// The key.
+    pub key: String,
+    /// Its verdict.
+    pub verdict: KeyVerdict,
+    /// Operations on the key (all outcomes).
+    pub ops: usize,
+    /// Operations that took part in the search (failed non-cas ops and
+    /// unknown-outcome gets are dropped).
+    pub checked_ops: usize,
+    /// Memoized (linearized set, state) pairs explored.
+    pub states: usize,
+    /// Wall time spent on this key.
+    pub elapsed: Duration,
+    /// Evidence, when `verdict` is `NotLinearizable`.
+    pub violation: Option<Violation>,
+}
+
+/// The result of [`crate::check`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Overall verdict.
+    pub verdict: Verdict,
+    /// One entry per key, sorted by key.
+    pub keys: Vec<KeyReport>,
+    /// Operations in the history.
+    pub total_ops: usize,
+    /// Wall time of the whole check.
+    pub elapsed: Duration,
+}
+
+/// `1.234 s`, `12.3 ms`, ...
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 1.0 {
+        format!("{s:.3} s")
+    } else if s >= 1e-3 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{:.0} µs", s * 1e6)
+    }
+}
+
+/// Nanoseconds as a short human string.
+pub(crate) fn fmt_ns(ns: u64) -> String {
+    if ns >= 1_000_000_000 {
+        format!("{:.3} s", ns as f64 / 1e9)
+    } else if ns >= 1_000_000 {
+        format!("{:.3} ms", ns as f64 / 1e6)
+    } else if ns >= 1_000 {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    } else {
+        format!("{ns} ns")
+    }
+}
+
+impl Report {
+    /// Exit code for `kvctl check`: 0 linearizable, 1 not, 2 unknown.
+    pub fn exit_code(&self) -> i32 {
+        self.verdict.exit_code()
+    }
+
+    /// The keys that were found not linearizable.
+    pub fn violations(&self) -> impl Iterator<Item = (&KeyReport, &Violation)> {
+        self.keys
+            .iter()
+            .filter_map(|k| k.violation.as_ref().map(|v| (k, v)))
+    }
+
+    /// The overall verdict as a short phrase.
+    pub fn verdict_text(&self) -> String {
+        match &self.verdict {
+            Verdict::Linearizable => "LINEARIZABLE".to_string(),
+            Verdict::NotLinearizable => "NOT LINEARIZABLE".to_string(),
+            Verdict::Unknown { reason } => format!("UNKNOWN ({reason})"),
+        }
+    }
+
+    /// A human-readable report: one line per key, details for each
+    /// violation (the prefix tail, the value after it, the op that cannot
+    /// be placed and the operations around it), then the overall verdict.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "checked {} operations on {} keys in {}",
+            self.total_ops,
+            self.keys.len(),
+            fmt_duration(self.elapsed)
+        );
+        for k in &self.keys {
+            let _ = writeln!(
+                s,
+                "key {:?}: {} ({} ops, {} states, {})",
+                k.key,
+                k.verdict.text(),
+                k.ops,
+                k.states,
+                fmt_duration(k.elapsed)
+            );
+        }
+        for (k, v) in self.violations() {
+            write_violation_text(&mut s, k, v);
+        }
+        let _ = writeln!(s, "verdict: {}", self.verdict_text());
+        s
+    }
+
+    /// A self-contained HTML page (inline CSS and JS) with a timeline of
+    /// each failing key. See [`crate::html`].
+    pub fn to_html(&self) -> String {
+        crate::html::render(self)
+    }
+}
+
+const TEXT_PREFIX_SHOWN: usize = 20;
+const TEXT_OPS_SHOWN: usize = 40;
+
+fn op_line(o: &Operation, base: u64, positions: &HashMap<usize, usize>, offending: usize) -> String {
+    let mark = if o.id == offending {
+        "  <-- cannot be linearized".to_string()
+    } else if let Some(p) = positions.get(&o.id) {
+        format!("  [linearized {p}]")
+    } else {
+        String::new()
+    };
+    let complete = match o.complete_time {
+        Some(t) => format!("{:>12}", t.saturating_sub(base)),
+        None => format!("{:>12}", "never"),
+    };
+    format!(
+        "    #{:<7} p{:<5} {:>12} {} {:<4} {}{}",
+        o.id,
+        o.process,
+        o.invoke_time.saturating_sub(base),
+        complete,
+        o.outcome.as_str(),
+        o.label(),
+        mark
+    )
+}
+
+fn write_violation_text(s: &mut String, k: &KeyReport, v: &Violation) {
+    let _ = writeln!(s, "\nkey {:?} is not linearizable", k.key);
+    let shown: Vec<String> = v
+        .prefix
+        .iter()
+        .rev()
+        .take(TEXT_PREFIX_SHOWN)
+        .rev()
+        .map(|id| format!("#{id}"))
+        .collect();
+    let elided = v.prefix.len().saturating_sub(TEXT_PREFIX_SHOWN);
+    let _ = writeln!(
+        s,
+        "  longest linearizable prefix: {} of {} checked ops{}",
+        v.prefix.len(),
+        k.checked_ops,
+        if v.prefix.is_empty() { "" } else { ":" }
+    );
+    if !v.prefix.is_empty() {
+        let _ = writeln!(
+            s,
+            "    {}{}",
+            if elided > 0 {
+                format!("... ({elided} earlier) ")
+            } else {
+                String::new()
+            },
+            shown.join(" ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  value after the prefix: {}",
+        show_value(&v.value_after_prefix)
+    );
+    if let Some(off) = v.op(v.offending) {
+        let _ = writeln!(
+            s,
+            "  cannot linearize: #{} process {} {} (invoked at {} ns, completed at {})",
+            off.id,
+            off.process,
+            off.label(),
+            off.invoke_time,
+            off.complete_time
+                .map_or("never".to_string(), |t| format!("{t} ns"))
+        );
+    }
+    let window = v.window(TEXT_OPS_SHOWN);
+    let base = window.iter().map(|o| o.invoke_time).min().unwrap_or(0);
+    let _ = writeln!(
+        s,
+        "  operations around the violation ({} of {}; times in ns after {}):",
+        window.len(),
+        v.operations.len(),
+        base
+    );
+    let _ = writeln!(
+        s,
+        "    {:<8} {:<6} {:>12} {:>12} {:<4} op",
+        "id", "proc", "invoke", "complete", "end"
+    );
+    let positions = v.positions();
+    for o in window {
+        let _ = writeln!(s, "{}", op_line(o, base, &positions, v.offending));
+    }
+}

@@ -1,0 +1,123 @@
+//! `kvctl bench`: a closed-loop load generator. Each of `--clients` tasks sends one request at a
+//! time for `--duration-secs`; latencies go into an HDR histogram.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use kvorum_client::{Client, ClientError};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+/// Arguments of `kvctl bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Operation: put or get (gets read keys written in a prefill phase).
+    #[arg(long, value_parser = ["put", "get"], default_value = "put")]
+    op: String,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// How long to run, seconds.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Read with ?stale=true (local state, no read index).
+    #[arg(long)]
+    stale: bool,
+    /// Seed of the key choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+pub async fn run(client: Client, args: BenchArgs, as_json: bool) -> Result<(), ClientError> {
+    if args.clients == 0 || args.keys == 0 || args.duration_secs == 0 {
+        return Err(ClientError::Api {
+            status: 0,
+            code: "bad_arguments".into(),
+            message: "--clients, --keys and --duration-secs must be positive".into(),
+        });
+    }
+    let client = Arc::new(client);
+    let value: Arc<str> = "x".repeat(args.value_bytes).into();
+    if args.op == "get" {
+        eprintln!("prefilling {} keys...", args.keys);
+        for i in 0..args.keys {
+            client.put(&format!("bench-{i}"), &value, None).await?;
+        }
+    }
+    eprintln!(
+        "running {} x{} for {} s (seed {})...",
+        args.op, args.clients, args.duration_secs, args.seed
+    );
+    let until = Instant::now() + Duration::from_secs(args.duration_secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let client = client.clone();
+        let value = value.clone();
+        let op = args.op.clone();
+        let (keys, stale, seed) = (args.keys, args.stale, args.seed.wrapping_add(c as u64));
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+            let mut errors = 0u64;
+            while Instant::now() < until {
+                let key = format!("bench-{}", rng.gen_range(0..keys));
+                let t = Instant::now();
+                let r = if op == "put" {
+                    client.put(&key, &value, None).await.map(|_| ())
+                } else {
+                    client.get(&key, stale).await.map(|_| ())
+                };
+                match r {
+                    Ok(()) => {
+                        let _ = hist.record(t.elapsed().as_micros() as u64);
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (hist, errors)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((h, e)) = t.await {
+            let _ = hist.add(&h);
+            errors += e;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let ops = hist.len();
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "op": args.op, "clients": args.clients, "seconds": secs, "ops": ops, "errors": errors,
+                "ops_per_sec": ops as f64 / secs, "p50_ms": ms(0.5), "p99_ms": ms(0.99),
+                "p999_ms": ms(0.999), "max_ms": hist.max() as f64 / 1000.0,
+            })
+        );
+    } else {
+        println!(
+            "{} clients={} ops={} errors={} throughput={:.0} ops/s p50={:.2} ms p99={:.2} ms p99.9={:.2} ms max={:.2} ms",
+            args.op,
+            args.clients,
+            ops,
+            errors,
+            ops as f64 / secs,
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            hist.max() as f64 / 1000.0
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! `kvctl`: the kvorum command-line client and admin tool, over the client library.
+//!
+//! Exit codes: 0 success; 1 error (unreachable, refused, internal); 2 usage error; 3 key not
+//! found; 4 condition failed; 5 outcome unknown (the write may or may not have happened).
+//! `kvctl check` has its own: 0 linearizable, 1 not linearizable, 2 unknown or invalid input.
+
+mod bench;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use kvorum_client::{parse_endpoints, Client, ClientError, ClientOptions, Expect};
+use serde_json::json;
+
+/// Client and admin tool of a kvorum cluster.
+#[derive(Parser, Debug)]
+#[command(name = "kvctl", version)]
+struct Cli {
+    /// Nodes to talk to, comma-separated host:port; the next is tried when one is unreachable.
+    #[arg(long, env = "KVORUM_ENDPOINTS", default_value = "127.0.0.1:7070", global = true)]
+    endpoints: String,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Give up after this many ms of retrying an unavailable cluster.
+    #[arg(long, default_value_t = 10_000, global = true)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print the value of KEY (alone, on stdout).
+    Get {
+        key: String,
+        /// Read one replica's local state, possibly stale, without a read-index round.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Set KEY to VALUE, optionally only if a condition holds.
+    Put {
+        key: String,
+        value: String,
+        /// Only if the key's version is N (0: only if absent).
+        #[arg(long, conflicts_with_all = ["expected_value", "if_absent"])]
+        expected_version: Option<u64>,
+        /// Only if the key's value is this.
+        #[arg(long, conflicts_with = "if_absent")]
+        expected_value: Option<String>,
+        /// Only if the key does not exist.
+        #[arg(long)]
+        if_absent: bool,
+    },
+    /// Remove KEY, optionally only if a condition holds.
+    Delete {
+        key: String,
+        /// Only if the key's version is N.
+        #[arg(long, conflicts_with = "expected_value")]
+        expected_version: Option<u64>,
+        /// Only if the key's value is this.
+        #[arg(long)]
+        expected_value: Option<String>,
+    },
+    /// Append VALUE to the value of KEY (absent counts as empty).
+    Append { key: String, value: String },
+    /// Show the cluster: nodes, group, leader, term, applied index, keys.
+    Status,
+    /// Load generator: run operations from many concurrent clients and report throughput and
+    /// latency percentiles.
+    Bench(bench::BenchArgs),
+}
+
+/// Exit code for a client error.
+fn exit_code(e: &ClientError) -> u8 {
+    match e {
+        ClientError::NotFound => 3,
+        ClientError::ConditionFailed { .. } => 4,
+        ClientError::OutcomeUnknown(_) => 5,
+        _ => 1,
+    }
+}
+
+/// What to tell the user to do about an error.
+fn advice(e: &ClientError) -> &'static str {
+    match e {
+        ClientError::NotFound => "",
+        ClientError::ConditionFailed { .. } => " (nothing was written; read the key and retry with its current version)",
+        ClientError::OutcomeUnknown(_) => " (the write may or may not have happened; read the key before retrying)",
+        ClientError::Unavailable(_) => " (check that the nodes in --endpoints are running and have a leader)",
+        ClientError::Api { .. } => "",
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), ClientError> {
+    let endpoints = parse_endpoints(&cli.endpoints).map_err(|m| ClientError::Api {
+        status: 0,
+        code: "bad_endpoints".into(),
+        message: m,
+    })?;
+    let opts = ClientOptions {
+        request_timeout: Duration::from_millis(cli.timeout_ms.max(1000)),
+        retry_for: Duration::from_millis(cli.timeout_ms),
+    };
+    let client = Client::new(endpoints, opts)?;
+    match cli.cmd {
+        Cmd::Get { key, stale } => {
+            let v = client.get(&key, stale).await?;
+            if cli.json {
+                println!("{}", json!({ "key": key, "value": v.value, "version": v.version }));
+            } else {
+                println!("{}", v.value);
+            }
+        }
+        Cmd::Put {
+            key,
+            value,
+            expected_version,
+            expected_value,
+            if_absent,
+        } => {
+            let expect = match (expected_version, expected_value, if_absent) {
+                (Some(v), _, _) => Some(Expect::Version(v)),
+                (_, Some(v), _) => Some(Expect::Value(v)),
+                (_, _, true) => Some(Expect::Version(0)),
+                _ => None,
+            };
+            let version = client.put(&key, &value, expect).await?;
+            if cli.json {
+                println!("{}", json!({ "key": key, "version": version }));
+            } else {
+                println!("OK version={version}");
+            }
+        }
+        Cmd::Delete {
+            key,
+            expected_version,
+            expected_value,
+        } => {
+            let expect = expected_version.map(Expect::Version).or(expected_value.map(Expect::Value));
+            let existed = client.delete(&key, expect).await?;
+            if cli.json {
+                println!("{}", json!({ "key": key, "deleted": existed }));
+            } else if existed {
+                println!("OK deleted");
+            } else {
+                println!("OK (the key did not exist)");
+            }
+        }
+        Cmd::Append { key, value } => {
+            let version = client.append(&key, &value).await?;
+            if cli.json {
+                println!("{}", json!({ "key": key, "version": version }));
+            } else {
+                println!("OK version={version}");
+            }
+        }
+        Cmd::Status => {
+            let s = client.status().await?;
+            if cli.json {
+                println!("{s}");
+            } else {
+                print_status(&s);
+            }
+        }
+        Cmd::Bench(args) => bench::run(client, args, cli.json).await?,
+    }
+    Ok(())
+}
+
+fn print_status(s: &serde_json::Value) {
+    let str_of = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!("cluster {}  K={}  slots={}", str_of(&s["cluster_id"]), s["k"], s["slot_count"]);
+    println!("answered by node {} ({})", s["node"]["id"], str_of(&s["node"]["addr"]));
+    println!("\nNODES\n{:<4} {:<22} {:<8}", "ID", "ADDRESS", "ROLE");
+    for n in s["nodes"].as_array().into_iter().flatten() {
+        println!("{:<4} {:<22} {:<8}", n["id"], str_of(&n["addr"]), str_of(&n["role"]));
+    }
+    println!("\nGROUPS");
+    for g in s["groups"].as_array().into_iter().flatten() {
+        let members: Vec<String> = g["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| m["id"].to_string())
+            .collect();
+        println!(
+            "group {}: members [{}] leader {} term {} applied {} keys {} bytes {}",
+            g["id"],
+            members.join(","),
+            str_of(&g["leader"]),
+            str_of(&g["term"]),
+            str_of(&g["last_applied"]),
+            str_of(&g["keys"]),
+            str_of(&g["bytes"]),
+        );
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kvctl: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kvctl: {e}{}", advice(&e));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! The client HTTP API (`/v1`), health and metrics, and forwarding to the serving replica.
+//!
+//! Steps of a request: (1) extract and validate the key, body and query (bad input is answered
+//! here, at the first node), (2) find where it is served: locally when this replica leads the
+//! group (or for a stale read on any replica), else at the leader (or, from a spare, at any
+//! member), (3) serve it locally — writes through the Raft log, linearizable reads through a
+//! batched read-index round — or forward the original request and pass the answer through.
+//!
+//! Definite vs unknown: a write fails definitely only before it is proposed (validation, no
+//! leader, the forward target unreachable before sending). After proposing, a timeout, a lost
+//! connection or a leader change answer `outcome_unknown`; no layer retries such a write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use kvorum_raftstore::{Command, CommandResult, Condition, NodeId, Raft};
+use kvorum_router::FIRST_DATA_GROUP;
+use openraft::error::{ClientWriteError, RaftError};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::reads::ReadIndex;
+use crate::server::NodeState;
+
+/// Header counting how many times a request was forwarded.
+pub const HOPS_HEADER: &str = "x-kvorum-hops";
+/// A request forwarded this many times is refused: the cluster disagrees on its leader.
+const MAX_HOPS: u32 = 3;
+/// Largest body of an internal Raft RPC (append batches and snapshot chunks), in bytes.
+const INTERNAL_BODY_LIMIT: usize = 256 << 20;
+
+/// The router of the client API and the internal transport.
+pub fn router(state: Arc<NodeState>) -> Router {
+    // JSON escaping can make a string up to six times longer than its bytes.
+    let body_limit = 6 * (state.cfg.max_value_bytes + state.cfg.max_key_bytes) + 64 * 1024;
+    let client = Router::new()
+        .route(
+            "/v1/keys/*key",
+            get(get_key)
+                .put(put_key)
+                .delete(delete_key)
+                .fallback(method_not_allowed),
+        )
+        .route("/v1/keys", any(empty_key))
+        .route("/v1/keys/", any(empty_key))
+        .route("/v1/append/*key", post(append_key).fallback(method_not_allowed))
+        .route("/v1/append/", any(empty_key))
+        .route("/v1/cluster/status", get(status).fallback(method_not_allowed))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(body_limit));
+    let internal = Router::new()
+        .route(
+            "/internal/v1/raft/:group/:rpc",
+            post(crate::transport::handle_rpc),
+        )
+        .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT));
+    client.merge(internal).fallback(no_route).with_state(state)
+}
+
+/// The original request, kept so that it can be forwarded unchanged.
+pub struct Incoming {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+#[axum::async_trait]
+impl<S: Send + Sync> FromRequest<S> for Incoming {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge {
+                    max: 0, // replaced below with the configured limit
+                },
+                _ => ApiError::BadRequest(format!("cannot read the request body: {e}")),
+            })?;
+        Ok(Incoming {
+            method,
+            uri,
+            headers,
+            body,
+        })
+    }
+}
+
+impl Incoming {
+    fn hops(&self) -> u32 {
+        self.headers
+            .get(HOPS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The body parsed as JSON, after checking its content type.
+    fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let ct = self
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+    }
+}
+
+fn body_too_large(state: &NodeState, e: ApiError) -> ApiError {
+    match e {
+        ApiError::BodyTooLarge { .. } => ApiError::BodyTooLarge {
+            max: 6 * (state.cfg.max_value_bytes + state.cfg.max_key_bytes) + 64 * 1024,
+        },
+        other => other,
+    }
+}
+
+/// Checks a key from the path against the limits.
+fn check_key(state: &NodeState, key: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(key) = key.map_err(|e| ApiError::BadRequest(format!("bad key in path: {e}")))?;
+    let max = state.cfg.max_key_bytes;
+    if key.is_empty() {
+        return Err(ApiError::EmptyKey { max });
+    }
+    if key.len() > max {
+        return Err(ApiError::KeyTooLarge { len: key.len(), max });
+    }
+    Ok(key)
+}
+
+fn check_value(state: &NodeState, value: &str) -> Result<(), ApiError> {
+    let max = state.cfg.max_value_bytes;
+    if value.len() > max {
+        return Err(ApiError::ValueTooLarge {
+            len: value.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn condition(
+    expected_version: Option<u64>,
+    expected_value: Option<String>,
+) -> Result<Option<Condition>, ApiError> {
+    match (expected_version, expected_value) {
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "give at most one of expected_version and expected_value".into(),
+        )),
+        (Some(v), None) => Ok(Some(Condition::Version(v))),
+        (None, Some(v)) => Ok(Some(Condition::Value(Some(v)))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
+}
+
+/// Query of `GET /v1/keys/{key}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    /// Serve from this replica's local state without read index (may be stale).
+    #[serde(default)]
+    stale: bool,
+}
+
+/// Body of `PUT /v1/keys/{key}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutBody {
+    value: String,
+    /// Write only if the key's version equals this (0: only if absent).
+    expected_version: Option<u64>,
+    /// Write only if the key's value equals this.
+    expected_value: Option<String>,
+}
+
+/// Query of `DELETE /v1/keys/{key}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    expected_version: Option<u64>,
+    expected_value: Option<String>,
+}
+
+/// Body of `POST /v1/append/{key}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendBody {
+    value: String,
+}
+
+/// Where a request is served.
+enum Target {
+    Local(Raft),
+    /// Forward to the first reachable of these addresses.
+    Forward(Vec<String>),
+}
+
+/// The address of `node` in `raft`'s current membership.
+fn node_addr(raft: &Raft, node: NodeId) -> Option<String> {
+    let m = raft.metrics().borrow().membership_config.clone();
+    m.membership().get_node(&node).map(|n| n.addr.clone())
+}
+
+/// The addresses of the data group's members, for a spare to forward to.
+fn member_addrs(state: &NodeState) -> Vec<String> {
+    state.members.values().map(|a| a.to_string()).collect()
+}
+
+/// Where the leader-served requests go: waits briefly for a leader to be known.
+async fn leader_target(state: &NodeState) -> Result<Target, ApiError> {
+    let Some(raft) = state.group(FIRST_DATA_GROUP) else {
+        return Ok(Target::Forward(member_addrs(state)));
+    };
+    let wait = state.cfg.request_timeout / 2;
+    let leader = match raft
+        .wait(Some(wait))
+        .metrics(|m| m.current_leader.is_some(), "a leader is known")
+        .await
+    {
+        Ok(m) => m.current_leader,
+        Err(_) => None,
+    };
+    match leader {
+        Some(id) if id == state.identity.node_id => Ok(Target::Local(raft.clone())),
+        Some(id) => match node_addr(raft, id) {
+            Some(addr) => Ok(Target::Forward(vec![addr])),
+            None => Err(ApiError::NoLeader {
+                group: FIRST_DATA_GROUP.0,
+            }),
+        },
+        None => Err(ApiError::NoLeader {
+            group: FIRST_DATA_GROUP.0,
+        }),
+    }
+}
+
+/// Sends `inc` unchanged to the first reachable address and passes the answer through.
+async fn forward(state: &NodeState, addrs: &[String], inc: &Incoming, write: bool) -> Result<Response, ApiError> {
+    let hops = inc.hops();
+    if hops >= MAX_HOPS {
+        return Err(ApiError::Unavailable(
+            "the request was forwarded too many times; the cluster is changing leaders".into(),
+        ));
+    }
+    let path = inc.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    for addr in addrs {
+        let mut req = state
+            .http
+            .request(inc.method.clone(), format!("http://{addr}{path}"))
+            .header(HOPS_HEADER, (hops + 1).to_string())
+            .timeout(state.cfg.request_timeout)
+            .body(inc.body.clone());
+        if let Some(ct) = inc.headers.get(header::CONTENT_TYPE) {
+            req = req.header(header::CONTENT_TYPE, ct.clone());
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            // Not connected: nothing was sent, so trying the next address is safe.
+            Err(e) if e.is_connect() => {
+                tracing::debug!(%addr, error = %e, "forward target unreachable");
+                continue;
+            }
+            Err(e) if write => return Err(ApiError::OutcomeUnknown(format!("forwarding to {addr}: {e}"))),
+            Err(e) => return Err(ApiError::Unavailable(format!("forwarding to {addr}: {e}"))),
+        };
+        let status = resp.status();
+        let ct = resp.headers().get(header::CONTENT_TYPE).cloned();
+        let retry = resp.headers().get(header::RETRY_AFTER).cloned();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) if write => return Err(ApiError::OutcomeUnknown(format!("reply from {addr} lost: {e}"))),
+            Err(e) => return Err(ApiError::Unavailable(format!("reply from {addr} lost: {e}"))),
+        };
+        let mut out = (status, body).into_response();
+        if let Some(ct) = ct {
+            out.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        if let Some(r) = retry {
+            out.headers_mut().insert(header::RETRY_AFTER, r);
+        }
+        return Ok(out);
+    }
+    Err(ApiError::Unavailable(format!("no replica reachable among {addrs:?}")))
+}
+
+/// Proposes `cmd` through `raft`'s log and waits for it to apply.
+async fn propose(state: &NodeState, raft: &Raft, cmd: Command) -> Result<CommandResult, ApiError> {
+    let timeout = state.cfg.request_timeout;
+    match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
+        Ok(Ok(resp)) => Ok(resp.data),
+        // openraft also answers ForwardToLeader for an entry it appended and later truncated,
+        // which another replica may still commit: not definite.
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(ApiError::OutcomeUnknown(
+            "leadership changed after the write was proposed".into(),
+        )),
+        Ok(Err(e)) => Err(ApiError::OutcomeUnknown(e.to_string())),
+        Err(_) => Err(ApiError::OutcomeUnknown(format!(
+            "not committed within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+/// Serves a write: locally when leading, else at the leader.
+async fn write(state: &NodeState, inc: &Incoming, cmd: Command) -> Result<Response, ApiError> {
+    match leader_target(state).await? {
+        Target::Forward(addrs) => forward(state, &addrs, inc, true).await,
+        Target::Local(raft) => {
+            let key = cmd.key().to_string();
+            let result = propose(state, &raft, cmd).await?;
+            write_response(key, result)
+        }
+    }
+}
+
+fn write_response(key: String, result: CommandResult) -> Result<Response, ApiError> {
+    match result {
+        CommandResult::Written { version } => Ok(Json(json!({ "key": key, "version": version })).into_response()),
+        CommandResult::Deleted { existed } => Ok(Json(json!({ "key": key, "deleted": existed })).into_response()),
+        CommandResult::ConditionFailed { current } => Err(ApiError::ConditionFailed { current }),
+        CommandResult::None => Err(ApiError::Internal("a write applied as a blank entry".into())),
+    }
+}
+
+fn local_read(state: &NodeState, key: &str) -> Result<Response, ApiError> {
+    match state.store.read(FIRST_DATA_GROUP, key) {
+        Ok(Some(r)) => Ok(Json(json!({ "key": key, "value": r.value, "version": r.version })).into_response()),
+        Ok(None) => Err(ApiError::KeyNotFound(key.to_string())),
+        Err(e) => {
+            tracing::error!(error = %e, "local read failed");
+            Err(ApiError::Internal(e.to_string()))
+        }
+    }
+}
+
+async fn get_key(
+    State(state): State<Arc<NodeState>>,
+    key: Result<Path<String>, PathRejection>,
+    q: Result<Query<GetQuery>, QueryRejection>,
+    inc: Incoming,
+) -> Result<Response, ApiError> {
+    let key = check_key(&state, key)?;
+    let q = query(q)?;
+    let local = state.group(FIRST_DATA_GROUP).is_some();
+    if q.stale || (cfg!(feature = "stale-reads") && local) {
+        // A stale read (or the injected fault): whatever this replica has applied.
+        return if local {
+            local_read(&state, &key)
+        } else {
+            forward(&state, &member_addrs(&state), &inc, false).await
+        };
+    }
+    match leader_target(&state).await? {
+        Target::Forward(addrs) => forward(&state, &addrs, &inc, false).await,
+        Target::Local(raft) => {
+            let Some(batcher) = state.reads(FIRST_DATA_GROUP) else {
+                return Err(ApiError::Internal("no read batcher".into()));
+            };
+            let outcome = tokio::time::timeout(state.cfg.request_timeout, batcher.read_index()).await;
+            match outcome {
+                Ok(ReadIndex::Ready) => local_read(&state, &key),
+                Ok(ReadIndex::NotLeader { leader: Some(l) }) if l != state.identity.node_id => {
+                    match node_addr(&raft, l) {
+                        Some(addr) => forward(&state, &[addr], &inc, false).await,
+                        None => Err(ApiError::NoLeader { group: FIRST_DATA_GROUP.0 }),
+                    }
+                }
+                Ok(ReadIndex::NotLeader { .. }) => Err(ApiError::NoLeader { group: FIRST_DATA_GROUP.0 }),
+                Ok(ReadIndex::Failed(m)) => Err(ApiError::Unavailable(format!("read index failed: {m}"))),
+                Err(_) => Err(ApiError::Unavailable("read index timed out".into())),
+            }
+        }
+    }
+}
+
+async fn put_key(
+    State(state): State<Arc<NodeState>>,
+    key: Result<Path<String>, PathRejection>,
+    inc: Result<Incoming, ApiError>,
+) -> Result<Response, ApiError> {
+    let inc = inc.map_err(|e| body_too_large(&state, e))?;
+    let key = check_key(&state, key)?;
+    let body: PutBody = inc.json()?;
+    check_value(&state, &body.value)?;
+    let cmd = Command::Put {
+        key,
+        value: body.value,
+        condition: condition(body.expected_version, body.expected_value)?,
+    };
+    write(&state, &inc, cmd).await
+}
+
+async fn delete_key(
+    State(state): State<Arc<NodeState>>,
+    key: Result<Path<String>, PathRejection>,
+    q: Result<Query<DeleteQuery>, QueryRejection>,
+    inc: Result<Incoming, ApiError>,
+) -> Result<Response, ApiError> {
+    let inc = inc.map_err(|e| body_too_large(&state, e))?;
+    let key = check_key(&state, key)?;
+    let q = query(q)?;
+    if let Some(v) = &q.expected_value {
+        check_value(&state, v)?;
+    }
+    let cmd = Command::Delete {
+        key,
+        condition: condition(q.expected_version, q.expected_value)?,
+    };
+    write(&state, &inc, cmd).await
+}
+
+async fn append_key(
+    State(state): State<Arc<NodeState>>,
+    key: Result<Path<String>, PathRejection>,
+    inc: Result<Incoming, ApiError>,
+) -> Result<Response, ApiError> {
+    let inc = inc.map_err(|e| body_too_large(&state, e))?;
+    let key = check_key(&state, key)?;
+    let body: AppendBody = inc.json()?;
+    check_value(&state, &body.value)?;
+    let cmd = Command::Append {
+        key,
+        suffix: body.value,
+    };
+    write(&state, &inc, cmd).await
+}
+
+async fn empty_key(State(state): State<Arc<NodeState>>) -> ApiError {
+    ApiError::EmptyKey {
+        max: state.cfg.max_key_bytes,
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("method {method} is not allowed on {}", uri.path()))
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute(format!("{method} {}", uri.path()))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /v1/cluster/status`: this node's view of the cluster and of its group.
+async fn status(State(state): State<Arc<NodeState>>) -> Json<serde_json::Value> {
+    let id = &state.identity;
+    let nodes: Vec<_> = id
+        .view
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let nid = i as u64 + 1;
+            let role = if state.members.contains_key(&nid) { "replica" } else { "spare" };
+            json!({ "id": nid, "addr": a.to_string(), "role": role })
+        })
+        .collect();
+    let mut groups = Vec::new();
+    if let Some(raft) = state.group(FIRST_DATA_GROUP) {
+        let m = raft.metrics().borrow().clone();
+        let (keys, bytes) = state.store.group_stats(FIRST_DATA_GROUP).unwrap_or((0, 0));
+        let members: Vec<_> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(nid, n)| json!({ "id": nid, "addr": n.addr }))
+            .collect();
+        groups.push(json!({
+            "id": FIRST_DATA_GROUP.0,
+            "members": members,
+            "leader": m.current_leader,
+            "term": m.current_term,
+            "this_replica": format!("{:?}", m.state),
+            "last_log_index": m.last_log_index,
+            "last_applied": m.last_applied.map(|l| l.index),
+            "snapshot": m.snapshot.map(|l| l.index),
+            "keys": keys,
+            "bytes": bytes,
+        }));
+    } else {
+        groups.push(json!({
+            "id": FIRST_DATA_GROUP.0,
+            "members": state.members.iter().map(|(nid, a)| json!({ "id": nid, "addr": a.to_string() })).collect::<Vec<_>>(),
+            "leader": null,
+            "note": "this node is a spare; ask a member for the group's state",
+        }));
+    }
+    Json(json!({
+        "node": { "id": id.node_id, "addr": id.addr.to_string(), "role": if state.is_spare() { "spare" } else { "replica" } },
+        "cluster_id": id.cluster_id,
+        "k": id.k,
+        "slot_count": kvorum_router::SLOT_COUNT,
+        "nodes": nodes,
+        "groups": groups,
+    }))
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
+    let mut out = String::new();
+    if let Some(raft) = state.group(FIRST_DATA_GROUP) {
+        let m = raft.metrics().borrow().clone();
+        let g = FIRST_DATA_GROUP.0;
+        let is_leader = u8::from(m.current_leader == Some(state.identity.node_id));
+        out.push_str("# HELP kvorum_raft_term Current Raft term of this replica.\n# TYPE kvorum_raft_term gauge\n");
+        out.push_str(&format!("kvorum_raft_term{{group=\"{g}\"}} {}\n", m.current_term));
+        out.push_str("# HELP kvorum_raft_is_leader 1 when this replica leads its group.\n# TYPE kvorum_raft_is_leader gauge\n");
+        out.push_str(&format!("kvorum_raft_is_leader{{group=\"{g}\"}} {is_leader}\n"));
+        out.push_str("# HELP kvorum_raft_last_log_index Last log index of this replica.\n# TYPE kvorum_raft_last_log_index gauge\n");
+        out.push_str(&format!("kvorum_raft_last_log_index{{group=\"{g}\"}} {}\n", m.last_log_index.unwrap_or(0)));
+        out.push_str("# HELP kvorum_raft_applied_index Last applied log index of this replica.\n# TYPE kvorum_raft_applied_index gauge\n");
+        out.push_str(&format!(
+            "kvorum_raft_applied_index{{group=\"{g}\"}} {}\n",
+            m.last_applied.map_or(0, |l| l.index)
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+

@@ -1,0 +1,258 @@
+//! Node configuration: defaults < config file < environment < flags.
+//!
+//! Every field is documented with its unit and default; `deploy/kvnode.toml` is the commented
+//! reference. The seed's variables `K`, `VIEW` and `IPPORT` are accepted as environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default client API address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Secret used when none is configured. Fine on a laptop, never in production.
+pub const DEV_CLUSTER_SECRET: &str = "kvorum-development-secret";
+/// Default largest key, in bytes.
+pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
+/// Default largest value, in bytes.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Default time a client request may take before its outcome is reported unknown, in ms.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Default Raft heartbeat interval, in ms.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
+/// Default minimum Raft election timeout, in ms (the maximum is twice this).
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 750;
+/// Default number of applied log entries between snapshots.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 20_000;
+
+/// The file form of the configuration: every field optional, unknown fields rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub view: Option<String>,
+    pub k: Option<usize>,
+    pub cluster_secret: Option<String>,
+    pub max_key_bytes: Option<usize>,
+    pub max_value_bytes: Option<usize>,
+    pub request_timeout_ms: Option<u64>,
+    pub heartbeat_ms: Option<u64>,
+    pub election_timeout_ms: Option<u64>,
+    pub snapshot_every: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads a TOML config file.
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+    }
+
+    /// `self` with every field that `over` sets replaced by `over`'s.
+    pub fn overridden_by(self, over: FileConfig) -> FileConfig {
+        FileConfig {
+            listen: over.listen.or(self.listen),
+            data_dir: over.data_dir.or(self.data_dir),
+            view: over.view.or(self.view),
+            k: over.k.or(self.k),
+            cluster_secret: over.cluster_secret.or(self.cluster_secret),
+            max_key_bytes: over.max_key_bytes.or(self.max_key_bytes),
+            max_value_bytes: over.max_value_bytes.or(self.max_value_bytes),
+            request_timeout_ms: over.request_timeout_ms.or(self.request_timeout_ms),
+            heartbeat_ms: over.heartbeat_ms.or(self.heartbeat_ms),
+            election_timeout_ms: over.election_timeout_ms.or(self.election_timeout_ms),
+            snapshot_every: over.snapshot_every.or(self.snapshot_every),
+        }
+    }
+}
+
+/// The validated configuration of one node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Client API and internal transport address, `ip:port`; also this node's address in the
+    /// view. Default `127.0.0.1:7070`.
+    pub listen: SocketAddr,
+    /// Data directory (RocksDB, snapshots, node identity). Default `./data`.
+    pub data_dir: PathBuf,
+    /// Every node's address, in the same order on every node; empty for a single-node cluster.
+    pub view: Vec<SocketAddr>,
+    /// Replicas per group. Default: min(N, 3); 1 with no view.
+    pub k: usize,
+    /// Secret that authenticates the internal Raft transport.
+    pub cluster_secret: String,
+    /// Whether `cluster_secret` is the development default.
+    pub dev_secret: bool,
+    /// Largest key in bytes. Default 4 KiB.
+    pub max_key_bytes: usize,
+    /// Largest value in bytes. Default 1 MiB.
+    pub max_value_bytes: usize,
+    /// Time a client request may take. Default 5 s.
+    pub request_timeout: Duration,
+    /// Raft heartbeat interval. Default 100 ms.
+    pub heartbeat: Duration,
+    /// Minimum Raft election timeout (maximum is twice it). Default 750 ms.
+    pub election_timeout: Duration,
+    /// Applied entries between snapshots. Default 20,000.
+    pub snapshot_every: u64,
+}
+
+fn parse_addr(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
+    s.trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{what}: {s:?} is not an ip:port address (e.g. 127.0.0.1:7070)"))
+}
+
+impl Config {
+    /// Resolves and validates a merged [`FileConfig`]; rejects impossible combinations.
+    pub fn from_file_config(f: FileConfig) -> anyhow::Result<Config> {
+        let listen = parse_addr(f.listen.as_deref().unwrap_or(DEFAULT_LISTEN), "listen address (IPPORT)")?;
+        let view: Vec<SocketAddr> = match f.view.as_deref().map(str::trim) {
+            None | Some("") => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(|a| parse_addr(a, "view (VIEW)"))
+                .collect::<anyhow::Result<_>>()?,
+        };
+        let n = view.len().max(1);
+        let k = f.k.unwrap_or(n.min(3));
+        let (cluster_secret, dev_secret) = match f.cluster_secret {
+            Some(s) if !s.is_empty() => (s, false),
+            _ => (DEV_CLUSTER_SECRET.to_string(), true),
+        };
+        let cfg = Config {
+            listen,
+            data_dir: f.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            view,
+            k,
+            cluster_secret,
+            dev_secret,
+            max_key_bytes: f.max_key_bytes.unwrap_or(DEFAULT_MAX_KEY_BYTES),
+            max_value_bytes: f.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES),
+            request_timeout: Duration::from_millis(f.request_timeout_ms.unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS)),
+            heartbeat: Duration::from_millis(f.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS)),
+            election_timeout: Duration::from_millis(
+                f.election_timeout_ms.unwrap_or(DEFAULT_ELECTION_TIMEOUT_MS),
+            ),
+            snapshot_every: f.snapshot_every.unwrap_or(DEFAULT_SNAPSHOT_EVERY),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rejects impossible combinations with a message that says what to change.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let n = self.view.len();
+        if n > 0 {
+            if !self.view.contains(&self.listen) {
+                anyhow::bail!(
+                    "this node's address {} (IPPORT) is not in the view (VIEW); list it exactly as in VIEW",
+                    self.listen
+                );
+            }
+            let mut sorted = self.view.clone();
+            sorted.sort();
+            sorted.dedup();
+            if sorted.len() != n {
+                anyhow::bail!("the view (VIEW) lists an address twice");
+            }
+            if self.listen.ip().is_unspecified() {
+                anyhow::bail!("IPPORT must be an address peers can reach, not {}", self.listen.ip());
+            }
+        }
+        let n = n.max(1);
+        if self.k == 0 || self.k > n {
+            anyhow::bail!("K must be between 1 and the number of nodes ({n}), got {}", self.k);
+        }
+        if n / self.k > 1 {
+            anyhow::bail!(
+                "{n} nodes with K={} make {} partitions; more than one partition is not implemented yet: \
+                 use K between {} and {n}",
+                self.k,
+                n / self.k,
+                n / 2 + 1
+            );
+        }
+        if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
+            anyhow::bail!("max_key_bytes and max_value_bytes must be positive");
+        }
+        if self.max_value_bytes > 32 * 1024 * 1024 {
+            anyhow::bail!("max_value_bytes must be at most 32 MiB");
+        }
+        if self.heartbeat.is_zero() || self.election_timeout <= self.heartbeat * 2 {
+            anyhow::bail!("election_timeout_ms must exceed twice heartbeat_ms");
+        }
+        if self.request_timeout < Duration::from_millis(100) {
+            anyhow::bail!("request_timeout_ms must be at least 100");
+        }
+        if self.snapshot_every == 0 {
+            anyhow::bail!("snapshot_every must be positive");
+        }
+        Ok(())
+    }
+
+    /// The view with this node's place in it; a single-node view when none is configured.
+    pub fn effective_view(&self) -> Vec<SocketAddr> {
+        if self.view.is_empty() {
+            vec![self.listen]
+        } else {
+            self.view.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fc(view: &str, listen: &str, k: Option<usize>) -> FileConfig {
+        FileConfig {
+            view: Some(view.into()),
+            listen: Some(listen.into()),
+            k,
+            ..Default::default()
+        }
+    }
+
+    // The embedded default: no view, one node, K=1, data in ./data.
+    #[test]
+    fn defaults_make_a_single_node_cluster() -> anyhow::Result<()> {
+        let c = Config::from_file_config(FileConfig::default())?;
+        assert_eq!(c.k, 1);
+        assert_eq!(c.effective_view(), vec![c.listen]);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(c.dev_secret);
+        Ok(())
+    }
+
+    // Impossible combinations are refused with a reason.
+    #[test]
+    fn bad_views_are_rejected() {
+        let cases = [
+            fc("127.0.0.1:1,127.0.0.1:2", "127.0.0.1:3", None), // not in view
+            fc("127.0.0.1:1,127.0.0.1:1", "127.0.0.1:1", None), // duplicate
+            fc("127.0.0.1:1,127.0.0.1:2", "127.0.0.1:1", Some(3)), // K > N
+            fc("127.0.0.1:1,127.0.0.1:2", "127.0.0.1:1", Some(1)), // two partitions
+            fc("127.0.0.1:1,nonsense", "127.0.0.1:1", None),    // bad address
+        ];
+        for c in cases {
+            let v = c.view.clone();
+            assert!(Config::from_file_config(c).is_err(), "{v:?} accepted");
+        }
+    }
+
+    // Three nodes default to one group of three; five nodes with K=3 leave two spares.
+    #[test]
+    fn k_defaults_to_at_most_three() -> anyhow::Result<()> {
+        let c = Config::from_file_config(fc("127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", "127.0.0.1:2", None))?;
+        assert_eq!(c.k, 3);
+        let v5 = "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3,127.0.0.1:4,127.0.0.1:5";
+        assert_eq!(Config::from_file_config(fc(v5, "127.0.0.1:5", None))?.k, 3);
+        Ok(())
+    }
+}

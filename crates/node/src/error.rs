@@ -1,0 +1,124 @@
+//! Errors of the client API and their one mapping to HTTP. Each variant says what the client
+//! should do; the `code` strings are stable and documented in README.md.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kvorum_raftstore::Record;
+use serde_json::json;
+
+/// Errors of the node API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed. Fix it; retrying as is will fail again.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The key is empty. Keys must have at least one byte.
+    #[error("the key is empty; keys must be 1 to {max} bytes")]
+    EmptyKey { max: usize },
+    /// The key exceeds the configured limit.
+    #[error("the key is {len} bytes; the limit is {max} bytes (max_key_bytes)")]
+    KeyTooLarge { len: usize, max: usize },
+    /// The value exceeds the configured limit.
+    #[error("the value is {len} bytes; the limit is {max} bytes (max_value_bytes)")]
+    ValueTooLarge { len: usize, max: usize },
+    /// The request body exceeds what any valid request needs.
+    #[error("the request body is larger than {max} bytes")]
+    BodyTooLarge { max: usize },
+    /// The body is not `application/json`.
+    #[error("send the body as JSON with the header Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// No such path or method.
+    #[error("no route for {0}; see README.md for the API")]
+    NoRoute(String),
+    /// The method is not supported on this path.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// An internal route was called without the right cluster secret.
+    #[error("missing or wrong cluster secret (x-kvorum-secret)")]
+    Unauthorized,
+    /// An internal route was called by a node of another cluster.
+    #[error("this node belongs to another cluster")]
+    WrongCluster,
+    /// The key does not exist.
+    #[error("key {0:?} does not exist")]
+    KeyNotFound(String),
+    /// A conditional write's condition did not hold; nothing was written. Definite.
+    #[error("condition failed: the key holds {current:?}; nothing was written")]
+    ConditionFailed { current: Option<Record> },
+    /// No leader is known right now (election in progress or no quorum). Raised before
+    /// proposing: definite. Retry after a moment.
+    #[error("no leader for group {group} right now; retry shortly")]
+    NoLeader { group: u64 },
+    /// The node could not reach the replica that would serve the request. Definite: nothing was
+    /// proposed. Retry, possibly at another node.
+    #[error("unavailable: {0}; retry shortly or at another node")]
+    Unavailable(String),
+    /// The write may or may not have been applied (timeout, lost connection or leader change
+    /// after proposing). Read the key before deciding to retry.
+    #[error("outcome unknown: {0}; read the key to learn whether the write happened")]
+    OutcomeUnknown(String),
+    /// An internal error on this node; an operator should look at its log.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::EmptyKey { .. } => "empty_key",
+            ApiError::KeyTooLarge { .. } => "key_too_large",
+            ApiError::ValueTooLarge { .. } => "value_too_large",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::NoRoute(_) => "no_route",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::WrongCluster => "wrong_cluster",
+            ApiError::KeyNotFound(_) => "key_not_found",
+            ApiError::ConditionFailed { .. } => "condition_failed",
+            ApiError::NoLeader { .. } => "no_leader",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::OutcomeUnknown(_) => "outcome_unknown",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::EmptyKey { .. } => StatusCode::BAD_REQUEST,
+            ApiError::KeyTooLarge { .. }
+            | ApiError::ValueTooLarge { .. }
+            | ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NoRoute(_) | ApiError::KeyNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::WrongCluster => StatusCode::FORBIDDEN,
+            ApiError::ConditionFailed { .. } => StatusCode::CONFLICT,
+            ApiError::NoLeader { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "code": self.code(), "message": self.to_string() });
+        if let ApiError::ConditionFailed { current } = &self {
+            body["current"] = match current {
+                Some(r) => json!({ "value": r.value, "version": r.version }),
+                None => serde_json::Value::Null,
+            };
+        }
+        let mut resp = (self.status(), axum::Json(body)).into_response();
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}

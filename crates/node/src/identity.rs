@@ -1,0 +1,88 @@
+//! The node's identity, persisted in its data directory: node id, cluster id, address, and the
+//! view it was created with. A restart rejoins with them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+
+/// File name of the identity inside the data directory.
+const IDENTITY_FILE: &str = "kvorum-node.json";
+
+/// Who this node is. Written once when the data directory is created; never changes after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// This node's id: its 1-based position in the view it was created with.
+    pub node_id: u64,
+    /// Identifies the cluster: a hash of the initial view and K. Peers must agree on it.
+    pub cluster_id: String,
+    /// This node's address.
+    pub addr: SocketAddr,
+    /// The view the cluster was created with.
+    pub view: Vec<SocketAddr>,
+    /// Replicas per group.
+    pub k: usize,
+}
+
+impl Identity {
+    /// The identity the configuration implies for a new data directory.
+    pub fn from_config(cfg: &Config) -> anyhow::Result<Identity> {
+        let view = cfg.effective_view();
+        let pos = view
+            .iter()
+            .position(|a| *a == cfg.listen)
+            .ok_or_else(|| anyhow::anyhow!("listen address {} not in view", cfg.listen))?;
+        let mut h = format!("k={};", cfg.k);
+        for a in &view {
+            h.push_str(&a.to_string());
+            h.push(',');
+        }
+        Ok(Identity {
+            node_id: pos as u64 + 1,
+            cluster_id: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(h.as_bytes())),
+            addr: cfg.listen,
+            view,
+            k: cfg.k,
+        })
+    }
+
+    /// Loads the identity in `dir`, or creates it from `cfg` for a new directory. A directory
+    /// created for another address or view is refused: it belongs to another node.
+    pub fn load_or_create(dir: &Path, cfg: &Config) -> anyhow::Result<Identity> {
+        let want = Identity::from_config(cfg)?;
+        let path = dir.join(IDENTITY_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let have: Identity = serde_json::from_slice(&bytes).map_err(|e| {
+                    anyhow::anyhow!("{} is corrupt ({e}); restore it or wipe the data directory", path.display())
+                })?;
+                if have.addr != want.addr || (!cfg.view.is_empty() && have.view != want.view) {
+                    anyhow::bail!(
+                        "data directory {} belongs to node {} at {} in view {:?}; this node is configured as {} \
+                         in view {:?}. Use that node's settings, or another data directory",
+                        dir.display(),
+                        have.node_id,
+                        have.addr,
+                        have.view,
+                        want.addr,
+                        want.view
+                    );
+                }
+                Ok(have)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+                std::fs::write(&tmp, serde_json::to_vec_pretty(&want)?)?;
+                // Durable before RocksDB holds any state under this id.
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(dir)?.sync_all()?;
+                Ok(want)
+            }
+            Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The internal Raft transport: openraft's RPCs between replicas, addressed to a (group, node)
+//! pair, as bincode over persistent HTTP/1.1 connections on routes separate from the client API
+//! (`/internal/v1/raft/{group}/{append|vote|snapshot}`), authenticated by the cluster secret.
+//!
+//! Outgoing connections bind to this node's own IP, so that tests can cut the network between
+//! two loopback addresses with packet filters.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use kvorum_raftstore::{GroupId, NodeId, TypeConfig};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::ApiError;
+use crate::server::NodeState;
+
+/// Header carrying the cluster secret on internal routes.
+pub const SECRET_HEADER: &str = "x-kvorum-secret";
+/// Header carrying the cluster id on internal routes.
+pub const CLUSTER_HEADER: &str = "x-kvorum-cluster";
+
+/// Creates connections to peers for one group.
+#[derive(Clone)]
+pub struct Network {
+    pub http: reqwest::Client,
+    pub group: GroupId,
+    pub secret: Arc<str>,
+    pub cluster_id: Arc<str>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        Connection {
+            net: self.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+/// The connection to one peer replica. reqwest keeps the TCP connection alive between RPCs.
+pub struct Connection {
+    net: Network,
+    target: NodeId,
+    addr: String,
+}
+
+impl Connection {
+    async fn call<Req: Serialize, Resp: DeserializeOwned, E>(
+        &self,
+        rpc: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let url = format!("http://{}/internal/v1/raft/{}/{rpc}", self.addr, self.net.group);
+        let resp = self
+            .net
+            .http
+            .post(url)
+            .header(SECRET_HEADER, &*self.net.secret)
+            .header(CLUSTER_HEADER, &*self.net.cluster_id)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(option.hard_ttl())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if !status.is_success() {
+            let msg = String::from_utf8_lossy(&bytes).to_string();
+            let err = std::io::Error::other(format!("peer {} answered {status}: {msg}", self.target));
+            return Err(RPCError::Network(NetworkError::new(&err)));
+        }
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            bincode::deserialize(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("append", &req, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        req: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call("snapshot", &req, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        req: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("vote", &req, &option).await
+    }
+}
+
+/// Constant-time comparison, so the secret cannot be guessed byte by byte from timings.
+fn secret_matches(given: &[u8], want: &[u8]) -> bool {
+    if given.len() != want.len() {
+        return false;
+    }
+    given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// Handler of `POST /internal/v1/raft/{group}/{rpc}`.
+pub async fn handle_rpc(
+    State(state): State<Arc<NodeState>>,
+    Path((group, rpc)): Path<(u64, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let given = headers
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !secret_matches(given, state.cfg.cluster_secret.as_bytes()) {
+        return ApiError::Unauthorized.into_response();
+    }
+    let cluster = headers
+        .get(CLUSTER_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if cluster != state.identity.cluster_id.as_bytes() {
+        return ApiError::WrongCluster.into_response();
+    }
+    let Some(raft) = state.group(GroupId(group)) else {
+        return (StatusCode::NOT_FOUND, format!("group {group} is not hosted here")).into_response();
+    };
+    fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, Response> {
+        bincode::deserialize(b)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response())
+    }
+    fn encode<T: Serialize>(v: &T) -> Response {
+        match bincode::serialize(v) {
+            Ok(b) => (StatusCode::OK, b).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        }
+    }
+    match rpc.as_str() {
+        "append" => match decode::<AppendEntriesRequest<TypeConfig>>(&body) {
+            Ok(req) => encode(&raft.append_entries(req).await),
+            Err(r) => r,
+        },
+        "vote" => match decode::<VoteRequest<NodeId>>(&body) {
+            Ok(req) => encode(&raft.vote(req).await),
+            Err(r) => r,
+        },
+        "snapshot" => match decode::<InstallSnapshotRequest<TypeConfig>>(&body) {
+            Ok(req) => encode(&raft.install_snapshot(req).await),
+            Err(r) => r,
+        },
+        other => (StatusCode::NOT_FOUND, format!("unknown rpc {other}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The secret check accepts only the exact secret.
+    #[test]
+    fn secret_must_match_exactly() {
+        assert!(secret_matches(b"abc", b"abc"));
+        assert!(!secret_matches(b"abd", b"abc"));
+        assert!(!secret_matches(b"ab", b"abc"));
+        assert!(!secret_matches(b"", b"abc"));
+    }
+}

@@ -1,0 +1,247 @@
+//! The commands of the data state machine and their deterministic application.
+//!
+//! Commands are stored in the Raft log (bincode): their encoding is a persistent format. MUST
+//! NOT change existing variants or fields; add a new variant.
+//!
+//! Versions: every key carries a version, the Raft log index (in its group) of the write that
+//! produced its current value. It strictly increases with every write to the key, survives a
+//! delete and re-create (the new write has a later index), and 0 means "absent", so
+//! `Condition::Version(0)` is create-if-absent.
+
+use serde::{Deserialize, Serialize};
+
+/// A write, proposed through a group's Raft log and applied by every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Set `key` to `value`, if `condition` holds (or there is none).
+    Put {
+        key: String,
+        value: String,
+        condition: Option<Condition>,
+    },
+    /// Remove `key`, if `condition` holds (or there is none). Removing an absent key succeeds.
+    Delete {
+        key: String,
+        condition: Option<Condition>,
+    },
+    /// Add `suffix` to the end of the value of `key`; an absent key counts as empty.
+    Append { key: String, suffix: String },
+}
+
+impl Command {
+    /// The key this command writes.
+    pub fn key(&self) -> &str {
+        match self {
+            Command::Put { key, .. } | Command::Delete { key, .. } | Command::Append { key, .. } => {
+                key
+            }
+        }
+    }
+}
+
+/// A precondition of a conditional write, checked against the current record at apply time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    /// The key's version equals this (0: the key is absent).
+    Version(u64),
+    /// The key's value equals this (`None`: the key is absent).
+    Value(Option<String>),
+}
+
+impl Condition {
+    /// Whether the condition holds for `current`.
+    pub fn holds(&self, current: Option<&Record>) -> bool {
+        match self {
+            Condition::Version(v) => current.map_or(0, |r| r.version) == *v,
+            Condition::Value(expected) => current.map(|r| &r.value) == expected.as_ref(),
+        }
+    }
+}
+
+/// A stored value with its version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The value, UTF-8.
+    pub value: String,
+    /// The log index of the write that produced this value; never 0 for a stored record.
+    pub version: u64,
+}
+
+impl Record {
+    /// The `data` column family encoding: `version (8 bytes BE) ++ value`. MUST NOT change.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(8 + self.value.len());
+        v.extend_from_slice(&self.version.to_be_bytes());
+        v.extend_from_slice(self.value.as_bytes());
+        v
+    }
+
+    /// Decodes [`Record::encode`]; `None` when the bytes are not a record.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
+        let version = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+        let value = std::str::from_utf8(bytes.get(8..)?).ok()?.to_string();
+        Some(Record { value, version })
+    }
+}
+
+/// The result of applying one log entry. Deterministic: every replica computes the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// A blank or membership entry: nothing to report.
+    None,
+    /// The key now holds a value at `version`.
+    Written { version: u64 },
+    /// The key is absent; `existed` says whether it was present before.
+    Deleted { existed: bool },
+    /// The condition did not hold; nothing was written. `current` is what the key held.
+    ConditionFailed { current: Option<Record> },
+}
+
+/// What applying a command does to its key: the new record (`None` deletes it), if any.
+pub(crate) enum Effect {
+    Unchanged,
+    Set(Record),
+    Remove,
+}
+
+/// Applies `cmd` at log `index` to the key's `current` record. Pure and deterministic: it runs
+/// on every replica, and again when an entry is re-applied after a crash.
+pub(crate) fn apply(cmd: &Command, index: u64, current: Option<&Record>) -> (Effect, CommandResult) {
+    let failed = || {
+        (
+            Effect::Unchanged,
+            CommandResult::ConditionFailed {
+                current: current.cloned(),
+            },
+        )
+    };
+    match cmd {
+        Command::Put {
+            value, condition, ..
+        } => {
+            if condition.as_ref().is_some_and(|c| !c.holds(current)) {
+                return failed();
+            }
+            let rec = Record {
+                value: value.clone(),
+                version: index,
+            };
+            (Effect::Set(rec), CommandResult::Written { version: index })
+        }
+        Command::Delete { condition, .. } => {
+            if condition.as_ref().is_some_and(|c| !c.holds(current)) {
+                return failed();
+            }
+            let existed = current.is_some();
+            let effect = if existed {
+                Effect::Remove
+            } else {
+                Effect::Unchanged
+            };
+            (effect, CommandResult::Deleted { existed })
+        }
+        Command::Append { suffix, .. } => {
+            let mut value = current.map(|r| r.value.clone()).unwrap_or_default();
+            value.push_str(suffix);
+            let rec = Record {
+                value,
+                version: index,
+            };
+            (Effect::Set(rec), CommandResult::Written { version: index })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(value: &str, version: u64) -> Record {
+        Record {
+            value: value.into(),
+            version,
+        }
+    }
+
+    fn put(cond: Option<Condition>) -> Command {
+        Command::Put {
+            key: "k".into(),
+            value: "new".into(),
+            condition: cond,
+        }
+    }
+
+    // A put stores the value at the entry's index as version.
+    #[test]
+    fn put_sets_version_to_log_index() {
+        let (eff, res) = apply(&put(None), 9, Some(&rec("old", 3)));
+        assert!(matches!(eff, Effect::Set(r) if r == rec("new", 9)));
+        assert_eq!(res, CommandResult::Written { version: 9 });
+    }
+
+    // Conditional puts: by version (0 = absent) and by value (None = absent).
+    #[test]
+    fn conditions_are_checked_against_current_record() {
+        let cur = rec("old", 3);
+        let cases = [
+            (Condition::Version(3), Some(&cur), true),
+            (Condition::Version(4), Some(&cur), false),
+            (Condition::Version(0), None, true),
+            (Condition::Version(0), Some(&cur), false),
+            (Condition::Value(Some("old".into())), Some(&cur), true),
+            (Condition::Value(Some("other".into())), Some(&cur), false),
+            (Condition::Value(None), None, true),
+            (Condition::Value(None), Some(&cur), false),
+            (Condition::Value(Some("old".into())), None, false),
+        ];
+        for (cond, current, ok) in cases {
+            let (_, res) = apply(&put(Some(cond.clone())), 10, current);
+            let written = matches!(res, CommandResult::Written { .. });
+            assert_eq!(written, ok, "{cond:?} on {current:?}");
+            if !ok {
+                assert_eq!(
+                    res,
+                    CommandResult::ConditionFailed {
+                        current: current.cloned()
+                    }
+                );
+            }
+        }
+    }
+
+    // Append treats an absent key as empty.
+    #[test]
+    fn append_concatenates() {
+        let cmd = Command::Append {
+            key: "k".into(),
+            suffix: "b".into(),
+        };
+        let (eff, _) = apply(&cmd, 5, None);
+        assert!(matches!(eff, Effect::Set(r) if r == rec("b", 5)));
+        let (eff, _) = apply(&cmd, 6, Some(&rec("a", 5)));
+        assert!(matches!(eff, Effect::Set(r) if r == rec("ab", 6)));
+    }
+
+    // Deleting reports whether the key existed; a failed condition leaves it.
+    #[test]
+    fn delete_reports_existence() {
+        let del = |c| Command::Delete {
+            key: "k".into(),
+            condition: c,
+        };
+        assert_eq!(apply(&del(None), 2, None).1, CommandResult::Deleted { existed: false });
+        let (eff, res) = apply(&del(None), 2, Some(&rec("a", 1)));
+        assert!(matches!(eff, Effect::Remove));
+        assert_eq!(res, CommandResult::Deleted { existed: true });
+        let (eff, _) = apply(&del(Some(Condition::Version(7))), 2, Some(&rec("a", 1)));
+        assert!(matches!(eff, Effect::Unchanged));
+    }
+
+    // The record encoding round-trips and rejects short input.
+    #[test]
+    fn record_encoding_round_trips() {
+        let r = rec("héllo", 42);
+        assert_eq!(Record::decode(&r.encode()), Some(r));
+        assert_eq!(Record::decode(b"short"), None);
+    }
+}

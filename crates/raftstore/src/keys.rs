@@ -1,0 +1,96 @@
+//! Key encoding of the three column families. Persistent format: MUST NOT change.
+
+use kvorum_router::{slot_of, GroupId};
+
+/// Column family of Raft logs.
+pub(crate) const CF_LOG: &str = "log";
+/// Column family of per-group metadata.
+pub(crate) const CF_META: &str = "meta";
+/// Column family of state machine data.
+pub(crate) const CF_DATA: &str = "data";
+
+/// Tags of the `meta` column family, one byte after the group prefix.
+pub(crate) mod tag {
+    pub const VOTE: u8 = 1;
+    pub const COMMITTED: u8 = 2;
+    pub const PURGED: u8 = 3;
+    pub const APPLIED: u8 = 4;
+    pub const MEMBERSHIP: u8 = 5;
+    pub const SNAPSHOT: u8 = 6;
+    pub const INSTALLING: u8 = 7;
+}
+
+/// `group ++ index`, both big-endian so that the log sorts by index.
+pub(crate) fn log_key(group: GroupId, index: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&group.0.to_be_bytes());
+    k[8..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// The index of a `log` key written by [`log_key`].
+pub(crate) fn log_index(key: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = key.get(8..16)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
+/// `group ++ tag`.
+pub(crate) fn meta_key(group: GroupId, tag: u8) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&group.0.to_be_bytes());
+    k[8] = tag;
+    k
+}
+
+/// The first key of a group in any column family.
+pub(crate) fn group_start(group: GroupId) -> [u8; 8] {
+    group.0.to_be_bytes()
+}
+
+/// The first key after a group in any column family (exclusive end of its range).
+pub(crate) fn group_end(group: GroupId) -> Vec<u8> {
+    match group.0.checked_add(1) {
+        Some(next) => next.to_be_bytes().to_vec(),
+        // The last possible group: every key starting with its prefix sorts before this.
+        None => vec![0xff; 9],
+    }
+}
+
+/// `group ++ slot ++ key`.
+pub(crate) fn data_key(group: GroupId, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10 + key.len());
+    k.extend_from_slice(&group.0.to_be_bytes());
+    k.extend_from_slice(&slot_of(key).0.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// The user key of a `data` key written by [`data_key`].
+pub(crate) fn user_key(data_key: &[u8]) -> &[u8] {
+    data_key.get(10..).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Log keys sort by index within a group, and groups do not interleave.
+    #[test]
+    fn log_keys_sort_by_group_then_index() {
+        let a = log_key(GroupId(1), 255);
+        let b = log_key(GroupId(1), 256);
+        let c = log_key(GroupId(2), 0);
+        assert!(a < b && b < c);
+        assert_eq!(log_index(&b), Some(256));
+        assert!(group_start(GroupId(2)).as_slice() <= c.as_slice());
+        assert!(c.as_slice() < group_end(GroupId(2)).as_slice());
+    }
+
+    // A data key holds the user key after the 10-byte prefix.
+    #[test]
+    fn data_key_round_trips() {
+        let k = data_key(GroupId(7), b"hello");
+        assert_eq!(user_key(&k), b"hello");
+        assert_eq!(&k[..8], &7u64.to_be_bytes());
+    }
+}

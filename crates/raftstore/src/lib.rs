@@ -1,0 +1,65 @@
+//! Raft storage of kvorum: openraft's type config, and the RocksDB-backed log storage and state
+//! machine of many Raft groups in one RocksDB per node.
+//!
+//! Layout (one RocksDB, three column families; every key starts with the 8-byte big-endian
+//! [`GroupId`], so one group's data is one contiguous range and a drop is a range delete):
+//! - `log`:  `group ++ index` → bincode [`Entry`]; the Raft log.
+//! - `meta`: `group ++ tag` → bincode; vote, committed, last purged, last applied, last
+//!   membership, current snapshot, snapshot-install marker.
+//! - `data`: `group ++ slot (2 bytes BE) ++ key` → `version (8 bytes BE) ++ value`; the state
+//!   machine. All keys of one (group, slot) are contiguous, so a move is a range scan.
+//!
+//! Durability rules (openraft's storage contract):
+//! - the vote is fsynced before [`LogStore::save_vote`] returns;
+//! - appended entries are written at once (readable) but reported flushed only after the WAL is
+//!   fsynced; one flusher thread per RocksDB fsyncs once for every append that queued up while the
+//!   previous fsync ran, across all groups (group commit);
+//! - `apply` writes data and `last_applied` in one WriteBatch, so a crash never half-applies. It
+//!   needs no fsync of its own: RocksDB recovers a prefix of its single WAL, and the log entries
+//!   it applied were synced first, so a lost apply is replayed from the log;
+//! - a storage error during apply is returned to openraft, which stops the replica: it never
+//!   diverges. A failed condition is a deterministic [`CommandResult`], not an error;
+//! - snapshots are built by streaming a RocksDB snapshot into a file, and installed by streaming a
+//!   file into write batches; neither is held whole in memory. An install interrupted by a crash
+//!   is redone from the snapshot file on the next open.
+//!
+//! Not implemented / caveats:
+//! - slot ownership, freezing and epochs (partitions and moves) are not checked by the state
+//!   machine yet: a group owns every slot.
+//! - no disk quota: a full disk surfaces as a storage error.
+
+mod command;
+mod keys;
+mod log_store;
+mod snapshot;
+mod state_machine;
+mod store;
+
+#[cfg(test)]
+mod tests;
+
+pub use command::{Command, CommandResult, Condition, Record};
+pub use log_store::LogStore;
+pub use state_machine::StateMachineStore;
+pub use store::{Store, StoreError};
+
+pub use kvorum_router::{GroupId, NodeId};
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for every kvorum group.
+    ///
+    /// Snapshots are files (`tokio::fs::File`), streamed in chunks by openraft's
+    /// `install_snapshot` RPC and never held in memory whole.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        SnapshotData = tokio::fs::File,
+);
+
+/// A Raft log entry of a kvorum group.
+pub type Entry = openraft::Entry<TypeConfig>;
+
+/// A running Raft replica of a kvorum group.
+pub type Raft = openraft::Raft<TypeConfig>;

@@ -1,0 +1,165 @@
+//! One RocksDB per node, shared by every group's log store and state machine, and the WAL
+//! flusher that gives group commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use openraft::storage::LogFlushed;
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+
+use crate::keys::{self, CF_DATA, CF_LOG, CF_META};
+use crate::{GroupId, LogStore, Record, StateMachineStore, TypeConfig};
+
+/// Errors of the store's own read API.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB failed; the node's disk or data directory needs an operator.
+    #[error("storage: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// Bytes on disk do not decode: corruption. The replica must not serve them.
+    #[error("corrupt record for key {key:?}")]
+    Corrupt { key: String },
+    /// A file-system error outside RocksDB (snapshot files).
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The node's RocksDB, shared by all groups. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: DB,
+    /// Where snapshot files live.
+    pub(crate) snapshot_dir: PathBuf,
+    /// Queue of the WAL flusher: appends waiting to be reported durable.
+    flush_tx: std::sync::Mutex<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    /// Serializes updates of the groups' current-snapshot records.
+    pub(crate) snapshot_lock: std::sync::Mutex<()>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the RocksDB under `dir` (`dir/db`, snapshots in
+    /// `dir/snapshots`) and starts its WAL flusher thread, which ends when the store is dropped.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let snapshot_dir = dir.join("snapshots");
+        std::fs::create_dir_all(&snapshot_dir)?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Bound the WAL so a quiet group does not keep old WAL files alive forever.
+        opts.set_max_total_wal_size(256 << 20);
+        let cfs = [CF_LOG, CF_META, CF_DATA]
+            .into_iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?;
+        let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
+        let inner = Arc::new(Inner {
+            db,
+            snapshot_dir,
+            flush_tx: std::sync::Mutex::new(tx),
+            snapshot_lock: std::sync::Mutex::new(()),
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("kvorum-wal-flush".into())
+            .spawn(move || flusher(weak, rx))?;
+        Ok(Store { inner })
+    }
+
+    /// The log storage of `group` for openraft.
+    pub fn log_store(&self, group: GroupId) -> LogStore {
+        LogStore::new(self.clone(), group)
+    }
+
+    /// The state machine of `group` for openraft. Finishes a snapshot install that a crash
+    /// interrupted before returning.
+    pub async fn state_machine(
+        &self,
+        group: GroupId,
+    ) -> Result<StateMachineStore, openraft::StorageError<u64>> {
+        StateMachineStore::open(self.clone(), group).await
+    }
+
+    /// The current record of `key` in `group`'s state machine, as applied locally.
+    ///
+    /// This is a local read: linearizable only after the caller made sure (read index) that
+    /// this replica applied every write committed before the read began.
+    pub fn read(&self, group: GroupId, key: &str) -> Result<Option<Record>, StoreError> {
+        let raw = self
+            .inner
+            .db
+            .get_pinned_cf(self.cf(CF_DATA), keys::data_key(group, key.as_bytes()))?;
+        match raw {
+            None => Ok(None),
+            Some(b) => Record::decode(&b).map(Some).ok_or_else(|| StoreError::Corrupt {
+                key: key.to_string(),
+            }),
+        }
+    }
+
+    /// Number of keys and their approximate bytes (keys + values) in `group`. Scans the group.
+    pub fn group_stats(&self, group: GroupId) -> Result<(u64, u64), StoreError> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_lower_bound(keys::group_start(group).to_vec());
+        ro.set_iterate_upper_bound(keys::group_end(group));
+        let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(CF_DATA), ro);
+        it.seek_to_first();
+        let (mut n, mut bytes) = (0u64, 0u64);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            n += 1;
+            bytes += (k.len() + v.len()) as u64;
+            it.next();
+        }
+        it.status()?;
+        Ok((n, bytes))
+    }
+
+    /// Queues `cb` to be completed after the next WAL fsync.
+    pub(crate) fn flush_later(&self, cb: LogFlushed<TypeConfig>) {
+        let tx = match self.inner.flush_tx.lock() {
+            Ok(tx) => tx,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Err(mpsc::SendError(cb)) = tx.send(cb) {
+            // The flusher is gone (the store is shutting down): report the append failed so
+            // openraft never counts it as durable.
+            cb.log_io_completed(Err(std::io::Error::other("WAL flusher stopped")));
+        }
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        self.inner
+            .db
+            .cf_handle(name)
+            .expect("column families are created at open")
+    }
+}
+
+/// Fsyncs the WAL once for every batch of appends that queued up while the previous fsync ran
+/// (group commit), then reports them durable.
+fn flusher(store: std::sync::Weak<Inner>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let result = match store.upgrade() {
+            // Appended entries become durable here; only now may openraft count them.
+            Some(inner) => inner.db.flush_wal(true).map_err(std::io::Error::other),
+            None => Err(std::io::Error::other("store closed")),
+        };
+        for cb in batch {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            cb.log_io_completed(r);
+        }
+    }
+}

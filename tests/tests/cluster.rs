@@ -1,0 +1,159 @@
+//! End-to-end tests of a replicated group with real kvnode processes on loopback addresses.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kvorum_client::{Client, ClientError};
+use kvorum_tests::{Cluster, ClusterOptions};
+
+/// Writes `w{n}` = `v{n}` with `tasks` concurrent writers until stopped; records acked writes.
+fn spawn_writers(
+    client: Arc<Client>,
+    tasks: usize,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..tasks)
+        .map(|t| {
+            let (client, stop, acked) = (client.clone(), stop.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w{t}-{n}");
+                    n += 1;
+                    // Errors (unknown or unavailable) are allowed; only acks are promised.
+                    if client.put(&key, &format!("v-{key}"), None).await.is_ok() {
+                        acked.lock().unwrap().push(key);
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+async fn assert_all_readable(client: &Client, keys: &[String], stale: bool) {
+    for key in keys {
+        match client.get(key, stale).await {
+            Ok(v) => assert_eq!(v.value, format!("v-{key}"), "wrong value for {key}"),
+            Err(e) => panic!("acknowledged write {key} lost: {e}"),
+        }
+    }
+}
+
+fn index_of(c: &Cluster, id: u64) -> usize {
+    c.nodes.iter().position(|n| n.id == id).unwrap()
+}
+
+// Writes through a follower succeed; after SIGKILL of the leader under load a new leader takes
+// over and every acknowledged write reads back; after all nodes are killed and restarted, every
+// acknowledged write is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_leader_kill_and_full_restart() {
+    let mut c = Cluster::start(ClusterOptions::new(3, 3)).await;
+    let leader = c.wait_for_leader(Duration::from_secs(30)).await;
+    let follower = c.nodes.iter().position(|n| n.id != leader).unwrap();
+    let fc = c.client_of(&[follower]);
+    for i in 0..20 {
+        let v = fc.put(&format!("f{i}"), &format!("v-f{i}"), None).await.unwrap();
+        assert!(v > 0);
+    }
+    let follower_keys: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+    assert_all_readable(&fc, &follower_keys, false).await;
+
+    let client = Arc::new(c.client());
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writers = spawn_writers(client.clone(), 4, stop.clone(), acked.clone());
+    let count = || acked.lock().unwrap().len();
+    c.wait_until(Duration::from_secs(30), "100 acked writes", || async { count() >= 100 }).await;
+
+    let li = index_of(&c, leader);
+    c.kill(li);
+    let before = count();
+    let new_leader = c.wait_for_leader(Duration::from_secs(30)).await;
+    assert_ne!(new_leader, leader, "the killed node cannot lead");
+    c.wait_until(Duration::from_secs(30), "writes accepted after failover", || async {
+        count() >= before + 100
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let keys = acked.lock().unwrap().clone();
+    eprintln!("{} acknowledged writes; checking them", keys.len());
+    assert_all_readable(&client, &keys, false).await;
+
+    c.restart(li);
+    for i in 0..3 {
+        c.kill(i);
+    }
+    for i in 0..3 {
+        c.restart(i);
+    }
+    c.wait_for_leader(Duration::from_secs(30)).await;
+    assert_all_readable(&client, &keys, false).await;
+    assert_all_readable(&client, &follower_keys, false).await;
+}
+
+// A node SIGKILLed in the middle of a write burst restarts cleanly, catches up, and then holds
+// every acknowledged write in its own state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_killed_mid_burst_restarts_and_catches_up() {
+    let mut c = Cluster::start(ClusterOptions::new(3, 3)).await;
+    let leader = c.wait_for_leader(Duration::from_secs(30)).await;
+    let victim = c.nodes.iter().position(|n| n.id != leader).unwrap();
+    let others: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    let client = Arc::new(c.client_of(&others));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writers = spawn_writers(client.clone(), 16, stop.clone(), acked.clone());
+    let count = || acked.lock().unwrap().len();
+    c.wait_until(Duration::from_secs(30), "200 acked writes", || async { count() >= 200 }).await;
+    c.kill(victim);
+    let before = count();
+    c.wait_until(Duration::from_secs(30), "writes while the node is down", || async {
+        count() >= before + 300
+    })
+    .await;
+    c.restart(victim);
+    c.wait_until(Duration::from_secs(30), "writes after the restart", || async {
+        count() >= before + 600
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let keys = acked.lock().unwrap().clone();
+    // Catch-up: the restarted node's own state (a stale read there) holds every acked write.
+    let local = c.client_of(&[victim]);
+    let last = keys.last().unwrap().clone();
+    c.wait_until(Duration::from_secs(30), "the restarted node to apply the last write", || {
+        let local = &local;
+        let last = last.clone();
+        async move { local.get(&last, true).await.is_ok() }
+    })
+    .await;
+    assert_all_readable(&local, &keys, true).await;
+}
+
+// A spare (a node beyond the group's K members) serves reads and writes by forwarding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spare_serves_by_forwarding() {
+    let c = Cluster::start(ClusterOptions::new(4, 3)).await;
+    let spare = c.client_of(&[3]);
+    let status = spare.status().await.unwrap();
+    assert_eq!(status["node"]["role"], "spare");
+    spare.put("via-spare", "v", None).await.unwrap();
+    assert_eq!(spare.get("via-spare", false).await.unwrap().value, "v");
+    // A stale read through the spare is served by some member's local state: eventually "v".
+    c.wait_until(Duration::from_secs(10), "a stale read to see the write", || async {
+        spare.get("via-spare", true).await.is_ok_and(|v| v.value == "v")
+    })
+    .await;
+    assert!(matches!(spare.get("absent", false).await, Err(ClientError::NotFound)));
+}
