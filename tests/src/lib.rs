@@ -243,6 +243,7 @@ impl Cluster {
             ClientOptions {
                 request_timeout: Duration::from_secs(10),
                 retry_for: Duration::from_secs(20),
+                local_address: None,
             },
         )
         .expect("client")
@@ -259,6 +260,7 @@ impl Cluster {
                 ClientOptions {
                     request_timeout: Duration::from_secs(2),
                     retry_for: Duration::ZERO,
+                    local_address: None,
                 },
             )
             .ok()?;
@@ -323,3 +325,6 @@ impl Drop for Cluster {
         }
     }
 }
+
+pub mod jepsen;
+pub mod nemesis;

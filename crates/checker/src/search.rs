@@ -11,6 +11,24 @@
 //! Info ops have their return at +infinity and are not required: the
 //! search succeeds as soon as every required op is linearized, so an info
 //! op may be placed anywhere after its call, or nowhere.
+//!
+//! Two refinements over Porcupine keep info ops from multiplying the
+//! search space: each configuration tries required candidates before
+//! optional ones, and the memo prunes a configuration when a *finished*
+//! one had the same required set and state and a subset of its linearized
+//! info ops (it had at least the same options and still failed). Only
+//! finished configurations may prune by dominance; pruning by an ancestor
+//! still on the stack would assume the outcome being computed. Exact
+//! repeats are pruned as in Porcupine.
+//!
+//! Finally, an optional op immediately followed by a blind write
+//! (put/delete), or by nothing, can be deleted from any linearization
+//! without changing it. So, without loss of generality, the op linearized
+//! right after an optional op must observe the state (a read, cas or
+//! append): the search never tries a blind write there. Configurations
+//! under that restriction are memoized as such ("restricted"), and an
+//! unrestricted finished configuration dominates a restricted one, not the
+//! reverse.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -24,9 +42,10 @@ use crate::model::{Model, StateId, Step, ABSENT};
 /// a clock read and a few atomics; 1024 iterations take microseconds.
 const POLL_EVERY: u64 = 1024;
 
-/// Approximate bytes of one memo entry besides its bitset tail: hash map
-/// slot (key + bucket), control byte, load factor slack, box header.
-const ENTRY_OVERHEAD: usize = 96;
+/// Approximate bytes of one memo entry besides its bitsets: hash map slot
+/// (key + bucket vector), control byte, load-factor slack, the entry in the
+/// bucket's heap block and allocator headers.
+const ENTRY_OVERHEAD: usize = 128;
 
 /// Limits shared by all keys of one check, and the cancellation flag.
 pub(crate) struct Budget {
@@ -241,60 +260,105 @@ impl Bits {
     }
 }
 
+/// The linearized optional (info) ops: a plain bitset, usually tiny.
+/// Compared after trimming trailing zero words.
+fn trimmed(words: &[u64]) -> &[u64] {
+    let len = words.iter().rposition(|&w| w != 0).map_or(0, |i| i + 1);
+    words.get(..len).unwrap_or(&[])
+}
+
+/// `a ⊆ b` for trimmed or untrimmed bitsets.
+fn is_subset(a: &[u64], b: &[u64]) -> bool {
+    a.iter()
+        .enumerate()
+        .all(|(i, &w)| w & !b.get(i).copied().unwrap_or(0) == 0)
+}
+
+/// A configuration: (required ops linearized, state, optional ops
+/// linearized).
 struct MemoEntry {
     state: StateId,
     lead: u32,
     tail: Box<[u64]>,
+    opt: Box<[u64]>,
+    /// The last op linearized was optional, so the next must observe the
+    /// state (see `search`): fewer continuations than unrestricted.
+    restricted: bool,
+    /// Its subtree has been fully explored without success.
+    done: bool,
 }
 
 impl MemoEntry {
-    fn matches(&self, state: StateId, bits: &Bits) -> bool {
-        self.state == state && self.lead as usize == bits.lead && *self.tail == *bits.tail()
+    fn same_required(&self, state: StateId, req: &Bits) -> bool {
+        self.state == state && self.lead as usize == req.lead && *self.tail == *req.tail()
     }
-}
-
-/// Hash collisions are rare, so the first entry lives inline.
-struct Bucket {
-    first: MemoEntry,
-    more: Vec<MemoEntry>,
 }
 
 #[derive(Default)]
 struct Memo {
-    map: HashMap<u64, Bucket, BuildHasherDefault<IdHasher>>,
+    /// Keyed by hash(required set, state); a bucket holds the optional
+    /// sets seen with them (and, rarely, hash collisions).
+    map: HashMap<u64, Vec<MemoEntry>, BuildHasherDefault<IdHasher>>,
     len: usize,
     bytes: usize,
 }
 
 impl Memo {
-    /// Inserts (bits, state) under `hash`; false if it was already there.
-    fn insert(&mut self, hash: u64, state: StateId, bits: &Bits) -> bool {
-        let make = || MemoEntry {
-            state,
-            lead: u32::try_from(bits.lead).unwrap_or(u32::MAX),
-            tail: bits.tail().into(),
-        };
-        match self.map.entry(hash) {
-            Entry::Vacant(v) => {
-                v.insert(Bucket {
-                    first: make(),
-                    more: Vec::new(),
+    /// Records a configuration about to be explored. Returns false when it
+    /// need not be: it was seen before, or a *finished* configuration with
+    /// the same required set and state had a subset of its optional ops.
+    /// (Info ops are never forced, so fewer linearized info ops means at
+    /// least as many ways forward; if that configuration failed, this one
+    /// fails too. Only finished ones count: an unfinished one is an
+    /// ancestor whose outcome is not yet known.)
+    fn insert(
+        &mut self,
+        hash: u64,
+        state: StateId,
+        req: &Bits,
+        opt: &[u64],
+        restricted: bool,
+    ) -> bool {
+        let opt = trimmed(opt);
+        let bucket = match self.map.entry(hash) {
+            Entry::Vacant(v) => v.insert(Vec::with_capacity(1)),
+            Entry::Occupied(o) => {
+                let bucket = o.into_mut();
+                let dominated = bucket.iter().any(|e| {
+                    e.same_required(state, req)
+                        && is_subset(&e.opt, opt)
+                        && (!e.restricted || restricted)
+                        && (e.done || (*e.opt == *opt && e.restricted == restricted))
                 });
-            }
-            Entry::Occupied(mut o) => {
-                let bucket = o.get_mut();
-                if bucket.first.matches(state, bits)
-                    || bucket.more.iter().any(|e| e.matches(state, bits))
-                {
+                if dominated {
                     return false;
                 }
-                bucket.more.push(make());
-                self.bytes += 32;
+                bucket
+            }
+        };
+        bucket.push(MemoEntry {
+            state,
+            lead: u32::try_from(req.lead).unwrap_or(u32::MAX),
+            tail: req.tail().into(),
+            opt: opt.into(),
+            restricted,
+            done: false,
+        });
+        self.len += 1;
+        self.bytes += ENTRY_OVERHEAD + 8 * (req.tail().len() + opt.len());
+        true
+    }
+
+    /// Marks a configuration as fully explored.
+    fn finish(&mut self, hash: u64, state: StateId, req: &Bits, opt: &[u64], restricted: bool) {
+        let opt = trimmed(opt);
+        if let Some(bucket) = self.map.get_mut(&hash) {
+            if let Some(e) = bucket.iter_mut().find(|e| {
+                e.same_required(state, req) && *e.opt == *opt && e.restricted == restricted
+            }) {
+                e.done = true;
             }
         }
-        self.len += 1;
-        self.bytes += ENTRY_OVERHEAD + 8 * bits.tail().len();
-        true
     }
 }
 
@@ -372,10 +436,182 @@ impl List {
     }
 }
 
-/// Decides whether `ops` (one key's history) is linearizable.
+/// One level of the DFS stack.
+struct Frame {
+    /// Call node of the op linearized at this level.
+    node: u32,
+    /// State before it.
+    prev_state: StateId,
+    /// Chosen by the forced-read rule: its siblings need not be tried.
+    forced: bool,
+}
+
+/// Outcome of trying to linearize one candidate.
+#[derive(PartialEq, Eq)]
+enum Push {
+    Pushed,
+    /// The model rejects the step.
+    Illegal,
+    /// The resulting configuration is in the memo (seen or dominated).
+    Pruned,
+}
+
+/// The mutable state of one key's search.
 ///
 /// Indexing below is into vectors sized from `ops.len()` and node ids
 /// produced by [`List::build`], so it cannot go out of bounds.
+struct Searcher<'a> {
+    ops: &'a [SearchOp],
+    model: &'a mut Model,
+    list: List,
+    /// Index of each op among the required ops or among the optional ops.
+    slot: Vec<usize>,
+    req_bits: Bits,
+    opt_bits: Vec<u64>,
+    /// Zobrist hash of `req_bits`.
+    req_hash: u64,
+    memo: Memo,
+    state: StateId,
+    calls: Vec<Frame>,
+    total_required: usize,
+    remaining: usize,
+    /// Best dead end so far (see `snapshot`). `synced` = length of the
+    /// common prefix of `best` and the stack, so a snapshot copies only
+    /// what changed since the last one (amortized O(1) per push).
+    best: Vec<usize>,
+    synced: usize,
+    best_off: Option<(usize, StateId)>,
+    best_rank: (usize, usize),
+}
+
+impl Searcher<'_> {
+    fn op_of(&self, node: u32) -> usize {
+        self.list.op[node as usize] as usize
+    }
+
+    /// The last op linearized was optional: the next must observe the state.
+    fn restricted(&self) -> bool {
+        self.calls
+            .last()
+            .is_some_and(|f| !self.ops[self.op_of(f.node)].required)
+    }
+
+    fn try_push(&mut self, node: u32, forced: bool) -> Push {
+        let op = self.op_of(node);
+        let required = self.ops[op].required;
+        let Some(new_state) = self.model.step(self.state, self.ops[op].step) else {
+            return Push::Illegal;
+        };
+        let s = self.slot[op];
+        let h = if required {
+            self.req_bits.set(s);
+            self.req_hash ^ op_key(s)
+        } else {
+            set_bit(&mut self.opt_bits, s, true);
+            self.req_hash
+        };
+        let key = h ^ state_key(new_state);
+        if !self
+            .memo
+            .insert(key, new_state, &self.req_bits, &self.opt_bits, !required)
+        {
+            if required {
+                self.req_bits.clear(s);
+            } else {
+                set_bit(&mut self.opt_bits, s, false);
+            }
+            return Push::Pruned;
+        }
+        self.calls.push(Frame {
+            node,
+            prev_state: self.state,
+            forced,
+        });
+        self.state = new_state;
+        self.req_hash = h;
+        self.list.lift(node);
+        if required {
+            self.remaining -= 1;
+        }
+        Push::Pushed
+    }
+
+    /// Abandons the current configuration (marking it fully explored) and
+    /// returns to its parent.
+    fn pop(&mut self) -> Option<Frame> {
+        let frame = self.calls.pop()?;
+        let op = self.op_of(frame.node);
+        let required = self.ops[op].required;
+        let key = self.req_hash ^ state_key(self.state);
+        self.memo
+            .finish(key, self.state, &self.req_bits, &self.opt_bits, !required);
+        self.synced = self.synced.min(self.calls.len());
+        if required {
+            self.req_bits.clear(self.slot[op]);
+            self.req_hash ^= op_key(self.slot[op]);
+            self.remaining += 1;
+        } else {
+            set_bit(&mut self.opt_bits, self.slot[op], false);
+        }
+        self.state = frame.prev_state;
+        self.list.unlift(frame.node);
+        Some(frame)
+    }
+
+    /// A candidate that may be linearized without branching: a required
+    /// op that leaves the state unchanged (an ok read, a failed cas) and is
+    /// legal now. Any successful continuation can be rewritten to start
+    /// with it: it changes no state, and no pending op has to precede it
+    /// (it is a candidate), so moving it to the front keeps every other op
+    /// legal and in real-time order.
+    fn forced_candidate(&mut self) -> Option<u32> {
+        let mut node = self.list.next[HEAD as usize];
+        while self.list.is_call.get(node as usize) == Some(&true) {
+            let op = &self.ops[self.op_of(node)];
+            if op.required
+                && matches!(op.step, Step::Read(_) | Step::CasFail { .. })
+                && self.model.step(self.state, op.step).is_some()
+            {
+                return Some(node);
+            }
+            node = self.list.next[node as usize];
+        }
+        None
+    }
+
+    /// Records the current stack if this dead end (blocked by the op of
+    /// return node `ret`) beats the best so far. Rank: required ops
+    /// linearized, then fewer optional (info) ops, since an info op in the
+    /// prefix is a guess, not evidence.
+    fn snapshot(&mut self, ret: u32) {
+        let req_depth = self.total_required - self.remaining;
+        let rank = (req_depth, usize::MAX - (self.calls.len() - req_depth));
+        if self.best_off.is_some() && rank <= self.best_rank {
+            return;
+        }
+        self.best_rank = rank;
+        self.best.truncate(self.synced);
+        let fresh: Vec<usize> = self.calls[self.synced..]
+            .iter()
+            .map(|f| self.list.op[f.node as usize] as usize)
+            .collect();
+        self.best.extend(fresh);
+        self.synced = self.calls.len();
+        self.best_off = Some((self.op_of(ret), self.state));
+    }
+
+    fn violation(self) -> SearchResult {
+        let (offending, state) = self.best_off.unwrap_or((0, ABSENT));
+        SearchResult::Violation {
+            prefix: self.best,
+            offending,
+            state,
+            states: self.memo.len,
+        }
+    }
+}
+
+/// Decides whether `ops` (one key's history) is linearizable.
 pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> SearchResult {
     let mut account = Account {
         budget,
@@ -386,8 +622,7 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
         return SearchResult::Cancelled;
     }
     let total_required = ops.iter().filter(|o| o.required).count();
-    let mut remaining = total_required;
-    if remaining == 0 {
+    if total_required == 0 {
         return SearchResult::Linearizable { states: 0 };
     }
     // Node ids are u32; a single key with more than 2^31 ops would not fit
@@ -399,108 +634,128 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
         };
     }
 
-    let mut list = List::build(ops);
+    // Required and optional ops are numbered separately: the memo key
+    // covers the required set exactly and the optional set by dominance.
+    let mut slot = vec![0usize; ops.len()];
+    let (mut n_req, mut n_opt) = (0usize, 0usize);
+    for (i, op) in ops.iter().enumerate() {
+        let counter = if op.required { &mut n_req } else { &mut n_opt };
+        slot[i] = *counter;
+        *counter += 1;
+    }
     let tail = (ops.len() * 2 + 1) as u32;
-    let mut bits = Bits::new(ops.len());
-    let mut set_hash: u64 = 0;
-    let mut memo = Memo::default();
-    let mut state: StateId = ABSENT;
-    // Stack of (call node, state before it) for backtracking.
-    let mut calls: Vec<(u32, StateId)> = Vec::new();
+    let mut s = Searcher {
+        ops,
+        model,
+        list: List::build(ops),
+        slot,
+        req_bits: Bits::new(n_req),
+        opt_bits: vec![0u64; n_opt.div_ceil(64)],
+        req_hash: 0,
+        memo: Memo::default(),
+        state: ABSENT,
+        calls: Vec::new(),
+        total_required,
+        remaining: total_required,
+        best: Vec::new(),
+        synced: 0,
+        best_off: None,
+        best_rank: (0, 0),
+    };
 
-    // Best prefix seen at a dead end. `synced` = length of the common
-    // prefix of `best` and the current stack, so snapshots copy only what
-    // changed since the last one (amortized O(1) per push).
-    let mut best: Vec<usize> = Vec::new();
-    let mut synced = 0usize;
-    let mut best_off: Option<(usize, StateId)> = None;
-    let (mut best_req, mut best_opt) = (0usize, 0usize);
-
-    let mut entry = list.next[HEAD as usize];
+    // Each configuration is first checked for a forced read, then scanned
+    // twice: pass 0 tries required candidates, pass 1 optional ones.
+    // Trying "the info op did not happen (yet)" first keeps speculative
+    // info ops out of most paths and makes dominance pruning effective.
+    let mut fresh = true;
+    let mut pass = 0u8;
+    let mut entry = s.list.next[HEAD as usize];
     let mut iterations: u64 = 0;
     loop {
         iterations += 1;
         if iterations % POLL_EVERY == 0 {
-            if let Err(stop) = account.poll(memo.len, memo.bytes + model.bytes()) {
+            let bytes = s.memo.bytes + s.model.bytes();
+            if let Err(stop) = account.poll(s.memo.len, bytes) {
                 return match stop {
                     Stop::Cancelled => SearchResult::Cancelled,
                     Stop::Unknown(reason) => SearchResult::Unknown {
                         reason,
-                        states: memo.len,
+                        states: s.memo.len,
                     },
                 };
             }
         }
 
-        if entry != tail && list.is_call[entry as usize] {
-            let op = list.op[entry as usize] as usize;
-            let mut advanced = false;
-            if let Some(new_state) = model.step(state, ops[op].step) {
-                bits.set(op);
-                let h = set_hash ^ op_key(op);
-                if memo.insert(h ^ state_key(new_state), new_state, &bits) {
-                    calls.push((entry, state));
-                    state = new_state;
-                    set_hash = h;
-                    list.lift(entry);
-                    if ops[op].required {
-                        remaining -= 1;
-                        if remaining == 0 {
-                            return SearchResult::Linearizable { states: memo.len };
-                        }
+        let mut dead = false;
+        if fresh {
+            fresh = false;
+            pass = 0;
+            entry = s.list.next[HEAD as usize];
+            if let Some(node) = s.forced_candidate() {
+                if s.try_push(node, true) == Push::Pushed {
+                    if s.remaining == 0 {
+                        return SearchResult::Linearizable { states: s.memo.len };
                     }
-                    entry = list.next[HEAD as usize];
-                    advanced = true;
-                } else {
-                    bits.clear(op);
+                    fresh = true;
+                    continue;
                 }
+                // Every continuation may start with the forced op, and
+                // that configuration already failed.
+                dead = true;
             }
-            if !advanced {
-                entry = list.next[entry as usize];
-            }
-            continue;
         }
 
-        // A return entry (or, defensively, the end of the list): every
-        // candidate before it failed, so undo the last choice.
-        // Rank dead ends by required ops linearized, then by fewer optional
-        // (info) ops: an info op in the prefix is a guess, not evidence.
-        let req_depth = total_required - remaining;
-        let opt_depth = calls.len() - req_depth;
-        let better = match best_off {
-            None => true,
-            Some(_) => req_depth > best_req || (req_depth == best_req && opt_depth < best_opt),
-        };
-        if entry != tail && better {
-            best_req = req_depth;
-            best_opt = opt_depth;
-            best.truncate(synced);
-            best.extend(
-                calls[synced..]
-                    .iter()
-                    .map(|&(node, _)| list.op[node as usize] as usize),
-            );
-            synced = calls.len();
-            best_off = Some((list.op[entry as usize] as usize, state));
+        if !dead {
+            if entry != tail && s.list.is_call[entry as usize] {
+                let op = &ops[s.op_of(entry)];
+                let blind = matches!(op.step, Step::Write(_));
+                if op.required == (pass == 0)
+                    && !(blind && s.restricted())
+                    && s.try_push(entry, false) == Push::Pushed
+                {
+                    if s.remaining == 0 {
+                        return SearchResult::Linearizable { states: s.memo.len };
+                    }
+                    fresh = true;
+                } else {
+                    entry = s.list.next[entry as usize];
+                }
+                continue;
+            }
+            // A return entry (or, defensively, the end of the list): every
+            // candidate of this pass before it failed.
+            if pass == 0 && n_opt > 0 {
+                pass = 1;
+                entry = s.list.next[HEAD as usize];
+                continue;
+            }
+            if entry != tail {
+                s.snapshot(entry);
+            }
         }
-        let Some((call, prev_state)) = calls.pop() else {
-            let (offending, state) = best_off.unwrap_or((0, ABSENT));
-            return SearchResult::Violation {
-                prefix: best,
-                offending,
-                state,
-                states: memo.len,
+
+        // Dead end: return to the nearest ancestor with untried
+        // candidates. A forced frame's parent has none.
+        loop {
+            let Some(frame) = s.pop() else {
+                return s.violation();
             };
-        };
-        synced = synced.min(calls.len());
-        let op = list.op[call as usize] as usize;
-        bits.clear(op);
-        set_hash ^= op_key(op);
-        state = prev_state;
-        list.unlift(call);
-        if ops[op].required {
-            remaining += 1;
+            if !frame.forced {
+                let required = ops[s.op_of(frame.node)].required;
+                entry = s.list.next[frame.node as usize];
+                pass = if required { 0 } else { 1 };
+                break;
+            }
         }
-        entry = list.next[call as usize];
+    }
+}
+
+fn set_bit(words: &mut [u64], i: usize, on: bool) {
+    if let Some(w) = words.get_mut(i / 64) {
+        if on {
+            *w |= 1 << (i % 64);
+        } else {
+            *w &= !(1 << (i % 64));
+        }
     }
 }

@@ -101,13 +101,15 @@ fn large_history_is_linearizable_with_any_thread_count() {
 #[test]
 fn weakening_outcomes_to_info_keeps_histories_linearizable() {
     // Property: monotonicity. Turning known outcomes into "unknown" only
-    // adds possible linearizations.
+    // adds possible linearizations. (Kept to ~10% of ops: every info op
+    // stays a candidate forever, and info appends that never happened make
+    // the search exponential; see the crate's caveats.)
     let (mut rng, seed) = rng("weakening_outcomes_to_info_keeps_histories_linearizable");
     for _ in 0..100 {
         let cfg = random_config(&mut rng);
         let mut ops = sim::simulate(&cfg, &mut rng);
         for op in ops.iter_mut() {
-            if rng.gen_bool(0.3) {
+            if rng.gen_bool(0.1) {
                 op.outcome = EventType::Info;
             }
         }

@@ -46,7 +46,7 @@ pub enum ClientError {
     #[error("key not found")]
     NotFound,
     /// A condition did not hold; nothing was written.
-    #[error("condition failed; the key holds {current:?}")]
+    #[error("condition failed; the key {}", describe(current))]
     ConditionFailed { current: Option<Versioned> },
     /// The write may or may not have happened. Read the key before retrying.
     #[error("outcome unknown: {0}")]
@@ -63,6 +63,13 @@ pub enum ClientError {
     },
 }
 
+fn describe(current: &Option<Versioned>) -> String {
+    match current {
+        Some(v) => format!("holds {:?} at version {}", v.value, v.version),
+        None => "does not exist".into(),
+    }
+}
+
 impl ClientError {
     /// Whether the operation definitely did not take effect.
     pub fn is_definite(&self) -> bool {
@@ -77,6 +84,8 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// How long to keep retrying definite failures (unreachable, 503) before giving up.
     pub retry_for: Duration,
+    /// Local address to bind outgoing connections to (default: chosen by the OS).
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl Default for ClientOptions {
@@ -84,6 +93,7 @@ impl Default for ClientOptions {
         ClientOptions {
             request_timeout: Duration::from_secs(10),
             retry_for: Duration::from_secs(10),
+            local_address: None,
         }
     }
 }
@@ -125,6 +135,7 @@ impl Client {
             .timeout(opts.request_timeout)
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
+            .local_address(opts.local_address)
             .build()
             .map_err(|e| ClientError::Unavailable(format!("cannot build HTTP client: {e}")))?;
         Ok(Client {

@@ -102,6 +102,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
     let opts = ClientOptions {
         request_timeout: Duration::from_millis(cli.timeout_ms.max(1000)),
         retry_for: Duration::from_millis(cli.timeout_ms),
+        local_address: None,
     };
     let client = Client::new(endpoints, opts)?;
     match cli.cmd {
@@ -179,7 +180,7 @@ fn print_status(s: &serde_json::Value) {
     println!("answered by node {} ({})", s["node"]["id"], str_of(&s["node"]["addr"]));
     println!("\nNODES\n{:<4} {:<22} {:<8}", "ID", "ADDRESS", "ROLE");
     for n in s["nodes"].as_array().into_iter().flatten() {
-        println!("{:<4} {:<22} {:<8}", n["id"], str_of(&n["addr"]), str_of(&n["role"]));
+        println!("{:<4} {:<22} {:<8}", str_of(&n["id"]), str_of(&n["addr"]), str_of(&n["role"]));
     }
     println!("\nGROUPS");
     for g in s["groups"].as_array().into_iter().flatten() {

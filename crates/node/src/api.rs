@@ -11,7 +11,6 @@
 //! connection or a leader change answer `outcome_unknown`; no layer retries such a write.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};

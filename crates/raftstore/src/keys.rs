@@ -65,11 +65,6 @@ pub(crate) fn data_key(group: GroupId, key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// The user key of a `data` key written by [`data_key`].
-pub(crate) fn user_key(data_key: &[u8]) -> &[u8] {
-    data_key.get(10..).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,7 +85,8 @@ mod tests {
     #[test]
     fn data_key_round_trips() {
         let k = data_key(GroupId(7), b"hello");
-        assert_eq!(user_key(&k), b"hello");
+        assert_eq!(&k[10..], b"hello");
+        assert_eq!(&k[8..10], &slot_of(b"hello").0.to_be_bytes());
         assert_eq!(&k[..8], &7u64.to_be_bytes());
     }
 }

@@ -27,7 +27,7 @@ pub struct LogStore {
     group: GroupId,
 }
 
-fn io(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error) -> StorageError<NodeId> {
+fn io(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
@@ -175,7 +175,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
             self.store.cf(CF_LOG),
-            keys::log_key(self.group, log_id.index),
+            keys::log_key(self.group, log_id.index).to_vec(),
             keys::group_end(self.group),
         );
         self.store

@@ -104,7 +104,7 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
     let db = store.db();
     let data_cf = store.cf(CF_DATA);
     let mut batch = WriteBatch::default();
-    batch.delete_range_cf(data_cf, keys::group_start(group), keys::group_end(group));
+    batch.delete_range_cf(data_cf, keys::group_start(group).to_vec(), keys::group_end(group));
     let prefix = keys::group_start(group);
     while let Some((k, v)) = reader.next_record().map_err(|e| snap_err(ErrorVerb::Read, e))? {
         let mut full = Vec::with_capacity(8 + k.len());

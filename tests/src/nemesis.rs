@@ -1,0 +1,143 @@
+//! Nemeses: faults injected into a running test cluster on purpose.
+//!
+//! - kill: SIGKILL a node, restart it when the fault heals;
+//! - pause: SIGSTOP a node, SIGCONT when the fault heals;
+//! - partition: drop packets between loopback address pairs with nftables (needs root and the
+//!   `nft` tool). Every node binds its outgoing connections to its own address, so a rule on an
+//!   address pair cuts exactly that link. Clients use an address no rule mentions.
+
+use std::net::IpAddr;
+use std::process::Command;
+
+/// A kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nemesis {
+    Kill,
+    Pause,
+    Partition,
+}
+
+impl Nemesis {
+    pub fn name(self) -> &'static str {
+        match self {
+            Nemesis::Kill => "kill",
+            Nemesis::Pause => "pause",
+            Nemesis::Partition => "partition",
+        }
+    }
+}
+
+/// Shapes of network partitions over nodes `0..n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionShape {
+    /// Two random halves.
+    RandomHalves,
+    /// The given node alone (typically the leader).
+    Isolate(usize),
+    /// Node i reaches only i-1 and i+1 (mod n): every node sees a majority, no two the same.
+    MajorityRing,
+}
+
+/// Whether nodes `a` and `b` (0-based) may talk under `shape`; `side` gives the halves.
+pub fn connected(shape: PartitionShape, n: usize, side: &[bool], a: usize, b: usize) -> bool {
+    match shape {
+        PartitionShape::RandomHalves => side[a] == side[b],
+        PartitionShape::Isolate(x) => (a == x) == (b == x),
+        PartitionShape::MajorityRing => {
+            let d = (a + n - b) % n;
+            a == b || d == 1 || d == n - 1
+        }
+    }
+}
+
+/// Packet filtering on loopback address pairs through an nftables table of this process.
+pub struct Partitioner {
+    table: String,
+}
+
+fn nft(script: &str) -> Result<(), String> {
+    let out = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(script.as_bytes())?;
+            }
+            child.wait_with_output()
+        })
+        .map_err(|e| format!("cannot run nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+impl Partitioner {
+    /// Creates this process's table, or says why partitions cannot be done here.
+    pub fn new() -> Result<Partitioner, String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err("partition tests need root (nftables rules)".into());
+        }
+        let table = format!("kvorum_test_{}", std::process::id());
+        nft(&format!(
+            "add table inet {table}\nadd chain inet {table} input {{ type filter hook input priority -10 ; policy accept ; }}\n"
+        ))
+        .map_err(|e| format!("nftables unavailable (install the nftables package): {e}"))?;
+        Ok(Partitioner { table })
+    }
+
+    /// Drops all traffic between every pair of `addrs` for which `connected` is false.
+    pub fn cut(&self, addrs: &[IpAddr], mut connected: impl FnMut(usize, usize) -> bool) -> Result<(), String> {
+        let mut script = format!("flush chain inet {} input\n", self.table);
+        for (i, a) in addrs.iter().enumerate() {
+            for (j, b) in addrs.iter().enumerate() {
+                if i != j && !connected(i, j) {
+                    script.push_str(&format!(
+                        "add rule inet {} input ip saddr {a} ip daddr {b} drop\n",
+                        self.table
+                    ));
+                }
+            }
+        }
+        nft(&script)
+    }
+
+    /// Removes every rule: the network is whole again.
+    pub fn heal(&self) -> Result<(), String> {
+        nft(&format!("flush chain inet {} input\n", self.table))
+    }
+}
+
+impl Drop for Partitioner {
+    fn drop(&mut self) {
+        let _ = nft(&format!("delete table inet {}\n", self.table));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // In a majority ring of 5, each node reaches itself and its two neighbours only.
+    #[test]
+    fn majority_ring_links_neighbours() {
+        let side = [false; 5];
+        let reach = |a| (0..5).filter(|b| connected(PartitionShape::MajorityRing, 5, &side, a, *b)).count();
+        assert!((0..5).all(|a| reach(a) == 3));
+        assert!(!connected(PartitionShape::MajorityRing, 5, &side, 0, 2));
+        assert!(connected(PartitionShape::MajorityRing, 5, &side, 0, 4));
+    }
+
+    // An isolated node reaches no one; the others reach each other.
+    #[test]
+    fn isolate_cuts_one_node() {
+        let side = [false; 3];
+        assert!(!connected(PartitionShape::Isolate(1), 3, &side, 1, 0));
+        assert!(connected(PartitionShape::Isolate(1), 3, &side, 0, 2));
+    }
+}
