@@ -133,8 +133,20 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
     let mut copts = ClusterOptions::new(opts.nodes, opts.k);
     copts.build = opts.build;
     let cluster = Arc::new(tokio::sync::Mutex::new(Cluster::start(copts).await));
-    let addrs: Vec<String> = cluster.lock().await.nodes.iter().map(|n| n.addr.to_string()).collect();
-    let ips: Vec<IpAddr> = cluster.lock().await.nodes.iter().map(|n| n.addr.ip()).collect();
+    let addrs: Vec<String> = cluster
+        .lock()
+        .await
+        .nodes
+        .iter()
+        .map(|n| n.addr.to_string())
+        .collect();
+    let ips: Vec<IpAddr> = cluster
+        .lock()
+        .await
+        .nodes
+        .iter()
+        .map(|n| n.addr.ip())
+        .collect();
     let recorder = Arc::new(Recorder::create(&dir.join("history.jsonl")).expect("history file"));
     let timeline = Arc::new(Timeline {
         out: Mutex::new(std::fs::File::create(dir.join("nemesis.log")).expect("nemesis log")),
@@ -280,7 +292,8 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
     }
     drop(partitioner);
     let file = std::fs::File::open(dir.join("history.jsonl")).expect("history");
-    let history = kvorum_checker::parse_history(std::io::BufReader::new(file)).expect("valid history");
+    let history =
+        kvorum_checker::parse_history(std::io::BufReader::new(file)).expect("valid history");
     let ops = history.len();
     let report = kvorum_checker::check(
         &history,

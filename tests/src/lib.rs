@@ -33,7 +33,10 @@ static BUILD_LOCK: Mutex<Vec<(Build, PathBuf)>> = Mutex::new(Vec::new());
 fn target_dir() -> PathBuf {
     // .../target/<profile>/deps/<test binary>
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target/<profile> dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> dir")
+        .to_path_buf()
 }
 
 /// The path of a kvnode binary of the given build, building it once per test process.
@@ -133,7 +136,10 @@ impl Cluster {
     /// Starts `opts.nodes` nodes with fresh data directories and waits until a leader is known.
     pub async fn start(opts: ClusterOptions) -> Cluster {
         let bin = kvnode_bin(opts.build);
-        let dir = tempfile::Builder::new().prefix("kvorum-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("kvorum-test-")
+            .tempdir()
+            .expect("tempdir");
         let mut nodes = Vec::new();
         for i in 0..opts.nodes {
             let ip = format!("127.0.0.{}", i + 1);
@@ -149,7 +155,11 @@ impl Cluster {
                 child: None,
             });
         }
-        let view = nodes.iter().map(|n| n.addr.to_string()).collect::<Vec<_>>().join(",");
+        let view = nodes
+            .iter()
+            .map(|n| n.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let mut c = Cluster {
             nodes,
             dir: Some(dir),
@@ -166,7 +176,10 @@ impl Cluster {
 
     /// The cluster's folder (node logs and data).
     pub fn path(&self) -> &Path {
-        self.dir.as_ref().map(|d| d.path()).expect("dir present until drop")
+        self.dir
+            .as_ref()
+            .map(|d| d.path())
+            .expect("dir present until drop")
     }
 
     fn spawn(&mut self, i: usize) {
@@ -220,7 +233,11 @@ impl Cluster {
     /// SIGSTOP / SIGCONT node `i`.
     pub fn pause(&self, i: usize, paused: bool) {
         if let Some(pid) = self.nodes[i].pid() {
-            let sig = if paused { Signal::SIGSTOP } else { Signal::SIGCONT };
+            let sig = if paused {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            };
             let _ = kill(Pid::from_raw(pid as i32), sig);
         }
     }
@@ -237,7 +254,10 @@ impl Cluster {
 
     /// A client of the given nodes only (0-based).
     pub fn client_of(&self, idx: &[usize]) -> Client {
-        let eps = idx.iter().map(|i| self.nodes[*i].addr.to_string()).collect();
+        let eps = idx
+            .iter()
+            .map(|i| self.nodes[*i].addr.to_string())
+            .collect();
         Client::new(
             eps,
             ClientOptions {
@@ -319,7 +339,7 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             if let Some(d) = self.dir.take() {
-                let p = d.into_path();
+                let p = d.keep();
                 eprintln!("test failed: cluster logs and data kept in {}", p.display());
             }
         }

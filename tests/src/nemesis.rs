@@ -92,7 +92,11 @@ impl Partitioner {
     }
 
     /// Drops all traffic between every pair of `addrs` for which `connected` is false.
-    pub fn cut(&self, addrs: &[IpAddr], mut connected: impl FnMut(usize, usize) -> bool) -> Result<(), String> {
+    pub fn cut(
+        &self,
+        addrs: &[IpAddr],
+        mut connected: impl FnMut(usize, usize) -> bool,
+    ) -> Result<(), String> {
         let mut script = format!("flush chain inet {} input\n", self.table);
         for (i, a) in addrs.iter().enumerate() {
             for (j, b) in addrs.iter().enumerate() {
@@ -127,7 +131,11 @@ mod tests {
     #[test]
     fn majority_ring_links_neighbours() {
         let side = [false; 5];
-        let reach = |a| (0..5).filter(|b| connected(PartitionShape::MajorityRing, 5, &side, a, *b)).count();
+        let reach = |a| {
+            (0..5)
+                .filter(|b| connected(PartitionShape::MajorityRing, 5, &side, a, *b))
+                .count()
+        };
         assert!((0..5).all(|a| reach(a) == 3));
         assert!(!connected(PartitionShape::MajorityRing, 5, &side, 0, 2));
         assert!(connected(PartitionShape::MajorityRing, 5, &side, 0, 4));

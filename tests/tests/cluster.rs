@@ -57,7 +57,10 @@ async fn acknowledged_writes_survive_leader_kill_and_full_restart() {
     let follower = c.nodes.iter().position(|n| n.id != leader).unwrap();
     let fc = c.client_of(&[follower]);
     for i in 0..20 {
-        let v = fc.put(&format!("f{i}"), &format!("v-f{i}"), None).await.unwrap();
+        let v = fc
+            .put(&format!("f{i}"), &format!("v-f{i}"), None)
+            .await
+            .unwrap();
         assert!(v > 0);
     }
     let follower_keys: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
@@ -68,16 +71,21 @@ async fn acknowledged_writes_survive_leader_kill_and_full_restart() {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let writers = spawn_writers(client.clone(), 4, stop.clone(), acked.clone());
     let count = || acked.lock().unwrap().len();
-    c.wait_until(Duration::from_secs(30), "100 acked writes", || async { count() >= 100 }).await;
+    c.wait_until(Duration::from_secs(30), "100 acked writes", || async {
+        count() >= 100
+    })
+    .await;
 
     let li = index_of(&c, leader);
     c.kill(li);
     let before = count();
     let new_leader = c.wait_for_leader(Duration::from_secs(30)).await;
     assert_ne!(new_leader, leader, "the killed node cannot lead");
-    c.wait_until(Duration::from_secs(30), "writes accepted after failover", || async {
-        count() >= before + 100
-    })
+    c.wait_until(
+        Duration::from_secs(30),
+        "writes accepted after failover",
+        || async { count() >= before + 100 },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     for w in writers {
@@ -112,17 +120,24 @@ async fn node_killed_mid_burst_restarts_and_catches_up() {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let writers = spawn_writers(client.clone(), 16, stop.clone(), acked.clone());
     let count = || acked.lock().unwrap().len();
-    c.wait_until(Duration::from_secs(30), "200 acked writes", || async { count() >= 200 }).await;
-    c.kill(victim);
-    let before = count();
-    c.wait_until(Duration::from_secs(30), "writes while the node is down", || async {
-        count() >= before + 300
+    c.wait_until(Duration::from_secs(30), "200 acked writes", || async {
+        count() >= 200
     })
     .await;
+    c.kill(victim);
+    let before = count();
+    c.wait_until(
+        Duration::from_secs(30),
+        "writes while the node is down",
+        || async { count() >= before + 300 },
+    )
+    .await;
     c.restart(victim);
-    c.wait_until(Duration::from_secs(30), "writes after the restart", || async {
-        count() >= before + 600
-    })
+    c.wait_until(
+        Duration::from_secs(30),
+        "writes after the restart",
+        || async { count() >= before + 600 },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     for w in writers {
@@ -132,11 +147,15 @@ async fn node_killed_mid_burst_restarts_and_catches_up() {
     // Catch-up: the restarted node's own state (a stale read there) holds every acked write.
     let local = c.client_of(&[victim]);
     let last = keys.last().unwrap().clone();
-    c.wait_until(Duration::from_secs(30), "the restarted node to apply the last write", || {
-        let local = &local;
-        let last = last.clone();
-        async move { local.get(&last, true).await.is_ok() }
-    })
+    c.wait_until(
+        Duration::from_secs(30),
+        "the restarted node to apply the last write",
+        || {
+            let local = &local;
+            let last = last.clone();
+            async move { local.get(&last, true).await.is_ok() }
+        },
+    )
     .await;
     assert_all_readable(&local, &keys, true).await;
 }
@@ -151,9 +170,19 @@ async fn spare_serves_by_forwarding() {
     spare.put("via-spare", "v", None).await.unwrap();
     assert_eq!(spare.get("via-spare", false).await.unwrap().value, "v");
     // A stale read through the spare is served by some member's local state: eventually "v".
-    c.wait_until(Duration::from_secs(10), "a stale read to see the write", || async {
-        spare.get("via-spare", true).await.is_ok_and(|v| v.value == "v")
-    })
+    c.wait_until(
+        Duration::from_secs(10),
+        "a stale read to see the write",
+        || async {
+            spare
+                .get("via-spare", true)
+                .await
+                .is_ok_and(|v| v.value == "v")
+        },
+    )
     .await;
-    assert!(matches!(spare.get("absent", false).await, Err(ClientError::NotFound)));
+    assert!(matches!(
+        spare.get("absent", false).await,
+        Err(ClientError::NotFound)
+    ));
 }

@@ -685,7 +685,8 @@ impl HistoryBuilder {
     pub fn build(&self) -> Result<History, ParseError> {
         let mut asm = Assembler::default();
         for (i, e) in self.events.iter().enumerate() {
-            asm.push(e.clone(), i + 1).map_err(|kind| ParseError { line: i + 1, kind })?;
+            asm.push(e.clone(), i + 1)
+                .map_err(|kind| ParseError { line: i + 1, kind })?;
         }
         Ok(asm.finish())
     }

@@ -288,8 +288,13 @@ fn render_timeline(
         bars.sort_by(|a, b| a.x0.total_cmp(&b.x0));
         let mut row_end: Vec<f64> = Vec::new();
         for b in bars.iter_mut() {
-            let badge = if matches!(b.role, Role::Prefix(_)) { 40.0 } else { 0.0 };
-            let extent = b.x1.max(b.x0 + badge + 6.6 * b.label.chars().count() as f64) + 6.0;
+            let badge = if matches!(b.role, Role::Prefix(_)) {
+                40.0
+            } else {
+                0.0
+            };
+            let extent =
+                b.x1.max(b.x0 + badge + 6.6 * b.label.chars().count() as f64) + 6.0;
             let row = row_end.iter().position(|&end| end <= b.x0);
             let row = match row {
                 Some(r) => r,

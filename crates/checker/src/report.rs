@@ -258,7 +258,12 @@ impl Report {
 const TEXT_PREFIX_SHOWN: usize = 20;
 const TEXT_OPS_SHOWN: usize = 40;
 
-fn op_line(o: &Operation, base: u64, positions: &HashMap<usize, usize>, offending: usize) -> String {
+fn op_line(
+    o: &Operation,
+    base: u64,
+    positions: &HashMap<usize, usize>,
+    offending: usize,
+) -> String {
     let mark = if o.id == offending {
         "  <-- cannot be linearized".to_string()
     } else if let Some(p) = positions.get(&o.id) {

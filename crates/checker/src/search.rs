@@ -444,6 +444,9 @@ struct Frame {
     prev_state: StateId,
     /// Chosen by the forced-read rule: its siblings need not be tried.
     forced: bool,
+    /// Position of `node` in the parent configuration's candidate order,
+    /// where the parent resumes after this subtree fails.
+    idx: usize,
 }
 
 /// Outcome of trying to linearize one candidate.
@@ -482,6 +485,8 @@ struct Searcher<'a> {
     synced: usize,
     best_off: Option<(usize, StateId)>,
     best_rank: (usize, usize),
+    /// Candidates of the current configuration, in the order tried.
+    cands: Vec<u32>,
 }
 
 impl Searcher<'_> {
@@ -496,7 +501,7 @@ impl Searcher<'_> {
             .is_some_and(|f| !self.ops[self.op_of(f.node)].required)
     }
 
-    fn try_push(&mut self, node: u32, forced: bool) -> Push {
+    fn try_push(&mut self, node: u32, forced: bool, idx: usize) -> Push {
         let op = self.op_of(node);
         let required = self.ops[op].required;
         let Some(new_state) = self.model.step(self.state, self.ops[op].step) else {
@@ -526,6 +531,7 @@ impl Searcher<'_> {
             node,
             prev_state: self.state,
             forced,
+            idx,
         });
         self.state = new_state;
         self.req_hash = h;
@@ -577,6 +583,35 @@ impl Searcher<'_> {
             node = self.list.next[node as usize];
         }
         None
+    }
+
+    /// Fills `cands` with the current configuration's candidates (calls
+    /// before the first return entry) in the order to try them, and returns
+    /// that first return node (the op that blocks further progress).
+    ///
+    /// Order: required ops before optional ones ("the info op did not
+    /// happen yet" first keeps speculative info ops out of most paths and
+    /// makes dominance pruning effective); required ops by the midpoint of
+    /// their interval, the best guess of when they took effect, so that
+    /// the first path tried is usually right and chronological
+    /// backtracking rarely has to undo deep mistakes; optional ops by call.
+    fn candidates(&mut self) -> u32 {
+        self.cands.clear();
+        let mut node = self.list.next[HEAD as usize];
+        while self.list.is_call.get(node as usize) == Some(&true) {
+            self.cands.push(node);
+            node = self.list.next[node as usize];
+        }
+        let ops = self.ops;
+        let list = &self.list;
+        self.cands.sort_by_key(|&n| {
+            let op = &ops[list.op[n as usize] as usize];
+            match (op.required, op.ret) {
+                (true, Some(ret)) => (false, u128::from(op.call) + u128::from(ret)),
+                _ => (true, u128::from(op.call)),
+            }
+        });
+        node
     }
 
     /// Records the current stack if this dead end (blocked by the op of
@@ -661,15 +696,13 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
         synced: 0,
         best_off: None,
         best_rank: (0, 0),
+        cands: Vec::new(),
     };
 
-    // Each configuration is first checked for a forced read, then scanned
-    // twice: pass 0 tries required candidates, pass 1 optional ones.
-    // Trying "the info op did not happen (yet)" first keeps speculative
-    // info ops out of most paths and makes dominance pruning effective.
+    // Each configuration is first checked for a forced read; otherwise its
+    // candidates are tried in `Searcher::candidates` order.
     let mut fresh = true;
-    let mut pass = 0u8;
-    let mut entry = s.list.next[HEAD as usize];
+    let mut next_idx = 0usize;
     let mut iterations: u64 = 0;
     loop {
         iterations += 1;
@@ -689,10 +722,9 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
         let mut dead = false;
         if fresh {
             fresh = false;
-            pass = 0;
-            entry = s.list.next[HEAD as usize];
+            next_idx = 0;
             if let Some(node) = s.forced_candidate() {
-                if s.try_push(node, true) == Push::Pushed {
+                if s.try_push(node, true, 0) == Push::Pushed {
                     if s.remaining == 0 {
                         return SearchResult::Linearizable { states: s.memo.len };
                     }
@@ -706,31 +738,27 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
         }
 
         if !dead {
-            if entry != tail && s.list.is_call[entry as usize] {
-                let op = &ops[s.op_of(entry)];
-                let blind = matches!(op.step, Step::Write(_));
-                if op.required == (pass == 0)
-                    && !(blind && s.restricted())
-                    && s.try_push(entry, false) == Push::Pushed
-                {
-                    if s.remaining == 0 {
-                        return SearchResult::Linearizable { states: s.memo.len };
-                    }
-                    fresh = true;
-                } else {
-                    entry = s.list.next[entry as usize];
+            let blocker = s.candidates();
+            let restricted = s.restricted();
+            let mut pushed = false;
+            let mut i = next_idx;
+            while let Some(&node) = s.cands.get(i) {
+                let blind = matches!(ops[s.op_of(node)].step, Step::Write(_));
+                if !(blind && restricted) && s.try_push(node, false, i) == Push::Pushed {
+                    pushed = true;
+                    break;
                 }
+                i += 1;
+            }
+            if pushed {
+                if s.remaining == 0 {
+                    return SearchResult::Linearizable { states: s.memo.len };
+                }
+                fresh = true;
                 continue;
             }
-            // A return entry (or, defensively, the end of the list): every
-            // candidate of this pass before it failed.
-            if pass == 0 && n_opt > 0 {
-                pass = 1;
-                entry = s.list.next[HEAD as usize];
-                continue;
-            }
-            if entry != tail {
-                s.snapshot(entry);
+            if blocker != tail {
+                s.snapshot(blocker);
             }
         }
 
@@ -741,9 +769,7 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
                 return s.violation();
             };
             if !frame.forced {
-                let required = ops[s.op_of(frame.node)].required;
-                entry = s.list.next[frame.node as usize];
-                pass = if required { 0 } else { 1 };
+                next_idx = frame.idx + 1;
                 break;
             }
         }

@@ -40,7 +40,10 @@ fn parses_a_valid_history() {
     assert_eq!(h.len(), 3);
     assert_eq!(h.ops[0].command, Command::Put { value: "v7".into() });
     assert_eq!(h.ops[0].outcome, Outcome::Ok);
-    assert_eq!((h.ops[0].invoke_time, h.ops[0].complete_time), (100, Some(200)));
+    assert_eq!(
+        (h.ops[0].invoke_time, h.ops[0].complete_time),
+        (100, Some(200))
+    );
     assert_eq!(h.ops[1].read.as_deref(), Some("v7"));
     assert_eq!(
         h.ops[2].command,
@@ -51,7 +54,10 @@ fn parses_a_valid_history() {
     );
     assert_eq!(h.ops[2].outcome, Outcome::Info);
     assert_eq!(h.ops[2].complete_time, None);
-    assert_eq!(check(&h, &CheckOptions::default()).verdict, Verdict::Linearizable);
+    assert_eq!(
+        check(&h, &CheckOptions::default()).verdict,
+        Verdict::Linearizable
+    );
 }
 
 #[test]
@@ -94,9 +100,15 @@ fn unknown_type_and_function_are_rejected() {
         "{INV1}\n{}\n",
         r#"{"process":1,"type":"done","f":"put","key":"k","time":2}"#
     ));
-    assert_eq!((line, kind), (2, ParseErrorKind::UnknownType("done".into())));
+    assert_eq!(
+        (line, kind),
+        (2, ParseErrorKind::UnknownType("done".into()))
+    );
     let (line, kind) = parse_err(r#"{"process":1,"type":"invoke","f":"incr","key":"k","time":2}"#);
-    assert_eq!((line, kind), (1, ParseErrorKind::UnknownFunction("incr".into())));
+    assert_eq!(
+        (line, kind),
+        (1, ParseErrorKind::UnknownFunction("incr".into()))
+    );
 }
 
 #[test]
@@ -138,7 +150,10 @@ fn completion_must_repeat_f_and_key() {
         r#"{"process":1,"type":"ok","f":"get","key":"k","value":null,"time":2}"#
     ));
     assert_eq!(line, 2);
-    assert!(matches!(kind, ParseErrorKind::CompletionMismatch { .. }), "{kind}");
+    assert!(
+        matches!(kind, ParseErrorKind::CompletionMismatch { .. }),
+        "{kind}"
+    );
     let (line, kind) = parse_err(&format!(
         "{INV1}\n{}\n",
         r#"{"process":1,"type":"ok","f":"put","key":"other","time":2}"#
@@ -160,7 +175,10 @@ fn missing_values_are_rejected() {
     for case in cases {
         let (line, kind) = parse_err(case);
         assert_eq!(line, 1, "{case}");
-        assert!(matches!(kind, ParseErrorKind::MissingValue { .. }), "{case}: {kind}");
+        assert!(
+            matches!(kind, ParseErrorKind::MissingValue { .. }),
+            "{case}: {kind}"
+        );
     }
     let (line, kind) = parse_err(concat!(
         r#"{"process":1,"type":"invoke","f":"get","key":"k","time":1}"#,
@@ -168,7 +186,10 @@ fn missing_values_are_rejected() {
         r#"{"process":1,"type":"ok","f":"get","key":"k","time":2}"#
     ));
     assert_eq!(line, 2);
-    assert!(matches!(kind, ParseErrorKind::MissingValue { .. }), "{kind}");
+    assert!(
+        matches!(kind, ParseErrorKind::MissingValue { .. }),
+        "{kind}"
+    );
 }
 
 #[test]
@@ -179,7 +200,10 @@ fn completion_before_invoke_is_rejected() {
         r#"{"process":1,"type":"ok","f":"put","key":"k","time":0}"#
     ));
     assert_eq!(line, 2);
-    assert!(matches!(kind, ParseErrorKind::TimeBeforeInvoke { .. }), "{kind}");
+    assert!(
+        matches!(kind, ParseErrorKind::TimeBeforeInvoke { .. }),
+        "{kind}"
+    );
 }
 
 #[test]
@@ -197,23 +221,30 @@ fn events_round_trip_through_json_lines() {
     // Property: what the builder writes, the parser reads back unchanged,
     // including null values and cas arguments.
     let mut b = HistoryBuilder::new();
-    b.invoke(1, 10, "a", Command::Put { value: "x\"y\n".into() })
-        .ok(1, 20, None)
-        .invoke(2, 15, "a", Command::Get)
-        .ok(2, 25, None)
-        .invoke(
-            3,
-            30,
-            "b",
-            Command::Cas {
-                expected: None,
-                value: None,
-            },
-        )
-        .fail(3, 40)
-        .invoke(1, 50, "a", Command::Append { value: "z".into() })
-        .info(1, 60)
-        .invoke(2, 70, "a", Command::Delete);
+    b.invoke(
+        1,
+        10,
+        "a",
+        Command::Put {
+            value: "x\"y\n".into(),
+        },
+    )
+    .ok(1, 20, None)
+    .invoke(2, 15, "a", Command::Get)
+    .ok(2, 25, None)
+    .invoke(
+        3,
+        30,
+        "b",
+        Command::Cas {
+            expected: None,
+            value: None,
+        },
+    )
+    .fail(3, 40)
+    .invoke(1, 50, "a", Command::Append { value: "z".into() })
+    .info(1, 60)
+    .invoke(2, 70, "a", Command::Delete);
     let mut text = Vec::new();
     b.write_jsonl(&mut text).unwrap();
     let parsed = parse_history(Cursor::new(text.clone())).unwrap();
@@ -256,8 +287,14 @@ fn recorder_writes_a_checkable_history_from_many_threads() {
                     let key = format!("k{}", i % 3);
                     if (i + p) % 2 == 0 {
                         let value = format!("p{p}-{i}");
-                        rec.invoke(p, &key, &Command::Put { value: value.clone() })
-                            .unwrap();
+                        rec.invoke(
+                            p,
+                            &key,
+                            &Command::Put {
+                                value: value.clone(),
+                            },
+                        )
+                        .unwrap();
                         store.lock().unwrap().insert(key, value);
                         rec.ok(p, None).unwrap();
                     } else {
@@ -276,9 +313,15 @@ fn recorder_writes_a_checkable_history_from_many_threads() {
         .map(|l| serde_json::from_str::<Event>(l).unwrap().time)
         .collect();
     assert_eq!(times.len(), 800);
-    assert!(times.windows(2).all(|w| w[0] < w[1]), "timestamps not strictly increasing");
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "timestamps not strictly increasing"
+    );
     let h = parse_history(Cursor::new(text.into_bytes())).unwrap();
-    assert_eq!(check(&h, &CheckOptions::default()).verdict, Verdict::Linearizable);
+    assert_eq!(
+        check(&h, &CheckOptions::default()).verdict,
+        Verdict::Linearizable
+    );
 }
 
 #[test]
@@ -313,14 +356,35 @@ fn cli(path: &std::path::Path, html: Option<&std::path::Path>) -> (i32, String) 
 
 fn stale_read_jsonl(key: &str, value: &str) -> String {
     let mut b = HistoryBuilder::new();
-    b.invoke(1, 0, key, Command::Put { value: value.into() })
-        .ok(1, 10, None)
-        .invoke(1, 20, key, Command::Put { value: "second".into() })
-        .ok(1, 30, None)
-        .invoke(2, 40, key, Command::Get)
-        .ok(2, 50, Some(value))
-        .invoke(3, 45, key, Command::Put { value: "late".into() })
-        .info(3, 60);
+    b.invoke(
+        1,
+        0,
+        key,
+        Command::Put {
+            value: value.into(),
+        },
+    )
+    .ok(1, 10, None)
+    .invoke(
+        1,
+        20,
+        key,
+        Command::Put {
+            value: "second".into(),
+        },
+    )
+    .ok(1, 30, None)
+    .invoke(2, 40, key, Command::Get)
+    .ok(2, 50, Some(value))
+    .invoke(
+        3,
+        45,
+        key,
+        Command::Put {
+            value: "late".into(),
+        },
+    )
+    .info(3, 60);
     let mut out = Vec::new();
     b.write_jsonl(&mut out).unwrap();
     String::from_utf8(out).unwrap()
@@ -346,14 +410,19 @@ fn cli_exit_code_1_and_report_when_not_linearizable() {
     assert!(out.contains("verdict: NOT LINEARIZABLE"), "{out}");
     assert!(out.contains("longest linearizable prefix: 2 of"), "{out}");
     assert!(out.contains("value after the prefix: \"second\""), "{out}");
-    assert!(out.contains("cannot linearize: #2 process 2 get -> \"first\""), "{out}");
+    assert!(
+        out.contains("cannot linearize: #2 process 2 get -> \"first\""),
+        "{out}"
+    );
     assert!(!out.contains("HTML"), "{out}");
 
     let html_path = temp_path("stale.html");
     let (code, out) = cli(&path, Some(&html_path));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("HTML report written"), "{out}");
-    assert!(std::fs::read_to_string(&html_path).unwrap().contains("<svg"));
+    assert!(std::fs::read_to_string(&html_path)
+        .unwrap()
+        .contains("<svg"));
 }
 
 #[test]
@@ -373,12 +442,20 @@ fn cli_exit_code_2_when_unknown() {
     // Property: an undecided check exits 2.
     let mut b = HistoryBuilder::new();
     for p in 0..20u64 {
-        b.invoke(p, 0, "k", Command::Put { value: format!("w{p}") });
+        b.invoke(
+            p,
+            0,
+            "k",
+            Command::Put {
+                value: format!("w{p}"),
+            },
+        );
     }
     for p in 0..20u64 {
         b.ok(p, 1000, None);
     }
-    b.invoke(99, 2000, "k", Command::Get).ok(99, 2100, Some("never"));
+    b.invoke(99, 2000, "k", Command::Get)
+        .ok(99, 2100, Some("never"));
     let mut text = Vec::new();
     b.write_jsonl(&mut text).unwrap();
     let path = write_file("hard.jsonl", &String::from_utf8(text).unwrap());

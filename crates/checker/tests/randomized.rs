@@ -209,9 +209,9 @@ fn dropping_a_write_that_was_read_is_rejected() {
             .into_iter()
             .filter_map(|g| ops[g].read.clone())
             .collect();
-        let Some(w) = (0..ops.len()).find(|&i| {
-            matches!(&ops[i].command, Command::Put { value } if read_values.contains(value))
-        }) else {
+        let Some(w) = (0..ops.len()).find(
+            |&i| matches!(&ops[i].command, Command::Put { value } if read_values.contains(value)),
+        ) else {
             continue;
         };
         ops.remove(w);
@@ -289,9 +289,11 @@ fn brute_step(state: &Option<String>, op: &kvorum_checker::Operation) -> Option<
         (Command::Get, _) => (*state == op.read).then(|| state.clone()),
         (Command::Put { value }, _) => Some(Some(value.clone())),
         (Command::Delete, _) => Some(None),
-        (Command::Append { value }, _) => {
-            Some(Some(format!("{}{}", state.clone().unwrap_or_default(), value)))
-        }
+        (Command::Append { value }, _) => Some(Some(format!(
+            "{}{}",
+            state.clone().unwrap_or_default(),
+            value
+        ))),
         (Command::Cas { expected, .. }, Outcome::Fail) => {
             (state != expected).then(|| state.clone())
         }
@@ -371,8 +373,14 @@ fn agrees_with_brute_force_on_tiny_random_histories() {
     let (mut accepted, mut rejected) = (0, 0);
     for _ in 0..2_000 {
         let mut b = kvorum_checker::HistoryBuilder::new();
-        let mut events: Vec<(u64, usize, u64, Option<(Command, String)>, EventType, Option<String>)> =
-            Vec::new();
+        let mut events: Vec<(
+            u64,
+            usize,
+            u64,
+            Option<(Command, String)>,
+            EventType,
+            Option<String>,
+        )> = Vec::new();
         let n_ops = rng.gen_range(1..=6);
         let processes = rng.gen_range(1..=3u64);
         let mut clock = vec![0u64; processes as usize];
@@ -453,5 +461,8 @@ fn agrees_with_brute_force_on_tiny_random_histories() {
         }
     }
     // Both verdicts must actually be exercised.
-    assert!(accepted > 200 && rejected > 200, "{accepted} accepted, {rejected} rejected");
+    assert!(
+        accepted > 200 && rejected > 200,
+        "{accepted} accepted, {rejected} rejected"
+    );
 }

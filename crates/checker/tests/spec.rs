@@ -44,8 +44,18 @@ fn hist(spec: &[&str]) -> History {
             _ => EventType::Ok,
         };
         let (command, read) = match words.as_slice() {
-            ["put", v] => (Command::Put { value: v.to_string() }, None),
-            ["append", v] => (Command::Append { value: v.to_string() }, None),
+            ["put", v] => (
+                Command::Put {
+                    value: v.to_string(),
+                },
+                None,
+            ),
+            ["append", v] => (
+                Command::Append {
+                    value: v.to_string(),
+                },
+                None,
+            ),
             ["delete"] => (Command::Delete, None),
             ["get", "->", v] => (Command::Get, val(v)),
             ["get"] => (Command::Get, None),
@@ -138,7 +148,11 @@ fn lost_update_via_append_is_rejected() {
 #[test]
 fn appends_accumulate() {
     // Twin: both appends visible, in real-time order.
-    assert_linearizable(&["1 0..10 append a", "2 20..30 append b", "3 40..50 get -> ab"]);
+    assert_linearizable(&[
+        "1 0..10 append a",
+        "2 20..30 append b",
+        "3 40..50 get -> ab",
+    ]);
 }
 
 #[test]
@@ -158,13 +172,21 @@ fn read_of_written_value_is_accepted() {
 fn write_seen_then_unseen_is_rejected() {
     // Property: once a read observes a write, later reads observe it too
     // (even while the write is still in flight).
-    assert_violation(&["1 0..100 put v1", "2 20..30 get -> v1", "2 40..50 get -> nil"]);
+    assert_violation(&[
+        "1 0..100 put v1",
+        "2 20..30 get -> v1",
+        "2 40..50 get -> nil",
+    ]);
 }
 
 #[test]
 fn write_unseen_then_seen_is_accepted() {
     // Twin: the in-flight write takes effect between the two reads.
-    assert_linearizable(&["1 0..100 put v1", "2 20..30 get -> nil", "2 40..50 get -> v1"]);
+    assert_linearizable(&[
+        "1 0..100 put v1",
+        "2 20..30 get -> nil",
+        "2 40..50 get -> v1",
+    ]);
 }
 
 #[test]
@@ -214,13 +236,21 @@ fn reads_observing_non_overlapping_writes_in_order_are_accepted() {
 #[test]
 fn info_write_may_have_happened() {
     // Property: an info op may take effect (here: its value is read).
-    assert_linearizable(&["1 0..10 put v1", "2 20..30 put v2 info", "3 40..50 get -> v2"]);
+    assert_linearizable(&[
+        "1 0..10 put v1",
+        "2 20..30 put v2 info",
+        "3 40..50 get -> v2",
+    ]);
 }
 
 #[test]
 fn info_write_may_not_have_happened() {
     // Property: an info op may never take effect.
-    assert_linearizable(&["1 0..10 put v1", "2 20..30 put v2 info", "3 40..50 get -> v1"]);
+    assert_linearizable(&[
+        "1 0..10 put v1",
+        "2 20..30 put v2 info",
+        "3 40..50 get -> v1",
+    ]);
 }
 
 #[test]
@@ -270,10 +300,22 @@ fn info_get_constrains_nothing() {
 fn failed_write_is_dropped() {
     // Property: `fail` means the write did not happen, so its value can
     // never be read.
-    assert_linearizable(&["1 0..10 put v1", "2 20..30 put v2 fail", "3 40..50 get -> v1"]);
-    assert_violation(&["1 0..10 put v1", "2 20..30 put v2 fail", "3 40..50 get -> v2"]);
+    assert_linearizable(&[
+        "1 0..10 put v1",
+        "2 20..30 put v2 fail",
+        "3 40..50 get -> v1",
+    ]);
+    assert_violation(&[
+        "1 0..10 put v1",
+        "2 20..30 put v2 fail",
+        "3 40..50 get -> v2",
+    ]);
     assert_violation(&["1 0..10 append a fail", "3 40..50 get -> a"]);
-    assert_violation(&["1 0..10 put a", "1 20..30 delete fail", "3 40..50 get -> nil"]);
+    assert_violation(&[
+        "1 0..10 put a",
+        "1 20..30 delete fail",
+        "3 40..50 get -> nil",
+    ]);
 }
 
 #[test]
@@ -281,19 +323,39 @@ fn failed_cas_is_an_observation() {
     // Property: cas `fail` means it read a value different from
     // `expected`, so it is rejected when the value must have been equal.
     assert_violation(&["1 0..10 put a", "2 20..30 cas a b fail"]);
-    assert_linearizable(&["1 0..10 put a", "2 20..30 cas z b fail", "3 40..50 get -> a"]);
+    assert_linearizable(&[
+        "1 0..10 put a",
+        "2 20..30 cas z b fail",
+        "3 40..50 get -> a",
+    ]);
     // ... and it may be linearized before a concurrent write made it match.
-    assert_linearizable(&["1 0..50 put a", "2 20..30 cas a b fail", "3 60..70 get -> a"]);
+    assert_linearizable(&[
+        "1 0..50 put a",
+        "2 20..30 cas a b fail",
+        "3 60..70 get -> a",
+    ]);
 }
 
 #[test]
 fn info_cas_may_or_may_not_swap() {
     // Property: an info cas either swapped (when the value matched) or
     // had no effect.
-    assert_linearizable(&["1 0..10 put a", "2 20..30 cas a b info", "3 40..50 get -> b"]);
-    assert_linearizable(&["1 0..10 put a", "2 20..30 cas a b info", "3 40..50 get -> a"]);
+    assert_linearizable(&[
+        "1 0..10 put a",
+        "2 20..30 cas a b info",
+        "3 40..50 get -> b",
+    ]);
+    assert_linearizable(&[
+        "1 0..10 put a",
+        "2 20..30 cas a b info",
+        "3 40..50 get -> a",
+    ]);
     // It cannot swap a value it did not expect.
-    assert_violation(&["1 0..10 put x", "2 20..30 cas a b info", "3 40..50 get -> b"]);
+    assert_violation(&[
+        "1 0..10 put x",
+        "2 20..30 cas a b info",
+        "3 40..50 get -> b",
+    ]);
 }
 
 // ---- Semantics of the key-value model -----------------------------------
@@ -362,8 +424,11 @@ fn keys_are_checked_independently() {
         "2 40..50 @a get -> 1",
         "2 60..70 @b get -> 1",
     ]);
-    let verdicts: Vec<(&str, &KeyVerdict)> =
-        r.keys.iter().map(|k| (k.key.as_str(), &k.verdict)).collect();
+    let verdicts: Vec<(&str, &KeyVerdict)> = r
+        .keys
+        .iter()
+        .map(|k| (k.key.as_str(), &k.verdict))
+        .collect();
     assert_eq!(verdicts[1], ("b", &KeyVerdict::NotLinearizable));
     assert!(matches!(
         verdicts[0].1,
@@ -404,8 +469,16 @@ fn time_limit_yields_unknown() {
     };
     let t0 = Instant::now();
     let r = check(&h, &opts);
-    assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
-    assert!(matches!(r.verdict, Verdict::Unknown { .. }), "{}", r.to_text());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        matches!(r.verdict, Verdict::Unknown { .. }),
+        "{}",
+        r.to_text()
+    );
     assert_eq!(r.exit_code(), 2);
     assert!(r.to_text().contains("time limit"), "{}", r.to_text());
 }
@@ -458,7 +531,11 @@ fn violation_on_one_key_cancels_the_others() {
     let r = check(&h, &opts);
     assert_eq!(r.verdict, Verdict::NotLinearizable, "{}", r.to_text());
     if cores >= 2 {
-        assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            t0.elapsed()
+        );
         let hard = r.keys.iter().find(|k| k.key == "hard").unwrap();
         assert_eq!(hard.verdict, KeyVerdict::Skipped, "{}", r.to_text());
     }
@@ -482,5 +559,9 @@ fn violation_beats_unknown_in_the_overall_verdict() {
     let r = check(&h, &opts);
     assert_eq!(r.verdict, Verdict::NotLinearizable, "{}", r.to_text());
     let hard = r.keys.iter().find(|k| k.key == "hard").unwrap();
-    assert!(matches!(hard.verdict, KeyVerdict::Unknown { .. }), "{}", r.to_text());
+    assert!(
+        matches!(hard.verdict, KeyVerdict::Unknown { .. }),
+        "{}",
+        r.to_text()
+    );
 }

@@ -17,7 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// Characters of a key left unescaped in a URL path: RFC 3986 unreserved.
-const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Pause between retries of a definite failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -119,7 +123,9 @@ pub fn parse_endpoints(list: &str) -> Result<Vec<String>, String> {
     let eps: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
     for e in &eps {
         if e.is_empty() || e.contains('/') || !e.contains(':') {
-            return Err(format!("endpoint {e:?} is not host:port (e.g. 127.0.0.1:7070)"));
+            return Err(format!(
+                "endpoint {e:?} is not host:port (e.g. 127.0.0.1:7070)"
+            ));
         }
     }
     Ok(eps)
@@ -149,19 +155,28 @@ impl Client {
     /// The value of `key`: linearizable, or a possibly stale read from one replica's local state.
     pub async fn get(&self, key: &str, stale: bool) -> Result<Versioned, ClientError> {
         let q = if stale { "?stale=true" } else { "" };
-        let v = self.call(Method::GET, &key_path("keys", key, q), None, false).await?;
+        let v = self
+            .call(Method::GET, &key_path("keys", key, q), None, false)
+            .await?;
         serde_json::from_value(v).map_err(bad_reply)
     }
 
     /// Sets `key` to `value` if `expect` holds; returns the new version.
-    pub async fn put(&self, key: &str, value: &str, expect: Option<Expect>) -> Result<u64, ClientError> {
+    pub async fn put(
+        &self,
+        key: &str,
+        value: &str,
+        expect: Option<Expect>,
+    ) -> Result<u64, ClientError> {
         let mut body = json!({ "value": value });
         match expect {
             Some(Expect::Version(v)) => body["expected_version"] = json!(v),
             Some(Expect::Value(v)) => body["expected_value"] = json!(v),
             None => {}
         }
-        let v = self.call(Method::PUT, &key_path("keys", key, ""), Some(body), true).await?;
+        let v = self
+            .call(Method::PUT, &key_path("keys", key, ""), Some(body), true)
+            .await?;
         version_of(&v)
     }
 
@@ -169,23 +184,32 @@ impl Client {
     pub async fn delete(&self, key: &str, expect: Option<Expect>) -> Result<bool, ClientError> {
         let q = match expect {
             Some(Expect::Version(v)) => format!("?expected_version={v}"),
-            Some(Expect::Value(v)) => format!("?expected_value={}", utf8_percent_encode(&v, KEY_ESCAPE)),
+            Some(Expect::Value(v)) => {
+                format!("?expected_value={}", utf8_percent_encode(&v, KEY_ESCAPE))
+            }
             None => String::new(),
         };
-        let v = self.call(Method::DELETE, &key_path("keys", key, &q), None, true).await?;
-        v.get("deleted").and_then(|d| d.as_bool()).ok_or_else(|| bad_reply("no deleted field"))
+        let v = self
+            .call(Method::DELETE, &key_path("keys", key, &q), None, true)
+            .await?;
+        v.get("deleted")
+            .and_then(|d| d.as_bool())
+            .ok_or_else(|| bad_reply("no deleted field"))
     }
 
     /// Appends `value` to `key` (absent counts as empty); returns the new version.
     pub async fn append(&self, key: &str, value: &str) -> Result<u64, ClientError> {
         let body = json!({ "value": value });
-        let v = self.call(Method::POST, &key_path("append", key, ""), Some(body), true).await?;
+        let v = self
+            .call(Method::POST, &key_path("append", key, ""), Some(body), true)
+            .await?;
         version_of(&v)
     }
 
     /// The cluster status as seen by the first node that answers.
     pub async fn status(&self) -> Result<serde_json::Value, ClientError> {
-        self.call(Method::GET, "/v1/cluster/status", None, false).await
+        self.call(Method::GET, "/v1/cluster/status", None, false)
+            .await
     }
 
     /// One request with retries of definite failures, rotating endpoints.
@@ -201,7 +225,9 @@ impl Client {
         loop {
             let i = self.next.load(Ordering::Relaxed) % self.endpoints.len();
             let ep = &self.endpoints[i];
-            let mut req = self.http.request(method.clone(), format!("http://{ep}{path}"));
+            let mut req = self
+                .http
+                .request(method.clone(), format!("http://{ep}{path}"));
             if let Some(b) = &body {
                 req = req.json(b);
             }
@@ -227,7 +253,9 @@ impl Client {
                                 self.next.fetch_add(1, Ordering::Relaxed);
                             }
                         },
-                        Err(e) if write => return Err(ClientError::OutcomeUnknown(format!("{ep}: {e}"))),
+                        Err(e) if write => {
+                            return Err(ClientError::OutcomeUnknown(format!("{ep}: {e}")))
+                        }
                         Err(e) => last = format!("{ep}: {e}"),
                     }
                 }
@@ -260,7 +288,9 @@ fn interpret(status: StatusCode, bytes: &[u8]) -> Reply {
     };
     Reply::Done(Err(match (status, err.code.as_str()) {
         (StatusCode::NOT_FOUND, "key_not_found") => ClientError::NotFound,
-        (StatusCode::CONFLICT, _) => ClientError::ConditionFailed { current: err.current },
+        (StatusCode::CONFLICT, _) => ClientError::ConditionFailed {
+            current: err.current,
+        },
         (_, "outcome_unknown") => ClientError::OutcomeUnknown(err.message),
         (StatusCode::SERVICE_UNAVAILABLE, _) => return Reply::Retry(err.message),
         _ => ClientError::Api {
@@ -284,7 +314,9 @@ fn bad_reply(e: impl std::fmt::Display) -> ClientError {
 }
 
 fn version_of(v: &serde_json::Value) -> Result<u64, ClientError> {
-    v.get("version").and_then(|v| v.as_u64()).ok_or_else(|| bad_reply("no version field"))
+    v.get("version")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| bad_reply("no version field"))
 }
 
 #[cfg(test)]
@@ -295,7 +327,10 @@ mod tests {
     #[test]
     fn keys_are_escaped_in_paths() {
         assert_eq!(key_path("keys", "a/b c", ""), "/v1/keys/a%2Fb%20c");
-        assert_eq!(key_path("keys", "k-1_.~", "?stale=true"), "/v1/keys/k-1_.~?stale=true");
+        assert_eq!(
+            key_path("keys", "k-1_.~", "?stale=true"),
+            "/v1/keys/k-1_.~?stale=true"
+        );
     }
 
     // Endpoint lists must be host:port entries.

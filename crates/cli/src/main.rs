@@ -18,7 +18,12 @@ use serde_json::json;
 #[command(name = "kvctl", version)]
 struct Cli {
     /// Nodes to talk to, comma-separated host:port; the next is tried when one is unreachable.
-    #[arg(long, env = "KVORUM_ENDPOINTS", default_value = "127.0.0.1:7070", global = true)]
+    #[arg(
+        long,
+        env = "KVORUM_ENDPOINTS",
+        default_value = "127.0.0.1:7070",
+        global = true
+    )]
     endpoints: String,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
@@ -86,9 +91,15 @@ fn exit_code(e: &ClientError) -> u8 {
 fn advice(e: &ClientError) -> &'static str {
     match e {
         ClientError::NotFound => "",
-        ClientError::ConditionFailed { .. } => " (nothing was written; read the key and retry with its current version)",
-        ClientError::OutcomeUnknown(_) => " (the write may or may not have happened; read the key before retrying)",
-        ClientError::Unavailable(_) => " (check that the nodes in --endpoints are running and have a leader)",
+        ClientError::ConditionFailed { .. } => {
+            " (nothing was written; read the key and retry with its current version)"
+        }
+        ClientError::OutcomeUnknown(_) => {
+            " (the write may or may not have happened; read the key before retrying)"
+        }
+        ClientError::Unavailable(_) => {
+            " (check that the nodes in --endpoints are running and have a leader)"
+        }
         ClientError::Api { .. } => "",
     }
 }
@@ -109,7 +120,10 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Cmd::Get { key, stale } => {
             let v = client.get(&key, stale).await?;
             if cli.json {
-                println!("{}", json!({ "key": key, "value": v.value, "version": v.version }));
+                println!(
+                    "{}",
+                    json!({ "key": key, "value": v.value, "version": v.version })
+                );
             } else {
                 println!("{}", v.value);
             }
@@ -139,7 +153,9 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             expected_version,
             expected_value,
         } => {
-            let expect = expected_version.map(Expect::Version).or(expected_value.map(Expect::Value));
+            let expect = expected_version
+                .map(Expect::Version)
+                .or(expected_value.map(Expect::Value));
             let existed = client.delete(&key, expect).await?;
             if cli.json {
                 println!("{}", json!({ "key": key, "deleted": existed }));
@@ -176,11 +192,25 @@ fn print_status(s: &serde_json::Value) {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    println!("cluster {}  K={}  slots={}", str_of(&s["cluster_id"]), s["k"], s["slot_count"]);
-    println!("answered by node {} ({})", s["node"]["id"], str_of(&s["node"]["addr"]));
+    println!(
+        "cluster {}  K={}  slots={}",
+        str_of(&s["cluster_id"]),
+        s["k"],
+        s["slot_count"]
+    );
+    println!(
+        "answered by node {} ({})",
+        s["node"]["id"],
+        str_of(&s["node"]["addr"])
+    );
     println!("\nNODES\n{:<4} {:<22} {:<8}", "ID", "ADDRESS", "ROLE");
     for n in s["nodes"].as_array().into_iter().flatten() {
-        println!("{:<4} {:<22} {:<8}", str_of(&n["id"]), str_of(&n["addr"]), str_of(&n["role"]));
+        println!(
+            "{:<4} {:<22} {:<8}",
+            str_of(&n["id"]),
+            str_of(&n["addr"]),
+            str_of(&n["role"])
+        );
     }
     println!("\nGROUPS");
     for g in s["groups"].as_array().into_iter().flatten() {

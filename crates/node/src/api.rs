@@ -39,8 +39,7 @@ const INTERNAL_BODY_LIMIT: usize = 256 << 20;
 
 /// The router of the client API and the internal transport.
 pub fn router(state: Arc<NodeState>) -> Router {
-    // JSON escaping can make a string up to six times longer than its bytes.
-    let body_limit = 6 * (state.cfg.max_value_bytes + state.cfg.max_key_bytes) + 64 * 1024;
+    let body_limit = body_limit(&state);
     let client = Router::new()
         .route(
             "/v1/keys/*key",
@@ -51,9 +50,15 @@ pub fn router(state: Arc<NodeState>) -> Router {
         )
         .route("/v1/keys", any(empty_key))
         .route("/v1/keys/", any(empty_key))
-        .route("/v1/append/*key", post(append_key).fallback(method_not_allowed))
+        .route(
+            "/v1/append/*key",
+            post(append_key).fallback(method_not_allowed),
+        )
         .route("/v1/append/", any(empty_key))
-        .route("/v1/cluster/status", get(status).fallback(method_not_allowed))
+        .route(
+            "/v1/cluster/status",
+            get(status).fallback(method_not_allowed),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit));
@@ -74,20 +79,34 @@ pub struct Incoming {
     body: Bytes,
 }
 
+/// Largest body a client request may have: JSON escaping can make a string up to six times
+/// longer than its bytes.
+fn body_limit(state: &NodeState) -> usize {
+    6 * (state.cfg.max_value_bytes + state.cfg.max_key_bytes) + 64 * 1024
+}
+
 #[axum::async_trait]
-impl<S: Send + Sync> FromRequest<S> for Incoming {
+impl FromRequest<Arc<NodeState>> for Incoming {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &Arc<NodeState>) -> Result<Self, ApiError> {
+        let max = body_limit(state);
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > max as u64) {
+            // Refused from the headers: the body is never read.
+            return Err(ApiError::BodyTooLarge { max });
+        }
         let method = req.method().clone();
         let uri = req.uri().clone();
         let headers = req.headers().clone();
         let body = Bytes::from_request(req, state)
             .await
             .map_err(|e| match e.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge {
-                    max: 0, // replaced below with the configured limit
-                },
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge { max },
                 _ => ApiError::BadRequest(format!("cannot read the request body: {e}")),
             })?;
         Ok(Incoming {
@@ -124,24 +143,21 @@ impl Incoming {
     }
 }
 
-fn body_too_large(state: &NodeState, e: ApiError) -> ApiError {
-    match e {
-        ApiError::BodyTooLarge { .. } => ApiError::BodyTooLarge {
-            max: 6 * (state.cfg.max_value_bytes + state.cfg.max_key_bytes) + 64 * 1024,
-        },
-        other => other,
-    }
-}
-
 /// Checks a key from the path against the limits.
-fn check_key(state: &NodeState, key: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+fn check_key(
+    state: &NodeState,
+    key: Result<Path<String>, PathRejection>,
+) -> Result<String, ApiError> {
     let Path(key) = key.map_err(|e| ApiError::BadRequest(format!("bad key in path: {e}")))?;
     let max = state.cfg.max_key_bytes;
     if key.is_empty() {
         return Err(ApiError::EmptyKey { max });
     }
     if key.len() > max {
-        return Err(ApiError::KeyTooLarge { len: key.len(), max });
+        return Err(ApiError::KeyTooLarge {
+            len: key.len(),
+            max,
+        });
     }
     Ok(key)
 }
@@ -258,7 +274,12 @@ async fn leader_target(state: &NodeState) -> Result<Target, ApiError> {
 }
 
 /// Sends `inc` unchanged to the first reachable address and passes the answer through.
-async fn forward(state: &NodeState, addrs: &[String], inc: &Incoming, write: bool) -> Result<Response, ApiError> {
+async fn forward(
+    state: &NodeState,
+    addrs: &[String],
+    inc: &Incoming,
+    write: bool,
+) -> Result<Response, ApiError> {
     let hops = inc.hops();
     if hops >= MAX_HOPS {
         return Err(ApiError::Unavailable(
@@ -283,7 +304,11 @@ async fn forward(state: &NodeState, addrs: &[String], inc: &Incoming, write: boo
                 tracing::debug!(%addr, error = %e, "forward target unreachable");
                 continue;
             }
-            Err(e) if write => return Err(ApiError::OutcomeUnknown(format!("forwarding to {addr}: {e}"))),
+            Err(e) if write => {
+                return Err(ApiError::OutcomeUnknown(format!(
+                    "forwarding to {addr}: {e}"
+                )))
+            }
             Err(e) => return Err(ApiError::Unavailable(format!("forwarding to {addr}: {e}"))),
         };
         let status = resp.status();
@@ -291,8 +316,16 @@ async fn forward(state: &NodeState, addrs: &[String], inc: &Incoming, write: boo
         let retry = resp.headers().get(header::RETRY_AFTER).cloned();
         let body = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) if write => return Err(ApiError::OutcomeUnknown(format!("reply from {addr} lost: {e}"))),
-            Err(e) => return Err(ApiError::Unavailable(format!("reply from {addr} lost: {e}"))),
+            Err(e) if write => {
+                return Err(ApiError::OutcomeUnknown(format!(
+                    "reply from {addr} lost: {e}"
+                )))
+            }
+            Err(e) => {
+                return Err(ApiError::Unavailable(format!(
+                    "reply from {addr} lost: {e}"
+                )))
+            }
         };
         let mut out = (status, body).into_response();
         if let Some(ct) = ct {
@@ -303,7 +336,9 @@ async fn forward(state: &NodeState, addrs: &[String], inc: &Incoming, write: boo
         }
         return Ok(out);
     }
-    Err(ApiError::Unavailable(format!("no replica reachable among {addrs:?}")))
+    Err(ApiError::Unavailable(format!(
+        "no replica reachable among {addrs:?}"
+    )))
 }
 
 /// Proposes `cmd` through `raft`'s log and waits for it to apply.
@@ -313,9 +348,9 @@ async fn propose(state: &NodeState, raft: &Raft, cmd: Command) -> Result<Command
         Ok(Ok(resp)) => Ok(resp.data),
         // openraft also answers ForwardToLeader for an entry it appended and later truncated,
         // which another replica may still commit: not definite.
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(ApiError::OutcomeUnknown(
-            "leadership changed after the write was proposed".into(),
-        )),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
+            ApiError::OutcomeUnknown("leadership changed after the write was proposed".into()),
+        ),
         Ok(Err(e)) => Err(ApiError::OutcomeUnknown(e.to_string())),
         Err(_) => Err(ApiError::OutcomeUnknown(format!(
             "not committed within {} ms",
@@ -338,16 +373,24 @@ async fn write(state: &NodeState, inc: &Incoming, cmd: Command) -> Result<Respon
 
 fn write_response(key: String, result: CommandResult) -> Result<Response, ApiError> {
     match result {
-        CommandResult::Written { version } => Ok(Json(json!({ "key": key, "version": version })).into_response()),
-        CommandResult::Deleted { existed } => Ok(Json(json!({ "key": key, "deleted": existed })).into_response()),
+        CommandResult::Written { version } => {
+            Ok(Json(json!({ "key": key, "version": version })).into_response())
+        }
+        CommandResult::Deleted { existed } => {
+            Ok(Json(json!({ "key": key, "deleted": existed })).into_response())
+        }
         CommandResult::ConditionFailed { current } => Err(ApiError::ConditionFailed { current }),
-        CommandResult::None => Err(ApiError::Internal("a write applied as a blank entry".into())),
+        CommandResult::None => Err(ApiError::Internal(
+            "a write applied as a blank entry".into(),
+        )),
     }
 }
 
 fn local_read(state: &NodeState, key: &str) -> Result<Response, ApiError> {
     match state.store.read(FIRST_DATA_GROUP, key) {
-        Ok(Some(r)) => Ok(Json(json!({ "key": key, "value": r.value, "version": r.version })).into_response()),
+        Ok(Some(r)) => {
+            Ok(Json(json!({ "key": key, "value": r.value, "version": r.version })).into_response())
+        }
         Ok(None) => Err(ApiError::KeyNotFound(key.to_string())),
         Err(e) => {
             tracing::error!(error = %e, "local read failed");
@@ -379,17 +422,24 @@ async fn get_key(
             let Some(batcher) = state.reads(FIRST_DATA_GROUP) else {
                 return Err(ApiError::Internal("no read batcher".into()));
             };
-            let outcome = tokio::time::timeout(state.cfg.request_timeout, batcher.read_index()).await;
+            let outcome =
+                tokio::time::timeout(state.cfg.request_timeout, batcher.read_index()).await;
             match outcome {
                 Ok(ReadIndex::Ready) => local_read(&state, &key),
                 Ok(ReadIndex::NotLeader { leader: Some(l) }) if l != state.identity.node_id => {
                     match node_addr(&raft, l) {
                         Some(addr) => forward(&state, &[addr], &inc, false).await,
-                        None => Err(ApiError::NoLeader { group: FIRST_DATA_GROUP.0 }),
+                        None => Err(ApiError::NoLeader {
+                            group: FIRST_DATA_GROUP.0,
+                        }),
                     }
                 }
-                Ok(ReadIndex::NotLeader { .. }) => Err(ApiError::NoLeader { group: FIRST_DATA_GROUP.0 }),
-                Ok(ReadIndex::Failed(m)) => Err(ApiError::Unavailable(format!("read index failed: {m}"))),
+                Ok(ReadIndex::NotLeader { .. }) => Err(ApiError::NoLeader {
+                    group: FIRST_DATA_GROUP.0,
+                }),
+                Ok(ReadIndex::Failed(m)) => {
+                    Err(ApiError::Unavailable(format!("read index failed: {m}")))
+                }
                 Err(_) => Err(ApiError::Unavailable("read index timed out".into())),
             }
         }
@@ -399,9 +449,8 @@ async fn get_key(
 async fn put_key(
     State(state): State<Arc<NodeState>>,
     key: Result<Path<String>, PathRejection>,
-    inc: Result<Incoming, ApiError>,
+    inc: Incoming,
 ) -> Result<Response, ApiError> {
-    let inc = inc.map_err(|e| body_too_large(&state, e))?;
     let key = check_key(&state, key)?;
     let body: PutBody = inc.json()?;
     check_value(&state, &body.value)?;
@@ -417,9 +466,8 @@ async fn delete_key(
     State(state): State<Arc<NodeState>>,
     key: Result<Path<String>, PathRejection>,
     q: Result<Query<DeleteQuery>, QueryRejection>,
-    inc: Result<Incoming, ApiError>,
+    inc: Incoming,
 ) -> Result<Response, ApiError> {
-    let inc = inc.map_err(|e| body_too_large(&state, e))?;
     let key = check_key(&state, key)?;
     let q = query(q)?;
     if let Some(v) = &q.expected_value {
@@ -435,9 +483,8 @@ async fn delete_key(
 async fn append_key(
     State(state): State<Arc<NodeState>>,
     key: Result<Path<String>, PathRejection>,
-    inc: Result<Incoming, ApiError>,
+    inc: Incoming,
 ) -> Result<Response, ApiError> {
-    let inc = inc.map_err(|e| body_too_large(&state, e))?;
     let key = check_key(&state, key)?;
     let body: AppendBody = inc.json()?;
     check_value(&state, &body.value)?;
@@ -475,7 +522,11 @@ async fn status(State(state): State<Arc<NodeState>>) -> Json<serde_json::Value> 
         .enumerate()
         .map(|(i, a)| {
             let nid = i as u64 + 1;
-            let role = if state.members.contains_key(&nid) { "replica" } else { "spare" };
+            let role = if state.members.contains_key(&nid) {
+                "replica"
+            } else {
+                "spare"
+            };
             json!({ "id": nid, "addr": a.to_string(), "role": role })
         })
         .collect();
@@ -527,11 +578,19 @@ async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
         let g = FIRST_DATA_GROUP.0;
         let is_leader = u8::from(m.current_leader == Some(state.identity.node_id));
         out.push_str("# HELP kvorum_raft_term Current Raft term of this replica.\n# TYPE kvorum_raft_term gauge\n");
-        out.push_str(&format!("kvorum_raft_term{{group=\"{g}\"}} {}\n", m.current_term));
+        out.push_str(&format!(
+            "kvorum_raft_term{{group=\"{g}\"}} {}\n",
+            m.current_term
+        ));
         out.push_str("# HELP kvorum_raft_is_leader 1 when this replica leads its group.\n# TYPE kvorum_raft_is_leader gauge\n");
-        out.push_str(&format!("kvorum_raft_is_leader{{group=\"{g}\"}} {is_leader}\n"));
+        out.push_str(&format!(
+            "kvorum_raft_is_leader{{group=\"{g}\"}} {is_leader}\n"
+        ));
         out.push_str("# HELP kvorum_raft_last_log_index Last log index of this replica.\n# TYPE kvorum_raft_last_log_index gauge\n");
-        out.push_str(&format!("kvorum_raft_last_log_index{{group=\"{g}\"}} {}\n", m.last_log_index.unwrap_or(0)));
+        out.push_str(&format!(
+            "kvorum_raft_last_log_index{{group=\"{g}\"}} {}\n",
+            m.last_log_index.unwrap_or(0)
+        ));
         out.push_str("# HELP kvorum_raft_applied_index Last applied log index of this replica.\n# TYPE kvorum_raft_applied_index gauge\n");
         out.push_str(&format!(
             "kvorum_raft_applied_index{{group=\"{g}\"}} {}\n",
@@ -540,4 +599,3 @@ async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
-

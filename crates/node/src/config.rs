@@ -103,15 +103,18 @@ pub struct Config {
 }
 
 fn parse_addr(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
-    s.trim()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{what}: {s:?} is not an ip:port address (e.g. 127.0.0.1:7070)"))
+    s.trim().parse().map_err(|_| {
+        anyhow::anyhow!("{what}: {s:?} is not an ip:port address (e.g. 127.0.0.1:7070)")
+    })
 }
 
 impl Config {
     /// Resolves and validates a merged [`FileConfig`]; rejects impossible combinations.
     pub fn from_file_config(f: FileConfig) -> anyhow::Result<Config> {
-        let listen = parse_addr(f.listen.as_deref().unwrap_or(DEFAULT_LISTEN), "listen address (IPPORT)")?;
+        let listen = parse_addr(
+            f.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+            "listen address (IPPORT)",
+        )?;
         let view: Vec<SocketAddr> = match f.view.as_deref().map(str::trim) {
             None | Some("") => Vec::new(),
             Some(v) => v
@@ -127,14 +130,18 @@ impl Config {
         };
         let cfg = Config {
             listen,
-            data_dir: f.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir: f
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             view,
             k,
             cluster_secret,
             dev_secret,
             max_key_bytes: f.max_key_bytes.unwrap_or(DEFAULT_MAX_KEY_BYTES),
             max_value_bytes: f.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES),
-            request_timeout: Duration::from_millis(f.request_timeout_ms.unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS)),
+            request_timeout: Duration::from_millis(
+                f.request_timeout_ms.unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+            ),
             heartbeat: Duration::from_millis(f.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS)),
             election_timeout: Duration::from_millis(
                 f.election_timeout_ms.unwrap_or(DEFAULT_ELECTION_TIMEOUT_MS),
@@ -162,12 +169,18 @@ impl Config {
                 anyhow::bail!("the view (VIEW) lists an address twice");
             }
             if self.listen.ip().is_unspecified() {
-                anyhow::bail!("IPPORT must be an address peers can reach, not {}", self.listen.ip());
+                anyhow::bail!(
+                    "IPPORT must be an address peers can reach, not {}",
+                    self.listen.ip()
+                );
             }
         }
         let n = n.max(1);
         if self.k == 0 || self.k > n {
-            anyhow::bail!("K must be between 1 and the number of nodes ({n}), got {}", self.k);
+            anyhow::bail!(
+                "K must be between 1 and the number of nodes ({n}), got {}",
+                self.k
+            );
         }
         if n / self.k > 1 {
             anyhow::bail!(
@@ -249,7 +262,11 @@ mod tests {
     // Three nodes default to one group of three; five nodes with K=3 leave two spares.
     #[test]
     fn k_defaults_to_at_most_three() -> anyhow::Result<()> {
-        let c = Config::from_file_config(fc("127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", "127.0.0.1:2", None))?;
+        let c = Config::from_file_config(fc(
+            "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3",
+            "127.0.0.1:2",
+            None,
+        ))?;
         assert_eq!(c.k, 3);
         let v5 = "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3,127.0.0.1:4,127.0.0.1:5";
         assert_eq!(Config::from_file_config(fc(v5, "127.0.0.1:5", None))?.k, 3);

@@ -56,7 +56,10 @@ impl Identity {
         match std::fs::read(&path) {
             Ok(bytes) => {
                 let have: Identity = serde_json::from_slice(&bytes).map_err(|e| {
-                    anyhow::anyhow!("{} is corrupt ({e}); restore it or wipe the data directory", path.display())
+                    anyhow::anyhow!(
+                        "{} is corrupt ({e}); restore it or wipe the data directory",
+                        path.display()
+                    )
                 })?;
                 if have.addr != want.addr || (!cfg.view.is_empty() && have.view != want.view) {
                     anyhow::bail!(

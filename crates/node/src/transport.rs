@@ -11,14 +11,16 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use kvorum_raftstore::{GroupId, NodeId, TypeConfig};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
-use kvorum_raftstore::{GroupId, NodeId, TypeConfig};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::ApiError;
@@ -68,7 +70,10 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         let body = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let url = format!("http://{}/internal/v1/raft/{}/{rpc}", self.addr, self.net.group);
+        let url = format!(
+            "http://{}/internal/v1/raft/{}/{rpc}",
+            self.addr, self.net.group
+        );
         let resp = self
             .net
             .http
@@ -94,7 +99,8 @@ impl Connection {
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if !status.is_success() {
             let msg = String::from_utf8_lossy(&bytes).to_string();
-            let err = std::io::Error::other(format!("peer {} answered {status}: {msg}", self.target));
+            let err =
+                std::io::Error::other(format!("peer {} answered {status}: {msg}", self.target));
             return Err(RPCError::Network(NetworkError::new(&err)));
         }
         let result: Result<Resp, RaftError<NodeId, E>> =
@@ -137,7 +143,11 @@ fn secret_matches(given: &[u8], want: &[u8]) -> bool {
     if given.len() != want.len() {
         return false;
     }
-    given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    given
+        .iter()
+        .zip(want)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 /// Handler of `POST /internal/v1/raft/{group}/{rpc}`.
@@ -162,7 +172,11 @@ pub async fn handle_rpc(
         return ApiError::WrongCluster.into_response();
     }
     let Some(raft) = state.group(GroupId(group)) else {
-        return (StatusCode::NOT_FOUND, format!("group {group} is not hosted here")).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            format!("group {group} is not hosted here"),
+        )
+            .into_response();
     };
     fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, Response> {
         bincode::deserialize(b)

@@ -32,9 +32,9 @@ impl Command {
     /// The key this command writes.
     pub fn key(&self) -> &str {
         match self {
-            Command::Put { key, .. } | Command::Delete { key, .. } | Command::Append { key, .. } => {
-                key
-            }
+            Command::Put { key, .. }
+            | Command::Delete { key, .. }
+            | Command::Append { key, .. } => key,
         }
     }
 }
@@ -106,7 +106,11 @@ pub(crate) enum Effect {
 
 /// Applies `cmd` at log `index` to the key's `current` record. Pure and deterministic: it runs
 /// on every replica, and again when an entry is re-applied after a crash.
-pub(crate) fn apply(cmd: &Command, index: u64, current: Option<&Record>) -> (Effect, CommandResult) {
+pub(crate) fn apply(
+    cmd: &Command,
+    index: u64,
+    current: Option<&Record>,
+) -> (Effect, CommandResult) {
     let failed = || {
         (
             Effect::Unchanged,
@@ -229,7 +233,10 @@ mod tests {
             key: "k".into(),
             condition: c,
         };
-        assert_eq!(apply(&del(None), 2, None).1, CommandResult::Deleted { existed: false });
+        assert_eq!(
+            apply(&del(None), 2, None).1,
+            CommandResult::Deleted { existed: false }
+        );
         let (eff, res) = apply(&del(None), 2, Some(&rec("a", 1)));
         assert!(matches!(eff, Effect::Remove));
         assert_eq!(res, CommandResult::Deleted { existed: true });

@@ -27,7 +27,11 @@ pub struct LogStore {
     group: GroupId,
 }
 
-fn io(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+fn io(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError<NodeId> {
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
@@ -57,7 +61,12 @@ impl LogStore {
         wo.set_sync(sync);
         self.store
             .db()
-            .put_cf_opt(self.store.cf(CF_META), keys::meta_key(self.group, t), bytes, &wo)
+            .put_cf_opt(
+                self.store.cf(CF_META),
+                keys::meta_key(self.group, t),
+                bytes,
+                &wo,
+            )
             .map_err(|e| io(subject, ErrorVerb::Write, e))
     }
 
@@ -65,9 +74,13 @@ impl LogStore {
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_lower_bound(keys::group_start(self.group).to_vec());
         ro.set_iterate_upper_bound(keys::group_end(self.group));
-        let mut it = self.store.db().raw_iterator_cf_opt(self.store.cf(CF_LOG), ro);
+        let mut it = self
+            .store
+            .db()
+            .raw_iterator_cf_opt(self.store.cf(CF_LOG), ro);
         it.seek_to_last();
-        it.status().map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        it.status()
+            .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         match it.value() {
             None => Ok(None),
             Some(v) => bincode::deserialize(v)
@@ -89,7 +102,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_upper_bound(keys::group_end(self.group));
-        let mut it = self.store.db().raw_iterator_cf_opt(self.store.cf(CF_LOG), ro);
+        let mut it = self
+            .store
+            .db()
+            .raw_iterator_cf_opt(self.store.cf(CF_LOG), ro);
         it.seek(keys::log_key(self.group, start));
         let mut out = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -104,7 +120,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             out.push(entry);
             it.next();
         }
-        it.status().map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        it.status()
+            .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         Ok(out)
     }
 }
@@ -113,7 +130,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
-        let last_purged_log_id: Option<LogId<NodeId>> = self.meta(tag::PURGED, ErrorSubject::Store)?;
+        let last_purged_log_id: Option<LogId<NodeId>> =
+            self.meta(tag::PURGED, ErrorSubject::Store)?;
         let last_log_id = match self.last_entry()? {
             Some(e) => Some(e.log_id),
             None => last_purged_log_id,

@@ -33,11 +33,21 @@ const INSTALL_BATCH_BYTES: usize = 4 << 20;
 static SNAPSHOT_SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeId> {
-    StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::error(e.to_string())).into()
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        AnyError::error(e.to_string()),
+    )
+    .into()
 }
 
 fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeId> {
-    StorageIOError::new(ErrorSubject::Snapshot(None), verb, AnyError::error(e.to_string())).into()
+    StorageIOError::new(
+        ErrorSubject::Snapshot(None),
+        verb,
+        AnyError::error(e.to_string()),
+    )
+    .into()
 }
 
 /// The state machine of one group. Keeps last-applied and membership in memory; data in RocksDB.
@@ -77,7 +87,10 @@ impl StateMachineStore {
         if installing.unwrap_or(false) {
             let current: Option<CurrentSnapshot> = read_meta(get, group, tag::SNAPSHOT)?;
             let current = current.ok_or_else(|| {
-                snap_err(ErrorVerb::Read, "install marker set but no current snapshot")
+                snap_err(
+                    ErrorVerb::Read,
+                    "install marker set but no current snapshot",
+                )
             })?;
             tracing::warn!(group = %group, snapshot = %current.meta.snapshot_id, "finishing an interrupted snapshot install");
             let s = store.clone();
@@ -104,9 +117,16 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
     let db = store.db();
     let data_cf = store.cf(CF_DATA);
     let mut batch = WriteBatch::default();
-    batch.delete_range_cf(data_cf, keys::group_start(group).to_vec(), keys::group_end(group));
+    batch.delete_range_cf(
+        data_cf,
+        keys::group_start(group).to_vec(),
+        keys::group_end(group),
+    );
     let prefix = keys::group_start(group);
-    while let Some((k, v)) = reader.next_record().map_err(|e| snap_err(ErrorVerb::Read, e))? {
+    while let Some((k, v)) = reader
+        .next_record()
+        .map_err(|e| snap_err(ErrorVerb::Read, e))?
+    {
         let mut full = Vec::with_capacity(8 + k.len());
         full.extend_from_slice(&prefix);
         full.extend_from_slice(&k);
@@ -117,7 +137,11 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
         }
     }
     let meta_cf = store.cf(CF_META);
-    batch.put_cf(meta_cf, keys::meta_key(group, tag::APPLIED), encode(&current.meta.last_log_id)?);
+    batch.put_cf(
+        meta_cf,
+        keys::meta_key(group, tag::APPLIED),
+        encode(&current.meta.last_log_id)?,
+    );
     batch.put_cf(
         meta_cf,
         keys::meta_key(group, tag::MEMBERSHIP),
@@ -127,12 +151,18 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
     let mut wo = WriteOptions::default();
     // Durable before openraft learns the snapshot is installed (it may then purge its log).
     wo.set_sync(true);
-    db.write_opt(batch, &wo).map_err(|e| snap_err(ErrorVerb::Write, e))
+    db.write_opt(batch, &wo)
+        .map_err(|e| snap_err(ErrorVerb::Write, e))
 }
 
 /// Records `current` as the group's snapshot (optionally with the install marker) unless a newer
 /// one is already recorded, and deletes the file it replaces. Returns whether it was recorded.
-fn set_current(store: &Store, group: GroupId, current: &CurrentSnapshot, installing: bool) -> Result<bool> {
+fn set_current(
+    store: &Store,
+    group: GroupId,
+    current: &CurrentSnapshot,
+    installing: bool,
+) -> Result<bool> {
     let _guard = store
         .inner
         .snapshot_lock
@@ -149,13 +179,22 @@ fn set_current(store: &Store, group: GroupId, current: &CurrentSnapshot, install
         }
     }
     let mut batch = WriteBatch::default();
-    batch.put_cf(meta_cf, keys::meta_key(group, tag::SNAPSHOT), encode(current)?);
+    batch.put_cf(
+        meta_cf,
+        keys::meta_key(group, tag::SNAPSHOT),
+        encode(current)?,
+    );
     if installing {
-        batch.put_cf(meta_cf, keys::meta_key(group, tag::INSTALLING), encode(&true)?);
+        batch.put_cf(
+            meta_cf,
+            keys::meta_key(group, tag::INSTALLING),
+            encode(&true)?,
+        );
     }
     let mut wo = WriteOptions::default();
     wo.set_sync(true);
-    db.write_opt(batch, &wo).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    db.write_opt(batch, &wo)
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
     if let Some(old) = old.filter(|o| o.file != current.file) {
         // Followers being sent the old file keep reading it: unlinking an open file is safe.
         let _ = std::fs::remove_file(store.inner.snapshot_dir.join(old.file));
@@ -197,8 +236,9 @@ fn build(store: &Store, group: GroupId) -> Result<(SnapshotMeta<NodeId, BasicNod
     let snap = db.snapshot();
     let meta_cf = store.cf(CF_META);
     // Applied index, membership and data come from the same RocksDB snapshot: consistent.
-    let applied = read_meta::<Option<LogId<NodeId>>>(|k| snap.get_cf(meta_cf, k), group, tag::APPLIED)?
-        .flatten();
+    let applied =
+        read_meta::<Option<LogId<NodeId>>>(|k| snap.get_cf(meta_cf, k), group, tag::APPLIED)?
+            .flatten();
     let membership: Membership =
         read_meta(|k| snap.get_cf(meta_cf, k), group, tag::MEMBERSHIP)?.unwrap_or_default();
     let file = snapshot_file_name(group, applied);
@@ -217,11 +257,13 @@ fn build(store: &Store, group: GroupId) -> Result<(SnapshotMeta<NodeId, BasicNod
     let mut it = db.raw_iterator_cf_opt(store.cf(CF_DATA), ro);
     it.seek_to_first();
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
-        w.record(&k[8..], v).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        w.record(&k[8..], v)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         it.next();
     }
     it.status().map_err(|e| snap_err(ErrorVerb::Read, e))?;
-    w.finish(&dir.join(&file)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    w.finish(&dir.join(&file))
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
     let current = CurrentSnapshot {
         meta: meta.clone(),
         file: file.clone(),
@@ -276,7 +318,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             }
                         }
                     };
-                    let (effect, result) = command::apply(&cmd, entry.log_id.index, current.as_ref());
+                    let (effect, result) =
+                        command::apply(&cmd, entry.log_id.index, current.as_ref());
                     match effect {
                         Effect::Unchanged => {}
                         Effect::Set(r) => {
@@ -294,8 +337,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             results.push(result);
         }
         let meta_cf = self.store.cf(CF_META);
-        batch.put_cf(meta_cf, keys::meta_key(self.group, tag::APPLIED), encode(&applied)?);
-        batch.put_cf(meta_cf, keys::meta_key(self.group, tag::MEMBERSHIP), encode(&membership)?);
+        batch.put_cf(
+            meta_cf,
+            keys::meta_key(self.group, tag::APPLIED),
+            encode(&applied)?,
+        );
+        batch.put_cf(
+            meta_cf,
+            keys::meta_key(self.group, tag::MEMBERSHIP),
+            encode(&membership)?,
+        );
         // Data and last-applied in one batch: a crash never half-applies. An error here stops
         // the replica (openraft treats it as fatal), so it never diverges.
         db.write(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;

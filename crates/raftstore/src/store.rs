@@ -95,9 +95,11 @@ impl Store {
             .get_pinned_cf(self.cf(CF_DATA), keys::data_key(group, key.as_bytes()))?;
         match raw {
             None => Ok(None),
-            Some(b) => Record::decode(&b).map(Some).ok_or_else(|| StoreError::Corrupt {
-                key: key.to_string(),
-            }),
+            Some(b) => Record::decode(&b)
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: key.to_string(),
+                }),
         }
     }
 
