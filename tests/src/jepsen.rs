@@ -26,7 +26,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::nemesis::{connected, Nemesis, PartitionShape, Partitioner};
-use crate::{Build, Cluster, ClusterOptions};
+use crate::{Cluster, ClusterOptions};
 
 /// Address the workers connect from; no partition rule mentions it.
 const CLIENT_IP: &str = "127.0.1.1";
@@ -42,14 +42,17 @@ pub struct JepsenOptions {
     pub clients: usize,
     pub keys: usize,
     pub nemeses: Vec<Nemesis>,
-    pub build: Build,
+    /// The kvnode binary: `kvnode_bin!()`.
+    pub bin: PathBuf,
+    /// Inject the stale-reads fault.
+    pub stale_reads: bool,
     /// Length of a quiet period and of a fault.
     pub fault_period: Duration,
 }
 
 impl JepsenOptions {
     /// A short run of `nemeses` on 3 nodes; `KVORUM_JEPSEN_LONG=1` makes it 5 minutes.
-    pub fn short(name: &str, nemeses: &[Nemesis]) -> JepsenOptions {
+    pub fn short(bin: PathBuf, name: &str, nemeses: &[Nemesis]) -> JepsenOptions {
         let long = std::env::var("KVORUM_JEPSEN_LONG").is_ok_and(|v| v == "1");
         JepsenOptions {
             name: name.to_string(),
@@ -60,7 +63,8 @@ impl JepsenOptions {
             clients: 6,
             keys: 6,
             nemeses: nemeses.to_vec(),
-            build: Build::Normal,
+            bin,
+            stale_reads: false,
             fault_period: Duration::from_secs(3),
         }
     }
@@ -130,8 +134,8 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
     } else {
         None
     };
-    let mut copts = ClusterOptions::new(opts.nodes, opts.k);
-    copts.build = opts.build;
+    let mut copts = ClusterOptions::new(opts.bin.clone(), opts.nodes, opts.k);
+    copts.stale_reads = opts.stale_reads;
     let cluster = Arc::new(tokio::sync::Mutex::new(Cluster::start(copts).await));
     let addrs: Vec<String> = cluster
         .lock()

@@ -1,9 +1,9 @@
 //! Test harness: clusters of real `kvnode` processes on distinct loopback addresses, each with a
 //! fresh data directory, stopped by PID when the cluster is dropped.
 //!
-//! The `kvnode` binary is built on first use with the same cargo and profile as the tests
-//! (`cargo build -p kvorum-node --bin kvnode`), so `cargo test` alone runs everything. A
-//! fault-injection build (feature `stale-reads`) is copied aside under its own name.
+//! The binary is `kvnode-test`, this package's build of the kvnode program (see
+//! [`kvnode_bin!`]), so `cargo test` builds it with everything else. It carries the `stale-reads`
+//! fault, off unless a cluster asks for it.
 //!
 //! When a test panics, the cluster's folder (node logs, data) is kept and its path printed.
 
@@ -12,67 +12,19 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kvorum_client::{Client, ClientOptions};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// Which kvnode build to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Build {
-    /// The normal binary.
-    Normal,
-    /// Built with the `stale-reads` fault: followers serve reads without read index.
-    StaleReads,
-}
-
-static BUILD_LOCK: Mutex<Vec<(Build, PathBuf)>> = Mutex::new(Vec::new());
-
-fn target_dir() -> PathBuf {
-    // .../target/<profile>/deps/<test binary>
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile> dir")
-        .to_path_buf()
-}
-
-/// The path of a kvnode binary of the given build, building it once per test process.
-pub fn kvnode_bin(build: Build) -> PathBuf {
-    let mut built = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, p)) = built.iter().find(|(b, _)| *b == build) {
-        return p.clone();
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let dir = target_dir();
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "kvorum-node", "--bin", "kvnode"]);
-    if release {
-        cmd.arg("--release");
-    }
-    if build == Build::StaleReads {
-        cmd.args(["--features", "stale-reads"]);
-    }
-    let status = cmd.status().expect("run cargo build for kvnode");
-    assert!(status.success(), "building kvnode ({build:?}) failed");
-    let bin = dir.join("kvnode");
-    let path = match build {
-        Build::Normal => {
-            let p = dir.join("kvnode-test");
-            std::fs::copy(&bin, &p).expect("copy kvnode");
-            p
-        }
-        Build::StaleReads => {
-            let p = dir.join("kvnode-stale-reads");
-            std::fs::copy(&bin, &p).expect("copy kvnode");
-            p
-        }
+/// The path of the kvnode binary built for the tests; expands in the integration test, where
+/// cargo provides it.
+#[macro_export]
+macro_rules! kvnode_bin {
+    () => {
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_kvnode-test"))
     };
-    built.push((build, path.clone()));
-    path
 }
 
 /// One kvnode process of a test cluster.
@@ -99,19 +51,23 @@ impl Node {
 /// Settings of a test cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
+    /// The kvnode binary: `kvnode_bin!()`.
+    pub bin: PathBuf,
     pub nodes: usize,
     pub k: usize,
-    pub build: Build,
+    /// Inject the stale-reads fault (reads skip read index).
+    pub stale_reads: bool,
     /// Extra environment for every node.
     pub env: Vec<(String, String)>,
 }
 
 impl ClusterOptions {
-    pub fn new(nodes: usize, k: usize) -> Self {
+    pub fn new(bin: PathBuf, nodes: usize, k: usize) -> Self {
         ClusterOptions {
+            bin,
             nodes,
             k,
-            build: Build::Normal,
+            stale_reads: false,
             env: Vec::new(),
         }
     }
@@ -123,7 +79,6 @@ pub struct Cluster {
     pub dir: Option<tempfile::TempDir>,
     view: String,
     opts: ClusterOptions,
-    bin: PathBuf,
 }
 
 /// A free port on `ip`, found by binding port 0.
@@ -135,7 +90,6 @@ fn free_port(ip: &str) -> u16 {
 impl Cluster {
     /// Starts `opts.nodes` nodes with fresh data directories and waits until a leader is known.
     pub async fn start(opts: ClusterOptions) -> Cluster {
-        let bin = kvnode_bin(opts.build);
         let dir = tempfile::Builder::new()
             .prefix("kvorum-test-")
             .tempdir()
@@ -165,7 +119,6 @@ impl Cluster {
             dir: Some(dir),
             view,
             opts,
-            bin,
         };
         for i in 0..c.nodes.len() {
             c.spawn(i);
@@ -190,7 +143,7 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .expect("open log");
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = Command::new(&self.opts.bin);
         cmd.env("IPPORT", node.addr.to_string())
             .env("VIEW", &self.view)
             .env("K", self.opts.k.to_string())
@@ -200,6 +153,9 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log);
+        if self.opts.stale_reads {
+            cmd.env("KVORUM_FAULT_STALE_READS", "1");
+        }
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
         }

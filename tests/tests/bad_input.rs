@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kvorum_tests::{Cluster, ClusterOptions};
+use kvorum_tests::{kvnode_bin, Cluster, ClusterOptions};
 use reqwest::{Method, StatusCode};
 
 struct Case {
@@ -40,7 +40,7 @@ fn case(
 // panic, and the node serves normal requests afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_documented_errors_and_node_keeps_serving() {
-    let c = Cluster::start(ClusterOptions::new(1, 1)).await;
+    let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 1, 1)).await;
     let base = format!("http://{}", c.nodes[0].addr);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

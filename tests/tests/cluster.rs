@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kvorum_client::{Client, ClientError};
-use kvorum_tests::{Cluster, ClusterOptions};
+use kvorum_tests::{kvnode_bin, Cluster, ClusterOptions};
 
 /// Writes `w{n}` = `v{n}` with `tasks` concurrent writers until stopped; records acked writes.
 fn spawn_writers(
@@ -52,7 +52,7 @@ fn index_of(c: &Cluster, id: u64) -> usize {
 // acknowledged write is still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_leader_kill_and_full_restart() {
-    let mut c = Cluster::start(ClusterOptions::new(3, 3)).await;
+    let mut c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 3, 3)).await;
     let leader = c.wait_for_leader(Duration::from_secs(30)).await;
     let follower = c.nodes.iter().position(|n| n.id != leader).unwrap();
     let fc = c.client_of(&[follower]);
@@ -111,7 +111,7 @@ async fn acknowledged_writes_survive_leader_kill_and_full_restart() {
 // every acknowledged write in its own state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_killed_mid_burst_restarts_and_catches_up() {
-    let mut c = Cluster::start(ClusterOptions::new(3, 3)).await;
+    let mut c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 3, 3)).await;
     let leader = c.wait_for_leader(Duration::from_secs(30)).await;
     let victim = c.nodes.iter().position(|n| n.id != leader).unwrap();
     let others: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
@@ -163,7 +163,7 @@ async fn node_killed_mid_burst_restarts_and_catches_up() {
 // A spare (a node beyond the group's K members) serves reads and writes by forwarding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spare_serves_by_forwarding() {
-    let c = Cluster::start(ClusterOptions::new(4, 3)).await;
+    let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 4, 3)).await;
     let spare = c.client_of(&[3]);
     let status = spare.status().await.unwrap();
     assert_eq!(status["node"]["role"], "spare");

@@ -1,11 +1,11 @@
 //! Times parsing and checking a history file.
 //!
 //! ```text
-//! cargo run --release -p kvorum-checker --example check_file -- /tmp/h.jsonl [--html out.html]
+//! cargo run --release -p kvorum-checker --example check_file -- /tmp/h.jsonl [--text] [--html out.html]
 //! ```
 //!
-//! Prints the parse and check times, then the report's last line; exits
-//! with the same code as `kvctl check`.
+//! Prints the parse and check times and the verdict (with `--text`, the
+//! full text report); exits with the same code as `kvctl check`.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -17,13 +17,15 @@ use kvorum_checker::{check, parse_history, CheckOptions};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(path) = args.first() else {
-        eprintln!("usage: check_file FILE [--html OUT]");
+        eprintln!("usage: check_file FILE [--text] [--html OUT]");
         return ExitCode::from(2);
     };
-    let html = match args.get(1).map(String::as_str) {
-        Some("--html") => args.get(2).cloned(),
-        _ => None,
-    };
+    let html = args
+        .iter()
+        .position(|a| a == "--html")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let text = args.iter().any(|a| a == "--text");
     let t0 = Instant::now();
     let file = match File::open(path) {
         Ok(f) => f,
@@ -53,6 +55,9 @@ fn main() -> ExitCode {
         states,
         report.verdict_text()
     );
+    if text {
+        print!("{}", report.to_text());
+    }
     if let Some(out) = html {
         if let Err(e) = std::fs::write(&out, report.to_html()) {
             eprintln!("cannot write {out}: {e}");

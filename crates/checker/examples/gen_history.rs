@@ -20,7 +20,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 const USAGE: &str = "usage: gen_history [--ops N] [--keys N] [--processes N] [--seed N] \
-                     [--info-rate F] [--fail-rate F] --out FILE";
+                     [--info-rate F] [--fail-rate F] [--latency-ns N] [--gap-ns N] \
+                     [--mix GET,PUT,CAS,APPEND,DELETE] --out FILE";
 
 fn main() -> ExitCode {
     match run() {
@@ -41,6 +42,7 @@ fn run() -> Result<(), String> {
         fail_rate: 0.01,
         max_latency: 2_000_000,
         max_gap: 500_000,
+        mix: sim::DEFAULT_MIX,
     };
     let mut seed: u64 = 1;
     let mut out: Option<String> = None;
@@ -55,6 +57,15 @@ fn run() -> Result<(), String> {
             "--info-rate" => cfg.info_rate = parse(&value()?)?,
             "--fail-rate" => cfg.fail_rate = parse(&value()?)?,
             "--out" => out = Some(value()?),
+            "--latency-ns" => cfg.max_latency = parse(&value()?)?,
+            "--gap-ns" => cfg.max_gap = parse(&value()?)?,
+            "--mix" => {
+                let v = value()?;
+                let w: Vec<f64> = v.split(',').map(parse).collect::<Result<_, _>>()?;
+                cfg.mix = w.try_into().map_err(|_| {
+                    format!("--mix needs 5 weights (get,put,cas,append,delete), got {v:?}")
+                })?;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());

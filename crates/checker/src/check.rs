@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::budget::Budget;
+use crate::explain::explain;
 use crate::history::History;
 use crate::model::Model;
-use crate::report::{KeyReport, KeyVerdict, Report, Verdict, Violation};
-use crate::search::{search, Budget, SearchOp, SearchResult};
+use crate::report::{Cause, KeyReport, KeyVerdict, Report, Verdict, Violation};
+use crate::search::{search, SearchOp, SearchResult};
 
 /// Limits and parallelism for [`check`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +41,11 @@ impl Default for CheckOptions {
         }
     }
 }
+
+/// Time an explanation of a violation may take, at least and at most
+/// (within that, four times the search's own time).
+const EXPLAIN_MIN: Duration = Duration::from_millis(500);
+const EXPLAIN_MAX: Duration = Duration::from_secs(10);
 
 struct KeyTask<'h> {
     key: &'h str,
@@ -96,14 +103,33 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
         violation: None,
     };
     match search(&ops, &mut model, budget) {
-        SearchResult::Linearizable { states } => outcome.states = states,
+        SearchResult::Linearizable { states, .. } => outcome.states = states,
         SearchResult::Violation {
-            prefix,
-            offending,
-            state,
+            mut prefix,
+            mut offending,
+            unreachable,
+            mut state,
             states,
         } => {
             budget.cancel.store(true, Ordering::Relaxed);
+            let mut cause = if unreachable {
+                Cause::Unreachable
+            } else {
+                Cause::Blocked
+            };
+            // A better explanation, if it can be had in a few times the
+            // search's own time (and before the check's deadline).
+            let cap = (t0.elapsed() * 4).clamp(EXPLAIN_MIN, EXPLAIN_MAX);
+            let mut deadline = Instant::now() + cap;
+            if let Some(limit) = budget.deadline() {
+                deadline = deadline.min(limit);
+            }
+            if let Some(e) = explain(&ops, &mut model, budget, deadline) {
+                prefix = e.prefix;
+                offending = e.offending;
+                state = e.state;
+                cause = Cause::FirstFailure;
+            }
             let id = |local: usize| global.get(local).copied().unwrap_or(usize::MAX);
             outcome.verdict = KeyVerdict::NotLinearizable;
             outcome.states = states;
@@ -115,6 +141,7 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
                     .collect(),
                 prefix: prefix.into_iter().map(id).collect(),
                 offending: id(offending),
+                cause,
                 value_after_prefix: model.value(state).map(str::to_string),
             });
         }

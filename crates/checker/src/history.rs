@@ -191,10 +191,10 @@ impl TryFrom<RawEvent> for Event {
             what,
         };
         match (f, kind) {
-            (OpFn::Put | OpFn::Append, EventType::Invoke) => {
-                if !matches!(raw.value, Some(Some(_))) {
-                    return Err(missing("value", "a string"));
-                }
+            (OpFn::Put | OpFn::Append, EventType::Invoke)
+                if !matches!(raw.value, Some(Some(_))) =>
+            {
+                return Err(missing("value", "a string"));
             }
             (OpFn::Cas, EventType::Invoke) => {
                 if raw.expected.is_none() {
@@ -204,10 +204,8 @@ impl TryFrom<RawEvent> for Event {
                     return Err(missing("value", "a string, or null to make the key absent"));
                 }
             }
-            (OpFn::Get, EventType::Ok) => {
-                if raw.value.is_none() {
-                    return Err(missing("value", "the value read, or null when absent"));
-                }
+            (OpFn::Get, EventType::Ok) if raw.value.is_none() => {
+                return Err(missing("value", "the value read, or null when absent"));
             }
             _ => {}
         }

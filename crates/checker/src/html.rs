@@ -201,13 +201,13 @@ fn render_violation(h: &mut String, k: &KeyReport, v: &Violation) {
         let _ = write!(
             h,
             "<br>Operation <b>#{}</b> (process {}, <code>{}</code>, {} → {}) cannot be placed \
-             after it: it had to take effect before its completion, and no order of the pending \
-             operations allows it.",
+             after it: {}.",
             off.id,
             off.process,
             esc(&off.label()),
             esc(&fmt_ns(off.invoke_time)),
             esc(&off.complete_time.map_or("never".to_string(), fmt_ns)),
+            esc(v.cause.explain()),
         );
     }
     let _ = writeln!(
@@ -314,12 +314,12 @@ fn render_timeline(
     let height = TOP + total_rows as f64 * ROW_H + 20.0;
     let width = right_edge + 20.0;
 
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<div class=\"timeline\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" \
          height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\">\
          <defs><linearGradient id=\"infofade\"><stop offset=\"0\" stop-color=\"#f0a020\"/>\
-         <stop offset=\"1\" stop-color=\"#f0a020\" stop-opacity=\"0.05\"/></linearGradient></defs>\n"
+         <stop offset=\"1\" stop-color=\"#f0a020\" stop-opacity=\"0.05\"/></linearGradient></defs>"
     );
     // Time axis with relative tick labels.
     let _ = writeln!(
@@ -419,9 +419,9 @@ fn draw_bar(h: &mut String, b: &Bar<'_>, row_y: f64) {
         );
         label_x += bw + 4.0;
     }
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<text class=\"label\" x=\"{label_x:.1}\" y=\"{:.1}\">{}</text></g>\n",
+        "<text class=\"label\" x=\"{label_x:.1}\" y=\"{:.1}\">{}</text></g>",
         row_y + 12.0,
         esc(&b.label)
     );

@@ -13,13 +13,18 @@
 //!   does). Keys run in parallel on at most `available_parallelism` scoped
 //!   threads pulling from a shared queue; the first violation sets a
 //!   cancellation flag that running searches poll.
-//! * **Search.** Wing–Gong/Lowe (Porcupine's `checkSingle`): a time-sorted
-//!   doubly-linked list of call/return entries, lift/unlift on
+//! * **Search.** Wing–Gong/Lowe as in Porcupine's `checkSingle`: a
+//!   time-sorted doubly-linked list of call/return entries, lift/unlift on
 //!   linearize/backtrack, and a memo of (bitset of linearized ops, model
 //!   state). States are interned to `u32`, the bitset hash is an
 //!   incremental Zobrist hash, and memo entries store only the bitset words
 //!   past the leading all-ones words, so memory per entry does not grow
-//!   with the history's length.
+//!   with the history's length. On top of that (see `search.rs` for the
+//!   arguments): legal reads are linearized without branching, candidates
+//!   are tried in order of interval midpoint, a configuration in which some
+//!   pending read needs a value no remaining writes/appends can produce is
+//!   abandoned at once (with backjumping), and `info` ops are restricted to
+//!   positions where they can matter and pruned by dominance.
 //! * **Model.** A key holds `Option<String>`. `get` ok must read the
 //!   current value; `put`/`delete`/`append` change it (`append` to an
 //!   absent key appends to ""); `cas` ok requires current == expected; `cas`
@@ -47,19 +52,31 @@
 //! # Caveats
 //!
 //! * The search is exponential in the worst case (many concurrent ops on
-//!   one key, many `info` writes); bounds turn that into
-//!   [`Verdict::Unknown`].
+//!   one key, many `info` writes, long append chains); the bounds turn that
+//!   into [`Verdict::Unknown`]. Values longer than 256 bytes are not
+//!   analysed by the reachability pruning, so append-heavy keys whose values
+//!   grow long lose that pruning.
+//! * The state is the full value, so a key whose value grows by appends
+//!   costs memory per distinct value; the memory bound counts it.
 //! * The memory bound is approximate (memo entries and interned values).
-//! * The "longest linearizable prefix" is the deepest dead end the search
-//!   visited, not a global optimum over all orders, and the offending op is
-//!   the op whose completion was reached at that dead end.
+//! * Violations are explained by a second pass (`explain.rs`): a binary
+//!   search for the first completion after which the history is not
+//!   linearizable ([`Cause::FirstFailure`]); the prefix shown linearizes
+//!   everything invoked before it. That pass gets a few times the search's
+//!   own time (0.5 s to 10 s, within the time limit); when it runs out,
+//!   the report falls back to the search's deepest dead end
+//!   ([`Cause::Blocked`] / [`Cause::Unreachable`]), which can be an
+//!   artifact of a wrong choice made earlier.
 //! * Reports show a window of operations around the violation, not the
 //!   whole key, so reports stay readable for long histories.
 
+mod budget;
 mod check;
 mod cli;
+mod explain;
 mod history;
 mod html;
+mod memo;
 mod model;
 mod recorder;
 mod report;
@@ -72,4 +89,4 @@ pub use history::{
     Operation, Outcome, ParseError, ParseErrorKind,
 };
 pub use recorder::Recorder;
-pub use report::{KeyReport, KeyVerdict, Report, Verdict, Violation};
+pub use report::{Cause, KeyReport, KeyVerdict, Report, Verdict, Violation};

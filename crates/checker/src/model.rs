@@ -6,10 +6,10 @@
 //! string is stored once however many memo entries refer to it. Id 0 is
 //! "absent".
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::history::{Command, Operation, Outcome};
+use crate::memo::FastMap;
 
 /// Interned state id; [`ABSENT`] is the key being absent.
 pub(crate) type StateId = u32;
@@ -28,8 +28,10 @@ pub(crate) enum Step {
     Append(u32),
     /// `cas` ok: legal only if state == expected; then state = new.
     CasOk { expected: StateId, new: StateId },
-    /// `cas` fail: legal only if state != expected; no change.
-    CasFail { expected: StateId },
+    /// `cas` fail: legal only if state != expected; no change. (`new` is
+    /// kept for explanations, which treat a cas still pending at some
+    /// instant as one that may swap.)
+    CasFail { expected: StateId, new: StateId },
     /// `cas` info: if it took effect and swapped, state was expected. A
     /// failed cas changes nothing, which is the same as never happening, so
     /// only the swapping branch is worth exploring.
@@ -48,12 +50,12 @@ pub(crate) struct Prepared {
 /// Interner plus step function for one key. Not shared across threads.
 #[derive(Default)]
 pub(crate) struct Model {
-    ids: HashMap<Rc<str>, StateId>,
+    ids: FastMap<Rc<str>, StateId>,
     /// `values[id - 1]` is the string of state `id`.
     values: Vec<Rc<str>>,
     suffixes: Vec<String>,
     /// (state, suffix index) -> state after the append.
-    appended: HashMap<(StateId, u32), StateId>,
+    appended: FastMap<(StateId, u32), StateId>,
     /// Approximate heap bytes held, for the memory bound.
     bytes: usize,
 }
@@ -68,6 +70,18 @@ impl Model {
     pub(crate) fn value(&self, id: StateId) -> Option<&str> {
         let idx = usize::try_from(id).ok()?.checked_sub(1)?;
         self.values.get(idx).map(|s| &**s)
+    }
+
+    /// The id of an already interned value.
+    pub(crate) fn lookup(&self, s: &str) -> Option<StateId> {
+        self.ids.get(s).copied()
+    }
+
+    /// The suffix of append step `idx`.
+    pub(crate) fn suffix(&self, idx: u32) -> Option<&str> {
+        self.suffixes
+            .get(usize::try_from(idx).ok()?)
+            .map(String::as_str)
     }
 
     fn intern_str(&mut self, s: &str) -> StateId {
@@ -104,7 +118,7 @@ impl Model {
                 let new = self.intern(value.as_deref());
                 match outcome {
                     Outcome::Ok => (Step::CasOk { expected, new }, true),
-                    Outcome::Fail => (Step::CasFail { expected }, true),
+                    Outcome::Fail => (Step::CasFail { expected, new }, true),
                     Outcome::Info => (Step::CasMaybe { expected, new }, false),
                 }
             }
@@ -135,7 +149,7 @@ impl Model {
             Step::CasOk { expected, new } | Step::CasMaybe { expected, new } => {
                 (state == expected).then_some(new)
             }
-            Step::CasFail { expected } => (state != expected).then_some(state),
+            Step::CasFail { expected, .. } => (state != expected).then_some(state),
             Step::Append(idx) => {
                 if let Some(&id) = self.appended.get(&(state, idx)) {
                     return Some(id);

@@ -79,6 +79,47 @@ pub struct Violation {
     pub offending: usize,
     /// The key's value after the prefix (`None` = absent).
     pub value_after_prefix: Option<String>,
+    /// Why the offending op cannot be placed.
+    pub cause: Cause,
+}
+
+/// Why the offending op of a [`Violation`] cannot be placed after the
+/// prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Cause {
+    /// Its completion was reached: it had to take effect before anything
+    /// invoked later, and no order of the operations pending at that point
+    /// allows it.
+    Blocked,
+    /// It needs a value (a read's result, a cas's `expected`) that no
+    /// remaining sequence of pending writes and appends can produce.
+    Unreachable,
+    /// The history as known just before it completed is linearizable (the
+    /// prefix linearizes it, without this op), and the history as known
+    /// when it completed is not: this is the first completion that makes
+    /// the history non-linearizable.
+    FirstFailure,
+}
+
+impl Cause {
+    /// One sentence for reports.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Cause::Blocked => {
+                "it had to take effect before its completion, and no order of the operations \
+                 pending at that point allows it"
+            }
+            Cause::Unreachable => {
+                "the value it needs can no longer be produced by any remaining order of the \
+                 pending writes and appends"
+            }
+            Cause::FirstFailure => {
+                "it is the first operation whose completion makes the history non-linearizable: \
+                 everything invoked before it completed linearizes (as numbered, without it), \
+                 and no linearization includes it as completed"
+            }
+        }
+    }
 }
 
 impl Violation {
@@ -248,8 +289,13 @@ impl Report {
         s
     }
 
-    /// A self-contained HTML page (inline CSS and JS) with a timeline of
-    /// each failing key. See [`crate::html`].
+    /// A self-contained HTML page (inline CSS and a few lines of JS, no
+    /// external assets). For each failing key: a timeline with one lane
+    /// per process, operations as bars from invoke to completion (info ops
+    /// run to the right edge) labelled with f/args/result, the prefix
+    /// numbered in linearization order, the offending op in red, a legend
+    /// and a table of the operations shown; then a table of all keys.
+    /// Every user string is HTML-escaped.
     pub fn to_html(&self) -> String {
         crate::html::render(self)
     }
@@ -325,13 +371,14 @@ fn write_violation_text(s: &mut String, k: &KeyReport, v: &Violation) {
     if let Some(off) = v.op(v.offending) {
         let _ = writeln!(
             s,
-            "  cannot linearize: #{} process {} {} (invoked at {} ns, completed at {})",
+            "  cannot linearize: #{} process {} {} (invoked at {} ns, completed at {})\n    because {}",
             off.id,
             off.process,
             off.label(),
             off.invoke_time,
             off.complete_time
-                .map_or("never".to_string(), |t| format!("{t} ns"))
+                .map_or("never".to_string(), |t| format!("{t} ns")),
+            v.cause.explain()
         );
     }
     let window = v.window(TEXT_OPS_SHOWN);

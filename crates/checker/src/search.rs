@@ -1,143 +1,91 @@
-//! Wing–Gong / Lowe search for one key (Porcupine's `checkSingle`).
+//! Wing–Gong / Lowe search for one key (Porcupine's `checkSingle`), with
+//! reductions that keep it fast on contended keys and `info` ops.
 //!
-//! Entries (one call and one return per op) sit in a doubly-linked list
-//! sorted by time. Scanning from the head, a call entry is a candidate to
-//! linearize next; reaching a return entry means the op it belongs to must
-//! already have been linearized, so the search backtracks. Linearizing an
-//! op "lifts" its two entries out of the list; backtracking restores them
-//! (dancing links, restored in reverse order of removal). A memo of
-//! (set of linearized ops, state) prunes configurations already explored.
+//! # The base algorithm
 //!
-//! Info ops have their return at +infinity and are not required: the
-//! search succeeds as soon as every required op is linearized, so an info
-//! op may be placed anywhere after its call, or nowhere.
+//! Entries (one call and one return per required op) sit in a
+//! doubly-linked list sorted by time; calls sort before returns at equal
+//! times. The calls before the first return entry are the *candidates*:
+//! the ops that may take effect next. The first return entry belongs to
+//! the *blocker*, an op that must take effect before anything invoked
+//! later. Linearizing an op "lifts" its entries out of the list;
+//! backtracking restores them (dancing links, in reverse order of
+//! removal). A memo of configurations (linearized set, state) prunes
+//! repeats.
 //!
-//! Two refinements over Porcupine keep info ops from multiplying the
-//! search space: each configuration tries required candidates before
-//! optional ones, and the memo prunes a configuration when a *finished*
-//! one had the same required set and state and a subset of its linearized
-//! info ops (it had at least the same options and still failed). Only
-//! finished configurations may prune by dominance; pruning by an ancestor
-//! still on the stack would assume the outcome being computed. Exact
-//! repeats are pruned as in Porcupine.
+//! # Info ops
 //!
-//! Finally, an optional op immediately followed by a blind write
-//! (put/delete), or by nothing, can be deleted from any linearization
-//! without changing it. So, without loss of generality, the op linearized
-//! right after an optional op must observe the state (a read, cas or
-//! append): the search never tries a blind write there. Configurations
-//! under that restriction are memoized as such ("restricted"), and an
-//! unrestricted finished configuration dominates a restricted one, not the
-//! reverse.
+//! Ops with unknown outcome are *optional*: their return is +infinity and
+//! the search succeeds once every required op is linearized. They are kept
+//! out of the list: a pending optional op is a candidate whenever its call
+//! precedes the blocker's return.
+//!
+//! # Reductions
+//!
+//! Each one discards configurations that cannot succeed, or that succeed
+//! only if a configuration still explored does. A randomized test checks
+//! the verdicts against brute-force enumeration.
+//!
+//! * **Forced reads.** A legal required read or failed cas is linearized
+//!   at once, without trying alternatives: it changes no state and nothing
+//!   pending must precede it, so any successful continuation can be
+//!   rewritten to start with it.
+//! * **Candidate order.** Required candidates come first, ordered by the
+//!   midpoint of their interval (the best guess of when each took
+//!   effect), so the first path tried is usually right; optional ones
+//!   after, by call.
+//! * **Dominance.** The memo key covers the required set and the state;
+//!   a configuration is pruned if a *finished* one had the same, a subset
+//!   of its optional ops and no stricter restriction (below): it had at
+//!   least the same options and failed. Unfinished entries (ancestors)
+//!   prune only exact repeats, which cannot be ancestors.
+//! * **Restrictions after optional ops.** An optional op followed by a
+//!   blind write (put/delete), or by nothing, can be deleted from any
+//!   linearization, so after one the next op must observe the state
+//!   (level 1: no blind write). An optional put or append whose mark (its
+//!   value followed by an append suffix, or its suffix) occurs in no
+//!   observed value can only matter by making a failed cas legal, and can
+//!   be moved to just before that cas (level 2: only a read or failed cas
+//!   may follow; see [`unobservable`]). Optional ops after which no
+//!   candidate could be linearized are not tried at all.
+//! * **Reads-from.** Up front, a read (or ok cas) whose value was written
+//!   only by writes that some other required write separates from it in
+//!   real time refutes the key at once (see [`impossible_observer`]).
+//! * **Reachability.** Before a pending read or ok cas takes effect, only
+//!   pending ops invoked before its completion can: resets (put, delete,
+//!   cas) set the value and appends extend it. If the value it needs is
+//!   neither the current value nor a reset's value, extended by pending
+//!   appends, the configuration is doomed; the search then jumps back to
+//!   the nearest ancestor where that value is reachable again. This finds
+//!   a wrong order of concurrent appends (or a write placed too early) at
+//!   once, instead of after every permutation of the ops that follow it.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
 
+use crate::budget::{Account, Budget, Stop};
+use crate::memo::{FastMap, Linearized, Memo};
 use crate::model::{Model, StateId, Step, ABSENT};
 
 /// How often (in loop iterations) the search polls the budget. A poll costs
 /// a clock read and a few atomics; 1024 iterations take microseconds.
 const POLL_EVERY: u64 = 1024;
 
-/// Approximate bytes of one memo entry besides its bitsets: hash map slot
-/// (key + bucket vector), control byte, load-factor slack, the entry in the
-/// bucket's heap block and allocator headers.
-const ENTRY_OVERHEAD: usize = 128;
+/// Values longer than this are not analysed by the reachability check
+/// (which is quadratic in their length); such configurations are simply
+/// never declared doomed.
+const MAX_ANALYSED_LEN: usize = 256;
 
-/// Limits shared by all keys of one check, and the cancellation flag.
-pub(crate) struct Budget {
-    deadline: Option<Instant>,
-    time_limit: Duration,
-    max_states: usize,
-    max_bytes: usize,
-    states: AtomicUsize,
-    bytes: AtomicUsize,
-    /// Set when some key is found not linearizable: other searches stop.
-    pub(crate) cancel: AtomicBool,
-}
+/// How many pending reads and ok cases beyond the candidates the
+/// reachability check examines per configuration: the next ones to be
+/// invoked, which expose a wrong order of the ops just placed.
+const LOOKAHEAD: usize = 8;
 
-impl Budget {
-    pub(crate) fn new(
-        start: Instant,
-        time_limit: Duration,
-        max_states: usize,
-        max_bytes: usize,
-    ) -> Self {
-        Budget {
-            deadline: start.checked_add(time_limit),
-            time_limit,
-            max_states,
-            max_bytes,
-            states: AtomicUsize::new(0),
-            bytes: AtomicUsize::new(0),
-            cancel: AtomicBool::new(false),
-        }
-    }
-}
-
-/// What stopped a search early.
-enum Stop {
-    Cancelled,
-    Unknown(String),
-}
-
-/// One search's share of the budget; returns it on drop.
-struct Account<'a> {
-    budget: &'a Budget,
-    states: usize,
-    bytes: usize,
-}
-
-impl Account<'_> {
-    /// Publishes local totals and checks every limit.
-    fn poll(&mut self, states: usize, bytes: usize) -> Result<(), Stop> {
-        let b = self.budget;
-        if b.cancel.load(Ordering::Relaxed) {
-            return Err(Stop::Cancelled);
-        }
-        let ds = states.saturating_sub(self.states);
-        let db = bytes.saturating_sub(self.bytes);
-        self.states += ds;
-        self.bytes += db;
-        let total_states = b.states.fetch_add(ds, Ordering::Relaxed).saturating_add(ds);
-        let total_bytes = b.bytes.fetch_add(db, Ordering::Relaxed).saturating_add(db);
-        if total_states > b.max_states {
-            return Err(Stop::Unknown(format!(
-                "state bound reached: {total_states} memoized states (limit {})",
-                b.max_states
-            )));
-        }
-        if total_bytes > b.max_bytes {
-            return Err(Stop::Unknown(format!(
-                "memory bound reached: ~{} MiB of memoized states (limit ~{} MiB)",
-                total_bytes >> 20,
-                b.max_bytes >> 20
-            )));
-        }
-        if let Some(deadline) = b.deadline {
-            if Instant::now() >= deadline {
-                return Err(Stop::Unknown(format!(
-                    "time limit of {:?} reached",
-                    b.time_limit
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Account<'_> {
-    fn drop(&mut self) {
-        // The memo is freed when the search returns.
-        self.budget.states.fetch_sub(self.states, Ordering::Relaxed);
-        self.budget.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
-}
+/// Most byte comparisons spent deciding observability; past it, ops are
+/// conservatively treated as observable.
+const OBSERVABILITY_BUDGET: usize = 50_000_000;
 
 /// An op as the search sees it.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct SearchOp {
     pub step: Step,
     pub required: bool,
@@ -150,13 +98,17 @@ pub(crate) struct SearchOp {
 pub(crate) enum SearchResult {
     Linearizable {
         states: usize,
+        /// A linearization: every required op and some optional ones.
+        witness: Vec<usize>,
     },
     Violation {
         /// Longest linearizable prefix found, in linearization order.
         prefix: Vec<usize>,
-        /// Op whose return was reached right after that prefix: it had to
-        /// be linearized and could not be.
+        /// Op that could not be placed after that prefix.
         offending: usize,
+        /// Whether it was found unreachable (its value could no longer be
+        /// produced) rather than blocked at its completion.
+        unreachable: bool,
         /// State after the prefix.
         state: StateId,
         states: usize,
@@ -168,209 +120,18 @@ pub(crate) enum SearchResult {
     Cancelled,
 }
 
-/// Identity hasher: memo keys are already well-mixed 64-bit hashes.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only reached if a non-u64 key is ever hashed; stay correct.
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Zobrist key of op `i`: the set's hash is the XOR over its members, so it
-/// updates in O(1) when an op is linearized or un-linearized.
-fn op_key(i: usize) -> u64 {
-    splitmix64(i as u64)
-}
-
-fn state_key(s: StateId) -> u64 {
-    splitmix64(u64::from(s) ^ 0xA5A5_5A5A_C3C3_3C3C)
-}
-
-/// Bitset of linearized ops, with its canonical compact form maintained
-/// incrementally: `lead` = number of leading all-ones words, `hi` = one past
-/// the last non-zero word. Ops are numbered in call order, so the
-/// linearized set is almost always a full prefix plus a few stragglers and
-/// the memo stores only `words[lead..hi]`, making memory per entry
-/// independent of history length.
-struct Bits {
-    words: Vec<u64>,
-    lead: usize,
-    hi: usize,
-}
-
-impl Bits {
-    fn new(n: usize) -> Self {
-        Bits {
-            words: vec![0; n.div_ceil(64)],
-            lead: 0,
-            hi: 0,
-        }
-    }
-
-    fn set(&mut self, i: usize) {
-        let w = i / 64;
-        if let Some(word) = self.words.get_mut(w) {
-            *word |= 1 << (i % 64);
-        }
-        if w >= self.hi {
-            self.hi = w + 1;
-        }
-        if w == self.lead {
-            while self.words.get(self.lead) == Some(&u64::MAX) {
-                self.lead += 1;
-            }
-        }
-    }
-
-    fn clear(&mut self, i: usize) {
-        let w = i / 64;
-        if let Some(word) = self.words.get_mut(w) {
-            *word &= !(1 << (i % 64));
-        }
-        if w < self.lead {
-            self.lead = w;
-        }
-        if w + 1 == self.hi {
-            while self.hi > 0 && self.words.get(self.hi - 1) == Some(&0) {
-                self.hi -= 1;
-            }
-        }
-    }
-
-    fn tail(&self) -> &[u64] {
-        self.words.get(self.lead..self.hi).unwrap_or(&[])
-    }
-}
-
-/// The linearized optional (info) ops: a plain bitset, usually tiny.
-/// Compared after trimming trailing zero words.
-fn trimmed(words: &[u64]) -> &[u64] {
-    let len = words.iter().rposition(|&w| w != 0).map_or(0, |i| i + 1);
-    words.get(..len).unwrap_or(&[])
-}
-
-/// `a ⊆ b` for trimmed or untrimmed bitsets.
-fn is_subset(a: &[u64], b: &[u64]) -> bool {
-    a.iter()
-        .enumerate()
-        .all(|(i, &w)| w & !b.get(i).copied().unwrap_or(0) == 0)
-}
-
-/// A configuration: (required ops linearized, state, optional ops
-/// linearized).
-struct MemoEntry {
-    state: StateId,
-    lead: u32,
-    tail: Box<[u64]>,
-    opt: Box<[u64]>,
-    /// The last op linearized was optional, so the next must observe the
-    /// state (see `search`): fewer continuations than unrestricted.
-    restricted: bool,
-    /// Its subtree has been fully explored without success.
-    done: bool,
-}
-
-impl MemoEntry {
-    fn same_required(&self, state: StateId, req: &Bits) -> bool {
-        self.state == state && self.lead as usize == req.lead && *self.tail == *req.tail()
-    }
-}
-
-#[derive(Default)]
-struct Memo {
-    /// Keyed by hash(required set, state); a bucket holds the optional
-    /// sets seen with them (and, rarely, hash collisions).
-    map: HashMap<u64, Vec<MemoEntry>, BuildHasherDefault<IdHasher>>,
-    len: usize,
-    bytes: usize,
-}
-
-impl Memo {
-    /// Records a configuration about to be explored. Returns false when it
-    /// need not be: it was seen before, or a *finished* configuration with
-    /// the same required set and state had a subset of its optional ops.
-    /// (Info ops are never forced, so fewer linearized info ops means at
-    /// least as many ways forward; if that configuration failed, this one
-    /// fails too. Only finished ones count: an unfinished one is an
-    /// ancestor whose outcome is not yet known.)
-    fn insert(
-        &mut self,
-        hash: u64,
-        state: StateId,
-        req: &Bits,
-        opt: &[u64],
-        restricted: bool,
-    ) -> bool {
-        let opt = trimmed(opt);
-        let bucket = match self.map.entry(hash) {
-            Entry::Vacant(v) => v.insert(Vec::with_capacity(1)),
-            Entry::Occupied(o) => {
-                let bucket = o.into_mut();
-                let dominated = bucket.iter().any(|e| {
-                    e.same_required(state, req)
-                        && is_subset(&e.opt, opt)
-                        && (!e.restricted || restricted)
-                        && (e.done || (*e.opt == *opt && e.restricted == restricted))
-                });
-                if dominated {
-                    return false;
-                }
-                bucket
-            }
-        };
-        bucket.push(MemoEntry {
-            state,
-            lead: u32::try_from(req.lead).unwrap_or(u32::MAX),
-            tail: req.tail().into(),
-            opt: opt.into(),
-            restricted,
-            done: false,
-        });
-        self.len += 1;
-        self.bytes += ENTRY_OVERHEAD + 8 * (req.tail().len() + opt.len());
-        true
-    }
-
-    /// Marks a configuration as fully explored.
-    fn finish(&mut self, hash: u64, state: StateId, req: &Bits, opt: &[u64], restricted: bool) {
-        let opt = trimmed(opt);
-        if let Some(bucket) = self.map.get_mut(&hash) {
-            if let Some(e) = bucket.iter_mut().find(|e| {
-                e.same_required(state, req) && *e.opt == *opt && e.restricted == restricted
-            }) {
-                e.done = true;
-            }
-        }
-    }
-}
-
-/// Node layout: 0 = head sentinel, 1..=2n entries, 2n+1 = tail sentinel.
+/// Node layout: 0 = head sentinel, then two entries per required op, then
+/// the tail sentinel.
 struct List {
     next: Vec<u32>,
     prev: Vec<u32>,
     /// Op of each node (sentinels: unused).
     op: Vec<u32>,
     is_call: Vec<bool>,
-    /// Per op: its return node.
+    /// Per op: its call and return nodes (required ops only).
+    call_node: Vec<u32>,
     ret_node: Vec<u32>,
+    tail: u32,
 }
 
 const HEAD: u32 = 0;
@@ -378,10 +139,10 @@ const HEAD: u32 = 0;
 impl List {
     fn build(ops: &[SearchOp]) -> Self {
         // Sort key: (infinite?, time, return?, op). Calls sort before
-        // returns at equal times, so touching intervals count as concurrent
-        // (the permissive reading of equal timestamps).
-        let mut entries: Vec<(bool, u64, bool, u32)> = Vec::with_capacity(ops.len() * 2);
-        for (i, op) in ops.iter().enumerate() {
+        // returns at equal times, so touching intervals count as
+        // concurrent (the permissive reading of equal timestamps).
+        let mut entries: Vec<(bool, u64, bool, u32)> = Vec::new();
+        for (i, op) in ops.iter().enumerate().filter(|(_, o)| o.required) {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
             entries.push((false, op.call, false, i));
             match op.ret {
@@ -391,19 +152,24 @@ impl List {
         }
         entries.sort_unstable();
         let nodes = entries.len() + 2;
+        let n = nodes as u32;
         let mut list = List {
-            next: (1..=nodes as u32).collect(),
-            prev: std::iter::once(0).chain(0..nodes as u32 - 1).collect(),
+            next: (1..=n).collect(),
+            prev: std::iter::once(0).chain(0..n - 1).collect(),
             op: vec![0; nodes],
             is_call: vec![false; nodes],
+            call_node: vec![0; ops.len()],
             ret_node: vec![0; ops.len()],
+            tail: n - 1,
         };
         for (pos, &(_, _, is_ret, op)) in entries.iter().enumerate() {
-            let node = pos + 1;
-            list.op[node] = op;
-            list.is_call[node] = !is_ret;
+            let node = pos as u32 + 1;
+            list.op[node as usize] = op;
+            list.is_call[node as usize] = !is_ret;
             if is_ret {
-                list.ret_node[op as usize] = node as u32;
+                list.ret_node[op as usize] = node;
+            } else {
+                list.call_node[op as usize] = node;
             }
         }
         list
@@ -421,32 +187,58 @@ impl List {
         self.prev[n as usize] = x;
     }
 
-    /// Takes a call and its return out of the list.
-    fn lift(&mut self, call: u32) {
-        let ret = self.ret_node[self.op[call as usize] as usize];
-        self.remove(call);
-        self.remove(ret);
+    /// Takes a required op's call and return out of the list.
+    fn lift(&mut self, op: usize) {
+        self.remove(self.call_node[op]);
+        self.remove(self.ret_node[op]);
     }
 
     /// Undoes [`List::lift`] (reverse order of removal).
-    fn unlift(&mut self, call: u32) {
-        let ret = self.ret_node[self.op[call as usize] as usize];
-        self.restore(ret);
-        self.restore(call);
+    fn unlift(&mut self, op: usize) {
+        self.restore(self.ret_node[op]);
+        self.restore(self.call_node[op]);
     }
+}
+
+/// Pending ops by call time.
+type Pending = BTreeSet<(u64, usize)>;
+
+/// Whether `set` holds an op other than `except` invoked by `deadline`.
+fn pending_by(set: Option<&Pending>, deadline: u64, except: usize) -> bool {
+    set.is_some_and(|s| {
+        s.iter()
+            .take_while(|&&(call, _)| call <= deadline)
+            .any(|&(_, op)| op != except)
+    })
 }
 
 /// One level of the DFS stack.
 struct Frame {
-    /// Call node of the op linearized at this level.
-    node: u32,
+    /// The op linearized at this level.
+    op: usize,
     /// State before it.
     prev_state: StateId,
     /// Chosen by the forced-read rule: its siblings need not be tried.
     forced: bool,
-    /// Position of `node` in the parent configuration's candidate order,
+    /// Position of `op` in the parent configuration's candidate order,
     /// where the parent resumes after this subtree fails.
     idx: usize,
+}
+
+/// What the candidates of a configuration need, to decide quickly whether
+/// an optional op could be followed by anything.
+#[derive(Default)]
+struct Summary {
+    /// Values wanted by required read candidates.
+    reads: Vec<StateId>,
+    /// `expected` of ok-cas and info-cas candidates.
+    cas_expected: Vec<StateId>,
+    /// `expected` of failed-cas candidates.
+    casfail_expected: Vec<StateId>,
+    /// Append candidates (required or level 1).
+    appends: usize,
+    /// Completion time of the blocker (+infinity if none).
+    deadline: u64,
 }
 
 /// Outcome of trying to linearize one candidate.
@@ -469,76 +261,195 @@ struct Searcher<'a> {
     list: List,
     /// Index of each op among the required ops or among the optional ops.
     slot: Vec<usize>,
-    req_bits: Bits,
-    opt_bits: Vec<u64>,
-    /// Zobrist hash of `req_bits`.
-    req_hash: u64,
+    /// Restriction an op puts on the next one: 0 (required), 1 or 2.
+    level: Vec<u8>,
+    lin: Linearized,
     memo: Memo,
     state: StateId,
     calls: Vec<Frame>,
     total_required: usize,
     remaining: usize,
+    /// Pending optional ops of level 1 and of level 2, and the level-2
+    /// appends among them.
+    optional: [Pending; 2],
+    optional_appends: Pending,
+    /// Pending resets (put, delete, cas, info cas) by the value they set.
+    resets: FastMap<StateId, Pending>,
+    /// Pending appends by suffix group (ops with equal suffixes).
+    appends: Vec<Pending>,
+    /// Pending required ok reads and ok cases.
+    observers: Pending,
+    /// Per op: its suffix group, for appends.
+    append_group: Vec<Option<usize>>,
+    /// Suffix text -> group.
+    groups: FastMap<Box<str>, usize>,
+    /// Candidates of the current configuration, in the order tried.
+    cands: Vec<usize>,
+    summary: Summary,
     /// Best dead end so far (see `snapshot`). `synced` = length of the
     /// common prefix of `best` and the stack, so a snapshot copies only
     /// what changed since the last one (amortized O(1) per push).
     best: Vec<usize>,
     synced: usize,
-    best_off: Option<(usize, StateId)>,
+    /// (offending op, state, found unreachable rather than blocked).
+    best_off: Option<(usize, StateId, bool)>,
     best_rank: (usize, usize),
-    /// Candidates of the current configuration, in the order tried.
-    cands: Vec<u32>,
 }
 
-impl Searcher<'_> {
-    fn op_of(&self, node: u32) -> usize {
-        self.list.op[node as usize] as usize
+/// The value a reset op sets.
+fn reset_value(step: Step) -> Option<StateId> {
+    match step {
+        Step::Write(v) | Step::CasOk { new: v, .. } | Step::CasMaybe { new: v, .. } => Some(v),
+        _ => None,
+    }
+}
+
+impl<'a> Searcher<'a> {
+    fn new(ops: &'a [SearchOp], model: &'a mut Model) -> Self {
+        let unobservable = unobservable(ops, model);
+        let mut slot = vec![0usize; ops.len()];
+        let mut level = vec![0u8; ops.len()];
+        let (mut n_req, mut n_opt) = (0usize, 0usize);
+        let mut optional: [Pending; 2] = Default::default();
+        let mut optional_appends = Pending::new();
+        let mut resets: FastMap<StateId, Pending> = FastMap::default();
+        let mut groups: FastMap<Box<str>, usize> = FastMap::default();
+        let mut appends: Vec<Pending> = Vec::new();
+        let mut append_group = vec![None; ops.len()];
+        let mut observers = Pending::new();
+        for (i, op) in ops.iter().enumerate() {
+            if op.required && matches!(op.step, Step::Read(_) | Step::CasOk { .. }) {
+                observers.insert((op.call, i));
+            }
+            let counter = if op.required { &mut n_req } else { &mut n_opt };
+            slot[i] = *counter;
+            *counter += 1;
+            let is_append = matches!(op.step, Step::Append(_));
+            if !op.required {
+                level[i] = if unobservable[i] { 2 } else { 1 };
+                optional[usize::from(level[i] - 1)].insert((op.call, i));
+                if level[i] == 2 && is_append {
+                    optional_appends.insert((op.call, i));
+                }
+            }
+            if let Some(v) = reset_value(op.step) {
+                resets.entry(v).or_default().insert((op.call, i));
+            }
+            if let Step::Append(idx) = op.step {
+                let suffix = model.suffix(idx).unwrap_or("");
+                let next = groups.len();
+                let g = *groups.entry(suffix.into()).or_insert(next);
+                if g == appends.len() {
+                    appends.push(Pending::new());
+                }
+                if let Some(set) = appends.get_mut(g) {
+                    set.insert((op.call, i));
+                }
+                append_group[i] = Some(g);
+            }
+        }
+        let total_required = n_req;
+        Searcher {
+            ops,
+            model,
+            list: List::build(ops),
+            slot,
+            level,
+            lin: Linearized::new(n_req, n_opt),
+            memo: Memo::default(),
+            state: ABSENT,
+            calls: Vec::new(),
+            total_required,
+            remaining: total_required,
+            optional,
+            optional_appends,
+            resets,
+            appends,
+            observers,
+            append_group,
+            groups,
+            cands: Vec::new(),
+            summary: Summary::default(),
+            best: Vec::new(),
+            synced: 0,
+            best_off: None,
+            best_rank: (0, 0),
+        }
     }
 
-    /// The last op linearized was optional: the next must observe the state.
-    fn restricted(&self) -> bool {
-        self.calls
-            .last()
-            .is_some_and(|f| !self.ops[self.op_of(f.node)].required)
+    /// The restriction on the current configuration's next op.
+    fn current_level(&self) -> u8 {
+        self.calls.last().map_or(0, |f| self.level[f.op])
     }
 
-    fn try_push(&mut self, node: u32, forced: bool, idx: usize) -> Push {
-        let op = self.op_of(node);
-        let required = self.ops[op].required;
-        let Some(new_state) = self.model.step(self.state, self.ops[op].step) else {
+    /// Whether restriction `level` allows linearizing `step` next.
+    fn allowed(level: u8, step: Step) -> bool {
+        match level {
+            0 => true,
+            1 => !matches!(step, Step::Write(_)),
+            _ => matches!(step, Step::Read(_) | Step::CasFail { .. }),
+        }
+    }
+
+    /// Moves `op` into (`pending`) or out of the pending indexes.
+    fn set_pending(&mut self, op: usize, pending: bool) {
+        let o = &self.ops[op];
+        let key = (o.call, op);
+        let mut sets: Vec<&mut Pending> = Vec::with_capacity(3);
+        if !o.required {
+            let lvl = usize::from(self.level[op].max(1) - 1);
+            if let Some(s) = self.optional.get_mut(lvl) {
+                sets.push(s);
+            }
+            if lvl == 1 && matches!(o.step, Step::Append(_)) {
+                sets.push(&mut self.optional_appends);
+            }
+        }
+        if let Some(v) = reset_value(o.step) {
+            if let Some(s) = self.resets.get_mut(&v) {
+                sets.push(s);
+            }
+        }
+        if let Some(g) = self.append_group[op] {
+            if let Some(s) = self.appends.get_mut(g) {
+                sets.push(s);
+            }
+        }
+        if o.required && matches!(o.step, Step::Read(_) | Step::CasOk { .. }) {
+            sets.push(&mut self.observers);
+        }
+        for s in sets {
+            if pending {
+                s.insert(key);
+            } else {
+                s.remove(&key);
+            }
+        }
+    }
+
+    fn try_push(&mut self, op: usize, forced: bool, idx: usize) -> Push {
+        let o = &self.ops[op];
+        let required = o.required;
+        let Some(new_state) = self.model.step(self.state, o.step) else {
             return Push::Illegal;
         };
-        let s = self.slot[op];
-        let h = if required {
-            self.req_bits.set(s);
-            self.req_hash ^ op_key(s)
-        } else {
-            set_bit(&mut self.opt_bits, s, true);
-            self.req_hash
-        };
-        let key = h ^ state_key(new_state);
-        if !self
-            .memo
-            .insert(key, new_state, &self.req_bits, &self.opt_bits, !required)
-        {
-            if required {
-                self.req_bits.clear(s);
-            } else {
-                set_bit(&mut self.opt_bits, s, false);
-            }
+        self.lin.toggle(required, self.slot[op], true);
+        if !self.memo.insert(&self.lin, new_state, self.level[op]) {
+            self.lin.toggle(required, self.slot[op], false);
             return Push::Pruned;
         }
         self.calls.push(Frame {
-            node,
+            op,
             prev_state: self.state,
             forced,
             idx,
         });
         self.state = new_state;
-        self.req_hash = h;
-        self.list.lift(node);
         if required {
+            self.list.lift(op);
             self.remaining -= 1;
         }
+        self.set_pending(op, false);
         Push::Pushed
     }
 
@@ -546,79 +457,202 @@ impl Searcher<'_> {
     /// returns to its parent.
     fn pop(&mut self) -> Option<Frame> {
         let frame = self.calls.pop()?;
-        let op = self.op_of(frame.node);
+        let op = frame.op;
         let required = self.ops[op].required;
-        let key = self.req_hash ^ state_key(self.state);
-        self.memo
-            .finish(key, self.state, &self.req_bits, &self.opt_bits, !required);
+        self.memo.finish(&self.lin, self.state, self.level[op]);
         self.synced = self.synced.min(self.calls.len());
+        self.lin.toggle(required, self.slot[op], false);
         if required {
-            self.req_bits.clear(self.slot[op]);
-            self.req_hash ^= op_key(self.slot[op]);
+            self.list.unlift(op);
             self.remaining += 1;
-        } else {
-            set_bit(&mut self.opt_bits, self.slot[op], false);
         }
+        self.set_pending(op, true);
         self.state = frame.prev_state;
-        self.list.unlift(frame.node);
         Some(frame)
     }
 
-    /// A candidate that may be linearized without branching: a required
-    /// op that leaves the state unchanged (an ok read, a failed cas) and is
-    /// legal now. Any successful continuation can be rewritten to start
-    /// with it: it changes no state, and no pending op has to precede it
-    /// (it is a candidate), so moving it to the front keeps every other op
-    /// legal and in real-time order.
-    fn forced_candidate(&mut self) -> Option<u32> {
+    /// A required candidate that leaves the state unchanged (an ok read, a
+    /// failed cas) and is legal now: it may be linearized without trying
+    /// alternatives (see the module docs).
+    fn forced_candidate(&mut self) -> Option<usize> {
         let mut node = self.list.next[HEAD as usize];
         while self.list.is_call.get(node as usize) == Some(&true) {
-            let op = &self.ops[self.op_of(node)];
-            if op.required
-                && matches!(op.step, Step::Read(_) | Step::CasFail { .. })
-                && self.model.step(self.state, op.step).is_some()
+            let op = self.list.op[node as usize] as usize;
+            let step = self.ops[op].step;
+            if matches!(step, Step::Read(_) | Step::CasFail { .. })
+                && self.model.step(self.state, step).is_some()
             {
-                return Some(node);
+                return Some(op);
             }
             node = self.list.next[node as usize];
         }
         None
     }
 
-    /// Fills `cands` with the current configuration's candidates (calls
-    /// before the first return entry) in the order to try them, and returns
-    /// that first return node (the op that blocks further progress).
-    ///
-    /// Order: required ops before optional ones ("the info op did not
-    /// happen yet" first keeps speculative info ops out of most paths and
-    /// makes dominance pruning effective); required ops by the midpoint of
-    /// their interval, the best guess of when they took effect, so that
-    /// the first path tried is usually right and chronological
-    /// backtracking rarely has to undo deep mistakes; optional ops by call.
-    fn candidates(&mut self) -> u32 {
+    /// Fills `cands` with the current configuration's candidates in the
+    /// order to try them, and `summary` with what they need. Returns the
+    /// blocker (the op of the first return entry), if any.
+    fn candidates(&mut self) -> Option<usize> {
         self.cands.clear();
         let mut node = self.list.next[HEAD as usize];
         while self.list.is_call.get(node as usize) == Some(&true) {
-            self.cands.push(node);
+            self.cands.push(self.list.op[node as usize] as usize);
             node = self.list.next[node as usize];
         }
+        let blocker = (node != self.list.tail).then(|| self.list.op[node as usize] as usize);
+        let deadline = blocker.and_then(|b| self.ops[b].ret).unwrap_or(u64::MAX);
         let ops = self.ops;
-        let list = &self.list;
-        self.cands.sort_by_key(|&n| {
-            let op = &ops[list.op[n as usize] as usize];
-            match (op.required, op.ret) {
-                (true, Some(ret)) => (false, u128::from(op.call) + u128::from(ret)),
-                _ => (true, u128::from(op.call)),
-            }
+        self.cands.sort_by_key(|&i| {
+            let o = &ops[i];
+            u128::from(o.call) + u128::from(o.ret.unwrap_or(u64::MAX))
         });
-        node
+
+        let mut summary = Summary {
+            deadline,
+            ..Summary::default()
+        };
+        for &i in &self.cands {
+            match ops[i].step {
+                Step::Read(v) => summary.reads.push(v),
+                Step::CasOk { expected, .. } => summary.cas_expected.push(expected),
+                Step::CasFail { expected, .. } => summary.casfail_expected.push(expected),
+                Step::Append(_) => summary.appends += 1,
+                _ => {}
+            }
+        }
+        // Level-1 optional ops, by call.
+        for &(call, i) in &self.optional[0] {
+            if call > deadline {
+                break;
+            }
+            self.cands.push(i);
+            match ops[i].step {
+                Step::CasMaybe { expected, .. } => summary.cas_expected.push(expected),
+                Step::Append(_) => summary.appends += 1,
+                _ => {}
+            }
+        }
+        // Level-2 ops can only help by making a blocked failed cas legal.
+        if summary.casfail_expected.contains(&self.state) {
+            for &(call, i) in &self.optional[1] {
+                if call > deadline {
+                    break;
+                }
+                self.cands.push(i);
+            }
+        }
+        self.summary = summary;
+        blocker
     }
 
-    /// Records the current stack if this dead end (blocked by the op of
-    /// return node `ret`) beats the best so far. Rank: required ops
+    /// Whether linearizing optional candidate `op` now could lead
+    /// anywhere: some other candidate allowed after it would then be legal.
+    /// (Linearizing an info op does not change the candidate set, as its
+    /// return is at +infinity.) Ops that never took effect stay candidates
+    /// forever; without this test every dead end would try each of them.
+    fn optional_useful(&mut self, op: usize) -> bool {
+        let step = self.ops[op].step;
+        let Some(after) = self.model.step(self.state, step) else {
+            return false;
+        };
+        let s = &self.summary;
+        if s.reads.contains(&after) || s.casfail_expected.iter().any(|&e| e != after) {
+            return true;
+        }
+        if self.level[op] != 1 {
+            return false;
+        }
+        let own_append = usize::from(matches!(step, Step::Append(_)));
+        s.cas_expected.contains(&after)
+            || s.appends > own_append
+            || pending_by(Some(&self.optional_appends), s.deadline, op)
+    }
+
+    /// Whether pending appends invoked by `deadline` might turn `from` into
+    /// `to`: `to` must extend `from`, and what is missing must begin with
+    /// one such append's suffix and end with one's (appends add whole
+    /// suffixes, in some order). Only a necessary condition: `true` when
+    /// unsure.
+    fn reachable(&self, from: StateId, to: StateId, deadline: u64) -> bool {
+        if from == to {
+            return true;
+        }
+        let Some(want) = self.model.value(to) else {
+            // Only a reset makes the key absent.
+            return false;
+        };
+        let have = self.model.value(from).unwrap_or("");
+        let Some(rest) = want.strip_prefix(have) else {
+            return false;
+        };
+        if rest.is_empty() || rest.len() > MAX_ANALYSED_LEN {
+            return true;
+        }
+        let pending = |part: &str| {
+            let set = self.groups.get(part).and_then(|&g| self.appends.get(g));
+            pending_by(set, deadline, usize::MAX)
+        };
+        let boundaries = || (1..=rest.len()).filter(|&b| rest.is_char_boundary(b));
+        boundaries().any(|b| rest.get(..b).is_some_and(pending))
+            && boundaries().any(|b| rest.get(rest.len() - b..).is_some_and(pending))
+    }
+
+    /// Whether pending op `i` (an ok read or ok cas) needs a value the key
+    /// cannot reach in any continuation: it must be the current value or
+    /// the value of a pending reset invoked before `i` completes, extended
+    /// by pending appends (see the module docs).
+    fn unreachable(&self, i: usize) -> bool {
+        let op = &self.ops[i];
+        let (Some(ret), true) = (op.ret, op.required) else {
+            return false;
+        };
+        let wanted = match op.step {
+            Step::Read(v) | Step::CasOk { expected: v, .. } => v,
+            _ => return false,
+        };
+        if self.state == wanted || pending_by(self.resets.get(&wanted), ret, i) {
+            return false;
+        }
+        if self.appends.is_empty() {
+            // No appends on this key: only the exact value would do.
+            return true;
+        }
+        if self.reachable(self.state, wanted, ret) {
+            return false;
+        }
+        let via = |base: StateId| {
+            pending_by(self.resets.get(&base), ret, i) && self.reachable(base, wanted, ret)
+        };
+        let Some(want) = self.model.value(wanted) else {
+            return !via(ABSENT);
+        };
+        if want.len() > MAX_ANALYSED_LEN || via(ABSENT) {
+            return false;
+        }
+        // A reset's value must be a prefix of the wanted one.
+        !(0..=want.len())
+            .filter(|&b| want.is_char_boundary(b))
+            .filter_map(|b| want.get(..b).and_then(|p| self.model.lookup(p)))
+            .any(via)
+    }
+
+    /// A pending required op, among the candidates and the next few to be
+    /// invoked, whose needed value is unreachable.
+    fn doomed(&self) -> Option<usize> {
+        let next = self.observers.iter().take(LOOKAHEAD).map(|&(_, i)| i);
+        self.cands
+            .iter()
+            .copied()
+            .filter(|&i| self.ops[i].required)
+            .chain(next)
+            .find(|&i| self.unreachable(i))
+    }
+
+    /// Records the current stack if this dead end (at which op `blocked`
+    /// cannot be placed) beats the best so far. Rank: required ops
     /// linearized, then fewer optional (info) ops, since an info op in the
     /// prefix is a guess, not evidence.
-    fn snapshot(&mut self, ret: u32) {
+    fn snapshot(&mut self, blocked: usize, unreachable: bool) {
         let req_depth = self.total_required - self.remaining;
         let rank = (req_depth, usize::MAX - (self.calls.len() - req_depth));
         if self.best_off.is_some() && rank <= self.best_rank {
@@ -626,20 +660,25 @@ impl Searcher<'_> {
         }
         self.best_rank = rank;
         self.best.truncate(self.synced);
-        let fresh: Vec<usize> = self.calls[self.synced..]
-            .iter()
-            .map(|f| self.list.op[f.node as usize] as usize)
-            .collect();
+        let fresh: Vec<usize> = self.calls[self.synced..].iter().map(|f| f.op).collect();
         self.best.extend(fresh);
         self.synced = self.calls.len();
-        self.best_off = Some((self.op_of(ret), self.state));
+        self.best_off = Some((blocked, self.state, unreachable));
+    }
+
+    fn success(&self) -> SearchResult {
+        SearchResult::Linearizable {
+            states: self.memo.len,
+            witness: self.calls.iter().map(|f| f.op).collect(),
+        }
     }
 
     fn violation(self) -> SearchResult {
-        let (offending, state) = self.best_off.unwrap_or((0, ABSENT));
+        let (offending, state, unreachable) = self.best_off.unwrap_or((0, ABSENT, false));
         SearchResult::Violation {
             prefix: self.best,
             offending,
+            unreachable,
             state,
             states: self.memo.len,
         }
@@ -648,17 +687,15 @@ impl Searcher<'_> {
 
 /// Decides whether `ops` (one key's history) is linearizable.
 pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> SearchResult {
-    let mut account = Account {
-        budget,
-        states: 0,
-        bytes: 0,
-    };
-    if budget.cancel.load(Ordering::Relaxed) {
+    let mut account = Account::new(budget);
+    if budget.cancel.load(std::sync::atomic::Ordering::Relaxed) {
         return SearchResult::Cancelled;
     }
-    let total_required = ops.iter().filter(|o| o.required).count();
-    if total_required == 0 {
-        return SearchResult::Linearizable { states: 0 };
+    if !ops.iter().any(|o| o.required) {
+        return SearchResult::Linearizable {
+            states: 0,
+            witness: Vec::new(),
+        };
     }
     // Node ids are u32; a single key with more than 2^31 ops would not fit
     // in memory anyway.
@@ -668,39 +705,17 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
             states: 0,
         };
     }
-
-    // Required and optional ops are numbered separately: the memo key
-    // covers the required set exactly and the optional set by dominance.
-    let mut slot = vec![0usize; ops.len()];
-    let (mut n_req, mut n_opt) = (0usize, 0usize);
-    for (i, op) in ops.iter().enumerate() {
-        let counter = if op.required { &mut n_req } else { &mut n_opt };
-        slot[i] = *counter;
-        *counter += 1;
+    if let Some(op) = impossible_observer(ops, model) {
+        return SearchResult::Violation {
+            prefix: Vec::new(),
+            offending: op,
+            unreachable: true,
+            state: ABSENT,
+            states: 0,
+        };
     }
-    let tail = (ops.len() * 2 + 1) as u32;
-    let mut s = Searcher {
-        ops,
-        model,
-        list: List::build(ops),
-        slot,
-        req_bits: Bits::new(n_req),
-        opt_bits: vec![0u64; n_opt.div_ceil(64)],
-        req_hash: 0,
-        memo: Memo::default(),
-        state: ABSENT,
-        calls: Vec::new(),
-        total_required,
-        remaining: total_required,
-        best: Vec::new(),
-        synced: 0,
-        best_off: None,
-        best_rank: (0, 0),
-        cands: Vec::new(),
-    };
+    let mut s = Searcher::new(ops, model);
 
-    // Each configuration is first checked for a forced read; otherwise its
-    // candidates are tried in `Searcher::candidates` order.
     let mut fresh = true;
     let mut next_idx = 0usize;
     let mut iterations: u64 = 0;
@@ -719,32 +734,49 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
             }
         }
 
+        // On arriving at a configuration: a forced read, if any, is the
+        // only child; a configuration whose forced child failed is dead.
         let mut dead = false;
         if fresh {
             fresh = false;
             next_idx = 0;
-            if let Some(node) = s.forced_candidate() {
-                if s.try_push(node, true, 0) == Push::Pushed {
+            if let Some(op) = s.forced_candidate() {
+                if s.try_push(op, true, 0) == Push::Pushed {
                     if s.remaining == 0 {
-                        return SearchResult::Linearizable { states: s.memo.len };
+                        return s.success();
                     }
                     fresh = true;
                     continue;
                 }
-                // Every continuation may start with the forced op, and
-                // that configuration already failed.
                 dead = true;
             }
         }
 
+        let blocker = if dead { None } else { s.candidates() };
+        // The reachability check, once per configuration, unless the last
+        // step left the value and the pending resets and appends as they
+        // were (a read or failed cas), so nothing it depends on changed.
+        let mut doom = None;
+        let changed = s.calls.last().map_or(true, |f| {
+            !matches!(ops[f.op].step, Step::Read(_) | Step::CasFail { .. })
+        });
+        if !dead && next_idx == 0 && changed {
+            if let Some(op) = s.doomed() {
+                s.snapshot(op, true);
+                doom = Some(op);
+                dead = true;
+            }
+        }
         if !dead {
-            let blocker = s.candidates();
-            let restricted = s.restricted();
-            let mut pushed = false;
+            let level = s.current_level();
             let mut i = next_idx;
-            while let Some(&node) = s.cands.get(i) {
-                let blind = matches!(ops[s.op_of(node)].step, Step::Write(_));
-                if !(blind && restricted) && s.try_push(node, false, i) == Push::Pushed {
+            let mut pushed = false;
+            while let Some(&op) = s.cands.get(i) {
+                let o = &ops[op];
+                if Searcher::allowed(level, o.step)
+                    && (o.required || s.optional_useful(op))
+                    && s.try_push(op, false, i) == Push::Pushed
+                {
                     pushed = true;
                     break;
                 }
@@ -752,22 +784,30 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
             }
             if pushed {
                 if s.remaining == 0 {
-                    return SearchResult::Linearizable { states: s.memo.len };
+                    return s.success();
                 }
                 fresh = true;
                 continue;
             }
-            if blocker != tail {
-                s.snapshot(blocker);
+            if let Some(op) = blocker {
+                s.snapshot(op, false);
             }
         }
 
         // Dead end: return to the nearest ancestor with untried
-        // candidates. A forced frame's parent has none.
+        // candidates. A forced frame's parent has none. A doomed
+        // configuration's ancestors are doomed too while the same op's
+        // value stays unreachable there: jump over them.
         loop {
             let Some(frame) = s.pop() else {
                 return s.violation();
             };
+            if let Some(op) = doom {
+                if s.unreachable(op) {
+                    continue;
+                }
+                doom = None;
+            }
             if !frame.forced {
                 next_idx = frame.idx + 1;
                 break;
@@ -776,12 +816,194 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
     }
 }
 
-fn set_bit(words: &mut [u64], i: usize, on: bool) {
-    if let Some(w) = words.get_mut(i / 64) {
-        if on {
-            *w |= 1 << (i % 64);
-        } else {
-            *w &= !(1 << (i % 64));
+/// For each op: whether it is an optional put or append whose effect no
+/// read or cas on the key can ever observe. Observed values are read
+/// values and cas `expected`s. A put of `v` is observable if some observed
+/// value is `v`, or `v` followed by some append's suffix; an append is
+/// observable if its suffix occurs in some observed value.
+///
+/// After an unobservable op, until the next reset, the value carries its
+/// mark, so no read, ok cas or info cas can take effect; only appends and
+/// failed cases can. Any linearization using the op can therefore drop
+/// it, or move it later to just before the first failed cas that needs it
+/// (appends do not care, and later failed cases still see a value with
+/// the mark, which their `expected` lacks). So only a read or failed cas
+/// may follow it (level 2).
+fn unobservable(ops: &[SearchOp], model: &Model) -> Vec<bool> {
+    let mut seen: Vec<&str> = ops
+        .iter()
+        .filter_map(|o| match o.step {
+            Step::Read(v)
+            | Step::CasOk { expected: v, .. }
+            | Step::CasFail { expected: v, .. }
+            | Step::CasMaybe { expected: v, .. } => model.value(v),
+            _ => None,
+        })
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    let suffixes: std::collections::HashSet<&str> = ops
+        .iter()
+        .filter_map(|o| match o.step {
+            Step::Append(idx) => model.suffix(idx),
+            _ => None,
+        })
+        .collect();
+    let mut suffix_lens: Vec<usize> = suffixes.iter().map(|s| s.len()).collect();
+    suffix_lens.sort_unstable();
+    suffix_lens.dedup();
+    // For substring queries: every observed value, NUL-separated.
+    let haystack = seen.join("\0");
+    let mut budget = OBSERVABILITY_BUDGET;
+    ops.iter()
+        .map(|o| {
+            if o.required {
+                return false;
+            }
+            match o.step {
+                Step::Write(v) => {
+                    let Some(val) = model.value(v).filter(|val| !val.is_empty()) else {
+                        return false;
+                    };
+                    let from = seen.partition_point(|s| *s < val);
+                    let observed = seen
+                        .get(from..)
+                        .unwrap_or(&[])
+                        .iter()
+                        .take_while(|s| s.starts_with(val))
+                        .any(|s| {
+                            let rest = s.get(val.len()..).unwrap_or("");
+                            rest.is_empty()
+                                || suffix_lens
+                                    .iter()
+                                    .any(|&n| rest.get(..n).is_some_and(|p| suffixes.contains(p)))
+                        });
+                    !observed
+                }
+                Step::Append(idx) => {
+                    let Some(suffix) = model.suffix(idx) else {
+                        return false;
+                    };
+                    if suffix.is_empty() || suffix.contains('\0') || budget < haystack.len() {
+                        return false;
+                    }
+                    budget -= haystack.len();
+                    !haystack.contains(suffix)
+                }
+                _ => false,
+            }
+        })
+        .collect()
+}
+
+/// A required read or ok cas whose value cannot be current when it takes
+/// effect, whatever the order: the classic reads-from condition, checked
+/// once up front so that a stale read deep in a long history is reported
+/// at once instead of being discovered only when the search gets there.
+///
+/// Unless the value could be the result of an append (it ends with some
+/// append's suffix), the last op before the observer `r` that made the
+/// value current must be a *producer*: a reset to that value (or, for
+/// "absent", the initial state). A producer `p` is *sealed* if some
+/// required op `b` that sets a different value (a put, delete, append or
+/// ok cas) lies strictly between them in real time (`p` completes before
+/// `b` is invoked, `b` completes before `r` is invoked): then `b` follows
+/// `p` in every linearization and precedes `r`, so `p` cannot be the last
+/// producer. If every producer that could precede `r` is sealed, no
+/// linearization exists.
+fn impossible_observer(ops: &[SearchOp], model: &Model) -> Option<usize> {
+    let suffixes: std::collections::HashSet<&str> = ops
+        .iter()
+        .filter_map(|o| match o.step {
+            Step::Append(idx) => model.suffix(idx),
+            _ => None,
+        })
+        .collect();
+    let mut suffix_lens: Vec<usize> = suffixes.iter().map(|s| s.len()).collect();
+    suffix_lens.sort_unstable();
+    suffix_lens.dedup();
+    let mut producers: FastMap<StateId, Vec<usize>> = FastMap::default();
+    for (i, o) in ops.iter().enumerate() {
+        if let Some(v) = reset_value(o.step) {
+            producers.entry(v).or_default().push(i);
         }
     }
+    // Required state-changing ops by call, with the value they set (an
+    // append's result is never a producer's value here: see below).
+    let mut sealers: Vec<(u64, u64, StateId)> = ops
+        .iter()
+        .filter(|o| o.required)
+        .filter_map(|o| {
+            let v = match o.step {
+                Step::Write(v) | Step::CasOk { new: v, .. } => v,
+                Step::Append(_) => StateId::MAX,
+                _ => return None,
+            };
+            Some((o.call, o.ret.unwrap_or(u64::MAX), v))
+        })
+        .collect();
+    sealers.sort_unstable();
+    // For each suffix of `sealers`: the earliest completion (and its value)
+    // and the earliest completion among ops setting a different value.
+    let mut best = vec![(u64::MAX, StateId::MAX, u64::MAX); sealers.len() + 1];
+    for i in (0..sealers.len()).rev() {
+        let (_, ret, v) = sealers[i];
+        let (b_ret, b_val, other) = best[i + 1];
+        best[i] = if ret < b_ret {
+            (ret, v, if v == b_val { other } else { b_ret })
+        } else if v != b_val {
+            (b_ret, b_val, other.min(ret))
+        } else {
+            (b_ret, b_val, other)
+        };
+    }
+    // Is there a sealer invoked after `after` (all, if `None`) that
+    // completes before `before` and sets something other than `v`?
+    let sealed = |after: Option<u64>, before: u64, v: StateId| {
+        let from = after.map_or(0, |a| sealers.partition_point(|s| s.0 <= a));
+        let (b_ret, b_val, other) = best[from];
+        if b_val != v {
+            b_ret < before
+        } else {
+            other < before
+        }
+    };
+    for (i, o) in ops.iter().enumerate() {
+        let (Some(ret), true) = (o.ret, o.required) else {
+            continue;
+        };
+        let wanted = match o.step {
+            Step::Read(v) | Step::CasOk { expected: v, .. } => v,
+            _ => continue,
+        };
+        if let Some(text) = model.value(wanted) {
+            let by_append = suffix_lens.iter().any(|&n| {
+                n == 0
+                    || text
+                        .len()
+                        .checked_sub(n)
+                        .and_then(|at| text.get(at..))
+                        .is_some_and(|tail| suffixes.contains(tail))
+            });
+            if by_append {
+                continue;
+            }
+        }
+        let initial = wanted == ABSENT && !sealed(None, o.call, wanted);
+        let viable = initial
+            || producers.get(&wanted).is_some_and(|ps| {
+                ps.iter().any(|&p| {
+                    let po = &ops[p];
+                    p != i
+                        && po.call <= ret
+                        // An optional producer can take effect at any
+                        // later time, so it cannot be sealed.
+                        && po.ret.map_or(true, |pr| !sealed(Some(pr), o.call, wanted))
+                })
+            });
+        if !viable {
+            return Some(i);
+        }
+    }
+    None
 }

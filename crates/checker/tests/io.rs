@@ -454,8 +454,12 @@ fn cli_exit_code_2_when_unknown() {
     for p in 0..20u64 {
         b.ok(p, 1000, None);
     }
+    // Each read alone is possible; together they are not, and only an
+    // exhaustive search over the 20 writes can tell.
     b.invoke(99, 2000, "k", Command::Get)
-        .ok(99, 2100, Some("never"));
+        .ok(99, 2010, Some("w0"));
+    b.invoke(99, 2020, "k", Command::Get)
+        .ok(99, 2030, Some("w1"));
     let mut text = Vec::new();
     b.write_jsonl(&mut text).unwrap();
     let path = write_file("hard.jsonl", &String::from_utf8(text).unwrap());

@@ -72,6 +72,20 @@ enum Cmd {
     Append { key: String, value: String },
     /// Show the cluster: nodes, group, leader, term, applied index, keys.
     Status,
+    /// Check a recorded history (JSON Lines) for linearizability. Exit 0 linearizable,
+    /// 1 not linearizable, 2 unknown or invalid input.
+    Check {
+        file: std::path::PathBuf,
+        /// Also write a self-contained HTML report (timeline of the failing key) here.
+        #[arg(long)]
+        html: Option<std::path::PathBuf>,
+        /// Give up (verdict unknown) after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        time_limit_secs: u64,
+        /// Give up (verdict unknown) when the search holds about this many MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory_limit_mib: usize,
+    },
     /// Load generator: run operations from many concurrent clients and report throughput and
     /// latency percentiles.
     Bench(bench::BenchArgs),
@@ -182,6 +196,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             }
         }
         Cmd::Bench(args) => bench::run(client, args, cli.json).await?,
+        Cmd::Check { .. } => unreachable!("handled in main before connecting"),
     }
     Ok(())
 }
@@ -235,6 +250,22 @@ fn print_status(s: &serde_json::Value) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Check {
+        file,
+        html,
+        time_limit_secs,
+        memory_limit_mib,
+    } = &cli.cmd
+    {
+        // Needs no cluster: the checker alone decides the exit code (0, 1 or 2).
+        let opts = kvorum_checker::CheckOptions {
+            time_limit: Duration::from_secs(*time_limit_secs),
+            max_memory_bytes: memory_limit_mib.saturating_mul(1 << 20),
+            ..Default::default()
+        };
+        let code = kvorum_checker::run_cli(file, &opts, html.as_deref(), &mut std::io::stdout());
+        return ExitCode::from(u8::try_from(code).unwrap_or(2));
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

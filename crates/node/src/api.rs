@@ -408,7 +408,7 @@ async fn get_key(
     let key = check_key(&state, key)?;
     let q = query(q)?;
     let local = state.group(FIRST_DATA_GROUP).is_some();
-    if q.stale || (cfg!(feature = "stale-reads") && local) {
+    if q.stale || (state.fault_stale_reads && local) {
         // A stale read (or the injected fault): whatever this replica has applied.
         return if local {
             local_read(&state, &key)

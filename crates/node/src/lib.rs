@@ -16,6 +16,7 @@
 //! - no disk quota; no TLS on either API (run on a trusted network).
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod identity;

@@ -42,6 +42,9 @@ pub struct NodeState {
     pub members: BTreeMap<NodeId, SocketAddr>,
     /// HTTP client for forwarding and the Raft transport; binds to this node's IP.
     pub http: reqwest::Client,
+    /// Injected fault (feature `stale-reads` and `KVORUM_FAULT_STALE_READS=1`): serve
+    /// linearizable reads from local state without read index. Tests must catch it.
+    pub fault_stale_reads: bool,
 }
 
 impl NodeState {
@@ -151,6 +154,13 @@ pub async fn run(
         reads.insert(group, ReadBatcher::spawn(raft.clone()));
         groups.insert(group, raft);
     }
+    let fault_stale_reads = cfg!(feature = "stale-reads")
+        && std::env::var("KVORUM_FAULT_STALE_READS").is_ok_and(|v| v == "1");
+    if fault_stale_reads {
+        tracing::error!(
+            "FAULT INJECTED: reads skip read index and may be stale (KVORUM_FAULT_STALE_READS=1)"
+        );
+    }
     let state = Arc::new(NodeState {
         cfg: cfg.clone(),
         identity: identity.clone(),
@@ -159,6 +169,7 @@ pub async fn run(
         reads,
         members,
         http,
+        fault_stale_reads,
     });
     tracing::info!(
         node = identity.node_id,

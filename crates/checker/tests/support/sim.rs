@@ -12,6 +12,9 @@ use std::collections::HashMap;
 use kvorum_checker::{Command, Event, EventType, HistoryBuilder, OpFn};
 use rand::Rng;
 
+/// get 40%, put 25%, cas 15%, append 10%, delete 10%.
+pub const DEFAULT_MIX: [f64; 5] = [0.40, 0.25, 0.15, 0.10, 0.10];
+
 /// Shape of a simulated run.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -26,6 +29,8 @@ pub struct SimConfig {
     pub max_latency: u64,
     /// Maximum think time between a process's ops, in ns.
     pub max_gap: u64,
+    /// Relative weights of get, put, cas, append, delete.
+    pub mix: [f64; 5],
 }
 
 impl Default for SimConfig {
@@ -38,6 +43,7 @@ impl Default for SimConfig {
             fail_rate: 0.02,
             max_latency: 1_000,
             max_gap: 300,
+            mix: DEFAULT_MIX,
         }
     }
 }
@@ -88,20 +94,27 @@ pub fn simulate(cfg: &SimConfig, rng: &mut impl Rng) -> Vec<SimOp> {
         let effect = rng.gen_range(invoke..=complete);
         clock[p] = complete + rng.gen_range(1..=max_gap);
         let key = format!("k{}", rng.gen_range(0..keys));
+        let total: f64 = cfg.mix.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+        let mut cut = [0.0; 5];
+        let mut acc = 0.0;
+        for (c, w) in cut.iter_mut().zip(cfg.mix) {
+            acc += w / total;
+            *c = acc;
+        }
         let roll: f64 = rng.gen();
-        let command = if roll < 0.40 {
+        let command = if roll < cut[0] {
             Command::Get
-        } else if roll < 0.65 {
+        } else if roll < cut[1] {
             Command::Put {
                 value: format!("v{id}"),
             }
-        } else if roll < 0.80 {
+        } else if roll < cut[2] {
             // `expected` is chosen when the op takes effect (below).
             Command::Cas {
                 expected: None,
                 value: Some(format!("c{id}")),
             }
-        } else if roll < 0.90 {
+        } else if roll < cut[3] {
             Command::Append {
                 value: format!("a{id};"),
             }

@@ -1,0 +1,119 @@
+//! The `kvnode` command: parses flags, environment and config file, installs tracing, binds the
+//! listener and runs the node until SIGTERM or SIGINT. In the library so that the test harness
+//! can build the same binary in its own package.
+
+use std::path::PathBuf;
+
+use crate::config::{Config, FileConfig};
+use anyhow::Context;
+use clap::Parser;
+
+/// One node of a kvorum cluster. With no view, a single-node cluster with its data in ./data.
+///
+/// Settings come from defaults < the config file < environment < flags.
+#[derive(Parser, Debug)]
+#[command(name = "kvnode", version)]
+struct Args {
+    /// TOML config file (see deploy/kvnode.toml).
+    #[arg(long, env = "KVORUM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of this node's client API and Raft transport, ip:port [default: 127.0.0.1:7070].
+    #[arg(long, env = "IPPORT")]
+    listen: Option<String>,
+    /// Data directory [default: ./data].
+    #[arg(long, env = "KVORUM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Every node's address, comma-separated, identical on every node [default: none: single node].
+    #[arg(long, alias = "peers", env = "VIEW")]
+    view: Option<String>,
+    /// Replicas per group [default: min(N, 3)].
+    #[arg(short = 'k', long = "replicas", env = "K")]
+    k: Option<usize>,
+    /// Secret authenticating the internal Raft transport [default: a development secret, with a warning].
+    #[arg(long, env = "KVORUM_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// Largest key in bytes [default: 4096].
+    #[arg(long, env = "KVORUM_MAX_KEY_BYTES")]
+    max_key_bytes: Option<usize>,
+    /// Largest value in bytes [default: 1048576].
+    #[arg(long, env = "KVORUM_MAX_VALUE_BYTES")]
+    max_value_bytes: Option<usize>,
+    /// Time a request may take before its outcome is reported unknown, ms [default: 5000].
+    #[arg(long, env = "KVORUM_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
+    /// Raft heartbeat interval, ms [default: 100].
+    #[arg(long, env = "KVORUM_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    /// Minimum Raft election timeout, ms; the maximum is twice it [default: 750].
+    #[arg(long, env = "KVORUM_ELECTION_TIMEOUT_MS")]
+    election_timeout_ms: Option<u64>,
+    /// Applied log entries between snapshots [default: 20000].
+    #[arg(long, env = "KVORUM_SNAPSHOT_EVERY")]
+    snapshot_every: Option<u64>,
+}
+
+fn load_config(args: Args) -> anyhow::Result<Config> {
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let over = FileConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        view: args.view,
+        k: args.k,
+        cluster_secret: args.cluster_secret,
+        max_key_bytes: args.max_key_bytes,
+        max_value_bytes: args.max_value_bytes,
+        request_timeout_ms: args.request_timeout_ms,
+        heartbeat_ms: args.heartbeat_ms,
+        election_timeout_ms: args.election_timeout_ms,
+        snapshot_every: args.snapshot_every,
+    };
+    Config::from_file_config(file.overridden_by(over))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// The whole `kvnode` program; `main` of every kvnode binary calls it.
+pub fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = (|| -> anyhow::Result<()> {
+        let cfg = load_config(Args::parse())?;
+        let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind(cfg.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+            crate::run(cfg, listener, shutdown_signal()).await
+        })
+    })();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kvnode: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
