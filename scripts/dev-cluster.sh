@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Builds kvnode and runs a 3-node cluster on 127.0.0.1:7070-7072 (data in ./dev-cluster/),
-# in the foreground; Ctrl-C stops it. Then: kvctl put hello world; kvctl get hello.
+# in the foreground; Ctrl-C stops it. KVORUM_BIN_DIR=<dir> uses prebuilt binaries instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/prereqs.sh
-cargo build --release --bins
-bin="$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)"
+if [ -n "${KVORUM_BIN_DIR:-}" ]; then
+  bin="$(cd "$KVORUM_BIN_DIR" && pwd)"   # prebuilt kvnode and kvctl
+else
+  scripts/prereqs.sh
+  cargo build --release --bins
+  bin="$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)"
+fi
 view="127.0.0.1:7070,127.0.0.1:7071,127.0.0.1:7072"
 pids=()
 stop() { kill "${pids[@]}" 2>/dev/null || true; wait; }
