@@ -178,10 +178,10 @@ pub async fn handle_rpc(
         )
             .into_response();
     };
-    fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, Response> {
-        bincode::deserialize(b)
-            .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response())
+    fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+        bincode::deserialize(b).map_err(|e| format!("bad rpc body: {e}"))
     }
+    let bad = |msg: String| (StatusCode::BAD_REQUEST, msg).into_response();
     fn encode<T: Serialize>(v: &T) -> Response {
         match bincode::serialize(v) {
             Ok(b) => (StatusCode::OK, b).into_response(),
@@ -191,15 +191,15 @@ pub async fn handle_rpc(
     match rpc.as_str() {
         "append" => match decode::<AppendEntriesRequest<TypeConfig>>(&body) {
             Ok(req) => encode(&raft.append_entries(req).await),
-            Err(r) => r,
+            Err(m) => bad(m),
         },
         "vote" => match decode::<VoteRequest<NodeId>>(&body) {
             Ok(req) => encode(&raft.vote(req).await),
-            Err(r) => r,
+            Err(m) => bad(m),
         },
         "snapshot" => match decode::<InstallSnapshotRequest<TypeConfig>>(&body) {
             Ok(req) => encode(&raft.install_snapshot(req).await),
-            Err(r) => r,
+            Err(m) => bad(m),
         },
         other => (StatusCode::NOT_FOUND, format!("unknown rpc {other}")).into_response(),
     }
