@@ -83,7 +83,10 @@ impl Partitioner {
         if !nix::unistd::geteuid().is_root() {
             return Err("partition tests need root (nftables rules)".into());
         }
-        let table = format!("kvorum_test_{}", std::process::id());
+        // Unique per partitioner: tests of one process create and drop them concurrently.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let table = format!("kvorum_test_{}_{n}", std::process::id());
         nft(&format!(
             "add table inet {table}\nadd chain inet {table} input {{ type filter hook input priority -10 ; policy accept ; }}\n"
         ))
