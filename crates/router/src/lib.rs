@@ -9,12 +9,19 @@
 //!   persistent format (data keys are prefixed by their slot).
 //! - [`GroupId`] 0 is the config group; data groups are numbered from 1.
 //!
-//! Not implemented yet (see docs/architecture.md): the cluster map, the initial map from
-//! (node list, K), the view-change planner and the client routing cache. Today a cluster has one
-//! data group, [`FIRST_DATA_GROUP`], owning every slot.
+//! Modules: [`map`] (the cluster map and the deterministic initial map from (node list, K)) and
+//! [`cache`] (the routing cache of clients and nodes).
+//!
+//! Not implemented yet (see docs/architecture.md): the view-change planner.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+pub mod cache;
+pub mod map;
+
+pub use cache::{Route, RoutingCache};
+pub use map::{ClusterMap, GroupInfo, MapError, NodeInfo, NodeState, Task, TaskKind, TaskStep};
 
 /// Number of slots of a cluster. Recorded with the cluster; MUST NOT change for a cluster.
 pub const SLOT_COUNT: u16 = 4096;
@@ -42,10 +49,10 @@ impl fmt::Display for GroupId {
     }
 }
 
-/// The config group, whose state machine will hold the cluster map.
+/// The config group, whose state machine holds the cluster map.
 pub const CONFIG_GROUP: GroupId = GroupId(0);
 
-/// The first data group. Until partitions land, the only one, owning every slot.
+/// The first data group.
 pub const FIRST_DATA_GROUP: GroupId = GroupId(1);
 
 /// The slot of `key`: `xxh3_64(key) % SLOT_COUNT`.

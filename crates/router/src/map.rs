@@ -1,0 +1,331 @@
+//! The cluster map: nodes, K, data groups and their members, the slot→group table, the config
+//! group's voters and the tasks in progress. Versioned by its `epoch`; the config group's state
+//! machine holds it, and every change goes through that group's log.
+//!
+//! Invariants (checked by [`ClusterMap::validate`]):
+//! - `slots` has exactly `slot_count` entries and every one names an existing data group;
+//! - every group member and config voter is a node of the map; no node is in two data groups;
+//! - a removed node is never a member of anything new; its id is never reused.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{GroupId, NodeId, Slot, FIRST_DATA_GROUP, SLOT_COUNT};
+
+/// Name of the slot hash, recorded in the map. Never changes for a cluster.
+pub const HASH_NAME: &str = "xxh3_64";
+
+/// Largest number of config group voters.
+pub const MAX_CONFIG_VOTERS: usize = 3;
+
+/// The lifecycle state of a node in the map. Health (alive, suspect, dead) is not part of the
+/// map: the metadata server derives it from heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Part of the cluster.
+    Active,
+    /// Removed (replaced after it was dead); its id is never used again. If the process comes
+    /// back it is refused and must be wiped and join as a new node.
+    Removed,
+}
+
+/// One node of the map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Address of the node's client API and Raft transport, `ip:port`.
+    pub addr: String,
+    pub state: NodeState,
+}
+
+/// One data group of the map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// The group's voters.
+    pub members: BTreeSet<NodeId>,
+}
+
+/// A resumable task of the metadata server, recorded in the map so that a new config leader
+/// continues it. Every step is idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Unique within the cluster, increasing.
+    pub id: u64,
+    pub kind: TaskKind,
+    /// The step reached so far, for status; the steps re-check the real membership.
+    pub step: TaskStep,
+}
+
+/// What a task does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum TaskKind {
+    /// Replace `dead`'s replica of `group` (a data group, or the config group) by one on
+    /// `replacement`.
+    ReplaceReplica {
+        group: GroupId,
+        dead: NodeId,
+        replacement: NodeId,
+    },
+}
+
+/// Steps of a replacement, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStep {
+    /// The replacement is being added as a learner and caught up.
+    AddLearner,
+    /// The caught-up learner is being promoted to voter.
+    Promote,
+    /// The dead replica is being removed from the group.
+    RemoveDead,
+}
+
+impl fmt::Display for TaskStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TaskStep::AddLearner => "add_learner",
+            TaskStep::Promote => "promote",
+            TaskStep::RemoveDead => "remove_dead",
+        })
+    }
+}
+
+/// Errors of map construction and validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapError(pub String);
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MapError {}
+
+/// The cluster map. Its version is `epoch`; every committed change increments it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMap {
+    pub epoch: u64,
+    /// Replicas per data group.
+    pub k: usize,
+    /// Number of slots; fixed for the cluster.
+    pub slot_count: u16,
+    /// Name of the slot hash; fixed for the cluster.
+    pub hash: String,
+    /// Every node ever in the cluster, removed ones included (ids are never reused).
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Voters of the config group (group 0).
+    pub config_voters: BTreeSet<NodeId>,
+    /// Data groups (ids from 1).
+    pub groups: BTreeMap<GroupId, GroupInfo>,
+    /// Owner of each slot: `slots[s]` is the group of slot `s`.
+    pub slots: Vec<GroupId>,
+    /// Tasks in progress.
+    pub tasks: Vec<Task>,
+    /// The id the next task gets.
+    pub next_task_id: u64,
+}
+
+impl ClusterMap {
+    /// The deterministic initial map of a cluster created from `view` (node addresses in order;
+    /// node ids are positions from 1) with `k` replicas per group: floor(N/K) groups of K
+    /// consecutive nodes, slots split into contiguous ranges whose sizes differ by at most one,
+    /// the rest spares, config voters the first min(N, 3) nodes. Epoch 1.
+    pub fn initial(view: &[String], k: usize) -> Result<ClusterMap, MapError> {
+        let n = view.len();
+        if n == 0 {
+            return Err(MapError("the view is empty".into()));
+        }
+        if k == 0 || k > n {
+            return Err(MapError(format!(
+                "K must be between 1 and the number of nodes ({n}), got {k}"
+            )));
+        }
+        let partitions = n / k;
+        let nodes: BTreeMap<NodeId, NodeInfo> = view
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                (
+                    i as NodeId + 1,
+                    NodeInfo {
+                        addr: a.clone(),
+                        state: NodeState::Active,
+                    },
+                )
+            })
+            .collect();
+        let groups: BTreeMap<GroupId, GroupInfo> = (0..partitions)
+            .map(|g| {
+                let members = (g * k..(g + 1) * k).map(|i| i as NodeId + 1).collect();
+                (
+                    GroupId(g as u64 + FIRST_DATA_GROUP.0),
+                    GroupInfo { members },
+                )
+            })
+            .collect();
+        let slots = even_split(SLOT_COUNT, partitions);
+        Ok(ClusterMap {
+            epoch: 1,
+            k,
+            slot_count: SLOT_COUNT,
+            hash: HASH_NAME.to_string(),
+            nodes,
+            config_voters: (1..=n.min(MAX_CONFIG_VOTERS) as NodeId).collect(),
+            groups,
+            slots,
+            tasks: Vec::new(),
+            next_task_id: 1,
+        })
+    }
+
+    /// The group owning `slot`, if the slot is in range.
+    pub fn group_of(&self, slot: Slot) -> Option<GroupId> {
+        self.slots.get(slot.0 as usize).copied()
+    }
+
+    /// The slot and owning group of `key`.
+    pub fn route_key(&self, key: &[u8]) -> Option<(Slot, GroupId)> {
+        let slot = crate::slot_of(key);
+        self.group_of(slot).map(|g| (slot, g))
+    }
+
+    /// The address of `node`, if in the map.
+    pub fn addr(&self, node: NodeId) -> Option<&str> {
+        self.nodes.get(&node).map(|n| n.addr.as_str())
+    }
+
+    /// Whether `node` is in the map and not removed.
+    pub fn is_active(&self, node: NodeId) -> bool {
+        self.nodes
+            .get(&node)
+            .is_some_and(|n| n.state == NodeState::Active)
+    }
+
+    /// The data group `node` is a member of, if any.
+    pub fn group_of_node(&self, node: NodeId) -> Option<GroupId> {
+        self.groups
+            .iter()
+            .find(|(_, g)| g.members.contains(&node))
+            .map(|(id, _)| *id)
+    }
+
+    /// Members of `group`: the config voters for [`crate::CONFIG_GROUP`], else the data group's.
+    pub fn members_of(&self, group: GroupId) -> Option<&BTreeSet<NodeId>> {
+        if group == crate::CONFIG_GROUP {
+            Some(&self.config_voters)
+        } else {
+            self.groups.get(&group).map(|g| &g.members)
+        }
+    }
+
+    /// Active nodes in no data group, in id order.
+    pub fn spares(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(id, n)| n.state == NodeState::Active && self.group_of_node(**id).is_none())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The slots of `group` as inclusive ranges, in order.
+    pub fn slot_ranges(&self, group: GroupId) -> Vec<(u16, u16)> {
+        let mut out: Vec<(u16, u16)> = Vec::new();
+        for (s, g) in self.slots.iter().enumerate() {
+            if *g != group {
+                continue;
+            }
+            let s = s as u16;
+            match out.last_mut() {
+                Some((_, end)) if *end + 1 == s => *end = s,
+                _ => out.push((s, s)),
+            }
+        }
+        out
+    }
+
+    /// Number of slots `group` owns.
+    pub fn slot_count_of(&self, group: GroupId) -> usize {
+        self.slots.iter().filter(|g| **g == group).count()
+    }
+
+    /// Checks the map's invariants.
+    pub fn validate(&self) -> Result<(), MapError> {
+        let err = |m: String| Err(MapError(m));
+        if self.slots.len() != self.slot_count as usize {
+            return err(format!(
+                "{} slot owners for {} slots",
+                self.slots.len(),
+                self.slot_count
+            ));
+        }
+        if let Some((s, g)) = self
+            .slots
+            .iter()
+            .enumerate()
+            .find(|(_, g)| !self.groups.contains_key(g))
+        {
+            return err(format!("slot {s} belongs to unknown group {g}"));
+        }
+        let mut seen = BTreeSet::new();
+        for (gid, g) in &self.groups {
+            if gid.0 < FIRST_DATA_GROUP.0 {
+                return err(format!("data group id {gid} is reserved"));
+            }
+            for m in &g.members {
+                if !self.nodes.contains_key(m) {
+                    return err(format!("group {gid} has unknown member {m}"));
+                }
+                if !seen.insert(*m) {
+                    return err(format!("node {m} is in two data groups"));
+                }
+            }
+        }
+        if let Some(v) = self
+            .config_voters
+            .iter()
+            .find(|v| !self.nodes.contains_key(v))
+        {
+            return err(format!("config voter {v} is not a node"));
+        }
+        Ok(())
+    }
+
+    /// A one-line summary, for logs.
+    pub fn summary(&self) -> String {
+        let groups: Vec<String> = self
+            .groups
+            .iter()
+            .map(|(id, g)| format!("g{id}={:?}", g.members))
+            .collect();
+        format!(
+            "epoch {} k {} groups [{}] spares {:?} config {:?} tasks {}",
+            self.epoch,
+            self.k,
+            groups.join(" "),
+            self.spares(),
+            self.config_voters,
+            self.tasks.len()
+        )
+    }
+}
+
+/// Splits `slot_count` slots over `parts` groups (ids from 1) in contiguous ranges whose sizes
+/// differ by at most one; the first `slot_count % parts` groups get the larger size.
+pub fn even_split(slot_count: u16, parts: usize) -> Vec<GroupId> {
+    let n = slot_count as usize;
+    let parts = parts.max(1);
+    let (base, extra) = (n / parts, n % parts);
+    let mut slots = Vec::with_capacity(n);
+    for g in 0..parts {
+        let size = base + usize::from(g < extra);
+        slots.extend(std::iter::repeat_n(
+            GroupId(g as u64 + FIRST_DATA_GROUP.0),
+            size,
+        ));
+    }
+    slots
+}
