@@ -22,6 +22,7 @@ pub struct Route {
     /// The epoch of the map the route came from; sent with the request.
     pub epoch: u64,
     /// Addresses to try, best first: the leader hint (if any), then the other members.
+    /// Removed nodes are never listed, even as the leader hint.
     pub addrs: Vec<String>,
 }
 
@@ -101,7 +102,10 @@ impl RoutingCache {
         let map = self.map.as_ref()?;
         let (slot, group) = map.route_key(key)?;
         let members = map.members_of(group)?;
-        let leader = self.leader(group).filter(|l| members.contains(l));
+        // A hint naming a removed node is ignored like any other non-active member.
+        let leader = self
+            .leader(group)
+            .filter(|l| members.contains(l) && map.is_active(*l));
         let mut addrs = Vec::with_capacity(members.len());
         if let Some(a) = leader.and_then(|l| map.addr(l)) {
             addrs.push(a.to_string());
