@@ -1,20 +1,45 @@
 //! The kvorum client library, used by `kvctl` and by applications.
 //!
-//! A [`Client`] talks to any node of a cluster over HTTP; the node forwards to the leader. It
-//! tries the configured endpoints in turn when one cannot be connected to, and retries answers
-//! that are definite failures (503: no leader, unavailable) until its deadline. It never retries a
-//! write whose outcome is unknown: that surfaces as [`ClientError::OutcomeUnknown`].
+//! A [`Client`] talks to the nodes of a cluster over HTTP. Any node accepts any request and
+//! forwards it to the right group's leader, so the plain path is: send to one of the configured
+//! endpoints, try the next when one cannot be connected to, and retry answers that are definite
+//! failures (503: no leader, slot fenced) until the deadline.
 //!
-//! Not implemented: routing straight to the leader (smart client); binary keys and values
-//! (keys and values are UTF-8 strings).
+//! Smart routing (on by default, [`Client::with_smart_routing`]) saves the forwarding hop: the
+//! client caches the cluster map (`GET /v1/cluster/map`, fetched on the first request and again
+//! when stale), sends a key's request to its group's members (leader hint first) with the
+//! `x-kvorum-route: <slot>:<epoch>:<group>` header, and falls back to the plain path. A node
+//! whose map gives the slot to another group answers 421 `not_owner` before proposing anything;
+//! the client then refreshes its map and routes again. The map being unavailable never fails a
+//! request: the client just uses the endpoints. See `routing.rs` for the steps. Caveat: routed
+//! requests go to the addresses in the map, which need not be among the configured endpoints;
+//! to talk to given nodes only (a test of one node, a firewall), turn smart routing off.
+//!
+//! Invariants:
+//! - a write is retried (at any address) only after a definite failure: a connect error (nothing
+//!   was sent), 503 or 421. Once a write may have reached a node and no answer came, the outcome
+//!   is unknown and surfaces as [`ClientError::OutcomeUnknown`]; nothing retries it;
+//! - the routing state's lock is never held across an await.
+//!
+//! Not implemented: binary keys and values (keys and values are UTF-8 strings); learning leader
+//! changes from replies (hints come only from map fetches, refetched after a routed failure).
 
+mod routing;
+
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+pub use kvorum_router::{ClusterMap, Route};
+pub use routing::{route_header, ROUTE_HEADER};
+
+use routing::{Routing, MAP_FETCH_BUDGET, MAX_REROUTES};
 
 /// Characters of a key left unescaped in a URL path: RFC 3986 unreserved.
 const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
@@ -102,12 +127,18 @@ impl Default for ClientOptions {
     }
 }
 
-/// A client of a kvorum cluster. Cheap to share across tasks.
+/// A client of a kvorum cluster. Cheap to share across tasks (`Arc<Client>`).
 pub struct Client {
     endpoints: Vec<String>,
     http: reqwest::Client,
+    /// The configured endpoint to try next (rotates on failure).
     next: AtomicUsize,
     opts: ClientOptions,
+    /// Whether key requests are routed by the cluster map.
+    smart: bool,
+    routing: Mutex<Routing>,
+    /// Held while the map is fetched, so that concurrent requests fetch it once.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 #[derive(Deserialize)]
@@ -132,7 +163,7 @@ pub fn parse_endpoints(list: &str) -> Result<Vec<String>, String> {
 }
 
 impl Client {
-    /// A client of the nodes at `endpoints` (`host:port`).
+    /// A client of the nodes at `endpoints` (`host:port`), with smart routing on.
     pub fn new(endpoints: Vec<String>, opts: ClientOptions) -> Result<Client, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::Unavailable("no endpoints given".into()));
@@ -149,14 +180,35 @@ impl Client {
             http,
             next: AtomicUsize::new(0),
             opts,
+            smart: true,
+            routing: Mutex::new(Routing::default()),
+            fetching: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Turns smart routing on (the default) or off. Off, every request goes to the configured
+    /// endpoints, which forward it: the way to exercise one particular node.
+    pub fn with_smart_routing(mut self, on: bool) -> Self {
+        self.smart = on;
+        self
+    }
+
+    /// Whether key requests are routed by the cluster map.
+    pub fn smart_routing(&self) -> bool {
+        self.smart
     }
 
     /// The value of `key`: linearizable, or a possibly stale read from one replica's local state.
     pub async fn get(&self, key: &str, stale: bool) -> Result<Versioned, ClientError> {
         let q = if stale { "?stale=true" } else { "" };
         let v = self
-            .call(Method::GET, &key_path("keys", key, q), None, false)
+            .call(
+                Some(key),
+                Method::GET,
+                &key_path("keys", key, q),
+                None,
+                false,
+            )
             .await?;
         serde_json::from_value(v).map_err(bad_reply)
     }
@@ -175,7 +227,13 @@ impl Client {
             None => {}
         }
         let v = self
-            .call(Method::PUT, &key_path("keys", key, ""), Some(body), true)
+            .call(
+                Some(key),
+                Method::PUT,
+                &key_path("keys", key, ""),
+                Some(body),
+                true,
+            )
             .await?;
         version_of(&v)
     }
@@ -190,7 +248,13 @@ impl Client {
             None => String::new(),
         };
         let v = self
-            .call(Method::DELETE, &key_path("keys", key, &q), None, true)
+            .call(
+                Some(key),
+                Method::DELETE,
+                &key_path("keys", key, &q),
+                None,
+                true,
+            )
             .await?;
         v.get("deleted")
             .and_then(|d| d.as_bool())
@@ -201,62 +265,123 @@ impl Client {
     pub async fn append(&self, key: &str, value: &str) -> Result<u64, ClientError> {
         let body = json!({ "value": value });
         let v = self
-            .call(Method::POST, &key_path("append", key, ""), Some(body), true)
+            .call(
+                Some(key),
+                Method::POST,
+                &key_path("append", key, ""),
+                Some(body),
+                true,
+            )
             .await?;
         version_of(&v)
     }
 
-    /// The cluster status as seen by the first node that answers.
+    /// The cluster status as seen by the first node that answers: the JSON of
+    /// `GET /v1/cluster/status` (nodes and their health, groups, spares, config group, tasks).
     pub async fn status(&self) -> Result<serde_json::Value, ClientError> {
-        self.call(Method::GET, "/v1/cluster/status", None, false)
+        self.call(None, Method::GET, "/v1/cluster/status", None, false)
             .await
     }
 
-    /// One request with retries of definite failures, rotating endpoints.
+    /// The cluster map and leader hints (data or config group id → node id) as the first node
+    /// that answers knows them. Installs the map in the routing cache if it is newer.
+    pub async fn map(&self) -> Result<(ClusterMap, BTreeMap<u64, u64>), ClientError> {
+        let v = self
+            .call(None, Method::GET, "/v1/cluster/map", None, false)
+            .await?;
+        let (map, leaders) = routing::parse_map_reply(v).map_err(bad_reply)?;
+        self.routing()
+            .install(map.clone(), &leaders, Instant::now());
+        Ok((map, leaders))
+    }
+
+    /// The cluster map this client routes by, if it has fetched one.
+    pub fn cached_map(&self) -> Option<Arc<ClusterMap>> {
+        self.routing().cache.map().cloned()
+    }
+
+    /// The routing state. Never held across an await.
+    fn routing(&self) -> MutexGuard<'_, Routing> {
+        // The state stays consistent even if a holder panicked: every update is one assignment.
+        self.routing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One request. Each pass tries the key's route (when routing) with the route header, then
+    /// one configured endpoint without it; definite failures move on to the next address, and
+    /// passes repeat after [`RETRY_PAUSE`] until `retry_for` has passed. A 421 `not_owner`
+    /// refreshes the map and starts a new pass at once (at most [`MAX_REROUTES`] times, then the
+    /// plain path only). A write that may have reached a node without an answer is never retried.
     async fn call(
         &self,
+        key: Option<&str>,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
         write: bool,
     ) -> Result<serde_json::Value, ClientError> {
         let deadline = Instant::now() + self.opts.retry_for;
-        let mut last;
+        let mut last = String::from("no node tried");
+        let mut routed = self.smart && key.is_some();
+        let mut reroutes = 0;
         loop {
-            let i = self.next.load(Ordering::Relaxed) % self.endpoints.len();
-            let ep = &self.endpoints[i];
-            let mut req = self
-                .http
-                .request(method.clone(), format!("http://{ep}{path}"));
-            if let Some(b) = &body {
-                req = req.json(b);
-            }
-            match req.send().await {
-                Err(e) if e.is_connect() => {
-                    // Nothing was sent: safe to try the next endpoint.
-                    last = format!("{ep}: {e}");
-                    self.next.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) if write => return Err(ClientError::OutcomeUnknown(format!("{ep}: {e}"))),
-                Err(e) => {
-                    last = format!("{ep}: {e}");
-                    self.next.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    match resp.bytes().await {
-                        Ok(bytes) => match interpret(status, &bytes) {
-                            Reply::Done(r) => return r,
-                            Reply::Retry(m) => {
-                                // Definite: nothing was proposed. Retry, possibly elsewhere.
-                                last = format!("{ep}: {m}");
-                                self.next.fetch_add(1, Ordering::Relaxed);
-                            }
-                        },
-                        Err(e) if write => {
-                            return Err(ClientError::OutcomeUnknown(format!("{ep}: {e}")))
+            let route = match key {
+                Some(k) if routed => self.route(k).await,
+                _ => None,
+            };
+            let mut tried: Vec<&str> = Vec::new();
+            let mut reroute = false;
+            if let Some(r) = &route {
+                let header = route_header(r);
+                for addr in &r.addrs {
+                    tried.push(addr);
+                    let sent = self
+                        .send(addr, Some(&header), &method, path, body.as_ref(), write)
+                        .await;
+                    match sent {
+                        Attempt::Done(result) => {
+                            self.routing().addr_ok(addr);
+                            return result;
                         }
-                        Err(e) => last = format!("{ep}: {e}"),
+                        Attempt::Unknown(m) => {
+                            self.routing().addr_failed(addr, Instant::now());
+                            return Err(ClientError::OutcomeUnknown(m));
+                        }
+                        Attempt::Failed(m) => {
+                            self.routing().addr_failed(addr, Instant::now());
+                            last = m;
+                        }
+                        Attempt::Retry(m) => {
+                            // No leader there, or the slot is fenced: the hints may be old.
+                            self.routing().mark_stale();
+                            last = m;
+                        }
+                        Attempt::NotOwner { epoch, message } => {
+                            // Definite: the node refused before proposing.
+                            last = message;
+                            reroutes += 1;
+                            routed = reroutes <= MAX_REROUTES
+                                && self.refresh_after_not_owner(addr, epoch, r.epoch).await;
+                            reroute = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if reroute {
+                continue;
+            }
+            if let Some(ep) = self.pick_endpoint(&tried) {
+                match self
+                    .send(&ep, None, &method, path, body.as_ref(), write)
+                    .await
+                {
+                    Attempt::Done(result) => return result,
+                    Attempt::Unknown(m) => return Err(ClientError::OutcomeUnknown(m)),
+                    Attempt::Failed(m)
+                    | Attempt::Retry(m)
+                    | Attempt::NotOwner { message: m, .. } => {
+                        last = m;
+                        self.next.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -266,18 +391,191 @@ impl Client {
             tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
+
+    /// One HTTP exchange with `addr`, with the route header if given.
+    async fn send(
+        &self,
+        addr: &str,
+        route: Option<&str>,
+        method: &Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        write: bool,
+    ) -> Attempt {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("http://{addr}{path}"));
+        if let Some(h) = route {
+            req = req.header(ROUTE_HEADER, h);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        match req.send().await {
+            // Nothing was sent: safe to try elsewhere, even a write.
+            Err(e) if e.is_connect() => Attempt::Failed(format!("{addr}: {e}")),
+            // The write may have reached the node.
+            Err(e) if write => Attempt::Unknown(format!("{addr}: {e}")),
+            Err(e) => Attempt::Failed(format!("{addr}: {e}")),
+            Ok(resp) => {
+                let status = resp.status();
+                match resp.bytes().await {
+                    Ok(bytes) => match interpret(status, &bytes) {
+                        Reply::Done(r) => Attempt::Done(r),
+                        Reply::Retry(m) => Attempt::Retry(format!("{addr}: {m}")),
+                        Reply::NotOwner { epoch, message } => Attempt::NotOwner {
+                            epoch,
+                            message: format!("{addr}: {message}"),
+                        },
+                    },
+                    Err(e) if write => Attempt::Unknown(format!("{addr}: {e}")),
+                    Err(e) => Attempt::Failed(format!("{addr}: {e}")),
+                }
+            }
+        }
+    }
+
+    /// The configured endpoint to try next, skipping those this pass already tried.
+    fn pick_endpoint(&self, tried: &[&str]) -> Option<String> {
+        let n = self.endpoints.len();
+        let start = self.next.load(Ordering::Relaxed);
+        (0..n)
+            .map(|j| &self.endpoints[(start + j) % n])
+            .find(|ep| !tried.contains(&ep.as_str()))
+            .cloned()
+    }
+
+    /// The route of `key`, fetching the map first if it is missing or stale. A fetch already
+    /// under way elsewhere is not waited for: the request routes by what is cached (or takes the
+    /// plain path).
+    async fn route(&self, key: &str) -> Option<Route> {
+        if self.routing().should_fetch(Instant::now()) {
+            if let Ok(_fetching) = self.fetching.try_lock() {
+                if self.routing().should_fetch(Instant::now()) {
+                    self.fetch_map(None).await;
+                }
+            }
+        }
+        self.routing().route(key, Instant::now())
+    }
+
+    /// After a 421 from `addr` to a route of epoch `route_epoch`: notes the reported epoch and
+    /// fetches the map (from `addr` first: it knows the newer one) unless a newer map is cached
+    /// already. Returns whether the cache now holds a map newer than the route's, so that
+    /// routing again can help.
+    async fn refresh_after_not_owner(
+        &self,
+        addr: &str,
+        reported: Option<u64>,
+        route_epoch: u64,
+    ) -> bool {
+        if let Some(e) = reported {
+            self.routing().cache.saw_epoch(e);
+            if e <= route_epoch {
+                // The node's map is no newer than ours (a move between release and flip, or a
+                // node behind): a new map will not help; the plain path lets it forward.
+                return false;
+            }
+        }
+        let _fetching = self.fetching.lock().await;
+        if self.routing().cache.epoch() <= route_epoch {
+            self.fetch_map(Some(addr)).await;
+        }
+        self.routing().cache.epoch() > route_epoch
+    }
+
+    /// Fetches the map from `prefer`, then the configured endpoints, within
+    /// [`MAP_FETCH_BUDGET`], and installs it. A failure is recorded (so fetching backs off) and
+    /// otherwise ignored: requests take the plain path meanwhile.
+    async fn fetch_map(&self, prefer: Option<&str>) {
+        let n = self.endpoints.len();
+        let start = self.next.load(Ordering::Relaxed);
+        let mut candidates: Vec<&str> = prefer.into_iter().collect();
+        for j in 0..n {
+            let ep = self.endpoints[(start + j) % n].as_str();
+            if !candidates.contains(&ep) {
+                candidates.push(ep);
+            }
+        }
+        let timeout = MAP_FETCH_BUDGET.min(self.opts.request_timeout);
+        let fetch = async {
+            for addr in candidates {
+                let resp = self
+                    .http
+                    .get(format!("http://{addr}/v1/cluster/map"))
+                    .timeout(timeout)
+                    .send()
+                    .await;
+                let Ok(resp) = resp else { continue };
+                if !resp.status().is_success() {
+                    continue;
+                }
+                let Ok(bytes) = resp.bytes().await else {
+                    continue;
+                };
+                let parsed = serde_json::from_slice(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(routing::parse_map_reply);
+                if let Ok(got) = parsed {
+                    return Some(got);
+                }
+            }
+            None
+        };
+        let got = tokio::time::timeout(MAP_FETCH_BUDGET, fetch)
+            .await
+            .ok()
+            .flatten();
+        let now = Instant::now();
+        let mut routing = self.routing();
+        match got {
+            Some((map, leaders)) => routing.install(map, &leaders, now),
+            None => routing.fetch_failed(now),
+        }
+    }
+}
+
+/// The result of one HTTP exchange, as the retry loop sees it.
+enum Attempt {
+    /// An answer to return: a success, or an error retrying cannot fix.
+    Done(Result<serde_json::Value, ClientError>),
+    /// Safe to retry elsewhere: nothing was sent (connect error), or a read got no answer.
+    Failed(String),
+    /// A definite, retryable refusal (503: no leader, slot fenced).
+    Retry(String),
+    /// 421: the node's map gives the routed slot to another group. Definite.
+    NotOwner { epoch: Option<u64>, message: String },
+    /// A write may or may not have been applied.
+    Unknown(String),
 }
 
 /// What to do with an HTTP answer.
+#[derive(Debug)]
 enum Reply {
     Done(Result<serde_json::Value, ClientError>),
     /// A definite, retryable failure (503).
     Retry(String),
+    /// 421 `not_owner`, with the epoch of the answering node's map if it said.
+    NotOwner {
+        epoch: Option<u64>,
+        message: String,
+    },
 }
 
 fn interpret(status: StatusCode, bytes: &[u8]) -> Reply {
     if status.is_success() {
         return Reply::Done(serde_json::from_slice(bytes).map_err(bad_reply));
+    }
+    if status == StatusCode::MISDIRECTED_REQUEST {
+        // Raised before proposing, so definite even without a readable body.
+        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+        return Reply::NotOwner {
+            epoch: v["epoch"].as_u64(),
+            message: v["message"]
+                .as_str()
+                .unwrap_or("not the owner of the slot")
+                .to_string(),
+        };
     }
     let Ok(err) = serde_json::from_slice::<ErrorBody>(bytes) else {
         return Reply::Done(Err(ClientError::Api {
@@ -320,8 +618,60 @@ fn version_of(v: &serde_json::Value) -> Result<u64, ClientError> {
 }
 
 #[cfg(test)]
+mod client_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    // A 421 is a definite not_owner answer carrying the node's epoch; without a readable body
+    // it is still definite.
+    #[test]
+    fn misdirected_request_is_not_owner() {
+        let body = br#"{"code":"not_owner","message":"slot 7 is owned by group 2","slot":7,"group":2,"epoch":5}"#;
+        match interpret(StatusCode::MISDIRECTED_REQUEST, body) {
+            Reply::NotOwner { epoch, message } => {
+                assert_eq!(epoch, Some(5));
+                assert_eq!(message, "slot 7 is owned by group 2");
+            }
+            other => panic!("expected NotOwner, got {other:?}"),
+        }
+        assert!(matches!(
+            interpret(StatusCode::MISDIRECTED_REQUEST, b"<html>"),
+            Reply::NotOwner { epoch: None, .. }
+        ));
+    }
+
+    // The other answers keep their meaning: 503 retries, 404/409 are final, outcome_unknown is
+    // never definite, and a success is the JSON body.
+    #[test]
+    fn answers_map_to_client_errors() {
+        let err = |code: &str| format!(r#"{{"code":"{code}","message":"m"}}"#).into_bytes();
+        assert!(matches!(
+            interpret(StatusCode::SERVICE_UNAVAILABLE, &err("no_leader")),
+            Reply::Retry(_)
+        ));
+        assert!(matches!(
+            interpret(StatusCode::NOT_FOUND, &err("key_not_found")),
+            Reply::Done(Err(ClientError::NotFound))
+        ));
+        assert!(matches!(
+            interpret(StatusCode::CONFLICT, &err("condition_failed")),
+            Reply::Done(Err(ClientError::ConditionFailed { current: None }))
+        ));
+        match interpret(StatusCode::GATEWAY_TIMEOUT, &err("outcome_unknown")) {
+            Reply::Done(Err(e)) => assert!(!e.is_definite()),
+            other => panic!("expected an unknown outcome, got {other:?}"),
+        }
+        assert!(matches!(
+            interpret(StatusCode::OK, br#"{"version":3}"#),
+            Reply::Done(Ok(v)) if v["version"] == 3
+        ));
+        assert!(matches!(
+            interpret(StatusCode::BAD_GATEWAY, b"oops"),
+            Reply::Done(Err(ClientError::Api { status: 502, .. }))
+        ));
+    }
 
     // Keys are percent-encoded so any UTF-8 key, slashes included, is one path segment.
     #[test]

@@ -5,6 +5,7 @@
 //! `kvctl check` has its own: 0 linearizable, 1 not linearizable, 2 unknown or invalid input.
 
 mod bench;
+mod status;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,6 +32,10 @@ struct Cli {
     /// Give up after this many ms of retrying an unavailable cluster.
     #[arg(long, default_value_t = 10_000, global = true)]
     timeout_ms: u64,
+    /// Send every request to --endpoints (which forward it) instead of routing keys straight to
+    /// their group by the cluster map.
+    #[arg(long, global = true)]
+    no_smart_routing: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -70,7 +75,9 @@ enum Cmd {
     },
     /// Append VALUE to the value of KEY (absent counts as empty).
     Append { key: String, value: String },
-    /// Show the cluster: nodes, group, leader, term, applied index, keys.
+    /// Show the cluster: epoch, K and slots; every node with its health, role and groups; every
+    /// data group with its members, leader, term, slots, keys and size; spares, the config
+    /// group, and tasks in progress. With --json, the node's status JSON, pretty-printed.
     Status,
     /// Check a recorded history (JSON Lines) for linearizability. Exit 0 linearizable,
     /// 1 not linearizable, 2 unknown or invalid input.
@@ -129,7 +136,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         retry_for: Duration::from_millis(cli.timeout_ms),
         local_address: None,
     };
-    let client = Client::new(endpoints, opts)?;
+    let client = Client::new(endpoints, opts)?.with_smart_routing(!cli.no_smart_routing);
     match cli.cmd {
         Cmd::Get { key, stale } => {
             let v = client.get(&key, stale).await?;
@@ -190,62 +197,18 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Cmd::Status => {
             let s = client.status().await?;
             if cli.json {
-                println!("{s}");
+                match serde_json::to_string_pretty(&s) {
+                    Ok(text) => println!("{text}"),
+                    Err(_) => println!("{s}"),
+                }
             } else {
-                print_status(&s);
+                print!("{}", status::render(&s));
             }
         }
         Cmd::Bench(args) => bench::run(client, args, cli.json).await?,
         Cmd::Check { .. } => unreachable!("handled in main before connecting"),
     }
     Ok(())
-}
-
-fn print_status(s: &serde_json::Value) {
-    let str_of = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "-".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    println!(
-        "cluster {}  K={}  slots={}",
-        str_of(&s["cluster_id"]),
-        s["k"],
-        s["slot_count"]
-    );
-    println!(
-        "answered by node {} ({})",
-        s["node"]["id"],
-        str_of(&s["node"]["addr"])
-    );
-    println!("\nNODES\n{:<4} {:<22} {:<8}", "ID", "ADDRESS", "ROLE");
-    for n in s["nodes"].as_array().into_iter().flatten() {
-        println!(
-            "{:<4} {:<22} {:<8}",
-            str_of(&n["id"]),
-            str_of(&n["addr"]),
-            str_of(&n["role"])
-        );
-    }
-    println!("\nGROUPS");
-    for g in s["groups"].as_array().into_iter().flatten() {
-        let members: Vec<String> = g["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|m| m["id"].to_string())
-            .collect();
-        println!(
-            "group {}: members [{}] leader {} term {} applied {} keys {} bytes {}",
-            g["id"],
-            members.join(","),
-            str_of(&g["leader"]),
-            str_of(&g["term"]),
-            str_of(&g["last_applied"]),
-            str_of(&g["keys"]),
-            str_of(&g["bytes"]),
-        );
-    }
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,332 @@
+//! `kvctl status`: renders the JSON of `GET /v1/cluster/status` for people.
+//!
+//! Sections, in order: the header (cluster id, epoch, K, slots, metadata leader, whether health is
+//! known), nodes, data groups, spares, the config group, and tasks in progress. Rendering is
+//! defensive: a missing or null field prints `-`, and no JSON, however unexpected, makes it panic
+//! (indexing a `serde_json::Value` by a missing key yields null).
+
+use serde_json::Value;
+
+/// Text for one cell: `-` for null or missing, strings bare, booleans `yes`/`no`, arrays
+/// comma-separated (`-` when empty), anything else as JSON.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) if s.is_empty() => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
+        Value::Array(a) if a.is_empty() => "-".into(),
+        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// A byte count in binary units (`512 B`, `5.5 KiB`); anything but a number as [`cell`].
+fn bytes(v: &Value) -> String {
+    let Some(n) = v.as_u64() else {
+        return cell(v);
+    };
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut size = n as f64;
+    let mut unit = 0;
+    while size >= 1024.0 && unit + 1 < UNITS.len() {
+        size /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{size:.1} {}", UNITS[unit])
+    }
+}
+
+/// How long ago the last heartbeat came, from milliseconds.
+fn heartbeat(v: &Value) -> String {
+    match v.as_u64() {
+        Some(ms) if ms < 10_000 => format!("{ms} ms ago"),
+        Some(ms) => format!("{} s ago", ms / 1000),
+        None => cell(v),
+    }
+}
+
+/// A node reference: `node N`, or `-`.
+fn node(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        other => format!("node {}", cell(other)),
+    }
+}
+
+/// Left-aligned columns two spaces apart, widths fitted to the content; no trailing spaces.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (c, w) in cells.iter().zip(&widths) {
+            s.push_str(&format!("{c:<w$}  "));
+        }
+        format!("{}\n", s.trim_end())
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// The elements of an array field, none if it is missing or not an array.
+fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
+/// One task in progress, on one line.
+fn task(t: &Value) -> String {
+    let mut s = format!("#{} {}", cell(&t["id"]), cell(&t["kind"]));
+    if t["kind"] == "replace_replica" {
+        s.push_str(&format!(
+            ": group {}, {} replaced by {}",
+            cell(&t["group"]),
+            node(&t["dead"]),
+            node(&t["replacement"])
+        ));
+    } else if let Some(fields) = t.as_object() {
+        // A kind this kvctl does not know: show its fields as they are.
+        for (k, v) in fields {
+            if !["id", "kind", "step"].contains(&k.as_str()) {
+                s.push_str(&format!(" {k}={}", cell(v)));
+            }
+        }
+    }
+    s.push_str(&format!(" (step {})", cell(&t["step"])));
+    s
+}
+
+/// The human rendering of a cluster status (the JSON of `GET /v1/cluster/status`).
+pub fn render(s: &Value) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "cluster {}  epoch {}  K={}  slots {} ({})\n",
+        cell(&s["cluster_id"]),
+        cell(&s["epoch"]),
+        cell(&s["k"]),
+        cell(&s["slot_count"]),
+        cell(&s["hash"]),
+    ));
+    out.push_str(&format!(
+        "metadata leader {}  health known {}  answered by {}\n",
+        node(&s["metadata_leader"]),
+        cell(&s["health_known"]),
+        node(&s["answered_by"]),
+    ));
+    if s["health_known"] == false {
+        out.push_str(
+            "note: the metadata leader is unreachable from the answering node, so node states \
+             are unknown\n",
+        );
+    }
+
+    let nodes: Vec<Vec<String>> = items(&s["nodes"])
+        .map(|n| {
+            vec![
+                cell(&n["id"]),
+                cell(&n["addr"]),
+                cell(&n["state"]),
+                cell(&n["role"]),
+                cell(&n["config_voter"]),
+                cell(&n["groups"]),
+                heartbeat(&n["last_heartbeat_ms"]),
+            ]
+        })
+        .collect();
+    out.push_str("\nNODES\n");
+    out.push_str(&table(
+        &[
+            "ID",
+            "ADDRESS",
+            "STATE",
+            "ROLE",
+            "CONFIG VOTER",
+            "GROUPS",
+            "LAST HEARTBEAT",
+        ],
+        &nodes,
+    ));
+
+    let groups: Vec<Vec<String>> = items(&s["groups"])
+        .map(|g| {
+            vec![
+                cell(&g["id"]),
+                cell(&g["members"]),
+                cell(&g["leader"]),
+                cell(&g["term"]),
+                cell(&g["slots"]),
+                cell(&g["slot_count"]),
+                cell(&g["keys"]),
+                bytes(&g["bytes"]),
+                cell(&g["applied"]),
+            ]
+        })
+        .collect();
+    out.push_str("\nGROUPS\n");
+    out.push_str(&table(
+        &[
+            "ID",
+            "MEMBERS",
+            "LEADER",
+            "TERM",
+            "SLOTS",
+            "SLOT COUNT",
+            "KEYS",
+            "BYTES",
+            "APPLIED",
+        ],
+        &groups,
+    ));
+
+    let spares = match &s["spares"] {
+        Value::Array(a) if a.is_empty() => "none".to_string(),
+        other => cell(other),
+    };
+    out.push_str(&format!("\nSPARES {spares}\n"));
+
+    let c = &s["config"];
+    out.push_str(&format!(
+        "CONFIG GROUP voters {}  leader {}  term {}\n",
+        cell(&c["voters"]),
+        node(&c["leader"]),
+        cell(&c["term"]),
+    ));
+
+    let tasks: Vec<String> = items(&s["tasks"]).map(task).collect();
+    if tasks.is_empty() {
+        out.push_str("TASKS none\n");
+    } else {
+        out.push_str("TASKS\n");
+        for t in tasks {
+            out.push_str(&format!("  {t}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Value {
+        json!({
+            "cluster_id": "c-7f3a", "epoch": 3, "k": 3, "slot_count": 4096, "hash": "xxh3_64",
+            "answered_by": 4, "metadata_leader": 2, "health_known": true,
+            "nodes": [
+                {"id": 1, "addr": "127.0.0.1:7070", "state": "alive", "role": "replica",
+                 "config_voter": true, "groups": [1], "last_heartbeat_ms": 120},
+                {"id": 7, "addr": "127.0.0.1:7076", "state": "alive", "role": "spare",
+                 "config_voter": false, "groups": [], "last_heartbeat_ms": null},
+            ],
+            "groups": [
+                {"id": 1, "members": [1, 2, 3], "leader": 2, "term": 5, "slots": "0-2047",
+                 "slot_count": 2048, "keys": 1234, "bytes": 5678, "applied": 77},
+                {"id": 2, "members": [4, 5, 6], "leader": null, "term": null,
+                 "slots": "2048-4095", "slot_count": 2048, "keys": null, "bytes": null,
+                 "applied": null},
+            ],
+            "spares": [7],
+            "config": {"voters": [1, 2, 3], "leader": 2, "term": 3},
+            "tasks": [],
+        })
+    }
+
+    // Every section is rendered; null fields print "-"; an empty task list prints "none".
+    #[test]
+    fn status_renders_every_section() {
+        let text = render(&sample());
+        let expected = "\
+cluster c-7f3a  epoch 3  K=3  slots 4096 (xxh3_64)
+metadata leader node 2  health known yes  answered by node 4
+
+NODES
+ID  ADDRESS         STATE  ROLE     CONFIG VOTER  GROUPS  LAST HEARTBEAT
+1   127.0.0.1:7070  alive  replica  yes           1       120 ms ago
+7   127.0.0.1:7076  alive  spare    no            -       -
+
+GROUPS
+ID  MEMBERS  LEADER  TERM  SLOTS      SLOT COUNT  KEYS  BYTES    APPLIED
+1   1,2,3    2       5     0-2047     2048        1234  5.5 KiB  77
+2   4,5,6    -       -     2048-4095  2048        -     -        -
+
+SPARES 7
+CONFIG GROUP voters 1,2,3  leader node 2  term 3
+TASKS none
+";
+        assert_eq!(text, expected);
+    }
+
+    // Unknown health is called out, and tasks in progress are listed with their step.
+    #[test]
+    fn status_shows_unknown_health_and_tasks() {
+        let mut s = sample();
+        s["health_known"] = json!(false);
+        s["metadata_leader"] = Value::Null;
+        s["spares"] = json!([]);
+        s["tasks"] = json!([
+            {"id": 1, "kind": "replace_replica", "group": 2, "dead": 5, "replacement": 7,
+             "step": "add_learner"},
+            {"id": 2, "kind": "move_slots", "from": 1, "to": 3, "step": "copy"},
+        ]);
+        let text = render(&s);
+        assert!(
+            text.contains("metadata leader -  health known no"),
+            "{text}"
+        );
+        assert!(text.contains("node states are unknown"), "{text}");
+        assert!(text.contains("SPARES none"), "{text}");
+        assert!(
+            text.contains(
+                "#1 replace_replica: group 2, node 5 replaced by node 7 (step add_learner)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("#2 move_slots from=1 to=3 (step copy)"),
+            "{text}"
+        );
+    }
+
+    // Unexpected JSON (wrong types, missing sections, not an object) renders without panicking.
+    #[test]
+    fn unexpected_json_renders_dashes() {
+        for v in [
+            json!(null),
+            json!([1, 2]),
+            json!("text"),
+            json!({}),
+            json!({"nodes": 5, "groups": [null, 3, {"members": "x"}], "tasks": [7], "config": []}),
+        ] {
+            let text = render(&v);
+            assert!(text.starts_with("cluster -  epoch -"), "{text}");
+            assert!(text.contains("TASKS"), "{text}");
+        }
+    }
+
+    // Byte counts use binary units.
+    #[test]
+    fn bytes_are_human_readable() {
+        let cases = [
+            (json!(0), "0 B"),
+            (json!(1023), "1023 B"),
+            (json!(1536), "1.5 KiB"),
+            (json!(5u64 << 30), "5.0 GiB"),
+            (json!(null), "-"),
+            (json!("?"), "?"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(bytes(&v), want, "{v}");
+        }
+    }
+}
