@@ -1,10 +1,14 @@
 //! The client HTTP API (`/v1`), health and metrics, and forwarding to the serving replica.
 //!
 //! Steps of a request: (1) extract and validate the key, body and query (bad input is answered
-//! here, at the first node), (2) find where it is served: locally when this replica leads the
-//! group (or for a stale read on any replica), else at the leader (or, from a spare, at any
-//! member), (3) serve it locally — writes through the Raft log, linearizable reads through a
-//! batched read-index round — or forward the original request and pass the answer through.
+//! here, at the first node), (2) route it: key → slot → owning group in this node's map; a
+//! request carrying `x-kvorum-route: slot:epoch:group` is checked against the map (a newer epoch
+//! first refreshes the map; a group that does not own the slot answers `not_owner`), (3) find
+//! where it is served: locally when this node's replica leads the group (or for a stale read on
+//! any replica of it), else at the group's leader (leader hint first, then its members; a spare
+//! or a replica of another group always forwards), (4) serve it locally — writes through the
+//! Raft log, linearizable reads through a batched read-index round — or forward the original
+//! request with this node's route and pass the answer through.
 //!
 //! Definite vs unknown: a write fails definitely only before it is proposed (validation, no
 //! leader, the forward target unreachable before sending). After proposing, a timeout, a lost
@@ -19,19 +23,23 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use kvorum_raftstore::{Command, CommandResult, Condition, NodeId, Raft};
-use kvorum_router::FIRST_DATA_GROUP;
+use kvorum_raftstore::{Command, CommandResult, Condition, GroupId, NodeId, Raft};
+use kvorum_router::{slot_of, Slot};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::cluster::{Hosted, NodeState};
 use crate::error::ApiError;
 use crate::reads::ReadIndex;
-use crate::server::NodeState;
 
 /// Header counting how many times a request was forwarded.
 pub const HOPS_HEADER: &str = "x-kvorum-hops";
+/// Header naming the route a request was sent on: `slot:epoch:group`.
+pub const ROUTE_HEADER: &str = "x-kvorum-route";
+/// Longest wait for a newer map that a request's route announced.
+const MAP_REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// A request forwarded this many times is refused: the cluster disagrees on its leader.
 const MAX_HOPS: u32 = 3;
 /// Largest body of an internal Raft RPC (append batches and snapshot chunks), in bytes.
@@ -59,6 +67,10 @@ pub fn router(state: Arc<NodeState>) -> Router {
             "/v1/cluster/status",
             get(status).fallback(method_not_allowed),
         )
+        .route(
+            "/v1/cluster/map",
+            get(cluster_map).fallback(method_not_allowed),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit));
@@ -67,6 +79,15 @@ pub fn router(state: Arc<NodeState>) -> Router {
             "/internal/v1/raft/:group/:rpc",
             post(crate::transport::handle_rpc),
         )
+        .route(
+            "/internal/v1/heartbeat",
+            post(crate::meta::heartbeat_handler),
+        )
+        .route(
+            "/internal/v1/groups/:group/membership",
+            post(crate::meta::membership_handler),
+        )
+        .route("/internal/v1/status", get(crate::meta::status_handler))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT));
     client.merge(internal).fallback(no_route).with_state(state)
 }
@@ -229,7 +250,7 @@ pub struct AppendBody {
 
 /// Where a request is served.
 enum Target {
-    Local(Raft),
+    Local(Hosted),
     /// Forward to the first reachable of these addresses.
     Forward(Vec<String>),
 }
@@ -240,16 +261,78 @@ fn node_addr(raft: &Raft, node: NodeId) -> Option<String> {
     m.membership().get_node(&node).map(|n| n.addr.clone())
 }
 
-/// The addresses of the data group's members, for a spare to forward to.
-fn member_addrs(state: &NodeState) -> Vec<String> {
-    state.members.values().map(|a| a.to_string()).collect()
+/// Parses `slot:epoch:group`.
+fn parse_route(v: &header::HeaderValue) -> Option<(u16, u64, u64)> {
+    let mut it = v.to_str().ok()?.split(':');
+    let slot = it.next()?.trim().parse().ok()?;
+    let epoch = it.next()?.trim().parse().ok()?;
+    let group = it.next()?.trim().parse().ok()?;
+    it.next().is_none().then_some((slot, epoch, group))
 }
 
-/// Where the leader-served requests go: waits briefly for a leader to be known.
-async fn leader_target(state: &NodeState) -> Result<Target, ApiError> {
-    let Some(raft) = state.group(FIRST_DATA_GROUP) else {
-        return Ok(Target::Forward(member_addrs(state)));
+/// Waits (briefly) until this node knows a map of at least `epoch`, asking for one at once.
+async fn await_epoch(state: &NodeState, epoch: u64) {
+    if state.map().epoch >= epoch {
+        return;
+    }
+    state.refresh.notify_one();
+    let deadline = tokio::time::Instant::now() + MAP_REFRESH_WAIT;
+    while state.map().epoch < epoch && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The slot and owning group of `key`, after checking the route the request carries, if any.
+async fn resolve(
+    state: &NodeState,
+    inc: &Incoming,
+    key: &str,
+) -> Result<(Slot, GroupId), ApiError> {
+    let slot = slot_of(key.as_bytes());
+    if let Some(h) = inc.headers.get(ROUTE_HEADER) {
+        let (s, epoch, group) = parse_route(h).ok_or_else(|| {
+            ApiError::BadRequest(format!("{ROUTE_HEADER} must be slot:epoch:group"))
+        })?;
+        if s != slot.0 {
+            return Err(ApiError::BadRequest(format!(
+                "{ROUTE_HEADER} names slot {s}, but the key is in slot {slot}"
+            )));
+        }
+        await_epoch(state, epoch).await;
+        let map = state.map();
+        let owner = map
+            .group_of(slot)
+            .ok_or_else(|| ApiError::Internal(format!("slot {slot} has no owner")))?;
+        if owner.0 != group {
+            return Err(ApiError::NotOwner {
+                slot: slot.0,
+                group: owner.0,
+                epoch: map.epoch,
+            });
+        }
+        return Ok((slot, owner));
+    }
+    let owner = state
+        .owner(slot)
+        .ok_or_else(|| ApiError::Internal(format!("slot {slot} has no owner")))?;
+    Ok((slot, owner))
+}
+
+/// This node's replica of `group` if it is a voter of it in the map.
+fn member_replica(state: &NodeState, group: GroupId) -> Option<Hosted> {
+    if state.is_member(group) {
+        state.hosted(group)
+    } else {
+        None
+    }
+}
+
+/// Where the leader-served requests of `group` go: waits briefly for a leader to be known.
+async fn leader_target(state: &NodeState, group: GroupId) -> Result<Target, ApiError> {
+    let Some(hosted) = member_replica(state, group) else {
+        return Ok(Target::Forward(state.group_addrs(group)));
     };
+    let raft = &hosted.raft;
     let wait = state.cfg.request_timeout / 2;
     let leader = match raft
         .wait(Some(wait))
@@ -260,24 +343,22 @@ async fn leader_target(state: &NodeState) -> Result<Target, ApiError> {
         Err(_) => None,
     };
     match leader {
-        Some(id) if id == state.identity.node_id => Ok(Target::Local(raft.clone())),
+        Some(id) if id == state.id() => Ok(Target::Local(hosted.clone())),
         Some(id) => match node_addr(raft, id) {
             Some(addr) => Ok(Target::Forward(vec![addr])),
-            None => Err(ApiError::NoLeader {
-                group: FIRST_DATA_GROUP.0,
-            }),
+            None => Err(ApiError::NoLeader { group: group.0 }),
         },
-        None => Err(ApiError::NoLeader {
-            group: FIRST_DATA_GROUP.0,
-        }),
+        None => Err(ApiError::NoLeader { group: group.0 }),
     }
 }
 
-/// Sends `inc` unchanged to the first reachable address and passes the answer through.
+/// Sends `inc` to the first reachable address with this node's route for `slot` and passes the
+/// answer through.
 async fn forward(
     state: &NodeState,
     addrs: &[String],
     inc: &Incoming,
+    slot: Slot,
     write: bool,
 ) -> Result<Response, ApiError> {
     let hops = inc.hops();
@@ -286,12 +367,18 @@ async fn forward(
             "the request was forwarded too many times; the cluster is changing leaders".into(),
         ));
     }
+    let map = state.map();
+    let route = match map.group_of(slot) {
+        Some(g) => format!("{}:{}:{}", slot.0, map.epoch, g.0),
+        None => return Err(ApiError::Internal(format!("slot {slot} has no owner"))),
+    };
     let path = inc.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     for addr in addrs {
         let mut req = state
             .http
             .request(inc.method.clone(), format!("http://{addr}{path}"))
             .header(HOPS_HEADER, (hops + 1).to_string())
+            .header(ROUTE_HEADER, route.as_str())
             .timeout(state.cfg.request_timeout)
             .body(inc.body.clone());
         if let Some(ct) = inc.headers.get(header::CONTENT_TYPE) {
@@ -312,6 +399,15 @@ async fn forward(
             Err(e) => return Err(ApiError::Unavailable(format!("forwarding to {addr}: {e}"))),
         };
         let status = resp.status();
+        if status == StatusCode::MISDIRECTED_REQUEST {
+            // Our map is older than the target's: nothing was proposed. Learn the new map; the
+            // client retries.
+            state.refresh.notify_one();
+            return Err(ApiError::Unavailable(format!(
+                "the cluster map changed (epoch {} here); retry",
+                map.epoch
+            )));
+        }
         let ct = resp.headers().get(header::CONTENT_TYPE).cloned();
         let retry = resp.headers().get(header::RETRY_AFTER).cloned();
         let body = match resp.bytes().await {
@@ -359,13 +455,14 @@ async fn propose(state: &NodeState, raft: &Raft, cmd: Command) -> Result<Command
     }
 }
 
-/// Serves a write: locally when leading, else at the leader.
+/// Serves a write: locally when this node leads the key's group, else at its leader.
 async fn write(state: &NodeState, inc: &Incoming, cmd: Command) -> Result<Response, ApiError> {
-    match leader_target(state).await? {
-        Target::Forward(addrs) => forward(state, &addrs, inc, true).await,
-        Target::Local(raft) => {
-            let key = cmd.key().to_string();
-            let result = propose(state, &raft, cmd).await?;
+    let key = cmd.key().to_string();
+    let (slot, group) = resolve(state, inc, &key).await?;
+    match leader_target(state, group).await? {
+        Target::Forward(addrs) => forward(state, &addrs, inc, slot, true).await,
+        Target::Local(hosted) => {
+            let result = propose(state, &hosted.raft, cmd).await?;
             write_response(key, result)
         }
     }
@@ -386,8 +483,8 @@ fn write_response(key: String, result: CommandResult) -> Result<Response, ApiErr
     }
 }
 
-fn local_read(state: &NodeState, key: &str) -> Result<Response, ApiError> {
-    match state.store.read(FIRST_DATA_GROUP, key) {
+fn local_read(state: &NodeState, group: GroupId, key: &str) -> Result<Response, ApiError> {
+    match state.store.read(group, key) {
         Ok(Some(r)) => {
             Ok(Json(json!({ "key": key, "value": r.value, "version": r.version })).into_response())
         }
@@ -407,36 +504,30 @@ async fn get_key(
 ) -> Result<Response, ApiError> {
     let key = check_key(&state, key)?;
     let q = query(q)?;
-    let local = state.group(FIRST_DATA_GROUP).is_some();
+    let (slot, group) = resolve(&state, &inc, &key).await?;
+    let local = member_replica(&state, group).is_some();
     if q.stale || (state.fault_stale_reads && local) {
         // A stale read (or the injected fault): whatever this replica has applied.
         return if local {
-            local_read(&state, &key)
+            local_read(&state, group, &key)
         } else {
-            forward(&state, &member_addrs(&state), &inc, false).await
+            forward(&state, &state.group_addrs(group), &inc, slot, false).await
         };
     }
-    match leader_target(&state).await? {
-        Target::Forward(addrs) => forward(&state, &addrs, &inc, false).await,
-        Target::Local(raft) => {
-            let Some(batcher) = state.reads(FIRST_DATA_GROUP) else {
-                return Err(ApiError::Internal("no read batcher".into()));
-            };
+    match leader_target(&state, group).await? {
+        Target::Forward(addrs) => forward(&state, &addrs, &inc, slot, false).await,
+        Target::Local(hosted) => {
             let outcome =
-                tokio::time::timeout(state.cfg.request_timeout, batcher.read_index()).await;
+                tokio::time::timeout(state.cfg.request_timeout, hosted.reads.read_index()).await;
             match outcome {
-                Ok(ReadIndex::Ready) => local_read(&state, &key),
-                Ok(ReadIndex::NotLeader { leader: Some(l) }) if l != state.identity.node_id => {
-                    match node_addr(&raft, l) {
-                        Some(addr) => forward(&state, &[addr], &inc, false).await,
-                        None => Err(ApiError::NoLeader {
-                            group: FIRST_DATA_GROUP.0,
-                        }),
+                Ok(ReadIndex::Ready) => local_read(&state, group, &key),
+                Ok(ReadIndex::NotLeader { leader: Some(l) }) if l != state.id() => {
+                    match node_addr(&hosted.raft, l) {
+                        Some(addr) => forward(&state, &[addr], &inc, slot, false).await,
+                        None => Err(ApiError::NoLeader { group: group.0 }),
                     }
                 }
-                Ok(ReadIndex::NotLeader { .. }) => Err(ApiError::NoLeader {
-                    group: FIRST_DATA_GROUP.0,
-                }),
+                Ok(ReadIndex::NotLeader { .. }) => Err(ApiError::NoLeader { group: group.0 }),
                 Ok(ReadIndex::Failed(m)) => {
                     Err(ApiError::Unavailable(format!("read index failed: {m}")))
                 }
@@ -513,89 +604,87 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /v1/cluster/status`: this node's view of the cluster and of its group.
+/// `GET /v1/cluster/status`: nodes with their health, groups with leader, term, slots, keys and
+/// bytes, the epoch and the tasks in progress. Built by the metadata leader from heartbeats; a
+/// node that cannot reach it answers from its own map with `health_known: false`.
 async fn status(State(state): State<Arc<NodeState>>) -> Json<serde_json::Value> {
-    let id = &state.identity;
-    let nodes: Vec<_> = id
-        .view
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let nid = i as u64 + 1;
-            let role = if state.members.contains_key(&nid) {
-                "replica"
-            } else {
-                "spare"
-            };
-            json!({ "id": nid, "addr": a.to_string(), "role": role })
-        })
-        .collect();
-    let mut groups = Vec::new();
-    if let Some(raft) = state.group(FIRST_DATA_GROUP) {
-        let m = raft.metrics().borrow().clone();
-        let (keys, bytes) = state.store.group_stats(FIRST_DATA_GROUP).unwrap_or((0, 0));
-        let members: Vec<_> = m
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(nid, n)| json!({ "id": nid, "addr": n.addr }))
-            .collect();
-        groups.push(json!({
-            "id": FIRST_DATA_GROUP.0,
-            "members": members,
-            "leader": m.current_leader,
-            "term": m.current_term,
-            "this_replica": format!("{:?}", m.state),
-            "last_log_index": m.last_log_index,
-            "last_applied": m.last_applied.map(|l| l.index),
-            "snapshot": m.snapshot.map(|l| l.index),
-            "keys": keys,
-            "bytes": bytes,
-        }));
-    } else {
-        groups.push(json!({
-            "id": FIRST_DATA_GROUP.0,
-            "members": state.members.iter().map(|(nid, a)| json!({ "id": nid, "addr": a.to_string() })).collect::<Vec<_>>(),
-            "leader": null,
-            "note": "this node is a spare; ask a member for the group's state",
-        }));
+    if !crate::meta::is_metadata_leader(&state) {
+        let map = state.map();
+        let leader = state
+            .meta
+            .known_leader()
+            .filter(|l| *l != state.id())
+            .and_then(|l| map.addr(l).map(str::to_string));
+        if let Some(addr) = leader {
+            let resp = state
+                .http
+                .get(format!("http://{addr}/internal/v1/status"))
+                .header(
+                    crate::transport::SECRET_HEADER,
+                    state.cfg.cluster_secret.as_str(),
+                )
+                .header(
+                    crate::transport::CLUSTER_HEADER,
+                    state.identity.cluster_id.as_str(),
+                )
+                .timeout(std::time::Duration::from_secs(2))
+                .send()
+                .await;
+            if let Ok(r) = resp.and_then(|r| r.error_for_status()) {
+                if let Ok(mut v) = r.json::<serde_json::Value>().await {
+                    if v["health_known"].as_bool() == Some(true) {
+                        v["answered_by"] = json!(state.id());
+                        return Json(v);
+                    }
+                }
+            }
+        }
     }
-    Json(json!({
-        "node": { "id": id.node_id, "addr": id.addr.to_string(), "role": if state.is_spare() { "spare" } else { "replica" } },
-        "cluster_id": id.cluster_id,
-        "k": id.k,
-        "slot_count": kvorum_router::SLOT_COUNT,
-        "nodes": nodes,
-        "groups": groups,
-    }))
+    Json(crate::meta::status(&state))
+}
+
+/// `GET /v1/cluster/map`: this node's cluster map and its leader hints (group → node).
+async fn cluster_map(State(state): State<Arc<NodeState>>) -> Json<serde_json::Value> {
+    let routing = state.routing();
+    Json(json!({ "map": *state.map(), "leaders": routing.leaders() }))
 }
 
 /// `GET /metrics`: Prometheus text format.
 async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
     let mut out = String::new();
-    if let Some(raft) = state.group(FIRST_DATA_GROUP) {
-        let m = raft.metrics().borrow().clone();
-        let g = FIRST_DATA_GROUP.0;
-        let is_leader = u8::from(m.current_leader == Some(state.identity.node_id));
-        out.push_str("# HELP kvorum_raft_term Current Raft term of this replica.\n# TYPE kvorum_raft_term gauge\n");
-        out.push_str(&format!(
-            "kvorum_raft_term{{group=\"{g}\"}} {}\n",
-            m.current_term
-        ));
-        out.push_str("# HELP kvorum_raft_is_leader 1 when this replica leads its group.\n# TYPE kvorum_raft_is_leader gauge\n");
-        out.push_str(&format!(
-            "kvorum_raft_is_leader{{group=\"{g}\"}} {is_leader}\n"
-        ));
-        out.push_str("# HELP kvorum_raft_last_log_index Last log index of this replica.\n# TYPE kvorum_raft_last_log_index gauge\n");
-        out.push_str(&format!(
-            "kvorum_raft_last_log_index{{group=\"{g}\"}} {}\n",
-            m.last_log_index.unwrap_or(0)
-        ));
-        out.push_str("# HELP kvorum_raft_applied_index Last applied log index of this replica.\n# TYPE kvorum_raft_applied_index gauge\n");
-        out.push_str(&format!(
-            "kvorum_raft_applied_index{{group=\"{g}\"}} {}\n",
-            m.last_applied.map_or(0, |l| l.index)
-        ));
-    }
+    let hosted = state.all_hosted();
+    let series = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&Raft) -> u64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for (g, h) in &hosted {
+            out.push_str(&format!("{name}{{group=\"{g}\"}} {}\n", value(&h.raft)));
+        }
+    };
+    let me = state.id();
+    series(
+        &mut out,
+        "kvorum_raft_term",
+        "Current Raft term of this replica.",
+        &|r| r.metrics().borrow().current_term,
+    );
+    series(
+        &mut out,
+        "kvorum_raft_is_leader",
+        "1 when this replica leads its group.",
+        &|r| u64::from(r.metrics().borrow().current_leader == Some(me)),
+    );
+    series(
+        &mut out,
+        "kvorum_raft_last_log_index",
+        "Last log index of this replica.",
+        &|r| r.metrics().borrow().last_log_index.unwrap_or(0),
+    );
+    series(
+        &mut out,
+        "kvorum_raft_applied_index",
+        "Last applied log index of this replica.",
+        &|r| r.metrics().borrow().last_applied.map_or(0, |l| l.index),
+    );
+    out.push_str("# HELP kvorum_map_epoch Epoch of the cluster map this node knows.\n# TYPE kvorum_map_epoch gauge\n");
+    out.push_str(&format!("kvorum_map_epoch {}\n", state.map().epoch));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

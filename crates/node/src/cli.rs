@@ -50,6 +50,15 @@ struct Args {
     /// Applied log entries between snapshots [default: 20000].
     #[arg(long, env = "KVORUM_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
+    /// Interval of this node's heartbeat to the metadata leader, ms [default: 1000].
+    #[arg(long, env = "KVORUM_NODE_HEARTBEAT_MS")]
+    node_heartbeat_ms: Option<u64>,
+    /// Silence after which the metadata leader marks a node suspect, ms [default: 3000].
+    #[arg(long, env = "KVORUM_SUSPECT_AFTER_MS")]
+    suspect_after_ms: Option<u64>,
+    /// Silence after which a node is dead and its replicas are repaired from spares, ms [default: 10000].
+    #[arg(long, env = "KVORUM_DEAD_AFTER_MS")]
+    dead_after_ms: Option<u64>,
 }
 
 fn load_config(args: Args) -> anyhow::Result<Config> {
@@ -69,6 +78,9 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
         heartbeat_ms: args.heartbeat_ms,
         election_timeout_ms: args.election_timeout_ms,
         snapshot_every: args.snapshot_every,
+        node_heartbeat_ms: args.node_heartbeat_ms,
+        suspect_after_ms: args.suspect_after_ms,
+        dead_after_ms: args.dead_after_ms,
     };
     Config::from_file_config(file.overridden_by(over))
 }

@@ -27,6 +27,12 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 750;
 /// Default number of applied log entries between snapshots.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 20_000;
+/// Default interval of a node's heartbeat to the metadata leader, in ms.
+pub const DEFAULT_NODE_HEARTBEAT_MS: u64 = 1_000;
+/// Default time without a heartbeat after which a node is suspect, in ms.
+pub const DEFAULT_SUSPECT_AFTER_MS: u64 = 3_000;
+/// Default time without a heartbeat after which a node is dead (and repaired), in ms.
+pub const DEFAULT_DEAD_AFTER_MS: u64 = 10_000;
 
 /// The file form of the configuration: every field optional, unknown fields rejected.
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +49,9 @@ pub struct FileConfig {
     pub heartbeat_ms: Option<u64>,
     pub election_timeout_ms: Option<u64>,
     pub snapshot_every: Option<u64>,
+    pub node_heartbeat_ms: Option<u64>,
+    pub suspect_after_ms: Option<u64>,
+    pub dead_after_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -68,6 +77,9 @@ impl FileConfig {
             heartbeat_ms: over.heartbeat_ms.or(self.heartbeat_ms),
             election_timeout_ms: over.election_timeout_ms.or(self.election_timeout_ms),
             snapshot_every: over.snapshot_every.or(self.snapshot_every),
+            node_heartbeat_ms: over.node_heartbeat_ms.or(self.node_heartbeat_ms),
+            suspect_after_ms: over.suspect_after_ms.or(self.suspect_after_ms),
+            dead_after_ms: over.dead_after_ms.or(self.dead_after_ms),
         }
     }
 }
@@ -100,6 +112,13 @@ pub struct Config {
     pub election_timeout: Duration,
     /// Applied entries between snapshots. Default 20,000.
     pub snapshot_every: u64,
+    /// Interval of this node's heartbeat to the metadata leader. Default 1 s.
+    pub node_heartbeat: Duration,
+    /// Silence after which the metadata leader marks a node suspect. Default 3 s.
+    pub suspect_after: Duration,
+    /// Silence after which the metadata leader marks a node dead and repairs its replicas from
+    /// spares. Default 10 s.
+    pub dead_after: Duration,
 }
 
 fn parse_addr(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
@@ -147,6 +166,13 @@ impl Config {
                 f.election_timeout_ms.unwrap_or(DEFAULT_ELECTION_TIMEOUT_MS),
             ),
             snapshot_every: f.snapshot_every.unwrap_or(DEFAULT_SNAPSHOT_EVERY),
+            node_heartbeat: Duration::from_millis(
+                f.node_heartbeat_ms.unwrap_or(DEFAULT_NODE_HEARTBEAT_MS),
+            ),
+            suspect_after: Duration::from_millis(
+                f.suspect_after_ms.unwrap_or(DEFAULT_SUSPECT_AFTER_MS),
+            ),
+            dead_after: Duration::from_millis(f.dead_after_ms.unwrap_or(DEFAULT_DEAD_AFTER_MS)),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -182,15 +208,6 @@ impl Config {
                 self.k
             );
         }
-        if n / self.k > 1 {
-            anyhow::bail!(
-                "{n} nodes with K={} make {} partitions; more than one partition is not implemented yet: \
-                 use K between {} and {n}",
-                self.k,
-                n / self.k,
-                n / 2 + 1
-            );
-        }
         if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
             anyhow::bail!("max_key_bytes and max_value_bytes must be positive");
         }
@@ -202,6 +219,17 @@ impl Config {
         }
         if self.request_timeout < Duration::from_millis(100) {
             anyhow::bail!("request_timeout_ms must be at least 100");
+        }
+        if self.node_heartbeat < Duration::from_millis(10) {
+            anyhow::bail!("node_heartbeat_ms must be at least 10");
+        }
+        if self.suspect_after <= self.node_heartbeat || self.dead_after <= self.suspect_after {
+            anyhow::bail!(
+                "need node_heartbeat_ms < suspect_after_ms < dead_after_ms (got {} < {} < {})",
+                self.node_heartbeat.as_millis(),
+                self.suspect_after.as_millis(),
+                self.dead_after.as_millis()
+            );
         }
         if self.snapshot_every == 0 {
             anyhow::bail!("snapshot_every must be positive");
@@ -250,7 +278,6 @@ mod tests {
             fc("127.0.0.1:1,127.0.0.1:2", "127.0.0.1:3", None), // not in view
             fc("127.0.0.1:1,127.0.0.1:1", "127.0.0.1:1", None), // duplicate
             fc("127.0.0.1:1,127.0.0.1:2", "127.0.0.1:1", Some(3)), // K > N
-            fc("127.0.0.1:1,127.0.0.1:2", "127.0.0.1:1", Some(1)), // two partitions
             fc("127.0.0.1:1,nonsense", "127.0.0.1:1", None),    // bad address
         ];
         for c in cases {

@@ -39,6 +39,16 @@ pub enum ApiError {
     /// An internal route was called by a node of another cluster.
     #[error("this node belongs to another cluster")]
     WrongCluster,
+    /// A node removed from the cluster called an internal route.
+    #[error("node {0} was removed from the cluster; wipe it and join it as a new node")]
+    NodeRemoved(u64),
+    /// This node does not lead the group a leader-only internal call needs.
+    #[error("this node is not the leader; the leader is {leader:?}")]
+    NotLeader { leader: Option<u64> },
+    /// The request named a (slot, epoch, group) route the answering node's map disagrees with.
+    /// Definite: nothing was proposed. Refresh the map and retry.
+    #[error("slot {slot} is served by group {group} at epoch {epoch}; refresh the cluster map and retry")]
+    NotOwner { slot: u16, group: u64, epoch: u64 },
     /// The key does not exist.
     #[error("key {0:?} does not exist")]
     KeyNotFound(String),
@@ -76,6 +86,9 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Unauthorized => "unauthorized",
             ApiError::WrongCluster => "wrong_cluster",
+            ApiError::NodeRemoved(_) => "node_removed",
+            ApiError::NotLeader { .. } => "not_leader",
+            ApiError::NotOwner { .. } => "not_owner",
             ApiError::KeyNotFound(_) => "key_not_found",
             ApiError::ConditionFailed { .. } => "condition_failed",
             ApiError::NoLeader { .. } => "no_leader",
@@ -96,7 +109,10 @@ impl ApiError {
             ApiError::NoRoute(_) | ApiError::KeyNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::WrongCluster => StatusCode::FORBIDDEN,
+            ApiError::WrongCluster | ApiError::NodeRemoved(_) => StatusCode::FORBIDDEN,
+            ApiError::NotLeader { .. } | ApiError::NotOwner { .. } => {
+                StatusCode::MISDIRECTED_REQUEST
+            }
             ApiError::ConditionFailed { .. } => StatusCode::CONFLICT,
             ApiError::NoLeader { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -113,6 +129,15 @@ impl IntoResponse for ApiError {
                 Some(r) => json!({ "value": r.value, "version": r.version }),
                 None => serde_json::Value::Null,
             };
+        }
+        match &self {
+            ApiError::NotLeader { leader } => body["leader"] = json!(leader),
+            ApiError::NotOwner { slot, group, epoch } => {
+                body["slot"] = json!(slot);
+                body["group"] = json!(group);
+                body["epoch"] = json!(epoch);
+            }
+            _ => {}
         }
         let mut resp = (self.status(), axum::Json(body)).into_response();
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {

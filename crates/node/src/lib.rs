@@ -1,6 +1,8 @@
-//! kvnode: one kvorum node. It hosts its replica of the data group (when it is a member), serves
-//! the client HTTP API on every node, forwards requests to the group's leader, and carries the
-//! internal Raft transport on routes of its own.
+//! kvnode: one kvorum node. It hosts the replicas the cluster map gives it (a data group, the
+//! config group when it is a voter), serves the client HTTP API on every node, routes each key
+//! by slot to its group's leader (forwarding when it does not lead it), heartbeats to the
+//! metadata leader, acts as the metadata server while it leads the config group (`meta.rs`), and
+//! carries the internal Raft transport on routes of its own.
 //!
 //! Invariants:
 //! - a write is acknowledged only after it is committed and applied; a read is served from
@@ -10,16 +12,18 @@
 //! - no input panics the node: every request body, path and query is validated first.
 //!
 //! Not implemented / caveats (see docs/architecture.md):
-//! - one data group; no config group, no partitions, no automatic repair, no view changes yet:
-//!   a view with room for two or more groups is refused at startup;
-//! - a node's membership is fixed by the view it was created with;
+//! - no view changes (add/remove node) and no slot moves yet: the slot table is the initial one;
+//! - repairs replace replicas on dead nodes from spares; they do not create or dissolve groups;
 //! - no disk quota; no TLS on either API (run on a trusted network).
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod heartbeat;
 pub mod identity;
+pub mod meta;
 pub mod reads;
 pub mod server;
 pub mod transport;

@@ -23,19 +23,23 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::cluster::NodeState;
 use crate::error::ApiError;
-use crate::server::NodeState;
 
 /// Header carrying the cluster secret on internal routes.
 pub const SECRET_HEADER: &str = "x-kvorum-secret";
 /// Header carrying the cluster id on internal routes.
 pub const CLUSTER_HEADER: &str = "x-kvorum-cluster";
+/// Header carrying the sending node's id on Raft RPCs; RPCs of removed nodes are refused.
+pub const FROM_HEADER: &str = "x-kvorum-node";
 
 /// Creates connections to peers for one group.
 #[derive(Clone)]
 pub struct Network {
     pub http: reqwest::Client,
     pub group: GroupId,
+    /// This node's id, sent with every RPC.
+    pub from: NodeId,
     pub secret: Arc<str>,
     pub cluster_id: Arc<str>,
 }
@@ -80,6 +84,7 @@ impl Connection {
             .post(url)
             .header(SECRET_HEADER, &*self.net.secret)
             .header(CLUSTER_HEADER, &*self.net.cluster_id)
+            .header(FROM_HEADER, self.net.from.to_string())
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .timeout(option.hard_ttl())
             .body(body)
@@ -150,6 +155,25 @@ fn secret_matches(given: &[u8], want: &[u8]) -> bool {
         == 0
 }
 
+/// Checks the cluster secret and cluster id of a call to an internal route.
+pub fn check_internal(state: &NodeState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !secret_matches(given, state.cfg.cluster_secret.as_bytes()) {
+        return Err(ApiError::Unauthorized);
+    }
+    let cluster = headers
+        .get(CLUSTER_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if cluster != state.identity.cluster_id.as_bytes() {
+        return Err(ApiError::WrongCluster);
+    }
+    Ok(())
+}
+
 /// Handler of `POST /internal/v1/raft/{group}/{rpc}`.
 pub async fn handle_rpc(
     State(state): State<Arc<NodeState>>,
@@ -157,19 +181,19 @@ pub async fn handle_rpc(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let given = headers
-        .get(SECRET_HEADER)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    if !secret_matches(given, state.cfg.cluster_secret.as_bytes()) {
-        return ApiError::Unauthorized.into_response();
+    if let Err(e) = check_internal(&state, &headers) {
+        return e.into_response();
     }
-    let cluster = headers
-        .get(CLUSTER_HEADER)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    if cluster != state.identity.cluster_id.as_bytes() {
-        return ApiError::WrongCluster.into_response();
+    // A removed node's replicas must not disturb the groups it left (for example by calling
+    // elections with its stale membership).
+    let from = headers
+        .get(FROM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<NodeId>().ok());
+    if let Some(from) = from {
+        if !state.map().is_active(from) {
+            return ApiError::NodeRemoved(from).into_response();
+        }
     }
     let Some(raft) = state.group(GroupId(group)) else {
         return (

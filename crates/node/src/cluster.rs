@@ -1,0 +1,365 @@
+//! The node's shared state: its identity and store, the replicas it hosts, and its copy of the
+//! cluster map with leader hints (the routing cache).
+//!
+//! Which replicas a node hosts follows the map: the config group (always: an uninitialized
+//! replica on a non-voter is idle until the metadata leader adds it), every data group the map
+//! lists it in, and every group a task is adding it to. Replicas are created when the map
+//! changes and never dropped while the node runs.
+//!
+//! The map itself lives in the config group's state machine as the value of [`MAP_KEY`], written
+//! only by the metadata leader with a compare-and-set on its version (see `meta.rs`). Nodes learn
+//! newer maps from heartbeat replies; config voters also read it from their own replica.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use kvorum_raftstore::{GroupId, NodeId, Raft, Store};
+use kvorum_router::{ClusterMap, RoutingCache, Slot, TaskKind, CONFIG_GROUP};
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use tokio::sync::{watch, Notify};
+
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::meta::MetaState;
+use crate::reads::ReadBatcher;
+use crate::transport::Network;
+
+/// Key of the cluster map in the config group's state machine.
+pub const MAP_KEY: &str = "cluster_map";
+
+/// Largest number of log entries per append RPC: bounds an RPC at this many max-size values.
+const MAX_PAYLOAD_ENTRIES: u64 = 64;
+/// Log entries kept after a snapshot, so that a briefly lagging follower needs no snapshot.
+const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 5_000;
+
+/// One replica hosted by this node.
+#[derive(Clone)]
+pub struct Hosted {
+    pub raft: Raft,
+    pub reads: ReadBatcher,
+}
+
+/// Shared state of a running node.
+pub struct NodeState {
+    pub cfg: Config,
+    pub identity: Identity,
+    pub store: Store,
+    /// Replicas hosted here, by group.
+    groups: RwLock<HashMap<GroupId, Hosted>>,
+    /// The newest cluster map this node knows, and leader hints.
+    routing: RwLock<RoutingCache>,
+    /// The metadata role's state (used while this node leads the config group).
+    pub meta: MetaState,
+    /// Wakes the heartbeat loop early (a request saw a newer epoch).
+    pub refresh: Notify,
+    /// Set when the node must stop (it was removed from the cluster); carries the reason.
+    pub fatal: watch::Sender<Option<String>>,
+    /// HTTP client for forwarding and the Raft transport; binds to this node's IP.
+    pub http: reqwest::Client,
+    /// Injected fault (feature `stale-reads` and `KVORUM_FAULT_STALE_READS=1`): serve
+    /// linearizable reads from local state without read index. Tests must catch it.
+    pub fault_stale_reads: bool,
+}
+
+fn raft_config(cfg: &Config, cluster_id: &str) -> anyhow::Result<openraft::Config> {
+    let election = cfg.election_timeout.as_millis() as u64;
+    let c = openraft::Config {
+        cluster_name: format!("kvorum-{cluster_id}"),
+        heartbeat_interval: cfg.heartbeat.as_millis() as u64,
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    };
+    c.validate().context("invalid Raft settings")
+}
+
+/// Builds the HTTP client used for forwarding, heartbeats and the Raft transport.
+pub fn http_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        // Bind outgoing connections to our own address, so packet filters on address pairs
+        // can partition loopback clusters.
+        .local_address(cfg.listen.ip())
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .context("cannot build HTTP client")
+}
+
+/// The initial map of the cluster this node was created in.
+pub fn initial_map(identity: &Identity) -> anyhow::Result<ClusterMap> {
+    let view: Vec<String> = identity.view.iter().map(|a| a.to_string()).collect();
+    ClusterMap::initial(&view, identity.k).map_err(|e| anyhow::anyhow!("initial map: {e}"))
+}
+
+impl NodeState {
+    /// The state of a node that knows `map`, hosting nothing yet.
+    pub fn new(
+        cfg: Config,
+        identity: Identity,
+        store: Store,
+        map: ClusterMap,
+        http: reqwest::Client,
+        fault_stale_reads: bool,
+    ) -> NodeState {
+        let mut routing = RoutingCache::new();
+        routing.update_map(Arc::new(map));
+        let (fatal, _) = watch::channel(None);
+        NodeState {
+            cfg,
+            identity,
+            store,
+            groups: RwLock::new(HashMap::new()),
+            routing: RwLock::new(routing),
+            meta: MetaState::default(),
+            refresh: Notify::new(),
+            fatal,
+            http,
+            fault_stale_reads,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.identity.node_id
+    }
+
+    /// This node's replica of `group`, if hosted here.
+    pub fn hosted(&self, group: GroupId) -> Option<Hosted> {
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .cloned()
+    }
+
+    /// This node's replica of `group`, if hosted here.
+    pub fn group(&self, group: GroupId) -> Option<Raft> {
+        self.hosted(group).map(|h| h.raft)
+    }
+
+    /// Every hosted replica, by group.
+    pub fn all_hosted(&self) -> BTreeMap<GroupId, Hosted> {
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(g, h)| (*g, h.clone()))
+            .collect()
+    }
+
+    /// The newest map this node knows.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        let r = self.routing.read().unwrap_or_else(|p| p.into_inner());
+        match r.map() {
+            Some(m) => m.clone(),
+            // The cache is created with a map and never loses it.
+            None => unreachable!("routing cache without a map"),
+        }
+    }
+
+    /// A copy of the routing cache (map and leader hints).
+    pub fn routing(&self) -> RoutingCache {
+        self.routing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records leader hints (from a heartbeat reply).
+    pub fn set_leaders(&self, leaders: &BTreeMap<GroupId, NodeId>) {
+        let mut r = self.routing.write().unwrap_or_else(|p| p.into_inner());
+        for (g, l) in leaders {
+            r.set_leader(*g, Some(*l));
+        }
+    }
+
+    /// Installs `map` if it is newer than the known one, then hosts what it asks for. Returns
+    /// whether it was newer.
+    pub async fn install_map(&self, map: ClusterMap) -> anyhow::Result<bool> {
+        let newer = {
+            let mut r = self.routing.write().unwrap_or_else(|p| p.into_inner());
+            r.update_map(Arc::new(map))
+        };
+        if newer {
+            let m = self.map();
+            tracing::info!(map = %m.summary(), "cluster map updated");
+            if !m.is_active(self.id()) {
+                let reason = format!(
+                    "node {} was removed from the cluster (epoch {}); it cannot rejoin under this id: \
+                     wipe its data directory and join it as a new node",
+                    self.id(),
+                    m.epoch
+                );
+                self.fatal.send_replace(Some(reason));
+            }
+            self.host_groups(&m, None).await?;
+        }
+        Ok(newer)
+    }
+
+    /// Starts the replicas `map` asks this node to host that are not running yet: the config
+    /// group, the data groups that list it, and groups a task is adding it to. Groups of
+    /// `initial` that list this node and are pristine are initialized with that membership.
+    pub async fn host_groups(
+        &self,
+        map: &ClusterMap,
+        initial: Option<&ClusterMap>,
+    ) -> anyhow::Result<()> {
+        let me = self.id();
+        let mut wanted = vec![CONFIG_GROUP];
+        wanted.extend(
+            map.groups
+                .iter()
+                .filter(|(_, g)| g.members.contains(&me))
+                .map(|(id, _)| *id),
+        );
+        for t in &map.tasks {
+            let TaskKind::ReplaceReplica {
+                group, replacement, ..
+            } = &t.kind;
+            if *replacement == me {
+                wanted.push(*group);
+            }
+        }
+        for group in wanted {
+            if self.hosted(group).is_some() {
+                continue;
+            }
+            let hosted = self.start_replica(group).await?;
+            if let Some(init) = initial {
+                self.initialize(group, &hosted.raft, init).await?;
+            }
+            self.groups
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(group)
+                .or_insert(hosted);
+        }
+        Ok(())
+    }
+
+    async fn start_replica(&self, group: GroupId) -> anyhow::Result<Hosted> {
+        let network = Network {
+            http: self.http.clone(),
+            group,
+            from: self.id(),
+            secret: self.cfg.cluster_secret.as_str().into(),
+            cluster_id: self.identity.cluster_id.as_str().into(),
+        };
+        let sm = self
+            .store
+            .state_machine(group)
+            .await
+            .with_context(|| format!("cannot open the state machine of group {group}"))?;
+        let raft = Raft::new(
+            self.id(),
+            Arc::new(raft_config(&self.cfg, &self.identity.cluster_id)?),
+            network,
+            self.store.log_store(group),
+            sm,
+        )
+        .await
+        .with_context(|| format!("cannot start the replica of group {group}"))?;
+        tracing::info!(group = %group, "replica started");
+        Ok(Hosted {
+            reads: ReadBatcher::spawn(raft.clone()),
+            raft,
+        })
+    }
+
+    /// Initializes a pristine replica of a group this node is an initial member of. Every
+    /// initial member does so with the same membership, which openraft allows.
+    async fn initialize(
+        &self,
+        group: GroupId,
+        raft: &Raft,
+        init: &ClusterMap,
+    ) -> anyhow::Result<()> {
+        let Some(members) = init.members_of(group) else {
+            return Ok(());
+        };
+        if !members.contains(&self.id()) || raft.is_initialized().await? {
+            return Ok(());
+        }
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .filter_map(|id| init.addr(*id).map(|a| (*id, BasicNode::new(a))))
+            .collect();
+        match raft.initialize(nodes).await {
+            Ok(()) => tracing::info!(group = %group, "initialized the group"),
+            // Another member initialized first and we already hold its log: fine.
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot initialize group {group}")),
+        }
+        Ok(())
+    }
+
+    /// Stops every hosted replica.
+    pub async fn shutdown_replicas(&self) {
+        for (group, h) in self.all_hosted() {
+            if let Err(e) = h.raft.shutdown().await {
+                tracing::warn!(group = %group, error = %e, "replica did not stop cleanly");
+            }
+        }
+    }
+
+    /// The group serving `slot` in the known map.
+    pub fn owner(&self, slot: Slot) -> Option<GroupId> {
+        self.map().group_of(slot)
+    }
+
+    /// Whether this node is a voter of data group `group` in the known map.
+    pub fn is_member(&self, group: GroupId) -> bool {
+        self.map()
+            .members_of(group)
+            .is_some_and(|m| m.contains(&self.id()))
+    }
+
+    /// Whether this node is a spare (in no data group).
+    pub fn is_spare(&self) -> bool {
+        self.map().group_of_node(self.id()).is_none()
+    }
+
+    /// Addresses to forward a request for `group` to: the leader hint first, then the members.
+    pub fn group_addrs(&self, group: GroupId) -> Vec<String> {
+        let r = self.routing.read().unwrap_or_else(|p| p.into_inner());
+        let Some(map) = r.map() else {
+            return Vec::new();
+        };
+        let Some(members) = map.members_of(group) else {
+            return Vec::new();
+        };
+        let leader = r.leader(group).filter(|l| members.contains(l));
+        let mut out = Vec::new();
+        let me = self.id();
+        for id in leader.into_iter().chain(members.iter().copied()) {
+            if id == me || !map.is_active(id) {
+                continue;
+            }
+            if let Some(a) = map.addr(id) {
+                if !out.iter().any(|o: &String| o == a) {
+                    out.push(a.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// The stored map of the config group's local replica and its record version, if any.
+    pub fn stored_map(&self) -> anyhow::Result<Option<(ClusterMap, u64)>> {
+        let Some(rec) = self.store.read(CONFIG_GROUP, MAP_KEY)? else {
+            return Ok(None);
+        };
+        let map: ClusterMap =
+            serde_json::from_str(&rec.value).context("the stored cluster map does not decode")?;
+        Ok(Some((map, rec.version)))
+    }
+}

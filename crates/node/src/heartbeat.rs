@@ -1,0 +1,176 @@
+//! The node's side of failure detection and map distribution: every `node_heartbeat` (or at
+//! once when a request saw a newer epoch) it reports its replicas to the metadata leader and
+//! takes the newer map and the leader hints from the reply.
+//!
+//! The metadata leader is found by trying, in order: the one that answered last, the config
+//! leader this node's own config replica knows, then the config voters of the map. A reply
+//! "not the leader" names the leader when known. A reply "removed" stops this node for good.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvorum_raftstore::{GroupId, NodeId};
+use kvorum_router::CONFIG_GROUP;
+use reqwest::StatusCode;
+
+use crate::cluster::NodeState;
+use crate::meta::{self, Heartbeat, HeartbeatReply, Refused, ReplicaReport};
+use crate::transport::{CLUSTER_HEADER, SECRET_HEADER};
+
+/// Data-group statistics (keys, bytes) are recomputed at most this often: it scans the group.
+const STATS_EVERY: Duration = Duration::from_secs(3);
+/// Most metadata-leader candidates tried per heartbeat.
+const MAX_TRIES: usize = 4;
+
+/// Cached (keys, bytes) per led data group.
+type StatsCache = HashMap<GroupId, (Instant, (u64, u64))>;
+
+/// Runs the heartbeat loop for the node's lifetime.
+pub async fn run(state: Arc<NodeState>) {
+    let mut stats = StatsCache::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(state.cfg.node_heartbeat) => {}
+            _ = state.refresh.notified() => {}
+        }
+        if let Err(e) = beat(&state, &mut stats).await {
+            tracing::debug!(error = %e, "heartbeat not delivered");
+        }
+    }
+}
+
+async fn report(state: &NodeState, stats: &mut StatsCache) -> Heartbeat {
+    let mut replicas = Vec::new();
+    for (group, h) in state.all_hosted() {
+        let m = h.raft.metrics().borrow().clone();
+        let is_leader = m.current_leader == Some(state.id()) && m.state.is_leader();
+        let (mut keys, mut bytes) = (None, None);
+        if is_leader && group != CONFIG_GROUP {
+            let fresh = stats
+                .get(&group)
+                .filter(|(at, _)| at.elapsed() < STATS_EVERY)
+                .map(|(_, s)| *s);
+            let s = match fresh {
+                Some(s) => Some(s),
+                None => {
+                    let store = state.store.clone();
+                    match tokio::task::spawn_blocking(move || store.group_stats(group)).await {
+                        Ok(Ok(s)) => {
+                            stats.insert(group, (Instant::now(), s));
+                            Some(s)
+                        }
+                        _ => None,
+                    }
+                }
+            };
+            keys = s.map(|s| s.0);
+            bytes = s.map(|s| s.1);
+        }
+        replicas.push(ReplicaReport {
+            group,
+            is_leader,
+            leader: m.current_leader,
+            term: m.current_term,
+            applied: m.last_applied.map(|l| l.index),
+            keys,
+            bytes,
+        });
+    }
+    Heartbeat {
+        node: state.id(),
+        epoch: state.map().epoch,
+        replicas,
+    }
+}
+
+/// One heartbeat, to whichever candidate is the metadata leader.
+async fn beat(state: &NodeState, stats: &mut StatsCache) -> anyhow::Result<()> {
+    let hb = report(state, stats).await;
+    let map = state.map();
+    let mut candidates: Vec<NodeId> = Vec::new();
+    candidates.extend(state.meta.known_leader());
+    candidates.extend(meta::config_leader_hint(state));
+    candidates.extend(map.config_voters.iter().copied());
+    let mut tried = Vec::new();
+    let mut last = String::from("no config voter known");
+    while let Some(target) = candidates.first().copied() {
+        candidates.remove(0);
+        if tried.contains(&target) {
+            continue;
+        }
+        if tried.len() >= MAX_TRIES {
+            break;
+        }
+        tried.push(target);
+        let reply = if target == state.id() {
+            meta::receive_heartbeat(state, hb.clone())
+        } else {
+            let Some(addr) = map.addr(target) else {
+                continue;
+            };
+            match send(state, addr, &hb).await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("node {target}: {e}");
+                    continue;
+                }
+            }
+        };
+        match reply {
+            Ok(r) => {
+                state.meta.set_known_leader(Some(r.metadata_leader));
+                state.set_leaders(&r.leaders);
+                if let Some(m) = r.map {
+                    state.install_map(m).await?;
+                }
+                return Ok(());
+            }
+            Err(Refused::NotLeader(hint)) => {
+                if let Some(l) = hint.filter(|l| !tried.contains(l)) {
+                    candidates.insert(0, l);
+                }
+                last = format!("node {target} is not the metadata leader");
+            }
+            Err(Refused::Removed(reason)) => {
+                tracing::error!("{reason}");
+                state.fatal.send_replace(Some(reason));
+                return Ok(());
+            }
+        }
+    }
+    state.meta.set_known_leader(None);
+    anyhow::bail!("no metadata leader reachable: {last}")
+}
+
+/// Sends `hb` to `addr`; maps its refusals.
+async fn send(
+    state: &NodeState,
+    addr: &str,
+    hb: &Heartbeat,
+) -> anyhow::Result<Result<HeartbeatReply, Refused>> {
+    let resp = state
+        .http
+        .post(format!("http://{addr}/internal/v1/heartbeat"))
+        .header(SECRET_HEADER, state.cfg.cluster_secret.as_str())
+        .header(CLUSTER_HEADER, state.identity.cluster_id.as_str())
+        .timeout(state.cfg.node_heartbeat.max(Duration::from_millis(500)))
+        .json(hb)
+        .send()
+        .await?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(Ok(resp.json().await?));
+    }
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    match status {
+        StatusCode::MISDIRECTED_REQUEST => Ok(Err(Refused::NotLeader(body["leader"].as_u64()))),
+        StatusCode::GONE => Ok(Err(Refused::Removed(
+            body["message"]
+                .as_str()
+                .unwrap_or("this node was removed from the cluster")
+                .to_string(),
+        ))),
+        other => anyhow::bail!("{other}: {body}"),
+    }
+}
