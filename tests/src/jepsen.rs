@@ -3,16 +3,24 @@
 //!
 //! Steps of a run: (1) start the cluster in a fresh folder; (2) start the workers — each a
 //! process in the history, doing random get/put/delete/cas/append on a small key set through
-//! random nodes; a process whose operation ended `info` is retired and replaced by a new process
-//! id, as Jepsen does; (3) the nemesis alternates quiet periods and faults on a seeded schedule;
-//! (4) after the run every fault heals, and a final linearizable read of every key is recorded;
-//! (5) the checker judges the history; the folder keeps history, nemesis timeline, node logs and
-//! the report (text and HTML).
+//! random nodes (even workers with smart routing off, so the node forwards; odd workers with
+//! the client's smart routing, straight to the key's group); a process whose operation ended
+//! `info` is retired and replaced by a new process id, as Jepsen does; (3) the nemesis alternates
+//! quiet periods and faults on a seeded schedule; (4) after the run every fault heals, and a
+//! final linearizable read of every key is recorded; (5) the checker judges the history; the
+//! folder keeps history, nemesis timeline, node logs and the report (text and HTML).
+//!
+//! The default cluster is 6 nodes with K=3: two data groups (nodes 1–3 and 4–6), no spare, so
+//! no repair runs during a test (a kill lasts one fault period, far below the dead timeout).
+//! The key set is spread over both groups by the slot hash and the initial map, and a run
+//! asserts that every group owns some of its keys. Kill and pause hit one node at a time, so
+//! every group keeps a majority alive; a partition may cut a client's node off a group's leader,
+//! which makes operations unavailable, never wrong.
 //!
 //! A run prints its seed; `KVORUM_JEPSEN_SEED` replays the same schedule of operations and faults
 //! (timings still vary).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -26,7 +34,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::nemesis::{connected, Nemesis, PartitionShape, Partitioner};
-use crate::{Cluster, ClusterOptions};
+use crate::{group_of_key, spread_keys, Cluster, ClusterOptions};
 
 /// Address the workers connect from; no partition rule mentions it.
 const CLIENT_IP: &str = "127.0.1.1";
@@ -51,13 +59,14 @@ pub struct JepsenOptions {
 }
 
 impl JepsenOptions {
-    /// A short run of `nemeses` on 3 nodes; `KVORUM_JEPSEN_LONG=1` makes it 5 minutes.
+    /// A short run of `nemeses` on 6 nodes with K=3 (two data groups);
+    /// `KVORUM_JEPSEN_LONG=1` makes it 5 minutes.
     pub fn short(bin: PathBuf, name: &str, nemeses: &[Nemesis]) -> JepsenOptions {
         let long = std::env::var("KVORUM_JEPSEN_LONG").is_ok_and(|v| v == "1");
         JepsenOptions {
             name: name.to_string(),
             seed: seed_from_env(),
-            nodes: 3,
+            nodes: 6,
             k: 3,
             duration: Duration::from_secs(if long { 300 } else { 20 }),
             clients: 6,
@@ -156,34 +165,56 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
         out: Mutex::new(std::fs::File::create(dir.join("nemesis.log")).expect("nemesis log")),
         start: Instant::now(),
     });
-    let client_ip: IpAddr = CLIENT_IP.parse().expect("ip");
-    let node_clients: Arc<Vec<Client>> = Arc::new(
-        addrs
-            .iter()
-            .map(|a| {
-                Client::new(
-                    vec![a.clone()],
-                    ClientOptions {
-                        request_timeout: Duration::from_secs(3),
-                        retry_for: Duration::ZERO,
-                        local_address: Some(client_ip),
-                    },
-                )
-                .expect("client")
-            })
-            .collect(),
+    let map = cluster.lock().await.initial_map();
+    let keys = spread_keys(&map, "k", opts.keys);
+    let groups: BTreeSet<u64> = keys.iter().map(|k| group_of_key(&map, k)).collect();
+    eprintln!(
+        "jepsen {}: {} nodes, K={}, keys {keys:?} in groups {groups:?}",
+        opts.name, opts.nodes, opts.k
     );
+    assert!(
+        opts.keys < map.groups.len() || groups.len() == map.groups.len(),
+        "the keys {keys:?} miss some of the {} data groups",
+        map.groups.len()
+    );
+    let client_ip: IpAddr = CLIENT_IP.parse().expect("ip");
+    // Per node, a plain client (the node serves or forwards) and a smart one (routed by the
+    // cluster map to the key's group, falling back to the node).
+    let node_clients = |smart: bool| -> Arc<Vec<Client>> {
+        Arc::new(
+            addrs
+                .iter()
+                .map(|a| {
+                    Client::new(
+                        vec![a.clone()],
+                        ClientOptions {
+                            request_timeout: Duration::from_secs(3),
+                            retry_for: Duration::ZERO,
+                            local_address: Some(client_ip),
+                        },
+                    )
+                    .expect("client")
+                    .with_smart_routing(smart)
+                })
+                .collect(),
+        )
+    };
+    let (plain_clients, smart_clients) = (node_clients(false), node_clients(true));
 
     // Workers.
     let stop = Arc::new(AtomicBool::new(false));
     let next_process = Arc::new(AtomicU64::new(opts.clients as u64));
-    let keys: Vec<String> = (0..opts.keys).map(|i| format!("k{i}")).collect();
     let mut workers = Vec::new();
     for w in 0..opts.clients {
         let ctx = Worker {
             process: w as u64,
             rng: StdRng::seed_from_u64(opts.seed.wrapping_add(1 + w as u64)),
-            clients: node_clients.clone(),
+            // Even workers exercise forwarding, odd ones smart routing.
+            clients: if w % 2 == 0 {
+                plain_clients.clone()
+            } else {
+                smart_clients.clone()
+            },
             recorder: recorder.clone(),
             keys: keys.clone(),
             next_process: next_process.clone(),
@@ -224,8 +255,16 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
                 let shape = match rng.gen_range(0..3) {
                     0 => PartitionShape::RandomHalves,
                     1 => {
-                        let leader = cluster.lock().await.leader().await;
-                        PartitionShape::Isolate(leader.map_or(target, |l| l as usize - 1))
+                        // The leader of a random group: 0 is the config group (the metadata
+                        // leader), 1.. the data groups.
+                        let group = rng.gen_range(0..=map.groups.len() as u64);
+                        let c = cluster.lock().await;
+                        let leader = if group == 0 {
+                            c.metadata_leader().await
+                        } else {
+                            c.group_leader(group).await
+                        };
+                        PartitionShape::Isolate(leader.map_or(target, |l| c.index_of(l)))
                     }
                     _ => PartitionShape::MajorityRing,
                 };
@@ -247,10 +286,10 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
     }
     timeline.log("workers stopped; final reads");
 
-    // Final reads through any node, after everything healed.
+    // Final reads through any node, after everything healed and every group has a leader.
     {
         let c = cluster.lock().await;
-        c.wait_for_leader(Duration::from_secs(30)).await;
+        c.wait_ready(Duration::from_secs(30)).await;
     }
     let final_client = {
         let c = cluster.lock().await;

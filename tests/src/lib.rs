@@ -5,18 +5,34 @@
 //! [`kvnode_bin!`]), so `cargo test` builds it with everything else. It carries the `stale-reads`
 //! fault, off unless a cluster asks for it.
 //!
+//! [`Cluster::start`] returns only when the cluster serves: every node answers
+//! `GET /v1/cluster/status`, and some node's status knows the metadata leader and its health
+//! view, and shows a leader on a running node for every data group of the initial map. Tests then
+//! wait on the status JSON with [`Cluster::wait_for_status`] (a predicate and a deadline, never a
+//! bare sleep).
+//!
 //! When a test panics, the cluster's folder (node logs, data) is kept and its path printed.
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use kvorum_client::{Client, ClientOptions};
+use kvorum_client::{Client, ClientError, ClientOptions};
+use kvorum_router::ClusterMap;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use serde_json::Value;
+
+/// Longest wait for a fresh cluster to serve (every group led, metadata leader known).
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time one status probe of one node may take; a paused node costs this much per poll.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between polls of a condition.
+const POLL: Duration = Duration::from_millis(100);
 
 /// The path of the kvnode binary built for the tests; expands in the integration test, where
 /// cargo provides it.
@@ -46,6 +62,11 @@ impl Node {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// The node's log (stdout and stderr of every run), or "" if it cannot be read.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 /// Settings of a test cluster.
@@ -57,7 +78,7 @@ pub struct ClusterOptions {
     pub k: usize,
     /// Inject the stale-reads fault (reads skip read index).
     pub stale_reads: bool,
-    /// Extra environment for every node.
+    /// Extra environment for every node, e.g. `KVORUM_DEAD_AFTER_MS`.
     pub env: Vec<(String, String)>,
 }
 
@@ -71,6 +92,17 @@ impl ClusterOptions {
             env: Vec::new(),
         }
     }
+
+    /// `self` with `key=value` in every node's environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Number of data groups of the initial map: floor(N/K).
+    pub fn groups(&self) -> usize {
+        self.nodes / self.k
+    }
 }
 
 /// A cluster of real kvnode processes on 127.0.0.{1..N}.
@@ -79,6 +111,9 @@ pub struct Cluster {
     pub dir: Option<tempfile::TempDir>,
     view: String,
     opts: ClusterOptions,
+    /// One client per node for status probes: short timeout, no retries, no failover.
+    probes: Vec<Client>,
+    http: reqwest::Client,
 }
 
 /// A free port on `ip`, found by binding port 0.
@@ -87,8 +122,24 @@ fn free_port(ip: &str) -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// A client of `addr` only: smart routing off (the node serves or forwards every request), no
+/// failover, retries of definite failures for `retry_for`.
+pub fn direct_client(addr: SocketAddr, request_timeout: Duration, retry_for: Duration) -> Client {
+    Client::new(
+        vec![addr.to_string()],
+        ClientOptions {
+            request_timeout,
+            retry_for,
+            local_address: None,
+        },
+    )
+    .expect("client")
+    .with_smart_routing(false)
+}
+
 impl Cluster {
-    /// Starts `opts.nodes` nodes with fresh data directories and waits until a leader is known.
+    /// Starts `opts.nodes` nodes with fresh data directories and waits until the cluster serves
+    /// (see the module note); panics after [`START_TIMEOUT`], or at once if a node exits.
     pub async fn start(opts: ClusterOptions) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("kvorum-test-")
@@ -114,17 +165,91 @@ impl Cluster {
             .map(|n| n.addr.to_string())
             .collect::<Vec<_>>()
             .join(",");
+        let probes = nodes
+            .iter()
+            .map(|n| direct_client(n.addr, PROBE_TIMEOUT, Duration::ZERO))
+            .collect();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("http client");
         let mut c = Cluster {
             nodes,
             dir: Some(dir),
             view,
             opts,
+            probes,
+            http,
         };
         for i in 0..c.nodes.len() {
             c.spawn(i);
         }
-        c.wait_for_leader(Duration::from_secs(30)).await;
+        c.wait_started().await;
         c
+    }
+
+    /// Waits until every node answers status and one status shows the cluster ready.
+    async fn wait_started(&mut self) {
+        let started = Instant::now();
+        let deadline = started + START_TIMEOUT;
+        let mut answered = vec![false; self.nodes.len()];
+        let mut last = Value::Null;
+        loop {
+            for i in 0..self.nodes.len() {
+                if let Some(status) = self.reap(i) {
+                    let log = self.nodes[i].log_text();
+                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    panic!(
+                        "node {} exited during startup ({status}); logs in {}; its last lines:\n{}",
+                        i + 1,
+                        self.path().display(),
+                        tail.join("\n")
+                    );
+                }
+            }
+            let mut ready = false;
+            for (i, seen) in answered.iter_mut().enumerate() {
+                if let Ok(s) = self.status_of(i).await {
+                    *seen = true;
+                    ready |= self.shows_ready(&s);
+                    last = s;
+                }
+            }
+            if ready && answered.iter().all(|a| *a) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster of {} nodes (K={}) not ready within {START_TIMEOUT:?}: nodes answering \
+                 status {:?}; want health_known, a metadata leader and a leader for each of {} \
+                 groups; last status: {}; logs in {}",
+                self.nodes.len(),
+                self.opts.k,
+                answered,
+                self.opts.groups(),
+                brief(&last),
+                self.path().display()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Whether `s` shows a serving cluster: health known, a running metadata leader, and a
+    /// running leader for each of the initial map's floor(N/K) data groups.
+    pub fn shows_ready(&self, s: &Value) -> bool {
+        let running = |v: &Value| v.as_u64().is_some_and(|id| self.is_running_id(id));
+        s["health_known"] == true
+            && running(&s["metadata_leader"])
+            && s["groups"].as_array().is_some_and(|gs| {
+                gs.len() == self.opts.groups() && gs.iter().all(|g| running(&g["leader"]))
+            })
+    }
+
+    /// Waits until some running node's status shows the cluster ready (see [`Self::shows_ready`]).
+    pub async fn wait_ready(&self, within: Duration) -> Value {
+        self.wait_for_status(within, "the cluster to be ready", |s| self.shows_ready(s))
+            .await
     }
 
     /// The cluster's folder (node logs and data).
@@ -133,6 +258,40 @@ impl Cluster {
             .as_ref()
             .map(|d| d.path())
             .expect("dir present until drop")
+    }
+
+    /// Node addresses in view order.
+    pub fn view(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.to_string()).collect()
+    }
+
+    /// K of the cluster.
+    pub fn k(&self) -> usize {
+        self.opts.k
+    }
+
+    /// The deterministic initial map every node computes from the view and K.
+    pub fn initial_map(&self) -> ClusterMap {
+        ClusterMap::initial(&self.view(), self.opts.k).expect("valid view and K")
+    }
+
+    /// The 0-based index of node `id`.
+    pub fn index_of(&self, id: u64) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn is_running_id(&self, id: u64) -> bool {
+        self.nodes.iter().any(|n| n.id == id && n.is_running())
+    }
+
+    /// Indexes of the running nodes.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_running())
+            .collect()
     }
 
     fn spawn(&mut self, i: usize) {
@@ -160,6 +319,34 @@ impl Cluster {
             cmd.env(k, v);
         }
         node.child = Some(cmd.spawn().expect("spawn kvnode"));
+    }
+
+    /// If node `i`'s process has exited, reaps it and returns its exit status.
+    fn reap(&mut self, i: usize) -> Option<ExitStatus> {
+        let child = self.nodes[i].child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                self.nodes[i].child = None;
+                Some(status)
+            }
+            _ => None,
+        }
+    }
+
+    /// Waits up to `within` for node `i`'s process to exit by itself; returns its exit status,
+    /// or `None` if it is still running at the deadline (or was not running).
+    pub async fn wait_for_exit(&mut self, i: usize, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            self.nodes[i].child.as_ref()?;
+            if let Some(status) = self.reap(i) {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// SIGKILL node `i` (0-based) and reap it.
@@ -208,7 +395,8 @@ impl Cluster {
         self.client_of(&(0..self.nodes.len()).collect::<Vec<_>>())
     }
 
-    /// A client of the given nodes only (0-based).
+    /// A client of the given nodes only (0-based): smart routing off, so requests go to these
+    /// nodes, which serve or forward them.
     pub fn client_of(&self, idx: &[usize]) -> Client {
         let eps = idx
             .iter()
@@ -223,27 +411,87 @@ impl Cluster {
             },
         )
         .expect("client")
+        .with_smart_routing(false)
     }
 
-    /// The leader (node id) as reported by the running nodes, if they agree on one.
-    pub async fn leader(&self) -> Option<u64> {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if !n.is_running() {
-                continue;
+    /// The status as node `i` answers it (one try, short timeout).
+    pub async fn status_of(&self, i: usize) -> Result<Value, ClientError> {
+        self.probes[i].status().await
+    }
+
+    /// The status from the first running node that answers.
+    pub async fn status(&self) -> Option<Value> {
+        for i in self.running() {
+            if let Ok(s) = self.status_of(i).await {
+                return Some(s);
             }
-            let c = Client::new(
-                vec![n.addr.to_string()],
-                ClientOptions {
-                    request_timeout: Duration::from_secs(2),
-                    retry_for: Duration::ZERO,
-                    local_address: None,
-                },
-            )
-            .ok()?;
-            if let Ok(s) = c.status().await {
-                if let Some(l) = s["groups"][0]["leader"].as_u64() {
-                    if self.nodes.iter().any(|n| n.id == l && n.is_running()) {
-                        let _ = i;
+        }
+        None
+    }
+
+    /// `GET path` on node `i`, answered 200 with JSON.
+    pub async fn get_json(&self, i: usize, path: &str) -> Result<Value, String> {
+        let url = format!("http://{}{path}", self.nodes[i].addr);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let code = resp.status();
+        let body = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if !code.is_success() {
+            return Err(format!("GET {url}: {code}: {body}"));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("GET {url}: not JSON ({e}): {body}"))
+    }
+
+    /// Waits until the status of some running node (asked in order) satisfies `pred`, and
+    /// returns that status; panics with `what`, the last status seen and the logs folder at the
+    /// deadline.
+    pub async fn wait_for_status<F>(&self, within: Duration, what: &str, mut pred: F) -> Value
+    where
+        F: FnMut(&Value) -> bool,
+    {
+        let deadline = Instant::now() + within;
+        let mut last = Value::Null;
+        loop {
+            for i in self.running() {
+                if let Ok(s) = self.status_of(i).await {
+                    if pred(&s) {
+                        return s;
+                    }
+                    last = s;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {within:?} waiting for {what}; last status: {}; logs in {}",
+                brief(&last),
+                self.path().display()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The leader of data group `group` as reported by a running node, if it is running.
+    pub async fn group_leader(&self, group: u64) -> Option<u64> {
+        self.reported(|s| status_group(s, group).and_then(|g| g["leader"].as_u64()))
+            .await
+    }
+
+    /// The metadata leader (leader of the config group) as reported by a running node, if it is
+    /// running.
+    pub async fn metadata_leader(&self) -> Option<u64> {
+        self.reported(|s| s["metadata_leader"].as_u64()).await
+    }
+
+    /// The first node id `pick` finds in a running node's status that names a running node.
+    async fn reported(&self, pick: impl Fn(&Value) -> Option<u64>) -> Option<u64> {
+        for i in self.running() {
+            if let Ok(s) = self.status_of(i).await {
+                if let Some(l) = pick(&s) {
+                    if self.is_running_id(l) {
                         return Some(l);
                     }
                 }
@@ -252,7 +500,12 @@ impl Cluster {
         None
     }
 
-    /// Waits until a running node reports a running leader; panics at the deadline.
+    /// The leader (node id) of data group 1 as reported by the running nodes.
+    pub async fn leader(&self) -> Option<u64> {
+        self.group_leader(1).await
+    }
+
+    /// Waits until a running node reports a running leader of group 1; panics at the deadline.
     pub async fn wait_for_leader(&self, within: Duration) -> u64 {
         let deadline = Instant::now() + within;
         loop {
@@ -264,7 +517,7 @@ impl Cluster {
                 "no leader within {within:?}; logs in {}",
                 self.path().display()
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -281,7 +534,7 @@ impl Cluster {
                 "timed out after {within:?} waiting for {what}; logs in {}",
                 self.path().display()
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 }
@@ -300,6 +553,93 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// A status shortened for error messages.
+fn brief(s: &Value) -> String {
+    const MAX_CHARS: usize = 4000;
+    let text = s.to_string();
+    if text.chars().count() > MAX_CHARS {
+        format!("{}…", text.chars().take(MAX_CHARS).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// The entry of data group `id` in a status's `groups`.
+pub fn status_group(s: &Value, id: u64) -> Option<&Value> {
+    s["groups"]
+        .as_array()?
+        .iter()
+        .find(|g| g["id"].as_u64() == Some(id))
+}
+
+/// The entry of node `id` in a status's `nodes`.
+pub fn status_node(s: &Value, id: u64) -> Option<&Value> {
+    s["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["id"].as_u64() == Some(id))
+}
+
+/// The health state of node `id` in a status ("alive", "suspect", "dead", "removed",
+/// "unknown"), or "" if the status does not list it.
+pub fn node_state(s: &Value, id: u64) -> &str {
+    status_node(s, id)
+        .and_then(|n| n["state"].as_str())
+        .unwrap_or("")
+}
+
+/// A JSON array of node ids as numbers, sorted; empty if `v` is not one.
+pub fn id_list(v: &Value) -> Vec<u64> {
+    let mut ids: Vec<u64> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids
+}
+
+/// The data group of `key` in `map`.
+pub fn group_of_key(map: &ClusterMap, key: &str) -> u64 {
+    map.route_key(key.as_bytes())
+        .map(|(_, g)| g.0)
+        .expect("every slot has an owner")
+}
+
+/// `per_group` key names `{prefix}{n}` for every data group of `map`, found by hashing
+/// `n = 0, 1, …` (deterministic).
+pub fn keys_by_group(
+    map: &ClusterMap,
+    prefix: &str,
+    per_group: usize,
+) -> BTreeMap<u64, Vec<String>> {
+    let mut out: BTreeMap<u64, Vec<String>> =
+        map.groups.keys().map(|g| (g.0, Vec::new())).collect();
+    let mut n = 0u64;
+    while out.values().any(|v| v.len() < per_group) {
+        let key = format!("{prefix}{n}");
+        n += 1;
+        let keys = out
+            .get_mut(&group_of_key(map, &key))
+            .expect("a group of the map");
+        if keys.len() < per_group {
+            keys.push(key);
+        }
+    }
+    out
+}
+
+/// `count` key names spread round-robin over the data groups of `map`: with at least as many
+/// keys as groups, every group owns one.
+pub fn spread_keys(map: &ClusterMap, prefix: &str, count: usize) -> Vec<String> {
+    let groups = map.groups.len().max(1);
+    let by_group: Vec<Vec<String>> = keys_by_group(map, prefix, count.div_ceil(groups))
+        .into_values()
+        .collect();
+    (0..count)
+        .map(|i| by_group[i % groups][i / groups].clone())
+        .collect()
 }
 
 pub mod jepsen;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kvorum_client::{Client, ClientError};
-use kvorum_tests::{kvnode_bin, Cluster, ClusterOptions};
+use kvorum_tests::{id_list, kvnode_bin, status_node, Cluster, ClusterOptions};
 
 /// Writes `w{n}` = `v{n}` with `tasks` concurrent writers until stopped; records acked writes.
 fn spawn_writers(
@@ -166,7 +166,13 @@ async fn spare_serves_by_forwarding() {
     let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 4, 3)).await;
     let spare = c.client_of(&[3]);
     let status = spare.status().await.unwrap();
-    assert_eq!(status["node"]["role"], "spare");
+    assert_eq!(status["answered_by"], 4, "{status}");
+    assert_eq!(
+        status_node(&status, 4).unwrap()["role"],
+        "spare",
+        "{status}"
+    );
+    assert_eq!(id_list(&status["spares"]), vec![4], "{status}");
     spare.put("via-spare", "v", None).await.unwrap();
     assert_eq!(spare.get("via-spare", false).await.unwrap().value, "v");
     // A stale read through the spare is served by some member's local state: eventually "v".

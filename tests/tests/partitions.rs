@@ -1,0 +1,911 @@
+//! Partitioned clusters of real kvnode processes: the initial layouts, keys spread over the
+//! groups by the slot hash, a spare replacing a dead replica under load, failover of the metadata
+//! leader with repairs continuing, and a brief restart that rejoins without a repair.
+//!
+//! Tests run one at a time (each cluster wants both cores). Every wait is a condition with a
+//! deadline, mostly on `GET /v1/cluster/status`. Random choices print their seed;
+//! `KVORUM_TEST_SEED=<seed>` replays them.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvorum_client::{Client, ClientError};
+use kvorum_router::{ClusterMap, SLOT_COUNT};
+use kvorum_tests::{
+    direct_client, group_of_key, id_list, keys_by_group, kvnode_bin, node_state, status_group,
+    status_node, Cluster, ClusterOptions,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+/// Tests are serialized: each cluster wants the machine's 2 cores for itself.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Heartbeat silence after which a node is suspect in the repair tests: 1.5 s, one and a half
+/// of the default 1 s node heartbeat interval.
+const SUSPECT_AFTER_MS: &str = "1500";
+/// Heartbeat silence after which a node is dead and repaired in the repair tests: 5 s, so that
+/// detection, learner catch-up, promotion and removal fit well inside the 30 s (45 s with a
+/// metadata failover) the tests allow, while a late heartbeat from a live node on a busy 2-core
+/// machine does not get it removed.
+const DEAD_AFTER_MS: &str = "5000";
+
+/// Longest tolerated time between successive acknowledged writes while a replica is replaced.
+const MAX_WRITE_GAP: Duration = Duration::from_secs(10);
+
+/// The value every test writes to `key`, so any read can be checked.
+fn value_of(key: &str) -> String {
+    format!("v-{key}")
+}
+
+/// The seed of a test's random choices: `KVORUM_TEST_SEED` or a fresh one, printed.
+fn seed(test: &str) -> u64 {
+    let seed = std::env::var("KVORUM_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("{test}: seed={seed} (replay: KVORUM_TEST_SEED={seed})");
+    seed
+}
+
+/// Options of the repair tests: 7 nodes, K=3 (groups 1–3 and 4–6, spare 7), short timeouts.
+fn repair_options() -> ClusterOptions {
+    ClusterOptions::new(kvnode_bin!(), 7, 3)
+        .with_env("KVORUM_SUSPECT_AFTER_MS", SUSPECT_AFTER_MS)
+        .with_env("KVORUM_DEAD_AFTER_MS", DEAD_AFTER_MS)
+}
+
+/// One client per node, without failover: a request goes to exactly that node, which serves or
+/// forwards it.
+fn node_clients(c: &Cluster, retry_for: Duration) -> Arc<Vec<Client>> {
+    Arc::new(
+        c.nodes
+            .iter()
+            .map(|n| direct_client(n.addr, Duration::from_secs(5), retry_for))
+            .collect(),
+    )
+}
+
+/// Runs `f` on every item with `tasks` concurrent tasks; returns the items `f` failed on, with
+/// the reason.
+async fn run_all<T, F, Fut>(items: Vec<T>, tasks: usize, f: F) -> Vec<(T, String)>
+where
+    T: Clone + Send + Sync + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let items = Arc::new(items);
+    let next = Arc::new(AtomicUsize::new(0));
+    let f = Arc::new(f);
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (items, next, f, failures) =
+                (items.clone(), next.clone(), f.clone(), failures.clone());
+            tokio::spawn(async move {
+                while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if let Err(e) = f(item.clone()).await {
+                        failures.lock().unwrap().push((item.clone(), e));
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let mut failures = failures.lock().unwrap();
+    std::mem::take(&mut *failures)
+}
+
+/// Writes `key` = [`value_of`] through node `first`, then the next nodes, up to 3 tries. A put
+/// of the same value is idempotent, so retrying after an unknown outcome is safe here.
+async fn put_checked(clients: &[Client], first: usize, key: &str) -> Result<(), String> {
+    let mut errors = Vec::new();
+    for attempt in 0..3 {
+        let i = (first + attempt) % clients.len();
+        match clients[i].put(key, &value_of(key), None).await {
+            Ok(_) => return Ok(()),
+            Err(e) => errors.push(format!("via node {}: {e}", i + 1)),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// Reads `key` through `client` and checks it holds [`value_of`].
+async fn read_checked(client: &Client, key: &str, stale: bool) -> Result<(), String> {
+    match client.get(key, stale).await {
+        Ok(v) if v.value == value_of(key) => Ok(()),
+        Ok(v) => Err(format!("WRONG value {:?} for {key}", v.value)),
+        Err(ClientError::NotFound) => Err(format!("{key} not found")),
+        Err(e) => Err(format!("{key}: {e}")),
+    }
+}
+
+/// Writes every key through a random node (seeded), 32 at a time; panics on a key that could not
+/// be written.
+async fn write_all(c: &Cluster, keys: &[String], rng: &mut StdRng) {
+    let clients = node_clients(c, Duration::from_secs(10));
+    let n = c.nodes.len();
+    let items: Vec<(String, usize)> = keys
+        .iter()
+        .map(|k| (k.clone(), rng.gen_range(0..n)))
+        .collect();
+    let failed = run_all(items, 32, move |(key, node)| {
+        let clients = clients.clone();
+        async move { put_checked(&clients, node, &key).await }
+    })
+    .await;
+    assert!(
+        failed.is_empty(),
+        "{} writes failed, e.g. {:?}; logs in {}",
+        failed.len(),
+        &failed[..failed.len().min(5)],
+        c.path().display()
+    );
+}
+
+/// Reads every key linearizably through random nodes among `via` (0-based), 32 at a time, and
+/// panics on any key that is missing or wrong.
+async fn assert_readable(c: &Cluster, keys: &[String], via: &[usize], seed: u64) {
+    let clients = node_clients(c, Duration::from_secs(10));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let items: Vec<(String, usize)> = keys
+        .iter()
+        .map(|k| (k.clone(), via[rng.gen_range(0..via.len())]))
+        .collect();
+    let failed = run_all(items, 32, move |(key, node)| {
+        let clients = clients.clone();
+        async move { read_checked(&clients[node], &key, false).await }
+    })
+    .await;
+    assert!(
+        failed.is_empty(),
+        "{} of {} acknowledged writes do not read back, e.g. {:?}; logs in {}",
+        failed.len(),
+        keys.len(),
+        &failed[..failed.len().min(5)],
+        c.path().display()
+    );
+}
+
+/// Asserts each group's share of `total` keys is 1/P ± 5% (relative).
+fn assert_even_shares(what: &str, counts: &BTreeMap<u64, u64>, total: u64) {
+    let ideal = 1.0 / counts.len() as f64;
+    for (g, n) in counts {
+        let share = *n as f64 / total as f64;
+        assert!(
+            (share - ideal).abs() <= ideal * 0.05,
+            "{what}: group {g} holds {n} of {total} keys ({:.2}%), want {:.2}% ± 5%",
+            share * 100.0,
+            ideal * 100.0
+        );
+    }
+}
+
+// The initial map: 6 nodes K=3 make 2 groups of 3 with 2048 slots each and no spare; 7 nodes
+// K=2 make 3 groups and spare 7; 5 nodes K=2 make 2 groups and spare 5. Every node's status and
+// the map endpoint agree with the deterministic initial map, and a key of each group written
+// through the last node reads back through every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn layouts() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    for (nodes, k, groups, spares) in [(6, 3, 2, vec![]), (7, 2, 3, vec![7]), (5, 2, 2, vec![5])] {
+        let started = Instant::now();
+        let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), nodes, k)).await;
+        eprintln!(
+            "layouts: {nodes} nodes K={k} ready after {:?}",
+            started.elapsed()
+        );
+        check_layout(&c, groups, &spares).await;
+    }
+}
+
+async fn check_layout(c: &Cluster, groups: usize, spares: &[u64]) {
+    let map = c.initial_map();
+    let n = c.nodes.len() as u64;
+    let k = c.k();
+    assert_eq!(map.groups.len(), groups, "initial map of {n} nodes K={k}");
+    assert_eq!(map.spares(), spares, "initial map of {n} nodes K={k}");
+    c.wait_for_status(Duration::from_secs(15), "every node alive", |s| {
+        (1..=n).all(|id| node_state(s, id) == "alive")
+    })
+    .await;
+
+    let mut cluster_id: Option<Value> = None;
+    for i in 0..c.nodes.len() {
+        let s = c
+            .status_of(i)
+            .await
+            .unwrap_or_else(|e| panic!("status of node {}: {e}", i + 1));
+        let ctx = format!("{n} nodes K={k}, status of node {}: {s}", i + 1);
+        assert_eq!(s["answered_by"], i as u64 + 1, "{ctx}");
+        assert_eq!(s["k"], k as u64, "{ctx}");
+        assert_eq!(s["slot_count"], SLOT_COUNT, "{ctx}");
+        assert_eq!(s["hash"], "xxh3_64", "{ctx}");
+        assert!(s["epoch"].as_u64().is_some_and(|e| e >= 1), "{ctx}");
+        let id = cluster_id.get_or_insert_with(|| s["cluster_id"].clone());
+        assert!(id.is_string() && s["cluster_id"] == *id, "{ctx}");
+
+        assert_eq!(s["groups"].as_array().map(Vec::len), Some(groups), "{ctx}");
+        let mut sizes = Vec::new();
+        for (gid, info) in &map.groups {
+            let g = status_group(&s, gid.0).unwrap_or_else(|| panic!("no group {gid}: {ctx}"));
+            let members: Vec<u64> = info.members.iter().copied().collect();
+            assert_eq!(members.len(), k, "{ctx}");
+            assert_eq!(id_list(&g["members"]), members, "group {gid}: {ctx}");
+            let ranges = map.slot_ranges(*gid);
+            assert_eq!(ranges.len(), 1, "contiguous slots");
+            assert_eq!(
+                g["slots"],
+                format!("{}-{}", ranges[0].0, ranges[0].1),
+                "group {gid}: {ctx}"
+            );
+            let size = g["slot_count"].as_u64().unwrap_or(0);
+            assert_eq!(size, map.slot_count_of(*gid) as u64, "group {gid}: {ctx}");
+            sizes.push(size);
+        }
+        assert_eq!(sizes.iter().sum::<u64>(), u64::from(SLOT_COUNT), "{ctx}");
+        let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+        assert!(
+            max - min <= 1,
+            "group sizes {sizes:?} differ by more than one"
+        );
+        if groups == 2 {
+            assert_eq!(sizes, vec![2048, 2048], "{ctx}");
+        }
+        assert_eq!(id_list(&s["spares"]), spares, "{ctx}");
+        let voters: Vec<u64> = (1..=n.min(3)).collect();
+        assert_eq!(id_list(&s["config"]["voters"]), voters, "{ctx}");
+        assert_eq!(
+            s["nodes"].as_array().map(Vec::len),
+            Some(n as usize),
+            "{ctx}"
+        );
+        for id in 1..=n {
+            let node = status_node(&s, id).unwrap_or_else(|| panic!("no node {id}: {ctx}"));
+            let role = if spares.contains(&id) {
+                "spare"
+            } else {
+                "replica"
+            };
+            assert_eq!(node["role"], role, "node {id}: {ctx}");
+            assert_eq!(
+                node["config_voter"],
+                voters.contains(&id),
+                "node {id}: {ctx}"
+            );
+            let hosted: Vec<u64> = map.group_of_node(id).map(|g| g.0).into_iter().collect();
+            assert_eq!(id_list(&node["groups"]), hosted, "node {id}: {ctx}");
+        }
+    }
+
+    // The map endpoint, from the first and the last node, is the initial map.
+    for i in [0, c.nodes.len() - 1] {
+        let m = c
+            .get_json(i, "/v1/cluster/map")
+            .await
+            .unwrap_or_else(|e| panic!("map from node {}: {e}", i + 1));
+        assert_map_is(&m, &map, &format!("map from node {}", i + 1));
+    }
+
+    // A key of each group written through the last node (the spare, if any) reads back through
+    // every node.
+    let keys: Vec<String> = keys_by_group(&map, "layout-", 1)
+        .into_values()
+        .flatten()
+        .collect();
+    let clients = node_clients(c, Duration::from_secs(10));
+    let last = c.nodes.len() - 1;
+    for key in &keys {
+        put_checked(&clients, last, key)
+            .await
+            .unwrap_or_else(|e| panic!("write of {key}: {e}"));
+        for (i, client) in clients.iter().enumerate() {
+            read_checked(client, key, false)
+                .await
+                .unwrap_or_else(|e| panic!("read via node {}: {e}", i + 1));
+        }
+    }
+}
+
+/// Asserts a `GET /v1/cluster/map` answer holds `map`'s slot table and group members, and that
+/// any leader hint names a member of its group.
+fn assert_map_is(m: &Value, map: &ClusterMap, what: &str) {
+    let slots: Vec<u64> = m["map"]["slots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no slot table: {m}"))
+        .iter()
+        .map(|g| g.as_u64().unwrap_or(0))
+        .collect();
+    let want: Vec<u64> = map.slots.iter().map(|g| g.0).collect();
+    assert!(
+        slots == want,
+        "{what}: slot table differs from the initial map"
+    );
+    for (gid, info) in &map.groups {
+        let members: Vec<u64> = info.members.iter().copied().collect();
+        assert_eq!(
+            id_list(&m["map"]["groups"][gid.0.to_string()]["members"]),
+            members,
+            "{what}: group {gid}: {m}"
+        );
+        if let Some(l) = m["leaders"][gid.0.to_string()].as_u64() {
+            assert!(
+                members.contains(&l),
+                "{what}: leader hint {l} of group {gid}"
+            );
+        }
+    }
+}
+
+// 10,000 keys written through random nodes of 7 nodes with K=3 (2 groups and a spare) all read
+// back, linearizably, through every node including the spare; each group holds half of them ±5%,
+// by the slot hash and by the key counts in the status once they converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_keys() {
+    const KEYS: usize = 10_000;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("ten_thousand_keys");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 7, 3)).await;
+    let map = c.initial_map();
+    assert_eq!((map.groups.len(), map.spares()), (2, vec![7]));
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("key-{i:05}")).collect();
+
+    let mut by_hash: BTreeMap<u64, u64> = map.groups.keys().map(|g| (g.0, 0)).collect();
+    for key in &keys {
+        *by_hash.get_mut(&group_of_key(&map, key)).unwrap() += 1;
+    }
+    eprintln!("ten_thousand_keys: keys per group by the slot hash {by_hash:?}");
+    assert_even_shares("by the slot hash", &by_hash, KEYS as u64);
+
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(300), write_all(&c, &keys, &mut rng))
+        .await
+        .expect("10,000 writes within 300 s");
+    let took = started.elapsed();
+    eprintln!(
+        "ten_thousand_keys: {KEYS} writes in {took:?} ({:.0}/s)",
+        KEYS as f64 / took.as_secs_f64()
+    );
+
+    // Every key through every node: item (node, key), spread so all nodes are read at once.
+    let started = Instant::now();
+    let clients = node_clients(&c, Duration::from_secs(10));
+    let n = c.nodes.len();
+    let items: Vec<(usize, String)> = (0..KEYS * n)
+        .map(|j| (j % n, keys[j / n].clone()))
+        .collect();
+    let failed = tokio::time::timeout(
+        Duration::from_secs(400),
+        run_all(items, 32, move |(node, key)| {
+            let clients = clients.clone();
+            async move {
+                read_checked(&clients[node], &key, false)
+                    .await
+                    .map_err(|e| format!("via node {}: {e}", node + 1))
+            }
+        }),
+    )
+    .await
+    .expect("70,000 reads within 400 s");
+    let took = started.elapsed();
+    eprintln!(
+        "ten_thousand_keys: {} linearizable reads in {took:?} ({:.0}/s)",
+        KEYS * n,
+        (KEYS * n) as f64 / took.as_secs_f64()
+    );
+    let mut failed_per_node = vec![0usize; n];
+    for ((node, _), _) in &failed {
+        failed_per_node[*node] += 1;
+    }
+    assert!(
+        failed.is_empty(),
+        "reads failed per node {failed_per_node:?}, e.g. {:?}; logs in {}",
+        &failed[..failed.len().min(5)],
+        c.path().display()
+    );
+
+    // The status counts come from the leaders' heartbeats: wait for them to catch up.
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(30),
+            "status key counts equal to the slot-hash split",
+            |s| {
+                by_hash.iter().all(|(g, count)| {
+                    status_group(s, *g).and_then(|x| x["keys"].as_u64()) == Some(*count)
+                })
+            },
+        )
+        .await;
+    let by_status: BTreeMap<u64, u64> = by_hash
+        .keys()
+        .map(|g| (*g, status_group(&s, *g).unwrap()["keys"].as_u64().unwrap()))
+        .collect();
+    eprintln!("ten_thousand_keys: keys per group in the status {by_status:?}");
+    assert_even_shares("by the status", &by_status, KEYS as u64);
+}
+
+/// An acknowledged write of a [`Load`].
+struct Ack {
+    key: String,
+    group: u64,
+    at: Instant,
+}
+
+/// Continuous writers of fresh keys, each bound to one data group, through random live nodes.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    /// Nodes (0-based) the writers may send to.
+    live: Arc<Mutex<Vec<usize>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `per_group` writers for each of `groups`, sending to random nodes of `live`.
+    fn start(
+        c: &Cluster,
+        map: &ClusterMap,
+        groups: &[u64],
+        per_group: usize,
+        live: Vec<usize>,
+        seed: u64,
+        prefix: &str,
+    ) -> Load {
+        // Short retries: a writer whose node cannot serve moves on to another node.
+        let clients = node_clients(c, Duration::from_secs(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let live = Arc::new(Mutex::new(live));
+        let mut tasks = Vec::new();
+        for (w, group) in groups
+            .iter()
+            .flat_map(|g| std::iter::repeat_n(*g, per_group))
+            .enumerate()
+        {
+            let (clients, stop, acks, live) =
+                (clients.clone(), stop.clone(), acks.clone(), live.clone());
+            let map = map.clone();
+            let prefix = format!("{prefix}w{w}-");
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w as u64));
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = loop {
+                        let key = format!("{prefix}{n}");
+                        n += 1;
+                        if group_of_key(&map, &key) == group {
+                            break key;
+                        }
+                    };
+                    let node = {
+                        let live = live.lock().unwrap();
+                        live[rng.gen_range(0..live.len())]
+                    };
+                    // Failures (unavailable, unknown outcome) are allowed; only acks are promised.
+                    if clients[node].put(&key, &value_of(&key), None).await.is_ok() {
+                        let at = Instant::now();
+                        acks.lock().unwrap().push(Ack { key, group, at });
+                    }
+                }
+            }));
+        }
+        Load {
+            stop,
+            acks,
+            live,
+            tasks,
+        }
+    }
+
+    /// Stops sending to node `i` (before it is killed).
+    fn avoid(&self, i: usize) {
+        self.live.lock().unwrap().retain(|n| *n != i);
+    }
+
+    /// Acknowledged writes to `group` completed after `since`.
+    fn acked(&self, group: u64, since: Instant) -> usize {
+        self.acks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.group == group && a.at >= since)
+            .count()
+    }
+
+    /// Stops the writers and returns every acknowledged write.
+    async fn finish(self) -> Vec<Ack> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let mut acks = self.acks.lock().unwrap();
+        std::mem::take(&mut *acks)
+    }
+}
+
+/// The longest time between successive acknowledgements of `acks` accepted by `filter`.
+fn longest_gap(acks: &[Ack], filter: impl Fn(&Ack) -> bool) -> Duration {
+    let mut times: Vec<Instant> = acks.iter().filter(|a| filter(a)).map(|a| a.at).collect();
+    times.sort();
+    times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}
+
+/// Waits until `load` has `n` acknowledged writes to `group` after `since`.
+async fn wait_acked(c: &Cluster, load: &Load, group: u64, since: Instant, n: usize, what: &str) {
+    c.wait_until(Duration::from_secs(30), what, || async {
+        load.acked(group, since) >= n
+    })
+    .await;
+}
+
+// With 7 nodes K=3 (groups 1–3 and 4–6, spare 7), SIGKILL of group 2's leader under write
+// load: within 30 s spare 7 replaces it (group 2 has 3 alive members, 7 among them, no task
+// left) and the killed node is "removed"; writes to both groups are accepted throughout (longest
+// gap between acks below 10 s), every acknowledged write reads back, and the killed node, when
+// restarted, is refused and exits saying it was removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spare_replaces_dead_replica() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("spare_replaces_dead_replica");
+    let mut c = Cluster::start(repair_options()).await;
+    let map = c.initial_map();
+    let group2: Vec<u64> = map
+        .members_of(kvorum_router::GroupId(2))
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!((group2.clone(), map.spares()), (vec![4, 5, 6], vec![7]));
+    // The leader: the hardest case, as group 2 must elect a new leader as well as repair.
+    let victim = c.group_leader(2).await.expect("group 2 has a leader");
+    assert!(group2.contains(&victim));
+    let vi = c.index_of(victim);
+    eprintln!("spare_replaces_dead_replica: killing node {victim}, leader of group 2");
+
+    let start = Instant::now();
+    let load = Load::start(&c, &map, &[1, 2], 4, c.running(), seed, "r-");
+    for g in [1, 2] {
+        wait_acked(&c, &load, g, start, 100, "100 acked writes per group").await;
+    }
+
+    load.avoid(vi);
+    let killed_at = Instant::now();
+    c.kill(vi);
+    let repair_deadline = Duration::from_secs(30);
+    let s = c
+        .wait_for_status(
+            repair_deadline.saturating_sub(killed_at.elapsed()),
+            &format!("spare 7 to replace node {victim} in group 2"),
+            |s| {
+                let members = status_group(s, 2).map(|g| id_list(&g["members"]));
+                s["health_known"] == true
+                    && members.as_ref().is_some_and(|m| {
+                        m.len() == 3
+                            && m.contains(&7)
+                            && !m.contains(&victim)
+                            && m.iter().all(|id| node_state(s, *id) == "alive")
+                    })
+                    && node_state(s, victim) == "removed"
+                    && s["tasks"].as_array().is_some_and(Vec::is_empty)
+            },
+        )
+        .await;
+    let repaired_at = Instant::now();
+    eprintln!(
+        "spare_replaces_dead_replica: group 2 repaired {:?} after the kill: {}",
+        repaired_at - killed_at,
+        status_group(&s, 2).unwrap()
+    );
+    assert_eq!(
+        id_list(&s["spares"]),
+        Vec::<u64>::new(),
+        "no spare left: {s}"
+    );
+    assert_eq!(status_node(&s, 7).unwrap()["role"], "replica", "{s}");
+    assert_eq!(
+        id_list(&status_node(&s, 7).unwrap()["groups"]),
+        vec![2],
+        "{s}"
+    );
+    assert_eq!(
+        id_list(&status_group(&s, 1).unwrap()["members"]),
+        vec![1, 2, 3],
+        "group 1 untouched: {s}"
+    );
+
+    // Writes go on after the repair, then the load stops.
+    for g in [1, 2] {
+        wait_acked(
+            &c,
+            &load,
+            g,
+            repaired_at,
+            100,
+            "100 acked writes per group after the repair",
+        )
+        .await;
+    }
+    let acks = load.finish().await;
+    let gap_all = longest_gap(&acks, |_| true);
+    let gap2 = longest_gap(&acks, |a| a.group == 2);
+    let gap1 = longest_gap(&acks, |a| a.group == 1);
+    let first2 = acks
+        .iter()
+        .filter(|a| a.group == 2 && a.at > killed_at)
+        .map(|a| a.at - killed_at)
+        .min();
+    eprintln!(
+        "spare_replaces_dead_replica: {} acked writes; longest write gap: overall {gap_all:?}, \
+         group 2 {gap2:?}, group 1 {gap1:?}; first group-2 ack {first2:?} after the kill",
+        acks.len()
+    );
+    assert!(
+        gap_all < MAX_WRITE_GAP && gap2 < MAX_WRITE_GAP,
+        "writes stalled: longest gap overall {gap_all:?}, group 2 {gap2:?} \
+         (limit {MAX_WRITE_GAP:?})"
+    );
+
+    let keys: Vec<String> = acks.iter().map(|a| a.key.clone()).collect();
+    assert_readable(&c, &keys, &c.running(), seed).await;
+
+    // The removed node comes back: it is refused and exits by itself.
+    let log_before = c.nodes[vi].log_text().len();
+    c.restart(vi);
+    let exit = c.wait_for_exit(vi, Duration::from_secs(30)).await;
+    let log = c.nodes[vi].log_text();
+    let said = log.get(log_before..).unwrap_or_default();
+    let Some(exit) = exit else {
+        panic!(
+            "removed node {victim} was restarted and still runs after 30 s; logs in {}",
+            c.path().display()
+        );
+    };
+    eprintln!("spare_replaces_dead_replica: restarted node {victim} exited: {exit}");
+    assert!(
+        !exit.success(),
+        "the refused node exited with success; its log:\n{said}"
+    );
+    assert!(
+        said.to_lowercase().contains("removed"),
+        "the refused node's log does not say it was removed:\n{said}"
+    );
+}
+
+// With 7 nodes K=3, SIGKILL of the metadata leader: another config voter becomes metadata
+// leader, the cluster map stays readable from every live node, and the repairs run: within 45 s
+// the killed node's data replica is replaced by spare 7, its config-voter seat by another node
+// (3 alive voters), the killed node is "removed", and keys written before read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metadata_leader_failover() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("metadata_leader_failover");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut c = Cluster::start(repair_options()).await;
+    let map = c.initial_map();
+    let keys: Vec<String> = keys_by_group(&map, "before-", 20)
+        .into_values()
+        .flatten()
+        .collect();
+    write_all(&c, &keys, &mut rng).await;
+
+    let leader = c.metadata_leader().await.expect("a metadata leader");
+    let before = c.status().await.expect("a status");
+    let voters = id_list(&before["config"]["voters"]);
+    assert_eq!(voters, vec![1, 2, 3], "{before}");
+    assert!(voters.contains(&leader), "{before}");
+    let group = map
+        .group_of_node(leader)
+        .expect("voters 1-3 are replicas")
+        .0;
+    eprintln!("metadata_leader_failover: killing metadata leader {leader} (group {group})");
+    let li = c.index_of(leader);
+    let killed_at = Instant::now();
+    c.kill(li);
+    let deadline = Duration::from_secs(45);
+
+    // Nodes keep their copy of the map: it is readable while the metadata leader is gone.
+    for i in c.running() {
+        let m = c
+            .get_json(i, "/v1/cluster/map")
+            .await
+            .unwrap_or_else(|e| panic!("map from node {} during failover: {e}", i + 1));
+        assert_map_is(
+            &m,
+            &map,
+            &format!("map from node {} during failover", i + 1),
+        );
+    }
+
+    let s = c
+        .wait_for_status(
+            deadline.saturating_sub(killed_at.elapsed()),
+            "another config voter to become metadata leader",
+            |s| {
+                s["health_known"] == true
+                    && s["metadata_leader"].as_u64().is_some_and(|l| {
+                        l != leader && id_list(&s["config"]["voters"]).contains(&l)
+                    })
+            },
+        )
+        .await;
+    eprintln!(
+        "metadata_leader_failover: node {} leads the config group {:?} after the kill",
+        s["metadata_leader"],
+        killed_at.elapsed()
+    );
+
+    let s = c
+        .wait_for_status(
+            deadline.saturating_sub(killed_at.elapsed()),
+            &format!("node {leader} replaced in group {group} and in the config group"),
+            |s| {
+                let members = status_group(s, group)
+                    .map(|g| id_list(&g["members"]))
+                    .unwrap_or_default();
+                let voters = id_list(&s["config"]["voters"]);
+                s["health_known"] == true
+                    && members.len() == 3
+                    && members.contains(&7)
+                    && !members.contains(&leader)
+                    && voters.len() == 3
+                    && !voters.contains(&leader)
+                    && members
+                        .iter()
+                        .chain(&voters)
+                        .all(|id| node_state(s, *id) == "alive")
+                    && node_state(s, leader) == "removed"
+                    && s["tasks"].as_array().is_some_and(Vec::is_empty)
+            },
+        )
+        .await;
+    eprintln!(
+        "metadata_leader_failover: repaired {:?} after the kill: group {group} {}, config {}",
+        killed_at.elapsed(),
+        status_group(&s, group).unwrap()["members"],
+        s["config"]
+    );
+
+    for i in c.running() {
+        c.get_json(i, "/v1/cluster/map")
+            .await
+            .unwrap_or_else(|e| panic!("map from node {} after the repair: {e}", i + 1));
+    }
+    assert_readable(&c, &keys, &c.running(), seed).await;
+}
+
+// With 6 nodes K=3 (no spare) and the default 10 s dead timeout, a replica SIGKILLed for about
+// 2 s while its group takes writes restarts, is alive again, still a member (not removed), and
+// its own replica (stale reads asked of it directly) holds every acknowledged write of its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn brief_restart_rejoins() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("brief_restart_rejoins");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 6, 3)).await;
+    let map = c.initial_map();
+    let victim = rng.gen_range(1..=6u64);
+    let vi = c.index_of(victim);
+    let group = map.group_of_node(victim).expect("no spares").0;
+    let members: Vec<u64> = map
+        .members_of(kvorum_router::GroupId(group))
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    eprintln!("brief_restart_rejoins: killing node {victim} of group {group}");
+
+    let before = keys_by_group(&map, "before-", 100);
+    let all_before: Vec<String> = before.values().flatten().cloned().collect();
+    write_all(&c, &all_before, &mut rng).await;
+
+    let others: Vec<usize> = c.running().into_iter().filter(|i| *i != vi).collect();
+    let killed_at = Instant::now();
+    c.kill(vi);
+    let load = Load::start(&c, &map, &[group], 8, others, seed, "down-");
+    // Restart 2 s after the kill, once writes of its group were acked while it was down; if none
+    // were by then (its group is electing a new leader), at the first ack, at the latest 5 s
+    // after the kill: well inside the 10 s dead timeout.
+    c.wait_until(
+        Duration::from_secs(5),
+        "2 s down and a write acked meanwhile",
+        || async {
+            killed_at.elapsed() >= Duration::from_secs(2) && load.acked(group, killed_at) > 0
+        },
+    )
+    .await;
+    let acked_down = load.acked(group, killed_at);
+    c.restart(vi);
+    let restarted_at = Instant::now();
+    eprintln!(
+        "brief_restart_rejoins: node {victim} down for {:?}, {acked_down} writes to group {group} \
+         acked meanwhile",
+        restarted_at - killed_at
+    );
+    wait_acked(
+        &c,
+        &load,
+        group,
+        restarted_at,
+        100,
+        "100 acked writes after the restart",
+    )
+    .await;
+    let acks = load.finish().await;
+
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(30),
+            &format!("node {victim} alive again in group {group}"),
+            |s| {
+                node_state(s, victim) == "alive"
+                    && status_group(s, group).is_some_and(|g| id_list(&g["members"]) == members)
+                    && s["tasks"].as_array().is_some_and(Vec::is_empty)
+            },
+        )
+        .await;
+    assert_eq!(id_list(&s["spares"]), Vec::<u64>::new(), "{s}");
+    assert!(
+        c.wait_for_exit(vi, Duration::ZERO).await.is_none(),
+        "node {victim} exited after its restart; logs in {}",
+        c.path().display()
+    );
+
+    // Its own replica catches up: stale reads asked of it directly are served from its state.
+    let mut missing: Vec<String> = before[&group].clone();
+    missing.extend(acks.iter().map(|a| a.key.clone()));
+    let total = missing.len();
+    let local = Arc::new(direct_client(
+        c.nodes[vi].addr,
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let local = local.clone();
+        let failed = run_all(missing, 16, move |key: String| {
+            let local = local.clone();
+            async move { read_checked(&local, &key, true).await }
+        })
+        .await;
+        let wrong: Vec<&String> = failed
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.starts_with("WRONG"))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "node {victim} serves wrong values: {wrong:?}"
+        );
+        missing = failed.iter().map(|(k, _)| k.clone()).collect();
+        if missing.is_empty() {
+            break;
+        }
+        let seen: HashSet<&String> = failed.iter().map(|(_, e)| e).take(3).collect();
+        assert!(
+            Instant::now() < deadline,
+            "node {victim} lacks {} of {total} acknowledged writes of group {group} 30 s after \
+             the restart, e.g. {seen:?}; logs in {}",
+            missing.len(),
+            c.path().display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "brief_restart_rejoins: node {victim} holds all {total} acknowledged writes of group \
+         {group} {:?} after its restart",
+        restarted_at.elapsed()
+    );
+}
