@@ -318,13 +318,22 @@ async fn resolve(
     Ok((slot, owner))
 }
 
-/// This node's replica of `group` if it is a voter of it in the map.
+/// This node's replica of `group` if it is a voter of it: in the map, or already in the group's
+/// Raft membership (a replacement promoted a moment before the map lists it).
 fn member_replica(state: &NodeState, group: GroupId) -> Option<Hosted> {
+    let hosted = state.hosted(group)?;
     if state.is_member(group) {
-        state.hosted(group)
-    } else {
-        None
+        return Some(hosted);
     }
+    let voter = hosted
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == state.id());
+    voter.then_some(hosted)
 }
 
 /// Where the leader-served requests of `group` go: waits briefly for a leader to be known.

@@ -499,24 +499,22 @@ async fn drive(
         replacement,
     } = task.kind.clone();
     let id = task.id;
-    if !map.is_active(replacement) || health.get(&replacement) == Some(&Health::Dead) {
-        if task.step == TaskStep::AddLearner {
-            // Nothing depends on the learner yet: drop it and the task; planning starts over.
-            let _ = membership(
-                state,
-                map,
-                group,
-                &MembershipOp::RemoveLearner { node: replacement },
-            )
-            .await;
-            update_map(state, "repair abandoned: the replacement died", |m| {
-                m.tasks.retain(|t| t.id != id)
-            })
-            .await?;
-            tracing::warn!(group = %group, replacement, "repair abandoned: the replacement node died");
-            return Ok(());
+    // A replacement that died before it was promoted: nothing depends on the learner yet, so
+    // drop it and the task; planning starts over. Once it is a voter the change is finished and
+    // the group repairs the replacement next.
+    let replacement_lost =
+        !map.is_active(replacement) || health.get(&replacement) == Some(&Health::Dead);
+    if replacement_lost && task.step == TaskStep::AddLearner {
+        let remove = MembershipOp::RemoveLearner { node: replacement };
+        if let Err(e) = membership(state, map, group, &remove).await {
+            tracing::warn!(group = %group, replacement, error = %e, "could not remove the learner");
         }
-        // Already a voter: finish the change; the group will repair the replacement next.
+        update_map(state, "repair abandoned: the replacement died", |m| {
+            m.tasks.retain(|t| t.id != id)
+        })
+        .await?;
+        tracing::warn!(group = %group, replacement, "repair abandoned: the replacement node died");
+        return Ok(());
     }
     let addr = map
         .addr(replacement)
