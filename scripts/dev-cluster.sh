@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Builds kvnode and runs a 3-node cluster on 127.0.0.1:7070-7072 (data in ./dev-cluster/),
-# in the foreground; Ctrl-C stops it. KVORUM_BIN_DIR=<dir> uses prebuilt binaries instead.
+# Builds kvnode and runs a local cluster on 127.0.0.1:7070.. (data in ./dev-cluster/), in the
+# foreground; Ctrl-C stops it. NODES (default 3) and K (default min(NODES, 3)) set its shape:
+# NODES=7 K=3 makes 2 data groups and 1 spare. KVORUM_BIN_DIR=<dir> uses prebuilt binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+nodes="${NODES:-3}"
+k="${K:-$(( nodes < 3 ? nodes : 3 ))}"
+if ! [[ "$nodes" =~ ^[0-9]+$ && "$k" =~ ^[0-9]+$ ]] || (( nodes < 1 || nodes > 64 || k < 1 || k > nodes )); then
+  echo "dev-cluster: need 1 <= K <= NODES <= 64 (got NODES=$nodes K=$k)" >&2
+  exit 2
+fi
 if [ -n "${KVORUM_BIN_DIR:-}" ]; then
   bin="$(cd "$KVORUM_BIN_DIR" && pwd)"   # prebuilt kvnode and kvctl
 else
@@ -10,16 +17,20 @@ else
   cargo build --release --bins
   bin="$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)"
 fi
-view="127.0.0.1:7070,127.0.0.1:7071,127.0.0.1:7072"
+ports=()
+for ((i = 0; i < nodes; i++)); do ports+=($((7070 + i))); done
+view="$(printf '127.0.0.1:%s,' "${ports[@]}")"
+view="${view%,}"
 pids=()
 stop() { kill "${pids[@]}" 2>/dev/null || true; wait; }
 trap stop INT TERM EXIT
-for port in 7070 7071 7072; do
+for port in "${ports[@]}"; do
   mkdir -p "dev-cluster/$port"
-  ( cd "dev-cluster/$port" && K=3 VIEW="$view" IPPORT="127.0.0.1:$port" exec "$bin/kvnode" ) \
+  ( cd "dev-cluster/$port" && K="$k" VIEW="$view" IPPORT="127.0.0.1:$port" exec "$bin/kvnode" ) \
     2> "dev-cluster/$port/kvnode.log" &
   pids+=($!)
 done
-echo "kvorum: 3 nodes on $view (logs in dev-cluster/*/kvnode.log). Ctrl-C to stop."
-echo "try:    $bin/kvctl --endpoints $view put hello world && $bin/kvctl get hello"
+echo "kvorum: $nodes nodes, K=$k, $((nodes / k)) data group(s) on $view"
+echo "        logs in dev-cluster/*/kvnode.log; Ctrl-C to stop."
+echo "try:    $bin/kvctl put hello world && $bin/kvctl get hello && $bin/kvctl status"
 wait
