@@ -251,6 +251,41 @@ async fn bad_input_gets_documented_errors_and_node_keeps_serving() {
         assert!(text.contains("body_too_large"), "oversized body: {text}");
     }
 
+    // A route header (`slot:epoch:group`) that is malformed or names the wrong slot is bad input;
+    // one naming a group that does not own the slot is `not_owner` with the owner and epoch.
+    let slot = kvorum_router::slot_of(b"k").0;
+    let other_slot = (slot + 1) % kvorum_router::SLOT_COUNT;
+    let routes = [
+        ("junk".to_string(), StatusCode::BAD_REQUEST, "bad_request"),
+        (format!("{slot}:1"), StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            format!("{other_slot}:1:1"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            format!("{slot}:1:2"),
+            StatusCode::MISDIRECTED_REQUEST,
+            "not_owner",
+        ),
+    ];
+    for (route, status, code) in routes {
+        let resp = http
+            .get(format!("{base}/v1/keys/k"))
+            .header("x-kvorum-route", route.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "route {route:?}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], code, "route {route:?}: {body}");
+        if code == "not_owner" {
+            assert_eq!(body["group"], 1, "owner of slot {slot}: {body}");
+            assert_eq!(body["slot"], slot, "{body}");
+            assert!(body["epoch"].as_u64().is_some_and(|e| e >= 1), "{body}");
+        }
+    }
+
     // The node still serves, and a conditional write reports the current record.
     let client = c.client();
     client.put("k", "v1", None).await.unwrap();
