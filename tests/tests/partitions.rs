@@ -909,3 +909,75 @@ async fn brief_restart_rejoins() {
         restarted_at.elapsed()
     );
 }
+
+// A repair interrupted by the loss of the metadata leader is resumed by the next one: with every
+// repair step held for 3 s (test-only fault), kill a group 2 replica, wait until its repair has
+// committed a step, kill the metadata leader, and check the new leader finishes that same task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repair_resumes_after_metadata_failover() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("repair_resumes_after_metadata_failover");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut c =
+        Cluster::start(repair_options().with_env("KVORUM_FAULT_TASK_STEP_DELAY_MS", "3000")).await;
+    let map = c.initial_map();
+    let keys: Vec<String> = keys_by_group(&map, "resume-", 20)
+        .into_values()
+        .flatten()
+        .collect();
+    write_all(&c, &keys, &mut rng).await;
+
+    // Node 5 is a replica of group 2 and no config voter, so its repair does not involve the
+    // metadata leader's own replicas.
+    let dead = 5;
+    c.kill(c.index_of(dead));
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(30),
+            "the repair of node 5 to pass its first step",
+            |s| {
+                s["tasks"].as_array().is_some_and(|t| {
+                    t.iter().any(|t| {
+                        t["dead"] == dead
+                            && t["replacement"] == 7
+                            && t["step"].as_str().is_some_and(|st| st != "add_learner")
+                    })
+                })
+            },
+        )
+        .await;
+    let task = s["tasks"][0].clone();
+    let leader = s["metadata_leader"].as_u64().expect("a metadata leader");
+    eprintln!(
+        "repair_resumes_after_metadata_failover: task {task}; killing metadata leader {leader}"
+    );
+    let killed_at = Instant::now();
+    c.kill(c.index_of(leader));
+
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(45),
+            "another metadata leader to finish the repair of node 5",
+            |s| {
+                let members = status_group(s, 2)
+                    .map(|g| id_list(&g["members"]))
+                    .unwrap_or_default();
+                s["health_known"] == true
+                    && s["metadata_leader"].as_u64().is_some_and(|l| l != leader)
+                    && members == vec![4, 6, 7]
+                    && node_state(s, dead) == "removed"
+                    && s["tasks"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().all(|t| t["id"] != task["id"]))
+            },
+        )
+        .await;
+    eprintln!(
+        "repair_resumes_after_metadata_failover: node {} finished task {} {:?} after the kill",
+        s["metadata_leader"],
+        task["id"],
+        killed_at.elapsed()
+    );
+    let live: Vec<usize> = c.running();
+    assert_readable(&c, &keys, &live, seed).await;
+}

@@ -114,6 +114,25 @@ struct MetaInner {
     led_term: Option<u64>,
     seen: HashMap<NodeId, Seen>,
     last_summary: Option<Instant>,
+    /// The task step this leader first saw pending, and when (for the test-only step delay).
+    step_seen: Option<(u64, TaskStep, Instant)>,
+}
+
+/// Test-only fault (feature `test-faults`): how long every repair step waits before it runs,
+/// from `KVORUM_FAULT_TASK_STEP_DELAY_MS`. Zero in production builds.
+fn step_delay() -> Duration {
+    static DELAY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let ms = std::env::var("KVORUM_FAULT_TASK_STEP_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|_| cfg!(feature = "test-faults"))
+            .unwrap_or(0);
+        if ms > 0 {
+            tracing::error!("FAULT INJECTED: every repair step waits {ms} ms before it runs");
+        }
+        Duration::from_millis(ms)
+    })
 }
 
 /// State of the metadata role, plus the node's guess of who holds it.
@@ -499,6 +518,21 @@ async fn drive(
         replacement,
     } = task.kind.clone();
     let id = task.id;
+    let delay = step_delay();
+    if !delay.is_zero() {
+        let mut inner = state.meta.lock();
+        let since = match inner.step_seen {
+            Some((i, step, at)) if i == id && step == task.step => at,
+            _ => {
+                let now = Instant::now();
+                inner.step_seen = Some((id, task.step, now));
+                now
+            }
+        };
+        if since.elapsed() < delay {
+            return Ok(());
+        }
+    }
     // A replacement that died before it was promoted: nothing depends on the learner yet, so
     // drop it and the task; planning starts over. Once it is a voter the change is finished and
     // the group repairs the replacement next.
