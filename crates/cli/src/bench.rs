@@ -1,13 +1,80 @@
 //! `kvctl bench`: a closed-loop load generator. Each of `--clients` tasks sends one request at a
 //! time for `--duration-secs`; latencies go into an HDR histogram.
+//!
+//! `--target etcd` sends the same load to an etcd cluster through its v3 JSON gateway
+//! (`POST /v3/kv/put`, `POST /v3/kv/range`; linearizable ranges unless `--stale`, which asks for
+//! serializable ones) at the first endpoint, so both systems are measured by one client over
+//! HTTP/1.1 + JSON on the same machine.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use hdrhistogram::Histogram;
 use kvorum_client::{Client, ClientError};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+
+/// Where the load goes.
+enum Target {
+    Kvorum(Box<Client>),
+    /// An etcd v3 JSON gateway at `base` (`http://host:port`).
+    Etcd {
+        http: reqwest::Client,
+        base: String,
+    },
+}
+
+impl Target {
+    async fn put(&self, key: &str, value: &str) -> Result<(), ClientError> {
+        match self {
+            Target::Kvorum(c) => c.put(key, value, None).await.map(|_| ()),
+            Target::Etcd { http, base } => {
+                let body = json!({ "key": B64.encode(key), "value": B64.encode(value) });
+                etcd_call(http, &format!("{base}/v3/kv/put"), &body).await
+            }
+        }
+    }
+
+    async fn get(&self, key: &str, stale: bool) -> Result<(), ClientError> {
+        match self {
+            Target::Kvorum(c) => c.get(key, stale).await.map(|_| ()),
+            Target::Etcd { http, base } => {
+                let body = json!({ "key": B64.encode(key), "serializable": stale });
+                etcd_call(http, &format!("{base}/v3/kv/range"), &body).await
+            }
+        }
+    }
+}
+
+async fn etcd_call(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<(), ClientError> {
+    let resp = http
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| ClientError::Unavailable(format!("etcd at {url}: {e}")))?;
+    let status = resp.status();
+    // Read the whole answer, as a real client would.
+    let text = resp
+        .bytes()
+        .await
+        .map_err(|e| ClientError::Unavailable(format!("etcd at {url}: {e}")))?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            code: "etcd_error".into(),
+            message: String::from_utf8_lossy(&text).chars().take(200).collect(),
+        })
+    }
+}
 
 /// Arguments of `kvctl bench`.
 #[derive(clap::Args, Debug)]
@@ -33,9 +100,18 @@ pub struct BenchArgs {
     /// Seed of the key choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// System under load: kvorum, or etcd (v3 JSON gateway at the first endpoint, for
+    /// comparisons on the same machine).
+    #[arg(long, value_parser = ["kvorum", "etcd"], default_value = "kvorum")]
+    target: String,
 }
 
-pub async fn run(client: Client, args: BenchArgs, as_json: bool) -> Result<(), ClientError> {
+pub async fn run(
+    client: Client,
+    endpoints: Vec<String>,
+    args: BenchArgs,
+    as_json: bool,
+) -> Result<(), ClientError> {
     if args.clients == 0 || args.keys == 0 || args.duration_secs == 0 {
         return Err(ClientError::Api {
             status: 0,
@@ -43,12 +119,25 @@ pub async fn run(client: Client, args: BenchArgs, as_json: bool) -> Result<(), C
             message: "--clients, --keys and --duration-secs must be positive".into(),
         });
     }
-    let client = Arc::new(client);
+    let client = Arc::new(if args.target == "etcd" {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ClientError::Unavailable(format!("cannot build HTTP client: {e}")))?;
+        let first = endpoints.first().cloned().unwrap_or_default();
+        Target::Etcd {
+            http,
+            base: format!("http://{first}"),
+        }
+    } else {
+        Target::Kvorum(Box::new(client))
+    });
     let value: Arc<str> = "x".repeat(args.value_bytes).into();
     if args.op == "get" {
         eprintln!("prefilling {} keys...", args.keys);
         for i in 0..args.keys {
-            client.put(&format!("bench-{i}"), &value, None).await?;
+            client.put(&format!("bench-{i}"), &value).await?;
         }
     }
     eprintln!(
@@ -71,9 +160,9 @@ pub async fn run(client: Client, args: BenchArgs, as_json: bool) -> Result<(), C
                 let key = format!("bench-{}", rng.gen_range(0..keys));
                 let t = Instant::now();
                 let r = if op == "put" {
-                    client.put(&key, &value, None).await.map(|_| ())
+                    client.put(&key, &value).await
                 } else {
-                    client.get(&key, stale).await.map(|_| ())
+                    client.get(&key, stale).await
                 };
                 match r {
                     Ok(()) => {
@@ -100,14 +189,15 @@ pub async fn run(client: Client, args: BenchArgs, as_json: bool) -> Result<(), C
         println!(
             "{}",
             json!({
-                "op": args.op, "clients": args.clients, "seconds": secs, "ops": ops, "errors": errors,
+                "target": args.target, "op": args.op, "clients": args.clients, "seconds": secs, "ops": ops, "errors": errors,
                 "ops_per_sec": ops as f64 / secs, "p50_ms": ms(0.5), "p99_ms": ms(0.99),
                 "p999_ms": ms(0.999), "max_ms": hist.max() as f64 / 1000.0,
             })
         );
     } else {
         println!(
-            "{} clients={} ops={} errors={} throughput={:.0} ops/s p50={:.2} ms p99={:.2} ms p99.9={:.2} ms max={:.2} ms",
+            "{} {} clients={} ops={} errors={} throughput={:.0} ops/s p50={:.2} ms p99={:.2} ms p99.9={:.2} ms max={:.2} ms",
+            args.target,
             args.op,
             args.clients,
             ops,

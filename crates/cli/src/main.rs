@@ -136,7 +136,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         retry_for: Duration::from_millis(cli.timeout_ms),
         local_address: None,
     };
-    let client = Client::new(endpoints, opts)?.with_smart_routing(!cli.no_smart_routing);
+    let client = Client::new(endpoints.clone(), opts)?.with_smart_routing(!cli.no_smart_routing);
     match cli.cmd {
         Cmd::Get { key, stale } => {
             let v = client.get(&key, stale).await?;
@@ -205,7 +205,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 print!("{}", status::render(&s));
             }
         }
-        Cmd::Bench(args) => bench::run(client, args, cli.json).await?,
+        Cmd::Bench(args) => bench::run(client, endpoints, args, cli.json).await?,
         Cmd::Check { .. } => unreachable!("handled in main before connecting"),
     }
     Ok(())
