@@ -6,11 +6,10 @@
 //! leader this node's own config replica knows, then the config voters of the map. A reply
 //! "not the leader" names the leader when known. A reply "removed" stops this node for good.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kvorum_raftstore::{GroupId, NodeId};
+use kvorum_raftstore::NodeId;
 use kvorum_router::CONFIG_GROUP;
 use reqwest::StatusCode;
 
@@ -18,55 +17,32 @@ use crate::cluster::NodeState;
 use crate::meta::{self, Heartbeat, HeartbeatReply, Refused, ReplicaReport};
 use crate::transport::{CLUSTER_HEADER, SECRET_HEADER};
 
-/// Data-group statistics (keys, bytes) are recomputed at most this often: it scans the group.
-const STATS_EVERY: Duration = Duration::from_secs(3);
 /// Most metadata-leader candidates tried per heartbeat.
 const MAX_TRIES: usize = 4;
 
-/// Cached (keys, bytes) per led data group.
-type StatsCache = HashMap<GroupId, (Instant, (u64, u64))>;
-
 /// Runs the heartbeat loop for the node's lifetime.
 pub async fn run(state: Arc<NodeState>) {
-    let mut stats = StatsCache::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(state.cfg.node_heartbeat) => {}
             _ = state.refresh.notified() => {}
         }
-        if let Err(e) = beat(&state, &mut stats).await {
+        if let Err(e) = beat(&state).await {
             tracing::debug!(error = %e, "heartbeat not delivered");
         }
     }
 }
 
-async fn report(state: &NodeState, stats: &mut StatsCache) -> Heartbeat {
+fn report(state: &NodeState) -> Heartbeat {
     let mut replicas = Vec::new();
     for (group, h) in state.all_hosted() {
         let m = h.raft.metrics().borrow().clone();
         let is_leader = m.current_leader == Some(state.id()) && m.state.is_leader();
-        let (mut keys, mut bytes) = (None, None);
-        if is_leader && group != CONFIG_GROUP {
-            let fresh = stats
-                .get(&group)
-                .filter(|(at, _)| at.elapsed() < STATS_EVERY)
-                .map(|(_, s)| *s);
-            let s = match fresh {
-                Some(s) => Some(s),
-                None => {
-                    let store = state.store.clone();
-                    match tokio::task::spawn_blocking(move || store.group_stats(group)).await {
-                        Ok(Ok(s)) => {
-                            stats.insert(group, (Instant::now(), s));
-                            Some(s)
-                        }
-                        _ => None,
-                    }
-                }
-            };
-            keys = s.map(|s| s.0);
-            bytes = s.map(|s| s.1);
-        }
+        // Counts kept by the state machine: one read, no scan.
+        let stats = (is_leader && group != CONFIG_GROUP)
+            .then(|| state.store.group_stats(group).ok())
+            .flatten();
+        let (keys, bytes) = (stats.map(|s| s.0), stats.map(|s| s.1));
         replicas.push(ReplicaReport {
             group,
             is_leader,
@@ -85,8 +61,8 @@ async fn report(state: &NodeState, stats: &mut StatsCache) -> Heartbeat {
 }
 
 /// One heartbeat, to whichever candidate is the metadata leader.
-async fn beat(state: &NodeState, stats: &mut StatsCache) -> anyhow::Result<()> {
-    let hb = report(state, stats).await;
+async fn beat(state: &NodeState) -> anyhow::Result<()> {
+    let hb = report(state);
     let map = state.map();
     let mut candidates: Vec<NodeId> = Vec::new();
     candidates.extend(state.meta.known_leader());

@@ -76,6 +76,11 @@ impl Record {
         v
     }
 
+    /// Length of [`Record::encode`]'s output.
+    pub(crate) fn encoded_len(&self) -> usize {
+        8 + self.value.len()
+    }
+
     /// Decodes [`Record::encode`]; `None` when the bytes are not a record.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
         let version = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);

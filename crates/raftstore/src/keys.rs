@@ -18,6 +18,7 @@ pub(crate) mod tag {
     pub const MEMBERSHIP: u8 = 5;
     pub const SNAPSHOT: u8 = 6;
     pub const INSTALLING: u8 = 7;
+    pub const STATS: u8 = 8;
 }
 
 /// `group ++ index`, both big-endian so that the log sorts by index.

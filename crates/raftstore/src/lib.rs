@@ -5,7 +5,7 @@
 //! [`GroupId`], so one group's data is one contiguous range and a drop is a range delete):
 //! - `log`:  `group ++ index` → bincode [`Entry`]; the Raft log.
 //! - `meta`: `group ++ tag` → bincode; vote, committed, last purged, last applied, last
-//!   membership, current snapshot, snapshot-install marker.
+//!   membership, current snapshot, snapshot-install marker, key/byte counts of the data.
 //! - `data`: `group ++ slot (2 bytes BE) ++ key` → `version (8 bytes BE) ++ value`; the state
 //!   machine. All keys of one (group, slot) are contiguous, so a move is a range scan.
 //!

@@ -50,12 +50,49 @@ fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeId> 
     .into()
 }
 
-/// The state machine of one group. Keeps last-applied and membership in memory; data in RocksDB.
+/// Number of keys of a group and their bytes (data keys plus encoded records), kept up to date by
+/// `apply` and snapshot installs in the same write batches as the data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct GroupStats {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+impl GroupStats {
+    fn add(&mut self, key_len: usize, record_len: usize) {
+        self.keys += 1;
+        self.bytes += (key_len + record_len) as u64;
+    }
+
+    fn remove(&mut self, key_len: usize, record_len: usize) {
+        self.keys = self.keys.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub((key_len + record_len) as u64);
+    }
+}
+
+/// The group's stats as recorded, or counted by a scan for data written before they were kept.
+pub(crate) fn load_stats(store: &Store, group: GroupId) -> Result<GroupStats> {
+    let db = store.db();
+    let meta_cf = store.cf(CF_META);
+    match read_meta(|k| db.get_cf(meta_cf, k), group, tag::STATS)? {
+        Some(s) => Ok(s),
+        None => {
+            let (keys, bytes) = store
+                .scan_stats(group)
+                .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            Ok(GroupStats { keys, bytes })
+        }
+    }
+}
+
+/// The state machine of one group. Keeps last-applied, membership and stats in memory; data in
+/// RocksDB.
 pub struct StateMachineStore {
     store: Store,
     group: GroupId,
     applied: Option<LogId<NodeId>>,
     membership: Membership,
+    stats: GroupStats,
 }
 
 /// Builds snapshots of one group from a RocksDB snapshot, concurrently with apply.
@@ -100,11 +137,13 @@ impl StateMachineStore {
         }
         let applied = read_meta::<Option<LogId<NodeId>>>(get, group, tag::APPLIED)?.flatten();
         let membership = read_meta(get, group, tag::MEMBERSHIP)?.unwrap_or_default();
+        let stats = load_stats(&store, group)?;
         Ok(StateMachineStore {
             store,
             group,
             applied,
             membership,
+            stats,
         })
     }
 }
@@ -123,6 +162,7 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
         keys::group_end(group),
     );
     let prefix = keys::group_start(group);
+    let mut stats = GroupStats::default();
     while let Some((k, v)) = reader
         .next_record()
         .map_err(|e| snap_err(ErrorVerb::Read, e))?
@@ -130,6 +170,7 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
         let mut full = Vec::with_capacity(8 + k.len());
         full.extend_from_slice(&prefix);
         full.extend_from_slice(&k);
+        stats.add(full.len(), v.len());
         batch.put_cf(data_cf, full, v);
         if batch.size_in_bytes() >= INSTALL_BATCH_BYTES {
             db.write(std::mem::take(&mut batch))
@@ -147,6 +188,7 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
         keys::meta_key(group, tag::MEMBERSHIP),
         encode(&current.meta.last_membership)?,
     );
+    batch.put_cf(meta_cf, keys::meta_key(group, tag::STATS), encode(&stats)?);
     batch.delete_cf(meta_cf, keys::meta_key(group, tag::INSTALLING));
     let mut wo = WriteOptions::default();
     // Durable before openraft learns the snapshot is installed (it may then purge its log).
@@ -293,6 +335,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut overlay: HashMap<Vec<u8>, Option<Record>> = HashMap::new();
         let mut applied = self.applied;
         let mut membership = self.membership.clone();
+        let mut stats = self.stats;
         let mut results = Vec::new();
         for entry in entries {
             applied = Some(entry.log_id);
@@ -320,9 +363,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     };
                     let (effect, result) =
                         command::apply(&cmd, entry.log_id.index, current.as_ref());
+                    if let (Some(old), Effect::Set(_) | Effect::Remove) = (&current, &effect) {
+                        stats.remove(dk.len(), old.encoded_len());
+                    }
                     match effect {
                         Effect::Unchanged => {}
                         Effect::Set(r) => {
+                            stats.add(dk.len(), r.encoded_len());
                             batch.put_cf(data_cf, &dk, r.encode());
                             overlay.insert(dk, Some(r));
                         }
@@ -347,11 +394,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             keys::meta_key(self.group, tag::MEMBERSHIP),
             encode(&membership)?,
         );
+        batch.put_cf(
+            meta_cf,
+            keys::meta_key(self.group, tag::STATS),
+            encode(&stats)?,
+        );
         // Data and last-applied in one batch: a crash never half-applies. An error here stops
         // the replica (openraft treats it as fatal), so it never diverges.
         db.write(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.applied = applied;
         self.membership = membership;
+        self.stats = stats;
         Ok(results)
     }
 
@@ -383,6 +436,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| snap_err(ErrorVerb::Write, e))??;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.stats = load_stats(&self.store, self.group)?;
         tracing::info!(group = %self.group, snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }

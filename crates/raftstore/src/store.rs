@@ -103,8 +103,16 @@ impl Store {
         }
     }
 
-    /// Number of keys and their approximate bytes (keys + values) in `group`. Scans the group.
+    /// Number of keys of `group` and their bytes (data keys plus encoded records), as applied
+    /// locally. Kept by the state machine in the same batches as the data: no scan.
     pub fn group_stats(&self, group: GroupId) -> Result<(u64, u64), StoreError> {
+        let s = crate::state_machine::load_stats(self, group)
+            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+        Ok((s.keys, s.bytes))
+    }
+
+    /// Number of keys and their bytes in `group`, counted by a scan of the group.
+    pub fn scan_stats(&self, group: GroupId) -> Result<(u64, u64), StoreError> {
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_lower_bound(keys::group_start(group).to_vec());
         ro.set_iterate_upper_bound(keys::group_end(group));
