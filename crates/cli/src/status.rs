@@ -139,6 +139,7 @@ pub fn render(s: &Value) -> String {
                 cell(&n["role"]),
                 cell(&n["config_voter"]),
                 cell(&n["groups"]),
+                bytes(&n["data_bytes"]),
                 heartbeat(&n["last_heartbeat_ms"]),
             ]
         })
@@ -152,6 +153,7 @@ pub fn render(s: &Value) -> String {
             "ROLE",
             "CONFIG VOTER",
             "GROUPS",
+            "DATA",
             "LAST HEARTBEAT",
         ],
         &nodes,
@@ -225,7 +227,8 @@ mod tests {
             "answered_by": 4, "metadata_leader": 2, "health_known": true,
             "nodes": [
                 {"id": 1, "addr": "127.0.0.1:7070", "state": "alive", "role": "replica",
-                 "config_voter": true, "groups": [1], "last_heartbeat_ms": 120},
+                 "config_voter": true, "groups": [1], "last_heartbeat_ms": 120,
+                 "data_bytes": 10240},
                 {"id": 7, "addr": "127.0.0.1:7076", "state": "alive", "role": "spare",
                  "config_voter": false, "groups": [], "last_heartbeat_ms": null},
             ],
@@ -251,9 +254,9 @@ cluster c-7f3a  epoch 3  K=3  slots 4096 (xxh3_64)
 metadata leader node 2  health known yes  answered by node 4
 
 NODES
-ID  ADDRESS         STATE  ROLE     CONFIG VOTER  GROUPS  LAST HEARTBEAT
-1   127.0.0.1:7070  alive  replica  yes           1       120 ms ago
-7   127.0.0.1:7076  alive  spare    no            -       -
+ID  ADDRESS         STATE  ROLE     CONFIG VOTER  GROUPS  DATA      LAST HEARTBEAT
+1   127.0.0.1:7070  alive  replica  yes           1       10.0 KiB  120 ms ago
+7   127.0.0.1:7076  alive  spare    no            -       -         -
 
 GROUPS
 ID  MEMBERS  LEADER  TERM  SLOTS      SLOT COUNT  KEYS  BYTES    APPLIED

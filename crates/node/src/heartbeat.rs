@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvorum_raftstore::NodeId;
-use kvorum_router::CONFIG_GROUP;
 use reqwest::StatusCode;
 
 use crate::cluster::NodeState;
@@ -39,9 +38,7 @@ fn report(state: &NodeState) -> Heartbeat {
         let m = h.raft.metrics().borrow().clone();
         let is_leader = m.current_leader == Some(state.id()) && m.state.is_leader();
         // Counts kept by the state machine: one read, no scan.
-        let stats = (is_leader && group != CONFIG_GROUP)
-            .then(|| state.store.group_stats(group).ok())
-            .flatten();
+        let stats = state.store.group_stats(group).ok();
         let (keys, bytes) = (stats.map(|s| s.0), stats.map(|s| s.1));
         replicas.push(ReplicaReport {
             group,

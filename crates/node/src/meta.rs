@@ -57,8 +57,7 @@ pub struct ReplicaReport {
     pub leader: Option<NodeId>,
     pub term: u64,
     pub applied: Option<u64>,
-    /// Keys and bytes of the group's data (reported by leaders of data groups; may be a few
-    /// seconds old).
+    /// Keys and bytes of this replica's applied data.
     pub keys: Option<u64>,
     pub bytes: Option<u64>,
 }
@@ -876,15 +875,18 @@ pub fn status(state: &NodeState) -> serde_json::Value {
                     .map_or("unknown", |h| h.as_str())
             };
             let group = map.group_of_node(*id);
-            let last = health_known
+            let beat = health_known
                 .then(|| {
                     inner
                         .seen
                         .get(id)
-                        .and_then(|s| s.beat.as_ref().map(|_| s.at))
+                        .and_then(|s| s.beat.as_ref().map(|b| (s.at, b)))
                 })
-                .flatten()
-                .map(|at| now.duration_since(at).as_millis() as u64);
+                .flatten();
+            let last = beat.map(|(at, _)| now.duration_since(at).as_millis() as u64);
+            // The node's data: the sum over the replicas it hosts.
+            let data_bytes =
+                beat.map(|(_, b)| b.replicas.iter().filter_map(|r| r.bytes).sum::<u64>());
             json!({
                 "id": id,
                 "addr": n.addr,
@@ -893,6 +895,7 @@ pub fn status(state: &NodeState) -> serde_json::Value {
                 "config_voter": map.config_voters.contains(id),
                 "groups": group.map(|g| vec![g.0]).unwrap_or_default(),
                 "last_heartbeat_ms": last,
+                "data_bytes": data_bytes,
             })
         })
         .collect();
