@@ -115,6 +115,8 @@ struct MetaInner {
     last_summary: Option<Instant>,
     /// The task step this leader first saw pending, and when (for the test-only step delay).
     step_seen: Option<(u64, TaskStep, Instant)>,
+    /// When the metadata loop last finished a tick.
+    last_tick: Option<Instant>,
 }
 
 /// Test-only fault (feature `test-faults`): how long every repair step waits before it runs,
@@ -214,6 +216,31 @@ impl MetaState {
 
     fn not_leading(&self) {
         self.lock().led_term = None;
+    }
+
+    /// Called at the start of a tick. When this node itself stalled between ticks for longer
+    /// than `stall` (paused, starved of CPU), every node's silence is partly its own: restart
+    /// their clocks rather than declare healthy nodes dead.
+    fn tick(&self, stall: Duration) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        if inner
+            .last_tick
+            .is_some_and(|t| now.duration_since(t) > stall)
+        {
+            tracing::warn!(
+                "the metadata loop stalled for over {} ms; restarting every node's heartbeat clock",
+                stall.as_millis()
+            );
+            for s in inner.seen.values_mut() {
+                s.at = now;
+            }
+        }
+    }
+
+    /// Called at the end of every tick, leading or not, successful or not.
+    fn tick_done(&self) {
+        self.lock().last_tick = Some(Instant::now());
     }
 }
 
@@ -341,6 +368,7 @@ pub async fn run(state: Arc<NodeState>) {
         if let Err(e) = meta_tick(&state).await {
             tracing::warn!(error = %format!("{e:#}"), "metadata server: step failed; retrying");
         }
+        state.meta.tick_done();
     }
 }
 
@@ -376,6 +404,7 @@ async fn meta_tick(state: &Arc<NodeState>) -> anyhow::Result<()> {
     if state.meta.leading(term, &map) {
         tracing::info!(term, map = %map.summary(), "this node is the metadata leader");
     }
+    state.meta.tick(state.cfg.suspect_after);
     let health = state.meta.health(
         &map,
         state.id(),
