@@ -87,6 +87,9 @@ pub async fn run(
                 _ = removed => {}
             }
         })
+        // Replies (Raft RPC answers above all) go out at once, not held back by Nagle's algorithm
+        // waiting for the peer's delayed ACK.
+        .tcp_nodelay(true)
         .await
         .context("HTTP server failed")?;
     tracing::info!("shutting down");
