@@ -56,6 +56,10 @@ pub struct JepsenOptions {
     pub stale_reads: bool,
     /// Length of a quiet period and of a fault.
     pub fault_period: Duration,
+    /// Extra environment for every node (for example shorter failure-detection timeouts).
+    pub env: Vec<(String, String)>,
+    /// 0-based indexes of the nodes the nemesis may hit; `None`: all.
+    pub targets: Option<Vec<usize>>,
 }
 
 impl JepsenOptions {
@@ -75,6 +79,8 @@ impl JepsenOptions {
             bin,
             stale_reads: false,
             fault_period: Duration::from_secs(3),
+            env: Vec::new(),
+            targets: None,
         }
     }
 }
@@ -93,6 +99,8 @@ pub struct Outcome {
     pub report: Report,
     pub ops: usize,
     pub faults: usize,
+    /// The cluster status when the run ended (every group had a leader again).
+    pub final_status: serde_json::Value,
 }
 
 impl Outcome {
@@ -145,6 +153,7 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
     };
     let mut copts = ClusterOptions::new(opts.bin.clone(), opts.nodes, opts.k);
     copts.stale_reads = opts.stale_reads;
+    copts.env = opts.env.clone();
     let cluster = Arc::new(tokio::sync::Mutex::new(Cluster::start(copts).await));
     let addrs: Vec<String> = cluster
         .lock()
@@ -233,7 +242,10 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
     while Instant::now() + opts.fault_period * 2 <= end && !opts.nemeses.is_empty() {
         tokio::time::sleep(opts.fault_period).await;
         let nemesis = opts.nemeses[rng.gen_range(0..opts.nemeses.len())];
-        let target = rng.gen_range(0..opts.nodes);
+        let target = match &opts.targets {
+            Some(t) if !t.is_empty() => t[rng.gen_range(0..t.len())],
+            _ => rng.gen_range(0..opts.nodes),
+        };
         faults += 1;
         match nemesis {
             Nemesis::Kill => {
@@ -287,10 +299,10 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
     timeline.log("workers stopped; final reads");
 
     // Final reads through any node, after everything healed and every group has a leader.
-    {
+    let final_status = {
         let c = cluster.lock().await;
-        c.wait_ready(Duration::from_secs(30)).await;
-    }
+        c.wait_ready(Duration::from_secs(30)).await
+    };
     let final_client = {
         let c = cluster.lock().await;
         let eps = c.nodes.iter().map(|n| n.addr.to_string()).collect();
@@ -360,6 +372,7 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
         report,
         ops,
         faults,
+        final_status,
     }
 }
 
