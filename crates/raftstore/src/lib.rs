@@ -24,8 +24,9 @@
 //!   is redone from the snapshot file on the next open.
 //!
 //! Not implemented / caveats:
-//! - slot ownership, freezing and epochs (partitions and moves) are not checked by the state
-//!   machine yet: a group owns every slot.
+//! - slot ownership, freezing and epochs are not checked by the state machine yet: the nodes
+//!   route each key to the group the cluster map gives its slot and check `(slot, epoch)`
+//!   before proposing; state-machine checks come with slot moves.
 //! - no disk quota: a full disk surfaces as a storage error.
 
 // openraft's storage traits fix `StorageError` as the error type; it is large, and boxing it at
