@@ -757,9 +757,10 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
         // step left the value and the pending resets and appends as they
         // were (a read or failed cas), so nothing it depends on changed.
         let mut doom = None;
-        let changed = s.calls.last().map_or(true, |f| {
-            !matches!(ops[f.op].step, Step::Read(_) | Step::CasFail { .. })
-        });
+        let changed = s
+            .calls
+            .last()
+            .is_none_or(|f| !matches!(ops[f.op].step, Step::Read(_) | Step::CasFail { .. }));
         if !dead && next_idx == 0 && changed {
             if let Some(op) = s.doomed() {
                 s.snapshot(op, true);
@@ -998,7 +999,7 @@ fn impossible_observer(ops: &[SearchOp], model: &Model) -> Option<usize> {
                         && po.call <= ret
                         // An optional producer can take effect at any
                         // later time, so it cannot be sealed.
-                        && po.ret.map_or(true, |pr| !sealed(Some(pr), o.call, wanted))
+                        && po.ret.is_none_or(|pr| !sealed(Some(pr), o.call, wanted))
                 })
             });
         if !viable {
