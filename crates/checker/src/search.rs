@@ -830,6 +830,25 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
 /// (appends do not care, and later failed cases still see a value with
 /// the mark, which their `expected` lacks). So only a read or failed cas
 /// may follow it (level 2).
+/// The distinct suffixes the appends of `ops` add, and their distinct lengths (sorted), for
+/// "does this value end with some append's suffix" tests.
+fn append_suffixes<'m>(
+    ops: &[SearchOp],
+    model: &'m Model,
+) -> (std::collections::HashSet<&'m str>, Vec<usize>) {
+    let suffixes: std::collections::HashSet<&str> = ops
+        .iter()
+        .filter_map(|o| match o.step {
+            Step::Append(idx) => model.suffix(idx),
+            _ => None,
+        })
+        .collect();
+    let mut lens: Vec<usize> = suffixes.iter().map(|s| s.len()).collect();
+    lens.sort_unstable();
+    lens.dedup();
+    (suffixes, lens)
+}
+
 fn unobservable(ops: &[SearchOp], model: &Model) -> Vec<bool> {
     let mut seen: Vec<&str> = ops
         .iter()
@@ -843,16 +862,7 @@ fn unobservable(ops: &[SearchOp], model: &Model) -> Vec<bool> {
         .collect();
     seen.sort_unstable();
     seen.dedup();
-    let suffixes: std::collections::HashSet<&str> = ops
-        .iter()
-        .filter_map(|o| match o.step {
-            Step::Append(idx) => model.suffix(idx),
-            _ => None,
-        })
-        .collect();
-    let mut suffix_lens: Vec<usize> = suffixes.iter().map(|s| s.len()).collect();
-    suffix_lens.sort_unstable();
-    suffix_lens.dedup();
+    let (suffixes, suffix_lens) = append_suffixes(ops, model);
     // For substring queries: every observed value, NUL-separated.
     let haystack = seen.join("\0");
     let mut budget = OBSERVABILITY_BUDGET;
@@ -913,16 +923,7 @@ fn unobservable(ops: &[SearchOp], model: &Model) -> Vec<bool> {
 /// producer. If every producer that could precede `r` is sealed, no
 /// linearization exists.
 fn impossible_observer(ops: &[SearchOp], model: &Model) -> Option<usize> {
-    let suffixes: std::collections::HashSet<&str> = ops
-        .iter()
-        .filter_map(|o| match o.step {
-            Step::Append(idx) => model.suffix(idx),
-            _ => None,
-        })
-        .collect();
-    let mut suffix_lens: Vec<usize> = suffixes.iter().map(|s| s.len()).collect();
-    suffix_lens.sort_unstable();
-    suffix_lens.dedup();
+    let (suffixes, suffix_lens) = append_suffixes(ops, model);
     let mut producers: FastMap<StateId, Vec<usize>> = FastMap::default();
     for (i, o) in ops.iter().enumerate() {
         if let Some(v) = reset_value(o.step) {

@@ -626,16 +626,7 @@ async fn status(State(state): State<Arc<NodeState>>) -> Json<serde_json::Value> 
             .and_then(|l| map.addr(l).map(str::to_string));
         if let Some(addr) = leader {
             let resp = state
-                .http
-                .get(format!("http://{addr}/internal/v1/status"))
-                .header(
-                    crate::transport::SECRET_HEADER,
-                    state.cfg.cluster_secret.as_str(),
-                )
-                .header(
-                    crate::transport::CLUSTER_HEADER,
-                    state.identity.cluster_id.as_str(),
-                )
+                .internal_request(reqwest::Method::GET, &addr, "/internal/v1/status")
                 .timeout(std::time::Duration::from_secs(2))
                 .send()
                 .await;

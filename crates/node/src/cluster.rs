@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::identity::Identity;
 use crate::meta::MetaState;
 use crate::reads::ReadBatcher;
-use crate::transport::Network;
+use crate::transport::{Network, CLUSTER_HEADER, SECRET_HEADER};
 
 /// Key of the cluster map in the config group's state machine.
 pub const MAP_KEY: &str = "cluster_map";
@@ -129,6 +129,20 @@ impl NodeState {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.identity.node_id
+    }
+
+    /// A request to the internal route `path` of the node at `addr`, authenticated with the
+    /// cluster secret and id.
+    pub fn internal_request(
+        &self,
+        method: reqwest::Method,
+        addr: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("http://{addr}{path}"))
+            .header(SECRET_HEADER, self.cfg.cluster_secret.as_str())
+            .header(CLUSTER_HEADER, self.identity.cluster_id.as_str())
     }
 
     /// This node's replica of `group`, if hosted here.
@@ -331,26 +345,10 @@ impl NodeState {
     /// Addresses to forward a request for `group` to: the leader hint first, then the members.
     pub fn group_addrs(&self, group: GroupId) -> Vec<String> {
         let r = self.routing.read().unwrap_or_else(|p| p.into_inner());
-        let Some(map) = r.map() else {
-            return Vec::new();
-        };
-        let Some(members) = map.members_of(group) else {
-            return Vec::new();
-        };
-        let leader = r.leader(group).filter(|l| members.contains(l));
-        let mut out = Vec::new();
-        let me = self.id();
-        for id in leader.into_iter().chain(members.iter().copied()) {
-            if id == me || !map.is_active(id) {
-                continue;
-            }
-            if let Some(a) = map.addr(id) {
-                if !out.iter().any(|o: &String| o == a) {
-                    out.push(a.to_string());
-                }
-            }
-        }
-        out
+        let mut addrs = r.group_addrs(group).unwrap_or_default();
+        let me = r.map().and_then(|m| m.addr(self.id())).map(str::to_string);
+        addrs.retain(|a| Some(a) != me.as_ref());
+        addrs
     }
 
     /// The stored map of the config group's local replica and its record version, if any.

@@ -14,7 +14,6 @@ use reqwest::StatusCode;
 
 use crate::cluster::NodeState;
 use crate::meta::{self, Heartbeat, HeartbeatReply, Refused, ReplicaReport};
-use crate::transport::{CLUSTER_HEADER, SECRET_HEADER};
 
 /// Most metadata-leader candidates tried per heartbeat.
 const MAX_TRIES: usize = 4;
@@ -123,10 +122,7 @@ async fn send(
     hb: &Heartbeat,
 ) -> anyhow::Result<Result<HeartbeatReply, Refused>> {
     let resp = state
-        .http
-        .post(format!("http://{addr}/internal/v1/heartbeat"))
-        .header(SECRET_HEADER, state.cfg.cluster_secret.as_str())
-        .header(CLUSTER_HEADER, state.identity.cluster_id.as_str())
+        .internal_request(reqwest::Method::POST, addr, "/internal/v1/heartbeat")
         .timeout(state.cfg.node_heartbeat.max(Duration::from_millis(500)))
         .json(hb)
         .send()

@@ -40,7 +40,7 @@ use serde_json::json;
 
 use crate::cluster::{initial_map, NodeState, MAP_KEY};
 use crate::error::ApiError;
-use crate::transport::{check_internal, CLUSTER_HEADER, SECRET_HEADER};
+use crate::transport::check_internal;
 
 /// Interval of the metadata loop.
 const TICK: Duration = Duration::from_millis(500);
@@ -730,13 +730,11 @@ async fn membership(
             continue;
         }
         let resp = state
-            .http
-            .post(format!(
-                "http://{addr}/internal/v1/groups/{}/membership",
-                group.0
-            ))
-            .header(SECRET_HEADER, state.cfg.cluster_secret.as_str())
-            .header(CLUSTER_HEADER, state.identity.cluster_id.as_str())
+            .internal_request(
+                reqwest::Method::POST,
+                &addr,
+                &format!("/internal/v1/groups/{}/membership", group.0),
+            )
             .timeout(CATCH_UP_WAIT + Duration::from_secs(5))
             .json(op)
             .send()
@@ -851,33 +849,27 @@ pub async fn membership_handler(
 pub fn status(state: &NodeState) -> serde_json::Value {
     let map = state.map();
     let leading = is_metadata_leader(state);
-    let inner = state.meta.lock();
-    let health_known = leading && inner.led_term.is_some();
-    let health = if health_known {
-        drop(inner);
-        let h = state.meta.health(
+    let health_known = leading && state.meta.lock().led_term.is_some();
+    let health = health_known.then(|| {
+        state.meta.health(
             &map,
             state.id(),
             state.cfg.suspect_after,
             state.cfg.dead_after,
-        );
-        Some(h)
-    } else {
-        drop(inner);
-        None
-    };
+        )
+    });
     let inner = state.meta.lock();
     let now = Instant::now();
-    let mut best = if health_known {
+    let best = if health_known {
         best_reports(&inner)
     } else {
-        BTreeMap::new()
-    };
-    if !health_known {
         // Our own replicas are all we know.
-        for (g, h) in state.all_hosted() {
-            let m = h.raft.metrics().borrow().clone();
-            if let Some(l) = m.current_leader {
+        state
+            .all_hosted()
+            .into_iter()
+            .filter_map(|(g, h)| {
+                let m = h.raft.metrics().borrow().clone();
+                let l = m.current_leader?;
                 let r = ReplicaReport {
                     group: g,
                     is_leader: l == state.id(),
@@ -887,10 +879,10 @@ pub fn status(state: &NodeState) -> serde_json::Value {
                     keys: None,
                     bytes: None,
                 };
-                best.insert(g, (l, r));
-            }
-        }
-    }
+                Some((g, (l, r)))
+            })
+            .collect()
+    };
     let nodes: Vec<serde_json::Value> = map
         .nodes
         .iter()

@@ -101,6 +101,18 @@ impl RoutingCache {
     pub fn route(&self, key: &[u8]) -> Option<Route> {
         let map = self.map.as_ref()?;
         let (slot, group) = map.route_key(key)?;
+        Some(Route {
+            slot,
+            group,
+            epoch: map.epoch,
+            addrs: self.group_addrs(group)?,
+        })
+    }
+
+    /// Addresses of `group`'s active members, the leader hint first; `None` without a map or
+    /// for an unknown group.
+    pub fn group_addrs(&self, group: GroupId) -> Option<Vec<String>> {
+        let map = self.map.as_ref()?;
         let members = map.members_of(group)?;
         // A hint naming a removed node is ignored like any other non-active member.
         let leader = self
@@ -117,11 +129,6 @@ impl RoutingCache {
                 }
             }
         }
-        Some(Route {
-            slot,
-            group,
-            epoch: map.epoch,
-            addrs,
-        })
+        Some(addrs)
     }
 }
