@@ -14,8 +14,12 @@ if [ -n "${KVORUM_BIN_DIR:-}" ]; then
   bin="$(cd "$KVORUM_BIN_DIR" && pwd)"   # prebuilt kvnode and kvctl
 else
   scripts/prereqs.sh
-  cargo build --release --bins
-  bin="$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)"
+  # The dev profile (RocksDB itself optimized, see Cargo.toml) shares its compiled RocksDB with
+  # scripts/test.sh; PROFILE=release builds optimized binaries (a second RocksDB build).
+  profile="${PROFILE:-dev}"
+  cargo build --profile "$profile" --bins
+  dir="$profile"; [ "$profile" = dev ] && dir=debug
+  bin="$(cd "${CARGO_TARGET_DIR:-target}/$dir" && pwd)"
 fi
 ports=()
 for ((i = 0; i < nodes; i++)); do ports+=($((7070 + i))); done
