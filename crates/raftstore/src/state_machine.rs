@@ -85,6 +85,24 @@ pub(crate) fn load_stats(store: &Store, group: GroupId) -> Result<GroupStats> {
     }
 }
 
+/// Injected fault (feature `test-faults`): a write of the key named by
+/// `KVORUM_FAULT_APPLY_FAIL_KEY` fails to apply with a storage error, as a failing disk would.
+#[cfg(feature = "test-faults")]
+fn fault_apply(cmd: &crate::Command) -> Result<()> {
+    match std::env::var("KVORUM_FAULT_APPLY_FAIL_KEY") {
+        Ok(k) if k == cmd.key() => Err(sm_err(
+            ErrorVerb::Write,
+            "FAULT INJECTED: apply failed (KVORUM_FAULT_APPLY_FAIL_KEY)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(feature = "test-faults"))]
+fn fault_apply(_: &crate::Command) -> Result<()> {
+    Ok(())
+}
+
 /// The state machine of one group. Keeps last-applied, membership and stats in memory; data in
 /// RocksDB.
 pub struct StateMachineStore {
@@ -346,6 +364,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     CommandResult::None
                 }
                 EntryPayload::Normal(cmd) => {
+                    fault_apply(&cmd)?;
                     let dk = keys::data_key(self.group, cmd.key().as_bytes());
                     let current = match overlay.get(&dk) {
                         Some(r) => r.clone(),
