@@ -43,6 +43,10 @@ pub enum ApiError {
     #[error("node {0} was removed from the cluster; wipe it and join it as a new node")]
     NodeRemoved(u64),
     /// This node does not lead the group a leader-only internal call needs.
+    /// A node's incarnation is not the one the cluster map records: its data directory was wiped.
+    /// The wiped node must join as a new node.
+    #[error("{0}")]
+    IncarnationMismatch(String),
     #[error("this node is not the leader; the leader is {leader:?}")]
     NotLeader { leader: Option<u64> },
     /// The request named a (slot, epoch, group) route the answering node's map disagrees with.
@@ -87,6 +91,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::WrongCluster => "wrong_cluster",
             ApiError::NodeRemoved(_) => "node_removed",
+            ApiError::IncarnationMismatch(_) => "incarnation_mismatch",
             ApiError::NotLeader { .. } => "not_leader",
             ApiError::NotOwner { .. } => "not_owner",
             ApiError::KeyNotFound(_) => "key_not_found",
@@ -113,7 +118,9 @@ impl ApiError {
             ApiError::NotLeader { .. } | ApiError::NotOwner { .. } => {
                 StatusCode::MISDIRECTED_REQUEST
             }
-            ApiError::ConditionFailed { .. } => StatusCode::CONFLICT,
+            ApiError::ConditionFailed { .. } | ApiError::IncarnationMismatch(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::NoLeader { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

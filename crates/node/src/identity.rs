@@ -24,6 +24,11 @@ pub struct Identity {
     pub view: Vec<SocketAddr>,
     /// Replicas per group.
     pub k: usize,
+    /// A random id created with the data directory (see `incarnation.rs`): the cluster map
+    /// records it, and a node with another incarnation under this id (a wiped data directory) is
+    /// refused. Identity files written before incarnations existed get one at their next start.
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 impl Identity {
@@ -45,7 +50,13 @@ impl Identity {
             addr: cfg.listen,
             view,
             k: cfg.k,
+            incarnation: crate::incarnation::new_incarnation(),
         })
+    }
+
+    /// Whether `dir` holds an identity file (the directory belongs to a node that ran before).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(IDENTITY_FILE).exists()
     }
 
     /// Loads the identity in `dir`, or creates it from `cfg` for a new directory. A directory
@@ -73,19 +84,34 @@ impl Identity {
                         want.view
                     );
                 }
+                if have.incarnation.is_empty() {
+                    let upgraded = Identity {
+                        incarnation: crate::incarnation::new_incarnation(),
+                        ..have
+                    };
+                    write_durably(dir, &upgraded)?;
+                    return Ok(upgraded);
+                }
                 Ok(have)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir)?;
-                let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
-                std::fs::write(&tmp, serde_json::to_vec_pretty(&want)?)?;
-                // Durable before RocksDB holds any state under this id.
-                std::fs::File::open(&tmp)?.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(dir)?.sync_all()?;
+                write_durably(dir, &want)?;
                 Ok(want)
             }
             Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
         }
     }
+}
+
+/// Writes `identity` into `dir` atomically and durably (file, rename, directory fsync), before
+/// RocksDB holds any state under it.
+fn write_durably(dir: &Path, identity: &Identity) -> anyhow::Result<()> {
+    let path = dir.join(IDENTITY_FILE);
+    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(identity)?)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }

@@ -26,6 +26,13 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if !Identity::exists(&cfg.data_dir) && cfg.effective_view().len() > 1 {
+        // An empty data directory: refuse if the cluster already knows this address as a
+        // member (a wiped node would rejoin without its log and vote).
+        let view = cfg.effective_view();
+        crate::incarnation::refuse_if_known(&http_client(&cfg)?, &view, cfg.listen, &cfg.data_dir)
+            .await?;
+    }
     let identity = Identity::load_or_create(&cfg.data_dir, &cfg)?;
     if cfg.dev_secret {
         tracing::warn!(

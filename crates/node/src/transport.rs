@@ -25,6 +25,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::cluster::NodeState;
 use crate::error::ApiError;
+use crate::incarnation::{self, Incarnations, Mismatch, INCARNATION_HEADER, TO_INCARNATION_HEADER};
 
 /// Header carrying the cluster secret on internal routes.
 pub const SECRET_HEADER: &str = "x-kvorum-secret";
@@ -42,6 +43,10 @@ pub struct Network {
     pub from: NodeId,
     pub secret: Arc<str>,
     pub cluster_id: Arc<str>,
+    /// This node's incarnation, sent with every RPC.
+    pub incarnation: Arc<str>,
+    /// The incarnations the known map records: every RPC names the one it expects to reach.
+    pub recorded: Incarnations,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -78,13 +83,21 @@ impl Connection {
             "http://{}/internal/v1/raft/{}/{rpc}",
             self.addr, self.net.group
         );
-        let resp = self
+        let req = self
             .net
             .http
             .post(url)
             .header(SECRET_HEADER, &*self.net.secret)
             .header(CLUSTER_HEADER, &*self.net.cluster_id)
             .header(FROM_HEADER, self.net.from.to_string())
+            .header(INCARNATION_HEADER, &*self.net.incarnation);
+        // The receiver refuses (and stops) if it is not the incarnation we know: a wiped node
+        // must not vote or be voted for under its old id.
+        let req = match self.net.recorded.of(self.target) {
+            Some(expected) => req.header(TO_INCARNATION_HEADER, expected),
+            None => req,
+        };
+        let resp = req
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .timeout(option.hard_ttl())
             .body(body)
@@ -194,6 +207,19 @@ pub async fn handle_rpc(
         if !state.map().is_active(from) {
             return ApiError::NodeRemoved(from).into_response();
         }
+    }
+    if let Err(m) = incarnation::check(
+        &headers,
+        from,
+        &state.identity.incarnation,
+        &state.incarnations,
+    ) {
+        if m == Mismatch::Receiver {
+            let reason = incarnation::wiped_message(state.id(), &state.cfg.data_dir);
+            tracing::error!("{reason}");
+            state.stop_with(reason);
+        }
+        return ApiError::from(m).into_response();
     }
     let Some(raft) = state.group(GroupId(group)) else {
         return (
