@@ -21,10 +21,12 @@ pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Default time a client request may take before its outcome is reported unknown, in ms.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
-/// Default Raft heartbeat interval, in ms.
-pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
-/// Default minimum Raft election timeout, in ms (the maximum is twice this).
-pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 750;
+/// Default Raft heartbeat interval, in ms. openraft 0.9 also uses it as the time limit of an
+/// append RPC and of a read-index round, so it must let one append RPC (at most
+/// `transport::MAX_APPEND_BYTES`, 1 MiB) cross the link: 250 ms holds down to ~35 Mbit/s.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 250;
+/// Default minimum Raft election timeout, in ms (the maximum is twice this): five heartbeats.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1_250;
 /// Default number of applied log entries between snapshots.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 20_000;
 /// Default interval of a node's heartbeat to the metadata leader, in ms.
@@ -106,9 +108,9 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// Time a client request may take. Default 5 s.
     pub request_timeout: Duration,
-    /// Raft heartbeat interval. Default 100 ms.
+    /// Raft heartbeat interval (also openraft's time limit of an append RPC). Default 250 ms.
     pub heartbeat: Duration,
-    /// Minimum Raft election timeout (maximum is twice it). Default 750 ms.
+    /// Minimum Raft election timeout (maximum is twice it). Default 1250 ms.
     pub election_timeout: Duration,
     /// Applied entries between snapshots. Default 20,000.
     pub snapshot_every: u64,

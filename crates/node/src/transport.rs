@@ -127,13 +127,43 @@ impl Connection {
     }
 }
 
+/// Most bytes of log entries sent in one append RPC (at least one entry is always sent).
+/// openraft 0.9 gives an append RPC `heartbeat_interval` to complete, so an RPC must cross the
+/// link in that time: 1 MiB in the default 250 ms needs about 35 Mbit/s per follower.
+pub const MAX_APPEND_BYTES: u64 = 1 << 20;
+
+/// How many of `entries`, from the first, fit in [`MAX_APPEND_BYTES`] (at least one).
+fn entries_within_budget<T: Serialize>(entries: &[T], budget: u64) -> usize {
+    let mut used = 0u64;
+    for (i, e) in entries.iter().enumerate() {
+        used += bincode::serialized_size(e).unwrap_or(u64::MAX);
+        if used > budget && i > 0 {
+            return i;
+        }
+    }
+    entries.len()
+}
+
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
-        req: AppendEntriesRequest<TypeConfig>,
+        mut req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("append", &req, &option).await
+        // openraft bounds an append by entry count only; large values could make one RPC too big
+        // to cross the link before its timeout, and it would be retried (and time out) forever.
+        // Send a prefix that fits the byte budget; a follower that accepts it has matched up to
+        // its last entry, which openraft takes as a partial success and continues from there.
+        let keep = entries_within_budget(&req.entries, MAX_APPEND_BYTES);
+        if keep == req.entries.len() {
+            return self.call("append", &req, &option).await;
+        }
+        req.entries.truncate(keep);
+        let last = req.entries.last().map(|e| e.log_id);
+        match self.call("append", &req, &option).await? {
+            AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last)),
+            other => Ok(other),
+        }
     }
 
     async fn install_snapshot(
@@ -266,5 +296,19 @@ mod tests {
         assert!(!secret_matches(b"abd", b"abc"));
         assert!(!secret_matches(b"ab", b"abc"));
         assert!(!secret_matches(b"", b"abc"));
+    }
+
+    // An append carries entries up to the byte budget, and always at least one entry, so a
+    // value larger than the budget still replicates.
+    #[test]
+    fn append_is_cut_at_the_byte_budget() {
+        let kib = |n: usize| "x".repeat(n * 1024);
+        let entries = vec![kib(400), kib(400), kib(400), kib(400)];
+        assert_eq!(entries_within_budget(&entries, 1 << 20), 2);
+        assert_eq!(entries_within_budget(&entries[..1], 1), 1);
+        assert_eq!(entries_within_budget(&[kib(2048)], 1 << 20), 1);
+        let small = vec![kib(1); 64];
+        assert_eq!(entries_within_budget(&small, 1 << 20), 64);
+        assert_eq!(entries_within_budget::<String>(&[], 1 << 20), 0);
     }
 }
