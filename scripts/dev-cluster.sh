@@ -17,7 +17,9 @@ else
   # The dev profile (RocksDB itself optimized, see Cargo.toml) shares its compiled RocksDB with
   # scripts/test.sh; PROFILE=release builds optimized binaries (a second RocksDB build).
   profile="${PROFILE:-dev}"
-  cargo build --profile "$profile" --bins
+  # Only kvnode and kvctl: a workspace-wide build would unify the test suite's fault-injection
+  # features into them.
+  cargo build --profile "$profile" -p kvorum-node -p kvorum-cli --bins
   dir="$profile"; [ "$profile" = dev ] && dir=debug
   bin="$(cd "${CARGO_TARGET_DIR:-target}/$dir" && pwd)"
 fi
