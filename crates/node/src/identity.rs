@@ -115,3 +115,50 @@ fn write_durably(dir: &Path, identity: &Identity) -> anyhow::Result<()> {
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileConfig;
+
+    fn config(dir: &Path) -> anyhow::Result<Config> {
+        Config::from_file_config(FileConfig {
+            view: Some("127.0.0.1:7070,127.0.0.1:7071".into()),
+            listen: Some("127.0.0.1:7071".into()),
+            data_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        })
+    }
+
+    // A new data directory gets a new incarnation; a restart keeps it.
+    #[test]
+    fn incarnation_is_created_with_the_directory_and_kept() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cfg = config(dir.path())?;
+        assert!(!Identity::exists(dir.path()));
+        let first = Identity::load_or_create(dir.path(), &cfg)?;
+        assert!(Identity::exists(dir.path()));
+        assert_eq!(first.node_id, 2);
+        assert_eq!(first.incarnation.len(), 32);
+        assert_eq!(Identity::load_or_create(dir.path(), &cfg)?, first);
+        // A wiped directory is a new incarnation.
+        let other = tempfile::tempdir()?;
+        let second = Identity::load_or_create(other.path(), &config(other.path())?)?;
+        assert_ne!(second.incarnation, first.incarnation);
+        Ok(())
+    }
+
+    // An identity file from before incarnations existed gets one, persisted at once.
+    #[test]
+    fn old_identity_files_get_an_incarnation() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cfg = config(dir.path())?;
+        let mut old = serde_json::to_value(Identity::from_config(&cfg)?)?;
+        old.as_object_mut().map(|o| o.remove("incarnation"));
+        std::fs::write(dir.path().join(IDENTITY_FILE), serde_json::to_vec(&old)?)?;
+        let upgraded = Identity::load_or_create(dir.path(), &cfg)?;
+        assert_eq!(upgraded.incarnation.len(), 32);
+        assert_eq!(Identity::load_or_create(dir.path(), &cfg)?, upgraded);
+        Ok(())
+    }
+}
