@@ -99,7 +99,10 @@ async fn wiped_node_never_rejoins_under_its_old_id() {
         _ => (1, 0),
     };
     c.pause(cut, true);
-    c.client_of(&[leader]).put("w", "acked", None).await.unwrap();
+    c.client_of(&[leader])
+        .put("w", "acked", None)
+        .await
+        .unwrap();
     c.kill(wiped);
     std::fs::remove_dir_all(&c.nodes[wiped].data_dir).unwrap();
 
@@ -120,9 +123,11 @@ async fn wiped_node_never_rejoins_under_its_old_id() {
     let _ = std::fs::remove_dir_all(&c.nodes[wiped].data_dir);
     c.pause(leader, true);
     c.restart(wiped);
-    c.wait_until(Duration::from_secs(20), "the wiped node serving", || async {
-        c.get_json(wiped, "/healthz").await.is_ok()
-    })
+    c.wait_until(
+        Duration::from_secs(20),
+        "the wiped node serving",
+        || async { c.get_json(wiped, "/healthz").await.is_ok() },
+    )
     .await;
     c.pause(leader, false);
     c.pause(cut, false);

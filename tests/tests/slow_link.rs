@@ -49,7 +49,9 @@ struct Netns(String);
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
     }
 }
 
@@ -173,17 +175,22 @@ async fn load_over_slow_link() {
     let last: Vec<String> = (0..WRITERS).map(|w| format!("big-{w}-0")).collect();
     for i in 0..3 {
         let local = direct_client(c.nodes[i].addr, Duration::from_secs(5), Duration::ZERO);
-        c.wait_until(Duration::from_secs(20), "every replica holding the writes", || {
-            let (local, last) = (&local, &last);
-            async move {
-                for k in last {
-                    if local.get(k, true).await.map(|v| v.value.len()).ok() != Some(VALUE_BYTES) {
-                        return false;
+        c.wait_until(
+            Duration::from_secs(20),
+            "every replica holding the writes",
+            || {
+                let (local, last) = (&local, &last);
+                async move {
+                    for k in last {
+                        if local.get(k, true).await.map(|v| v.value.len()).ok() != Some(VALUE_BYTES)
+                        {
+                            return false;
+                        }
                     }
+                    true
                 }
-                true
-            }
-        })
+            },
+        )
         .await;
     }
 }

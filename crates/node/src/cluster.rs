@@ -102,11 +102,7 @@ pub fn http_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
 /// silently stopped would leave its group a replica short while the node still looks alive, so
 /// the whole node exits instead: a supervisor restarts it (the replica resumes from its log), and
 /// if it stays down the metadata server sees it dead and replaces its replicas from the spares.
-async fn watch_replica(
-    group: GroupId,
-    raft: Raft,
-    fatal: Arc<watch::Sender<Option<String>>>,
-) {
+async fn watch_replica(group: GroupId, raft: Raft, fatal: Arc<watch::Sender<Option<String>>>) {
     let mut metrics = raft.metrics();
     loop {
         let stopped = match &metrics.borrow_and_update().running_state {

@@ -10,7 +10,7 @@
 //!   machine. All keys of one (group, slot) are contiguous, so a move is a range scan.
 //!
 //! Durability rules (openraft's storage contract):
-//! - the vote is fsynced before [`LogStore::save_vote`] returns;
+//! - the vote is fsynced before `save_vote` ([`LogStore`]) returns;
 //! - appended entries are written at once (readable) but reported flushed only after the WAL is
 //!   fsynced; one flusher thread per RocksDB fsyncs once for every append that queued up while the
 //!   previous fsync ran, across all groups (group commit);
