@@ -13,7 +13,8 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
-/// Secret used when none is configured. Fine on a laptop, never in production.
+/// Secret sent when none is configured. It is public: without a configured secret the node runs
+/// in protected mode, where the caller's address, not this secret, guards the internal routes.
 pub const DEV_CLUSTER_SECRET: &str = "kvorum-development-secret";
 /// Default largest key, in bytes.
 pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
@@ -98,10 +99,13 @@ pub struct Config {
     pub view: Vec<SocketAddr>,
     /// Replicas per group. Default: min(N, 3); 1 with no view.
     pub k: usize,
-    /// Secret that authenticates the internal Raft transport.
+    /// Secret that authenticates the internal routes (Raft RPCs, heartbeats, membership,
+    /// status), identical on every node. Default: none, which means protected mode (below).
     pub cluster_secret: String,
-    /// Whether `cluster_secret` is the development default.
-    pub dev_secret: bool,
+    /// No secret is configured (`cluster_secret` is the public [`DEV_CLUSTER_SECRET`]): the
+    /// internal routes accept only calls from the addresses of the cluster map's nodes and from
+    /// loopback (127.0.0.1, ::1), as Redis does without a password.
+    pub protected_mode: bool,
     /// Largest key in bytes. Default 4 KiB.
     pub max_key_bytes: usize,
     /// Largest value in bytes. Default 1 MiB.
@@ -145,7 +149,7 @@ impl Config {
         };
         let n = view.len().max(1);
         let k = f.k.unwrap_or(n.min(3));
-        let (cluster_secret, dev_secret) = match f.cluster_secret {
+        let (cluster_secret, protected_mode) = match f.cluster_secret {
             Some(s) if !s.is_empty() => (s, false),
             _ => (DEV_CLUSTER_SECRET.to_string(), true),
         };
@@ -157,7 +161,7 @@ impl Config {
             view,
             k,
             cluster_secret,
-            dev_secret,
+            protected_mode,
             max_key_bytes: f.max_key_bytes.unwrap_or(DEFAULT_MAX_KEY_BYTES),
             max_value_bytes: f.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES),
             request_timeout: Duration::from_millis(
@@ -269,7 +273,23 @@ mod tests {
         assert_eq!(c.k, 1);
         assert_eq!(c.effective_view(), vec![c.listen]);
         assert_eq!(c.data_dir, PathBuf::from("./data"));
-        assert!(c.dev_secret);
+        assert!(c.protected_mode);
+        Ok(())
+    }
+
+    // A configured secret turns protected mode off; an empty one counts as none.
+    #[test]
+    fn protected_mode_only_without_a_secret() -> anyhow::Result<()> {
+        let with = |secret: &str| FileConfig {
+            cluster_secret: Some(secret.into()),
+            ..Default::default()
+        };
+        let c = Config::from_file_config(with("s3cret"))?;
+        assert!(!c.protected_mode);
+        assert_eq!(c.cluster_secret, "s3cret");
+        let c = Config::from_file_config(with(""))?;
+        assert!(c.protected_mode);
+        assert_eq!(c.cluster_secret, DEV_CLUSTER_SECRET);
         Ok(())
     }
 

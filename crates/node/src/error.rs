@@ -39,6 +39,15 @@ pub enum ApiError {
     /// An internal route was called by a node of another cluster.
     #[error("this node belongs to another cluster")]
     WrongCluster,
+    /// No cluster secret is configured (protected mode) and an internal route was called from
+    /// an address that is neither a node of the cluster map nor loopback. Configure the same
+    /// `KVORUM_CLUSTER_SECRET` on every node to accept internal calls from other addresses.
+    #[error(
+        "protected mode: no cluster secret is configured, so internal routes accept only the \
+         cluster's nodes and loopback, and {peer} is neither; set KVORUM_CLUSTER_SECRET on every \
+         node to call them from elsewhere"
+    )]
+    ProtectedMode { peer: String },
     /// A node removed from the cluster called an internal route.
     #[error("node {0} was removed from the cluster; wipe it and join it as a new node")]
     NodeRemoved(u64),
@@ -90,6 +99,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Unauthorized => "unauthorized",
             ApiError::WrongCluster => "wrong_cluster",
+            ApiError::ProtectedMode { .. } => "protected_mode",
             ApiError::NodeRemoved(_) => "node_removed",
             ApiError::IncarnationMismatch(_) => "incarnation_mismatch",
             ApiError::NotLeader { .. } => "not_leader",
@@ -114,7 +124,9 @@ impl ApiError {
             ApiError::NoRoute(_) | ApiError::KeyNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::WrongCluster | ApiError::NodeRemoved(_) => StatusCode::FORBIDDEN,
+            ApiError::WrongCluster | ApiError::ProtectedMode { .. } | ApiError::NodeRemoved(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotLeader { .. } | ApiError::NotOwner { .. } => {
                 StatusCode::MISDIRECTED_REQUEST
             }
