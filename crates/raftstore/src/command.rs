@@ -100,6 +100,8 @@ pub enum CommandResult {
     Deleted { existed: bool },
     /// The condition did not hold; nothing was written. `current` is what the key held.
     ConditionFailed { current: Option<Record> },
+    /// The write would make the key's value `len` bytes, more than `limit`; nothing was written.
+    ValueTooLarge { len: u64, limit: u64 },
 }
 
 /// What applying a command does to its key: the new record (`None` deletes it), if any.

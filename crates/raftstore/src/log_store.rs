@@ -148,6 +148,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
         // The vote must be fsynced before we reply: a node must never vote twice in a term.
+        self.store.stall_point();
         self.put_meta(tag::VOTE, vote, true, ErrorSubject::Vote)
     }
 

@@ -420,6 +420,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         );
         // Data and last-applied in one batch: a crash never half-applies. An error here stops
         // the replica (openraft treats it as fatal), so it never diverges.
+        self.store.stall_point();
         db.write(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.applied = applied;
         self.membership = membership;

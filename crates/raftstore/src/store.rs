@@ -23,6 +23,10 @@ pub enum StoreError {
     /// A file-system error outside RocksDB (snapshot files).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The group is installing a snapshot on this replica: its data is being replaced, and a read
+    /// now could see a state that never existed. Retry shortly or at another replica.
+    #[error("group {group} is installing a snapshot on this replica")]
+    Installing { group: GroupId },
 }
 
 /// The node's RocksDB, shared by all groups. Cheap to clone.
@@ -39,6 +43,10 @@ pub(crate) struct Inner {
     flush_tx: std::sync::Mutex<mpsc::Sender<LogFlushed<TypeConfig>>>,
     /// Serializes updates of the groups' current-snapshot records.
     pub(crate) snapshot_lock: std::sync::Mutex<()>,
+    /// Test hook: the next write that reaches [`Store::stall_point`] signals the first channel
+    /// and waits on the second.
+    #[cfg(test)]
+    stall: std::sync::Mutex<Option<(mpsc::SyncSender<()>, mpsc::Receiver<()>)>>,
 }
 
 impl Store {
@@ -62,6 +70,8 @@ impl Store {
             snapshot_dir,
             flush_tx: std::sync::Mutex::new(tx),
             snapshot_lock: std::sync::Mutex::new(()),
+            #[cfg(test)]
+            stall: std::sync::Mutex::new(None),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -138,6 +148,35 @@ impl Store {
             // The flusher is gone (the store is shutting down): report the append failed so
             // openraft never counts it as durable.
             cb.log_io_completed(Err(std::io::Error::other("WAL flusher stopped")));
+        }
+    }
+
+    /// Test hook: makes the next write that reaches [`Store::stall_point`] block, as a RocksDB
+    /// write stall would. Returns a receiver told when the write blocked, and a sender that lets
+    /// it go on.
+    #[cfg(test)]
+    pub(crate) fn arm_write_stall(&self) -> (mpsc::Receiver<()>, mpsc::SyncSender<()>) {
+        let (entered_tx, entered_rx) = mpsc::sync_channel(1);
+        let (release_tx, release_rx) = mpsc::sync_channel(1);
+        *self.inner.stall.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((entered_tx, release_rx));
+        (entered_rx, release_tx)
+    }
+
+    /// Where a blocking write may stall (test hook; nothing in other builds).
+    pub(crate) fn stall_point(&self) {
+        #[cfg(test)]
+        {
+            let armed = self
+                .inner
+                .stall
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some((entered, release)) = armed {
+                let _ = entered.send(());
+                let _ = release.recv_timeout(std::time::Duration::from_secs(30));
+            }
         }
     }
 

@@ -103,3 +103,313 @@ mod stats {
         Ok(())
     }
 }
+
+/// Helpers shared by the safety tests below.
+mod util {
+    use openraft::storage::RaftStateMachine;
+    use openraft::testing::log_id;
+    use openraft::{Entry, EntryPayload};
+
+    use crate::{Command, CommandResult, StateMachineStore, TypeConfig};
+
+    pub fn put(key: &str, value: &str) -> Command {
+        Command::Put {
+            key: key.into(),
+            value: value.into(),
+            condition: None,
+        }
+    }
+
+    /// Applies `cmds` as one batch of entries starting after `*index`.
+    pub async fn apply(
+        sm: &mut StateMachineStore,
+        index: &mut u64,
+        cmds: Vec<Command>,
+    ) -> anyhow::Result<Vec<CommandResult>> {
+        let entries: Vec<Entry<TypeConfig>> = cmds
+            .into_iter()
+            .map(|c| {
+                *index += 1;
+                Entry {
+                    log_id: log_id(1, 1, *index),
+                    payload: EntryPayload::Normal(c),
+                }
+            })
+            .collect();
+        Ok(sm.apply(entries).await?)
+    }
+}
+
+mod limits {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+
+    use super::util::apply;
+    use crate::{Command, CommandResult, GroupId, Store};
+
+    const MIB: usize = 1 << 20;
+
+    // No sequence of appends (of the old, unbounded variant) grows a value past the hard cap of
+    // 32 MiB: the append that would is refused at apply and writes nothing, and a snapshot of the
+    // largest accepted value builds and installs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_stop_at_the_hard_cap_and_snapshots_still_round_trip() -> anyhow::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let group = GroupId(5);
+        let mut sm = store.state_machine(group).await?;
+        let suffix = "x".repeat(MIB);
+        let cmds = (0..34)
+            .map(|_| Command::Append {
+                key: "big".into(),
+                suffix: suffix.clone(),
+            })
+            .collect();
+        let mut index = 0;
+        let results = apply(&mut sm, &mut index, cmds).await?;
+        let stored = store.read(group, "big")?.map_or(0, |r| r.value.len());
+        assert!(
+            stored <= 32 * MIB,
+            "a value of {stored} bytes was stored, past the 32 MiB hard cap"
+        );
+        assert_eq!(stored, 32 * MIB);
+        for (i, r) in results.iter().enumerate() {
+            if i < 32 {
+                assert!(matches!(r, CommandResult::Written { .. }), "{i}: {r:?}");
+            } else {
+                assert!(
+                    matches!(r, CommandResult::ValueTooLarge { .. }),
+                    "{i}: {r:?}"
+                );
+            }
+        }
+        assert_eq!(store.group_stats(group)?, store.scan_stats(group)?);
+
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await?;
+        let dir2 = tempfile::TempDir::new()?;
+        let store2 = Store::open(dir2.path())?;
+        let mut sm2 = store2.state_machine(group).await?;
+        sm2.install_snapshot(&snap.meta, snap.snapshot).await?;
+        assert_eq!(store2.read(group, "big")?, store.read(group, "big")?);
+        Ok(())
+    }
+}
+
+mod snapshots {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+
+    use super::util::{apply, put};
+    use crate::{GroupId, Store};
+
+    // get_current_snapshot never fails because a concurrent build replaced (and deleted) the
+    // file it was about to open, and concurrent builds never fail on each other's files.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn current_snapshot_survives_concurrent_builds() -> anyhow::Result<()> {
+        const BUILDS: usize = 150;
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let group = GroupId(9);
+        let mut sm = store.state_machine(group).await?;
+        let mut index = 0;
+        apply(&mut sm, &mut index, vec![put("a", "1"), put("b", "2")]).await?;
+        sm.get_snapshot_builder().await.build_snapshot().await?;
+        let done = Arc::new(AtomicBool::new(false));
+        let mut builders = Vec::new();
+        for _ in 0..2 {
+            let mut b = sm.get_snapshot_builder().await;
+            let done = done.clone();
+            builders.push(tokio::spawn(async move {
+                let mut r = Ok(());
+                for _ in 0..BUILDS / 2 {
+                    if let Err(e) = b.build_snapshot().await {
+                        r = Err(e);
+                        break;
+                    }
+                }
+                done.store(true, Ordering::SeqCst);
+                r
+            }));
+        }
+        let mut reads = 0u64;
+        while !done.load(Ordering::SeqCst) {
+            let s = sm.get_current_snapshot().await;
+            assert!(
+                matches!(s, Ok(Some(_))),
+                "get_current_snapshot failed after {reads} reads: {s:?}"
+            );
+            reads += 1;
+        }
+        for b in builders {
+            b.await??;
+        }
+        // Only the current snapshot's file is left.
+        let files = std::fs::read_dir(dir.path().join("snapshots"))?.count();
+        assert_eq!(files, 1, "snapshot files left after {reads} reads");
+        Ok(())
+    }
+
+    // Files that no current record names (a build's or install's `.tmp` left by a crash, a
+    // superseded `.snap`) are deleted when the store opens; the current snapshot is kept.
+    #[tokio::test]
+    async fn leftover_files_are_removed_at_open() -> anyhow::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let snaps = dir.path().join("snapshots");
+        let current = {
+            let store = Store::open(dir.path())?;
+            let mut sm = store.state_machine(GroupId(2)).await?;
+            let mut index = 0;
+            apply(&mut sm, &mut index, vec![put("a", "1")]).await?;
+            let snap = sm.get_snapshot_builder().await.build_snapshot().await?;
+            format!("{}.snap", snap.meta.snapshot_id)
+        };
+        let leftovers = [
+            "g2-1-1-0.snap.tmp",
+            "g2-0-5-1.snap",
+            "g3-7-9-2.snap",
+            "g12-1-1-3.snap",
+        ];
+        for f in leftovers {
+            std::fs::write(snaps.join(f), b"junk")?;
+        }
+        let store = Store::open(dir.path())?;
+        let mut left: Vec<String> = std::fs::read_dir(&snaps)?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()?;
+        left.sort();
+        assert_eq!(left, vec![current.clone()]);
+        let mut sm = store.state_machine(GroupId(2)).await?;
+        let snap = sm.get_current_snapshot().await?;
+        assert_eq!(
+            snap.map(|s| format!("{}.snap", s.meta.snapshot_id)),
+            Some(current)
+        );
+        Ok(())
+    }
+}
+
+mod install {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+
+    use super::util::{apply, put};
+    use crate::{GroupId, Store, StoreError};
+
+    // A stale read concurrent with a snapshot install sees the state before it or after it (or
+    // is refused), never the half-replaced data range in between.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stale_reads_never_see_a_half_installed_snapshot() -> anyhow::Result<()> {
+        const KEYS: usize = 4000;
+        let group = GroupId(4);
+        let value = "n".repeat(4096);
+        // The snapshot: KEYS keys of 4 KiB, several install batches.
+        let src_dir = tempfile::TempDir::new()?;
+        let src = Store::open(src_dir.path())?;
+        let mut src_sm = src.state_machine(group).await?;
+        let mut index = 0;
+        let cmds = (0..KEYS).map(|i| put(&format!("k{i}"), &value)).collect();
+        apply(&mut src_sm, &mut index, cmds).await?;
+
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let mut sm = store.state_machine(group).await?;
+        let mut index2 = 0;
+        let cmds = (0..KEYS).map(|i| put(&format!("k{i}"), "old")).collect();
+        apply(&mut sm, &mut index2, cmds).await?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || -> anyhow::Result<(u64, u64)> {
+                let (mut reads, mut refused) = (0u64, 0u64);
+                let keys = ["k0".to_string(), format!("k{}", KEYS - 1)];
+                while !stop.load(Ordering::SeqCst) {
+                    for k in &keys {
+                        match store.read(group, k) {
+                            Ok(Some(_)) => reads += 1,
+                            Ok(None) => anyhow::bail!(
+                                "key {k} absent mid-install after {reads} reads: a state that never existed"
+                            ),
+                            Err(StoreError::Installing { .. }) => refused += 1,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                Ok((reads, refused))
+            })
+        };
+        for _ in 0..5 {
+            let snap = src_sm.get_snapshot_builder().await.build_snapshot().await?;
+            sm.install_snapshot(&snap.meta, snap.snapshot).await?;
+            // Back to the old state for the next round.
+            let cmds = (0..KEYS).map(|i| put(&format!("k{i}"), "old")).collect();
+            let mut idx = sm.applied_state().await?.0.map_or(0, |l| l.index);
+            apply(&mut sm, &mut idx, cmds).await?;
+        }
+        stop.store(true, Ordering::SeqCst);
+        let (reads, refused) = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        println!("reads {reads}, refused {refused}");
+        Ok(())
+    }
+}
+
+mod blocking {
+    use std::time::Duration;
+
+    use openraft::storage::RaftLogStorage;
+    use openraft::Vote;
+
+    use super::util::{apply, put};
+    use crate::{GroupId, Store};
+
+    // A RocksDB write that stalls (in apply, in save_vote) runs off the async workers: with the
+    // only worker thread of the runtime, other tasks (heartbeats) still run meanwhile.
+    #[test]
+    fn a_stalled_write_does_not_block_the_async_workers() -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let dir = tempfile::TempDir::new()?;
+            let store = Store::open(dir.path())?;
+            let group = GroupId(1);
+            let log = store.log_store(group);
+            for op in ["apply", "save_vote"] {
+                let (entered, release) = store.arm_write_stall();
+                let write = match op {
+                    "apply" => {
+                        let mut sm = store.state_machine(group).await?;
+                        tokio::spawn(async move {
+                            let mut index = 0;
+                            apply(&mut sm, &mut index, vec![put("a", "1")]).await?;
+                            anyhow::Ok(())
+                        })
+                    }
+                    _ => {
+                        let mut log = log.clone();
+                        tokio::spawn(async move {
+                            log.save_vote(&Vote::new(1, 1)).await?;
+                            anyhow::Ok(())
+                        })
+                    }
+                };
+                tokio::task::spawn_blocking(move || entered.recv_timeout(Duration::from_secs(10)))
+                    .await??;
+                // The write is blocked now; a task on the single worker must still run.
+                let other = tokio::time::timeout(Duration::from_secs(2), tokio::spawn(async {}))
+                    .await;
+                let _ = release.send(());
+                write.await??;
+                assert!(
+                    other.is_ok(),
+                    "{op}: a task could not run on the worker while the write stalled"
+                );
+            }
+            anyhow::Ok(())
+        })
+    }
+}
