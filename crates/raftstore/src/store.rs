@@ -1,6 +1,7 @@
 //! One RocksDB per node, shared by every group's log store and state machine, and the WAL
 //! flusher that gives group commit.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -43,6 +44,9 @@ pub(crate) struct Inner {
     flush_tx: std::sync::Mutex<mpsc::Sender<LogFlushed<TypeConfig>>>,
     /// Serializes updates of the groups' current-snapshot records.
     pub(crate) snapshot_lock: std::sync::Mutex<()>,
+    /// Per group, a count of snapshot install starts and ends: odd while the group's data range
+    /// is being replaced (or an install failed half way), so reads can tell they overlapped one.
+    installs: std::sync::Mutex<HashMap<GroupId, u64>>,
     /// Test hook: the next write that reaches [`Store::stall_point`] signals the first channel
     /// and waits on the second.
     #[cfg(test)]
@@ -52,6 +56,10 @@ pub(crate) struct Inner {
 impl Store {
     /// Opens (creating if needed) the RocksDB under `dir` (`dir/db`, snapshots in
     /// `dir/snapshots`) and starts its WAL flusher thread, which ends when the store is dropped.
+    ///
+    /// Then recovers what a crash left: deletes snapshot files no group's record names, and
+    /// finishes every interrupted snapshot install (a group whose install cannot be finished
+    /// refuses reads, and its state machine fails to open).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
@@ -70,6 +78,7 @@ impl Store {
             snapshot_dir,
             flush_tx: std::sync::Mutex::new(tx),
             snapshot_lock: std::sync::Mutex::new(()),
+            installs: std::sync::Mutex::new(HashMap::new()),
             #[cfg(test)]
             stall: std::sync::Mutex::new(None),
         });
@@ -77,7 +86,9 @@ impl Store {
         std::thread::Builder::new()
             .name("kvorum-wal-flush".into())
             .spawn(move || flusher(weak, rx))?;
-        Ok(Store { inner })
+        let store = Store { inner };
+        crate::state_machine::recover(&store)?;
+        Ok(store)
     }
 
     /// The log storage of `group` for openraft.
@@ -97,19 +108,67 @@ impl Store {
     /// The current record of `key` in `group`'s state machine, as applied locally.
     ///
     /// This is a local read: linearizable only after the caller made sure (read index) that
-    /// this replica applied every write committed before the read began.
+    /// this replica applied every write committed before the read began. A read that overlaps a
+    /// snapshot install of the group is refused ([`StoreError::Installing`]): the install
+    /// replaces the data range in several batches, and in between it holds a state that never
+    /// existed.
     pub fn read(&self, group: GroupId, key: &str) -> Result<Option<Record>, StoreError> {
+        let seq = self.install_seq(group);
+        if seq & 1 == 1 {
+            return Err(StoreError::Installing { group });
+        }
         let raw = self
             .inner
             .db
             .get_pinned_cf(self.cf(CF_DATA), keys::data_key(group, key.as_bytes()))?;
-        match raw {
-            None => Ok(None),
-            Some(b) => Record::decode(&b)
-                .map(Some)
-                .ok_or_else(|| StoreError::Corrupt {
-                    key: key.to_string(),
-                }),
+        let record = match raw {
+            None => None,
+            Some(b) => Some(Record::decode(&b).ok_or_else(|| StoreError::Corrupt {
+                key: key.to_string(),
+            })?),
+        };
+        // An install that started (and maybe ended) since the first check may have changed
+        // what we read half way.
+        if self.install_seq(group) != seq {
+            return Err(StoreError::Installing { group });
+        }
+        Ok(record)
+    }
+
+    fn install_seq(&self, group: GroupId) -> u64 {
+        let installs = self
+            .inner
+            .installs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        installs.get(&group).copied().unwrap_or(0)
+    }
+
+    /// Marks `group` as installing a snapshot: reads of it are refused until
+    /// [`Store::end_install`]. Call before the first write of the install.
+    pub(crate) fn begin_install(&self, group: GroupId) {
+        let mut installs = self
+            .inner
+            .installs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let seq = installs.entry(group).or_insert(0);
+        if *seq & 1 == 0 {
+            *seq += 1;
+        }
+    }
+
+    /// Ends [`Store::begin_install`], after the install's last write. Not called when an install
+    /// fails half way: the group's data is then not a state that existed.
+    pub(crate) fn end_install(&self, group: GroupId) {
+        let mut installs = self
+            .inner
+            .installs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let seq = installs.entry(group).or_insert(0);
+        if *seq & 1 == 1 {
+            *seq += 1;
         }
     }
 
