@@ -210,7 +210,8 @@ impl Store {
         }
     }
 
-    /// Test hook: makes the next write that reaches [`Store::stall_point`] block, as a RocksDB
+    /// Test hook: makes the next write that reaches [`Store::stall_point`] block (until released
+    /// or 3 s passed), as a RocksDB
     /// write stall would. Returns a receiver told when the write blocked, and a sender that lets
     /// it go on.
     #[cfg(test)]
@@ -234,7 +235,7 @@ impl Store {
                 .take();
             if let Some((entered, release)) = armed {
                 let _ = entered.send(());
-                let _ = release.recv_timeout(std::time::Duration::from_secs(30));
+                let _ = release.recv_timeout(std::time::Duration::from_secs(3));
             }
         }
     }

@@ -384,12 +384,12 @@ mod blocking {
     use super::util::{apply, put};
     use crate::{GroupId, Store};
 
-    // A RocksDB write that stalls (in apply, in save_vote) runs off the async workers: with the
-    // only worker thread of the runtime, other tasks (heartbeats) still run meanwhile.
+    // A RocksDB write that stalls (in apply, in save_vote) runs off the async threads: on a
+    // runtime whose only task thread is the test's (current_thread), the test's task still runs
+    // while the write is stalled, and sees the write unfinished.
     #[test]
     fn a_stalled_write_does_not_block_the_async_workers() -> anyhow::Result<()> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         rt.block_on(async {
@@ -416,16 +416,17 @@ mod blocking {
                         })
                     }
                 };
+                let start = std::time::Instant::now();
                 tokio::task::spawn_blocking(move || entered.recv_timeout(Duration::from_secs(10)))
                     .await??;
-                // The write is blocked now; a task on the single worker must still run.
-                let other =
-                    tokio::time::timeout(Duration::from_secs(2), tokio::spawn(async {})).await;
+                // Had the write blocked this thread, we would only get here once it finished.
+                let still_stalled = !write.is_finished();
+                let waited = start.elapsed();
                 let _ = release.send(());
                 write.await??;
                 assert!(
-                    other.is_ok(),
-                    "{op}: a task could not run on the worker while the write stalled"
+                    still_stalled,
+                    "{op}: the stalled write blocked the runtime's thread for {waited:?}"
                 );
             }
             anyhow::Ok(())
