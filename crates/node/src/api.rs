@@ -23,7 +23,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{middleware, Json, Router};
-use kvorum_raftstore::{Command, CommandResult, Condition, GroupId, NodeId, Raft};
+use kvorum_raftstore::{Command, CommandResult, Condition, GroupId, NodeId, Raft, StoreError};
 use kvorum_router::{slot_of, Slot};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
@@ -505,6 +505,15 @@ fn write_response(key: String, result: CommandResult) -> Result<Response, ApiErr
             Ok(Json(json!({ "key": key, "deleted": existed })).into_response())
         }
         CommandResult::ConditionFailed { current } => Err(ApiError::ConditionFailed { current }),
+        // Refused at apply (the append would grow the value past the limit): definite.
+        CommandResult::ValueTooLarge { len, limit } => Err(ApiError::ValueTooLarge {
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+            max: usize::try_from(limit).unwrap_or(usize::MAX),
+        }),
+        CommandResult::KeyTooLarge { len, limit } => Err(ApiError::KeyTooLarge {
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+            max: usize::try_from(limit).unwrap_or(usize::MAX),
+        }),
         CommandResult::None => Err(ApiError::Internal(
             "a write applied as a blank entry".into(),
         )),
@@ -517,6 +526,8 @@ fn local_read(state: &NodeState, group: GroupId, key: &str) -> Result<Response, 
             Ok(Json(json!({ "key": key, "value": r.value, "version": r.version })).into_response())
         }
         Ok(None) => Err(ApiError::KeyNotFound(key.to_string())),
+        // Only a follower installs snapshots: a stale read can retry here or at another replica.
+        Err(e @ StoreError::Installing { .. }) => Err(ApiError::Unavailable(e.to_string())),
         Err(e) => {
             tracing::error!(error = %e, "local read failed");
             Err(ApiError::Internal(e.to_string()))
@@ -607,9 +618,12 @@ async fn append_key(
     let key = check_key(&state, key)?;
     let body: AppendBody = inc.json()?;
     check_value(&state, &body.value)?;
-    let cmd = Command::Append {
+    // The limit travels in the command: every replica refuses, at apply, an append that would
+    // grow the value past it.
+    let cmd = Command::AppendBounded {
         key,
         suffix: body.value,
+        max_value_bytes: state.cfg.max_value_bytes as u64,
     };
     write(&state, &inc, cmd).await
 }
