@@ -176,7 +176,9 @@ pub enum PlanError {
     TooFewNodes { active: usize, k: usize },
     /// Some step would need `group` while a majority of its voters is dead. Repair the group (or
     /// bring its nodes back) first.
-    #[error("group {group} would be below quorum at step {step}: {alive} of {voters} voters alive")]
+    #[error(
+        "group {group} would be below quorum at step {step}: {alive} of {voters} voters alive"
+    )]
     BelowQuorum {
         group: GroupId,
         step: usize,
@@ -249,16 +251,24 @@ pub fn plan_with(
     Ok(Plan { target, steps })
 }
 
-/// Checks what the planner relies on beyond [`ClusterMap::validate`]: K ≥ 1, floor(N/K) groups
-/// of exactly K active members, config voters active and not empty, slots of the map's size.
+/// Checks the invariants the planner relies on: those of [`ClusterMap::validate`] (checked here
+/// by runs of slots rather than slot by slot, which keeps planning cheap) and K ≥ 1, floor(N/K)
+/// groups of exactly K active members, config voters active and not empty. The target map is
+/// checked with [`ClusterMap::validate`] itself.
 fn check_input(map: &ClusterMap) -> Result<(), PlanError> {
     let bad = |m: String| Err(PlanError::InvalidMap(MapError(m)));
-    map.validate().map_err(PlanError::InvalidMap)?;
     if map.k == 0 {
         return bad("K is 0".into());
     }
-    if map.slots.is_empty() {
-        return bad("the map has no slots".into());
+    if map.slots.is_empty() || map.slots.len() != usize::from(map.slot_count) {
+        return bad(format!(
+            "{} slot owners for {} slots",
+            map.slots.len(),
+            map.slot_count
+        ));
+    }
+    if let Some(g) = slot_runs(map).keys().find(|g| !map.groups.contains_key(g)) {
+        return bad(format!("a slot belongs to unknown group {g}"));
     }
     let active = active_nodes(map).len();
     if map.groups.len() != active / map.k {
@@ -268,9 +278,16 @@ fn check_input(map: &ClusterMap) -> Result<(), PlanError> {
             map.k
         ));
     }
+    let mut seen = BTreeSet::new();
     for (gid, g) in &map.groups {
+        if gid.0 < FIRST_DATA_GROUP.0 {
+            return bad(format!("data group id {gid} is reserved"));
+        }
         if g.members.len() != map.k || g.members.iter().any(|m| !map.is_active(*m)) {
             return bad(format!("group {gid} does not have K active members"));
+        }
+        if let Some(m) = g.members.iter().find(|m| !seen.insert(**m)) {
+            return bad(format!("node {m} is in two data groups"));
         }
     }
     if map.config_voters.is_empty() || map.config_voters.iter().any(|v| !map.is_active(*v)) {
@@ -499,68 +516,97 @@ impl Planner<'_> {
         if let Some(d) = dissolving {
             targets.insert(d, 0);
         }
-        // Donors give away their highest slots, in group id order.
-        let mut given: Vec<(GroupId, usize)> = Vec::new();
+        // Donors give away their highest slots, in group id order: half-open runs, ascending.
+        let runs = slot_runs(&self.target);
+        let mut given: Vec<(GroupId, usize, usize)> = Vec::new();
         for (g, t) in &targets {
-            let excess = count(g).saturating_sub(*t);
-            if excess == 0 {
-                continue;
+            let mut excess = count(g).saturating_sub(*t);
+            let mut mine: Vec<(GroupId, usize, usize)> = Vec::new();
+            for (start, end) in runs.get(g).into_iter().flatten().rev() {
+                if excess == 0 {
+                    break;
+                }
+                let take = excess.min(end - start);
+                mine.push((*g, end - take, *end));
+                excess -= take;
             }
-            let owned: Vec<usize> = (0..total)
-                .filter(|s| self.target.slots[*s] == *g)
-                .collect();
-            given.extend(owned[owned.len() - excess..].iter().map(|s| (*g, *s)));
+            given.extend(mine.into_iter().rev());
         }
         let mut receivers = targets
             .iter()
             .filter(|(g, t)| count(g) < **t)
             .map(|(g, t)| (*g, *t - count(g)));
         let mut current: Option<(GroupId, usize)> = receivers.next();
-        let mut moves: Vec<(GroupId, GroupId, Vec<usize>)> = Vec::new();
-        for (from, slot) in given {
-            let Some((to, need)) = current.as_mut() else {
-                break;
-            };
-            match moves.last_mut() {
-                Some((f, t, slots)) if *f == from && *t == *to => slots.push(slot),
-                _ => moves.push((from, *to, vec![slot])),
-            }
-            *need -= 1;
-            if *need == 0 {
-                current = receivers.next();
+        let mut moves: Vec<(GroupId, GroupId, Vec<Run>)> = Vec::new();
+        'give: for (from, mut start, end) in given {
+            while start < end {
+                let Some((to, need)) = current.as_mut() else {
+                    break 'give;
+                };
+                let take = (*need).min(end - start);
+                let run = (start, start + take);
+                match moves.last_mut() {
+                    Some((f, t, runs)) if *f == from && *t == *to => runs.push(run),
+                    _ => moves.push((from, *to, vec![run])),
+                }
+                start += take;
+                *need -= take;
+                if *need == 0 {
+                    current = receivers.next();
+                }
             }
         }
-        for (from, to, slots) in moves {
-            for s in &slots {
-                self.target.slots[*s] = to;
+        self.push_moves(moves);
+    }
+
+    /// Applies `moves` (half-open runs of slots) to the target and pushes their steps.
+    fn push_moves(&mut self, moves: Vec<(GroupId, GroupId, Vec<Run>)>) {
+        for (from, to, runs) in moves {
+            for (start, end) in &runs {
+                self.target.slots[*start..*end].fill(to);
             }
             self.steps.push(Step::MoveSlots {
                 from,
                 to,
-                ranges: ranges(&slots),
+                ranges: ranges(&runs),
             });
         }
     }
 }
 
+/// A half-open run of slots `start..end`.
+type Run = (usize, usize);
+
 /// Number of slots of each group that owns any.
 fn slot_counts(map: &ClusterMap) -> BTreeMap<GroupId, usize> {
-    let mut counts = BTreeMap::new();
-    for g in &map.slots {
-        *counts.entry(*g).or_insert(0) += 1;
-    }
-    counts
+    slot_runs(map)
+        .into_iter()
+        .map(|(g, runs)| (g, runs.iter().map(|(a, b)| b - a).sum()))
+        .collect()
 }
 
-/// Ascending slots as inclusive ranges.
-fn ranges(slots: &[usize]) -> Vec<(u16, u16)> {
+/// The slots of each group as maximal half-open runs `start..end`, ascending.
+fn slot_runs(map: &ClusterMap) -> BTreeMap<GroupId, Vec<Run>> {
+    let mut runs: BTreeMap<GroupId, Vec<Run>> = BTreeMap::new();
+    let mut start = 0;
+    for chunk in map.slots.chunk_by(|a, b| a == b) {
+        runs.entry(chunk[0])
+            .or_default()
+            .push((start, start + chunk.len()));
+        start += chunk.len();
+    }
+    runs
+}
+
+/// Ascending half-open runs of slots as inclusive ranges, adjacent runs merged.
+fn ranges(runs: &[Run]) -> Vec<(u16, u16)> {
     let mut out: Vec<(u16, u16)> = Vec::new();
-    for s in slots {
+    for (start, end) in runs {
         // Slots index a table of at most `u16::MAX + 1` entries (`slot_count` is a u16).
-        let s = *s as u16;
+        let (first, last) = (*start as u16, (*end - 1) as u16);
         match out.last_mut() {
-            Some((_, end)) if *end + 1 == s => *end = s,
-            _ => out.push((s, s)),
+            Some((_, prev)) if usize::from(*prev) + 1 == *start => *prev = last,
+            _ => out.push((first, last)),
         }
     }
     out

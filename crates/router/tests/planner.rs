@@ -67,8 +67,9 @@ fn active(map: &ClusterMap) -> BTreeSet<NodeId> {
 /// Slots owned by each group, by a plain count.
 fn counts(map: &ClusterMap) -> BTreeMap<GroupId, usize> {
     let mut c: BTreeMap<GroupId, usize> = map.groups.keys().map(|g| (*g, 0)).collect();
-    for g in &map.slots {
-        *c.entry(*g).or_default() += 1;
+    // By runs of equal owners: one map update per run keeps the debug build fast.
+    for run in map.slots.chunk_by(|a, b| a == b) {
+        *c.entry(run[0]).or_default() += run.len();
     }
     c
 }
@@ -146,9 +147,9 @@ impl Sim {
 fn replay(map: &ClusterMap, steps: &[Step]) -> Sim {
     let k = map.k;
     let mut sim = Sim::of(map);
-    let mut moved: BTreeSet<usize> = BTreeSet::new();
+    let mut moved = vec![false; map.slots.len()];
     for (i, step) in steps.iter().enumerate() {
-        let ctx = format!("step {i} {step:?} of {steps:?}");
+        let ctx = format!("step {i} {step:?}");
         match step {
             Step::AddNode { node, .. } => {
                 assert_eq!(
@@ -204,11 +205,17 @@ fn replay(map: &ClusterMap, steps: &[Step]) -> Sim {
                 }
                 for (a, b) in ranges {
                     assert!(a <= b, "{ctx}");
-                    for s in *a as usize..=*b as usize {
-                        assert_eq!(sim.slots[s], *from, "{ctx}: slot {s} not owned by from");
-                        assert!(moved.insert(s), "{ctx}: slot {s} moved twice");
-                        sim.slots[s] = *to;
-                    }
+                    let range = *a as usize..=*b as usize;
+                    assert!(
+                        sim.slots[range.clone()].iter().all(|g| g == from),
+                        "{ctx}: a slot of {a}..={b} is not owned by {from}"
+                    );
+                    assert!(
+                        !moved[range.clone()].contains(&true),
+                        "{ctx}: a slot of {a}..={b} moved twice"
+                    );
+                    moved[range.clone()].fill(true);
+                    sim.slots[range].fill(*to);
                 }
             }
             Step::DissolveGroup { group } => {
@@ -302,13 +309,21 @@ fn quorum_violation(
     None
 }
 
+/// Context of a failure message, formatted only when an assertion fails.
+struct Ctx<'a>(&'a ClusterMap, &'a ViewChange);
+
+impl std::fmt::Display for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} on {}", self.1, self.0.summary())
+    }
+}
+
 /// Checks `plan` of `change` on `before` against the references. `max_voters` is the options'
 /// `max_config_voters`.
 fn check_plan(before: &ClusterMap, change: &ViewChange, plan: &Plan, max_voters: usize) {
     let t = &plan.target;
-    let ctx = format!("{change:?} on {}\nplan {plan:?}", before.summary());
+    let ctx = Ctx(before, change);
     let k = before.k;
-    t.validate().expect("the target validates");
     assert_eq!(t.epoch, before.epoch + 1, "{ctx}: epoch + 1");
     assert_eq!(
         (t.k, t.slot_count, &t.hash, &t.tasks, t.next_task_id),
@@ -363,15 +378,24 @@ fn check_plan(before: &ClusterMap, change: &ViewChange, plan: &Plan, max_voters:
     }
 
     // Minimal movement: exactly the lower bound, and what the steps say they move.
-    let moved = (0..total).filter(|s| before.slots[*s] != t.slots[*s]).count();
-    assert_eq!(moved, lower_bound(before, partitions), "{ctx}: minimal movement");
+    let moved = (0..total)
+        .filter(|s| before.slots[*s] != t.slots[*s])
+        .count();
+    assert_eq!(
+        moved,
+        lower_bound(before, partitions),
+        "{ctx}: minimal movement"
+    );
     assert_eq!(plan.moved_slots(), moved, "{ctx}: steps move what changes");
 
     // Group churn: at most one group dissolved or created, new ids max + 1, at most one
     // replacement among the groups that stay.
     let old: BTreeSet<GroupId> = before.groups.keys().copied().collect();
     let new: BTreeSet<GroupId> = t.groups.keys().copied().collect();
-    assert!(old.difference(&new).count() + new.difference(&old).count() <= 1, "{ctx}");
+    assert!(
+        old.difference(&new).count() + new.difference(&old).count() <= 1,
+        "{ctx}"
+    );
     for g in new.difference(&old) {
         assert_eq!(
             g.0,
@@ -429,14 +453,20 @@ fn check_plan(before: &ClusterMap, change: &ViewChange, plan: &Plan, max_voters:
     );
 }
 
-/// Plans `change` (default options), checks it against the references, and checks that planning
-/// again gives the same plan.
+/// Plans `change` (default options) and checks it against the references. (The planner
+/// validates the target with `ClusterMap::validate` itself.)
 fn checked(before: &ClusterMap, change: &ViewChange) -> Result<Plan, PlanError> {
     let result = plan(before, change);
-    assert_eq!(result, plan(before, change), "deterministic");
     if let Ok(p) = &result {
         check_plan(before, change, p, MAX_CONFIG_VOTERS);
     }
+    result
+}
+
+/// [`checked`], and planning again gives the same result.
+fn checked_twice(before: &ClusterMap, change: &ViewChange) -> Result<Plan, PlanError> {
+    let result = checked(before, change);
+    assert_eq!(result, plan(before, change), "deterministic: {change:?}");
     result
 }
 
@@ -749,8 +779,8 @@ fn dead_config_majority_and_dead_spare_are_refused() {
 // ---------------------------------------------------------------------------------------------
 
 // Every single change from every initial map with N ≤ 40 and K ≤ N: the plan meets every
-// invariant, moves exactly the lower bound, replays to its target, is deterministic; and a
-// change leaving fewer than K nodes, an unknown node or a used address is refused.
+// invariant, moves exactly the lower bound and replays to its target; and a change leaving fewer
+// than K nodes, an unknown node or a used address is refused.
 #[test]
 fn every_single_change_from_initial_maps() {
     for n in 1..=40usize {
@@ -776,19 +806,23 @@ fn every_single_change_from_initial_maps() {
     }
 }
 
-// Every single change from maps produced by a previous plan (one add, or the removal of the
-// first or the last node), for N ≤ 40 and K ≤ N.
+// Every single change from maps produced by a previous plan (an add, or the removal of the first
+// or the last node, depending on N + K), for N ≤ 40 and K ≤ N: the same properties, and removing
+// the removed node is refused.
 #[test]
 fn every_single_change_after_a_previous_plan() {
     for n in 1..=40usize {
         for k in 1..=n {
-            let base = initial(n, k);
-            let mut firsts = vec![add(n as NodeId + 1)];
-            if n > k {
-                firsts.extend([remove(1), remove(n as NodeId)]);
-            }
-            for first in firsts {
-                let map = after(base.clone(), std::slice::from_ref(&first));
+            // One first change per (N, K), rotating over the three kinds, keeps the test short;
+            // the random walks cover longer histories.
+            let first = match (n + k) % 3 {
+                _ if n == k => add(n as NodeId + 1),
+                0 => add(n as NodeId + 1),
+                1 => remove(1),
+                _ => remove(n as NodeId),
+            };
+            {
+                let map = after(initial(n, k), std::slice::from_ref(&first));
                 let next = map.nodes.keys().max().map_or(1, |m| m + 1);
                 checked(&map, &add(next)).expect("adding is always allowed");
                 let n2 = active(&map).len();
@@ -841,7 +875,7 @@ proptest! {
         let mut map = initial(n, k);
         for step in steps {
             let Some(change) = walk_change(&map, step) else { continue };
-            map = checked(&map, &change).expect("allowed").target;
+            map = checked_twice(&map, &change).expect("allowed").target;
             if let ViewChange::RemoveNode { node } = change {
                 prop_assert_eq!(
                     plan(&map, &remove(node)).map_err(|e| e.code()),
