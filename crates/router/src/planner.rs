@@ -46,6 +46,11 @@
 //!
 //! Not implemented here: executing the steps (tasks of the metadata server), slot moves
 //! themselves, disk-space checks ("no room for the data").
+//!
+//! Caveat: a new group gets max(existing group ids) + 1, so the id of a dissolved group can be
+//! given again. That is safe only if dissolving deletes the group's Raft state on every member
+//! (dead ones included) before the id comes back; a map field remembering the highest id ever
+//! used would remove the question.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -318,6 +323,8 @@ impl Planner<'_> {
         (self.opts.dead.contains(&node), node)
     }
 
+    /// Plans adding a node at `addr`: record it, grow the config voters, and form a group with
+    /// its slots when K spares exist.
     fn add(&mut self, addr: &str) -> Result<(), PlanError> {
         if addr.trim().is_empty() {
             return Err(PlanError::EmptyAddress);
@@ -356,6 +363,8 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// Plans removing `node`: replace its config seat, then its replica (by a spare, or by
+    /// dissolving a group when P drops), then mark it removed.
     fn remove(&mut self, node: NodeId) -> Result<(), PlanError> {
         match self.target.nodes.get(&node) {
             None => return Err(PlanError::UnknownNode { node }),
