@@ -181,14 +181,12 @@ pub enum PlanError {
     TooFewNodes { active: usize, k: usize },
     /// Some step would need `group` while a majority of its voters is dead. Repair the group (or
     /// bring its nodes back) first.
-    #[error(
-        "group {group} would be below quorum at step {step}: {alive} of {voters} voters alive"
-    )]
+    #[error("group {group} would be below quorum at step {step}: {alive} alive of {voters:?}")]
     BelowQuorum {
         group: GroupId,
         step: usize,
+        voters: BTreeSet<NodeId>,
         alive: usize,
-        voters: usize,
     },
     /// Some step needs a dead node to join a group and catch up. Bring it back or remove it.
     #[error("step {step} needs dead node {node} to join a group")]
@@ -643,8 +641,8 @@ fn check_liveness(
             Err(PlanError::BelowQuorum {
                 group,
                 step,
+                voters: voters.clone(),
                 alive,
-                voters: voters.len(),
             })
         }
     };
