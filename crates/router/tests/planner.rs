@@ -774,6 +774,22 @@ fn dead_config_majority_and_dead_spare_are_refused() {
     assert_eq!(err, PlanError::DeadNode { node: 7, step: 0 });
 }
 
+// A config group shrinking to two voters, one of them dead, would have no quorum: refused, and
+// the error names the new voters (found by the property test below).
+#[test]
+fn shrinking_config_group_needs_a_live_majority() {
+    let opts = PlanOptions {
+        dead: set(&[2]),
+        ..PlanOptions::default()
+    };
+    let err = plan_with(&initial(3, 1), &remove(1), &opts).expect_err("no config quorum");
+    assert!(
+        matches!(&err, PlanError::BelowQuorum { group, voters, alive: 1, .. }
+            if *group == CONFIG_GROUP && *voters == set(&[2, 3])),
+        "{err}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Exhaustive and property tests against the references.
 // ---------------------------------------------------------------------------------------------
