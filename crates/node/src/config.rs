@@ -20,6 +20,11 @@ pub const DEV_CLUSTER_SECRET: &str = "kvorum-development-secret";
 pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
 /// Default largest value, in bytes.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Largest configurable `max_value_bytes`: one value must cross the link between nodes within
+/// one Raft heartbeat (openraft's append RPC limit), so 8 MiB already needs ~270 Mbit/s per
+/// follower at the default 250 ms. Below the state machine's hard cap, which apply enforces.
+pub const MAX_CONFIGURABLE_VALUE_BYTES: usize = 8 << 20;
+const _: () = assert!(MAX_CONFIGURABLE_VALUE_BYTES <= kvorum_raftstore::MAX_VALUE_BYTES);
 /// Default time a client request may take before its outcome is reported unknown, in ms.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// Default Raft heartbeat interval, in ms. openraft 0.9 also uses it as the time limit of an
@@ -217,8 +222,17 @@ impl Config {
         if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
             anyhow::bail!("max_key_bytes and max_value_bytes must be positive");
         }
-        if self.max_value_bytes > 32 * 1024 * 1024 {
-            anyhow::bail!("max_value_bytes must be at most 32 MiB");
+        if self.max_value_bytes > MAX_CONFIGURABLE_VALUE_BYTES {
+            anyhow::bail!(
+                "max_value_bytes must be at most {MAX_CONFIGURABLE_VALUE_BYTES} (8 MiB): a value \
+                 must cross the link within one Raft heartbeat"
+            );
+        }
+        if self.max_key_bytes > kvorum_raftstore::MAX_KEY_BYTES {
+            anyhow::bail!(
+                "max_key_bytes must be at most {} (1 MiB)",
+                kvorum_raftstore::MAX_KEY_BYTES
+            );
         }
         if self.heartbeat.is_zero() || self.election_timeout <= self.heartbeat * 2 {
             anyhow::bail!("election_timeout_ms must exceed twice heartbeat_ms");
@@ -291,6 +305,22 @@ mod tests {
         assert!(c.protected_mode);
         assert_eq!(c.cluster_secret, DEV_CLUSTER_SECRET);
         Ok(())
+    }
+
+    // Values are bounded by what one heartbeat can carry, keys by the state machine's cap.
+    #[test]
+    fn size_limits_are_bounded() {
+        let with = |key: usize, value: usize| {
+            Config::from_file_config(FileConfig {
+                max_key_bytes: Some(key),
+                max_value_bytes: Some(value),
+                ..Default::default()
+            })
+        };
+        assert!(with(4096, MAX_CONFIGURABLE_VALUE_BYTES).is_ok());
+        assert!(with(4096, MAX_CONFIGURABLE_VALUE_BYTES + 1).is_err());
+        assert!(with(kvorum_raftstore::MAX_KEY_BYTES + 1, 1024).is_err());
+        assert!(with(0, 1024).is_err());
     }
 
     // Impossible combinations are refused with a reason.
