@@ -24,24 +24,37 @@ pub const MAX_KEY_BYTES: usize = 1 << 20;
 pub enum Command {
     /// Set `key` to `value`, if `condition` holds (or there is none).
     Put {
+        /// The key written.
         key: String,
+        /// Its new value.
         value: String,
+        /// The precondition checked at apply time, if any.
         condition: Option<Condition>,
     },
     /// Remove `key`, if `condition` holds (or there is none). Removing an absent key succeeds.
     Delete {
+        /// The key removed.
         key: String,
+        /// The precondition checked at apply time, if any.
         condition: Option<Condition>,
     },
     /// Add `suffix` to the end of the value of `key`; an absent key counts as empty. Only
     /// [`MAX_VALUE_BYTES`] bounds the result: nodes propose [`Command::AppendBounded`].
-    Append { key: String, suffix: String },
+    Append {
+        /// The key appended to.
+        key: String,
+        /// The bytes added at the end of its value.
+        suffix: String,
+    },
     /// Add `suffix` to the end of the value of `key` (an absent key counts as empty) if the
     /// result is at most `max_value_bytes` (the proposing node's limit; [`MAX_VALUE_BYTES`]
     /// bounds it too). The limit travels in the command so that every replica checks the same.
     AppendBounded {
+        /// The key appended to.
         key: String,
+        /// The bytes added at the end of its value.
         suffix: String,
+        /// Largest value the append may produce, in bytes.
         max_value_bytes: u64,
     },
 }
@@ -114,15 +127,34 @@ pub enum CommandResult {
     /// A blank or membership entry: nothing to report.
     None,
     /// The key now holds a value at `version`.
-    Written { version: u64 },
+    Written {
+        /// The new version: the entry's log index.
+        version: u64,
+    },
     /// The key is absent; `existed` says whether it was present before.
-    Deleted { existed: bool },
+    Deleted {
+        /// Whether the key was present before.
+        existed: bool,
+    },
     /// The condition did not hold; nothing was written. `current` is what the key held.
-    ConditionFailed { current: Option<Record> },
+    ConditionFailed {
+        /// The key's record when the condition was checked (`None`: absent).
+        current: Option<Record>,
+    },
     /// The write would make the key's value `len` bytes, more than `limit`; nothing was written.
-    ValueTooLarge { len: u64, limit: u64 },
+    ValueTooLarge {
+        /// Bytes the value would have had.
+        len: u64,
+        /// The limit it exceeded, in bytes.
+        limit: u64,
+    },
     /// The key is `len` bytes, more than [`MAX_KEY_BYTES`] (`limit`); nothing was written.
-    KeyTooLarge { len: u64, limit: u64 },
+    KeyTooLarge {
+        /// Bytes of the key.
+        len: u64,
+        /// The limit it exceeded, in bytes.
+        limit: u64,
+    },
 }
 
 /// What applying a command does to its key: the new record (`None` deletes it), if any.

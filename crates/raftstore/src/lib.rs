@@ -35,6 +35,7 @@
 //!   before proposing; state-machine checks come with slot moves.
 //! - no disk quota: a full disk surfaces as a storage error.
 
+#![warn(missing_docs)]
 // openraft's storage traits fix `StorageError` as the error type; it is large, and boxing it at
 // every helper would only move the allocation.
 #![allow(clippy::result_large_err)]

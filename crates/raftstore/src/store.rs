@@ -20,14 +20,20 @@ pub enum StoreError {
     Rocks(#[from] rocksdb::Error),
     /// Bytes on disk do not decode: corruption. The replica must not serve them.
     #[error("corrupt record for key {key:?}")]
-    Corrupt { key: String },
+    Corrupt {
+        /// The key whose record does not decode (lossy UTF-8).
+        key: String,
+    },
     /// A file-system error outside RocksDB (snapshot files).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     /// The group is installing a snapshot on this replica: its data is being replaced, and a read
     /// now could see a state that never existed. Retry shortly or at another replica.
     #[error("group {group} is installing a snapshot on this replica")]
-    Installing { group: GroupId },
+    Installing {
+        /// The group whose snapshot is being installed.
+        group: GroupId,
+    },
 }
 
 /// The node's RocksDB, shared by all groups. Cheap to clone.

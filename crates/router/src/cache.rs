@@ -17,7 +17,9 @@ use crate::{GroupId, NodeId, Slot};
 /// Where to send a request for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// The key's slot.
     pub slot: Slot,
+    /// The group owning the slot in the cached map.
     pub group: GroupId,
     /// The epoch of the map the route came from; sent with the request.
     pub epoch: u64,
@@ -36,6 +38,7 @@ pub struct RoutingCache {
 }
 
 impl RoutingCache {
+    /// An empty cache: no map, no hints.
     pub fn new() -> Self {
         Self::default()
     }

@@ -16,6 +16,8 @@
 //! Not implemented yet (see docs/architecture.md): executing a plan (tasks, slot moves) is the
 //! node's work and does not exist yet.
 
+#![warn(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

@@ -37,6 +37,7 @@ pub enum NodeState {
 pub struct NodeInfo {
     /// Address of the node's client API and Raft transport, `ip:port`.
     pub addr: String,
+    /// Whether the node is part of the cluster or was removed.
     pub state: NodeState,
     /// The incarnation of the node's data directory (a random id created with it), recorded by
     /// the metadata leader from the node's first heartbeat; `None` until then. Never changes once
@@ -58,6 +59,7 @@ pub struct GroupInfo {
 pub struct Task {
     /// Unique within the cluster, increasing.
     pub id: u64,
+    /// What the task does.
     pub kind: TaskKind,
     /// The step reached so far, for status; the steps re-check the real membership.
     pub step: TaskStep,
@@ -70,8 +72,11 @@ pub enum TaskKind {
     /// Replace `dead`'s replica of `group` (a data group, or the config group) by one on
     /// `replacement`.
     ReplaceReplica {
+        /// The group whose replica is replaced.
         group: GroupId,
+        /// The node whose replica goes.
         dead: NodeId,
+        /// The node that takes its place.
         replacement: NodeId,
     },
 }
@@ -113,6 +118,7 @@ impl std::error::Error for MapError {}
 /// The cluster map. Its version is `epoch`; every committed change increments it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMap {
+    /// The map's version: 1 for the initial map, +1 with every committed change.
     pub epoch: u64,
     /// Replicas per data group.
     pub k: usize,

@@ -62,6 +62,8 @@ use crate::{GroupId, NodeId, CONFIG_GROUP, FIRST_DATA_GROUP};
 
 /// One view change: adding or removing one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// The variant docs name and describe each field.
+#[allow(missing_docs)]
 #[serde(rename_all = "snake_case", tag = "change")]
 pub enum ViewChange {
     /// Add a new node at `addr` (`ip:port`). It gets id max(existing ids) + 1; ids are never
@@ -94,6 +96,8 @@ impl Default for PlanOptions {
 /// One step of a plan. Steps run in order, each after the previous one completed; each is
 /// idempotent when re-run against the real state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// The variant docs name and describe each field.
+#[allow(missing_docs)]
 #[serde(rename_all = "snake_case", tag = "step")]
 pub enum Step {
     /// Record `node` at `addr` in the map as an active spare.
@@ -162,6 +166,8 @@ impl Plan {
 
 /// Why a view change is refused. Each variant says what the caller should do; [`PlanError::code`]
 /// is a stable string for APIs.
+// The variant docs name and describe each field.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     /// The node is not in the map. Check the id.
