@@ -18,12 +18,31 @@ use crate::meta::{self, Heartbeat, HeartbeatReply, Refused, ReplicaReport};
 /// Most metadata-leader candidates tried per heartbeat.
 const MAX_TRIES: usize = 4;
 
+/// Test-only fault (feature `test-faults`): whether this node sends no heartbeats at all, because
+/// `KVORUM_FAULT_NO_HEARTBEATS` lists its id (comma-separated ids). Its replicas keep running, so
+/// the metadata leader sees it dead while its groups still replicate to it. False in production
+/// builds.
+fn heartbeats_muted(me: NodeId) -> bool {
+    cfg!(feature = "test-faults")
+        && std::env::var("KVORUM_FAULT_NO_HEARTBEATS").is_ok_and(|v| {
+            v.split(',')
+                .any(|id| id.trim().parse::<NodeId>().is_ok_and(|id| id == me))
+        })
+}
+
 /// Runs the heartbeat loop for the node's lifetime.
 pub async fn run(state: Arc<NodeState>) {
+    let muted = heartbeats_muted(state.id());
+    if muted {
+        tracing::error!("FAULT INJECTED: this node sends no heartbeats (KVORUM_FAULT_NO_HEARTBEATS)");
+    }
     loop {
         tokio::select! {
             _ = tokio::time::sleep(state.cfg.node_heartbeat) => {}
             _ = state.refresh.notified() => {}
+        }
+        if muted {
+            continue;
         }
         if let Err(e) = beat(&state).await {
             tracing::debug!(error = %e, "heartbeat not delivered");
@@ -47,6 +66,7 @@ fn report(state: &NodeState) -> Heartbeat {
             applied: m.last_applied.map(|l| l.index),
             keys,
             bytes,
+            voters: meta::voter_sets(&m),
         });
     }
     Heartbeat {

@@ -60,6 +60,10 @@ pub struct ReplicaReport {
     /// Keys and bytes of this replica's applied data.
     pub keys: Option<u64>,
     pub bytes: Option<u64>,
+    /// The voter sets of the replica's current membership: one set, or two (old and new) while
+    /// a joint membership change is under way.
+    #[serde(default)]
+    pub voters: Vec<Vec<NodeId>>,
 }
 
 /// A node's heartbeat to the metadata leader.
@@ -326,6 +330,16 @@ fn best_reports(inner: &MetaInner) -> BTreeMap<GroupId, (NodeId, ReplicaReport)>
         }
     }
     best
+}
+
+/// The voter sets of a replica's membership, as in [`ReplicaReport::voters`].
+pub fn voter_sets(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Vec<Vec<NodeId>> {
+    m.membership_config
+        .membership()
+        .get_joint_config()
+        .iter()
+        .map(|c| c.iter().copied().collect())
+        .collect()
 }
 
 /// `POST /internal/v1/heartbeat`.
@@ -878,6 +892,7 @@ pub fn status(state: &NodeState) -> serde_json::Value {
                     applied: m.last_applied.map(|x| x.index),
                     keys: None,
                     bytes: None,
+                    voters: voter_sets(&m),
                 };
                 Some((g, (l, r)))
             })
@@ -946,6 +961,7 @@ pub fn status(state: &NodeState) -> serde_json::Value {
                 "keys": r.and_then(|r| r.keys),
                 "bytes": r.and_then(|r| r.bytes),
                 "applied": r.and_then(|r| r.applied),
+                "voters": r.map(|r| r.voters.clone()),
             })
         })
         .collect();
