@@ -233,7 +233,11 @@ async fn replica_cut_off_from_metadata_leader_is_not_removed() {
     let keep = |s: &Value| {
         assert_ne!(node_state(s, 6), "removed", "node 6 was removed: {s}");
         if let Some(g) = status_group(s, 2) {
-            assert_eq!(id_list(&g["members"]), vec![4, 5, 6], "group 2 changed: {s}");
+            assert_eq!(
+                id_list(&g["members"]),
+                vec![4, 5, 6],
+                "group 2 changed: {s}"
+            );
         }
     };
     c.wait_for_status(Duration::from_secs(30), "node 6 seen dead", |s| {

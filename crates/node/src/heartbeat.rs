@@ -34,7 +34,9 @@ fn heartbeats_muted(me: NodeId) -> bool {
 pub async fn run(state: Arc<NodeState>) {
     let muted = heartbeats_muted(state.id());
     if muted {
-        tracing::error!("FAULT INJECTED: this node sends no heartbeats (KVORUM_FAULT_NO_HEARTBEATS)");
+        tracing::error!(
+            "FAULT INJECTED: this node sends no heartbeats (KVORUM_FAULT_NO_HEARTBEATS)"
+        );
     }
     loop {
         tokio::select! {
