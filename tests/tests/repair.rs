@@ -222,16 +222,28 @@ async fn dead_node_back_before_swap_abandons_repair() {
     );
 }
 
-// With 7 nodes K=3, node 6 of group 2 sends no heartbeats (test-only fault) but its replica keeps
-// replicating: the metadata leader sees it dead and starts a repair, but the group's leader sees
-// node 6 still acknowledging its log and refuses the swap; for as long as we watch (until that
-// refusal, and 10 s more) node 6 is never removed and group 2 keeps members 4, 5, 6.
+// With 7 nodes K=3, a follower of group 2 stops sending heartbeats (test-only fault) but its
+// replica keeps replicating: the metadata leader sees it dead and starts a repair, but the
+// group's leader sees it still acknowledging its log and refuses the swap; for as long as we
+// watch (until that refusal, and 10 s more) it is never removed and group 2 keeps members 4, 5, 6.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replica_cut_off_from_metadata_leader_is_not_removed() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let c = Cluster::start(options(7, 0).with_env("KVORUM_FAULT_NO_HEARTBEATS", "6")).await;
+    let fault_dir = tempfile::tempdir().unwrap();
+    let muted_file = fault_dir.path().join("muted");
+    let c = Cluster::start(
+        options(7, 0).with_env("KVORUM_FAULT_NO_HEARTBEATS", muted_file.to_str().unwrap()),
+    )
+    .await;
+    let leader = c.group_leader(2).await.expect("group 2 has a leader");
+    let cut = [4, 5, 6].into_iter().rev().find(|n| *n != leader).unwrap();
+    std::fs::write(&muted_file, cut.to_string()).unwrap();
+    eprintln!(
+        "replica_cut_off_from_metadata_leader_is_not_removed: node {cut} (group 2 leader: \
+         {leader}) sends no more heartbeats"
+    );
     let keep = |s: &Value| {
-        assert_ne!(node_state(s, 6), "removed", "node 6 was removed: {s}");
+        assert_ne!(node_state(s, cut), "removed", "node {cut} was removed: {s}");
         if let Some(g) = status_group(s, 2) {
             assert_eq!(
                 id_list(&g["members"]),
@@ -240,15 +252,19 @@ async fn replica_cut_off_from_metadata_leader_is_not_removed() {
             );
         }
     };
-    c.wait_for_status(Duration::from_secs(30), "node 6 seen dead", |s| {
-        keep(s);
-        s["health_known"] == true && node_state(s, 6) == "dead"
-    })
+    c.wait_for_status(
+        Duration::from_secs(30),
+        &format!("node {cut} seen dead"),
+        |s| {
+            keep(s);
+            s["health_known"] == true && node_state(s, cut) == "dead"
+        },
+    )
     .await;
     let dead_at = Instant::now();
     c.wait_for_status(
         Duration::from_secs(40),
-        "the group leader to refuse removing node 6",
+        &format!("the group leader to refuse removing node {cut}"),
         |s| {
             keep(s);
             some_log_says(&c, "still replicating")
@@ -256,14 +272,14 @@ async fn replica_cut_off_from_metadata_leader_is_not_removed() {
     )
     .await;
     eprintln!(
-        "replica_cut_off_from_metadata_leader_is_not_removed: swap refused {:?} after node 6 \
+        "replica_cut_off_from_metadata_leader_is_not_removed: swap refused {:?} after node {cut} \
          was seen dead",
         dead_at.elapsed()
     );
     let watch_until = Instant::now() + Duration::from_secs(10);
     c.wait_for_status(
         Duration::from_secs(30),
-        "10 s more without removing node 6, and no task left",
+        &format!("10 s more without removing node {cut}, and no task left"),
         |s| {
             keep(s);
             Instant::now() >= watch_until && tasks(s).is_empty()

@@ -680,10 +680,10 @@ fn start_drivers(state: &Arc<NodeState>, map: &ClusterMap, term: u64) {
     let mut inner = state.meta.lock();
     inner.drivers.retain(|_, h| !h.is_finished());
     for t in &map.tasks {
-        if !inner.drivers.contains_key(&t.id) {
-            let handle = tokio::spawn(drive_task(state.clone(), t.id, term));
-            inner.drivers.insert(t.id, handle);
-        }
+        inner
+            .drivers
+            .entry(t.id)
+            .or_insert_with(|| tokio::spawn(drive_task(state.clone(), t.id, term)));
     }
 }
 
