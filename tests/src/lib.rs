@@ -295,6 +295,11 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) {
+        self.spawn_with(i, &[]);
+    }
+
+    /// Starts node `i` with `extra` added to its environment (after the cluster's own).
+    fn spawn_with(&mut self, i: usize, extra: &[(&str, &str)]) {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {} already running", node.id);
         let log = std::fs::OpenOptions::new()
@@ -316,6 +321,9 @@ impl Cluster {
             cmd.env("KVORUM_FAULT_STALE_READS", "1");
         }
         for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
             cmd.env(k, v);
         }
         node.child = Some(cmd.spawn().expect("spawn kvnode"));
@@ -388,6 +396,12 @@ impl Cluster {
     /// Starts node `i` again with its data directory.
     pub fn restart(&mut self, i: usize) {
         self.spawn(i);
+    }
+
+    /// Starts node `i` again with its data directory and `extra` in its environment only (a
+    /// fault injected into one node).
+    pub fn restart_with_env(&mut self, i: usize, extra: &[(&str, &str)]) {
+        self.spawn_with(i, extra);
     }
 
     /// A client of every node, which fails over between them.

@@ -70,6 +70,8 @@
 //! * Reports show a window of operations around the violation, not the
 //!   whole key, so reports stay readable for long histories.
 
+#![warn(missing_docs)]
+
 mod budget;
 mod check;
 mod cli;

@@ -817,19 +817,6 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
     }
 }
 
-/// For each op: whether it is an optional put or append whose effect no
-/// read or cas on the key can ever observe. Observed values are read
-/// values and cas `expected`s. A put of `v` is observable if some observed
-/// value is `v`, or `v` followed by some append's suffix; an append is
-/// observable if its suffix occurs in some observed value.
-///
-/// After an unobservable op, until the next reset, the value carries its
-/// mark, so no read, ok cas or info cas can take effect; only appends and
-/// failed cases can. Any linearization using the op can therefore drop
-/// it, or move it later to just before the first failed cas that needs it
-/// (appends do not care, and later failed cases still see a value with
-/// the mark, which their `expected` lacks). So only a read or failed cas
-/// may follow it (level 2).
 /// The distinct suffixes the appends of `ops` add, and their distinct lengths (sorted), for
 /// "does this value end with some append's suffix" tests.
 fn append_suffixes<'m>(
@@ -849,6 +836,19 @@ fn append_suffixes<'m>(
     (suffixes, lens)
 }
 
+/// For each op: whether it is an optional put or append whose effect no
+/// read or cas on the key can ever observe. Observed values are read
+/// values and cas `expected`s. A put of `v` is observable if some observed
+/// value is `v`, or `v` followed by some append's suffix; an append is
+/// observable if its suffix occurs in some observed value.
+///
+/// After an unobservable op, until the next reset, the value carries its
+/// mark, so no read, ok cas or info cas can take effect; only appends and
+/// failed cases can. Any linearization using the op can therefore drop
+/// it, or move it later to just before the first failed cas that needs it
+/// (appends do not care, and later failed cases still see a value with
+/// the mark, which their `expected` lacks). So only a read or failed cas
+/// may follow it (level 2).
 fn unobservable(ops: &[SearchOp], model: &Model) -> Vec<bool> {
     let mut seen: Vec<&str> = ops
         .iter()

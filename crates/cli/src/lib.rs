@@ -3,7 +3,7 @@
 //! A [`Client`] talks to the nodes of a cluster over HTTP. Any node accepts any request and
 //! forwards it to the right group's leader, so the plain path is: send to one of the configured
 //! endpoints, try the next when one cannot be connected to, and retry answers that are definite
-//! failures (503: no leader, slot fenced) until the deadline.
+//! failures (503: no leader) until the deadline.
 //!
 //! Smart routing (on by default, [`Client::with_smart_routing`]) saves the forwarding hop: the
 //! client caches the cluster map (`GET /v1/cluster/map`, fetched on the first request and again
@@ -351,7 +351,7 @@ impl Client {
                             last = m;
                         }
                         Attempt::Retry(m) => {
-                            // No leader there, or the slot is fenced: the hints may be old.
+                            // No leader there: the hints may be old.
                             self.routing().mark_stale();
                             last = m;
                         }
@@ -472,8 +472,8 @@ impl Client {
         if let Some(e) = reported {
             self.routing().cache.saw_epoch(e);
             if e <= route_epoch {
-                // The node's map is no newer than ours (a move between release and flip, or a
-                // node behind): a new map will not help; the plain path lets it forward.
+                // The node's map is no newer than ours (the node is behind): a new map will not
+                // help; the plain path lets it forward.
                 return false;
             }
         }
@@ -541,7 +541,7 @@ enum Attempt {
     Done(Result<serde_json::Value, ClientError>),
     /// Safe to retry elsewhere: nothing was sent (connect error), or a read got no answer.
     Failed(String),
-    /// A definite, retryable refusal (503: no leader, slot fenced).
+    /// A definite, retryable refusal (503: no leader, unavailable).
     Retry(String),
     /// 421: the node's map gives the routed slot to another group. Definite.
     NotOwner { epoch: Option<u64>, message: String },

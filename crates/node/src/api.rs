@@ -22,8 +22,8 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::{Json, Router};
-use kvorum_raftstore::{Command, CommandResult, Condition, GroupId, NodeId, Raft};
+use axum::{middleware, Json, Router};
+use kvorum_raftstore::{Command, CommandResult, Condition, GroupId, NodeId, Raft, StoreError};
 use kvorum_router::{slot_of, Slot};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
@@ -43,9 +43,18 @@ const MAP_REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// A request forwarded this many times is refused: the cluster disagrees on its leader.
 const MAX_HOPS: u32 = 3;
 /// Largest body of an internal Raft RPC (append batches and snapshot chunks), in bytes.
-const INTERNAL_BODY_LIMIT: usize = 256 << 20;
+pub const RAFT_BODY_LIMIT: usize = 256 << 20;
+/// Largest body of an internal control call (heartbeat, membership change, status), in bytes:
+/// their JSON takes a few KiB.
+pub const CONTROL_BODY_LIMIT: usize = 1 << 20;
 
 /// The router of the client API and the internal transport.
+///
+/// The client routes are open. Every internal route (`/internal/...`) sits behind
+/// [`crate::transport::guard`], a route layer that authenticates the call (the cluster secret,
+/// or in protected mode the caller's address) and checks the announced body size before any
+/// handler or extractor runs; Raft RPCs take bodies up to [`RAFT_BODY_LIMIT`], the control
+/// routes up to [`CONTROL_BODY_LIMIT`].
 pub fn router(state: Arc<NodeState>) -> Router {
     let body_limit = body_limit(&state);
     let client = Router::new()
@@ -74,11 +83,21 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit));
-    let internal = Router::new()
-        .route(
-            "/internal/v1/raft/:group/:rpc",
-            post(crate::transport::handle_rpc),
-        )
+    let guarded =
+        |routes: Router<Arc<NodeState>>, body_limit: usize| {
+            let guard = crate::transport::InternalGuard {
+                state: state.clone(),
+                body_limit,
+            };
+            routes.layer(DefaultBodyLimit::max(body_limit)).route_layer(
+                middleware::from_fn_with_state(guard, crate::transport::guard),
+            )
+        };
+    let raft = Router::new().route(
+        "/internal/v1/raft/:group/:rpc",
+        post(crate::transport::handle_rpc),
+    );
+    let control = Router::new()
         .route(
             "/internal/v1/heartbeat",
             post(crate::meta::heartbeat_handler),
@@ -87,8 +106,8 @@ pub fn router(state: Arc<NodeState>) -> Router {
             "/internal/v1/groups/:group/membership",
             post(crate::meta::membership_handler),
         )
-        .route("/internal/v1/status", get(crate::meta::status_handler))
-        .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT));
+        .route("/internal/v1/status", get(crate::meta::status_handler));
+    let internal = guarded(raft, RAFT_BODY_LIMIT).merge(guarded(control, CONTROL_BODY_LIMIT));
     client.merge(internal).fallback(no_route).with_state(state)
 }
 
@@ -486,6 +505,15 @@ fn write_response(key: String, result: CommandResult) -> Result<Response, ApiErr
             Ok(Json(json!({ "key": key, "deleted": existed })).into_response())
         }
         CommandResult::ConditionFailed { current } => Err(ApiError::ConditionFailed { current }),
+        // Refused at apply (the append would grow the value past the limit): definite.
+        CommandResult::ValueTooLarge { len, limit } => Err(ApiError::ValueTooLarge {
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+            max: usize::try_from(limit).unwrap_or(usize::MAX),
+        }),
+        CommandResult::KeyTooLarge { len, limit } => Err(ApiError::KeyTooLarge {
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+            max: usize::try_from(limit).unwrap_or(usize::MAX),
+        }),
         CommandResult::None => Err(ApiError::Internal(
             "a write applied as a blank entry".into(),
         )),
@@ -498,6 +526,8 @@ fn local_read(state: &NodeState, group: GroupId, key: &str) -> Result<Response, 
             Ok(Json(json!({ "key": key, "value": r.value, "version": r.version })).into_response())
         }
         Ok(None) => Err(ApiError::KeyNotFound(key.to_string())),
+        // Only a follower installs snapshots: a stale read can retry here or at another replica.
+        Err(e @ StoreError::Installing { .. }) => Err(ApiError::Unavailable(e.to_string())),
         Err(e) => {
             tracing::error!(error = %e, "local read failed");
             Err(ApiError::Internal(e.to_string()))
@@ -588,9 +618,12 @@ async fn append_key(
     let key = check_key(&state, key)?;
     let body: AppendBody = inc.json()?;
     check_value(&state, &body.value)?;
-    let cmd = Command::Append {
+    // The limit travels in the command: every replica refuses, at apply, an append that would
+    // grow the value past it.
+    let cmd = Command::AppendBounded {
         key,
         suffix: body.value,
+        max_value_bytes: state.cfg.max_value_bytes as u64,
     };
     write(&state, &inc, cmd).await
 }

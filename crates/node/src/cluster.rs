@@ -23,6 +23,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::meta::MetaState;
 use crate::reads::ReadBatcher;
 use crate::transport::{Network, CLUSTER_HEADER, SECRET_HEADER};
@@ -55,8 +56,11 @@ pub struct NodeState {
     pub meta: MetaState,
     /// Wakes the heartbeat loop early (a request saw a newer epoch).
     pub refresh: Notify,
-    /// Set when the node must stop (it was removed from the cluster); carries the reason.
-    pub fatal: watch::Sender<Option<String>>,
+    /// Set when the node must stop (it was removed from the cluster, or one of its replicas
+    /// stopped on a fatal error); carries the reason.
+    pub fatal: Arc<watch::Sender<Option<String>>>,
+    /// The incarnations the known map records, shared with the Raft transport.
+    pub incarnations: Incarnations,
     /// HTTP client for forwarding and the Raft transport; binds to this node's IP.
     pub http: reqwest::Client,
     /// Injected fault (feature `stale-reads` and `KVORUM_FAULT_STALE_READS=1`): serve
@@ -93,6 +97,47 @@ pub fn http_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
         .context("cannot build HTTP client")
 }
 
+/// Stops the node when the replica of `group` stops on a fatal error (openraft stops a replica
+/// whose storage failed, e.g. a write or fsync error, and never restarts it). A replica that
+/// silently stopped would leave its group a replica short while the node still looks alive, so
+/// the whole node exits instead: a supervisor restarts it (the replica resumes from its log), and
+/// if it stays down the metadata server sees it dead and replaces its replicas from the spares.
+async fn watch_replica(group: GroupId, raft: Raft, fatal: Arc<watch::Sender<Option<String>>>) {
+    let mut metrics = raft.metrics();
+    loop {
+        let stopped = match &metrics.borrow_and_update().running_state {
+            // A normal stop (node shutdown) is not a failure.
+            Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(error) = stopped {
+            let reason = format!(
+                "the replica of group {group} stopped on a fatal error ({error}); the node stops. \
+                 Check the disk and restart it: the replica resumes from its log. If it stays \
+                 down, the metadata server replaces it like a dead node"
+            );
+            tracing::error!(group = %group, %error, "replica stopped on a fatal error; stopping the node");
+            set_fatal(&fatal, reason);
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Records `reason` as why the node must stop, unless one is recorded already.
+fn set_fatal(fatal: &watch::Sender<Option<String>>, reason: String) {
+    fatal.send_if_modified(|f| {
+        if f.is_none() {
+            *f = Some(reason);
+            true
+        } else {
+            false
+        }
+    });
+}
+
 /// The initial map of the cluster this node was created in.
 pub fn initial_map(identity: &Identity) -> anyhow::Result<ClusterMap> {
     let view: Vec<String> = identity.view.iter().map(|a| a.to_string()).collect();
@@ -109,9 +154,12 @@ impl NodeState {
         http: reqwest::Client,
         fault_stale_reads: bool,
     ) -> NodeState {
+        let incarnations = Incarnations::default();
+        incarnations.update(&map);
         let mut routing = RoutingCache::new();
         routing.update_map(Arc::new(map));
         let (fatal, _) = watch::channel(None);
+        let fatal = Arc::new(fatal);
         NodeState {
             cfg,
             identity,
@@ -121,6 +169,7 @@ impl NodeState {
             meta: MetaState::default(),
             refresh: Notify::new(),
             fatal,
+            incarnations,
             http,
             fault_stale_reads,
         }
@@ -143,6 +192,12 @@ impl NodeState {
             .request(method, format!("http://{addr}{path}"))
             .header(SECRET_HEADER, self.cfg.cluster_secret.as_str())
             .header(CLUSTER_HEADER, self.identity.cluster_id.as_str())
+            .header(INCARNATION_HEADER, self.identity.incarnation.as_str())
+    }
+
+    /// Stops the node with `reason` (the first reason wins); `server::run` returns it as an error.
+    pub fn stop_with(&self, reason: String) {
+        set_fatal(&self.fatal, reason);
     }
 
     /// This node's replica of `group`, if hosted here.
@@ -204,6 +259,7 @@ impl NodeState {
         };
         if newer {
             let m = self.map();
+            self.incarnations.update(&m);
             tracing::info!(map = %m.summary(), "cluster map updated");
             if !m.is_active(self.id()) {
                 let reason = format!(
@@ -267,6 +323,8 @@ impl NodeState {
             from: self.id(),
             secret: self.cfg.cluster_secret.as_str().into(),
             cluster_id: self.identity.cluster_id.as_str().into(),
+            incarnation: self.identity.incarnation.as_str().into(),
+            recorded: self.incarnations.clone(),
         };
         let sm = self
             .store
@@ -283,6 +341,7 @@ impl NodeState {
         .await
         .with_context(|| format!("cannot start the replica of group {group}"))?;
         tracing::info!(group = %group, "replica started");
+        tokio::spawn(watch_replica(group, raft.clone(), self.fatal.clone()));
         Ok(Hosted {
             reads: ReadBatcher::spawn(raft.clone()),
             raft,

@@ -13,18 +13,26 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
-/// Secret used when none is configured. Fine on a laptop, never in production.
+/// Secret sent when none is configured. It is public: without a configured secret the node runs
+/// in protected mode, where the caller's address, not this secret, guards the internal routes.
 pub const DEV_CLUSTER_SECRET: &str = "kvorum-development-secret";
 /// Default largest key, in bytes.
 pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
 /// Default largest value, in bytes.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Largest configurable `max_value_bytes`: one value must cross the link between nodes within
+/// one Raft heartbeat (openraft's append RPC limit), so 8 MiB already needs ~270 Mbit/s per
+/// follower at the default 250 ms. Below the state machine's hard cap, which apply enforces.
+pub const MAX_CONFIGURABLE_VALUE_BYTES: usize = 8 << 20;
+const _: () = assert!(MAX_CONFIGURABLE_VALUE_BYTES <= kvorum_raftstore::MAX_VALUE_BYTES);
 /// Default time a client request may take before its outcome is reported unknown, in ms.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
-/// Default Raft heartbeat interval, in ms.
-pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
-/// Default minimum Raft election timeout, in ms (the maximum is twice this).
-pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 750;
+/// Default Raft heartbeat interval, in ms. openraft 0.9 also uses it as the time limit of an
+/// append RPC and of a read-index round, so it must let one append RPC (at most
+/// `transport::MAX_APPEND_BYTES`, 1 MiB) cross the link: 250 ms holds down to ~35 Mbit/s.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 250;
+/// Default minimum Raft election timeout, in ms (the maximum is twice this): five heartbeats.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1_250;
 /// Default number of applied log entries between snapshots.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 20_000;
 /// Default interval of a node's heartbeat to the metadata leader, in ms.
@@ -96,19 +104,22 @@ pub struct Config {
     pub view: Vec<SocketAddr>,
     /// Replicas per group. Default: min(N, 3); 1 with no view.
     pub k: usize,
-    /// Secret that authenticates the internal Raft transport.
+    /// Secret that authenticates the internal routes (Raft RPCs, heartbeats, membership,
+    /// status), identical on every node. Default: none, which means protected mode (below).
     pub cluster_secret: String,
-    /// Whether `cluster_secret` is the development default.
-    pub dev_secret: bool,
+    /// No secret is configured (`cluster_secret` is the public [`DEV_CLUSTER_SECRET`]): the
+    /// internal routes accept only calls from the addresses of the cluster map's nodes and from
+    /// loopback (127.0.0.1, ::1), as Redis does without a password.
+    pub protected_mode: bool,
     /// Largest key in bytes. Default 4 KiB.
     pub max_key_bytes: usize,
     /// Largest value in bytes. Default 1 MiB.
     pub max_value_bytes: usize,
     /// Time a client request may take. Default 5 s.
     pub request_timeout: Duration,
-    /// Raft heartbeat interval. Default 100 ms.
+    /// Raft heartbeat interval (also openraft's time limit of an append RPC). Default 250 ms.
     pub heartbeat: Duration,
-    /// Minimum Raft election timeout (maximum is twice it). Default 750 ms.
+    /// Minimum Raft election timeout (maximum is twice it). Default 1250 ms.
     pub election_timeout: Duration,
     /// Applied entries between snapshots. Default 20,000.
     pub snapshot_every: u64,
@@ -143,7 +154,7 @@ impl Config {
         };
         let n = view.len().max(1);
         let k = f.k.unwrap_or(n.min(3));
-        let (cluster_secret, dev_secret) = match f.cluster_secret {
+        let (cluster_secret, protected_mode) = match f.cluster_secret {
             Some(s) if !s.is_empty() => (s, false),
             _ => (DEV_CLUSTER_SECRET.to_string(), true),
         };
@@ -155,7 +166,7 @@ impl Config {
             view,
             k,
             cluster_secret,
-            dev_secret,
+            protected_mode,
             max_key_bytes: f.max_key_bytes.unwrap_or(DEFAULT_MAX_KEY_BYTES),
             max_value_bytes: f.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES),
             request_timeout: Duration::from_millis(
@@ -211,8 +222,17 @@ impl Config {
         if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
             anyhow::bail!("max_key_bytes and max_value_bytes must be positive");
         }
-        if self.max_value_bytes > 32 * 1024 * 1024 {
-            anyhow::bail!("max_value_bytes must be at most 32 MiB");
+        if self.max_value_bytes > MAX_CONFIGURABLE_VALUE_BYTES {
+            anyhow::bail!(
+                "max_value_bytes must be at most {MAX_CONFIGURABLE_VALUE_BYTES} (8 MiB): a value \
+                 must cross the link within one Raft heartbeat"
+            );
+        }
+        if self.max_key_bytes > kvorum_raftstore::MAX_KEY_BYTES {
+            anyhow::bail!(
+                "max_key_bytes must be at most {} (1 MiB)",
+                kvorum_raftstore::MAX_KEY_BYTES
+            );
         }
         if self.heartbeat.is_zero() || self.election_timeout <= self.heartbeat * 2 {
             anyhow::bail!("election_timeout_ms must exceed twice heartbeat_ms");
@@ -267,8 +287,40 @@ mod tests {
         assert_eq!(c.k, 1);
         assert_eq!(c.effective_view(), vec![c.listen]);
         assert_eq!(c.data_dir, PathBuf::from("./data"));
-        assert!(c.dev_secret);
+        assert!(c.protected_mode);
         Ok(())
+    }
+
+    // A configured secret turns protected mode off; an empty one counts as none.
+    #[test]
+    fn protected_mode_only_without_a_secret() -> anyhow::Result<()> {
+        let with = |secret: &str| FileConfig {
+            cluster_secret: Some(secret.into()),
+            ..Default::default()
+        };
+        let c = Config::from_file_config(with("s3cret"))?;
+        assert!(!c.protected_mode);
+        assert_eq!(c.cluster_secret, "s3cret");
+        let c = Config::from_file_config(with(""))?;
+        assert!(c.protected_mode);
+        assert_eq!(c.cluster_secret, DEV_CLUSTER_SECRET);
+        Ok(())
+    }
+
+    // Values are bounded by what one heartbeat can carry, keys by the state machine's cap.
+    #[test]
+    fn size_limits_are_bounded() {
+        let with = |key: usize, value: usize| {
+            Config::from_file_config(FileConfig {
+                max_key_bytes: Some(key),
+                max_value_bytes: Some(value),
+                ..Default::default()
+            })
+        };
+        assert!(with(4096, MAX_CONFIGURABLE_VALUE_BYTES).is_ok());
+        assert!(with(4096, MAX_CONFIGURABLE_VALUE_BYTES + 1).is_err());
+        assert!(with(kvorum_raftstore::MAX_KEY_BYTES + 1, 1024).is_err());
+        assert!(with(0, 1024).is_err());
     }
 
     // Impossible combinations are refused with a reason.

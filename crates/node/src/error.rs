@@ -39,10 +39,23 @@ pub enum ApiError {
     /// An internal route was called by a node of another cluster.
     #[error("this node belongs to another cluster")]
     WrongCluster,
+    /// No cluster secret is configured (protected mode) and an internal route was called from
+    /// an address that is neither a node of the cluster map nor loopback. Configure the same
+    /// `KVORUM_CLUSTER_SECRET` on every node to accept internal calls from other addresses.
+    #[error(
+        "protected mode: no cluster secret is configured, so internal routes accept only the \
+         cluster's nodes and loopback, and {peer} is neither; set KVORUM_CLUSTER_SECRET on every \
+         node to call them from elsewhere"
+    )]
+    ProtectedMode { peer: String },
     /// A node removed from the cluster called an internal route.
     #[error("node {0} was removed from the cluster; wipe it and join it as a new node")]
     NodeRemoved(u64),
     /// This node does not lead the group a leader-only internal call needs.
+    /// A node's incarnation is not the one the cluster map records: its data directory was wiped.
+    /// The wiped node must join as a new node.
+    #[error("{0}")]
+    IncarnationMismatch(String),
     #[error("this node is not the leader; the leader is {leader:?}")]
     NotLeader { leader: Option<u64> },
     /// The request named a (slot, epoch, group) route the answering node's map disagrees with.
@@ -86,7 +99,9 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Unauthorized => "unauthorized",
             ApiError::WrongCluster => "wrong_cluster",
+            ApiError::ProtectedMode { .. } => "protected_mode",
             ApiError::NodeRemoved(_) => "node_removed",
+            ApiError::IncarnationMismatch(_) => "incarnation_mismatch",
             ApiError::NotLeader { .. } => "not_leader",
             ApiError::NotOwner { .. } => "not_owner",
             ApiError::KeyNotFound(_) => "key_not_found",
@@ -109,11 +124,15 @@ impl ApiError {
             ApiError::NoRoute(_) | ApiError::KeyNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::WrongCluster | ApiError::NodeRemoved(_) => StatusCode::FORBIDDEN,
+            ApiError::WrongCluster | ApiError::ProtectedMode { .. } | ApiError::NodeRemoved(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotLeader { .. } | ApiError::NotOwner { .. } => {
                 StatusCode::MISDIRECTED_REQUEST
             }
-            ApiError::ConditionFailed { .. } => StatusCode::CONFLICT,
+            ApiError::ConditionFailed { .. } | ApiError::IncarnationMismatch(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::NoLeader { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

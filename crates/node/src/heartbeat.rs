@@ -87,6 +87,7 @@ fn report(state: &NodeState) -> Heartbeat {
         node: state.id(),
         epoch: state.map().epoch,
         replicas,
+        incarnation: Some(state.identity.incarnation.clone()),
     }
 }
 

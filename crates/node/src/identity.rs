@@ -24,6 +24,11 @@ pub struct Identity {
     pub view: Vec<SocketAddr>,
     /// Replicas per group.
     pub k: usize,
+    /// A random id created with the data directory (see `incarnation.rs`): the cluster map
+    /// records it, and a node with another incarnation under this id (a wiped data directory) is
+    /// refused. Identity files written before incarnations existed get one at their next start.
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 impl Identity {
@@ -45,7 +50,13 @@ impl Identity {
             addr: cfg.listen,
             view,
             k: cfg.k,
+            incarnation: crate::incarnation::new_incarnation(),
         })
+    }
+
+    /// Whether `dir` holds an identity file (the directory belongs to a node that ran before).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(IDENTITY_FILE).exists()
     }
 
     /// Loads the identity in `dir`, or creates it from `cfg` for a new directory. A directory
@@ -73,19 +84,81 @@ impl Identity {
                         want.view
                     );
                 }
+                if have.incarnation.is_empty() {
+                    let upgraded = Identity {
+                        incarnation: crate::incarnation::new_incarnation(),
+                        ..have
+                    };
+                    write_durably(dir, &upgraded)?;
+                    return Ok(upgraded);
+                }
                 Ok(have)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir)?;
-                let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
-                std::fs::write(&tmp, serde_json::to_vec_pretty(&want)?)?;
-                // Durable before RocksDB holds any state under this id.
-                std::fs::File::open(&tmp)?.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(dir)?.sync_all()?;
+                write_durably(dir, &want)?;
                 Ok(want)
             }
             Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
         }
+    }
+}
+
+/// Writes `identity` into `dir` atomically and durably (file, rename, directory fsync), before
+/// RocksDB holds any state under it.
+fn write_durably(dir: &Path, identity: &Identity) -> anyhow::Result<()> {
+    let path = dir.join(IDENTITY_FILE);
+    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(identity)?)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileConfig;
+
+    fn config(dir: &Path) -> anyhow::Result<Config> {
+        Config::from_file_config(FileConfig {
+            view: Some("127.0.0.1:7070,127.0.0.1:7071".into()),
+            listen: Some("127.0.0.1:7071".into()),
+            data_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        })
+    }
+
+    // A new data directory gets a new incarnation; a restart keeps it.
+    #[test]
+    fn incarnation_is_created_with_the_directory_and_kept() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cfg = config(dir.path())?;
+        assert!(!Identity::exists(dir.path()));
+        let first = Identity::load_or_create(dir.path(), &cfg)?;
+        assert!(Identity::exists(dir.path()));
+        assert_eq!(first.node_id, 2);
+        assert_eq!(first.incarnation.len(), 32);
+        assert_eq!(Identity::load_or_create(dir.path(), &cfg)?, first);
+        // A wiped directory is a new incarnation.
+        let other = tempfile::tempdir()?;
+        let second = Identity::load_or_create(other.path(), &config(other.path())?)?;
+        assert_ne!(second.incarnation, first.incarnation);
+        Ok(())
+    }
+
+    // An identity file from before incarnations existed gets one, persisted at once.
+    #[test]
+    fn old_identity_files_get_an_incarnation() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cfg = config(dir.path())?;
+        let mut old = serde_json::to_value(Identity::from_config(&cfg)?)?;
+        old.as_object_mut().map(|o| o.remove("incarnation"));
+        std::fs::write(dir.path().join(IDENTITY_FILE), serde_json::to_vec(&old)?)?;
+        let upgraded = Identity::load_or_create(dir.path(), &cfg)?;
+        assert_eq!(upgraded.incarnation.len(), 32);
+        assert_eq!(Identity::load_or_create(dir.path(), &cfg)?, upgraded);
+        Ok(())
     }
 }

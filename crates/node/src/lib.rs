@@ -23,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod heartbeat;
 pub mod identity;
+pub mod incarnation;
 pub mod meta;
 pub mod reads;
 pub mod server;

@@ -97,6 +97,9 @@ pub struct Heartbeat {
     /// The epoch of the sender's map: the reply carries the map when it is older.
     pub epoch: u64,
     pub replicas: Vec<ReplicaReport>,
+    /// The sender's incarnation (see `incarnation.rs`); absent from nodes of older versions.
+    #[serde(default)]
+    pub incarnation: Option<String>,
 }
 
 /// The metadata leader's answer to a heartbeat.
@@ -194,6 +197,22 @@ pub struct MetaState {
 impl MetaState {
     fn lock(&self) -> std::sync::MutexGuard<'_, MetaInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Incarnations brought by heartbeats of active nodes whose incarnation `map` does not
+    /// record yet.
+    fn unrecorded_incarnations(&self, map: &ClusterMap) -> BTreeMap<NodeId, String> {
+        let inner = self.lock();
+        inner
+            .seen
+            .iter()
+            .filter_map(|(id, seen)| {
+                let inc = seen.beat.as_ref()?.incarnation.clone()?;
+                let node = map.nodes.get(id)?;
+                (node.state == MapNodeState::Active && node.incarnation.is_none())
+                    .then_some((*id, inc))
+            })
+            .collect()
     }
 
     /// The metadata leader this node last heard from.
@@ -349,7 +368,19 @@ pub fn receive_heartbeat(state: &NodeState, beat: Heartbeat) -> Result<Heartbeat
     }
     let map = state.map();
     match map.nodes.get(&beat.node) {
-        Some(n) if n.state == MapNodeState::Active => {}
+        Some(n) if n.state == MapNodeState::Active => {
+            if let (Some(recorded), Some(theirs)) = (&n.incarnation, &beat.incarnation) {
+                if recorded != theirs {
+                    return Err(Refused::Removed(format!(
+                        "node {}'s data directory is not the one the cluster knows under id {} \
+                         (incarnation {theirs}, the map records {recorded}): it was wiped or \
+                         replaced. Start it with its original data directory, or remove node {} \
+                         and join this machine as a new node",
+                        beat.node, beat.node, beat.node
+                    )));
+                }
+            }
+        }
         Some(_) => {
             return Err(Refused::Removed(format!(
                 "node {} was removed from the cluster; wipe its data directory and join it as a new node",
@@ -498,6 +529,19 @@ async fn meta_tick(state: &Arc<NodeState>) -> anyhow::Result<()> {
         state.cfg.dead_after,
     );
     log_summary(state, &map, &health);
+    let unrecorded = state.meta.unrecorded_incarnations(&map);
+    if !unrecorded.is_empty() {
+        // Recorded once, never changed: from now on a wiped node is refused under its old id.
+        update_map(state, "record node incarnations", |m| {
+            for (id, inc) in unrecorded {
+                if let Some(n) = m.nodes.get_mut(&id) {
+                    n.incarnation.get_or_insert(inc);
+                }
+            }
+        })
+        .await?;
+        return Ok(());
+    }
     start_drivers(state, &map, term);
     plan(state, &map, &health, term).await
 }

@@ -10,6 +10,7 @@
 //! the node learns it was removed, (7) stop the replicas.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -26,12 +27,24 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if !Identity::exists(&cfg.data_dir) && cfg.effective_view().len() > 1 {
+        // An empty data directory: refuse if the cluster already knows this address as a
+        // member (a wiped node would rejoin without its log and vote).
+        let view = cfg.effective_view();
+        crate::incarnation::refuse_if_known(&http_client(&cfg)?, &view, cfg.listen, &cfg.data_dir)
+            .await?;
+    }
     let identity = Identity::load_or_create(&cfg.data_dir, &cfg)?;
-    if cfg.dev_secret {
+    if cfg.protected_mode {
         tracing::warn!(
-            "no cluster secret configured (KVORUM_CLUSTER_SECRET); using the development default. \
-             Anyone who can reach this port can join the Raft transport: set a secret in production"
+            "PROTECTED MODE: no cluster secret is configured (KVORUM_CLUSTER_SECRET), so the \
+             internal routes (Raft, heartbeats, membership, /internal) accept calls only from \
+             the addresses of the cluster's nodes and from loopback (127.0.0.1, ::1); the client \
+             API stays open. Set the same secret on every node to authenticate internal calls \
+             instead (needed when nodes reach each other through NAT or a proxy)"
         );
+    } else {
+        tracing::info!("internal routes authenticated by the cluster secret");
     }
     let store = Store::open(&cfg.data_dir)
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
@@ -79,7 +92,8 @@ pub async fn run(
     let removed = async move {
         let _ = fatal.wait_for(|f| f.is_some()).await;
     };
-    let app = crate::api::router(state.clone());
+    // Served with the caller's address, which protected mode checks on internal routes.
+    let app = crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! {

@@ -1,17 +1,27 @@
 //! The internal Raft transport: openraft's RPCs between replicas, addressed to a (group, node)
 //! pair, as bincode over persistent HTTP/1.1 connections on routes separate from the client API
-//! (`/internal/v1/raft/{group}/{append|vote|snapshot}`), authenticated by the cluster secret.
+//! (`/internal/v1/raft/{group}/{append|vote|snapshot}`), and the guard of every internal route.
+//!
+//! Trust: every internal route sits behind [`guard`], a route layer that decides from the
+//! caller's address and headers alone, before the handler or any body extractor runs, so an
+//! unauthenticated caller cannot make the node read, buffer or parse its body. With a cluster
+//! secret configured, a call must carry it (and the cluster id) from any address. Without one
+//! the node is in protected mode: the secret sent is the public development default, so a call
+//! is accepted only from loopback or the address of a node of the cluster map.
 //!
 //! Outgoing connections bind to this node's own IP, so that tests can cut the network between
 //! two loopback addresses with packet filters.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kvorum_raftstore::{GroupId, NodeId, TypeConfig};
+use kvorum_router::ClusterMap;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -25,6 +35,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::cluster::NodeState;
 use crate::error::ApiError;
+use crate::incarnation::{self, Incarnations, Mismatch, INCARNATION_HEADER, TO_INCARNATION_HEADER};
 
 /// Header carrying the cluster secret on internal routes.
 pub const SECRET_HEADER: &str = "x-kvorum-secret";
@@ -42,6 +53,10 @@ pub struct Network {
     pub from: NodeId,
     pub secret: Arc<str>,
     pub cluster_id: Arc<str>,
+    /// This node's incarnation, sent with every RPC.
+    pub incarnation: Arc<str>,
+    /// The incarnations the known map records: every RPC names the one it expects to reach.
+    pub recorded: Incarnations,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -78,13 +93,21 @@ impl Connection {
             "http://{}/internal/v1/raft/{}/{rpc}",
             self.addr, self.net.group
         );
-        let resp = self
+        let req = self
             .net
             .http
             .post(url)
             .header(SECRET_HEADER, &*self.net.secret)
             .header(CLUSTER_HEADER, &*self.net.cluster_id)
             .header(FROM_HEADER, self.net.from.to_string())
+            .header(INCARNATION_HEADER, &*self.net.incarnation);
+        // The receiver refuses (and stops) if it is not the incarnation we know: a wiped node
+        // must not vote or be voted for under its old id.
+        let req = match self.net.recorded.of(self.target) {
+            Some(expected) => req.header(TO_INCARNATION_HEADER, expected),
+            None => req,
+        };
+        let resp = req
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .timeout(option.hard_ttl())
             .body(body)
@@ -114,13 +137,43 @@ impl Connection {
     }
 }
 
+/// Most bytes of log entries sent in one append RPC (at least one entry is always sent).
+/// openraft 0.9 gives an append RPC `heartbeat_interval` to complete, so an RPC must cross the
+/// link in that time: 1 MiB in the default 250 ms needs about 35 Mbit/s per follower.
+pub const MAX_APPEND_BYTES: u64 = 1 << 20;
+
+/// How many of `entries`, from the first, fit in [`MAX_APPEND_BYTES`] (at least one).
+fn entries_within_budget<T: Serialize>(entries: &[T], budget: u64) -> usize {
+    let mut used = 0u64;
+    for (i, e) in entries.iter().enumerate() {
+        used += bincode::serialized_size(e).unwrap_or(u64::MAX);
+        if used > budget && i > 0 {
+            return i;
+        }
+    }
+    entries.len()
+}
+
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
-        req: AppendEntriesRequest<TypeConfig>,
+        mut req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("append", &req, &option).await
+        // openraft bounds an append by entry count only; large values could make one RPC too big
+        // to cross the link before its timeout, and it would be retried (and time out) forever.
+        // Send a prefix that fits the byte budget; a follower that accepts it has matched up to
+        // its last entry, which openraft takes as a partial success and continues from there.
+        let keep = entries_within_budget(&req.entries, MAX_APPEND_BYTES);
+        if keep == req.entries.len() {
+            return self.call("append", &req, &option).await;
+        }
+        req.entries.truncate(keep);
+        let last = req.entries.last().map(|e| e.log_id);
+        match self.call("append", &req, &option).await? {
+            AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last)),
+            other => Ok(other),
+        }
     }
 
     async fn install_snapshot(
@@ -155,7 +208,8 @@ fn secret_matches(given: &[u8], want: &[u8]) -> bool {
         == 0
 }
 
-/// Checks the cluster secret and cluster id of a call to an internal route.
+/// Checks the cluster secret and cluster id of a call to an internal route. [`guard`] runs it
+/// (after the protected-mode address check) before every internal handler.
 pub fn check_internal(state: &NodeState, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(SECRET_HEADER)
@@ -174,16 +228,84 @@ pub fn check_internal(state: &NodeState, headers: &HeaderMap) -> Result<(), ApiE
     Ok(())
 }
 
-/// Handler of `POST /internal/v1/raft/{group}/{rpc}`.
+/// Whether `peer` may call the internal routes in protected mode: it is loopback (127.0.0.1 or
+/// ::1) or the IP of a node `map` lists. Removed nodes count, so that one that comes back is
+/// told it was removed (their Raft RPCs are refused by the handler). Ports are not compared:
+/// a node calls from its own IP with an ephemeral port.
+pub fn admitted_in_protected_mode(peer: IpAddr, map: &ClusterMap) -> bool {
+    // An IPv4 caller on a dual-stack socket shows up as ::ffff:a.b.c.d.
+    let peer = peer.to_canonical();
+    if peer == IpAddr::V4(Ipv4Addr::LOCALHOST) || peer == IpAddr::V6(Ipv6Addr::LOCALHOST) {
+        return true;
+    }
+    map.nodes.values().any(|n| {
+        n.addr
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| a.ip().to_canonical() == peer)
+    })
+}
+
+/// Authenticates a call to an internal route from the caller's address and the headers only.
+/// In protected mode the address is checked first (against the node's current map, which can
+/// change), so a stranger is refused whatever it sends; then the secret and the cluster id.
+pub fn authenticate(
+    state: &NodeState,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    if state.cfg.protected_mode {
+        match peer {
+            Some(p) if admitted_in_protected_mode(p.ip(), &state.map()) => {}
+            // No address known (not served with connect info): refuse rather than guess.
+            _ => {
+                return Err(ApiError::ProtectedMode {
+                    peer: peer.map_or_else(|| "an unknown address".into(), |p| p.ip().to_string()),
+                })
+            }
+        }
+    }
+    check_internal(state, headers)
+}
+
+/// What [`guard`] needs for one set of internal routes.
+#[derive(Clone)]
+pub struct InternalGuard {
+    pub state: Arc<NodeState>,
+    /// The largest body these routes take, in bytes.
+    pub body_limit: usize,
+}
+
+/// Route layer of every internal route (`axum::middleware::from_fn_with_state`): authenticates
+/// the call ([`authenticate`]) and refuses a body announced larger than the routes take (413),
+/// before the handler or any extractor runs, so nothing of the body is read for a refused call.
+/// (A body sent without a length is cut at the same limit by the routes' `DefaultBodyLimit`.)
+pub async fn guard(State(g): State<InternalGuard>, req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    if let Err(e) = authenticate(&g.state, peer, req.headers()) {
+        tracing::debug!(?peer, path = %req.uri().path(), code = e.code(), "internal call refused");
+        return e.into_response();
+    }
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > g.body_limit as u64) {
+        return ApiError::BodyTooLarge { max: g.body_limit }.into_response();
+    }
+    next.run(req).await
+}
+
+/// Handler of `POST /internal/v1/raft/{group}/{rpc}`, behind [`guard`].
 pub async fn handle_rpc(
     State(state): State<Arc<NodeState>>,
     Path((group, rpc)): Path<(u64, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = check_internal(&state, &headers) {
-        return e.into_response();
-    }
     // A removed node's replicas must not disturb the groups it left (for example by calling
     // elections with its stale membership).
     let from = headers
@@ -194,6 +316,19 @@ pub async fn handle_rpc(
         if !state.map().is_active(from) {
             return ApiError::NodeRemoved(from).into_response();
         }
+    }
+    if let Err(m) = incarnation::check(
+        &headers,
+        from,
+        &state.identity.incarnation,
+        &state.incarnations,
+    ) {
+        if m == Mismatch::Receiver {
+            let reason = incarnation::wiped_message(state.id(), &state.cfg.data_dir);
+            tracing::error!("{reason}");
+            state.stop_with(reason);
+        }
+        return ApiError::from(m).into_response();
     }
     let Some(raft) = state.group(GroupId(group)) else {
         return (
@@ -240,5 +375,47 @@ mod tests {
         assert!(!secret_matches(b"abd", b"abc"));
         assert!(!secret_matches(b"ab", b"abc"));
         assert!(!secret_matches(b"", b"abc"));
+    }
+
+    // An append carries entries up to the byte budget, and always at least one entry, so a
+    // value larger than the budget still replicates.
+    #[test]
+    fn append_is_cut_at_the_byte_budget() {
+        let kib = |n: usize| "x".repeat(n * 1024);
+        let entries = vec![kib(400), kib(400), kib(400), kib(400)];
+        assert_eq!(entries_within_budget(&entries, 1 << 20), 2);
+        assert_eq!(entries_within_budget(&entries[..1], 1), 1);
+        assert_eq!(entries_within_budget(&[kib(2048)], 1 << 20), 1);
+        let small = vec![kib(1); 64];
+        assert_eq!(entries_within_budget(&small, 1 << 20), 64);
+        assert_eq!(entries_within_budget::<String>(&[], 1 << 20), 0);
+    }
+
+    // Protected mode admits loopback and the IPs of the map's nodes, on any port, and no one else.
+    #[test]
+    fn protected_mode_admits_loopback_and_the_maps_nodes_only() {
+        let view: Vec<String> = ["10.0.0.1:7070", "10.0.0.2:7070", "[fd00::3]:7070"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let map = ClusterMap::initial(&view, 3).expect("valid view");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let cases = [
+            // loopback, both families
+            ("127.0.0.1", true),
+            ("::1", true),
+            // the nodes of the map, whatever port they call from
+            ("10.0.0.2", true),
+            ("fd00::3", true),
+            // an IPv4 node seen through a dual-stack socket
+            ("::ffff:10.0.0.1", true),
+            // strangers: another host, another loopback address, the unspecified address
+            ("10.0.0.9", false),
+            ("127.0.0.9", false),
+            ("0.0.0.0", false),
+        ];
+        for (peer, want) in cases {
+            assert_eq!(admitted_in_protected_mode(ip(peer), &map), want, "{peer}");
+        }
     }
 }

@@ -10,6 +10,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Largest value, in bytes, that `apply` ever stores, whatever the command or the proposing
+/// node's configuration (the largest configurable `max_value_bytes`): no sequence of commands
+/// can create a record a snapshot cannot carry.
+pub const MAX_VALUE_BYTES: usize = 32 << 20;
+
+/// Largest key, in bytes, that `apply` ever stores (far above any configured `max_key_bytes`;
+/// an HTTP path cannot even carry one this long).
+pub const MAX_KEY_BYTES: usize = 1 << 20;
+
 /// A write, proposed through a group's Raft log and applied by every replica.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -24,8 +33,17 @@ pub enum Command {
         key: String,
         condition: Option<Condition>,
     },
-    /// Add `suffix` to the end of the value of `key`; an absent key counts as empty.
+    /// Add `suffix` to the end of the value of `key`; an absent key counts as empty. Only
+    /// [`MAX_VALUE_BYTES`] bounds the result: nodes propose [`Command::AppendBounded`].
     Append { key: String, suffix: String },
+    /// Add `suffix` to the end of the value of `key` (an absent key counts as empty) if the
+    /// result is at most `max_value_bytes` (the proposing node's limit; [`MAX_VALUE_BYTES`]
+    /// bounds it too). The limit travels in the command so that every replica checks the same.
+    AppendBounded {
+        key: String,
+        suffix: String,
+        max_value_bytes: u64,
+    },
 }
 
 impl Command {
@@ -34,7 +52,8 @@ impl Command {
         match self {
             Command::Put { key, .. }
             | Command::Delete { key, .. }
-            | Command::Append { key, .. } => key,
+            | Command::Append { key, .. }
+            | Command::AppendBounded { key, .. } => key,
         }
     }
 }
@@ -100,6 +119,10 @@ pub enum CommandResult {
     Deleted { existed: bool },
     /// The condition did not hold; nothing was written. `current` is what the key held.
     ConditionFailed { current: Option<Record> },
+    /// The write would make the key's value `len` bytes, more than `limit`; nothing was written.
+    ValueTooLarge { len: u64, limit: u64 },
+    /// The key is `len` bytes, more than [`MAX_KEY_BYTES`] (`limit`); nothing was written.
+    KeyTooLarge { len: u64, limit: u64 },
 }
 
 /// What applying a command does to its key: the new record (`None` deletes it), if any.
@@ -111,6 +134,10 @@ pub(crate) enum Effect {
 
 /// Applies `cmd` at log `index` to the key's `current` record. Pure and deterministic: it runs
 /// on every replica, and again when an entry is re-applied after a crash.
+///
+/// Limits: a write whose key is longer than [`MAX_KEY_BYTES`], or whose resulting value is longer
+/// than [`MAX_VALUE_BYTES`] (or an [`Command::AppendBounded`]'s own limit), writes nothing and
+/// reports it. Deletes are never refused.
 pub(crate) fn apply(
     cmd: &Command,
     index: u64,
@@ -124,10 +151,25 @@ pub(crate) fn apply(
             },
         )
     };
+    let key = cmd.key();
+    if key.len() > MAX_KEY_BYTES && !matches!(cmd, Command::Delete { .. }) {
+        let result = CommandResult::KeyTooLarge {
+            len: key.len() as u64,
+            limit: MAX_KEY_BYTES as u64,
+        };
+        return (Effect::Unchanged, result);
+    }
     match cmd {
         Command::Put {
             value, condition, ..
         } => {
+            if value.len() > MAX_VALUE_BYTES {
+                let result = CommandResult::ValueTooLarge {
+                    len: value.len() as u64,
+                    limit: MAX_VALUE_BYTES as u64,
+                };
+                return (Effect::Unchanged, result);
+            }
             if condition.as_ref().is_some_and(|c| !c.holds(current)) {
                 return failed();
             }
@@ -149,16 +191,44 @@ pub(crate) fn apply(
             };
             (effect, CommandResult::Deleted { existed })
         }
-        Command::Append { suffix, .. } => {
-            let mut value = current.map(|r| r.value.clone()).unwrap_or_default();
-            value.push_str(suffix);
-            let rec = Record {
-                value,
-                version: index,
-            };
-            (Effect::Set(rec), CommandResult::Written { version: index })
+        Command::Append { suffix, .. } => append(index, current, suffix, MAX_VALUE_BYTES),
+        Command::AppendBounded {
+            suffix,
+            max_value_bytes,
+            ..
+        } => {
+            let limit = usize::try_from(*max_value_bytes)
+                .unwrap_or(usize::MAX)
+                .min(MAX_VALUE_BYTES);
+            append(index, current, suffix, limit)
         }
     }
+}
+
+/// An append of `suffix` at `index` whose result may be at most `limit` bytes.
+fn append(
+    index: u64,
+    current: Option<&Record>,
+    suffix: &str,
+    limit: usize,
+) -> (Effect, CommandResult) {
+    let old = current.map_or("", |r| r.value.as_str());
+    let len = old.len().saturating_add(suffix.len());
+    if len > limit {
+        let result = CommandResult::ValueTooLarge {
+            len: len as u64,
+            limit: limit as u64,
+        };
+        return (Effect::Unchanged, result);
+    }
+    let mut value = String::with_capacity(len);
+    value.push_str(old);
+    value.push_str(suffix);
+    let rec = Record {
+        value,
+        version: index,
+    };
+    (Effect::Set(rec), CommandResult::Written { version: index })
 }
 
 #[cfg(test)]
@@ -229,6 +299,67 @@ mod tests {
         assert!(matches!(eff, Effect::Set(r) if r == rec("b", 5)));
         let (eff, _) = apply(&cmd, 6, Some(&rec("a", 5)));
         assert!(matches!(eff, Effect::Set(r) if r == rec("ab", 6)));
+    }
+
+    // A bounded append is refused, writing nothing, when the result would exceed its own limit
+    // or the hard cap; at the limit exactly it is written.
+    #[test]
+    fn bounded_append_is_refused_past_its_limit() {
+        let cmd = |max| Command::AppendBounded {
+            key: "k".into(),
+            suffix: "cd".into(),
+            max_value_bytes: max,
+        };
+        let (eff, res) = apply(&cmd(4), 7, Some(&rec("ab", 5)));
+        assert!(matches!(eff, Effect::Set(r) if r == rec("abcd", 7)));
+        assert_eq!(res, CommandResult::Written { version: 7 });
+        let (eff, res) = apply(&cmd(3), 7, Some(&rec("ab", 5)));
+        assert!(matches!(eff, Effect::Unchanged));
+        assert_eq!(res, CommandResult::ValueTooLarge { len: 4, limit: 3 });
+        let big = rec(&"x".repeat(MAX_VALUE_BYTES - 1), 5);
+        let (eff, res) = apply(&cmd(u64::MAX), 7, Some(&big));
+        assert!(matches!(eff, Effect::Unchanged));
+        let (len, limit) = ((MAX_VALUE_BYTES + 1) as u64, MAX_VALUE_BYTES as u64);
+        assert_eq!(res, CommandResult::ValueTooLarge { len, limit });
+    }
+
+    // Puts past the hard cap and writes of keys past the key cap are refused; deletes are not.
+    #[test]
+    fn hard_caps_refuse_puts_and_huge_keys() {
+        let (eff, res) = apply(
+            &Command::Put {
+                key: "k".into(),
+                value: "x".repeat(MAX_VALUE_BYTES + 1),
+                condition: None,
+            },
+            3,
+            None,
+        );
+        assert!(matches!(eff, Effect::Unchanged));
+        assert!(
+            matches!(res, CommandResult::ValueTooLarge { .. }),
+            "{res:?}"
+        );
+        let huge = "k".repeat(MAX_KEY_BYTES + 1);
+        let (eff, res) = apply(
+            &Command::Append {
+                key: huge.clone(),
+                suffix: "v".into(),
+            },
+            3,
+            None,
+        );
+        assert!(matches!(eff, Effect::Unchanged));
+        assert!(matches!(res, CommandResult::KeyTooLarge { .. }), "{res:?}");
+        let (_, res) = apply(
+            &Command::Delete {
+                key: huge,
+                condition: None,
+            },
+            3,
+            None,
+        );
+        assert_eq!(res, CommandResult::Deleted { existed: false });
     }
 
     // Deleting reports whether the key existed; a failed condition leaves it.

@@ -10,7 +10,7 @@
 //!   machine. All keys of one (group, slot) are contiguous, so a move is a range scan.
 //!
 //! Durability rules (openraft's storage contract):
-//! - the vote is fsynced before [`LogStore::save_vote`] returns;
+//! - the vote is fsynced before `save_vote` ([`LogStore`]) returns;
 //! - appended entries are written at once (readable) but reported flushed only after the WAL is
 //!   fsynced; one flusher thread per RocksDB fsyncs once for every append that queued up while the
 //!   previous fsync ran, across all groups (group commit);
@@ -21,7 +21,13 @@
 //!   diverges. A failed condition is a deterministic [`CommandResult`], not an error;
 //! - snapshots are built by streaming a RocksDB snapshot into a file, and installed by streaming a
 //!   file into write batches; neither is held whole in memory. An install interrupted by a crash
-//!   is redone from the snapshot file on the next open.
+//!   is redone from the snapshot file when the store next opens; reads of a group are refused
+//!   while it installs ([`StoreError::Installing`]);
+//! - limits that protect the state are enforced by `apply`, identically on every replica: no key
+//!   above [`MAX_KEY_BYTES`], no value above [`MAX_VALUE_BYTES`] or above the limit a
+//!   [`Command::AppendBounded`] carries. Snapshot frames exceed both caps, so a snapshot build never
+//!   fails on state apply accepted;
+//! - RocksDB writes and fsyncs run on tokio's blocking threads, never on the async workers.
 //!
 //! Not implemented / caveats:
 //! - slot ownership, freezing and epochs are not checked by the state machine yet: the nodes
@@ -43,7 +49,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use command::{Command, CommandResult, Condition, Record};
+pub use command::{Command, CommandResult, Condition, Record, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use log_store::LogStore;
 pub use state_machine::StateMachineStore;
 pub use store::{Store, StoreError};

@@ -3,6 +3,10 @@
 //! Steps of an append: encode every entry into one WriteBatch, write it (entries are readable at
 //! once), then hand the flush callback to the store's WAL flusher, which fsyncs once for all
 //! appends waiting and only then reports them durable (group commit).
+//!
+//! Every write (and its fsync) runs on tokio's blocking threads: a RocksDB write stall must not
+//! hold up the async workers that send heartbeats. openraft awaits each call before the next, so
+//! writes keep their order.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -33,6 +37,13 @@ fn io(
     e: impl std::error::Error + 'static,
 ) -> StorageError<NodeId> {
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
+}
+
+/// Runs `f` on tokio's blocking threads, off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io(ErrorSubject::Store, ErrorVerb::Write, e))?
 }
 
 impl LogStore {
@@ -148,7 +159,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
         // The vote must be fsynced before we reply: a node must never vote twice in a term.
-        self.put_meta(tag::VOTE, vote, true, ErrorSubject::Vote)
+        let (this, vote) = (self.clone(), *vote);
+        blocking(move || {
+            this.store.stall_point();
+            this.put_meta(tag::VOTE, &vote, true, ErrorSubject::Vote)
+        })
+        .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
@@ -157,7 +173,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
         // Not synced: it only lets a restart apply sooner; losing it is safe.
-        self.put_meta(tag::COMMITTED, &committed, false, ErrorSubject::Store)
+        let this = self.clone();
+        blocking(move || this.put_meta(tag::COMMITTED, &committed, false, ErrorSubject::Store))
+            .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
@@ -170,36 +188,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
     {
-        let cf = self.store.cf(CF_LOG);
-        let mut batch = WriteBatch::default();
-        for entry in entries {
-            let bytes = bincode::serialize(&entry)
-                .map_err(|e| io(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
-            batch.put_cf(cf, keys::log_key(self.group, entry.log_id.index), bytes);
-        }
-        // Written but not yet durable; the flusher fsyncs and then calls back.
-        self.store
-            .db()
-            .write(batch)
-            .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        self.store.flush_later(callback);
-        Ok(())
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let this = self.clone();
+        blocking(move || {
+            let cf = this.store.cf(CF_LOG);
+            let mut batch = WriteBatch::default();
+            for entry in entries {
+                let bytes = bincode::serialize(&entry)
+                    .map_err(|e| io(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
+                batch.put_cf(cf, keys::log_key(this.group, entry.log_id.index), bytes);
+            }
+            // Written but not yet durable; the flusher fsyncs and then calls back.
+            this.store
+                .db()
+                .write(batch)
+                .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            this.store.flush_later(callback);
+            Ok(())
+        })
+        .await
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<()> {
-        let mut wo = WriteOptions::default();
-        // Synced so that removed (conflicting) entries cannot come back after a crash.
-        wo.set_sync(true);
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(
-            self.store.cf(CF_LOG),
-            keys::log_key(self.group, log_id.index).to_vec(),
-            keys::group_end(self.group),
-        );
-        self.store
-            .db()
-            .write_opt(batch, &wo)
-            .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
+        let this = self.clone();
+        blocking(move || {
+            let mut wo = WriteOptions::default();
+            // Synced so that removed (conflicting) entries cannot come back after a crash.
+            wo.set_sync(true);
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(
+                this.store.cf(CF_LOG),
+                keys::log_key(this.group, log_id.index).to_vec(),
+                keys::group_end(this.group),
+            );
+            this.store
+                .db()
+                .write_opt(batch, &wo)
+                .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
@@ -207,20 +234,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // purge point are covered by a snapshot, so keeping them after a crash is harmless.
         let bytes = bincode::serialize(&log_id)
             .map_err(|e| io(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            self.store.cf(CF_META),
-            keys::meta_key(self.group, tag::PURGED),
-            bytes,
-        );
-        batch.delete_range_cf(
-            self.store.cf(CF_LOG),
-            keys::log_key(self.group, 0),
-            keys::log_key(self.group, log_id.index.saturating_add(1)),
-        );
-        self.store
-            .db()
-            .write(batch)
-            .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
+        let this = self.clone();
+        blocking(move || {
+            let mut batch = WriteBatch::default();
+            batch.put_cf(
+                this.store.cf(CF_META),
+                keys::meta_key(this.group, tag::PURGED),
+                bytes,
+            );
+            batch.delete_range_cf(
+                this.store.cf(CF_LOG),
+                keys::log_key(this.group, 0),
+                keys::log_key(this.group, log_id.index.saturating_add(1)),
+            );
+            this.store
+                .db()
+                .write(batch)
+                .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
+        })
+        .await
     }
 }

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use openraft::{BasicNode, SnapshotMeta};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,17 @@ const MAGIC: &[u8; 8] = b"KVSNAP1\n";
 const END: u32 = u32::MAX;
 /// Largest header or key/value frame accepted when reading; anything larger is corruption.
 const MAX_FRAME: u32 = 64 << 20;
+
+// A snapshot build must never fail on state that apply accepted: apply never stores a key frame
+// (`slot ++ key`) or a value frame (an encoded record, `version ++ value`) as large as this.
+const _: () = assert!(
+    (crate::command::MAX_VALUE_BYTES + 8) * 3 / 2 < MAX_FRAME as usize,
+    "snapshot frames must comfortably exceed the hard value cap"
+);
+const _: () = assert!(
+    (crate::command::MAX_KEY_BYTES + 2) * 3 / 2 < MAX_FRAME as usize,
+    "snapshot frames must comfortably exceed the hard key cap"
+);
 
 /// The snapshot a group serves to followers and restores from, recorded in its meta.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,17 +42,17 @@ pub(crate) struct CurrentSnapshot {
 /// Streams records into a new snapshot file.
 pub(crate) struct SnapshotWriter {
     out: BufWriter<File>,
-    tmp: PathBuf,
     count: u64,
 }
 
 impl SnapshotWriter {
-    pub fn create(tmp: PathBuf, meta: &SnapshotMeta<NodeId, BasicNode>) -> std::io::Result<Self> {
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    /// Creates the file at `tmp` and writes the header.
+    pub fn create(tmp: &Path, meta: &SnapshotMeta<NodeId, BasicNode>) -> std::io::Result<Self> {
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
         out.write_all(MAGIC)?;
         let header = bincode::serialize(meta).map_err(std::io::Error::other)?;
         write_frame(&mut out, &header)?;
-        Ok(SnapshotWriter { out, tmp, count: 0 })
+        Ok(SnapshotWriter { out, count: 0 })
     }
 
     pub fn record(&mut self, key: &[u8], value: &[u8]) -> std::io::Result<()> {
@@ -51,19 +62,25 @@ impl SnapshotWriter {
         Ok(())
     }
 
-    /// Ends the file, fsyncs it and renames it to `path`.
-    pub fn finish(mut self, path: &Path) -> std::io::Result<()> {
+    /// Ends the file and fsyncs it; [`durable_rename`] then puts it in place.
+    pub fn finish(mut self) -> std::io::Result<File> {
         self.out.write_all(&END.to_be_bytes())?;
         self.out.write_all(&self.count.to_be_bytes())?;
         let file = self.out.into_inner().map_err(|e| e.into_error())?;
-        // The snapshot must be durable before any meta points at it.
         file.sync_all()?;
-        std::fs::rename(&self.tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        Ok(file)
     }
+}
+
+/// Makes `file` (open at `from`) durable at `to`: fsyncs it, renames it and fsyncs the directory,
+/// so that the new name survives a crash before any meta points at it.
+pub(crate) fn durable_rename(file: &File, from: &Path, to: &Path) -> std::io::Result<()> {
+    file.sync_all()?;
+    std::fs::rename(from, to)?;
+    let dir = to
+        .parent()
+        .ok_or_else(|| std::io::Error::other("snapshot path has no directory"))?;
+    File::open(dir)?.sync_all()
 }
 
 fn write_frame(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
@@ -164,10 +181,11 @@ mod tests {
     fn round_trip_and_truncation() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("s.snap");
-        let mut w = SnapshotWriter::create(dir.path().join("s.tmp"), &meta())?;
+        let tmp = dir.path().join("s.tmp");
+        let mut w = SnapshotWriter::create(&tmp, &meta())?;
         w.record(b"k1", b"v1")?;
         w.record(b"k2", b"")?;
-        w.finish(&path)?;
+        durable_rename(&w.finish()?, &tmp, &path)?;
         let (mut r, m) = SnapshotReader::open(File::open(&path)?)?;
         assert_eq!(m.snapshot_id, "t");
         assert_eq!(r.next_record()?, Some((b"k1".to_vec(), b"v1".to_vec())));

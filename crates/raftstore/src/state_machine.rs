@@ -1,11 +1,23 @@
 //! openraft state machine of one group: applies commands to the `data` column family, builds
 //! and installs snapshots.
 //!
-//! Steps of an install: (1) copy the received file into the snapshot directory and fsync it,
-//! (2) check its framing end to end, (3) record it as current with an "installing" marker
-//! (synced), (4) drop the group's data and stream the records in batches, (5) write last-applied
-//! and membership and clear the marker (synced). A crash between (3) and (5) is finished at the
-//! next open by redoing (4)-(5) from the file.
+//! Steps of an install: (1) copy the received file into a `.tmp` in the snapshot directory and
+//! fsync it, (2) check its framing end to end, (3) mark the group installing in memory (reads
+//! of it are refused until (6)), (4) rename the file in place (directory fsynced) and record it
+//! as current with an "installing" marker (synced), (5) drop the group's data and stream the
+//! records in batches, (6) write last-applied and membership and clear the marker (synced), then
+//! delete the group's superseded snapshot files. A crash between (4) and (6) is finished when the
+//! store next opens, by redoing (5)-(6) from the file.
+//!
+//! Snapshot files: a `.snap` is renamed into place only under the store's snapshot lock, in the
+//! same critical section that records it as its group's current snapshot (or deletes it when a
+//! newer one is recorded), and files are opened for reading under that lock too. So outside the
+//! lock every `.snap` is either named by its group's record or garbage, and a file is never
+//! deleted between reading the record and opening it. Garbage (and `.tmp` files of a build or
+//! install a crash interrupted) is deleted when the store opens.
+//!
+//! Blocking: RocksDB writes (a write stall, an fsync) and file I/O run on tokio's blocking
+//! threads, never on the async workers that run heartbeats.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +32,7 @@ use serde::de::DeserializeOwned;
 
 use crate::command::{self, Effect};
 use crate::keys::{self, tag, CF_DATA, CF_META};
-use crate::snapshot::{CurrentSnapshot, SnapshotReader, SnapshotWriter};
+use crate::snapshot::{durable_rename, CurrentSnapshot, SnapshotReader, SnapshotWriter};
 use crate::{CommandResult, Entry, GroupId, NodeId, Record, Store, TypeConfig};
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
@@ -48,6 +60,13 @@ fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeId> 
         AnyError::error(e.to_string()),
     )
     .into()
+}
+
+/// Runs `f` on tokio's blocking threads, off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?
 }
 
 /// Number of keys of a group and their bytes (data keys plus encoded records), kept up to date by
@@ -140,18 +159,9 @@ impl StateMachineStore {
         let get = |k: &[u8]| db.get_cf(meta_cf, k);
         let installing: Option<bool> = read_meta(get, group, tag::INSTALLING)?;
         if installing.unwrap_or(false) {
-            let current: Option<CurrentSnapshot> = read_meta(get, group, tag::SNAPSHOT)?;
-            let current = current.ok_or_else(|| {
-                snap_err(
-                    ErrorVerb::Read,
-                    "install marker set but no current snapshot",
-                )
-            })?;
-            tracing::warn!(group = %group, snapshot = %current.meta.snapshot_id, "finishing an interrupted snapshot install");
+            // Store::open could not finish it; try again, so the error reaches openraft.
             let s = store.clone();
-            tokio::task::spawn_blocking(move || ingest(&s, group, &current))
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Write, e))??;
+            blocking(move || finish_install(&s, group)).await?;
         }
         let applied = read_meta::<Option<LogId<NodeId>>>(get, group, tag::APPLIED)?.flatten();
         let membership = read_meta(get, group, tag::MEMBERSHIP)?.unwrap_or_default();
@@ -164,6 +174,77 @@ impl StateMachineStore {
             stats,
         })
     }
+}
+
+/// Deletes snapshot files no group's record names, and finishes the snapshot installs a crash
+/// interrupted. Runs when the store opens, before any group uses it.
+pub(crate) fn recover(store: &Store) -> std::result::Result<(), crate::StoreError> {
+    let db = store.db();
+    let mut named = std::collections::HashSet::new();
+    let mut keep_all = false;
+    let mut installing = Vec::new();
+    let mut it = db.raw_iterator_cf(store.cf(CF_META));
+    it.seek_to_first();
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        // Meta keys are `group ++ tag`.
+        if let (Ok(g), Some(&t), 9) = (<[u8; 8]>::try_from(&k[..k.len().min(8)]), k.get(8), k.len())
+        {
+            let group = GroupId(u64::from_be_bytes(g));
+            if t == tag::SNAPSHOT {
+                match bincode::deserialize::<CurrentSnapshot>(v) {
+                    Ok(c) => {
+                        named.insert(c.file);
+                    }
+                    Err(e) => {
+                        // Keep every file: we cannot tell which one this record names.
+                        tracing::error!(group = %group, error = %e, "undecodable snapshot record");
+                        keep_all = true;
+                    }
+                }
+            }
+            if t == tag::INSTALLING && bincode::deserialize::<bool>(v).unwrap_or(true) {
+                installing.push(group);
+            }
+        }
+        it.next();
+    }
+    it.status()?;
+    drop(it);
+    for entry in std::fs::read_dir(&store.inner.snapshot_dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !keep_all && !named.contains(&name) {
+            tracing::info!(file = %name, "deleting a snapshot file no group uses");
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(file = %name, error = %e, "cannot delete an unused snapshot file");
+            }
+        }
+    }
+    for group in installing {
+        if let Err(e) = finish_install(store, group) {
+            tracing::error!(group = %group, error = %e, "cannot finish an interrupted snapshot install; the group's replica will not start");
+        }
+    }
+    Ok(())
+}
+
+/// Redoes steps (5)-(6) of an install a crash interrupted. Reads of the group are refused
+/// meanwhile, and stay refused if it fails.
+fn finish_install(store: &Store, group: GroupId) -> Result<()> {
+    store.begin_install(group);
+    let db = store.db();
+    let current: Option<CurrentSnapshot> =
+        read_meta(|k| db.get_cf(store.cf(CF_META), k), group, tag::SNAPSHOT)?;
+    let current = current.ok_or_else(|| {
+        snap_err(
+            ErrorVerb::Read,
+            "install marker set but no current snapshot",
+        )
+    })?;
+    tracing::warn!(group = %group, snapshot = %current.meta.snapshot_id, "finishing an interrupted snapshot install");
+    ingest(store, group, &current)?;
+    store.end_install(group);
+    Ok(())
 }
 
 /// Replaces `group`'s data with the records of `current`'s file and records it as applied.
@@ -215,11 +296,15 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
         .map_err(|e| snap_err(ErrorVerb::Write, e))
 }
 
-/// Records `current` as the group's snapshot (optionally with the install marker) unless a newer
-/// one is already recorded, and deletes the file it replaces. Returns whether it was recorded.
-fn set_current(
+/// Renames the finished snapshot file `tmp` (open as `file`) to `current.file` and records it as
+/// the group's snapshot (optionally with the install marker) unless a newer one is already
+/// recorded (then deletes it), and deletes the file it replaces. Returns whether it was recorded.
+/// All under the snapshot lock: see the module overview.
+fn publish(
     store: &Store,
     group: GroupId,
+    file: &std::fs::File,
+    tmp: &std::path::Path,
     current: &CurrentSnapshot,
     installing: bool,
 ) -> Result<bool> {
@@ -228,12 +313,16 @@ fn set_current(
         .snapshot_lock
         .lock()
         .unwrap_or_else(|p| p.into_inner());
+    let path = store.inner.snapshot_dir.join(&current.file);
+    durable_rename(file, tmp, &path).map_err(|e| snap_err(ErrorVerb::Write, e))?;
     let db = store.db();
     let meta_cf = store.cf(CF_META);
     let old: Option<CurrentSnapshot> = read_meta(|k| db.get_cf(meta_cf, k), group, tag::SNAPSHOT)?;
     if !installing {
         if let Some(old) = &old {
             if old.meta.last_log_id > current.meta.last_log_id {
+                // Whoever holds it open (the build that made it) keeps reading it.
+                let _ = std::fs::remove_file(&path);
                 return Ok(false);
             }
         }
@@ -262,6 +351,54 @@ fn set_current(
     Ok(true)
 }
 
+/// Opens the group's current snapshot file, if any. Under the snapshot lock, so the file the
+/// record names is not deleted in between (an open file survives its unlink).
+fn open_current(store: &Store, group: GroupId) -> Result<Option<(CurrentSnapshot, std::fs::File)>> {
+    let _guard = store
+        .inner
+        .snapshot_lock
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let db = store.db();
+    let current: Option<CurrentSnapshot> =
+        read_meta(|k| db.get_cf(store.cf(CF_META), k), group, tag::SNAPSHOT)?;
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    let path = store.inner.snapshot_dir.join(&current.file);
+    let f = std::fs::File::open(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    Ok(Some((current, f)))
+}
+
+/// Deletes the group's snapshot files other than its current one (never `.tmp` files: a
+/// concurrent build may be writing one).
+fn remove_superseded(store: &Store, group: GroupId) -> Result<()> {
+    let _guard = store
+        .inner
+        .snapshot_lock
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let db = store.db();
+    let current: Option<CurrentSnapshot> =
+        read_meta(|k| db.get_cf(store.cf(CF_META), k), group, tag::SNAPSHOT)?;
+    let prefix = format!("g{group}-");
+    let dir = &store.inner.snapshot_dir;
+    let entries = std::fs::read_dir(dir).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    for entry in entries {
+        let name = entry
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let is_current = current.as_ref().is_some_and(|c| c.file == name);
+        if name.starts_with(&prefix) && name.ends_with(".snap") && !is_current {
+            tracing::info!(group = %group, file = %name, "deleting a superseded snapshot file");
+            let _ = std::fs::remove_file(dir.join(&name));
+        }
+    }
+    Ok(())
+}
+
 fn snapshot_file_name(group: GroupId, last: Option<LogId<NodeId>>) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -276,22 +413,20 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
         let store = self.store.clone();
         let group = self.group;
-        let (meta, file) = tokio::task::spawn_blocking(move || build(&store, group))
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))??;
-        let path = self.store.inner.snapshot_dir.join(file);
-        let f = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let (meta, f) = blocking(move || build(&store, group)).await?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(f),
+            snapshot: Box::new(tokio::fs::File::from_std(f)),
         })
     }
 }
 
-/// Streams a consistent RocksDB snapshot of `group` into a new snapshot file.
-fn build(store: &Store, group: GroupId) -> Result<(SnapshotMeta<NodeId, BasicNode>, String)> {
+/// Streams a consistent RocksDB snapshot of `group` into a new snapshot file and returns it,
+/// open for reading.
+fn build(
+    store: &Store,
+    group: GroupId,
+) -> Result<(SnapshotMeta<NodeId, BasicNode>, std::fs::File)> {
     let db = store.db();
     let snap = db.snapshot();
     let meta_cf = store.cf(CF_META);
@@ -307,32 +442,51 @@ fn build(store: &Store, group: GroupId) -> Result<(SnapshotMeta<NodeId, BasicNod
         last_membership: membership,
         snapshot_id: file.trim_end_matches(".snap").to_string(),
     };
-    let dir = &store.inner.snapshot_dir;
-    let mut w = SnapshotWriter::create(dir.join(format!("{file}.tmp")), &meta)
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-    let mut ro = rocksdb::ReadOptions::default();
-    ro.set_snapshot(&snap);
-    ro.set_iterate_lower_bound(keys::group_start(group).to_vec());
-    ro.set_iterate_upper_bound(keys::group_end(group));
-    let mut it = db.raw_iterator_cf_opt(store.cf(CF_DATA), ro);
-    it.seek_to_first();
-    while let (Some(k), Some(v)) = (it.key(), it.value()) {
-        w.record(&k[8..], v)
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        it.next();
-    }
-    it.status().map_err(|e| snap_err(ErrorVerb::Read, e))?;
-    w.finish(&dir.join(&file))
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    let tmp = store.inner.snapshot_dir.join(format!("{file}.tmp"));
+    let written = write_snapshot(store, group, &snap, &tmp, &meta);
+    let (written, reader) = match written {
+        Ok(files) => files,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     let current = CurrentSnapshot {
         meta: meta.clone(),
-        file: file.clone(),
+        file,
     };
-    if !set_current(store, group, &current, false)? {
+    if !publish(store, group, &written, &tmp, &current, false)? {
         tracing::debug!(group = %group, "a newer snapshot was recorded meanwhile");
     }
     tracing::info!(group = %group, snapshot = %meta.snapshot_id, "built snapshot");
-    Ok((meta, file))
+    Ok((meta, reader))
+}
+
+/// Writes the group's data as of `snap` into `tmp` (synced); returns the written file and the
+/// same file open for reading.
+fn write_snapshot(
+    store: &Store,
+    group: GroupId,
+    snap: &rocksdb::Snapshot<'_>,
+    tmp: &std::path::Path,
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+) -> Result<(std::fs::File, std::fs::File)> {
+    let w = |e: std::io::Error| snap_err(ErrorVerb::Write, e);
+    let mut out = SnapshotWriter::create(tmp, meta).map_err(w)?;
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.set_snapshot(snap);
+    ro.set_iterate_lower_bound(keys::group_start(group).to_vec());
+    ro.set_iterate_upper_bound(keys::group_end(group));
+    let mut it = store.db().raw_iterator_cf_opt(store.cf(CF_DATA), ro);
+    it.seek_to_first();
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        out.record(&k[8..], v).map_err(w)?;
+        it.next();
+    }
+    it.status().map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    let written = out.finish().map_err(w)?;
+    let reader = std::fs::File::open(tmp).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    Ok((written, reader))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -346,81 +500,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         I: IntoIterator<Item = Entry> + openraft::OptionalSend,
     {
-        let db = self.store.db();
-        let data_cf = self.store.cf(CF_DATA);
-        let mut batch = WriteBatch::default();
-        // Writes of this batch not yet in RocksDB: later entries must see earlier ones.
-        let mut overlay: HashMap<Vec<u8>, Option<Record>> = HashMap::new();
-        let mut applied = self.applied;
-        let mut membership = self.membership.clone();
-        let mut stats = self.stats;
-        let mut results = Vec::new();
-        for entry in entries {
-            applied = Some(entry.log_id);
-            let result = match entry.payload {
-                EntryPayload::Blank => CommandResult::None,
-                EntryPayload::Membership(m) => {
-                    membership = StoredMembership::new(Some(entry.log_id), m);
-                    CommandResult::None
-                }
-                EntryPayload::Normal(cmd) => {
-                    fault_apply(&cmd)?;
-                    let dk = keys::data_key(self.group, cmd.key().as_bytes());
-                    let current = match overlay.get(&dk) {
-                        Some(r) => r.clone(),
-                        None => {
-                            let raw = db
-                                .get_pinned_cf(data_cf, &dk)
-                                .map_err(|e| sm_err(ErrorVerb::Read, e))?;
-                            match raw {
-                                None => None,
-                                Some(b) => Some(Record::decode(&b).ok_or_else(|| {
-                                    sm_err(ErrorVerb::Read, format!("corrupt record {dk:?}"))
-                                })?),
-                            }
-                        }
-                    };
-                    let (effect, result) =
-                        command::apply(&cmd, entry.log_id.index, current.as_ref());
-                    if let (Some(old), Effect::Set(_) | Effect::Remove) = (&current, &effect) {
-                        stats.remove(dk.len(), old.encoded_len());
-                    }
-                    match effect {
-                        Effect::Unchanged => {}
-                        Effect::Set(r) => {
-                            stats.add(dk.len(), r.encoded_len());
-                            batch.put_cf(data_cf, &dk, r.encode());
-                            overlay.insert(dk, Some(r));
-                        }
-                        Effect::Remove => {
-                            batch.delete_cf(data_cf, &dk);
-                            overlay.insert(dk, None);
-                        }
-                    }
-                    result
-                }
-            };
-            results.push(result);
-        }
-        let meta_cf = self.store.cf(CF_META);
-        batch.put_cf(
-            meta_cf,
-            keys::meta_key(self.group, tag::APPLIED),
-            encode(&applied)?,
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let store = self.store.clone();
+        let (group, applied, membership, stats) = (
+            self.group,
+            self.applied,
+            self.membership.clone(),
+            self.stats,
         );
-        batch.put_cf(
-            meta_cf,
-            keys::meta_key(self.group, tag::MEMBERSHIP),
-            encode(&membership)?,
-        );
-        batch.put_cf(
-            meta_cf,
-            keys::meta_key(self.group, tag::STATS),
-            encode(&stats)?,
-        );
-        // Data and last-applied in one batch: a crash never half-applies. An error here stops
-        // the replica (openraft treats it as fatal), so it never diverges.
-        db.write(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let (results, applied, membership, stats) =
+            blocking(move || apply_entries(&store, group, entries, applied, membership, stats))
+                .await?;
         self.applied = applied;
         self.membership = membership;
         self.stats = stats;
@@ -450,9 +540,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let store = self.store.clone();
         let group = self.group;
         let meta2 = meta.clone();
-        tokio::task::spawn_blocking(move || install(&store, group, meta2, received))
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))??;
+        blocking(move || install(&store, group, meta2, received)).await?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.stats = load_stats(&self.store, self.group)?;
@@ -461,51 +549,146 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
-        let db = self.store.db();
-        let meta_cf = self.store.cf(CF_META);
-        let current: Option<CurrentSnapshot> =
-            read_meta(|k| db.get_cf(meta_cf, k), self.group, tag::SNAPSHOT)?;
-        let Some(current) = current else {
-            return Ok(None);
-        };
-        let path = self.store.inner.snapshot_dir.join(&current.file);
-        let f = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot {
+        let store = self.store.clone();
+        let group = self.group;
+        let current = blocking(move || open_current(&store, group)).await?;
+        Ok(current.map(|(current, f)| Snapshot {
             meta: current.meta,
-            snapshot: Box::new(f),
+            snapshot: Box::new(tokio::fs::File::from_std(f)),
         }))
     }
 }
 
-/// Steps (1)-(5) of the module overview, on a blocking thread.
+/// What a batch of entries applied to: the results and the state after it.
+type Applied = (
+    Vec<CommandResult>,
+    Option<LogId<NodeId>>,
+    Membership,
+    GroupStats,
+);
+
+/// Applies `entries` in one WriteBatch, from the state (`applied`, `membership`, `stats`) the
+/// previous batch left, and returns the results and the new state. Runs on a blocking thread;
+/// openraft applies one batch at a time, so batches keep their order.
+fn apply_entries(
+    store: &Store,
+    group: GroupId,
+    entries: Vec<Entry>,
+    mut applied: Option<LogId<NodeId>>,
+    mut membership: Membership,
+    mut stats: GroupStats,
+) -> Result<Applied> {
+    let db = store.db();
+    let data_cf = store.cf(CF_DATA);
+    let mut batch = WriteBatch::default();
+    // Writes of this batch not yet in RocksDB: later entries must see earlier ones.
+    let mut overlay: HashMap<Vec<u8>, Option<Record>> = HashMap::new();
+    let mut results = Vec::new();
+    for entry in entries {
+        applied = Some(entry.log_id);
+        let result = match entry.payload {
+            EntryPayload::Blank => CommandResult::None,
+            EntryPayload::Membership(m) => {
+                membership = StoredMembership::new(Some(entry.log_id), m);
+                CommandResult::None
+            }
+            EntryPayload::Normal(cmd) => {
+                fault_apply(&cmd)?;
+                let dk = keys::data_key(group, cmd.key().as_bytes());
+                let current = match overlay.get(&dk) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let raw = db
+                            .get_pinned_cf(data_cf, &dk)
+                            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                        match raw {
+                            None => None,
+                            Some(b) => Some(Record::decode(&b).ok_or_else(|| {
+                                sm_err(ErrorVerb::Read, format!("corrupt record {dk:?}"))
+                            })?),
+                        }
+                    }
+                };
+                let (effect, result) = command::apply(&cmd, entry.log_id.index, current.as_ref());
+                if let (Some(old), Effect::Set(_) | Effect::Remove) = (&current, &effect) {
+                    stats.remove(dk.len(), old.encoded_len());
+                }
+                match effect {
+                    Effect::Unchanged => {}
+                    Effect::Set(r) => {
+                        stats.add(dk.len(), r.encoded_len());
+                        batch.put_cf(data_cf, &dk, r.encode());
+                        overlay.insert(dk, Some(r));
+                    }
+                    Effect::Remove => {
+                        batch.delete_cf(data_cf, &dk);
+                        overlay.insert(dk, None);
+                    }
+                }
+                result
+            }
+        };
+        results.push(result);
+    }
+    let meta_cf = store.cf(CF_META);
+    batch.put_cf(
+        meta_cf,
+        keys::meta_key(group, tag::APPLIED),
+        encode(&applied)?,
+    );
+    batch.put_cf(
+        meta_cf,
+        keys::meta_key(group, tag::MEMBERSHIP),
+        encode(&membership)?,
+    );
+    batch.put_cf(meta_cf, keys::meta_key(group, tag::STATS), encode(&stats)?);
+    // Data and last-applied in one batch: a crash never half-applies. An error here stops
+    // the replica (openraft treats it as fatal), so it never diverges.
+    store.stall_point();
+    db.write(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    Ok((results, applied, membership, stats))
+}
+
+/// Steps (1)-(6) of the module overview, on a blocking thread.
 fn install(
     store: &Store,
     group: GroupId,
     meta: SnapshotMeta<NodeId, BasicNode>,
     mut received: std::fs::File,
 ) -> Result<()> {
-    use std::io::Seek;
     let file = snapshot_file_name(group, meta.last_log_id);
-    let dir = &store.inner.snapshot_dir;
-    let path = dir.join(&file);
-    let tmp = dir.join(format!("{file}.tmp"));
+    let tmp = store.inner.snapshot_dir.join(format!("{file}.tmp"));
+    let copied = copy_checked(&mut received, &tmp);
+    let copied = match copied {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    store.begin_install(group);
+    let current = CurrentSnapshot { meta, file };
+    publish(store, group, &copied, &tmp, &current, true)?;
+    ingest(store, group, &current)?;
+    store.end_install(group);
+    remove_superseded(store, group)
+}
+
+/// Steps (1)-(2): copies `received` to `tmp`, fsyncs it and checks its framing end to end.
+fn copy_checked(received: &mut std::fs::File, tmp: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::Seek;
     let w = |e: std::io::Error| snap_err(ErrorVerb::Write, e);
     received.seek(std::io::SeekFrom::Start(0)).map_err(w)?;
-    let mut out = std::fs::File::create(&tmp).map_err(w)?;
-    std::io::copy(&mut received, &mut out).map_err(w)?;
+    let mut out = std::fs::File::create(tmp).map_err(w)?;
+    std::io::copy(received, &mut out).map_err(w)?;
     out.sync_all().map_err(w)?;
-    std::fs::rename(&tmp, &path).map_err(w)?;
     // Check the whole file before touching the state machine.
-    let (mut reader, _) = SnapshotReader::open(std::fs::File::open(&path).map_err(w)?)
+    let (mut reader, _) = SnapshotReader::open(std::fs::File::open(tmp).map_err(w)?)
         .map_err(|e| snap_err(ErrorVerb::Read, e))?;
     while reader
         .next_record()
         .map_err(|e| snap_err(ErrorVerb::Read, e))?
         .is_some()
     {}
-    let current = CurrentSnapshot { meta, file };
-    set_current(store, group, &current, true)?;
-    ingest(store, group, &current)
+    Ok(out)
 }

@@ -1,6 +1,7 @@
 //! One RocksDB per node, shared by every group's log store and state machine, and the WAL
 //! flusher that gives group commit.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -23,6 +24,10 @@ pub enum StoreError {
     /// A file-system error outside RocksDB (snapshot files).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The group is installing a snapshot on this replica: its data is being replaced, and a read
+    /// now could see a state that never existed. Retry shortly or at another replica.
+    #[error("group {group} is installing a snapshot on this replica")]
+    Installing { group: GroupId },
 }
 
 /// The node's RocksDB, shared by all groups. Cheap to clone.
@@ -39,11 +44,22 @@ pub(crate) struct Inner {
     flush_tx: std::sync::Mutex<mpsc::Sender<LogFlushed<TypeConfig>>>,
     /// Serializes updates of the groups' current-snapshot records.
     pub(crate) snapshot_lock: std::sync::Mutex<()>,
+    /// Per group, a count of snapshot install starts and ends: odd while the group's data range
+    /// is being replaced (or an install failed half way), so reads can tell they overlapped one.
+    installs: std::sync::Mutex<HashMap<GroupId, u64>>,
+    /// Test hook: the next write that reaches [`Store::stall_point`] signals the first channel
+    /// and waits on the second.
+    #[cfg(test)]
+    stall: std::sync::Mutex<Option<(mpsc::SyncSender<()>, mpsc::Receiver<()>)>>,
 }
 
 impl Store {
     /// Opens (creating if needed) the RocksDB under `dir` (`dir/db`, snapshots in
     /// `dir/snapshots`) and starts its WAL flusher thread, which ends when the store is dropped.
+    ///
+    /// Then recovers what a crash left: deletes snapshot files no group's record names, and
+    /// finishes every interrupted snapshot install (a group whose install cannot be finished
+    /// refuses reads, and its state machine fails to open).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
@@ -62,12 +78,17 @@ impl Store {
             snapshot_dir,
             flush_tx: std::sync::Mutex::new(tx),
             snapshot_lock: std::sync::Mutex::new(()),
+            installs: std::sync::Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            stall: std::sync::Mutex::new(None),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("kvorum-wal-flush".into())
             .spawn(move || flusher(weak, rx))?;
-        Ok(Store { inner })
+        let store = Store { inner };
+        crate::state_machine::recover(&store)?;
+        Ok(store)
     }
 
     /// The log storage of `group` for openraft.
@@ -87,19 +108,67 @@ impl Store {
     /// The current record of `key` in `group`'s state machine, as applied locally.
     ///
     /// This is a local read: linearizable only after the caller made sure (read index) that
-    /// this replica applied every write committed before the read began.
+    /// this replica applied every write committed before the read began. A read that overlaps a
+    /// snapshot install of the group is refused ([`StoreError::Installing`]): the install
+    /// replaces the data range in several batches, and in between it holds a state that never
+    /// existed.
     pub fn read(&self, group: GroupId, key: &str) -> Result<Option<Record>, StoreError> {
+        let seq = self.install_seq(group);
+        if seq & 1 == 1 {
+            return Err(StoreError::Installing { group });
+        }
         let raw = self
             .inner
             .db
             .get_pinned_cf(self.cf(CF_DATA), keys::data_key(group, key.as_bytes()))?;
-        match raw {
-            None => Ok(None),
-            Some(b) => Record::decode(&b)
-                .map(Some)
-                .ok_or_else(|| StoreError::Corrupt {
-                    key: key.to_string(),
-                }),
+        let record = match raw {
+            None => None,
+            Some(b) => Some(Record::decode(&b).ok_or_else(|| StoreError::Corrupt {
+                key: key.to_string(),
+            })?),
+        };
+        // An install that started (and maybe ended) since the first check may have changed
+        // what we read half way.
+        if self.install_seq(group) != seq {
+            return Err(StoreError::Installing { group });
+        }
+        Ok(record)
+    }
+
+    fn install_seq(&self, group: GroupId) -> u64 {
+        let installs = self
+            .inner
+            .installs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        installs.get(&group).copied().unwrap_or(0)
+    }
+
+    /// Marks `group` as installing a snapshot: reads of it are refused until
+    /// [`Store::end_install`]. Call before the first write of the install.
+    pub(crate) fn begin_install(&self, group: GroupId) {
+        let mut installs = self
+            .inner
+            .installs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let seq = installs.entry(group).or_insert(0);
+        if *seq & 1 == 0 {
+            *seq += 1;
+        }
+    }
+
+    /// Ends [`Store::begin_install`], after the install's last write. Not called when an install
+    /// fails half way: the group's data is then not a state that existed.
+    pub(crate) fn end_install(&self, group: GroupId) {
+        let mut installs = self
+            .inner
+            .installs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let seq = installs.entry(group).or_insert(0);
+        if *seq & 1 == 1 {
+            *seq += 1;
         }
     }
 
@@ -138,6 +207,36 @@ impl Store {
             // The flusher is gone (the store is shutting down): report the append failed so
             // openraft never counts it as durable.
             cb.log_io_completed(Err(std::io::Error::other("WAL flusher stopped")));
+        }
+    }
+
+    /// Test hook: makes the next write that reaches [`Store::stall_point`] block (until released
+    /// or 3 s passed), as a RocksDB
+    /// write stall would. Returns a receiver told when the write blocked, and a sender that lets
+    /// it go on.
+    #[cfg(test)]
+    pub(crate) fn arm_write_stall(&self) -> (mpsc::Receiver<()>, mpsc::SyncSender<()>) {
+        let (entered_tx, entered_rx) = mpsc::sync_channel(1);
+        let (release_tx, release_rx) = mpsc::sync_channel(1);
+        *self.inner.stall.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((entered_tx, release_rx));
+        (entered_rx, release_tx)
+    }
+
+    /// Where a blocking write may stall (test hook; nothing in other builds).
+    pub(crate) fn stall_point(&self) {
+        #[cfg(test)]
+        {
+            let armed = self
+                .inner
+                .stall
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some((entered, release)) = armed {
+                let _ = entered.send(());
+                let _ = release.recv_timeout(std::time::Duration::from_secs(3));
+            }
         }
     }
 

@@ -9,19 +9,23 @@
 //!   persistent format (data keys are prefixed by their slot).
 //! - [`GroupId`] 0 is the config group; data groups are numbered from 1.
 //!
-//! Modules: [`map`] (the cluster map and the deterministic initial map from (node list, K)) and
-//! [`cache`] (the routing cache of clients and nodes).
+//! Modules: [`map`] (the cluster map and the deterministic initial map from (node list, K)),
+//! [`planner`] (the view-change planner: target map and ordered steps of adding or removing one
+//! node) and [`cache`] (the routing cache of clients and nodes).
 //!
-//! Not implemented yet (see docs/architecture.md): the view-change planner.
+//! Not implemented yet (see docs/architecture.md): executing a plan (tasks, slot moves) is the
+//! node's work and does not exist yet.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub mod cache;
 pub mod map;
+pub mod planner;
 
 pub use cache::{Route, RoutingCache};
 pub use map::{ClusterMap, GroupInfo, MapError, NodeInfo, NodeState, Task, TaskKind, TaskStep};
+pub use planner::{plan, plan_with, Plan, PlanError, PlanOptions, Step, ViewChange};
 
 /// Number of slots of a cluster. Recorded with the cluster; MUST NOT change for a cluster.
 pub const SLOT_COUNT: u16 = 4096;

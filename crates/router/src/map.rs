@@ -38,6 +38,11 @@ pub struct NodeInfo {
     /// Address of the node's client API and Raft transport, `ip:port`.
     pub addr: String,
     pub state: NodeState,
+    /// The incarnation of the node's data directory (a random id created with it), recorded by
+    /// the metadata leader from the node's first heartbeat; `None` until then. Never changes once
+    /// recorded: a node with another incarnation under this id was wiped and is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
 }
 
 /// One data group of the map.
@@ -178,6 +183,7 @@ impl ClusterMap {
                     NodeInfo {
                         addr: a.clone(),
                         state: NodeState::Active,
+                        incarnation: None,
                     },
                 )
             })

@@ -1,0 +1,232 @@
+//! A node's incarnation: a random id created together with its data directory, recorded in the
+//! cluster map, and checked on every Raft RPC and heartbeat. It stops Raft amnesia: a node whose
+//! data directory was wiped (or replaced) has lost its log and its vote, and if it took part under
+//! its old id it could help elect a leader that lacks acknowledged writes.
+//!
+//! The rules:
+//! 1. The incarnation is created with the identity file and never changes (`identity.rs`).
+//! 2. The metadata leader records each node's incarnation in the map the first time a heartbeat
+//!    brings it; a recorded incarnation never changes (a wiped node is a new node).
+//! 3. A node starting on an empty data directory first asks the peers of its view for their map;
+//!    if one records an incarnation for its address (the cluster knows it as a member), the node
+//!    refuses to start ([`refuse_if_known`]): a wiped node may join only as a new node, after the
+//!    old one is removed.
+//! 4. Every Raft RPC carries the sender's incarnation and the incarnation the sender's map records
+//!    for the receiver. A receiver refuses a sender whose incarnation differs from its own map's
+//!    record, and a receiver that is not the incarnation the sender expects refuses and stops:
+//!    so a wiped node that started anyway (its peers were unreachable) can neither vote nor be
+//!    voted for. Heartbeats are checked the same way by the metadata leader.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use kvorum_raftstore::NodeId;
+use kvorum_router::ClusterMap;
+
+use crate::error::ApiError;
+
+/// Header carrying the sender's own incarnation on internal requests.
+pub const INCARNATION_HEADER: &str = "x-kvorum-incarnation";
+/// Header carrying the incarnation the sender's map records for the receiver, when it has one.
+pub const TO_INCARNATION_HEADER: &str = "x-kvorum-to-incarnation";
+
+/// Time a node starting on an empty data directory spends asking each peer for its map.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// A new random incarnation id: 128 bits, hex.
+pub fn new_incarnation() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The incarnations recorded in the newest map this node knows, by node; shared with the Raft
+/// transport so every RPC can name the incarnation it expects.
+#[derive(Debug, Clone, Default)]
+pub struct Incarnations(Arc<RwLock<BTreeMap<NodeId, String>>>);
+
+impl Incarnations {
+    /// Takes the recorded incarnations of `map`.
+    pub fn update(&self, map: &ClusterMap) {
+        let recorded = map
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| n.incarnation.clone().map(|i| (*id, i)))
+            .collect();
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = recorded;
+    }
+
+    /// The incarnation the map records for `node`, if any.
+    pub fn of(&self, node: NodeId) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .cloned()
+    }
+}
+
+/// Why a request's incarnation headers were refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The sender is not the incarnation the map records for its id: it was wiped.
+    Sender { node: NodeId },
+    /// This node is not the incarnation the sender's map records for it: this node was wiped.
+    Receiver,
+}
+
+/// Checks the incarnation headers of an internal request from `from` against this node's
+/// incarnation `mine` and its known `recorded` incarnations. Headers that are absent are not
+/// checked (a map that records nothing yet, in a cluster's first seconds).
+pub fn check(
+    headers: &HeaderMap,
+    from: Option<NodeId>,
+    mine: &str,
+    recorded: &Incarnations,
+) -> Result<(), Mismatch> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(expected) = header(TO_INCARNATION_HEADER) {
+        if expected != mine {
+            return Err(Mismatch::Receiver);
+        }
+    }
+    if let (Some(from), Some(theirs)) = (from, header(INCARNATION_HEADER)) {
+        if recorded.of(from).is_some_and(|r| r != theirs) {
+            return Err(Mismatch::Sender { node: from });
+        }
+    }
+    Ok(())
+}
+
+/// The message of a node that learns it is not the incarnation the cluster knows under its id.
+pub fn wiped_message(node: NodeId, data_dir: &std::path::Path) -> String {
+    format!(
+        "node {node}'s data directory {} is not the one the cluster knows under id {node} (it was \
+         wiped or replaced): a node without its log and vote must not take part under its old id. \
+         Start it with its original data directory, or remove node {node} from the cluster first \
+         and join this machine as a new node",
+        data_dir.display()
+    )
+}
+
+impl From<Mismatch> for ApiError {
+    fn from(m: Mismatch) -> ApiError {
+        ApiError::IncarnationMismatch(match m {
+            Mismatch::Sender { node } => format!(
+                "node {node} is not the incarnation the cluster map records (its data directory \
+                 was wiped); it must join as a new node"
+            ),
+            Mismatch::Receiver => {
+                "this node is not the incarnation the cluster map records (its data directory was \
+                 wiped); it stops"
+                    .to_string()
+            }
+        })
+    }
+}
+
+/// Asks the peers of `view` (all but `me`) for their cluster map, and refuses to start when one
+/// records an incarnation for `me`'s address, or lists it as removed: the data directory that
+/// node had is gone, so this is a wiped member (rule 3 of the module overview). Unreachable
+/// peers, and maps that do not record this address, let it start (a brand-new cluster).
+pub async fn refuse_if_known(
+    http: &reqwest::Client,
+    view: &[SocketAddr],
+    me: SocketAddr,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let me_str = me.to_string();
+    for peer in view.iter().filter(|p| **p != me) {
+        let url = format!("http://{peer}/v1/cluster/map");
+        let Ok(resp) = http.get(&url).timeout(PROBE_TIMEOUT).send().await else {
+            continue;
+        };
+        let Ok(body) = resp.json::<serde_json::Value>().await else {
+            continue;
+        };
+        let Ok(map) = serde_json::from_value::<ClusterMap>(body["map"].clone()) else {
+            continue;
+        };
+        let Some((id, node)) = map.nodes.iter().find(|(_, n)| n.addr == me_str) else {
+            continue;
+        };
+        if node.state == kvorum_router::NodeState::Removed {
+            anyhow::bail!(
+                "{me} was node {id} of this cluster, which removed it (peer {peer}, epoch {}); \
+                 it cannot rejoin under that id. Join it as a new node",
+                map.epoch
+            );
+        }
+        if node.incarnation.is_some() {
+            anyhow::bail!(
+                "refusing to start: the cluster (peer {peer}, epoch {}) knows {me} as member node \
+                 {id}, but the data directory {} is empty. {}",
+                map.epoch,
+                data_dir.display(),
+                wiped_message(*id, data_dir)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().expect("header value"));
+        }
+        h
+    }
+
+    fn recorded(pairs: &[(NodeId, &str)]) -> Incarnations {
+        let i = Incarnations::default();
+        *i.0.write().expect("lock") = pairs.iter().map(|(n, s)| (*n, s.to_string())).collect();
+        i
+    }
+
+    // Requests that name no incarnations (a map that records none yet) pass.
+    #[test]
+    fn absent_headers_pass() {
+        assert_eq!(check(&headers(&[]), Some(2), "me", &recorded(&[])), Ok(()));
+    }
+
+    // A sender whose incarnation differs from the recorded one was wiped: refused.
+    #[test]
+    fn wiped_sender_is_refused() {
+        let rec = recorded(&[(2, "old")]);
+        let h = headers(&[(INCARNATION_HEADER, "new")]);
+        assert_eq!(
+            check(&h, Some(2), "me", &rec),
+            Err(Mismatch::Sender { node: 2 })
+        );
+        let h = headers(&[(INCARNATION_HEADER, "old")]);
+        assert_eq!(check(&h, Some(2), "me", &rec), Ok(()));
+        // Not recorded yet: accepted (it is recorded from its first heartbeat).
+        let h = headers(&[(INCARNATION_HEADER, "x")]);
+        assert_eq!(check(&h, Some(3), "me", &rec), Ok(()));
+    }
+
+    // A receiver that is not the incarnation the sender expects was wiped: refused.
+    #[test]
+    fn wiped_receiver_refuses() {
+        let h = headers(&[(TO_INCARNATION_HEADER, "old")]);
+        assert_eq!(
+            check(&h, Some(1), "new", &recorded(&[])),
+            Err(Mismatch::Receiver)
+        );
+        assert_eq!(check(&h, Some(1), "old", &recorded(&[])), Ok(()));
+    }
+
+    // Incarnations are 128 random bits, so two data directories never share one.
+    #[test]
+    fn incarnations_differ() {
+        let (a, b) = (new_incarnation(), new_incarnation());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
+}
