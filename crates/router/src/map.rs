@@ -55,6 +55,10 @@ pub struct GroupInfo {
 
 /// A resumable task of the metadata server, recorded in the map so that a new config leader
 /// continues it. Every step is idempotent.
+///
+/// Fields added after the first release decode with defaults from older maps (`started_ms` 0:
+/// the start is unknown and the next leader's first look counts as the start; `leader_term` 0:
+/// not yet claimed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     /// Unique within the cluster, increasing.
@@ -63,6 +67,15 @@ pub struct Task {
     pub kind: TaskKind,
     /// The step reached so far, for status; the steps re-check the real membership.
     pub step: TaskStep,
+    /// When the task was planned, in milliseconds since the Unix epoch (wall clock, so that a new
+    /// metadata leader keeps the task's time limit); 0 when unknown.
+    #[serde(default)]
+    pub started_ms: u64,
+    /// The config group term of the metadata leader driving the task. A new leader claims the
+    /// task (commits its term here, which bumps the epoch) before its first membership call, so
+    /// the group's leader can refuse the calls of a deposed one: they carry an older epoch.
+    #[serde(default)]
+    pub leader_term: u64,
 }
 
 /// What a task does.
@@ -81,24 +94,35 @@ pub enum TaskKind {
     },
 }
 
-/// Steps of a replacement, in order.
+impl TaskKind {
+    /// The group the task changes; at most one task per group runs at a time.
+    pub fn group(&self) -> GroupId {
+        match self {
+            TaskKind::ReplaceReplica { group, .. } => *group,
+        }
+    }
+}
+
+/// Steps of a replacement, in order. The group never has more than K voters: the replacement
+/// waits as a learner, and one membership change swaps it for the dead voter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStep {
     /// The replacement is being added as a learner and caught up.
     AddLearner,
-    /// The caught-up learner is being promoted to voter.
-    Promote,
-    /// The dead replica is being removed from the group.
-    RemoveDead,
+    /// One membership change (joint consensus from the old voters to the new ones) replaces the
+    /// dead voter by the caught-up learner, once the group's leader confirms the dead replica
+    /// no longer replicates. Maps of older releases named the steps of this phase `promote` and
+    /// `remove_dead`; both decode as this step, which finishes either.
+    #[serde(alias = "promote", alias = "remove_dead")]
+    Swap,
 }
 
 impl fmt::Display for TaskStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             TaskStep::AddLearner => "add_learner",
-            TaskStep::Promote => "promote",
-            TaskStep::RemoveDead => "remove_dead",
+            TaskStep::Swap => "swap",
         })
     }
 }

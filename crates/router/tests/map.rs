@@ -685,7 +685,9 @@ fn map_with_task_and_removed_node_json_round_trip() {
             dead: 2,
             replacement: 7,
         },
-        step: TaskStep::Promote,
+        step: TaskStep::Swap,
+        started_ms: 1_700_000_000_000,
+        leader_term: 3,
     });
     map.next_task_id = 5;
     let json = serde_json::to_string_pretty(&map).expect("a map serializes");
@@ -696,6 +698,23 @@ fn map_with_task_and_removed_node_json_round_trip() {
         serde_json::to_string_pretty(&back).expect("a map serializes"),
         json
     );
+}
+
+// A task recorded by an older release (steps `promote`/`remove_dead`, no start time, no leader
+// term) decodes: both old steps are the one swap step, start and term default to 0 (unknown).
+#[test]
+fn task_of_an_older_release_decodes() {
+    for old in ["promote", "remove_dead"] {
+        let json = format!(
+            r#"{{"id":4,"kind":{{"kind":"replace_replica","group":1,"dead":2,"replacement":7}},"step":"{old}"}}"#
+        );
+        let task: Task = serde_json::from_str(&json).expect("an old task decodes");
+        assert_eq!(task.step, TaskStep::Swap, "step {old}");
+        assert_eq!((task.started_ms, task.leader_term), (0, 0), "step {old}");
+        assert_eq!(task.kind.group(), GroupId(1));
+    }
+    assert_eq!(TaskStep::Swap.to_string(), "swap");
+    assert_eq!(TaskStep::AddLearner.to_string(), "add_learner");
 }
 
 // ---------------------------------------------------------------------------------------------

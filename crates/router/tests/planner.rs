@@ -692,6 +692,8 @@ fn refusals_have_stable_codes() {
             replacement: 6,
         },
         step: TaskStep::AddLearner,
+        started_ms: 0,
+        leader_term: 0,
     });
     let mut short = map.clone();
     short.groups.get_mut(&GroupId(1)).expect("group 1").members = set(&[1]);
