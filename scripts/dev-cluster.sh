@@ -20,7 +20,7 @@ else
   # The whole workspace, as scripts/test.sh builds it: a build of fewer packages resolves other
   # features for shared dependencies and would compile RocksDB again. So these binaries include
   # the test suite's fault injection (feature `test-faults`), inert unless its KVORUM_FAULT_*
-  # variables are set; `cargo build --release -p kvorum-node -p kvorum-cli` builds without it.
+  # variables are set; `cargo build --release -p kvorum-node -p kvorum-client` builds without it.
   cargo build --profile "$profile" --workspace --bins
   dir="$profile"; [ "$profile" = dev ] && dir=debug
   bin="$(cd "${CARGO_TARGET_DIR:-target}/$dir" && pwd)"

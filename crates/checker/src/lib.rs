@@ -74,7 +74,7 @@
 
 mod budget;
 mod check;
-mod cli;
+mod command;
 mod explain;
 mod history;
 mod html;
@@ -85,7 +85,7 @@ mod report;
 mod search;
 
 pub use check::{check, CheckOptions};
-pub use cli::run_cli;
+pub use command::run_cli;
 pub use history::{
     parse_history, write_event, Command, Event, EventType, History, HistoryBuilder, OpFn,
     Operation, Outcome, ParseError, ParseErrorKind,

@@ -30,8 +30,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::cluster::{Hosted, NodeState};
 use crate::error::ApiError;
+use crate::node::{Node, Replica};
 use crate::reads::ReadIndex;
 
 /// Header counting how many times a request was forwarded.
@@ -55,7 +55,7 @@ pub const CONTROL_BODY_LIMIT: usize = 1 << 20;
 /// or in protected mode the caller's address) and checks the announced body size before any
 /// handler or extractor runs; Raft RPCs take bodies up to [`RAFT_BODY_LIMIT`], the control
 /// routes up to [`CONTROL_BODY_LIMIT`].
-pub fn router(state: Arc<NodeState>) -> Router {
+pub fn router(state: Arc<Node>) -> Router {
     let body_limit = body_limit(&state);
     let client = Router::new()
         .route(
@@ -84,7 +84,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit));
     let guarded =
-        |routes: Router<Arc<NodeState>>, body_limit: usize| {
+        |routes: Router<Arc<Node>>, body_limit: usize| {
             let guard = crate::transport::InternalGuard {
                 state: state.clone(),
                 body_limit,
@@ -121,15 +121,15 @@ pub struct Incoming {
 
 /// Largest body a client request may have: JSON escaping can make a string up to six times
 /// longer than its bytes.
-fn body_limit(state: &NodeState) -> usize {
+fn body_limit(state: &Node) -> usize {
     6 * (state.cfg.max_value_bytes + state.cfg.max_key_bytes) + 64 * 1024
 }
 
 #[axum::async_trait]
-impl FromRequest<Arc<NodeState>> for Incoming {
+impl FromRequest<Arc<Node>> for Incoming {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &Arc<NodeState>) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &Arc<Node>) -> Result<Self, ApiError> {
         let max = body_limit(state);
         let announced = req
             .headers()
@@ -184,10 +184,7 @@ impl Incoming {
 }
 
 /// Checks a key from the path against the limits.
-fn check_key(
-    state: &NodeState,
-    key: Result<Path<String>, PathRejection>,
-) -> Result<String, ApiError> {
+fn check_key(state: &Node, key: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(key) = key.map_err(|e| ApiError::BadRequest(format!("bad key in path: {e}")))?;
     let max = state.cfg.max_key_bytes;
     if key.is_empty() {
@@ -202,7 +199,7 @@ fn check_key(
     Ok(key)
 }
 
-fn check_value(state: &NodeState, value: &str) -> Result<(), ApiError> {
+fn check_value(state: &Node, value: &str) -> Result<(), ApiError> {
     let max = state.cfg.max_value_bytes;
     if value.len() > max {
         return Err(ApiError::ValueTooLarge {
@@ -269,7 +266,7 @@ pub struct AppendBody {
 
 /// Where a request is served.
 enum Target {
-    Local(Hosted),
+    Local(Replica),
     /// Forward to the first reachable of these addresses.
     Forward(Vec<String>),
 }
@@ -290,7 +287,7 @@ fn parse_route(v: &header::HeaderValue) -> Option<(u16, u64, u64)> {
 }
 
 /// Waits (briefly) until this node knows a map of at least `epoch`, asking for one at once.
-async fn await_epoch(state: &NodeState, epoch: u64) {
+async fn await_epoch(state: &Node, epoch: u64) {
     if state.map().epoch >= epoch {
         return;
     }
@@ -302,11 +299,7 @@ async fn await_epoch(state: &NodeState, epoch: u64) {
 }
 
 /// The slot and owning group of `key`, after checking the route the request carries, if any.
-async fn resolve(
-    state: &NodeState,
-    inc: &Incoming,
-    key: &str,
-) -> Result<(Slot, GroupId), ApiError> {
+async fn resolve(state: &Node, inc: &Incoming, key: &str) -> Result<(Slot, GroupId), ApiError> {
     let slot = slot_of(key.as_bytes());
     if let Some(h) = inc.headers.get(ROUTE_HEADER) {
         let (s, epoch, group) = parse_route(h).ok_or_else(|| {
@@ -339,12 +332,12 @@ async fn resolve(
 
 /// This node's replica of `group` if it is a voter of it: in the map, or already in the group's
 /// Raft membership (a replacement promoted a moment before the map lists it).
-fn member_replica(state: &NodeState, group: GroupId) -> Option<Hosted> {
-    let hosted = state.hosted(group)?;
+fn member_replica(state: &Node, group: GroupId) -> Option<Replica> {
+    let replica = state.replica(group)?;
     if state.is_member(group) {
-        return Some(hosted);
+        return Some(replica);
     }
-    let voter = hosted
+    let voter = replica
         .raft
         .metrics()
         .borrow()
@@ -352,15 +345,15 @@ fn member_replica(state: &NodeState, group: GroupId) -> Option<Hosted> {
         .membership()
         .voter_ids()
         .any(|v| v == state.id());
-    voter.then_some(hosted)
+    voter.then_some(replica)
 }
 
 /// Where the leader-served requests of `group` go: waits briefly for a leader to be known.
-async fn leader_target(state: &NodeState, group: GroupId) -> Result<Target, ApiError> {
-    let Some(hosted) = member_replica(state, group) else {
+async fn leader_target(state: &Node, group: GroupId) -> Result<Target, ApiError> {
+    let Some(replica) = member_replica(state, group) else {
         return Ok(Target::Forward(state.group_addrs(group)));
     };
-    let raft = &hosted.raft;
+    let raft = &replica.raft;
     let wait = state.cfg.request_timeout / 2;
     let leader = match raft
         .wait(Some(wait))
@@ -371,7 +364,7 @@ async fn leader_target(state: &NodeState, group: GroupId) -> Result<Target, ApiE
         Err(_) => None,
     };
     match leader {
-        Some(id) if id == state.id() => Ok(Target::Local(hosted.clone())),
+        Some(id) if id == state.id() => Ok(Target::Local(replica.clone())),
         Some(id) => match node_addr(raft, id) {
             Some(addr) => Ok(Target::Forward(vec![addr])),
             None => Err(ApiError::NoLeader { group: group.0 }),
@@ -383,7 +376,7 @@ async fn leader_target(state: &NodeState, group: GroupId) -> Result<Target, ApiE
 /// Sends `inc` to the first reachable address with this node's route for `slot` and passes the
 /// answer through.
 async fn forward(
-    state: &NodeState,
+    state: &Node,
     addrs: &[String],
     inc: &Incoming,
     slot: Slot,
@@ -466,7 +459,7 @@ async fn forward(
 }
 
 /// Proposes `cmd` through `raft`'s log and waits for it to apply.
-async fn propose(state: &NodeState, raft: &Raft, cmd: Command) -> Result<CommandResult, ApiError> {
+async fn propose(state: &Node, raft: &Raft, cmd: Command) -> Result<CommandResult, ApiError> {
     let timeout = state.cfg.request_timeout;
     match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
         Ok(Ok(resp)) => Ok(resp.data),
@@ -484,13 +477,13 @@ async fn propose(state: &NodeState, raft: &Raft, cmd: Command) -> Result<Command
 }
 
 /// Serves a write: locally when this node leads the key's group, else at its leader.
-async fn write(state: &NodeState, inc: &Incoming, cmd: Command) -> Result<Response, ApiError> {
+async fn write(state: &Node, inc: &Incoming, cmd: Command) -> Result<Response, ApiError> {
     let key = cmd.key().to_string();
     let (slot, group) = resolve(state, inc, &key).await?;
     match leader_target(state, group).await? {
         Target::Forward(addrs) => forward(state, &addrs, inc, slot, true).await,
-        Target::Local(hosted) => {
-            let result = propose(state, &hosted.raft, cmd).await?;
+        Target::Local(replica) => {
+            let result = propose(state, &replica.raft, cmd).await?;
             write_response(key, result)
         }
     }
@@ -520,7 +513,7 @@ fn write_response(key: String, result: CommandResult) -> Result<Response, ApiErr
     }
 }
 
-fn local_read(state: &NodeState, group: GroupId, key: &str) -> Result<Response, ApiError> {
+fn local_read(state: &Node, group: GroupId, key: &str) -> Result<Response, ApiError> {
     match state.store.read(group, key) {
         Ok(Some(r)) => {
             Ok(Json(json!({ "key": key, "value": r.value, "version": r.version })).into_response())
@@ -536,7 +529,7 @@ fn local_read(state: &NodeState, group: GroupId, key: &str) -> Result<Response, 
 }
 
 async fn get_key(
-    State(state): State<Arc<NodeState>>,
+    State(state): State<Arc<Node>>,
     key: Result<Path<String>, PathRejection>,
     q: Result<Query<GetQuery>, QueryRejection>,
     inc: Incoming,
@@ -555,13 +548,13 @@ async fn get_key(
     }
     match leader_target(&state, group).await? {
         Target::Forward(addrs) => forward(&state, &addrs, &inc, slot, false).await,
-        Target::Local(hosted) => {
+        Target::Local(replica) => {
             let outcome =
-                tokio::time::timeout(state.cfg.request_timeout, hosted.reads.read_index()).await;
+                tokio::time::timeout(state.cfg.request_timeout, replica.reads.read_index()).await;
             match outcome {
                 Ok(ReadIndex::Ready) => local_read(&state, group, &key),
                 Ok(ReadIndex::NotLeader { leader: Some(l) }) if l != state.id() => {
-                    match node_addr(&hosted.raft, l) {
+                    match node_addr(&replica.raft, l) {
                         Some(addr) => forward(&state, &[addr], &inc, slot, false).await,
                         None => Err(ApiError::NoLeader { group: group.0 }),
                     }
@@ -577,7 +570,7 @@ async fn get_key(
 }
 
 async fn put_key(
-    State(state): State<Arc<NodeState>>,
+    State(state): State<Arc<Node>>,
     key: Result<Path<String>, PathRejection>,
     inc: Incoming,
 ) -> Result<Response, ApiError> {
@@ -593,7 +586,7 @@ async fn put_key(
 }
 
 async fn delete_key(
-    State(state): State<Arc<NodeState>>,
+    State(state): State<Arc<Node>>,
     key: Result<Path<String>, PathRejection>,
     q: Result<Query<DeleteQuery>, QueryRejection>,
     inc: Incoming,
@@ -611,7 +604,7 @@ async fn delete_key(
 }
 
 async fn append_key(
-    State(state): State<Arc<NodeState>>,
+    State(state): State<Arc<Node>>,
     key: Result<Path<String>, PathRejection>,
     inc: Incoming,
 ) -> Result<Response, ApiError> {
@@ -628,7 +621,7 @@ async fn append_key(
     write(&state, &inc, cmd).await
 }
 
-async fn empty_key(State(state): State<Arc<NodeState>>) -> ApiError {
+async fn empty_key(State(state): State<Arc<Node>>) -> ApiError {
     ApiError::EmptyKey {
         max: state.cfg.max_key_bytes,
     }
@@ -649,7 +642,7 @@ async fn healthz() -> Json<serde_json::Value> {
 /// `GET /v1/cluster/status`: nodes with their health, groups with leader, term, slots, keys and
 /// bytes, the epoch and the tasks in progress. Built by the metadata leader from heartbeats; a
 /// node that cannot reach it answers from its own map with `health_known: false`.
-async fn status(State(state): State<Arc<NodeState>>) -> Json<serde_json::Value> {
+async fn status(State(state): State<Arc<Node>>) -> Json<serde_json::Value> {
     if !crate::meta::is_metadata_leader(&state) {
         let map = state.map();
         let leader = state
@@ -677,18 +670,18 @@ async fn status(State(state): State<Arc<NodeState>>) -> Json<serde_json::Value> 
 }
 
 /// `GET /v1/cluster/map`: this node's cluster map and its leader hints (group → node).
-async fn cluster_map(State(state): State<Arc<NodeState>>) -> Json<serde_json::Value> {
+async fn cluster_map(State(state): State<Arc<Node>>) -> Json<serde_json::Value> {
     let routing = state.routing();
     Json(json!({ "map": *state.map(), "leaders": routing.leaders() }))
 }
 
 /// `GET /metrics`: Prometheus text format.
-async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
+async fn metrics(State(state): State<Arc<Node>>) -> Response {
     let mut out = String::new();
-    let hosted = state.all_hosted();
+    let replicas = state.replicas();
     let series = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&Raft) -> u64| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-        for (g, h) in &hosted {
+        for (g, h) in &replicas {
             out.push_str(&format!("{name}{{group=\"{g}\"}} {}\n", value(&h.raft)));
         }
     };

@@ -12,8 +12,8 @@ use std::time::Duration;
 use kvorum_raftstore::NodeId;
 use reqwest::StatusCode;
 
-use crate::cluster::NodeState;
 use crate::meta::{self, Heartbeat, HeartbeatReply, Refused, ReplicaReport};
+use crate::node::Node;
 
 /// Most metadata-leader candidates tried per heartbeat.
 const MAX_TRIES: usize = 4;
@@ -43,7 +43,7 @@ fn heartbeats_muted(me: NodeId) -> bool {
 }
 
 /// Runs the heartbeat loop for the node's lifetime.
-pub async fn run(state: Arc<NodeState>) {
+pub async fn run(state: Arc<Node>) {
     let muted = heartbeats_muted(state.id());
     if muted {
         tracing::error!(
@@ -64,9 +64,9 @@ pub async fn run(state: Arc<NodeState>) {
     }
 }
 
-fn report(state: &NodeState) -> Heartbeat {
+fn report(state: &Node) -> Heartbeat {
     let mut replicas = Vec::new();
-    for (group, h) in state.all_hosted() {
+    for (group, h) in state.replicas() {
         let m = h.raft.metrics().borrow().clone();
         let is_leader = m.current_leader == Some(state.id()) && m.state.is_leader();
         // Counts kept by the state machine: one read, no scan.
@@ -92,7 +92,7 @@ fn report(state: &NodeState) -> Heartbeat {
 }
 
 /// One heartbeat, to whichever candidate is the metadata leader.
-async fn beat(state: &NodeState) -> anyhow::Result<()> {
+async fn beat(state: &Node) -> anyhow::Result<()> {
     let hb = report(state);
     let map = state.map();
     let mut candidates: Vec<NodeId> = Vec::new();
@@ -152,7 +152,7 @@ async fn beat(state: &NodeState) -> anyhow::Result<()> {
 
 /// Sends `hb` to `addr`; maps its refusals.
 async fn send(
-    state: &NodeState,
+    state: &Node,
     addr: &str,
     hb: &Heartbeat,
 ) -> anyhow::Result<Result<HeartbeatReply, Refused>> {

@@ -151,7 +151,7 @@ pub async fn refuse_if_known(
         let Some((id, node)) = map.nodes.iter().find(|(_, n)| n.addr == me_str) else {
             continue;
         };
-        if node.state == kvorum_router::NodeState::Removed {
+        if node.state == kvorum_router::NodeLifecycle::Removed {
             anyhow::bail!(
                 "{me} was node {id} of this cluster, which removed it (peer {peer}, epoch {}); \
                  it cannot rejoin under that id. Join it as a new node",

@@ -17,14 +17,14 @@
 //! - no disk quota; no TLS on either API (run on a trusted network).
 
 pub mod api;
-pub mod cli;
-pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod heartbeat;
 pub mod identity;
 pub mod incarnation;
+pub mod launch;
 pub mod meta;
+pub mod node;
 pub mod reads;
 pub mod server;
 pub mod transport;

@@ -1,5 +1,5 @@
 //! `kvnode`: one node of a kvorum cluster. See `kvorum_node::cli`.
 
 fn main() -> std::process::ExitCode {
-    kvorum_node::cli::main()
+    kvorum_node::launch::main()
 }

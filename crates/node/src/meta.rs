@@ -42,14 +42,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kvorum_raftstore::{Command, CommandResult, Condition, GroupId, NodeId, Raft};
-use kvorum_router::{
-    ClusterMap, NodeState as MapNodeState, Task, TaskKind, TaskStep, CONFIG_GROUP,
-};
+use kvorum_router::{ClusterMap, NodeLifecycle, Task, TaskKind, TaskStep, CONFIG_GROUP};
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::cluster::{initial_map, NodeState, MAP_KEY};
+use crate::node::{initial_map, Node, MAP_KEY};
 use crate::transport::check_internal;
 
 /// Interval of the metadata loop.
@@ -209,7 +207,7 @@ impl MetaState {
             .filter_map(|(id, seen)| {
                 let inc = seen.beat.as_ref()?.incarnation.clone()?;
                 let node = map.nodes.get(id)?;
-                (node.state == MapNodeState::Active && node.incarnation.is_none())
+                (node.state == NodeLifecycle::Active && node.incarnation.is_none())
                     .then_some((*id, inc))
             })
             .collect()
@@ -236,7 +234,7 @@ impl MetaState {
         let now = Instant::now();
         map.nodes
             .iter()
-            .filter(|(_, n)| n.state == MapNodeState::Active)
+            .filter(|(_, n)| n.state == NodeLifecycle::Active)
             .map(|(id, _)| {
                 let age = inner
                     .seen
@@ -338,7 +336,7 @@ impl MetaState {
 }
 
 /// Whether this node currently leads the config group.
-pub fn is_metadata_leader(state: &NodeState) -> bool {
+pub fn is_metadata_leader(state: &Node) -> bool {
     state.group(CONFIG_GROUP).is_some_and(|r| {
         let m = r.metrics();
         let m = m.borrow();
@@ -347,7 +345,7 @@ pub fn is_metadata_leader(state: &NodeState) -> bool {
 }
 
 /// The leader of the config group as this node's replica knows it.
-pub fn config_leader_hint(state: &NodeState) -> Option<NodeId> {
+pub fn config_leader_hint(state: &Node) -> Option<NodeId> {
     state
         .group(CONFIG_GROUP)
         .and_then(|r| r.metrics().borrow().current_leader)
@@ -362,13 +360,13 @@ pub enum Refused {
 }
 
 /// Takes a heartbeat on the metadata leader.
-pub fn receive_heartbeat(state: &NodeState, beat: Heartbeat) -> Result<HeartbeatReply, Refused> {
+pub fn receive_heartbeat(state: &Node, beat: Heartbeat) -> Result<HeartbeatReply, Refused> {
     if !is_metadata_leader(state) {
         return Err(Refused::NotLeader(config_leader_hint(state)));
     }
     let map = state.map();
     match map.nodes.get(&beat.node) {
-        Some(n) if n.state == MapNodeState::Active => {
+        Some(n) if n.state == NodeLifecycle::Active => {
             if let (Some(recorded), Some(theirs)) = (&n.incarnation, &beat.incarnation) {
                 if recorded != theirs {
                     return Err(Refused::Removed(format!(
@@ -447,7 +445,7 @@ pub fn voter_sets(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Vec<Vec<NodeI
 
 /// `POST /internal/v1/heartbeat`.
 pub async fn heartbeat_handler(
-    State(state): State<Arc<NodeState>>,
+    State(state): State<Arc<Node>>,
     headers: HeaderMap,
     Json(beat): Json<Heartbeat>,
 ) -> Response {
@@ -477,7 +475,7 @@ fn refused_response(r: Refused) -> Response {
 
 /// Runs the metadata loop for the node's lifetime; it acts only while the node leads the
 /// config group.
-pub async fn run(state: Arc<NodeState>) {
+pub async fn run(state: Arc<Node>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -491,14 +489,14 @@ pub async fn run(state: Arc<NodeState>) {
 
 /// The current map: the config group's stored record, or the initial map before the first
 /// change; with the record version to compare-and-set against (0: absent).
-fn current_map(state: &NodeState) -> anyhow::Result<(ClusterMap, u64)> {
+fn current_map(state: &Node) -> anyhow::Result<(ClusterMap, u64)> {
     match state.stored_map()? {
         Some(x) => Ok(x),
         None => Ok((initial_map(&state.identity)?, 0)),
     }
 }
 
-async fn meta_tick(state: &Arc<NodeState>) -> anyhow::Result<()> {
+async fn meta_tick(state: &Arc<Node>) -> anyhow::Result<()> {
     let Some(raft) = state.group(CONFIG_GROUP) else {
         return Ok(());
     };
@@ -546,7 +544,7 @@ async fn meta_tick(state: &Arc<NodeState>) -> anyhow::Result<()> {
     plan(state, &map, &health, term).await
 }
 
-fn log_summary(state: &NodeState, map: &ClusterMap, health: &BTreeMap<NodeId, Health>) {
+fn log_summary(state: &Node, map: &ClusterMap, health: &BTreeMap<NodeId, Health>) {
     {
         let mut inner = state.meta.lock();
         if inner
@@ -567,7 +565,7 @@ fn log_summary(state: &NodeState, map: &ClusterMap, health: &BTreeMap<NodeId, He
     let removed: Vec<NodeId> = map
         .nodes
         .iter()
-        .filter(|(_, n)| n.state == MapNodeState::Removed)
+        .filter(|(_, n)| n.state == NodeLifecycle::Removed)
         .map(|(id, _)| *id)
         .collect();
     tracing::info!(
@@ -676,7 +674,7 @@ fn now_ms() -> u64 {
 
 /// Starts the repairs [`plan_repairs`] picks, all in one map change.
 async fn plan(
-    state: &NodeState,
+    state: &Node,
     map: &ClusterMap,
     health: &BTreeMap<NodeId, Health>,
     term: u64,
@@ -720,7 +718,7 @@ async fn plan(
 }
 
 /// Starts a driver for every task of `map` that has none running on this leader.
-fn start_drivers(state: &Arc<NodeState>, map: &ClusterMap, term: u64) {
+fn start_drivers(state: &Arc<Node>, map: &ClusterMap, term: u64) {
     let mut inner = state.meta.lock();
     inner.drivers.retain(|_, h| !h.is_finished());
     for t in &map.tasks {
@@ -732,7 +730,7 @@ fn start_drivers(state: &Arc<NodeState>, map: &ClusterMap, term: u64) {
 }
 
 /// Whether this node still leads the config group in `term`.
-fn leads_in(state: &NodeState, term: u64) -> bool {
+fn leads_in(state: &Node, term: u64) -> bool {
     state.group(CONFIG_GROUP).is_some_and(|r| {
         let m = r.metrics();
         let m = m.borrow();
@@ -770,7 +768,7 @@ fn abandon_reason(
 }
 
 /// Why a task must be abandoned now, from this leader's view, if it must.
-fn should_abandon(state: &NodeState, map: &ClusterMap, task: &Task) -> Option<String> {
+fn should_abandon(state: &Node, map: &ClusterMap, task: &Task) -> Option<String> {
     let health = state.meta.health(
         map,
         state.id(),
@@ -794,7 +792,7 @@ enum Next {
 /// Drives task `id` while this node leads the config group in `term`: claims it, runs its
 /// steps in order (each idempotent), and abandons it when it can no longer finish safely. Runs
 /// beside the metadata loop, one driver per task, so a long step holds up nothing else.
-async fn drive_task(state: Arc<NodeState>, id: u64, term: u64) {
+async fn drive_task(state: Arc<Node>, id: u64, term: u64) {
     // The test-only step delay: the step being held, and since when.
     let mut held: Option<(TaskStep, Instant)> = None;
     loop {
@@ -819,7 +817,7 @@ async fn drive_task(state: Arc<NodeState>, id: u64, term: u64) {
 
 /// Runs the next step of `task`.
 async fn drive_step(
-    state: &NodeState,
+    state: &Node,
     map: &ClusterMap,
     task: &Task,
     term: u64,
@@ -933,7 +931,7 @@ async fn drive_step(
                     members.insert(replacement);
                 }
                 if let Some(n) = m.nodes.get_mut(&dead) {
-                    n.state = MapNodeState::Removed;
+                    n.state = NodeLifecycle::Removed;
                 }
                 m.tasks.retain(|t| t.id != id);
             })
@@ -952,7 +950,7 @@ async fn drive_step(
 
 /// Drops `task`, which has not swapped: removes its learner (best effort; a learner left behind
 /// holds no vote) while the task is still in the map, then the task.
-async fn abandon(state: &NodeState, task: &Task, reason: &str) -> anyhow::Result<()> {
+async fn abandon(state: &Node, task: &Task, reason: &str) -> anyhow::Result<()> {
     let TaskKind::ReplaceReplica {
         group,
         dead,
@@ -975,7 +973,7 @@ async fn abandon(state: &NodeState, task: &Task, reason: &str) -> anyhow::Result
     Ok(())
 }
 
-async fn set_step(state: &NodeState, id: u64, step: TaskStep) -> anyhow::Result<()> {
+async fn set_step(state: &Node, id: u64, step: TaskStep) -> anyhow::Result<()> {
     update_map(state, "repair step", |m| {
         if let Some(t) = m.tasks.iter_mut().find(|t| t.id == id) {
             t.step = step;
@@ -990,7 +988,7 @@ async fn set_step(state: &NodeState, id: u64, step: TaskStep) -> anyhow::Result<
 /// record version). Returns the new map, also installed locally. This node's changes are made
 /// one at a time, so that its task drivers do not fail each other's compare-and-set.
 pub async fn update_map(
-    state: &NodeState,
+    state: &Node,
     what: &str,
     change: impl FnOnce(&mut ClusterMap),
 ) -> anyhow::Result<ClusterMap> {
@@ -1135,7 +1133,7 @@ impl From<MembershipError> for StepError {
 /// Runs `op` of task `task` on `group`'s leader: locally for the config group (this node leads
 /// it), else over HTTP with the newest map's epoch, at the leader hint, then the other members.
 async fn membership(
-    state: &NodeState,
+    state: &Node,
     group: GroupId,
     task: u64,
     op: &MembershipOp,
@@ -1263,7 +1261,7 @@ fn check_request(
 /// local map (a heartbeat at once, waited for briefly), then [`check_request`]; an admitted
 /// epoch becomes the oldest this node accepts from now on.
 async fn admit(
-    state: &NodeState,
+    state: &Node,
     group: GroupId,
     req: &MembershipRequest,
 ) -> Result<(), MembershipError> {
@@ -1412,7 +1410,7 @@ async fn apply_membership(
 /// `POST /internal/v1/groups/{group}/membership`: a membership step of a repair task, run by the
 /// group's leader once the request's task and epoch are current (see [`check_request`]).
 pub async fn membership_handler(
-    State(state): State<Arc<NodeState>>,
+    State(state): State<Arc<Node>>,
     Path(group): Path<u64>,
     headers: HeaderMap,
     Json(req): Json<MembershipRequest>,
@@ -1446,7 +1444,7 @@ pub async fn membership_handler(
 /// The cluster status. Built by the metadata leader from heartbeats (`health_known`); a node
 /// that cannot reach it builds one from its own map and replicas, with every node's state
 /// "unknown".
-pub fn status(state: &NodeState) -> serde_json::Value {
+pub fn status(state: &Node) -> serde_json::Value {
     let map = state.map();
     let leading = is_metadata_leader(state);
     let health_known = leading && state.meta.lock().led_term.is_some();
@@ -1465,7 +1463,7 @@ pub fn status(state: &NodeState) -> serde_json::Value {
     } else {
         // Our own replicas are all we know.
         state
-            .all_hosted()
+            .replicas()
             .into_iter()
             .filter_map(|(g, h)| {
                 let m = h.raft.metrics().borrow().clone();
@@ -1488,7 +1486,7 @@ pub fn status(state: &NodeState) -> serde_json::Value {
         .nodes
         .iter()
         .map(|(id, n)| {
-            let st = if n.state == MapNodeState::Removed {
+            let st = if n.state == NodeLifecycle::Removed {
                 "removed"
             } else {
                 health
@@ -1594,7 +1592,7 @@ pub fn status(state: &NodeState) -> serde_json::Value {
 }
 
 /// `GET /internal/v1/status`: the status as this node knows it (the metadata leader's is full).
-pub async fn status_handler(State(state): State<Arc<NodeState>>, headers: HeaderMap) -> Response {
+pub async fn status_handler(State(state): State<Arc<Node>>, headers: HeaderMap) -> Response {
     if let Err(e) = check_internal(&state, &headers) {
         return e.into_response();
     }

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use kvorum_raftstore::Store;
 
-use crate::cluster::{http_client, initial_map, NodeState};
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::node::{http_client, initial_map, Node};
 
 /// Runs a node on `listener` until `shutdown` resolves, then stops it cleanly. Returns an error
 /// when the node had to stop because it was removed from the cluster.
@@ -57,7 +57,7 @@ pub async fn run(
             "FAULT INJECTED: reads skip read index and may be stale (KVORUM_FAULT_STALE_READS=1)"
         );
     }
-    let state = Arc::new(NodeState::new(
+    let state = Arc::new(Node::new(
         cfg.clone(),
         identity.clone(),
         store,

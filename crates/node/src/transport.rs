@@ -33,9 +33,9 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::cluster::NodeState;
 use crate::error::ApiError;
 use crate::incarnation::{self, Incarnations, Mismatch, INCARNATION_HEADER, TO_INCARNATION_HEADER};
+use crate::node::Node;
 
 /// Header carrying the cluster secret on internal routes.
 pub const SECRET_HEADER: &str = "x-kvorum-secret";
@@ -210,7 +210,7 @@ fn secret_matches(given: &[u8], want: &[u8]) -> bool {
 
 /// Checks the cluster secret and cluster id of a call to an internal route. [`guard`] runs it
 /// (after the protected-mode address check) before every internal handler.
-pub fn check_internal(state: &NodeState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub fn check_internal(state: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(SECRET_HEADER)
         .map(|v| v.as_bytes())
@@ -249,7 +249,7 @@ pub fn admitted_in_protected_mode(peer: IpAddr, map: &ClusterMap) -> bool {
 /// In protected mode the address is checked first (against the node's current map, which can
 /// change), so a stranger is refused whatever it sends; then the secret and the cluster id.
 pub fn authenticate(
-    state: &NodeState,
+    state: &Node,
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
@@ -270,7 +270,7 @@ pub fn authenticate(
 /// What [`guard`] needs for one set of internal routes.
 #[derive(Clone)]
 pub struct InternalGuard {
-    pub state: Arc<NodeState>,
+    pub state: Arc<Node>,
     /// The largest body these routes take, in bytes.
     pub body_limit: usize,
 }
@@ -301,7 +301,7 @@ pub async fn guard(State(g): State<InternalGuard>, req: Request, next: Next) -> 
 
 /// Handler of `POST /internal/v1/raft/{group}/{rpc}`, behind [`guard`].
 pub async fn handle_rpc(
-    State(state): State<Arc<NodeState>>,
+    State(state): State<Arc<Node>>,
     Path((group, rpc)): Path<(u64, String)>,
     headers: HeaderMap,
     body: Bytes,

@@ -26,7 +26,7 @@ pub mod map;
 pub mod planner;
 
 pub use cache::{Route, RoutingCache};
-pub use map::{ClusterMap, GroupInfo, MapError, NodeInfo, NodeState, Task, TaskKind, TaskStep};
+pub use map::{ClusterMap, GroupInfo, MapError, NodeInfo, NodeLifecycle, Task, TaskKind, TaskStep};
 pub use planner::{plan, plan_with, Plan, PlanError, PlanOptions, Step, ViewChange};
 
 /// Number of slots of a cluster. Recorded with the cluster; MUST NOT change for a cluster.

@@ -24,7 +24,7 @@ pub const MAX_CONFIG_VOTERS: usize = 3;
 /// map: the metadata server derives it from heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum NodeState {
+pub enum NodeLifecycle {
     /// Part of the cluster.
     Active,
     /// Removed (replaced after it was dead); its id is never used again. If the process comes
@@ -38,7 +38,7 @@ pub struct NodeInfo {
     /// Address of the node's client API and Raft transport, `ip:port`.
     pub addr: String,
     /// Whether the node is part of the cluster or was removed.
-    pub state: NodeState,
+    pub state: NodeLifecycle,
     /// The incarnation of the node's data directory (a random id created with it), recorded by
     /// the metadata leader from the node's first heartbeat; `None` until then. Never changes once
     /// recorded: a node with another incarnation under this id was wiped and is refused.
@@ -188,7 +188,7 @@ impl ClusterMap {
                     i as NodeId + 1,
                     NodeInfo {
                         addr: a.clone(),
-                        state: NodeState::Active,
+                        state: NodeLifecycle::Active,
                         incarnation: None,
                     },
                 )
@@ -238,7 +238,7 @@ impl ClusterMap {
     pub fn is_active(&self, node: NodeId) -> bool {
         self.nodes
             .get(&node)
-            .is_some_and(|n| n.state == NodeState::Active)
+            .is_some_and(|n| n.state == NodeLifecycle::Active)
     }
 
     /// The data group `node` is a member of, if any.
@@ -262,7 +262,9 @@ impl ClusterMap {
     pub fn spares(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
-            .filter(|(id, n)| n.state == NodeState::Active && self.group_of_node(**id).is_none())
+            .filter(|(id, n)| {
+                n.state == NodeLifecycle::Active && self.group_of_node(**id).is_none()
+            })
             .map(|(id, _)| *id)
             .collect()
     }

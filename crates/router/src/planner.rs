@@ -57,7 +57,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::map::{ClusterMap, GroupInfo, MapError, NodeInfo, NodeState, MAX_CONFIG_VOTERS};
+use crate::map::{ClusterMap, GroupInfo, MapError, NodeInfo, NodeLifecycle, MAX_CONFIG_VOTERS};
 use crate::{GroupId, NodeId, CONFIG_GROUP, FIRST_DATA_GROUP};
 
 /// One view change: adding or removing one node.
@@ -309,7 +309,7 @@ fn check_input(map: &ClusterMap) -> Result<(), PlanError> {
 fn active_nodes(map: &ClusterMap) -> Vec<NodeId> {
     map.nodes
         .iter()
-        .filter(|(_, n)| n.state == NodeState::Active)
+        .filter(|(_, n)| n.state == NodeLifecycle::Active)
         .map(|(id, _)| *id)
         .collect()
 }
@@ -337,7 +337,7 @@ impl Planner<'_> {
             .target
             .nodes
             .iter()
-            .find(|(_, n)| n.state == NodeState::Active && n.addr == addr)
+            .find(|(_, n)| n.state == NodeLifecycle::Active && n.addr == addr)
         {
             return Err(PlanError::AddressInUse {
                 addr: addr.to_string(),
@@ -350,7 +350,7 @@ impl Planner<'_> {
             node,
             NodeInfo {
                 addr: addr.to_string(),
-                state: NodeState::Active,
+                state: NodeLifecycle::Active,
                 incarnation: None,
             },
         );
@@ -372,7 +372,7 @@ impl Planner<'_> {
     fn remove(&mut self, node: NodeId) -> Result<(), PlanError> {
         match self.target.nodes.get(&node) {
             None => return Err(PlanError::UnknownNode { node }),
-            Some(n) if n.state == NodeState::Removed => {
+            Some(n) if n.state == NodeLifecycle::Removed => {
                 return Err(PlanError::NodeRemoved { node })
             }
             Some(_) => {}
@@ -397,7 +397,7 @@ impl Planner<'_> {
             }
         }
         if let Some(n) = self.target.nodes.get_mut(&node) {
-            n.state = NodeState::Removed;
+            n.state = NodeLifecycle::Removed;
         }
         self.steps.push(Step::RemoveNode { node });
         Ok(())

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use kvorum_router::map::{even_split, HASH_NAME, MAX_CONFIG_VOTERS};
 use kvorum_router::{
-    slot_of, ClusterMap, GroupId, GroupInfo, NodeId, NodeState, RoutingCache, Slot, Task, TaskKind,
-    TaskStep, CONFIG_GROUP, SLOT_COUNT,
+    slot_of, ClusterMap, GroupId, GroupInfo, NodeId, NodeLifecycle, RoutingCache, Slot, Task,
+    TaskKind, TaskStep, CONFIG_GROUP, SLOT_COUNT,
 };
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
@@ -116,7 +116,7 @@ fn check_initial(addrs: &[String], k: usize) {
         let id = i as NodeId + 1;
         let node = map.nodes.get(&id).expect("node ids are positions from 1");
         assert_eq!(&node.addr, a, "{ctx} node {id}");
-        assert_eq!(node.state, NodeState::Active, "{ctx} node {id}");
+        assert_eq!(node.state, NodeLifecycle::Active, "{ctx} node {id}");
         assert_eq!(map.addr(id), Some(a.as_str()), "{ctx} node {id}");
         assert!(map.is_active(id), "{ctx} node {id}");
     }
@@ -477,7 +477,7 @@ fn members_of_config_data_and_unknown_groups() {
 fn removed_node_is_not_a_spare() {
     let mut map = initial(9, 2);
     assert_eq!(map.spares(), vec![9]);
-    map.nodes.get_mut(&9).expect("node 9").state = NodeState::Removed;
+    map.nodes.get_mut(&9).expect("node 9").state = NodeLifecycle::Removed;
     assert!(map.spares().is_empty());
     assert!(!map.is_active(9));
     assert!(!map.is_active(10));
@@ -677,7 +677,7 @@ fn validate_rejects_reserved_group_id() {
 fn map_with_task_and_removed_node_json_round_trip() {
     let mut map = initial(7, 2);
     map.epoch = 12;
-    map.nodes.get_mut(&2).expect("node 2").state = NodeState::Removed;
+    map.nodes.get_mut(&2).expect("node 2").state = NodeLifecycle::Removed;
     map.tasks.push(Task {
         id: 4,
         kind: TaskKind::ReplaceReplica {
@@ -952,7 +952,7 @@ fn route_ignores_hint_of_non_member() {
 #[test]
 fn route_skips_removed_members() {
     let mut map = initial(6, 3);
-    map.nodes.get_mut(&2).expect("node 2").state = NodeState::Removed;
+    map.nodes.get_mut(&2).expect("node 2").state = NodeLifecycle::Removed;
     let key = key_in(&map, GroupId(1));
     let mut cache = RoutingCache::new();
     cache.update_map(at_epoch(&map, 2));
@@ -973,7 +973,7 @@ fn route_skips_removed_leader_hint() {
     cache.update_map(at_epoch(&map, 1));
     cache.set_leader(GroupId(1), Some(2));
     // Node 2 is removed but still a member: the hint survives the new map.
-    map.nodes.get_mut(&2).expect("node 2").state = NodeState::Removed;
+    map.nodes.get_mut(&2).expect("node 2").state = NodeLifecycle::Removed;
     assert!(cache.update_map(at_epoch(&map, 2)));
     let route = cache.route(&key).expect("a cached map routes every key");
     assert_eq!(route.addrs, vec![addr(1), addr(3)]);

@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kvorum_router::map::MAX_CONFIG_VOTERS;
 use kvorum_router::{
-    plan, plan_with, ClusterMap, GroupId, NodeId, NodeState, Plan, PlanError, PlanOptions, Step,
-    Task, TaskKind, TaskStep, ViewChange, CONFIG_GROUP,
+    plan, plan_with, ClusterMap, GroupId, NodeId, NodeLifecycle, Plan, PlanError, PlanOptions,
+    Step, Task, TaskKind, TaskStep, ViewChange, CONFIG_GROUP,
 };
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
@@ -59,7 +59,7 @@ fn set(nodes: &[NodeId]) -> BTreeSet<NodeId> {
 fn active(map: &ClusterMap) -> BTreeSet<NodeId> {
     map.nodes
         .iter()
-        .filter(|(_, n)| n.state == NodeState::Active)
+        .filter(|(_, n)| n.state == NodeLifecycle::Active)
         .map(|(id, _)| *id)
         .collect()
 }
@@ -124,7 +124,7 @@ impl Sim {
             nodes: map
                 .nodes
                 .iter()
-                .map(|(id, n)| (*id, n.state == NodeState::Active))
+                .map(|(id, n)| (*id, n.state == NodeLifecycle::Active))
                 .collect(),
             groups: map
                 .groups
@@ -348,7 +348,7 @@ fn check_plan(before: &ClusterMap, change: &ViewChange, plan: &Plan, max_voters:
         }
         ViewChange::RemoveNode { node } => {
             assert_eq!(t.nodes.len(), before.nodes.len(), "{ctx}");
-            assert_eq!(t.nodes[node].state, NodeState::Removed, "{ctx}");
+            assert_eq!(t.nodes[node].state, NodeLifecycle::Removed, "{ctx}");
             expected_active.remove(node);
         }
     }
@@ -605,7 +605,7 @@ fn removed_node_comes_back_under_a_new_id() {
     let map = after(initial(6, 2), &[remove(1)]);
     let p = checked(&map, &add(1)).expect("a removed node's address may be reused");
     assert_eq!(p.target.nodes[&7].addr, addr(1));
-    assert_eq!(p.target.nodes[&1].state, NodeState::Removed);
+    assert_eq!(p.target.nodes[&1].state, NodeLifecycle::Removed);
     assert_eq!(p.target.groups.len(), 3);
     assert_eq!(p.target.groups[&GroupId(3)].members, set(&[6, 7]));
     assert_eq!(sorted_counts(&p.target), vec![1365, 1365, 1366]);

@@ -4,5 +4,5 @@
 //! `KVORUM_FAULT_STALE_READS=1` is set.
 
 fn main() -> std::process::ExitCode {
-    kvorum_node::cli::main()
+    kvorum_node::launch::main()
 }

@@ -38,18 +38,18 @@ const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 5_000;
 
 /// One replica hosted by this node.
 #[derive(Clone)]
-pub struct Hosted {
+pub struct Replica {
     pub raft: Raft,
     pub reads: ReadBatcher,
 }
 
 /// Shared state of a running node.
-pub struct NodeState {
+pub struct Node {
     pub cfg: Config,
     pub identity: Identity,
     pub store: Store,
     /// Replicas hosted here, by group.
-    groups: RwLock<HashMap<GroupId, Hosted>>,
+    groups: RwLock<HashMap<GroupId, Replica>>,
     /// The newest cluster map this node knows, and leader hints.
     routing: RwLock<RoutingCache>,
     /// The metadata role's state (used while this node leads the config group).
@@ -144,7 +144,7 @@ pub fn initial_map(identity: &Identity) -> anyhow::Result<ClusterMap> {
     ClusterMap::initial(&view, identity.k).map_err(|e| anyhow::anyhow!("initial map: {e}"))
 }
 
-impl NodeState {
+impl Node {
     /// The state of a node that knows `map`, hosting nothing yet.
     pub fn new(
         cfg: Config,
@@ -153,14 +153,14 @@ impl NodeState {
         map: ClusterMap,
         http: reqwest::Client,
         fault_stale_reads: bool,
-    ) -> NodeState {
+    ) -> Node {
         let incarnations = Incarnations::default();
         incarnations.update(&map);
         let mut routing = RoutingCache::new();
         routing.update_map(Arc::new(map));
         let (fatal, _) = watch::channel(None);
         let fatal = Arc::new(fatal);
-        NodeState {
+        Node {
             cfg,
             identity,
             store,
@@ -201,7 +201,7 @@ impl NodeState {
     }
 
     /// This node's replica of `group`, if hosted here.
-    pub fn hosted(&self, group: GroupId) -> Option<Hosted> {
+    pub fn replica(&self, group: GroupId) -> Option<Replica> {
         self.groups
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -211,11 +211,11 @@ impl NodeState {
 
     /// This node's replica of `group`, if hosted here.
     pub fn group(&self, group: GroupId) -> Option<Raft> {
-        self.hosted(group).map(|h| h.raft)
+        self.replica(group).map(|h| h.raft)
     }
 
     /// Every hosted replica, by group.
-    pub fn all_hosted(&self) -> BTreeMap<GroupId, Hosted> {
+    pub fn replicas(&self) -> BTreeMap<GroupId, Replica> {
         self.groups
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -300,7 +300,7 @@ impl NodeState {
             }
         }
         for group in wanted {
-            if self.hosted(group).is_some() {
+            if self.replica(group).is_some() {
                 continue;
             }
             let hosted = self.start_replica(group).await?;
@@ -316,7 +316,7 @@ impl NodeState {
         Ok(())
     }
 
-    async fn start_replica(&self, group: GroupId) -> anyhow::Result<Hosted> {
+    async fn start_replica(&self, group: GroupId) -> anyhow::Result<Replica> {
         let network = Network {
             http: self.http.clone(),
             group,
@@ -342,7 +342,7 @@ impl NodeState {
         .with_context(|| format!("cannot start the replica of group {group}"))?;
         tracing::info!(group = %group, "replica started");
         tokio::spawn(watch_replica(group, raft.clone(), self.fatal.clone()));
-        Ok(Hosted {
+        Ok(Replica {
             reads: ReadBatcher::spawn(raft.clone()),
             raft,
         })
@@ -377,7 +377,7 @@ impl NodeState {
 
     /// Stops every hosted replica.
     pub async fn shutdown_replicas(&self) {
-        for (group, h) in self.all_hosted() {
+        for (group, h) in self.replicas() {
             if let Err(e) = h.raft.shutdown().await {
                 tracing::warn!(group = %group, error = %e, "replica did not stop cleanly");
             }
