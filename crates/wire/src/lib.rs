@@ -1,0 +1,10 @@
+//! The HTTP wire contract of kvorum, defined once and used by both ends: the node (`kvnode`,
+//! which serves it) and the client library (`kvorum_client`, `kvctl`, the tests). What crosses
+//! the wire is a type here; neither side builds or reads untyped JSON for it.
+//!
+//! Modules:
+//! - [`status`]: `GET /v1/cluster/status`, the cluster status the metadata leader assembles.
+
+#![warn(missing_docs)]
+
+pub mod status;
