@@ -76,6 +76,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 echo "prereqs: ok (libclang: $(find_libclang))"
+# For the tests: iproute2 (ip, tc) for the slow-link test, which shapes a network namespace's
+# traffic; it fails without them unless KVORUM_ALLOW_SKIP=1.
+if [ $packages_only = 0 ] && ! command -v tc >/dev/null 2>&1; then
+  if [ $install = 1 ]; then
+    apt_install iproute2 || echo "prereqs: could not install iproute2; the slow-link test will fail" >&2
+  else
+    echo "prereqs: note: package iproute2 (ip, tc) is not installed; the slow-link test needs it" >&2
+  fi
+fi
 # Optional: nftables for the network-partition tests (they are skipped, with a message, without it).
 if ! command -v nft >/dev/null 2>&1; then
   if [ $install = 1 ]; then
