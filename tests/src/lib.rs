@@ -25,6 +25,7 @@ use kvorum_client::{Client, ClientError, ClientOptions};
 use kvorum_router::ClusterMap;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use rand::Rng;
 use serde_json::Value;
 
 /// Longest wait for a fresh cluster to serve (every group led, metadata leader known).
@@ -33,6 +34,22 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between polls of a condition.
 const POLL: Duration = Duration::from_millis(100);
+
+/// Serializes the tests of one test binary (each binary links its own copy): each cluster wants
+/// the machine's 2 cores for itself, and partitions use the same loopback addresses. A test holds
+/// the guard of `ONE_AT_A_TIME.lock().await` for its whole run.
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The seed of a test's random choices: `KVORUM_TEST_SEED` or a fresh one, printed with `test`'s
+/// name so a failure can be replayed.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("KVORUM_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("{test}: seed={seed} (replay: KVORUM_TEST_SEED={seed})");
+    seed
+}
 
 /// The path of the kvnode binary built for the tests; expands in the integration test, where
 /// cargo provides it.

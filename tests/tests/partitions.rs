@@ -17,15 +17,12 @@ use std::time::{Duration, Instant};
 use kvorum_client::{Client, ClientError};
 use kvorum_router::{ClusterMap, SLOT_COUNT};
 use kvorum_tests::{
-    direct_client, group_of_key, id_list, keys_by_group, kvnode_bin, node_state, status_group,
-    status_node, Cluster, ClusterOptions,
+    direct_client, group_of_key, id_list, keys_by_group, kvnode_bin, node_state, seed,
+    status_group, status_node, Cluster, ClusterOptions, ONE_AT_A_TIME,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-
-/// Tests are serialized: each cluster wants the machine's 2 cores for itself.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Heartbeat silence after which a node is suspect in the repair tests: 1.5 s, one and a half
 /// of the default 1 s node heartbeat interval.
@@ -42,16 +39,6 @@ const MAX_WRITE_GAP: Duration = Duration::from_secs(10);
 /// The value every test writes to `key`, so any read can be checked.
 fn value_of(key: &str) -> String {
     format!("v-{key}")
-}
-
-/// The seed of a test's random choices: `KVORUM_TEST_SEED` or a fresh one, printed.
-fn seed(test: &str) -> u64 {
-    let seed = std::env::var("KVORUM_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("{test}: seed={seed} (replay: KVORUM_TEST_SEED={seed})");
-    seed
 }
 
 /// Options of the repair tests: 7 nodes, K=3 (groups 1–3 and 4–6, spare 7), short timeouts.

@@ -12,11 +12,10 @@
 use std::time::{Duration, Instant};
 
 use kvorum_node::transport::{CLUSTER_HEADER, SECRET_HEADER};
-use kvorum_tests::{id_list, kvnode_bin, node_state, status_group, Cluster, ClusterOptions};
+use kvorum_tests::{
+    id_list, kvnode_bin, node_state, status_group, Cluster, ClusterOptions, ONE_AT_A_TIME,
+};
 use serde_json::{json, Value};
-
-/// Tests are serialized: each cluster wants the machine's 2 cores for itself.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Heartbeat silence after which a node is suspect: 1.5 s (the heartbeat interval is 1 s).
 const SUSPECT_AFTER_MS: &str = "1500";
