@@ -675,3 +675,4 @@ pub fn spread_keys(map: &ClusterMap, prefix: &str, count: usize) -> Vec<String> 
 
 pub mod jepsen;
 pub mod nemesis;
+pub mod workload;

@@ -9,13 +9,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kvorum_client::{Client, ClientError};
 use kvorum_router::{ClusterMap, SLOT_COUNT};
+use kvorum_tests::workload::{
+    assert_readable, longest_gap, node_clients, put_checked, read_checked, run_all, wait_acked,
+    write_all, Load,
+};
 use kvorum_tests::{
     direct_client, group_of_key, id_list, keys_by_group, kvnode_bin, node_state, seed,
     status_group, status_node, Cluster, ClusterOptions, ONE_AT_A_TIME,
@@ -36,130 +37,11 @@ const DEAD_AFTER_MS: &str = "5000";
 /// Longest tolerated time between successive acknowledged writes while a replica is replaced.
 const MAX_WRITE_GAP: Duration = Duration::from_secs(10);
 
-/// The value every test writes to `key`, so any read can be checked.
-fn value_of(key: &str) -> String {
-    format!("v-{key}")
-}
-
 /// Options of the repair tests: 7 nodes, K=3 (groups 1–3 and 4–6, spare 7), short timeouts.
 fn repair_options() -> ClusterOptions {
     ClusterOptions::new(kvnode_bin!(), 7, 3)
         .with_env("KVORUM_SUSPECT_AFTER_MS", SUSPECT_AFTER_MS)
         .with_env("KVORUM_DEAD_AFTER_MS", DEAD_AFTER_MS)
-}
-
-/// One client per node, without failover: a request goes to exactly that node, which serves or
-/// forwards it.
-fn node_clients(c: &Cluster, retry_for: Duration) -> Arc<Vec<Client>> {
-    Arc::new(
-        c.nodes
-            .iter()
-            .map(|n| direct_client(n.addr, Duration::from_secs(5), retry_for))
-            .collect(),
-    )
-}
-
-/// Runs `f` on every item with `tasks` concurrent tasks; returns the items `f` failed on, with
-/// the reason.
-async fn run_all<T, F, Fut>(items: Vec<T>, tasks: usize, f: F) -> Vec<(T, String)>
-where
-    T: Clone + Send + Sync + 'static,
-    F: Fn(T) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), String>> + Send + 'static,
-{
-    let items = Arc::new(items);
-    let next = Arc::new(AtomicUsize::new(0));
-    let f = Arc::new(f);
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| {
-            let (items, next, f, failures) =
-                (items.clone(), next.clone(), f.clone(), failures.clone());
-            tokio::spawn(async move {
-                while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if let Err(e) = f(item.clone()).await {
-                        failures.lock().unwrap().push((item.clone(), e));
-                    }
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.await.unwrap();
-    }
-    let mut failures = failures.lock().unwrap();
-    std::mem::take(&mut *failures)
-}
-
-/// Writes `key` = [`value_of`] through node `first`, then the next nodes, up to 3 tries. A put
-/// of the same value is idempotent, so retrying after an unknown outcome is safe here.
-async fn put_checked(clients: &[Client], first: usize, key: &str) -> Result<(), String> {
-    let mut errors = Vec::new();
-    for attempt in 0..3 {
-        let i = (first + attempt) % clients.len();
-        match clients[i].put(key, &value_of(key), None).await {
-            Ok(_) => return Ok(()),
-            Err(e) => errors.push(format!("via node {}: {e}", i + 1)),
-        }
-    }
-    Err(errors.join("; "))
-}
-
-/// Reads `key` through `client` and checks it holds [`value_of`].
-async fn read_checked(client: &Client, key: &str, stale: bool) -> Result<(), String> {
-    match client.get(key, stale).await {
-        Ok(v) if v.value == value_of(key) => Ok(()),
-        Ok(v) => Err(format!("WRONG value {:?} for {key}", v.value)),
-        Err(ClientError::NotFound) => Err(format!("{key} not found")),
-        Err(e) => Err(format!("{key}: {e}")),
-    }
-}
-
-/// Writes every key through a random node (seeded), 32 at a time; panics on a key that could not
-/// be written.
-async fn write_all(c: &Cluster, keys: &[String], rng: &mut StdRng) {
-    let clients = node_clients(c, Duration::from_secs(10));
-    let n = c.nodes.len();
-    let items: Vec<(String, usize)> = keys
-        .iter()
-        .map(|k| (k.clone(), rng.gen_range(0..n)))
-        .collect();
-    let failed = run_all(items, 32, move |(key, node)| {
-        let clients = clients.clone();
-        async move { put_checked(&clients, node, &key).await }
-    })
-    .await;
-    assert!(
-        failed.is_empty(),
-        "{} writes failed, e.g. {:?}; logs in {}",
-        failed.len(),
-        &failed[..failed.len().min(5)],
-        c.path().display()
-    );
-}
-
-/// Reads every key linearizably through random nodes among `via` (0-based), 32 at a time, and
-/// panics on any key that is missing or wrong.
-async fn assert_readable(c: &Cluster, keys: &[String], via: &[usize], seed: u64) {
-    let clients = node_clients(c, Duration::from_secs(10));
-    let mut rng = StdRng::seed_from_u64(seed);
-    let items: Vec<(String, usize)> = keys
-        .iter()
-        .map(|k| (k.clone(), via[rng.gen_range(0..via.len())]))
-        .collect();
-    let failed = run_all(items, 32, move |(key, node)| {
-        let clients = clients.clone();
-        async move { read_checked(&clients[node], &key, false).await }
-    })
-    .await;
-    assert!(
-        failed.is_empty(),
-        "{} of {} acknowledged writes do not read back, e.g. {:?}; logs in {}",
-        failed.len(),
-        keys.len(),
-        &failed[..failed.len().min(5)],
-        c.path().display()
-    );
 }
 
 /// Asserts each group's share of `total` keys is 1/P ± 5% (relative).
@@ -418,124 +300,6 @@ async fn ten_thousand_keys() {
         .collect();
     eprintln!("ten_thousand_keys: keys per group in the status {by_status:?}");
     assert_even_shares("by the status", &by_status, KEYS as u64);
-}
-
-/// An acknowledged write of a [`Load`].
-struct Ack {
-    key: String,
-    group: u64,
-    at: Instant,
-}
-
-/// Continuous writers of fresh keys, each bound to one data group, through random live nodes.
-struct Load {
-    stop: Arc<AtomicBool>,
-    acks: Arc<Mutex<Vec<Ack>>>,
-    /// Nodes (0-based) the writers may send to.
-    live: Arc<Mutex<Vec<usize>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    /// Starts `per_group` writers for each of `groups`, sending to random nodes of `live`.
-    fn start(
-        c: &Cluster,
-        map: &ClusterMap,
-        groups: &[u64],
-        per_group: usize,
-        live: Vec<usize>,
-        seed: u64,
-        prefix: &str,
-    ) -> Load {
-        // Short retries: a writer whose node cannot serve moves on to another node.
-        let clients = node_clients(c, Duration::from_secs(1));
-        let stop = Arc::new(AtomicBool::new(false));
-        let acks = Arc::new(Mutex::new(Vec::new()));
-        let live = Arc::new(Mutex::new(live));
-        let mut tasks = Vec::new();
-        for (w, group) in groups
-            .iter()
-            .flat_map(|g| std::iter::repeat_n(*g, per_group))
-            .enumerate()
-        {
-            let (clients, stop, acks, live) =
-                (clients.clone(), stop.clone(), acks.clone(), live.clone());
-            let map = map.clone();
-            let prefix = format!("{prefix}w{w}-");
-            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w as u64));
-            tasks.push(tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = loop {
-                        let key = format!("{prefix}{n}");
-                        n += 1;
-                        if group_of_key(&map, &key) == group {
-                            break key;
-                        }
-                    };
-                    let node = {
-                        let live = live.lock().unwrap();
-                        live[rng.gen_range(0..live.len())]
-                    };
-                    // Failures (unavailable, unknown outcome) are allowed; only acks are promised.
-                    if clients[node].put(&key, &value_of(&key), None).await.is_ok() {
-                        let at = Instant::now();
-                        acks.lock().unwrap().push(Ack { key, group, at });
-                    }
-                }
-            }));
-        }
-        Load {
-            stop,
-            acks,
-            live,
-            tasks,
-        }
-    }
-
-    /// Stops sending to node `i` (before it is killed).
-    fn avoid(&self, i: usize) {
-        self.live.lock().unwrap().retain(|n| *n != i);
-    }
-
-    /// Acknowledged writes to `group` completed after `since`.
-    fn acked(&self, group: u64, since: Instant) -> usize {
-        self.acks
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|a| a.group == group && a.at >= since)
-            .count()
-    }
-
-    /// Stops the writers and returns every acknowledged write.
-    async fn finish(self) -> Vec<Ack> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        let mut acks = self.acks.lock().unwrap();
-        std::mem::take(&mut *acks)
-    }
-}
-
-/// The longest time between successive acknowledgements of `acks` accepted by `filter`.
-fn longest_gap(acks: &[Ack], filter: impl Fn(&Ack) -> bool) -> Duration {
-    let mut times: Vec<Instant> = acks.iter().filter(|a| filter(a)).map(|a| a.at).collect();
-    times.sort();
-    times
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default()
-}
-
-/// Waits until `load` has `n` acknowledged writes to `group` after `since`.
-async fn wait_acked(c: &Cluster, load: &Load, group: u64, since: Instant, n: usize, what: &str) {
-    c.wait_until(Duration::from_secs(30), what, || async {
-        load.acked(group, since) >= n
-    })
-    .await;
 }
 
 // With 7 nodes K=3 (groups 1–3 and 4–6, spare 7), SIGKILL of group 2's leader under write
