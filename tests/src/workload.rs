@@ -87,6 +87,16 @@ pub async fn read_checked(client: &Client, key: &str, stale: bool) -> Result<(),
     }
 }
 
+/// Reads every key through `client`, one at a time (stale reads if `stale`), and panics on the
+/// first that is missing or wrong.
+pub async fn assert_readable_through(client: &Client, keys: &[String], stale: bool) {
+    for key in keys {
+        if let Err(e) = read_checked(client, key, stale).await {
+            panic!("acknowledged write not read back: {e}");
+        }
+    }
+}
+
 /// Writes every key through a random node (seeded), 32 at a time; panics on a key that could not
 /// be written.
 pub async fn write_all(c: &Cluster, keys: &[String], rng: &mut StdRng) {
@@ -144,13 +154,23 @@ pub struct Ack {
     pub at: Instant,
 }
 
-/// Continuous writers of fresh keys, each bound to one data group, through random live nodes.
+/// Continuous writers of fresh keys, each bound to one data group, through random live nodes
+/// ([`Load::start`]) or one client ([`Load::through`]).
 pub struct Load {
     stop: Arc<AtomicBool>,
     acks: Arc<Mutex<Vec<Ack>>>,
     /// Nodes (0-based) the writers may send to.
     live: Arc<Mutex<Vec<usize>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Where the writers of a [`Load`] send.
+#[derive(Clone)]
+enum Route {
+    /// One client per node: each write goes to a random node of the load's live nodes.
+    Nodes(Arc<Vec<Client>>),
+    /// One client for every write (it may fail over between nodes by itself).
+    Client(Arc<Client>),
 }
 
 impl Load {
@@ -166,6 +186,47 @@ impl Load {
     ) -> Load {
         // Short retries: a writer whose node cannot serve moves on to another node.
         let clients = node_clients(c, Duration::from_secs(1));
+        Load::spawn(
+            map,
+            groups,
+            per_group,
+            Route::Nodes(clients),
+            live,
+            seed,
+            prefix,
+        )
+    }
+
+    /// Starts `per_group` writers for each of `groups`, all sending through `client`.
+    pub fn through(
+        client: Arc<Client>,
+        map: &ClusterMap,
+        groups: &[u64],
+        per_group: usize,
+        prefix: &str,
+    ) -> Load {
+        Load::spawn(
+            map,
+            groups,
+            per_group,
+            Route::Client(client),
+            Vec::new(),
+            0,
+            prefix,
+        )
+    }
+
+    /// Starts the writers: writer `w` writes keys `{prefix}w{w}-{n}` of its group, `n = 0, 1, …`
+    /// skipping those of other groups.
+    fn spawn(
+        map: &ClusterMap,
+        groups: &[u64],
+        per_group: usize,
+        route: Route,
+        live: Vec<usize>,
+        seed: u64,
+        prefix: &str,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(Mutex::new(Vec::new()));
         let live = Arc::new(Mutex::new(live));
@@ -175,8 +236,8 @@ impl Load {
             .flat_map(|g| std::iter::repeat_n(*g, per_group))
             .enumerate()
         {
-            let (clients, stop, acks, live) =
-                (clients.clone(), stop.clone(), acks.clone(), live.clone());
+            let (route, stop, acks, live) =
+                (route.clone(), stop.clone(), acks.clone(), live.clone());
             let map = map.clone();
             let prefix = format!("{prefix}w{w}-");
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w as u64));
@@ -190,12 +251,15 @@ impl Load {
                             break key;
                         }
                     };
-                    let node = {
-                        let live = live.lock().unwrap();
-                        live[rng.gen_range(0..live.len())]
+                    let client = match &route {
+                        Route::Nodes(clients) => {
+                            let live = live.lock().unwrap();
+                            &clients[live[rng.gen_range(0..live.len())]]
+                        }
+                        Route::Client(client) => client,
                     };
                     // Failures (unavailable, unknown outcome) are allowed; only acks are promised.
-                    if clients[node].put(&key, &value_of(&key), None).await.is_ok() {
+                    if client.put(&key, &value_of(&key), None).await.is_ok() {
                         let at = Instant::now();
                         acks.lock().unwrap().push(Ack { key, group, at });
                     }
