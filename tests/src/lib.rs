@@ -631,6 +631,36 @@ pub fn id_list(v: &Value) -> Vec<u64> {
     ids
 }
 
+/// Asserts a `GET /v1/cluster/map` answer holds `map`'s slot table and group members, and that
+/// any leader hint names a member of its group.
+pub fn assert_map_is(m: &Value, map: &ClusterMap, what: &str) {
+    let slots: Vec<u64> = m["map"]["slots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no slot table: {m}"))
+        .iter()
+        .map(|g| g.as_u64().unwrap_or(0))
+        .collect();
+    let want: Vec<u64> = map.slots.iter().map(|g| g.0).collect();
+    assert!(
+        slots == want,
+        "{what}: slot table differs from the initial map"
+    );
+    for (gid, info) in &map.groups {
+        let members: Vec<u64> = info.members.iter().copied().collect();
+        assert_eq!(
+            id_list(&m["map"]["groups"][gid.0.to_string()]["members"]),
+            members,
+            "{what}: group {gid}: {m}"
+        );
+        if let Some(l) = m["leaders"][gid.0.to_string()].as_u64() {
+            assert!(
+                members.contains(&l),
+                "{what}: leader hint {l} of group {gid}"
+            );
+        }
+    }
+}
+
 /// The data group of `key` in `map`.
 pub fn group_of_key(map: &ClusterMap, key: &str) -> u64 {
     map.route_key(key.as_bytes())
