@@ -55,6 +55,22 @@ fn options(nodes: usize, step_delay_ms: u64) -> ClusterOptions {
     repair_options(nodes).with_env(STEP_DELAY_ENV, &step_delay_ms.to_string())
 }
 
+/// Keys of each data group a test writes before its fault and reads back after it.
+const KEYS_BEFORE: usize = 20;
+
+/// Starts a cluster with `opts` and writes [`KEYS_BEFORE`] keys `{prefix}{n}` of each data group
+/// through random nodes (chosen with `seed`); returns the cluster and the keys written.
+async fn start_with_keys(opts: ClusterOptions, seed: u64, prefix: &str) -> (Cluster, Vec<String>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let c = Cluster::start(opts).await;
+    let keys: Vec<String> = keys_by_group(&c.initial_map(), prefix, KEYS_BEFORE)
+        .into_values()
+        .flatten()
+        .collect();
+    write_all(&c, &keys, &mut rng).await;
+    (c, keys)
+}
+
 /// The voter sets of `group`'s membership as a replica reports it in `s` (two sets during a
 /// joint change); empty when unknown.
 fn voter_sets(s: &Value, group: u64) -> Vec<Vec<u64>> {
@@ -553,14 +569,8 @@ async fn spare_replaces_dead_replica() {
 async fn metadata_leader_failover() {
     let _one = ONE_AT_A_TIME.lock().await;
     let seed = seed("metadata_leader_failover");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut c = Cluster::start(repair_options(7)).await;
+    let (mut c, keys) = start_with_keys(repair_options(7), seed, "before-").await;
     let map = c.initial_map();
-    let keys: Vec<String> = keys_by_group(&map, "before-", 20)
-        .into_values()
-        .flatten()
-        .collect();
-    write_all(&c, &keys, &mut rng).await;
 
     let leader = c.metadata_leader().await.expect("a metadata leader");
     let before = c.status().await.expect("a status");
@@ -778,14 +788,7 @@ async fn brief_restart_rejoins() {
 async fn repair_resumes_after_metadata_failover() {
     let _one = ONE_AT_A_TIME.lock().await;
     let seed = seed("repair_resumes_after_metadata_failover");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut c = Cluster::start(options(7, 3000)).await;
-    let map = c.initial_map();
-    let keys: Vec<String> = keys_by_group(&map, "resume-", 20)
-        .into_values()
-        .flatten()
-        .collect();
-    write_all(&c, &keys, &mut rng).await;
+    let (mut c, keys) = start_with_keys(options(7, 3000), seed, "resume-").await;
 
     // Node 5 is a replica of group 2 and no config voter, so its repair does not involve the
     // metadata leader's own replicas.
