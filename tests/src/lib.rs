@@ -25,6 +25,7 @@ use kvorum_client::{Client, ClientError, ClientOptions};
 use kvorum_router::ClusterMap;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use rand::Rng;
 use serde_json::Value;
 
 /// Longest wait for a fresh cluster to serve (every group led, metadata leader known).
@@ -33,6 +34,22 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between polls of a condition.
 const POLL: Duration = Duration::from_millis(100);
+
+/// Serializes the tests of one test binary (each binary links its own copy): each cluster wants
+/// the machine's 2 cores for itself, and partitions use the same loopback addresses. A test holds
+/// the guard of `ONE_AT_A_TIME.lock().await` for its whole run.
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The seed of a test's random choices: `KVORUM_TEST_SEED` or a fresh one, printed with `test`'s
+/// name so a failure can be replayed.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("KVORUM_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("{test}: seed={seed} (replay: KVORUM_TEST_SEED={seed})");
+    seed
+}
 
 /// The path of the kvnode binary built for the tests; expands in the integration test, where
 /// cargo provides it.
@@ -614,6 +631,36 @@ pub fn id_list(v: &Value) -> Vec<u64> {
     ids
 }
 
+/// Asserts a `GET /v1/cluster/map` answer holds `map`'s slot table and group members, and that
+/// any leader hint names a member of its group.
+pub fn assert_map_is(m: &Value, map: &ClusterMap, what: &str) {
+    let slots: Vec<u64> = m["map"]["slots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no slot table: {m}"))
+        .iter()
+        .map(|g| g.as_u64().unwrap_or(0))
+        .collect();
+    let want: Vec<u64> = map.slots.iter().map(|g| g.0).collect();
+    assert!(
+        slots == want,
+        "{what}: slot table differs from the initial map"
+    );
+    for (gid, info) in &map.groups {
+        let members: Vec<u64> = info.members.iter().copied().collect();
+        assert_eq!(
+            id_list(&m["map"]["groups"][gid.0.to_string()]["members"]),
+            members,
+            "{what}: group {gid}: {m}"
+        );
+        if let Some(l) = m["leaders"][gid.0.to_string()].as_u64() {
+            assert!(
+                members.contains(&l),
+                "{what}: leader hint {l} of group {gid}"
+            );
+        }
+    }
+}
+
 /// The data group of `key` in `map`.
 pub fn group_of_key(map: &ClusterMap, key: &str) -> u64 {
     map.route_key(key.as_bytes())
@@ -658,3 +705,4 @@ pub fn spread_keys(map: &ClusterMap, prefix: &str, count: usize) -> Vec<String> 
 
 pub mod jepsen;
 pub mod nemesis;
+pub mod workload;

@@ -2,50 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use kvorum_client::{Client, ClientError};
+use kvorum_client::ClientError;
+use kvorum_tests::workload::{assert_readable_through, value_of, Load};
 use kvorum_tests::{id_list, kvnode_bin, status_node, Cluster, ClusterOptions};
-
-/// Writes `w{n}` = `v{n}` with `tasks` concurrent writers until stopped; records acked writes.
-fn spawn_writers(
-    client: Arc<Client>,
-    tasks: usize,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<String>>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..tasks)
-        .map(|t| {
-            let (client, stop, acked) = (client.clone(), stop.clone(), acked.clone());
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("w{t}-{n}");
-                    n += 1;
-                    // Errors (unknown or unavailable) are allowed; only acks are promised.
-                    if client.put(&key, &format!("v-{key}"), None).await.is_ok() {
-                        acked.lock().unwrap().push(key);
-                    }
-                }
-            })
-        })
-        .collect()
-}
-
-async fn assert_all_readable(client: &Client, keys: &[String], stale: bool) {
-    for key in keys {
-        match client.get(key, stale).await {
-            Ok(v) => assert_eq!(v.value, format!("v-{key}"), "wrong value for {key}"),
-            Err(e) => panic!("acknowledged write {key} lost: {e}"),
-        }
-    }
-}
-
-fn index_of(c: &Cluster, id: u64) -> usize {
-    c.nodes.iter().position(|n| n.id == id).unwrap()
-}
 
 // Writes through a follower succeed; after SIGKILL of the leader under load a new leader takes
 // over and every acknowledged write reads back; after all nodes are killed and restarted, every
@@ -56,27 +18,24 @@ async fn acknowledged_writes_survive_leader_kill_and_full_restart() {
     let leader = c.wait_for_leader(Duration::from_secs(30)).await;
     let follower = c.nodes.iter().position(|n| n.id != leader).unwrap();
     let fc = c.client_of(&[follower]);
-    for i in 0..20 {
-        let v = fc
-            .put(&format!("f{i}"), &format!("v-f{i}"), None)
-            .await
-            .unwrap();
+    let follower_keys: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+    for key in &follower_keys {
+        let v = fc.put(key, &value_of(key), None).await.unwrap();
         assert!(v > 0);
     }
-    let follower_keys: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
-    assert_all_readable(&fc, &follower_keys, false).await;
+    assert_readable_through(&fc, &follower_keys, false).await;
 
+    // Writers of `w{t}-{n}` through one client failing over between all nodes.
     let client = Arc::new(c.client());
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let writers = spawn_writers(client.clone(), 4, stop.clone(), acked.clone());
-    let count = || acked.lock().unwrap().len();
+    let started = Instant::now();
+    let load = Load::through(client.clone(), &c.initial_map(), &[1], 4, "");
+    let count = || load.acked(1, started);
     c.wait_until(Duration::from_secs(30), "100 acked writes", || async {
         count() >= 100
     })
     .await;
 
-    let li = index_of(&c, leader);
+    let li = c.index_of(leader);
     c.kill(li);
     let before = count();
     let new_leader = c.wait_for_leader(Duration::from_secs(30)).await;
@@ -87,13 +46,9 @@ async fn acknowledged_writes_survive_leader_kill_and_full_restart() {
         || async { count() >= before + 100 },
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
-    let keys = acked.lock().unwrap().clone();
+    let keys: Vec<String> = load.finish().await.into_iter().map(|a| a.key).collect();
     eprintln!("{} acknowledged writes; checking them", keys.len());
-    assert_all_readable(&client, &keys, false).await;
+    assert_readable_through(&client, &keys, false).await;
 
     c.restart(li);
     for i in 0..3 {
@@ -103,8 +58,8 @@ async fn acknowledged_writes_survive_leader_kill_and_full_restart() {
         c.restart(i);
     }
     c.wait_for_leader(Duration::from_secs(30)).await;
-    assert_all_readable(&client, &keys, false).await;
-    assert_all_readable(&client, &follower_keys, false).await;
+    assert_readable_through(&client, &keys, false).await;
+    assert_readable_through(&client, &follower_keys, false).await;
 }
 
 // A node SIGKILLed in the middle of a write burst restarts cleanly, catches up, and then holds
@@ -116,10 +71,9 @@ async fn node_killed_mid_burst_restarts_and_catches_up() {
     let victim = c.nodes.iter().position(|n| n.id != leader).unwrap();
     let others: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
     let client = Arc::new(c.client_of(&others));
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let writers = spawn_writers(client.clone(), 16, stop.clone(), acked.clone());
-    let count = || acked.lock().unwrap().len();
+    let started = Instant::now();
+    let load = Load::through(client, &c.initial_map(), &[1], 16, "");
+    let count = || load.acked(1, started);
     c.wait_until(Duration::from_secs(30), "200 acked writes", || async {
         count() >= 200
     })
@@ -139,11 +93,7 @@ async fn node_killed_mid_burst_restarts_and_catches_up() {
         || async { count() >= before + 600 },
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
-    let keys = acked.lock().unwrap().clone();
+    let keys: Vec<String> = load.finish().await.into_iter().map(|a| a.key).collect();
     // Catch-up: the restarted node's own state (a stale read there) holds every acked write.
     let local = c.client_of(&[victim]);
     let last = keys.last().unwrap().clone();
@@ -157,7 +107,7 @@ async fn node_killed_mid_burst_restarts_and_catches_up() {
         },
     )
     .await;
-    assert_all_readable(&local, &keys, true).await;
+    assert_readable_through(&local, &keys, true).await;
 }
 
 // A spare (a node beyond the group's K members) serves reads and writes by forwarding.

@@ -6,12 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 use kvorum_tests::jepsen::{self, JepsenOptions};
-use kvorum_tests::kvnode_bin;
 use kvorum_tests::nemesis::{Nemesis, Partitioner};
-
-/// Runs are serialized: each wants the machine's cores for itself, and partitions use the same
-/// loopback addresses.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use kvorum_tests::{kvnode_bin, ONE_AT_A_TIME};
 
 /// Whether partitions can be done here; prints why not, so a skip is never silent.
 fn partitions_available(test: &str) -> bool {

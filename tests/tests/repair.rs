@@ -1,36 +1,74 @@
-//! The safety rules of repairs, on clusters of real kvnode processes: a group never has more
-//! than K voters while a replica is replaced; repairs of different groups run at once; a node
-//! that comes back before the swap keeps its seat; a node cut off from the metadata leader but
-//! still replicating with its group is not removed; a long repair step does not hold up the
-//! metadata loop; a stale membership request is refused.
+//! Repairs on clusters of real kvnode processes. The stories: a spare replacing a dead replica
+//! under load, failover of the metadata leader with repairs continuing (also when it dies in the
+//! middle of one), and a brief restart that rejoins without a repair. The safety rules: a group
+//! never has more than K voters while a replica is replaced; repairs of different groups run at
+//! once; a node that comes back before the swap keeps its seat; a node cut off from the metadata
+//! leader but still replicating with its group is not removed; a long repair step does not hold
+//! up the metadata loop; a stale membership request is refused.
 //!
 //! Tests run one at a time (each cluster wants both cores). Every wait is a condition with a
-//! deadline, mostly on `GET /v1/cluster/status`. Nothing here is random.
+//! deadline, mostly on `GET /v1/cluster/status`. Random choices print their seed;
+//! `KVORUM_TEST_SEED=<seed>` replays them.
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvorum_node::transport::{CLUSTER_HEADER, SECRET_HEADER};
-use kvorum_tests::{id_list, kvnode_bin, node_state, status_group, Cluster, ClusterOptions};
+use kvorum_tests::workload::{
+    assert_readable, longest_gap, read_checked, run_all, wait_acked, write_all, Load,
+};
+use kvorum_tests::{
+    assert_map_is, direct_client, id_list, keys_by_group, kvnode_bin, node_state, seed,
+    status_group, status_node, Cluster, ClusterOptions, ONE_AT_A_TIME,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-/// Tests are serialized: each cluster wants the machine's 2 cores for itself.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Heartbeat silence after which a node is suspect: 1.5 s (the heartbeat interval is 1 s).
+/// Heartbeat silence after which a node is suspect in the repair tests: 1.5 s, one and a half
+/// of the default 1 s node heartbeat interval.
 const SUSPECT_AFTER_MS: &str = "1500";
-/// Heartbeat silence after which a node is dead and repaired: 5 s, as in partitions.rs.
+/// Heartbeat silence after which a node is dead and repaired in the repair tests: 5 s, so that
+/// detection, learner catch-up, promotion and removal fit well inside the 30 s (45 s with a
+/// metadata failover) the tests allow, while a late heartbeat from a live node on a busy 2-core
+/// machine does not get it removed.
 const DEAD_AFTER_MS: &str = "5000";
 /// The test-only fault that holds every repair step this long before it runs.
 const STEP_DELAY_ENV: &str = "KVORUM_FAULT_TASK_STEP_DELAY_MS";
 
-/// `nodes` nodes, K=3, short failure-detection timeouts, every repair step held `step_delay_ms`.
-fn options(nodes: usize, step_delay_ms: u64) -> ClusterOptions {
+/// Longest tolerated time between successive acknowledged writes while a replica is replaced.
+const MAX_WRITE_GAP: Duration = Duration::from_secs(10);
+
+/// Options of the repair tests: `nodes` nodes, K=3 (with 7: groups 1–3 and 4–6, spare 7), short
+/// failure-detection timeouts.
+fn repair_options(nodes: usize) -> ClusterOptions {
     ClusterOptions::new(kvnode_bin!(), nodes, 3)
         .with_env("KVORUM_SUSPECT_AFTER_MS", SUSPECT_AFTER_MS)
         .with_env("KVORUM_DEAD_AFTER_MS", DEAD_AFTER_MS)
-        .with_env(STEP_DELAY_ENV, &step_delay_ms.to_string())
+}
+
+/// [`repair_options`] with every repair step held `step_delay_ms`.
+fn options(nodes: usize, step_delay_ms: u64) -> ClusterOptions {
+    repair_options(nodes).with_env(STEP_DELAY_ENV, &step_delay_ms.to_string())
+}
+
+/// Keys of each data group a test writes before its fault and reads back after it.
+const KEYS_BEFORE: usize = 20;
+
+/// Starts a cluster with `opts` and writes [`KEYS_BEFORE`] keys `{prefix}{n}` of each data group
+/// through random nodes (chosen with `seed`); returns the cluster and the keys written.
+async fn start_with_keys(opts: ClusterOptions, seed: u64, prefix: &str) -> (Cluster, Vec<String>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let c = Cluster::start(opts).await;
+    let keys: Vec<String> = keys_by_group(&c.initial_map(), prefix, KEYS_BEFORE)
+        .into_values()
+        .flatten()
+        .collect();
+    write_all(&c, &keys, &mut rng).await;
+    (c, keys)
 }
 
 /// The voter sets of `group`'s membership as a replica reports it in `s` (two sets during a
@@ -388,4 +426,421 @@ async fn stale_membership_requests_are_refused() {
     }
     let s = c.status_of(c.index_of(leader)).await.expect("a status");
     assert_eq!(voter_sets(&s, 1), vec![vec![1, 2, 3]], "{s}");
+}
+
+// With 7 nodes K=3 (groups 1–3 and 4–6, spare 7), SIGKILL of group 2's leader under write
+// load: within 30 s spare 7 replaces it (group 2 has 3 alive members, 7 among them, no task
+// left) and the killed node is "removed"; writes to both groups are accepted throughout (longest
+// gap between acks below 10 s), every acknowledged write reads back, and the killed node, when
+// restarted, is refused and exits saying it was removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spare_replaces_dead_replica() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("spare_replaces_dead_replica");
+    let mut c = Cluster::start(repair_options(7)).await;
+    let map = c.initial_map();
+    let group2: Vec<u64> = map
+        .members_of(kvorum_router::GroupId(2))
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!((group2.clone(), map.spares()), (vec![4, 5, 6], vec![7]));
+    // The leader: the hardest case, as group 2 must elect a new leader as well as repair.
+    let victim = c.group_leader(2).await.expect("group 2 has a leader");
+    assert!(group2.contains(&victim));
+    let vi = c.index_of(victim);
+    eprintln!("spare_replaces_dead_replica: killing node {victim}, leader of group 2");
+
+    let start = Instant::now();
+    let load = Load::start(&c, &map, &[1, 2], 4, c.running(), seed, "r-");
+    for g in [1, 2] {
+        wait_acked(&c, &load, g, start, 100, "100 acked writes per group").await;
+    }
+
+    load.avoid(vi);
+    let killed_at = Instant::now();
+    c.kill(vi);
+    let repair_deadline = Duration::from_secs(30);
+    let s = c
+        .wait_for_status(
+            repair_deadline.saturating_sub(killed_at.elapsed()),
+            &format!("spare 7 to replace node {victim} in group 2"),
+            |s| {
+                let members = status_group(s, 2).map(|g| id_list(&g["members"]));
+                s["health_known"] == true
+                    && members.as_ref().is_some_and(|m| {
+                        m.len() == 3
+                            && m.contains(&7)
+                            && !m.contains(&victim)
+                            && m.iter().all(|id| node_state(s, *id) == "alive")
+                    })
+                    && node_state(s, victim) == "removed"
+                    && s["tasks"].as_array().is_some_and(Vec::is_empty)
+            },
+        )
+        .await;
+    let repaired_at = Instant::now();
+    eprintln!(
+        "spare_replaces_dead_replica: group 2 repaired {:?} after the kill: {}",
+        repaired_at - killed_at,
+        status_group(&s, 2).unwrap()
+    );
+    assert_eq!(
+        id_list(&s["spares"]),
+        Vec::<u64>::new(),
+        "no spare left: {s}"
+    );
+    assert_eq!(status_node(&s, 7).unwrap()["role"], "replica", "{s}");
+    assert_eq!(
+        id_list(&status_node(&s, 7).unwrap()["groups"]),
+        vec![2],
+        "{s}"
+    );
+    assert_eq!(
+        id_list(&status_group(&s, 1).unwrap()["members"]),
+        vec![1, 2, 3],
+        "group 1 untouched: {s}"
+    );
+
+    // Writes go on after the repair, then the load stops.
+    for g in [1, 2] {
+        wait_acked(
+            &c,
+            &load,
+            g,
+            repaired_at,
+            100,
+            "100 acked writes per group after the repair",
+        )
+        .await;
+    }
+    let acks = load.finish().await;
+    let gap_all = longest_gap(&acks, |_| true);
+    let gap2 = longest_gap(&acks, |a| a.group == 2);
+    let gap1 = longest_gap(&acks, |a| a.group == 1);
+    let first2 = acks
+        .iter()
+        .filter(|a| a.group == 2 && a.at > killed_at)
+        .map(|a| a.at - killed_at)
+        .min();
+    eprintln!(
+        "spare_replaces_dead_replica: {} acked writes; longest write gap: overall {gap_all:?}, \
+         group 2 {gap2:?}, group 1 {gap1:?}; first group-2 ack {first2:?} after the kill",
+        acks.len()
+    );
+    assert!(
+        gap_all < MAX_WRITE_GAP && gap2 < MAX_WRITE_GAP,
+        "writes stalled: longest gap overall {gap_all:?}, group 2 {gap2:?} \
+         (limit {MAX_WRITE_GAP:?})"
+    );
+
+    let keys: Vec<String> = acks.iter().map(|a| a.key.clone()).collect();
+    assert_readable(&c, &keys, &c.running(), seed).await;
+
+    // The removed node comes back: it is refused and exits by itself.
+    let log_before = c.nodes[vi].log_text().len();
+    c.restart(vi);
+    let exit = c.wait_for_exit(vi, Duration::from_secs(30)).await;
+    let log = c.nodes[vi].log_text();
+    let said = log.get(log_before..).unwrap_or_default();
+    let Some(exit) = exit else {
+        panic!(
+            "removed node {victim} was restarted and still runs after 30 s; logs in {}",
+            c.path().display()
+        );
+    };
+    eprintln!("spare_replaces_dead_replica: restarted node {victim} exited: {exit}");
+    assert!(
+        !exit.success(),
+        "the refused node exited with success; its log:\n{said}"
+    );
+    assert!(
+        said.to_lowercase().contains("removed"),
+        "the refused node's log does not say it was removed:\n{said}"
+    );
+}
+
+// With 7 nodes K=3, SIGKILL of the metadata leader: another config voter becomes metadata
+// leader, the cluster map stays readable from every live node, and the repairs run: within 45 s
+// the killed node's data replica is replaced by spare 7, its config-voter seat by another node
+// (3 alive voters), the killed node is "removed", and keys written before read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metadata_leader_failover() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("metadata_leader_failover");
+    let (mut c, keys) = start_with_keys(repair_options(7), seed, "before-").await;
+    let map = c.initial_map();
+
+    let leader = c.metadata_leader().await.expect("a metadata leader");
+    let before = c.status().await.expect("a status");
+    let voters = id_list(&before["config"]["voters"]);
+    assert_eq!(voters, vec![1, 2, 3], "{before}");
+    assert!(voters.contains(&leader), "{before}");
+    let group = map
+        .group_of_node(leader)
+        .expect("voters 1-3 are replicas")
+        .0;
+    eprintln!("metadata_leader_failover: killing metadata leader {leader} (group {group})");
+    let li = c.index_of(leader);
+    let killed_at = Instant::now();
+    c.kill(li);
+    let deadline = Duration::from_secs(45);
+
+    // Nodes keep their copy of the map: it is readable while the metadata leader is gone.
+    for i in c.running() {
+        let m = c
+            .get_json(i, "/v1/cluster/map")
+            .await
+            .unwrap_or_else(|e| panic!("map from node {} during failover: {e}", i + 1));
+        assert_map_is(
+            &m,
+            &map,
+            &format!("map from node {} during failover", i + 1),
+        );
+    }
+
+    let s = c
+        .wait_for_status(
+            deadline.saturating_sub(killed_at.elapsed()),
+            "another config voter to become metadata leader",
+            |s| {
+                s["health_known"] == true
+                    && s["metadata_leader"].as_u64().is_some_and(|l| {
+                        l != leader && id_list(&s["config"]["voters"]).contains(&l)
+                    })
+            },
+        )
+        .await;
+    eprintln!(
+        "metadata_leader_failover: node {} leads the config group {:?} after the kill",
+        s["metadata_leader"],
+        killed_at.elapsed()
+    );
+
+    let s = c
+        .wait_for_status(
+            deadline.saturating_sub(killed_at.elapsed()),
+            &format!("node {leader} replaced in group {group} and in the config group"),
+            |s| {
+                let members = status_group(s, group)
+                    .map(|g| id_list(&g["members"]))
+                    .unwrap_or_default();
+                let voters = id_list(&s["config"]["voters"]);
+                s["health_known"] == true
+                    && members.len() == 3
+                    && members.contains(&7)
+                    && !members.contains(&leader)
+                    && voters.len() == 3
+                    && !voters.contains(&leader)
+                    && members
+                        .iter()
+                        .chain(&voters)
+                        .all(|id| node_state(s, *id) == "alive")
+                    && node_state(s, leader) == "removed"
+                    && s["tasks"].as_array().is_some_and(Vec::is_empty)
+            },
+        )
+        .await;
+    eprintln!(
+        "metadata_leader_failover: repaired {:?} after the kill: group {group} {}, config {}",
+        killed_at.elapsed(),
+        status_group(&s, group).unwrap()["members"],
+        s["config"]
+    );
+
+    for i in c.running() {
+        c.get_json(i, "/v1/cluster/map")
+            .await
+            .unwrap_or_else(|e| panic!("map from node {} after the repair: {e}", i + 1));
+    }
+    assert_readable(&c, &keys, &c.running(), seed).await;
+}
+
+// With 6 nodes K=3 (no spare) and the default 10 s dead timeout, a replica SIGKILLed for about
+// 2 s while its group takes writes restarts, is alive again, still a member (not removed), and
+// its own replica (stale reads asked of it directly) holds every acknowledged write of its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn brief_restart_rejoins() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("brief_restart_rejoins");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 6, 3)).await;
+    let map = c.initial_map();
+    let victim = rng.gen_range(1..=6u64);
+    let vi = c.index_of(victim);
+    let group = map.group_of_node(victim).expect("no spares").0;
+    let members: Vec<u64> = map
+        .members_of(kvorum_router::GroupId(group))
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    eprintln!("brief_restart_rejoins: killing node {victim} of group {group}");
+
+    let before = keys_by_group(&map, "before-", 100);
+    let all_before: Vec<String> = before.values().flatten().cloned().collect();
+    write_all(&c, &all_before, &mut rng).await;
+
+    let others: Vec<usize> = c.running().into_iter().filter(|i| *i != vi).collect();
+    let killed_at = Instant::now();
+    c.kill(vi);
+    let load = Load::start(&c, &map, &[group], 8, others, seed, "down-");
+    // Restart 2 s after the kill, once writes of its group were acked while it was down; if none
+    // were by then (its group is electing a new leader), at the first ack, at the latest 5 s
+    // after the kill: well inside the 10 s dead timeout.
+    c.wait_until(
+        Duration::from_secs(5),
+        "2 s down and a write acked meanwhile",
+        || async {
+            killed_at.elapsed() >= Duration::from_secs(2) && load.acked(group, killed_at) > 0
+        },
+    )
+    .await;
+    let acked_down = load.acked(group, killed_at);
+    c.restart(vi);
+    let restarted_at = Instant::now();
+    eprintln!(
+        "brief_restart_rejoins: node {victim} down for {:?}, {acked_down} writes to group {group} \
+         acked meanwhile",
+        restarted_at - killed_at
+    );
+    wait_acked(
+        &c,
+        &load,
+        group,
+        restarted_at,
+        100,
+        "100 acked writes after the restart",
+    )
+    .await;
+    let acks = load.finish().await;
+
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(30),
+            &format!("node {victim} alive again in group {group}"),
+            |s| {
+                node_state(s, victim) == "alive"
+                    && status_group(s, group).is_some_and(|g| id_list(&g["members"]) == members)
+                    && s["tasks"].as_array().is_some_and(Vec::is_empty)
+            },
+        )
+        .await;
+    assert_eq!(id_list(&s["spares"]), Vec::<u64>::new(), "{s}");
+    assert!(
+        c.wait_for_exit(vi, Duration::ZERO).await.is_none(),
+        "node {victim} exited after its restart; logs in {}",
+        c.path().display()
+    );
+
+    // Its own replica catches up: stale reads asked of it directly are served from its state.
+    let mut missing: Vec<String> = before[&group].clone();
+    missing.extend(acks.iter().map(|a| a.key.clone()));
+    let total = missing.len();
+    let local = Arc::new(direct_client(
+        c.nodes[vi].addr,
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let local = local.clone();
+        let failed = run_all(missing, 16, move |key: String| {
+            let local = local.clone();
+            async move { read_checked(&local, &key, true).await }
+        })
+        .await;
+        let wrong: Vec<&String> = failed
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.starts_with("WRONG"))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "node {victim} serves wrong values: {wrong:?}"
+        );
+        missing = failed.iter().map(|(k, _)| k.clone()).collect();
+        if missing.is_empty() {
+            break;
+        }
+        let seen: HashSet<&String> = failed.iter().map(|(_, e)| e).take(3).collect();
+        assert!(
+            Instant::now() < deadline,
+            "node {victim} lacks {} of {total} acknowledged writes of group {group} 30 s after \
+             the restart, e.g. {seen:?}; logs in {}",
+            missing.len(),
+            c.path().display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "brief_restart_rejoins: node {victim} holds all {total} acknowledged writes of group \
+         {group} {:?} after its restart",
+        restarted_at.elapsed()
+    );
+}
+
+// A repair interrupted by the loss of the metadata leader is resumed by the next one: with every
+// repair step held for 3 s (test-only fault), kill a group 2 replica, wait until its repair has
+// committed a step, kill the metadata leader, and check the new leader finishes that same task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repair_resumes_after_metadata_failover() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("repair_resumes_after_metadata_failover");
+    let (mut c, keys) = start_with_keys(options(7, 3000), seed, "resume-").await;
+
+    // Node 5 is a replica of group 2 and no config voter, so its repair does not involve the
+    // metadata leader's own replicas.
+    let dead = 5;
+    c.kill(c.index_of(dead));
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(30),
+            "the repair of node 5 to pass its first step",
+            |s| {
+                s["tasks"].as_array().is_some_and(|t| {
+                    t.iter().any(|t| {
+                        t["dead"] == dead
+                            && t["replacement"] == 7
+                            && t["step"].as_str().is_some_and(|st| st != "add_learner")
+                    })
+                })
+            },
+        )
+        .await;
+    let task = s["tasks"][0].clone();
+    let leader = s["metadata_leader"].as_u64().expect("a metadata leader");
+    eprintln!(
+        "repair_resumes_after_metadata_failover: task {task}; killing metadata leader {leader}"
+    );
+    let killed_at = Instant::now();
+    c.kill(c.index_of(leader));
+
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(45),
+            "another metadata leader to finish the repair of node 5",
+            |s| {
+                let members = status_group(s, 2)
+                    .map(|g| id_list(&g["members"]))
+                    .unwrap_or_default();
+                s["health_known"] == true
+                    && s["metadata_leader"].as_u64().is_some_and(|l| l != leader)
+                    && members == vec![4, 6, 7]
+                    && node_state(s, dead) == "removed"
+                    && s["tasks"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().all(|t| t["id"] != task["id"]))
+            },
+        )
+        .await;
+    eprintln!(
+        "repair_resumes_after_metadata_failover: node {} finished task {} {:?} after the kill",
+        s["metadata_leader"],
+        task["id"],
+        killed_at.elapsed()
+    );
+    let live: Vec<usize> = c.running();
+    assert_readable(&c, &keys, &live, seed).await;
 }
