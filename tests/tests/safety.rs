@@ -9,10 +9,9 @@
 
 use std::time::Duration;
 
-use kvorum_tests::{id_list, kvnode_bin, node_state, status_group, Cluster, ClusterOptions};
-
-/// Tests are serialized: each cluster wants the machine's 2 cores for itself.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use kvorum_tests::{
+    id_list, kvnode_bin, node_state, status_group, Cluster, ClusterOptions, ONE_AT_A_TIME,
+};
 
 /// Short failure detection, so a repair fits in the test's deadlines.
 fn options(nodes: usize, k: usize) -> ClusterOptions {
