@@ -232,9 +232,7 @@ pub(crate) fn recover(store: &Store) -> std::result::Result<(), crate::StoreErro
 /// meanwhile, and stay refused if it fails.
 fn finish_install(store: &Store, group: GroupId) -> Result<()> {
     store.begin_install(group);
-    let db = store.db();
-    let current: Option<CurrentSnapshot> =
-        read_meta(|k| db.get_cf(store.cf(CF_META), k), group, tag::SNAPSHOT)?;
+    let current = read_current(store, group)?;
     let current = current.ok_or_else(|| {
         snap_err(
             ErrorVerb::Read,
@@ -308,11 +306,7 @@ fn publish(
     current: &CurrentSnapshot,
     installing: bool,
 ) -> Result<bool> {
-    let _guard = store
-        .inner
-        .snapshot_lock
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let _guard = lock_snapshots(store);
     let path = store.inner.snapshot_dir.join(&current.file);
     durable_rename(file, tmp, &path).map_err(|e| snap_err(ErrorVerb::Write, e))?;
     let db = store.db();
@@ -351,17 +345,27 @@ fn publish(
     Ok(true)
 }
 
-/// Opens the group's current snapshot file, if any. Under the snapshot lock, so the file the
-/// record names is not deleted in between (an open file survives its unlink).
-fn open_current(store: &Store, group: GroupId) -> Result<Option<(CurrentSnapshot, std::fs::File)>> {
-    let _guard = store
+/// Holds the store's snapshot lock: publishing a snapshot, reading which one is current and
+/// deleting old files are atomic with respect to each other.
+fn lock_snapshots(store: &Store) -> std::sync::MutexGuard<'_, ()> {
+    store
         .inner
         .snapshot_lock
         .lock()
-        .unwrap_or_else(|p| p.into_inner());
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The group's current snapshot record, if any.
+fn read_current(store: &Store, group: GroupId) -> Result<Option<CurrentSnapshot>> {
     let db = store.db();
-    let current: Option<CurrentSnapshot> =
-        read_meta(|k| db.get_cf(store.cf(CF_META), k), group, tag::SNAPSHOT)?;
+    read_meta(|k| db.get_cf(store.cf(CF_META), k), group, tag::SNAPSHOT)
+}
+
+/// Opens the group's current snapshot file, if any. Under the snapshot lock, so the file the
+/// record names is not deleted in between (an open file survives its unlink).
+fn open_current(store: &Store, group: GroupId) -> Result<Option<(CurrentSnapshot, std::fs::File)>> {
+    let _guard = lock_snapshots(store);
+    let current = read_current(store, group)?;
     let Some(current) = current else {
         return Ok(None);
     };
@@ -373,14 +377,8 @@ fn open_current(store: &Store, group: GroupId) -> Result<Option<(CurrentSnapshot
 /// Deletes the group's snapshot files other than its current one (never `.tmp` files: a
 /// concurrent build may be writing one).
 fn remove_superseded(store: &Store, group: GroupId) -> Result<()> {
-    let _guard = store
-        .inner
-        .snapshot_lock
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let db = store.db();
-    let current: Option<CurrentSnapshot> =
-        read_meta(|k| db.get_cf(store.cf(CF_META), k), group, tag::SNAPSHOT)?;
+    let _guard = lock_snapshots(store);
+    let current = read_current(store, group)?;
     let prefix = format!("g{group}-");
     let dir = &store.inner.snapshot_dir;
     let entries = std::fs::read_dir(dir).map_err(|e| snap_err(ErrorVerb::Read, e))?;

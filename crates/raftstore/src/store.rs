@@ -141,23 +141,23 @@ impl Store {
         Ok(record)
     }
 
-    fn install_seq(&self, group: GroupId) -> u64 {
-        let installs = self
-            .inner
+    /// The per-group install sequence numbers (odd while an install runs).
+    fn installs(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, u64>> {
+        self.inner
             .installs
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn install_seq(&self, group: GroupId) -> u64 {
+        let installs = self.installs();
         installs.get(&group).copied().unwrap_or(0)
     }
 
     /// Marks `group` as installing a snapshot: reads of it are refused until
     /// [`Store::end_install`]. Call before the first write of the install.
     pub(crate) fn begin_install(&self, group: GroupId) {
-        let mut installs = self
-            .inner
-            .installs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut installs = self.installs();
         let seq = installs.entry(group).or_insert(0);
         if *seq & 1 == 0 {
             *seq += 1;
@@ -167,11 +167,7 @@ impl Store {
     /// Ends [`Store::begin_install`], after the install's last write. Not called when an install
     /// fails half way: the group's data is then not a state that existed.
     pub(crate) fn end_install(&self, group: GroupId) {
-        let mut installs = self
-            .inner
-            .installs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut installs = self.installs();
         let seq = installs.entry(group).or_insert(0);
         if *seq & 1 == 1 {
             *seq += 1;

@@ -5,6 +5,8 @@
 //! one by one), never against `even_split` itself. Property tests print their seed; replay a
 //! failure with `PROPTEST_RNG_SEED=<seed> cargo test -p kvorum-router --test map`.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -14,7 +16,6 @@ use kvorum_router::{
     TaskKind, TaskStep, CONFIG_GROUP, SLOT_COUNT,
 };
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers and the reference implementation.
@@ -37,22 +38,7 @@ fn initial(n: usize, k: usize) -> ClusterMap {
 
 /// Proptest configuration with an explicit seed, printed so that a failure can be replayed.
 fn config() -> ProptestConfig {
-    let mut c = ProptestConfig::default();
-    let seed = match c.rng_seed {
-        RngSeed::Fixed(seed) => seed,
-        RngSeed::Random => {
-            use std::hash::{BuildHasher, Hasher};
-            std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish()
-        }
-    };
-    eprintln!(
-        "proptest seed {seed}; replay with \
-         PROPTEST_RNG_SEED={seed} cargo test -p kvorum-router --test map"
-    );
-    c.rng_seed = RngSeed::Fixed(seed);
-    c
+    common::seeded_config(ProptestConfig::default().cases, "map")
 }
 
 /// Reference slot table: `parts` groups (ids from 1) share `slot_count` slots. Each group's

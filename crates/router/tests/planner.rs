@@ -18,6 +18,8 @@
 //! Property tests print their seed; replay a failure with
 //! `PROPTEST_RNG_SEED=<seed> cargo test -p kvorum-router --test planner`.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use kvorum_router::map::MAX_CONFIG_VOTERS;
@@ -26,7 +28,6 @@ use kvorum_router::{
     Step, Task, TaskKind, TaskStep, ViewChange, CONFIG_GROUP,
 };
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers and the references.
@@ -480,22 +481,7 @@ fn after(mut map: ClusterMap, changes: &[ViewChange]) -> ClusterMap {
 
 /// Proptest configuration with an explicit seed, printed so that a failure can be replayed.
 fn config(cases: u32) -> ProptestConfig {
-    let mut c = ProptestConfig::with_cases(cases);
-    let seed = match c.rng_seed {
-        RngSeed::Fixed(seed) => seed,
-        RngSeed::Random => {
-            use std::hash::{BuildHasher, Hasher};
-            std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish()
-        }
-    };
-    eprintln!(
-        "proptest seed {seed}; replay with \
-         PROPTEST_RNG_SEED={seed} cargo test -p kvorum-router --test planner"
-    );
-    c.rng_seed = RngSeed::Fixed(seed);
-    c
+    common::seeded_config(cases, "planner")
 }
 
 // ---------------------------------------------------------------------------------------------
