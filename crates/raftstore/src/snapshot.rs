@@ -76,11 +76,36 @@ impl SnapshotWriter {
 /// so that the new name survives a crash before any meta points at it.
 pub(crate) fn durable_rename(file: &File, from: &Path, to: &Path) -> std::io::Result<()> {
     file.sync_all()?;
+    durability::record("sync file", from);
     std::fs::rename(from, to)?;
+    durability::record("rename", to);
     let dir = to
         .parent()
         .ok_or_else(|| std::io::Error::other("snapshot path has no directory"))?;
-    File::open(dir)?.sync_all()
+    File::open(dir)?.sync_all()?;
+    durability::record("sync dir", dir);
+    Ok(())
+}
+
+/// In tests, a log of the durability steps taken on snapshot files (fsyncs and renames, in
+/// order), so tests can check that what must be durable was made so; nothing in other builds.
+pub(crate) mod durability {
+    use std::path::Path;
+
+    #[cfg(test)]
+    pub(crate) static LOG: std::sync::Mutex<Vec<(&'static str, std::path::PathBuf)>> =
+        std::sync::Mutex::new(Vec::new());
+
+    /// Records that `what` was done to `path` (tests only).
+    #[cfg(test)]
+    pub(crate) fn record(what: &'static str, path: &Path) {
+        LOG.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((what, path.to_path_buf()));
+    }
+
+    #[cfg(not(test))]
+    pub(crate) fn record(_: &'static str, _: &Path) {}
 }
 
 fn write_frame(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {

@@ -373,6 +373,50 @@ mod install {
         println!("reads {reads}, refused {refused}");
         Ok(())
     }
+
+    // An installed snapshot file is durable under its final name before the install records it:
+    // the file is fsynced, renamed into the snapshot directory, and the directory is fsynced
+    // (a rename is only durable once its directory is).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn installed_snapshot_file_and_its_directory_are_synced() -> anyhow::Result<()> {
+        let group = GroupId(6);
+        let src_dir = tempfile::TempDir::new()?;
+        let src = Store::open(src_dir.path())?;
+        let mut src_sm = src.state_machine(group).await?;
+        let mut index = 0;
+        apply(&mut src_sm, &mut index, vec![put("a", "1")]).await?;
+        let snap = src_sm.get_snapshot_builder().await.build_snapshot().await?;
+
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let mut sm = store.state_machine(group).await?;
+        sm.install_snapshot(&snap.meta, snap.snapshot).await?;
+
+        let log = crate::snapshot::durability::LOG
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let snap_dir = store.inner.snapshot_dir.clone();
+        let ours: Vec<(&str, std::path::PathBuf)> = log
+            .into_iter()
+            .filter(|(_, p)| p.starts_with(&snap_dir))
+            .collect();
+        let renamed = ours
+            .iter()
+            .position(|(what, p)| *what == "rename" && p.extension().is_some_and(|e| e == "snap"))
+            .ok_or_else(|| anyhow::anyhow!("the install renamed no .snap file: {ours:?}"))?;
+        assert!(
+            ours[..renamed].iter().any(|(what, _)| *what == "sync file"),
+            "the installed file was not fsynced before its rename: {ours:?}"
+        );
+        assert!(
+            ours[renamed..]
+                .iter()
+                .any(|(what, p)| *what == "sync dir" && *p == snap_dir),
+            "the snapshot directory was not fsynced after the install's rename: {ours:?}"
+        );
+        Ok(())
+    }
 }
 
 mod blocking {
