@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use kvorum_router::map::HASH_NAME;
 use kvorum_router::{ClusterMap, GroupId, NodeId, Route, RoutingCache, CONFIG_GROUP, SLOT_COUNT};
+use kvorum_wire::RouteHeader;
 use serde::Deserialize;
 
-/// Name of the header carrying a request's route, `<slot>:<epoch>:<group>`.
-pub const ROUTE_HEADER: &str = "x-kvorum-route";
+pub use kvorum_wire::headers::ROUTE_HEADER;
 
 /// Shortest pause between two map fetches made because the map may be stale (leader hints
 /// wrong after a failure). A fetch after a `not_owner` answer does not wait for it.
@@ -43,7 +43,12 @@ pub const MAX_REROUTES: usize = 3;
 
 /// The value of the [`ROUTE_HEADER`] for `route`: `<slot>:<epoch>:<group>`.
 pub fn route_header(route: &Route) -> String {
-    format!("{}:{}:{}", route.slot.0, route.epoch, route.group.0)
+    RouteHeader {
+        slot: route.slot,
+        epoch: route.epoch,
+        group: route.group,
+    }
+    .to_string()
 }
 
 /// The body of `GET /v1/cluster/map`.

@@ -25,6 +25,7 @@ use axum::routing::{any, get, post};
 use axum::{middleware, Json, Router};
 use kvorum_raftstore::{Command, CommandResult, Condition, GroupId, NodeId, Raft, StoreError};
 use kvorum_router::{slot_of, Slot};
+use kvorum_wire::RouteHeader;
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -34,10 +35,7 @@ use crate::error::ApiError;
 use crate::node::{Node, Replica};
 use crate::reads::ReadIndex;
 
-/// Header counting how many times a request was forwarded.
-pub const HOPS_HEADER: &str = "x-kvorum-hops";
-/// Header naming the route a request was sent on: `slot:epoch:group`.
-pub const ROUTE_HEADER: &str = "x-kvorum-route";
+pub use kvorum_wire::headers::{HOPS_HEADER, ROUTE_HEADER};
 /// Longest wait for a newer map that a request's route announced.
 const MAP_REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// A request forwarded this many times is refused: the cluster disagrees on its leader.
@@ -277,15 +275,6 @@ fn node_addr(raft: &Raft, node: NodeId) -> Option<String> {
     m.membership().get_node(&node).map(|n| n.addr.clone())
 }
 
-/// Parses `slot:epoch:group`.
-fn parse_route(v: &header::HeaderValue) -> Option<(u16, u64, u64)> {
-    let mut it = v.to_str().ok()?.split(':');
-    let slot = it.next()?.trim().parse().ok()?;
-    let epoch = it.next()?.trim().parse().ok()?;
-    let group = it.next()?.trim().parse().ok()?;
-    it.next().is_none().then_some((slot, epoch, group))
-}
-
 /// Waits (briefly) until this node knows a map of at least `epoch`, asking for one at once.
 async fn await_epoch(state: &Node, epoch: u64) {
     if state.map().epoch >= epoch {
@@ -302,10 +291,18 @@ async fn await_epoch(state: &Node, epoch: u64) {
 async fn resolve(state: &Node, inc: &Incoming, key: &str) -> Result<(Slot, GroupId), ApiError> {
     let slot = slot_of(key.as_bytes());
     if let Some(h) = inc.headers.get(ROUTE_HEADER) {
-        let (s, epoch, group) = parse_route(h).ok_or_else(|| {
-            ApiError::BadRequest(format!("{ROUTE_HEADER} must be slot:epoch:group"))
-        })?;
-        if s != slot.0 {
+        let RouteHeader {
+            slot: s,
+            epoch,
+            group,
+        } = h
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("{ROUTE_HEADER} must be slot:epoch:group"))
+            })?;
+        if s != slot {
             return Err(ApiError::BadRequest(format!(
                 "{ROUTE_HEADER} names slot {s}, but the key is in slot {slot}"
             )));
@@ -315,7 +312,7 @@ async fn resolve(state: &Node, inc: &Incoming, key: &str) -> Result<(Slot, Group
         let owner = map
             .group_of(slot)
             .ok_or_else(|| ApiError::Internal(format!("slot {slot} has no owner")))?;
-        if owner.0 != group {
+        if owner != group {
             return Err(ApiError::NotOwner {
                 slot: slot.0,
                 group: owner.0,
@@ -390,7 +387,12 @@ async fn forward(
     }
     let map = state.map();
     let route = match map.group_of(slot) {
-        Some(g) => format!("{}:{}:{}", slot.0, map.epoch, g.0),
+        Some(group) => RouteHeader {
+            slot,
+            epoch: map.epoch,
+            group,
+        }
+        .to_string(),
         None => return Err(ApiError::Internal(format!("slot {slot} has no owner"))),
     };
     let path = inc.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");

@@ -4,7 +4,14 @@
 //!
 //! Modules:
 //! - [`status`]: `GET /v1/cluster/status`, the cluster status the metadata leader assembles.
+//! - [`headers`]: the `x-kvorum-*` header names.
+//! - [`route`]: [`RouteHeader`], the `x-kvorum-route` value `<slot>:<epoch>:<group>`.
 
 #![warn(missing_docs)]
 
 pub mod status;
+
+pub mod headers;
+pub mod route;
+
+pub use route::{RouteHeader, RouteParseError};
