@@ -419,4 +419,71 @@ mod tests {
         assert_eq!(Record::decode(&r.encode()), Some(r));
         assert_eq!(Record::decode(b"short"), None);
     }
+
+    /// Bytes written as hex pairs, blanks ignored.
+    fn hex(s: &str) -> Vec<u8> {
+        let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        digits
+            .chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).expect("ascii"), 16).expect("hex"))
+            .collect()
+    }
+
+    // Commands are in the Raft log: their bincode encoding, conditions included, is a persistent
+    // format. The expected bytes were produced by the definitions before `Condition` moved to
+    // kvorum-wire (bincode 1: u32 LE variant index, u8 option tag, u64 LE string length).
+    #[test]
+    fn command_encoding_is_unchanged() {
+        let put = |condition| Command::Put {
+            key: "k".into(),
+            value: "v".into(),
+            condition,
+        };
+        // Put: variant 0, key "k", value "v", then the condition.
+        let put_prefix = "00000000 0100000000000000 6b 0100000000000000 76";
+        let cases = [
+            (put(None), format!("{put_prefix} 00")),
+            (
+                put(Some(Condition::Version(7))),
+                format!("{put_prefix} 01 00000000 0700000000000000"),
+            ),
+            (
+                put(Some(Condition::Value(Some("x".into())))),
+                format!("{put_prefix} 01 01000000 01 0100000000000000 78"),
+            ),
+            (
+                put(Some(Condition::Value(None))),
+                format!("{put_prefix} 01 01000000 00"),
+            ),
+            (
+                Command::Delete {
+                    key: "k".into(),
+                    condition: Some(Condition::Version(0)),
+                },
+                "01000000 0100000000000000 6b 01 00000000 0000000000000000".to_string(),
+            ),
+        ];
+        for (cmd, bytes) in cases {
+            let encoded = bincode::serialize(&cmd).expect("encodes");
+            assert_eq!(encoded, hex(&bytes), "{cmd:?}");
+            let decoded: Command = bincode::deserialize(&encoded).expect("decodes");
+            assert_eq!(decoded, cmd);
+        }
+    }
+
+    // A record (in a `ConditionFailed` result) keeps its serde shape: value then version.
+    #[test]
+    fn record_serde_shape_is_unchanged() {
+        let res = CommandResult::ConditionFailed {
+            current: Some(rec("v", 3)),
+        };
+        assert_eq!(
+            bincode::serialize(&res).expect("encodes"),
+            hex("03000000 01 0100000000000000 76 0300000000000000")
+        );
+        assert_eq!(
+            serde_json::to_string(&rec("v", 3)).expect("encodes"),
+            r#"{"value":"v","version":3}"#
+        );
+    }
 }
