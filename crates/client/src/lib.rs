@@ -31,12 +31,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use kvorum_wire::{DeleteQuery, PutBody};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 pub use kvorum_router::{ClusterMap, Route};
+/// A write's condition ([`Condition::Value`]`(None)`, "absent", is sent as version 0) and a
+/// value with its version: the types the node and the Raft log use.
+pub use kvorum_wire::{Condition, Versioned};
 pub use routing::{route_header, ROUTE_HEADER};
 
 use routing::{Routing, MAP_FETCH_BUDGET, MAX_REROUTES};
@@ -50,23 +54,6 @@ const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Pause between retries of a definite failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
-
-/// A value with its version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Versioned {
-    pub value: String,
-    /// The log index of the write that produced the value; strictly increases per key.
-    pub version: u64,
-}
-
-/// A condition on a write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expect {
-    /// The key's version is this (0: the key is absent).
-    Version(u64),
-    /// The key's value is this.
-    Value(String),
-}
 
 /// Errors of the client. Each says what the caller can do.
 #[derive(Debug, thiserror::Error)]
@@ -218,14 +205,9 @@ impl Client {
         &self,
         key: &str,
         value: &str,
-        expect: Option<Expect>,
+        expect: Option<Condition>,
     ) -> Result<u64, ClientError> {
-        let mut body = json!({ "value": value });
-        match expect {
-            Some(Expect::Version(v)) => body["expected_version"] = json!(v),
-            Some(Expect::Value(v)) => body["expected_value"] = json!(v),
-            None => {}
-        }
+        let body = serde_json::to_value(PutBody::new(value, expect.as_ref())).map_err(bad_reply)?;
         let v = self
             .call(
                 Some(key),
@@ -239,13 +221,17 @@ impl Client {
     }
 
     /// Removes `key` if `expect` holds; returns whether it existed.
-    pub async fn delete(&self, key: &str, expect: Option<Expect>) -> Result<bool, ClientError> {
-        let q = match expect {
-            Some(Expect::Version(v)) => format!("?expected_version={v}"),
-            Some(Expect::Value(v)) => {
-                format!("?expected_value={}", utf8_percent_encode(&v, KEY_ESCAPE))
-            }
-            None => String::new(),
+    pub async fn delete(&self, key: &str, expect: Option<Condition>) -> Result<bool, ClientError> {
+        let q = match DeleteQuery::new(expect.as_ref()) {
+            DeleteQuery {
+                expected_version: Some(v),
+                ..
+            } => format!("?expected_version={v}"),
+            DeleteQuery {
+                expected_value: Some(v),
+                ..
+            } => format!("?expected_value={}", utf8_percent_encode(&v, KEY_ESCAPE)),
+            DeleteQuery { .. } => String::new(),
         };
         let v = self
             .call(

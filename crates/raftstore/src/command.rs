@@ -7,6 +7,9 @@
 //! produced its current value. It strictly increases with every write to the key, survives a
 //! delete and re-create (the new write has a later index), and 0 means "absent", so
 //! `Condition::Version(0)` is create-if-absent.
+//!
+//! [`Condition`] and [`Record`] are defined in kvorum-wire (the client sends the one and reads
+//! the other); their encodings are pinned by the tests here.
 
 use serde::{Deserialize, Serialize};
 
@@ -71,50 +74,36 @@ impl Command {
     }
 }
 
-/// A precondition of a conditional write, checked against the current record at apply time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Condition {
-    /// The key's version equals this (0: the key is absent).
-    Version(u64),
-    /// The key's value equals this (`None`: the key is absent).
-    Value(Option<String>),
+pub use kvorum_wire::Condition;
+
+/// A stored value with its version: the wire's [`kvorum_wire::Versioned`], under the name the
+/// store uses. Its serde shape is pinned by a test (it travels in [`CommandResult`]).
+pub use kvorum_wire::Versioned as Record;
+
+/// The `data` column family encoding of a [`Record`]: `version (8 bytes BE) ++ value`. MUST NOT
+/// change.
+pub(crate) trait RecordCodec: Sized {
+    /// The stored bytes.
+    fn encode(&self) -> Vec<u8>;
+    /// Length of [`RecordCodec::encode`]'s output.
+    fn encoded_len(&self) -> usize;
+    /// Decodes [`RecordCodec::encode`]; `None` when the bytes are not a record.
+    fn decode(bytes: &[u8]) -> Option<Self>;
 }
 
-impl Condition {
-    /// Whether the condition holds for `current`.
-    pub fn holds(&self, current: Option<&Record>) -> bool {
-        match self {
-            Condition::Version(v) => current.map_or(0, |r| r.version) == *v,
-            Condition::Value(expected) => current.map(|r| &r.value) == expected.as_ref(),
-        }
-    }
-}
-
-/// A stored value with its version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// The value, UTF-8.
-    pub value: String,
-    /// The log index of the write that produced this value; never 0 for a stored record.
-    pub version: u64,
-}
-
-impl Record {
-    /// The `data` column family encoding: `version (8 bytes BE) ++ value`. MUST NOT change.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+impl RecordCodec for Record {
+    fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(8 + self.value.len());
         v.extend_from_slice(&self.version.to_be_bytes());
         v.extend_from_slice(self.value.as_bytes());
         v
     }
 
-    /// Length of [`Record::encode`]'s output.
-    pub(crate) fn encoded_len(&self) -> usize {
+    fn encoded_len(&self) -> usize {
         8 + self.value.len()
     }
 
-    /// Decodes [`Record::encode`]; `None` when the bytes are not a record.
-    pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
+    fn decode(bytes: &[u8]) -> Option<Record> {
         let version = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
         let value = std::str::from_utf8(bytes.get(8..)?).ok()?.to_string();
         Some(Record { value, version })
