@@ -25,10 +25,12 @@ use axum::routing::{any, get, post};
 use axum::{middleware, Json, Router};
 use kvorum_raftstore::{Command, CommandResult, Condition, GroupId, NodeId, Raft, StoreError};
 use kvorum_router::{slot_of, Slot};
-use kvorum_wire::RouteHeader;
+use kvorum_wire::{
+    AppendBody, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, KeyReply, MapReply, PutBody,
+    RouteHeader, WriteReply,
+};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -208,58 +210,16 @@ fn check_value(state: &Node, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The condition a request asks for, refusing one that gives both kinds.
 fn condition(
-    expected_version: Option<u64>,
-    expected_value: Option<String>,
+    asked: Result<Option<Condition>, ConditionConflict>,
 ) -> Result<Option<Condition>, ApiError> {
-    match (expected_version, expected_value) {
-        (Some(_), Some(_)) => Err(ApiError::BadRequest(
-            "give at most one of expected_version and expected_value".into(),
-        )),
-        (Some(v), None) => Ok(Some(Condition::Version(v))),
-        (None, Some(v)) => Ok(Some(Condition::Value(Some(v)))),
-        (None, None) => Ok(None),
-    }
+    asked.map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t)
         .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
-}
-
-/// Query of `GET /v1/keys/{key}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GetQuery {
-    /// Serve from this replica's local state without read index (may be stale).
-    #[serde(default)]
-    stale: bool,
-}
-
-/// Body of `PUT /v1/keys/{key}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PutBody {
-    value: String,
-    /// Write only if the key's version equals this (0: only if absent).
-    expected_version: Option<u64>,
-    /// Write only if the key's value equals this.
-    expected_value: Option<String>,
-}
-
-/// Query of `DELETE /v1/keys/{key}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeleteQuery {
-    expected_version: Option<u64>,
-    expected_value: Option<String>,
-}
-
-/// Body of `POST /v1/append/{key}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AppendBody {
-    value: String,
 }
 
 /// Where a request is served.
@@ -314,8 +274,8 @@ async fn resolve(state: &Node, inc: &Incoming, key: &str) -> Result<(Slot, Group
             .ok_or_else(|| ApiError::Internal(format!("slot {slot} has no owner")))?;
         if owner != group {
             return Err(ApiError::NotOwner {
-                slot: slot.0,
-                group: owner.0,
+                slot,
+                group: owner,
                 epoch: map.epoch,
             });
         }
@@ -364,9 +324,9 @@ async fn leader_target(state: &Node, group: GroupId) -> Result<Target, ApiError>
         Some(id) if id == state.id() => Ok(Target::Local(replica.clone())),
         Some(id) => match node_addr(raft, id) {
             Some(addr) => Ok(Target::Forward(vec![addr])),
-            None => Err(ApiError::NoLeader { group: group.0 }),
+            None => Err(ApiError::NoLeader { group }),
         },
-        None => Err(ApiError::NoLeader { group: group.0 }),
+        None => Err(ApiError::NoLeader { group }),
     }
 }
 
@@ -493,12 +453,12 @@ async fn write(state: &Node, inc: &Incoming, cmd: Command) -> Result<Response, A
 
 fn write_response(key: String, result: CommandResult) -> Result<Response, ApiError> {
     match result {
-        CommandResult::Written { version } => {
-            Ok(Json(json!({ "key": key, "version": version })).into_response())
-        }
-        CommandResult::Deleted { existed } => {
-            Ok(Json(json!({ "key": key, "deleted": existed })).into_response())
-        }
+        CommandResult::Written { version } => Ok(Json(WriteReply { key, version }).into_response()),
+        CommandResult::Deleted { existed } => Ok(Json(DeleteReply {
+            deleted: existed,
+            key,
+        })
+        .into_response()),
         CommandResult::ConditionFailed { current } => Err(ApiError::ConditionFailed { current }),
         // Refused at apply (the append would grow the value past the limit): definite.
         CommandResult::ValueTooLarge { len, limit } => Err(ApiError::ValueTooLarge {
@@ -518,7 +478,12 @@ fn write_response(key: String, result: CommandResult) -> Result<Response, ApiErr
 fn local_read(state: &Node, group: GroupId, key: &str) -> Result<Response, ApiError> {
     match state.store.read(group, key) {
         Ok(Some(r)) => {
-            Ok(Json(json!({ "key": key, "value": r.value, "version": r.version })).into_response())
+            let reply = KeyReply {
+                key: key.to_string(),
+                value: r.value,
+                version: r.version,
+            };
+            Ok(Json(reply).into_response())
         }
         Ok(None) => Err(ApiError::KeyNotFound(key.to_string())),
         // Only a follower installs snapshots: a stale read can retry here or at another replica.
@@ -558,10 +523,10 @@ async fn get_key(
                 Ok(ReadIndex::NotLeader { leader: Some(l) }) if l != state.id() => {
                     match node_addr(&replica.raft, l) {
                         Some(addr) => forward(&state, &[addr], &inc, slot, false).await,
-                        None => Err(ApiError::NoLeader { group: group.0 }),
+                        None => Err(ApiError::NoLeader { group }),
                     }
                 }
-                Ok(ReadIndex::NotLeader { .. }) => Err(ApiError::NoLeader { group: group.0 }),
+                Ok(ReadIndex::NotLeader { .. }) => Err(ApiError::NoLeader { group }),
                 Ok(ReadIndex::Failed(m)) => {
                     Err(ApiError::Unavailable(format!("read index failed: {m}")))
                 }
@@ -581,8 +546,8 @@ async fn put_key(
     check_value(&state, &body.value)?;
     let cmd = Command::Put {
         key,
+        condition: condition(body.condition())?,
         value: body.value,
-        condition: condition(body.expected_version, body.expected_value)?,
     };
     write(&state, &inc, cmd).await
 }
@@ -600,7 +565,7 @@ async fn delete_key(
     }
     let cmd = Command::Delete {
         key,
-        condition: condition(q.expected_version, q.expected_value)?,
+        condition: condition(q.condition())?,
     };
     write(&state, &inc, cmd).await
 }
@@ -672,9 +637,11 @@ async fn status(State(state): State<Arc<Node>>) -> Json<serde_json::Value> {
 }
 
 /// `GET /v1/cluster/map`: this node's cluster map and its leader hints (group → node).
-async fn cluster_map(State(state): State<Arc<Node>>) -> Json<serde_json::Value> {
-    let routing = state.routing();
-    Json(json!({ "map": *state.map(), "leaders": routing.leaders() }))
+async fn cluster_map(State(state): State<Arc<Node>>) -> Json<MapReply> {
+    Json(MapReply {
+        leaders: state.routing().leaders().clone(),
+        map: (*state.map()).clone(),
+    })
 }
 
 /// `GET /metrics`: Prometheus text format.
