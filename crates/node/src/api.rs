@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{middleware, Json, Router};
 use kvorum_raftstore::{Command, CommandResult, Condition, GroupId, NodeId, Raft, StoreError};
-use kvorum_router::{slot_of, Slot};
+use kvorum_router::{slot_of, ClusterMap, Slot};
 use kvorum_wire::{
     AppendBody, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, KeyReply, MapReply, PutBody,
     RouteHeader, WriteReply,
@@ -247,39 +247,69 @@ async fn await_epoch(state: &Node, epoch: u64) {
     }
 }
 
+/// What a request's route says against this node's map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Routed {
+    /// The route agrees with the map: serve the request for this group.
+    Serve(GroupId),
+    /// The route names a newer epoch than the map: wait (briefly) for a map of this epoch, then
+    /// check again.
+    AwaitEpoch(u64),
+}
+
+/// Checks `route`, the route a request for a key in `slot` carries, against `map`. A newer
+/// epoch is awaited once (`waited` false); after that the map decides as it is. Pure: the
+/// waiting is the caller's.
+fn check_route(
+    map: &ClusterMap,
+    slot: Slot,
+    route: &RouteHeader,
+    waited: bool,
+) -> Result<Routed, ApiError> {
+    if route.slot != slot {
+        return Err(ApiError::BadRequest(format!(
+            "{ROUTE_HEADER} names slot {}, but the key is in slot {slot}",
+            route.slot
+        )));
+    }
+    if !waited && map.epoch < route.epoch {
+        return Ok(Routed::AwaitEpoch(route.epoch));
+    }
+    let owner = map
+        .group_of(slot)
+        .ok_or_else(|| ApiError::Internal(format!("slot {slot} has no owner")))?;
+    if owner != route.group {
+        return Err(ApiError::NotOwner {
+            slot,
+            group: owner,
+            epoch: map.epoch,
+        });
+    }
+    Ok(Routed::Serve(owner))
+}
+
 /// The slot and owning group of `key`, after checking the route the request carries, if any.
 async fn resolve(state: &Node, inc: &Incoming, key: &str) -> Result<(Slot, GroupId), ApiError> {
     let slot = slot_of(key.as_bytes());
     if let Some(h) = inc.headers.get(ROUTE_HEADER) {
-        let RouteHeader {
-            slot: s,
-            epoch,
-            group,
-        } = h
+        let route: RouteHeader = h
             .to_str()
             .ok()
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| {
                 ApiError::BadRequest(format!("{ROUTE_HEADER} must be slot:epoch:group"))
             })?;
-        if s != slot {
-            return Err(ApiError::BadRequest(format!(
-                "{ROUTE_HEADER} names slot {s}, but the key is in slot {slot}"
-            )));
+        let mut waited = false;
+        loop {
+            let checked = check_route(&state.map(), slot, &route, waited)?;
+            match checked {
+                Routed::Serve(owner) => return Ok((slot, owner)),
+                Routed::AwaitEpoch(epoch) => {
+                    await_epoch(state, epoch).await;
+                    waited = true;
+                }
+            }
         }
-        await_epoch(state, epoch).await;
-        let map = state.map();
-        let owner = map
-            .group_of(slot)
-            .ok_or_else(|| ApiError::Internal(format!("slot {slot} has no owner")))?;
-        if owner != group {
-            return Err(ApiError::NotOwner {
-                slot,
-                group: owner,
-                epoch: map.epoch,
-            });
-        }
-        return Ok((slot, owner));
     }
     let owner = state
         .owner(slot)
@@ -682,4 +712,70 @@ async fn metrics(State(state): State<Arc<Node>>) -> Response {
     out.push_str("# HELP kvorum_map_epoch Epoch of the cluster map this node knows.\n# TYPE kvorum_map_epoch gauge\n");
     out.push_str(&format!("kvorum_map_epoch {}\n", state.map().epoch));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map3() -> ClusterMap {
+        let view: Vec<String> = (1..=7).map(|i| format!("10.0.0.{i}:7070")).collect();
+        ClusterMap::initial(&view, 3).expect("valid view")
+    }
+
+    // A route that agrees with the map is served by the slot's owner, whatever its (older or
+    // equal) epoch; a newer epoch is awaited once, then the map decides.
+    #[test]
+    fn agreeing_routes_are_served() {
+        let map = map3();
+        let slot = slot_of(b"k");
+        let owner = map.group_of(slot).expect("owned");
+        let route = |epoch| RouteHeader {
+            slot,
+            epoch,
+            group: owner,
+        };
+        for epoch in [0, map.epoch] {
+            let checked = check_route(&map, slot, &route(epoch), false).expect("served");
+            assert_eq!(checked, Routed::Serve(owner));
+        }
+        let newer = route(map.epoch + 1);
+        let checked = check_route(&map, slot, &newer, false).expect("awaits");
+        assert_eq!(checked, Routed::AwaitEpoch(map.epoch + 1));
+        let checked = check_route(&map, slot, &newer, true).expect("served after waiting");
+        assert_eq!(checked, Routed::Serve(owner));
+    }
+
+    // A route naming another slot than the key's is a bad request; one naming another group
+    // than the owner is not_owner with the owner and this map's epoch (after the wait, too).
+    #[test]
+    fn disagreeing_routes_are_refused() {
+        let map = map3();
+        let slot = slot_of(b"k");
+        let owner = map.group_of(slot).expect("owned");
+        let other = GroupId(owner.0 % 3 + 1);
+        assert_ne!(other, owner);
+        let wrong_slot = RouteHeader {
+            slot: Slot((slot.0 + 1) % kvorum_router::SLOT_COUNT),
+            epoch: map.epoch,
+            group: owner,
+        };
+        let err = check_route(&map, slot, &wrong_slot, false).expect_err("wrong slot");
+        assert_eq!(err.code(), "bad_request");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        for (epoch, waited) in [(map.epoch, false), (map.epoch + 1, true)] {
+            let route = RouteHeader {
+                slot,
+                epoch,
+                group: other,
+            };
+            let err = check_route(&map, slot, &route, waited).expect_err("other group");
+            assert!(
+                matches!(err, ApiError::NotOwner { slot: s, group, epoch: e }
+                    if s == slot && group == owner && e == map.epoch),
+                "{err:?}"
+            );
+            assert_eq!(err.status(), StatusCode::MISDIRECTED_REQUEST);
+        }
+    }
 }
