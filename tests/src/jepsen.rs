@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvorum_checker::{CheckOptions, Command as Op, Recorder, Report, Verdict};
-use kvorum_client::{Client, ClientError, ClientOptions, Expect};
+use kvorum_client::{Client, ClientError, ClientOptions, Condition};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -436,8 +436,8 @@ impl Worker {
                 Op::Append { value } => write_end(client.append(&key, value).await.map(|_| ())),
                 Op::Cas { expected, value } => {
                     let expect = match expected {
-                        Some(v) => Expect::Value(v.clone()),
-                        None => Expect::Version(0),
+                        Some(v) => Condition::Value(Some(v.clone())),
+                        None => Condition::Version(0),
                     };
                     let new = value.clone().unwrap_or_default();
                     match client.put(&key, &new, Some(expect)).await {

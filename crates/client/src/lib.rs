@@ -31,12 +31,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use kvorum_wire::{AppendBody, DeleteQuery, DeleteReply, ErrorBody, KeyReply, PutBody, WriteReply};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 pub use kvorum_router::{ClusterMap, Route};
+/// A write's condition ([`Condition::Value`]`(None)`, "absent", is sent as version 0) and a
+/// value with its version: the types the node and the Raft log use.
+pub use kvorum_wire::{Condition, Versioned};
 pub use routing::{route_header, ROUTE_HEADER};
 
 use routing::{Routing, MAP_FETCH_BUDGET, MAX_REROUTES};
@@ -50,23 +52,6 @@ const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Pause between retries of a definite failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
-
-/// A value with its version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Versioned {
-    pub value: String,
-    /// The log index of the write that produced the value; strictly increases per key.
-    pub version: u64,
-}
-
-/// A condition on a write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expect {
-    /// The key's version is this (0: the key is absent).
-    Version(u64),
-    /// The key's value is this.
-    Value(String),
-}
 
 /// Errors of the client. Each says what the caller can do.
 #[derive(Debug, thiserror::Error)]
@@ -141,14 +126,6 @@ pub struct Client {
     fetching: tokio::sync::Mutex<()>,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    code: String,
-    message: String,
-    #[serde(default)]
-    current: Option<Versioned>,
-}
-
 /// Splits a comma-separated `host:port` list, rejecting empty entries and URLs.
 pub fn parse_endpoints(list: &str) -> Result<Vec<String>, String> {
     let eps: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
@@ -210,7 +187,9 @@ impl Client {
                 false,
             )
             .await?;
-        serde_json::from_value(v).map_err(bad_reply)
+        serde_json::from_value(v)
+            .map(KeyReply::into_versioned)
+            .map_err(bad_reply)
     }
 
     /// Sets `key` to `value` if `expect` holds; returns the new version.
@@ -218,14 +197,9 @@ impl Client {
         &self,
         key: &str,
         value: &str,
-        expect: Option<Expect>,
+        expect: Option<Condition>,
     ) -> Result<u64, ClientError> {
-        let mut body = json!({ "value": value });
-        match expect {
-            Some(Expect::Version(v)) => body["expected_version"] = json!(v),
-            Some(Expect::Value(v)) => body["expected_value"] = json!(v),
-            None => {}
-        }
+        let body = serde_json::to_value(PutBody::new(value, expect.as_ref())).map_err(bad_reply)?;
         let v = self
             .call(
                 Some(key),
@@ -235,17 +209,21 @@ impl Client {
                 true,
             )
             .await?;
-        version_of(&v)
+        version_of(v)
     }
 
     /// Removes `key` if `expect` holds; returns whether it existed.
-    pub async fn delete(&self, key: &str, expect: Option<Expect>) -> Result<bool, ClientError> {
-        let q = match expect {
-            Some(Expect::Version(v)) => format!("?expected_version={v}"),
-            Some(Expect::Value(v)) => {
-                format!("?expected_value={}", utf8_percent_encode(&v, KEY_ESCAPE))
-            }
-            None => String::new(),
+    pub async fn delete(&self, key: &str, expect: Option<Condition>) -> Result<bool, ClientError> {
+        let q = match DeleteQuery::new(expect.as_ref()) {
+            DeleteQuery {
+                expected_version: Some(v),
+                ..
+            } => format!("?expected_version={v}"),
+            DeleteQuery {
+                expected_value: Some(v),
+                ..
+            } => format!("?expected_value={}", utf8_percent_encode(&v, KEY_ESCAPE)),
+            DeleteQuery { .. } => String::new(),
         };
         let v = self
             .call(
@@ -256,14 +234,17 @@ impl Client {
                 true,
             )
             .await?;
-        v.get("deleted")
-            .and_then(|d| d.as_bool())
-            .ok_or_else(|| bad_reply("no deleted field"))
+        serde_json::from_value(v)
+            .map(|r: DeleteReply| r.deleted)
+            .map_err(bad_reply)
     }
 
     /// Appends `value` to `key` (absent counts as empty); returns the new version.
     pub async fn append(&self, key: &str, value: &str) -> Result<u64, ClientError> {
-        let body = json!({ "value": value });
+        let body = AppendBody {
+            value: value.to_string(),
+        };
+        let body = serde_json::to_value(body).map_err(bad_reply)?;
         let v = self
             .call(
                 Some(key),
@@ -273,7 +254,7 @@ impl Client {
                 true,
             )
             .await?;
-        version_of(&v)
+        version_of(v)
     }
 
     /// The cluster status as seen by the first node that answers: the JSON of
@@ -568,13 +549,10 @@ fn interpret(status: StatusCode, bytes: &[u8]) -> Reply {
     }
     if status == StatusCode::MISDIRECTED_REQUEST {
         // Raised before proposing, so definite even without a readable body.
-        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+        let body = serde_json::from_slice::<ErrorBody>(bytes).ok();
         return Reply::NotOwner {
-            epoch: v["epoch"].as_u64(),
-            message: v["message"]
-                .as_str()
-                .unwrap_or("not the owner of the slot")
-                .to_string(),
+            epoch: body.as_ref().and_then(|b| b.epoch),
+            message: body.map_or_else(|| "not the owner of the slot".to_string(), |b| b.message),
         };
     }
     let Ok(err) = serde_json::from_slice::<ErrorBody>(bytes) else {
@@ -587,7 +565,7 @@ fn interpret(status: StatusCode, bytes: &[u8]) -> Reply {
     Reply::Done(Err(match (status, err.code.as_str()) {
         (StatusCode::NOT_FOUND, "key_not_found") => ClientError::NotFound,
         (StatusCode::CONFLICT, _) => ClientError::ConditionFailed {
-            current: err.current,
+            current: err.current.flatten(),
         },
         (_, "outcome_unknown") => ClientError::OutcomeUnknown(err.message),
         (StatusCode::SERVICE_UNAVAILABLE, _) => return Reply::Retry(err.message),
@@ -611,10 +589,11 @@ fn bad_reply(e: impl std::fmt::Display) -> ClientError {
     }
 }
 
-fn version_of(v: &serde_json::Value) -> Result<u64, ClientError> {
-    v.get("version")
-        .and_then(|v| v.as_u64())
-        .ok_or_else(|| bad_reply("no version field"))
+/// The new version a write reply carries.
+fn version_of(v: serde_json::Value) -> Result<u64, ClientError> {
+    serde_json::from_value(v)
+        .map(|r: WriteReply| r.version)
+        .map_err(bad_reply)
 }
 
 #[cfg(test)]

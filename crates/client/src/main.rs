@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kvorum_client::{parse_endpoints, Client, ClientError, ClientOptions, Expect};
+use kvorum_client::{parse_endpoints, Client, ClientError, ClientOptions, Condition};
 use serde_json::json;
 
 /// Client and admin tool of a kvorum cluster.
@@ -157,9 +157,9 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             if_absent,
         } => {
             let expect = match (expected_version, expected_value, if_absent) {
-                (Some(v), _, _) => Some(Expect::Version(v)),
-                (_, Some(v), _) => Some(Expect::Value(v)),
-                (_, _, true) => Some(Expect::Version(0)),
+                (Some(v), _, _) => Some(Condition::Version(v)),
+                (_, Some(v), _) => Some(Condition::Value(Some(v))),
+                (_, _, true) => Some(Condition::Version(0)),
                 _ => None,
             };
             let version = client.put(&key, &value, expect).await?;
@@ -175,8 +175,8 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             expected_value,
         } => {
             let expect = expected_version
-                .map(Expect::Version)
-                .or(expected_value.map(Expect::Value));
+                .map(Condition::Version)
+                .or(expected_value.map(|v| Condition::Value(Some(v))));
             let existed = client.delete(&key, expect).await?;
             if cli.json {
                 println!("{}", json!({ "key": key, "deleted": existed }));

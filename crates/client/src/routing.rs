@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 
 use kvorum_router::map::HASH_NAME;
 use kvorum_router::{ClusterMap, GroupId, NodeId, Route, RoutingCache, CONFIG_GROUP, SLOT_COUNT};
-use serde::Deserialize;
+use kvorum_wire::{MapReply, RouteHeader};
 
-/// Name of the header carrying a request's route, `<slot>:<epoch>:<group>`.
-pub const ROUTE_HEADER: &str = "x-kvorum-route";
+pub use kvorum_wire::headers::ROUTE_HEADER;
 
 /// Shortest pause between two map fetches made because the map may be stale (leader hints
 /// wrong after a failure). A fetch after a `not_owner` answer does not wait for it.
@@ -43,29 +42,21 @@ pub const MAX_REROUTES: usize = 3;
 
 /// The value of the [`ROUTE_HEADER`] for `route`: `<slot>:<epoch>:<group>`.
 pub fn route_header(route: &Route) -> String {
-    format!("{}:{}:{}", route.slot.0, route.epoch, route.group.0)
+    RouteHeader {
+        slot: route.slot,
+        epoch: route.epoch,
+        group: route.group,
+    }
+    .to_string()
 }
 
-/// The body of `GET /v1/cluster/map`.
-#[derive(Deserialize)]
-struct MapReply {
-    map: ClusterMap,
-    /// Leader hints: group id (a string, as JSON object keys are) → node id. Null or
-    /// unparsable entries are skipped: hints are advisory.
-    #[serde(default)]
-    leaders: BTreeMap<String, Option<serde_json::Value>>,
-}
-
-/// Parses a `GET /v1/cluster/map` reply into the map and its leader hints (group → node).
+/// Parses a `GET /v1/cluster/map` reply ([`MapReply`]) into the map and its leader hints
+/// (group → node); null or unparsable hints are skipped.
 pub fn parse_map_reply(
     v: serde_json::Value,
 ) -> Result<(ClusterMap, BTreeMap<u64, NodeId>), String> {
     let r: MapReply = serde_json::from_value(v).map_err(|e| format!("bad cluster map: {e}"))?;
-    let leaders = r
-        .leaders
-        .into_iter()
-        .filter_map(|(g, l)| Some((g.parse().ok()?, l?.as_u64()?)))
-        .collect();
+    let leaders = r.leaders.into_iter().map(|(g, l)| (g.0, l)).collect();
     Ok((r.map, leaders))
 }
 

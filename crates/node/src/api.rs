@@ -24,20 +24,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{middleware, Json, Router};
 use kvorum_raftstore::{Command, CommandResult, Condition, GroupId, NodeId, Raft, StoreError};
-use kvorum_router::{slot_of, Slot};
+use kvorum_router::{slot_of, ClusterMap, Slot};
+use kvorum_wire::{
+    AppendBody, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, KeyReply, MapReply, PutBody,
+    RouteHeader, WriteReply,
+};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
 use crate::node::{Node, Replica};
 use crate::reads::ReadIndex;
 
-/// Header counting how many times a request was forwarded.
-pub const HOPS_HEADER: &str = "x-kvorum-hops";
-/// Header naming the route a request was sent on: `slot:epoch:group`.
-pub const ROUTE_HEADER: &str = "x-kvorum-route";
+pub use kvorum_wire::headers::{HOPS_HEADER, ROUTE_HEADER};
 /// Longest wait for a newer map that a request's route announced.
 const MAP_REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// A request forwarded this many times is refused: the cluster disagrees on its leader.
@@ -210,58 +210,16 @@ fn check_value(state: &Node, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The condition a request asks for, refusing one that gives both kinds.
 fn condition(
-    expected_version: Option<u64>,
-    expected_value: Option<String>,
+    asked: Result<Option<Condition>, ConditionConflict>,
 ) -> Result<Option<Condition>, ApiError> {
-    match (expected_version, expected_value) {
-        (Some(_), Some(_)) => Err(ApiError::BadRequest(
-            "give at most one of expected_version and expected_value".into(),
-        )),
-        (Some(v), None) => Ok(Some(Condition::Version(v))),
-        (None, Some(v)) => Ok(Some(Condition::Value(Some(v)))),
-        (None, None) => Ok(None),
-    }
+    asked.map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t)
         .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
-}
-
-/// Query of `GET /v1/keys/{key}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GetQuery {
-    /// Serve from this replica's local state without read index (may be stale).
-    #[serde(default)]
-    stale: bool,
-}
-
-/// Body of `PUT /v1/keys/{key}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PutBody {
-    value: String,
-    /// Write only if the key's version equals this (0: only if absent).
-    expected_version: Option<u64>,
-    /// Write only if the key's value equals this.
-    expected_value: Option<String>,
-}
-
-/// Query of `DELETE /v1/keys/{key}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeleteQuery {
-    expected_version: Option<u64>,
-    expected_value: Option<String>,
-}
-
-/// Body of `POST /v1/append/{key}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AppendBody {
-    value: String,
 }
 
 /// Where a request is served.
@@ -277,15 +235,6 @@ fn node_addr(raft: &Raft, node: NodeId) -> Option<String> {
     m.membership().get_node(&node).map(|n| n.addr.clone())
 }
 
-/// Parses `slot:epoch:group`.
-fn parse_route(v: &header::HeaderValue) -> Option<(u16, u64, u64)> {
-    let mut it = v.to_str().ok()?.split(':');
-    let slot = it.next()?.trim().parse().ok()?;
-    let epoch = it.next()?.trim().parse().ok()?;
-    let group = it.next()?.trim().parse().ok()?;
-    it.next().is_none().then_some((slot, epoch, group))
-}
-
 /// Waits (briefly) until this node knows a map of at least `epoch`, asking for one at once.
 async fn await_epoch(state: &Node, epoch: u64) {
     if state.map().epoch >= epoch {
@@ -298,31 +247,69 @@ async fn await_epoch(state: &Node, epoch: u64) {
     }
 }
 
+/// What a request's route says against this node's map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Routed {
+    /// The route agrees with the map: serve the request for this group.
+    Serve(GroupId),
+    /// The route names a newer epoch than the map: wait (briefly) for a map of this epoch, then
+    /// check again.
+    AwaitEpoch(u64),
+}
+
+/// Checks `route`, the route a request for a key in `slot` carries, against `map`. A newer
+/// epoch is awaited once (`waited` false); after that the map decides as it is. Pure: the
+/// waiting is the caller's.
+fn check_route(
+    map: &ClusterMap,
+    slot: Slot,
+    route: &RouteHeader,
+    waited: bool,
+) -> Result<Routed, ApiError> {
+    if route.slot != slot {
+        return Err(ApiError::BadRequest(format!(
+            "{ROUTE_HEADER} names slot {}, but the key is in slot {slot}",
+            route.slot
+        )));
+    }
+    if !waited && map.epoch < route.epoch {
+        return Ok(Routed::AwaitEpoch(route.epoch));
+    }
+    let owner = map
+        .group_of(slot)
+        .ok_or_else(|| ApiError::Internal(format!("slot {slot} has no owner")))?;
+    if owner != route.group {
+        return Err(ApiError::NotOwner {
+            slot,
+            group: owner,
+            epoch: map.epoch,
+        });
+    }
+    Ok(Routed::Serve(owner))
+}
+
 /// The slot and owning group of `key`, after checking the route the request carries, if any.
 async fn resolve(state: &Node, inc: &Incoming, key: &str) -> Result<(Slot, GroupId), ApiError> {
     let slot = slot_of(key.as_bytes());
     if let Some(h) = inc.headers.get(ROUTE_HEADER) {
-        let (s, epoch, group) = parse_route(h).ok_or_else(|| {
-            ApiError::BadRequest(format!("{ROUTE_HEADER} must be slot:epoch:group"))
-        })?;
-        if s != slot.0 {
-            return Err(ApiError::BadRequest(format!(
-                "{ROUTE_HEADER} names slot {s}, but the key is in slot {slot}"
-            )));
+        let route: RouteHeader = h
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("{ROUTE_HEADER} must be slot:epoch:group"))
+            })?;
+        let mut waited = false;
+        loop {
+            let checked = check_route(&state.map(), slot, &route, waited)?;
+            match checked {
+                Routed::Serve(owner) => return Ok((slot, owner)),
+                Routed::AwaitEpoch(epoch) => {
+                    await_epoch(state, epoch).await;
+                    waited = true;
+                }
+            }
         }
-        await_epoch(state, epoch).await;
-        let map = state.map();
-        let owner = map
-            .group_of(slot)
-            .ok_or_else(|| ApiError::Internal(format!("slot {slot} has no owner")))?;
-        if owner.0 != group {
-            return Err(ApiError::NotOwner {
-                slot: slot.0,
-                group: owner.0,
-                epoch: map.epoch,
-            });
-        }
-        return Ok((slot, owner));
     }
     let owner = state
         .owner(slot)
@@ -367,9 +354,9 @@ async fn leader_target(state: &Node, group: GroupId) -> Result<Target, ApiError>
         Some(id) if id == state.id() => Ok(Target::Local(replica.clone())),
         Some(id) => match node_addr(raft, id) {
             Some(addr) => Ok(Target::Forward(vec![addr])),
-            None => Err(ApiError::NoLeader { group: group.0 }),
+            None => Err(ApiError::NoLeader { group }),
         },
-        None => Err(ApiError::NoLeader { group: group.0 }),
+        None => Err(ApiError::NoLeader { group }),
     }
 }
 
@@ -390,7 +377,12 @@ async fn forward(
     }
     let map = state.map();
     let route = match map.group_of(slot) {
-        Some(g) => format!("{}:{}:{}", slot.0, map.epoch, g.0),
+        Some(group) => RouteHeader {
+            slot,
+            epoch: map.epoch,
+            group,
+        }
+        .to_string(),
         None => return Err(ApiError::Internal(format!("slot {slot} has no owner"))),
     };
     let path = inc.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -491,12 +483,12 @@ async fn write(state: &Node, inc: &Incoming, cmd: Command) -> Result<Response, A
 
 fn write_response(key: String, result: CommandResult) -> Result<Response, ApiError> {
     match result {
-        CommandResult::Written { version } => {
-            Ok(Json(json!({ "key": key, "version": version })).into_response())
-        }
-        CommandResult::Deleted { existed } => {
-            Ok(Json(json!({ "key": key, "deleted": existed })).into_response())
-        }
+        CommandResult::Written { version } => Ok(Json(WriteReply { key, version }).into_response()),
+        CommandResult::Deleted { existed } => Ok(Json(DeleteReply {
+            deleted: existed,
+            key,
+        })
+        .into_response()),
         CommandResult::ConditionFailed { current } => Err(ApiError::ConditionFailed { current }),
         // Refused at apply (the append would grow the value past the limit): definite.
         CommandResult::ValueTooLarge { len, limit } => Err(ApiError::ValueTooLarge {
@@ -516,7 +508,12 @@ fn write_response(key: String, result: CommandResult) -> Result<Response, ApiErr
 fn local_read(state: &Node, group: GroupId, key: &str) -> Result<Response, ApiError> {
     match state.store.read(group, key) {
         Ok(Some(r)) => {
-            Ok(Json(json!({ "key": key, "value": r.value, "version": r.version })).into_response())
+            let reply = KeyReply {
+                key: key.to_string(),
+                value: r.value,
+                version: r.version,
+            };
+            Ok(Json(reply).into_response())
         }
         Ok(None) => Err(ApiError::KeyNotFound(key.to_string())),
         // Only a follower installs snapshots: a stale read can retry here or at another replica.
@@ -556,10 +553,10 @@ async fn get_key(
                 Ok(ReadIndex::NotLeader { leader: Some(l) }) if l != state.id() => {
                     match node_addr(&replica.raft, l) {
                         Some(addr) => forward(&state, &[addr], &inc, slot, false).await,
-                        None => Err(ApiError::NoLeader { group: group.0 }),
+                        None => Err(ApiError::NoLeader { group }),
                     }
                 }
-                Ok(ReadIndex::NotLeader { .. }) => Err(ApiError::NoLeader { group: group.0 }),
+                Ok(ReadIndex::NotLeader { .. }) => Err(ApiError::NoLeader { group }),
                 Ok(ReadIndex::Failed(m)) => {
                     Err(ApiError::Unavailable(format!("read index failed: {m}")))
                 }
@@ -579,8 +576,8 @@ async fn put_key(
     check_value(&state, &body.value)?;
     let cmd = Command::Put {
         key,
+        condition: condition(body.condition())?,
         value: body.value,
-        condition: condition(body.expected_version, body.expected_value)?,
     };
     write(&state, &inc, cmd).await
 }
@@ -598,7 +595,7 @@ async fn delete_key(
     }
     let cmd = Command::Delete {
         key,
-        condition: condition(q.expected_version, q.expected_value)?,
+        condition: condition(q.condition())?,
     };
     write(&state, &inc, cmd).await
 }
@@ -670,9 +667,11 @@ async fn status(State(state): State<Arc<Node>>) -> Json<serde_json::Value> {
 }
 
 /// `GET /v1/cluster/map`: this node's cluster map and its leader hints (group → node).
-async fn cluster_map(State(state): State<Arc<Node>>) -> Json<serde_json::Value> {
-    let routing = state.routing();
-    Json(json!({ "map": *state.map(), "leaders": routing.leaders() }))
+async fn cluster_map(State(state): State<Arc<Node>>) -> Json<MapReply> {
+    Json(MapReply {
+        leaders: state.routing().leaders().clone(),
+        map: (*state.map()).clone(),
+    })
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -713,4 +712,70 @@ async fn metrics(State(state): State<Arc<Node>>) -> Response {
     out.push_str("# HELP kvorum_map_epoch Epoch of the cluster map this node knows.\n# TYPE kvorum_map_epoch gauge\n");
     out.push_str(&format!("kvorum_map_epoch {}\n", state.map().epoch));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map3() -> ClusterMap {
+        let view: Vec<String> = (1..=7).map(|i| format!("10.0.0.{i}:7070")).collect();
+        ClusterMap::initial(&view, 3).expect("valid view")
+    }
+
+    // A route that agrees with the map is served by the slot's owner, whatever its (older or
+    // equal) epoch; a newer epoch is awaited once, then the map decides.
+    #[test]
+    fn agreeing_routes_are_served() {
+        let map = map3();
+        let slot = slot_of(b"k");
+        let owner = map.group_of(slot).expect("owned");
+        let route = |epoch| RouteHeader {
+            slot,
+            epoch,
+            group: owner,
+        };
+        for epoch in [0, map.epoch] {
+            let checked = check_route(&map, slot, &route(epoch), false).expect("served");
+            assert_eq!(checked, Routed::Serve(owner));
+        }
+        let newer = route(map.epoch + 1);
+        let checked = check_route(&map, slot, &newer, false).expect("awaits");
+        assert_eq!(checked, Routed::AwaitEpoch(map.epoch + 1));
+        let checked = check_route(&map, slot, &newer, true).expect("served after waiting");
+        assert_eq!(checked, Routed::Serve(owner));
+    }
+
+    // A route naming another slot than the key's is a bad request; one naming another group
+    // than the owner is not_owner with the owner and this map's epoch (after the wait, too).
+    #[test]
+    fn disagreeing_routes_are_refused() {
+        let map = map3();
+        let slot = slot_of(b"k");
+        let owner = map.group_of(slot).expect("owned");
+        let other = GroupId(owner.0 % 3 + 1);
+        assert_ne!(other, owner);
+        let wrong_slot = RouteHeader {
+            slot: Slot((slot.0 + 1) % kvorum_router::SLOT_COUNT),
+            epoch: map.epoch,
+            group: owner,
+        };
+        let err = check_route(&map, slot, &wrong_slot, false).expect_err("wrong slot");
+        assert_eq!(err.code(), "bad_request");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        for (epoch, waited) in [(map.epoch, false), (map.epoch + 1, true)] {
+            let route = RouteHeader {
+                slot,
+                epoch,
+                group: other,
+            };
+            let err = check_route(&map, slot, &route, waited).expect_err("other group");
+            assert!(
+                matches!(err, ApiError::NotOwner { slot: s, group, epoch: e }
+                    if s == slot && group == owner && e == map.epoch),
+                "{err:?}"
+            );
+            assert_eq!(err.status(), StatusCode::MISDIRECTED_REQUEST);
+        }
+    }
 }

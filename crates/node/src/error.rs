@@ -3,8 +3,8 @@
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kvorum_raftstore::Record;
-use serde_json::json;
+use kvorum_router::{GroupId, NodeId, Slot};
+use kvorum_wire::{ErrorBody, Versioned};
 
 /// Errors of the node API.
 #[derive(Debug, thiserror::Error)]
@@ -50,28 +50,32 @@ pub enum ApiError {
     ProtectedMode { peer: String },
     /// A node removed from the cluster called an internal route.
     #[error("node {0} was removed from the cluster; wipe it and join it as a new node")]
-    NodeRemoved(u64),
+    NodeRemoved(NodeId),
     /// This node does not lead the group a leader-only internal call needs.
     /// A node's incarnation is not the one the cluster map records: its data directory was wiped.
     /// The wiped node must join as a new node.
     #[error("{0}")]
     IncarnationMismatch(String),
     #[error("this node is not the leader; the leader is {leader:?}")]
-    NotLeader { leader: Option<u64> },
+    NotLeader { leader: Option<NodeId> },
     /// The request named a (slot, epoch, group) route the answering node's map disagrees with.
     /// Definite: nothing was proposed. Refresh the map and retry.
     #[error("slot {slot} is served by group {group} at epoch {epoch}; refresh the cluster map and retry")]
-    NotOwner { slot: u16, group: u64, epoch: u64 },
+    NotOwner {
+        slot: Slot,
+        group: GroupId,
+        epoch: u64,
+    },
     /// The key does not exist.
     #[error("key {0:?} does not exist")]
     KeyNotFound(String),
     /// A conditional write's condition did not hold; nothing was written. Definite.
     #[error("condition failed: the key holds {current:?}; nothing was written")]
-    ConditionFailed { current: Option<Record> },
+    ConditionFailed { current: Option<Versioned> },
     /// No leader is known right now (election in progress or no quorum). Raised before
     /// proposing: definite. Retry after a moment.
     #[error("no leader for group {group} right now; retry shortly")]
-    NoLeader { group: u64 },
+    NoLeader { group: GroupId },
     /// The node could not reach the replica that would serve the request. Definite: nothing was
     /// proposed. Retry, possibly at another node.
     #[error("unavailable: {0}; retry shortly or at another node")]
@@ -142,19 +146,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "code": self.code(), "message": self.to_string() });
-        if let ApiError::ConditionFailed { current } = &self {
-            body["current"] = match current {
-                Some(r) => json!({ "value": r.value, "version": r.version }),
-                None => serde_json::Value::Null,
-            };
-        }
+        let mut body = ErrorBody::new(self.code(), self.to_string());
         match &self {
-            ApiError::NotLeader { leader } => body["leader"] = json!(leader),
+            ApiError::ConditionFailed { current } => body.current = Some(current.clone()),
+            ApiError::NotLeader { leader } => body.leader = Some(*leader),
             ApiError::NotOwner { slot, group, epoch } => {
-                body["slot"] = json!(slot);
-                body["group"] = json!(group);
-                body["epoch"] = json!(epoch);
+                body.slot = Some(*slot);
+                body.group = Some(*group);
+                body.epoch = Some(*epoch);
             }
             _ => {}
         }

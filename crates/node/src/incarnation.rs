@@ -28,10 +28,7 @@ use kvorum_router::ClusterMap;
 
 use crate::error::ApiError;
 
-/// Header carrying the sender's own incarnation on internal requests.
-pub const INCARNATION_HEADER: &str = "x-kvorum-incarnation";
-/// Header carrying the incarnation the sender's map records for the receiver, when it has one.
-pub const TO_INCARNATION_HEADER: &str = "x-kvorum-to-incarnation";
+pub use kvorum_wire::headers::{INCARNATION_HEADER, TO_INCARNATION_HEADER};
 
 /// Time a node starting on an empty data directory spends asking each peer for its map.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);

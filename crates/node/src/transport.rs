@@ -37,12 +37,7 @@ use crate::error::ApiError;
 use crate::incarnation::{self, Incarnations, Mismatch, INCARNATION_HEADER, TO_INCARNATION_HEADER};
 use crate::node::Node;
 
-/// Header carrying the cluster secret on internal routes.
-pub const SECRET_HEADER: &str = "x-kvorum-secret";
-/// Header carrying the cluster id on internal routes.
-pub const CLUSTER_HEADER: &str = "x-kvorum-cluster";
-/// Header carrying the sending node's id on Raft RPCs; RPCs of removed nodes are refused.
-pub const FROM_HEADER: &str = "x-kvorum-node";
+pub use kvorum_wire::headers::{CLUSTER_HEADER, FROM_HEADER, SECRET_HEADER};
 
 /// Creates connections to peers for one group.
 #[derive(Clone)]

@@ -7,6 +7,9 @@
 //! produced its current value. It strictly increases with every write to the key, survives a
 //! delete and re-create (the new write has a later index), and 0 means "absent", so
 //! `Condition::Version(0)` is create-if-absent.
+//!
+//! [`Condition`] and [`Record`] are defined in kvorum-wire (the client sends the one and reads
+//! the other); their encodings are pinned by the tests here.
 
 use serde::{Deserialize, Serialize};
 
@@ -71,50 +74,36 @@ impl Command {
     }
 }
 
-/// A precondition of a conditional write, checked against the current record at apply time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Condition {
-    /// The key's version equals this (0: the key is absent).
-    Version(u64),
-    /// The key's value equals this (`None`: the key is absent).
-    Value(Option<String>),
+pub use kvorum_wire::Condition;
+
+/// A stored value with its version: the wire's [`kvorum_wire::Versioned`], under the name the
+/// store uses. Its serde shape is pinned by a test (it travels in [`CommandResult`]).
+pub use kvorum_wire::Versioned as Record;
+
+/// The `data` column family encoding of a [`Record`]: `version (8 bytes BE) ++ value`. MUST NOT
+/// change.
+pub(crate) trait RecordCodec: Sized {
+    /// The stored bytes.
+    fn encode(&self) -> Vec<u8>;
+    /// Length of [`RecordCodec::encode`]'s output.
+    fn encoded_len(&self) -> usize;
+    /// Decodes [`RecordCodec::encode`]; `None` when the bytes are not a record.
+    fn decode(bytes: &[u8]) -> Option<Self>;
 }
 
-impl Condition {
-    /// Whether the condition holds for `current`.
-    pub fn holds(&self, current: Option<&Record>) -> bool {
-        match self {
-            Condition::Version(v) => current.map_or(0, |r| r.version) == *v,
-            Condition::Value(expected) => current.map(|r| &r.value) == expected.as_ref(),
-        }
-    }
-}
-
-/// A stored value with its version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// The value, UTF-8.
-    pub value: String,
-    /// The log index of the write that produced this value; never 0 for a stored record.
-    pub version: u64,
-}
-
-impl Record {
-    /// The `data` column family encoding: `version (8 bytes BE) ++ value`. MUST NOT change.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+impl RecordCodec for Record {
+    fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(8 + self.value.len());
         v.extend_from_slice(&self.version.to_be_bytes());
         v.extend_from_slice(self.value.as_bytes());
         v
     }
 
-    /// Length of [`Record::encode`]'s output.
-    pub(crate) fn encoded_len(&self) -> usize {
+    fn encoded_len(&self) -> usize {
         8 + self.value.len()
     }
 
-    /// Decodes [`Record::encode`]; `None` when the bytes are not a record.
-    pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
+    fn decode(bytes: &[u8]) -> Option<Record> {
         let version = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
         let value = std::str::from_utf8(bytes.get(8..)?).ok()?.to_string();
         Some(Record { value, version })
@@ -418,5 +407,72 @@ mod tests {
         let r = rec("héllo", 42);
         assert_eq!(Record::decode(&r.encode()), Some(r));
         assert_eq!(Record::decode(b"short"), None);
+    }
+
+    /// Bytes written as hex pairs, blanks ignored.
+    fn hex(s: &str) -> Vec<u8> {
+        let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        digits
+            .chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).expect("ascii"), 16).expect("hex"))
+            .collect()
+    }
+
+    // Commands are in the Raft log: their bincode encoding, conditions included, is a persistent
+    // format. The expected bytes were produced by the definitions before `Condition` moved to
+    // kvorum-wire (bincode 1: u32 LE variant index, u8 option tag, u64 LE string length).
+    #[test]
+    fn command_encoding_is_unchanged() {
+        let put = |condition| Command::Put {
+            key: "k".into(),
+            value: "v".into(),
+            condition,
+        };
+        // Put: variant 0, key "k", value "v", then the condition.
+        let put_prefix = "00000000 0100000000000000 6b 0100000000000000 76";
+        let cases = [
+            (put(None), format!("{put_prefix} 00")),
+            (
+                put(Some(Condition::Version(7))),
+                format!("{put_prefix} 01 00000000 0700000000000000"),
+            ),
+            (
+                put(Some(Condition::Value(Some("x".into())))),
+                format!("{put_prefix} 01 01000000 01 0100000000000000 78"),
+            ),
+            (
+                put(Some(Condition::Value(None))),
+                format!("{put_prefix} 01 01000000 00"),
+            ),
+            (
+                Command::Delete {
+                    key: "k".into(),
+                    condition: Some(Condition::Version(0)),
+                },
+                "01000000 0100000000000000 6b 01 00000000 0000000000000000".to_string(),
+            ),
+        ];
+        for (cmd, bytes) in cases {
+            let encoded = bincode::serialize(&cmd).expect("encodes");
+            assert_eq!(encoded, hex(&bytes), "{cmd:?}");
+            let decoded: Command = bincode::deserialize(&encoded).expect("decodes");
+            assert_eq!(decoded, cmd);
+        }
+    }
+
+    // A record (in a `ConditionFailed` result) keeps its serde shape: value then version.
+    #[test]
+    fn record_serde_shape_is_unchanged() {
+        let res = CommandResult::ConditionFailed {
+            current: Some(rec("v", 3)),
+        };
+        assert_eq!(
+            bincode::serialize(&res).expect("encodes"),
+            hex("03000000 01 0100000000000000 76 0300000000000000")
+        );
+        assert_eq!(
+            serde_json::to_string(&rec("v", 3)).expect("encodes"),
+            r#"{"value":"v","version":3}"#
+        );
     }
 }

@@ -30,6 +30,7 @@ use openraft::{
 use rocksdb::{WriteBatch, WriteOptions};
 use serde::de::DeserializeOwned;
 
+use crate::command::RecordCodec;
 use crate::command::{self, Effect};
 use crate::keys::{self, tag, CF_DATA, CF_META};
 use crate::snapshot::{durable_rename, CurrentSnapshot, SnapshotReader, SnapshotWriter};

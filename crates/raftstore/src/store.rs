@@ -9,6 +9,7 @@ use std::sync::Arc;
 use openraft::storage::LogFlushed;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 
+use crate::command::RecordCodec;
 use crate::keys::{self, CF_DATA, CF_LOG, CF_META};
 use crate::{GroupId, LogStore, Record, StateMachineStore, TypeConfig};
 

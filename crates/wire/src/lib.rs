@@ -4,7 +4,27 @@
 //!
 //! Modules:
 //! - [`status`]: `GET /v1/cluster/status`, the cluster status the metadata leader assembles.
+//! - [`headers`]: the `x-kvorum-*` header names.
+//! - [`route`]: [`RouteHeader`], the `x-kvorum-route` value `<slot>:<epoch>:<group>`.
+//! - [`keys`]: the key API's bodies, queries and replies, and [`Versioned`] and [`Condition`],
+//!   which the Raft log shares (their serde shape is a persistent format).
+//! - [`error`]: [`ErrorBody`], the body of every error answer.
+//! - [`map`]: [`MapReply`], `GET /v1/cluster/map`.
 
 #![warn(missing_docs)]
 
 pub mod status;
+
+pub mod error;
+pub mod headers;
+pub mod keys;
+pub mod map;
+pub mod route;
+
+pub use error::ErrorBody;
+pub use keys::{
+    AppendBody, Condition, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, KeyReply,
+    PutBody, Versioned, WriteReply,
+};
+pub use map::MapReply;
+pub use route::{RouteHeader, RouteParseError};
