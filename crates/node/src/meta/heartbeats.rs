@@ -67,23 +67,7 @@ pub struct HeartbeatReply {
     pub leaders: BTreeMap<GroupId, NodeId>,
 }
 
-/// Health of a node, derived from the time since its last heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    Alive,
-    Suspect,
-    Dead,
-}
-
-impl Health {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Health::Alive => "alive",
-            Health::Suspect => "suspect",
-            Health::Dead => "dead",
-        }
-    }
-}
+pub use kvorum_router::Health;
 
 impl MetaState {
     /// Incarnations brought by heartbeats of active nodes whose incarnation `map` does not

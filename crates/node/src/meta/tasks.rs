@@ -1,6 +1,6 @@
 //! Repair tasks: planning, driving and abandoning them, and the map changes they make.
 //!
-//! Steps of a task: (1) planned: the tick picks repairs ([`plan_repairs`]) and one map change
+//! Steps of a task: (1) planned: the tick picks repairs ([`kvorum_router::plan_repairs`], pure) and one map change
 //! records them at step AddLearner; (2) claimed: its driver records the leader's term (an epoch
 //! bump that makes a deposed leader's requests stale); (3) AddLearner: the replacement joins the
 //! group as a learner and catches up, while the driver looks every tick whether to abandon;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kvorum_raftstore::{GroupId, NodeId};
+use kvorum_raftstore::NodeId;
 use kvorum_router::{ClusterMap, NodeLifecycle, Task, TaskKind, TaskStep, CONFIG_GROUP};
 
 use crate::node::Node;
@@ -59,90 +59,6 @@ impl MetaState {
     }
 }
 
-/// Whether `node`'s replicas need replacing: dead, or removed from the cluster.
-fn needs_replacing(map: &ClusterMap, health: &BTreeMap<NodeId, Health>, node: NodeId) -> bool {
-    !map.is_active(node) || health.get(&node) == Some(&Health::Dead)
-}
-
-/// One repair to start: replace `dead`'s replica of `group` by one on `replacement`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pick {
-    group: GroupId,
-    dead: NodeId,
-    replacement: NodeId,
-}
-
-/// The repairs to start now. Pure. At most one task per group: every group without a task
-/// (data groups in id order, then the config group) gets a repair of its first replica on a dead
-/// or removed node, if a candidate exists. A data replica is replaced by an alive spare; a config
-/// voter by an alive spare that is no voter, or, once the node is removed (it will never come
-/// back), by any alive non-voter. A node is the replacement of one task at a time. `vetoed`
-/// nodes are dead by heartbeats, but a group's leader saw them still replicating: they are left
-/// alone for now.
-fn plan_repairs(
-    map: &ClusterMap,
-    health: &BTreeMap<NodeId, Health>,
-    vetoed: &BTreeSet<NodeId>,
-) -> Vec<Pick> {
-    let alive = |n: &NodeId| health.get(n) == Some(&Health::Alive);
-    let busy: BTreeSet<GroupId> = map.tasks.iter().map(|t| t.kind.group()).collect();
-    let mut used: BTreeSet<NodeId> = map
-        .tasks
-        .iter()
-        .map(|t| match &t.kind {
-            TaskKind::ReplaceReplica { replacement, .. } => *replacement,
-        })
-        .collect();
-    let replaceable =
-        |n: NodeId| needs_replacing(map, health, n) && !(map.is_active(n) && vetoed.contains(&n));
-    let spares: Vec<NodeId> = map.spares().into_iter().filter(alive).collect();
-    let mut picks = Vec::new();
-    for (gid, g) in map.groups.iter().filter(|(gid, _)| !busy.contains(gid)) {
-        let Some(dead) = g.members.iter().copied().find(|m| replaceable(*m)) else {
-            continue;
-        };
-        if let Some(s) = spares.iter().copied().find(|s| !used.contains(s)) {
-            used.insert(s);
-            picks.push(Pick {
-                group: *gid,
-                dead,
-                replacement: s,
-            });
-        }
-    }
-    if !busy.contains(&CONFIG_GROUP) {
-        for v in map
-            .config_voters
-            .iter()
-            .copied()
-            .filter(|v| replaceable(*v))
-        {
-            let free = |n: &NodeId| !used.contains(n) && !map.config_voters.contains(n);
-            // A node that is merely dead may come back; only a spare may take its seat (which
-            // removes it). A removed node's seat goes to any alive non-voter.
-            let candidate = spares.iter().copied().find(free).or_else(|| {
-                (!map.is_active(v))
-                    .then(|| {
-                        map.nodes
-                            .keys()
-                            .copied()
-                            .find(|n| map.is_active(*n) && alive(n) && free(n))
-                    })
-                    .flatten()
-            });
-            if let Some(c) = candidate {
-                picks.push(Pick {
-                    group: CONFIG_GROUP,
-                    dead: v,
-                    replacement: c,
-                });
-                break;
-            }
-        }
-    }
-    picks
-}
-
 /// Milliseconds since the Unix epoch (the clock of [`Task::started_ms`]); 0 if the clock is
 /// before 1970.
 fn now_ms() -> u64 {
@@ -151,7 +67,7 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Starts the repairs [`plan_repairs`] picks, all in one map change.
+/// Starts the repairs [`kvorum_router::plan_repairs`] picks, all in one map change.
 pub(super) async fn plan(
     state: &Node,
     map: &ClusterMap,
@@ -159,7 +75,7 @@ pub(super) async fn plan(
     term: u64,
 ) -> anyhow::Result<()> {
     let vetoed = state.meta.vetoed();
-    let picks = plan_repairs(map, health, &vetoed);
+    let picks = kvorum_router::plan_repairs(map, health, &vetoed);
     if picks.is_empty() {
         return Ok(());
     }
@@ -466,55 +382,6 @@ async fn set_step(state: &Node, id: u64, step: TaskStep) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::meta::fixtures::*;
-
-    // Two groups with a dead replica each and two spares: both repairs start at once, each with
-    // its own spare; the config voter on a dead node waits for a free candidate.
-    #[test]
-    fn repairs_of_different_groups_are_planned_together() {
-        let m = map(8);
-        let picks = plan_repairs(&m, &health(&m, &[3, 5]), &BTreeSet::new());
-        assert_eq!(
-            picks,
-            vec![
-                Pick {
-                    group: GroupId(1),
-                    dead: 3,
-                    replacement: 7
-                },
-                Pick {
-                    group: GroupId(2),
-                    dead: 5,
-                    replacement: 8
-                },
-            ]
-        );
-    }
-
-    // At most one task per group: a group with a task gets no second one, and a spare that is
-    // already some task's replacement is not picked again.
-    #[test]
-    fn one_task_per_group_and_per_replacement() {
-        let mut m = map(8);
-        m.tasks.push(task(1, 1, 3, 7));
-        let picks = plan_repairs(&m, &health(&m, &[2, 3, 5]), &BTreeSet::new());
-        assert_eq!(
-            picks,
-            vec![Pick {
-                group: GroupId(2),
-                dead: 5,
-                replacement: 8
-            }]
-        );
-    }
-
-    // A node a group's leader saw replicating is not planned for repair while vetoed.
-    #[test]
-    fn vetoed_node_is_not_repaired() {
-        let m = map(7);
-        let h = health(&m, &[5]);
-        assert!(plan_repairs(&m, &h, &BTreeSet::from([5])).is_empty());
-        assert_eq!(plan_repairs(&m, &h, &BTreeSet::new()).len(), 1);
-    }
 
     // Before the swap, a task is abandoned when its replacement died, when its dead node is
     // heard from again, or when it is over its time limit; otherwise it goes on.
