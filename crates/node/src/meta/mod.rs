@@ -33,6 +33,7 @@
 
 mod heartbeats;
 mod membership;
+mod probe;
 mod tasks;
 
 pub(crate) use heartbeats::best_reports;
