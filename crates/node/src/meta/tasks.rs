@@ -19,7 +19,7 @@ use kvorum_router::{ClusterMap, NodeLifecycle, Task, TaskKind, TaskStep, CONFIG_
 use crate::node::Node;
 
 use super::membership::{membership, MembershipOp, StepError};
-use super::{update_map, Health, MetaState, TICK};
+use super::{is_map_conflict, update_map, Health, MetaState, TICK};
 
 /// Longest a repair may run before its swap; past it the task is abandoned (its learner removed)
 /// and planned afresh. Counted from the task's recorded start, so a new metadata leader keeps it.
@@ -203,7 +203,11 @@ async fn drive_task(state: Arc<Node>, id: u64, term: u64) {
             Ok(Next::Later) => tokio::time::sleep(TICK).await,
             Ok(Next::Done) => return,
             Err(e) => {
-                tracing::warn!(task = id, error = %format!("{e:#}"), "repair step failed; retrying");
+                if is_map_conflict(&e) {
+                    tracing::info!(task = id, error = %format!("{e:#}"), "repair step lost a map race; retrying");
+                } else {
+                    tracing::warn!(task = id, error = %format!("{e:#}"), "repair step failed; retrying");
+                }
                 tokio::time::sleep(TICK).await;
             }
         }
@@ -374,8 +378,8 @@ async fn set_step(state: &Node, id: u64, step: TaskStep) -> anyhow::Result<()> {
             t.step = step;
         }
     })
-    .await
-    .map(|_| ())
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
