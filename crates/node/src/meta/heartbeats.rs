@@ -13,15 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 use axum::Json;
 use kvorum_raftstore::{GroupId, NodeId};
 use kvorum_router::{ClusterMap, NodeLifecycle};
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
+use crate::error::ApiError;
 use crate::node::Node;
 use crate::transport::check_internal;
 
@@ -224,27 +223,36 @@ pub async fn heartbeat_handler(
     State(state): State<Arc<Node>>,
     headers: HeaderMap,
     Json(beat): Json<Heartbeat>,
-) -> Response {
-    if let Err(e) = check_internal(&state, &headers) {
-        return e.into_response();
-    }
-    match receive_heartbeat(&state, beat) {
-        Ok(reply) => Json(reply).into_response(),
-        Err(refused) => refused_response(refused),
+) -> Result<Json<HeartbeatReply>, ApiError> {
+    check_internal(&state, &headers)?;
+    Ok(Json(receive_heartbeat(&state, beat)?))
+}
+
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> ApiError {
+        match r {
+            Refused::NotLeader(leader) => ApiError::NotLeader { leader },
+            Refused::Removed(message) => ApiError::NodeGone(message),
+        }
     }
 }
 
-fn refused_response(r: Refused) -> Response {
-    match r {
-        Refused::NotLeader(leader) => (
-            StatusCode::MISDIRECTED_REQUEST,
-            Json(json!({ "code": "not_leader", "message": "not the leader", "leader": leader })),
-        )
-            .into_response(),
-        Refused::Removed(message) => (
-            StatusCode::GONE,
-            Json(json!({ "code": "node_removed", "message": message })),
-        )
-            .into_response(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    // Heartbeat refusals keep the status and code the sender's heartbeat loop reads: 421
+    // `not_leader` (with the hint), 410 `node_removed`.
+    #[test]
+    fn refusals_keep_their_status_and_code() {
+        let e = ApiError::from(Refused::NotLeader(Some(3)));
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::MISDIRECTED_REQUEST, "not_leader")
+        );
+        let e = ApiError::from(Refused::Removed("node 4 was removed".into()));
+        assert_eq!((e.status(), e.code()), (StatusCode::GONE, "node_removed"));
+        assert_eq!(e.to_string(), "node 4 was removed");
     }
 }

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kvorum_raftstore::{GroupId, NodeId, Raft};
 use kvorum_router::{ClusterMap, TaskKind, CONFIG_GROUP};
@@ -23,6 +22,7 @@ use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::error::ApiError;
 use crate::node::Node;
 use crate::transport::check_internal;
 
@@ -92,25 +92,19 @@ impl MembershipError {
             MembershipError::Unavailable(_) => "unavailable",
         }
     }
-
-    fn status(&self) -> StatusCode {
-        match self {
-            MembershipError::NotLeader { .. } => StatusCode::MISDIRECTED_REQUEST,
-            MembershipError::StaleTask(_)
-            | MembershipError::ReplicaAlive { .. }
-            | MembershipError::NoLearner(_) => StatusCode::CONFLICT,
-            MembershipError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
 }
 
-impl IntoResponse for MembershipError {
-    fn into_response(self) -> Response {
-        let mut body = json!({ "code": self.code(), "message": self.to_string() });
-        if let MembershipError::NotLeader { leader } = &self {
-            body["leader"] = json!(leader);
+impl From<MembershipError> for ApiError {
+    fn from(e: MembershipError) -> ApiError {
+        match e {
+            MembershipError::NotLeader { leader } => ApiError::NotLeader { leader },
+            MembershipError::StaleTask(m) => ApiError::StaleTask(m),
+            MembershipError::ReplicaAlive { node, detail } => {
+                ApiError::ReplicaAlive { node, detail }
+            }
+            MembershipError::NoLearner(n) => ApiError::NoLearner(n),
+            MembershipError::Unavailable(m) => ApiError::Unavailable(m),
         }
-        (self.status(), Json(body)).into_response()
     }
 }
 
@@ -379,29 +373,27 @@ pub async fn membership_handler(
     Path(group): Path<u64>,
     headers: HeaderMap,
     Json(req): Json<MembershipRequest>,
-) -> Response {
-    if let Err(e) = check_internal(&state, &headers) {
-        return e.into_response();
-    }
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_internal(&state, &headers)?;
     let group = GroupId(group);
     let Some(raft) = state.group(group) else {
-        return MembershipError::NotLeader { leader: None }.into_response();
+        return Err(MembershipError::NotLeader { leader: None }.into());
     };
     let leader = raft.metrics().borrow().current_leader;
     if leader != Some(state.id()) {
-        return MembershipError::NotLeader { leader }.into_response();
+        return Err(MembershipError::NotLeader { leader }.into());
     }
     if let Err(e) = admit(&state, group, &req).await {
         tracing::warn!(group = %group, task = req.task, epoch = req.epoch, error = %e, "membership request refused");
-        return e.into_response();
+        return Err(e.into());
     }
     match apply_membership(&raft, state.id(), &req.op).await {
-        Ok(()) => Json(json!({ "ok": true })).into_response(),
+        Ok(()) => Ok(Json(json!({ "ok": true }))),
         Err(e) => {
             if matches!(e, MembershipError::ReplicaAlive { .. }) {
                 tracing::warn!(group = %group, task = req.task, error = %e, "membership change refused");
             }
-            e.into_response()
+            Err(e.into())
         }
     }
 }
@@ -483,5 +475,37 @@ mod tests {
         );
         let back: MembershipRequest = serde_json::from_value(v).expect("deserializes");
         assert_eq!((back.task, back.epoch), (4, 10));
+    }
+
+    // Membership refusals keep their status and code once mapped to `ApiError`.
+    #[test]
+    fn membership_errors_keep_their_status_and_code() {
+        let cases = [
+            (
+                MembershipError::NotLeader { leader: Some(2) },
+                StatusCode::MISDIRECTED_REQUEST,
+            ),
+            (
+                MembershipError::StaleTask("old".into()),
+                StatusCode::CONFLICT,
+            ),
+            (
+                MembershipError::ReplicaAlive {
+                    node: 5,
+                    detail: "acked".into(),
+                },
+                StatusCode::CONFLICT,
+            ),
+            (MembershipError::NoLearner(7), StatusCode::CONFLICT),
+            (
+                MembershipError::Unavailable("later".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        ];
+        for (e, status) in cases {
+            let code = e.code();
+            let api = ApiError::from(e);
+            assert_eq!((api.status(), api.code()), (status, code));
+        }
     }
 }
