@@ -106,7 +106,7 @@ pub fn router(state: Arc<Node>) -> Router {
             "/internal/v1/groups/:group/membership",
             post(crate::meta::membership_handler),
         )
-        .route("/internal/v1/status", get(crate::meta::status_handler));
+        .route("/internal/v1/status", get(crate::status::status_handler));
     let internal = guarded(raft, RAFT_BODY_LIMIT).merge(guarded(control, CONTROL_BODY_LIMIT));
     client.merge(internal).fallback(no_route).with_state(state)
 }
@@ -663,7 +663,7 @@ async fn status(State(state): State<Arc<Node>>) -> Json<serde_json::Value> {
             }
         }
     }
-    Json(crate::meta::status(&state))
+    Json(crate::status::status(&state))
 }
 
 /// `GET /v1/cluster/map`: this node's cluster map and its leader hints (group → node).

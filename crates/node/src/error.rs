@@ -48,6 +48,23 @@ pub enum ApiError {
          node to call them from elsewhere"
     )]
     ProtectedMode { peer: String },
+    /// A heartbeat's sender was removed from the cluster, is not in the map, or its incarnation
+    /// is not the recorded one (its data directory was wiped). Same code as [`ApiError::NodeRemoved`]
+    /// but 410 Gone: the sender's heartbeat loop (heartbeat.rs) stops on it.
+    #[error("{0}")]
+    NodeGone(String),
+    /// A membership request's task or epoch is not in the newest map the group's leader knows:
+    /// it comes from a deposed metadata leader or an outdated step. Re-read the map; do not retry
+    /// as is.
+    #[error("stale membership request: {0}")]
+    StaleTask(String),
+    /// The replica a membership step would remove still acknowledges the leader's log: it is not
+    /// dead. Abandon the repair.
+    #[error("node {node} is still replicating with the group's leader ({detail}); it is not dead")]
+    ReplicaAlive { node: NodeId, detail: String },
+    /// The replacement of a swap is not a learner of the group. Add it as a learner first.
+    #[error("node {0} is not a learner of the group; add it as a learner first")]
+    NoLearner(NodeId),
     /// A node removed from the cluster called an internal route.
     #[error("node {0} was removed from the cluster; wipe it and join it as a new node")]
     NodeRemoved(NodeId),
@@ -104,7 +121,10 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::WrongCluster => "wrong_cluster",
             ApiError::ProtectedMode { .. } => "protected_mode",
-            ApiError::NodeRemoved(_) => "node_removed",
+            ApiError::NodeRemoved(_) | ApiError::NodeGone(_) => "node_removed",
+            ApiError::StaleTask(_) => "stale_task",
+            ApiError::ReplicaAlive { .. } => "replica_alive",
+            ApiError::NoLearner(_) => "no_learner",
             ApiError::IncarnationMismatch(_) => "incarnation_mismatch",
             ApiError::NotLeader { .. } => "not_leader",
             ApiError::NotOwner { .. } => "not_owner",
@@ -134,9 +154,12 @@ impl ApiError {
             ApiError::NotLeader { .. } | ApiError::NotOwner { .. } => {
                 StatusCode::MISDIRECTED_REQUEST
             }
-            ApiError::ConditionFailed { .. } | ApiError::IncarnationMismatch(_) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::NodeGone(_) => StatusCode::GONE,
+            ApiError::ConditionFailed { .. }
+            | ApiError::IncarnationMismatch(_)
+            | ApiError::StaleTask(_)
+            | ApiError::ReplicaAlive { .. }
+            | ApiError::NoLearner(_) => StatusCode::CONFLICT,
             ApiError::NoLeader { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

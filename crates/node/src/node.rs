@@ -7,7 +7,7 @@
 //! changes and never dropped while the node runs.
 //!
 //! The map itself lives in the config group's state machine as the value of [`MAP_KEY`], written
-//! only by the metadata leader with a compare-and-set on its version (see `meta.rs`). Nodes learn
+//! only by the metadata leader with a compare-and-set on its version (see `meta/mod.rs`). Nodes learn
 //! newer maps from heartbeat replies; config voters also read it from their own replica.
 
 use std::collections::{BTreeMap, HashMap};

@@ -11,7 +11,8 @@
 //!
 //! Modules: [`map`] (the cluster map and the deterministic initial map from (node list, K)),
 //! [`planner`] (the view-change planner: target map and ordered steps of adding or removing one
-//! node) and [`cache`] (the routing cache of clients and nodes).
+//! node), [`repair`] (which replicas on dead nodes to replace now, and by which node) and
+//! [`cache`] (the routing cache of clients and nodes).
 //!
 //! Not implemented yet (see docs/architecture.md): executing a plan (tasks, slot moves) is the
 //! node's work and does not exist yet.
@@ -24,10 +25,12 @@ use std::fmt;
 pub mod cache;
 pub mod map;
 pub mod planner;
+pub mod repair;
 
 pub use cache::{Route, RoutingCache};
 pub use map::{ClusterMap, GroupInfo, MapError, NodeInfo, NodeLifecycle, Task, TaskKind, TaskStep};
 pub use planner::{plan, plan_with, Plan, PlanError, PlanOptions, Step, ViewChange};
+pub use repair::{plan_repairs, Health, Repair};
 
 /// Number of slots of a cluster. Recorded with the cluster; MUST NOT change for a cluster.
 pub const SLOT_COUNT: u16 = 4096;

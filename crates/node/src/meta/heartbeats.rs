@@ -1,0 +1,258 @@
+//! Heartbeat intake on the metadata leader, and the node health derived from it.
+//!
+//! Steps of a heartbeat: (1) refuse it unless this node leads the config group (`not_leader`,
+//! with the leader hint); (2) refuse a sender the map marks removed or does not know, or whose
+//! incarnation differs from the recorded one (`node_removed`); (3) record it as the sender's last
+//! heartbeat (its silence starts now); (4) reply with the map when the sender's is older, and the
+//! leader of each group from the replicas' reports. Health: alive under `suspect_after` of
+//! silence, suspect under `dead_after`, dead beyond; the metadata leader itself is always alive.
+//! Incarnations the map does not record yet are recorded by the tick (`mod.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use kvorum_raftstore::{GroupId, NodeId};
+use kvorum_router::{ClusterMap, NodeLifecycle};
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::transport::check_internal;
+
+use super::{config_leader_hint, is_metadata_leader, MetaInner, MetaState, Seen};
+
+/// One replica's state, as its node reports it in a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaReport {
+    pub group: GroupId,
+    pub is_leader: bool,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub applied: Option<u64>,
+    /// Keys and bytes of this replica's applied data.
+    pub keys: Option<u64>,
+    pub bytes: Option<u64>,
+    /// The voter sets of the replica's current membership: one set, or two (old and new) while
+    /// a joint membership change is under way.
+    #[serde(default)]
+    pub voters: Vec<Vec<NodeId>>,
+}
+
+/// A node's heartbeat to the metadata leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: NodeId,
+    /// The epoch of the sender's map: the reply carries the map when it is older.
+    pub epoch: u64,
+    pub replicas: Vec<ReplicaReport>,
+    /// The sender's incarnation (see `incarnation.rs`); absent from nodes of older versions.
+    #[serde(default)]
+    pub incarnation: Option<String>,
+}
+
+/// The metadata leader's answer to a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub metadata_leader: NodeId,
+    pub epoch: u64,
+    /// The current map, when the sender's is older.
+    pub map: Option<ClusterMap>,
+    /// The leader of each group, as its replicas report it.
+    pub leaders: BTreeMap<GroupId, NodeId>,
+}
+
+pub use kvorum_router::Health;
+
+impl MetaState {
+    /// Incarnations brought by heartbeats of active nodes whose incarnation `map` does not
+    /// record yet.
+    pub(super) fn unrecorded_incarnations(&self, map: &ClusterMap) -> BTreeMap<NodeId, String> {
+        let inner = self.lock();
+        inner
+            .seen
+            .iter()
+            .filter_map(|(id, seen)| {
+                let inc = seen.beat.as_ref()?.incarnation.clone()?;
+                let node = map.nodes.get(id)?;
+                (node.state == NodeLifecycle::Active && node.incarnation.is_none())
+                    .then_some((*id, inc))
+            })
+            .collect()
+    }
+
+    /// Health of every node of `map` (removed ones excluded). `me` is alive by definition.
+    pub(crate) fn health(
+        &self,
+        map: &ClusterMap,
+        me: NodeId,
+        suspect: Duration,
+        dead: Duration,
+    ) -> BTreeMap<NodeId, Health> {
+        let inner = self.lock();
+        let now = Instant::now();
+        map.nodes
+            .iter()
+            .filter(|(_, n)| n.state == NodeLifecycle::Active)
+            .map(|(id, _)| {
+                let age = inner
+                    .seen
+                    .get(id)
+                    .map_or(Duration::MAX, |s| now.duration_since(s.at));
+                let h = if *id == me || age < suspect {
+                    Health::Alive
+                } else if age < dead {
+                    Health::Suspect
+                } else {
+                    Health::Dead
+                };
+                (*id, h)
+            })
+            .collect()
+    }
+
+    /// Nodes whose own heartbeat arrived within `within`.
+    pub(super) fn heard_within(&self, within: Duration) -> BTreeSet<NodeId> {
+        self.lock()
+            .seen
+            .iter()
+            .filter(|(_, s)| s.heard.is_some_and(|h| h.elapsed() < within))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+/// Why a heartbeat was not taken.
+pub enum Refused {
+    /// This node does not lead the config group; the leader is this, if known.
+    NotLeader(Option<NodeId>),
+    /// The sender was removed from the cluster.
+    Removed(String),
+}
+
+/// Takes a heartbeat on the metadata leader.
+pub fn receive_heartbeat(state: &Node, beat: Heartbeat) -> Result<HeartbeatReply, Refused> {
+    if !is_metadata_leader(state) {
+        return Err(Refused::NotLeader(config_leader_hint(state)));
+    }
+    let map = state.map();
+    match map.nodes.get(&beat.node) {
+        Some(n) if n.state == NodeLifecycle::Active => {
+            if let (Some(recorded), Some(theirs)) = (&n.incarnation, &beat.incarnation) {
+                if recorded != theirs {
+                    return Err(Refused::Removed(format!(
+                        "node {}'s data directory is not the one the cluster knows under id {} \
+                         (incarnation {theirs}, the map records {recorded}): it was wiped or \
+                         replaced. Start it with its original data directory, or remove node {} \
+                         and join this machine as a new node",
+                        beat.node, beat.node, beat.node
+                    )));
+                }
+            }
+        }
+        Some(_) => {
+            return Err(Refused::Removed(format!(
+                "node {} was removed from the cluster; wipe its data directory and join it as a new node",
+                beat.node
+            )))
+        }
+        None => {
+            return Err(Refused::Removed(format!(
+                "node {} is not in the cluster map",
+                beat.node
+            )))
+        }
+    }
+    let mut inner = state.meta.lock();
+    let now = Instant::now();
+    inner.seen.insert(
+        beat.node,
+        Seen {
+            at: now,
+            heard: Some(now),
+            beat: Some(beat.clone()),
+        },
+    );
+    let leaders = leaders_of(&inner);
+    Ok(HeartbeatReply {
+        metadata_leader: state.id(),
+        epoch: map.epoch,
+        map: (beat.epoch < map.epoch).then(|| (*map).clone()),
+        leaders,
+    })
+}
+
+/// The leader of each group, from the reports of replicas that say they lead (highest term wins).
+fn leaders_of(inner: &MetaInner) -> BTreeMap<GroupId, NodeId> {
+    best_reports(inner)
+        .into_iter()
+        .map(|(g, (node, _))| (g, node))
+        .collect()
+}
+
+/// For each group, the node whose replica reports leading it in the highest term, and its report.
+pub(crate) fn best_reports(inner: &MetaInner) -> BTreeMap<GroupId, (NodeId, ReplicaReport)> {
+    let mut best: BTreeMap<GroupId, (NodeId, ReplicaReport)> = BTreeMap::new();
+    for (node, seen) in &inner.seen {
+        let Some(beat) = &seen.beat else { continue };
+        for r in beat.replicas.iter().filter(|r| r.is_leader) {
+            if best.get(&r.group).is_none_or(|(_, b)| b.term < r.term) {
+                best.insert(r.group, (*node, r.clone()));
+            }
+        }
+    }
+    best
+}
+
+/// The voter sets of a replica's membership, as in [`ReplicaReport::voters`].
+pub fn voter_sets(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Vec<Vec<NodeId>> {
+    m.membership_config
+        .membership()
+        .get_joint_config()
+        .iter()
+        .map(|c| c.iter().copied().collect())
+        .collect()
+}
+
+/// `POST /internal/v1/heartbeat`.
+pub async fn heartbeat_handler(
+    State(state): State<Arc<Node>>,
+    headers: HeaderMap,
+    Json(beat): Json<Heartbeat>,
+) -> Result<Json<HeartbeatReply>, ApiError> {
+    check_internal(&state, &headers)?;
+    Ok(Json(receive_heartbeat(&state, beat)?))
+}
+
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> ApiError {
+        match r {
+            Refused::NotLeader(leader) => ApiError::NotLeader { leader },
+            Refused::Removed(message) => ApiError::NodeGone(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    // Heartbeat refusals keep the status and code the sender's heartbeat loop reads: 421
+    // `not_leader` (with the hint), 410 `node_removed`.
+    #[test]
+    fn refusals_keep_their_status_and_code() {
+        let e = ApiError::from(Refused::NotLeader(Some(3)));
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::MISDIRECTED_REQUEST, "not_leader")
+        );
+        let e = ApiError::from(Refused::Removed("node 4 was removed".into()));
+        assert_eq!((e.status(), e.code()), (StatusCode::GONE, "node_removed"));
+        assert_eq!(e.to_string(), "node 4 was removed");
+    }
+}

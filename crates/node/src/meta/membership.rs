@@ -1,0 +1,511 @@
+//! Membership steps of repair tasks: the request, its checks on the group's leader, and the
+//! change itself.
+//!
+//! Steps of a request: (1) the task's driver sends it (locally for the config group, else over
+//! HTTP to the group's leader, following `not_leader` hints); (2) the group's leader learns the
+//! request's epoch if it is newer than its map ([`admit`]); (3) it checks that the task and step
+//! are in its newest map and the epoch is not older than one it accepted ([`check_request`]);
+//! (4) it applies the change, idempotently ([`apply_membership`]): before a swap begins, a
+//! liveness probe confirms the dead replica no longer acknowledges the group's log.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use kvorum_raftstore::{GroupId, NodeId, Raft};
+use kvorum_router::{ClusterMap, TaskKind, CONFIG_GROUP};
+use openraft::{BasicNode, ChangeMembers};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::transport::check_internal;
+
+use super::probe::{confirm_gone, matched};
+
+/// Longest wait for a new learner to catch up, per attempt.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
+/// Longest wait of a group's leader to learn the newer map a membership request names.
+const MAP_LEARN_WAIT: Duration = Duration::from_secs(2);
+
+/// A membership change of one group, run by its leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum MembershipOp {
+    /// Add `node` as a learner (if not yet a member) and wait until it has caught up.
+    AddLearner { node: NodeId, addr: String },
+    /// In one membership change (joint consensus, old voters to new), replace the voter `dead`
+    /// by the learner `replacement`, after confirming `dead` no longer replicates.
+    ReplaceVoter { dead: NodeId, replacement: NodeId },
+    /// Remove the learner `node`.
+    RemoveLearner { node: NodeId },
+}
+
+/// `POST /internal/v1/groups/{group}/membership`: a membership step of a repair task, asked of
+/// the group's leader by the metadata leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MembershipRequest {
+    /// The task the step belongs to.
+    pub task: u64,
+    /// The epoch of the sender's map. The group's leader refuses epochs older than its own
+    /// map's, or than one it has accepted before: they come from a deposed metadata leader.
+    pub epoch: u64,
+    #[serde(flatten)]
+    pub op: MembershipOp,
+}
+
+/// Why a group's leader refused a membership step. Each variant says what the caller does.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// This node does not lead the group. Retry at `leader`, if known.
+    #[error("this node is not the group's leader; the leader is {leader:?}")]
+    NotLeader { leader: Option<NodeId> },
+    /// The task or epoch is not in the newest map this node knows: the request comes from a
+    /// deposed metadata leader or an outdated step. Re-read the map; do not retry as is.
+    #[error("stale membership request: {0}")]
+    StaleTask(String),
+    /// The replica to remove still acknowledges the leader's log: it is not dead. Abandon the
+    /// repair.
+    #[error("node {node} is still replicating with the group's leader ({detail}); it is not dead")]
+    ReplicaAlive { node: NodeId, detail: String },
+    /// The replacement is not a learner of the group. Add it as a learner first.
+    #[error("node {0} is not a learner of the group; add it as a learner first")]
+    NoLearner(NodeId),
+    /// The change could not be made now. Retry shortly.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl MembershipError {
+    /// The stable machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MembershipError::NotLeader { .. } => "not_leader",
+            MembershipError::StaleTask(_) => "stale_task",
+            MembershipError::ReplicaAlive { .. } => "replica_alive",
+            MembershipError::NoLearner(_) => "no_learner",
+            MembershipError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<MembershipError> for ApiError {
+    fn from(e: MembershipError) -> ApiError {
+        match e {
+            MembershipError::NotLeader { leader } => ApiError::NotLeader { leader },
+            MembershipError::StaleTask(m) => ApiError::StaleTask(m),
+            MembershipError::ReplicaAlive { node, detail } => {
+                ApiError::ReplicaAlive { node, detail }
+            }
+            MembershipError::NoLearner(n) => ApiError::NoLearner(n),
+            MembershipError::Unavailable(m) => ApiError::Unavailable(m),
+        }
+    }
+}
+
+/// Why a membership step failed, as its driver sees it.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StepError {
+    /// The group's leader refused the step; `code` is a [`MembershipError::code`].
+    #[error("{message}")]
+    Refused { code: String, message: String },
+    /// The step could not be delivered or failed; retry.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<MembershipError> for StepError {
+    fn from(e: MembershipError) -> StepError {
+        match e {
+            MembershipError::NotLeader { .. } | MembershipError::Unavailable(_) => {
+                StepError::Failed(e.to_string())
+            }
+            _ => StepError::Refused {
+                code: e.code().to_string(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// Runs `op` of task `task` on `group`'s leader: locally for the config group (this node leads
+/// it), else over HTTP with the newest map's epoch, at the leader hint, then the other members.
+pub(super) async fn membership(
+    state: &Node,
+    group: GroupId,
+    task: u64,
+    op: &MembershipOp,
+) -> Result<(), StepError> {
+    if group == CONFIG_GROUP {
+        let raft = state
+            .group(CONFIG_GROUP)
+            .ok_or_else(|| StepError::Failed("no config replica".into()))?;
+        return Ok(apply_membership(&raft, state.id(), op).await?);
+    }
+    let map = state.map();
+    let req = MembershipRequest {
+        task,
+        epoch: map.epoch,
+        op: op.clone(),
+    };
+    let mut addrs = state.group_addrs(group);
+    if addrs.is_empty() {
+        return Err(StepError::Failed(format!(
+            "group {group} has no reachable member in epoch {}",
+            map.epoch
+        )));
+    }
+    let mut last = String::new();
+    let mut tried = BTreeSet::new();
+    while let Some(addr) = addrs.first().cloned() {
+        addrs.remove(0);
+        if !tried.insert(addr.clone()) || tried.len() > 6 {
+            continue;
+        }
+        let resp = state
+            .internal_request(
+                reqwest::Method::POST,
+                &addr,
+                &format!("/internal/v1/groups/{}/membership", group.0),
+            )
+            .timeout(CATCH_UP_WAIT + Duration::from_secs(5))
+            .json(&req)
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status() == StatusCode::MISDIRECTED_REQUEST => {
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                if let Some(a) = body["leader"].as_u64().and_then(|l| map.addr(l)) {
+                    addrs.insert(0, a.to_string());
+                }
+                last = format!("{addr}: not the leader");
+            }
+            Ok(r) => {
+                let status = r.status();
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                let message = body["message"].as_str().unwrap_or_default().to_string();
+                match body["code"].as_str() {
+                    Some(code @ ("stale_task" | "replica_alive" | "no_learner")) => {
+                        return Err(StepError::Refused {
+                            code: code.to_string(),
+                            message,
+                        })
+                    }
+                    _ => last = format!("{addr}: {status} {message}"),
+                }
+            }
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    Err(StepError::Failed(format!(
+        "membership change {op:?} of group {group} failed: {last}"
+    )))
+}
+
+/// Checks a membership request against the newest map this group leader knows (`map`) and the
+/// newest epoch it accepted before (`accepted`). Pure.
+fn check_request(
+    map: &ClusterMap,
+    accepted: u64,
+    group: GroupId,
+    req: &MembershipRequest,
+) -> Result<(), MembershipError> {
+    if req.epoch > map.epoch {
+        return Err(MembershipError::Unavailable(format!(
+            "the request is at epoch {}, this node knows only epoch {}; retry once it has \
+             learned the newer map",
+            req.epoch, map.epoch
+        )));
+    }
+    if req.epoch < map.epoch || req.epoch < accepted {
+        return Err(MembershipError::StaleTask(format!(
+            "the request is at epoch {}, but this node's map is at epoch {} and it accepted \
+             epoch {accepted}: it comes from a deposed metadata leader or an outdated step",
+            req.epoch, map.epoch
+        )));
+    }
+    let Some(task) = map.tasks.iter().find(|t| t.id == req.task) else {
+        return Err(MembershipError::StaleTask(format!(
+            "task {} is not in the map at epoch {}",
+            req.task, map.epoch
+        )));
+    };
+    let TaskKind::ReplaceReplica {
+        group: g,
+        dead,
+        replacement,
+    } = &task.kind;
+    let fits = *g == group
+        && match &req.op {
+            MembershipOp::AddLearner { node, .. } | MembershipOp::RemoveLearner { node } => {
+                node == replacement
+            }
+            MembershipOp::ReplaceVoter {
+                dead: d,
+                replacement: r,
+            } => d == dead && r == replacement,
+        };
+    if !fits {
+        return Err(MembershipError::StaleTask(format!(
+            "task {} at epoch {} does not do {:?} in group {group}",
+            req.task, map.epoch, req.op
+        )));
+    }
+    Ok(())
+}
+
+/// Admits `req` on this group leader: first learns the request's epoch if it is newer than the
+/// local map (a heartbeat at once, waited for briefly), then [`check_request`]; an admitted
+/// epoch becomes the oldest this node accepts from now on.
+async fn admit(
+    state: &Node,
+    group: GroupId,
+    req: &MembershipRequest,
+) -> Result<(), MembershipError> {
+    if state.map().epoch < req.epoch {
+        state.refresh.notify_one();
+        let deadline = Instant::now() + MAP_LEARN_WAIT;
+        while state.map().epoch < req.epoch && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let accepted = state.meta.membership_epoch.load(Ordering::SeqCst);
+    check_request(&state.map(), accepted, group, req)?;
+    state
+        .meta
+        .membership_epoch
+        .fetch_max(req.epoch, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Runs `op` on `raft`, which must lead its group. Idempotent: a change already in place is a
+/// success.
+async fn apply_membership(
+    raft: &Raft,
+    me: NodeId,
+    op: &MembershipOp,
+) -> Result<(), MembershipError> {
+    let m = raft.metrics().borrow().clone();
+    if m.current_leader != Some(me) || !m.state.is_leader() {
+        return Err(MembershipError::NotLeader {
+            leader: m.current_leader,
+        });
+    }
+    let membership = m.membership_config.membership().clone();
+    let is_voter = |n: &NodeId| membership.voter_ids().any(|v| v == *n);
+    let is_node = |n: &NodeId| membership.get_node(n).is_some();
+    let failed = |e: String| MembershipError::Unavailable(format!("membership change failed: {e}"));
+    match op {
+        MembershipOp::AddLearner { node, addr } => {
+            let index = if is_node(node) {
+                m.last_log_index.unwrap_or(0)
+            } else {
+                raft.add_learner(*node, BasicNode::new(addr), false)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?
+                    .log_id
+                    .index
+            };
+            let node = *node;
+            raft.wait(Some(CATCH_UP_WAIT))
+                .metrics(
+                    move |mm| matched(mm, node).is_some_and(|i| i >= index),
+                    "the learner caught up",
+                )
+                .await
+                .map_err(|e| {
+                    MembershipError::Unavailable(format!("learner {node} still catching up: {e}"))
+                })?;
+        }
+        MembershipOp::ReplaceVoter { dead, replacement } => {
+            let joint = membership.get_joint_config();
+            let last: BTreeSet<NodeId> = joint.last().cloned().unwrap_or_default();
+            let target: BTreeSet<NodeId> = last
+                .iter()
+                .copied()
+                .filter(|n| n != dead)
+                .chain([*replacement])
+                .collect();
+            if joint.len() == 1 && last == target {
+                return Ok(());
+            }
+            if !is_node(replacement) {
+                return Err(MembershipError::NoLearner(*replacement));
+            }
+            // Not begun yet: make sure the dead replica is really gone before it leaves for good.
+            // Once the joint configuration is in the log, the change is only finished.
+            if joint.len() == 1 && last.contains(dead) {
+                if *dead == me {
+                    return Err(MembershipError::ReplicaAlive {
+                        node: me,
+                        detail: "it leads the group".into(),
+                    });
+                }
+                confirm_gone(raft, *dead).await?;
+            }
+            // One call: openraft commits the joint configuration (old and new voters, a quorum
+            // of each), then the new one; the group never has more than K voters in a config.
+            raft.change_membership(ChangeMembers::ReplaceAllVoters(target), false)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        MembershipOp::RemoveLearner { node } => {
+            if is_node(node) && !is_voter(node) {
+                raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([*node])), false)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `POST /internal/v1/groups/{group}/membership`: a membership step of a repair task, run by the
+/// group's leader once the request's task and epoch are current (see [`check_request`]).
+pub async fn membership_handler(
+    State(state): State<Arc<Node>>,
+    Path(group): Path<u64>,
+    headers: HeaderMap,
+    Json(req): Json<MembershipRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_internal(&state, &headers)?;
+    let group = GroupId(group);
+    let Some(raft) = state.group(group) else {
+        return Err(MembershipError::NotLeader { leader: None }.into());
+    };
+    let leader = raft.metrics().borrow().current_leader;
+    if leader != Some(state.id()) {
+        return Err(MembershipError::NotLeader { leader }.into());
+    }
+    if let Err(e) = admit(&state, group, &req).await {
+        tracing::warn!(group = %group, task = req.task, epoch = req.epoch, error = %e, "membership request refused");
+        return Err(e.into());
+    }
+    match apply_membership(&raft, state.id(), &req.op).await {
+        Ok(()) => Ok(Json(json!({ "ok": true }))),
+        Err(e) => {
+            if matches!(e, MembershipError::ReplicaAlive { .. }) {
+                tracing::warn!(group = %group, task = req.task, error = %e, "membership change refused");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::fixtures::*;
+
+    fn request(task: u64, epoch: u64, op: MembershipOp) -> MembershipRequest {
+        MembershipRequest { task, epoch, op }
+    }
+
+    // A group's leader accepts a step of a task in its newest map at that map's epoch, and
+    // refuses: an older epoch, an epoch older than one it accepted, an unknown task, a step the
+    // task does not do, and (as unavailable) an epoch newer than its map.
+    #[test]
+    fn membership_requests_are_checked_against_the_newest_map() {
+        let mut m = map(7);
+        m.epoch = 10;
+        m.tasks.push(task(4, 2, 5, 7));
+        let g2 = GroupId(2);
+        let add = MembershipOp::AddLearner {
+            node: 7,
+            addr: "127.0.0.7:7000".into(),
+        };
+        let swap = MembershipOp::ReplaceVoter {
+            dead: 5,
+            replacement: 7,
+        };
+        assert!(check_request(&m, 0, g2, &request(4, 10, add.clone())).is_ok());
+        assert!(check_request(&m, 10, g2, &request(4, 10, swap.clone())).is_ok());
+        let code = |r: Result<(), MembershipError>| r.err().map(|e| e.code());
+        assert_eq!(
+            code(check_request(&m, 0, g2, &request(4, 9, add.clone()))),
+            Some("stale_task")
+        );
+        assert_eq!(
+            code(check_request(&m, 11, g2, &request(4, 10, add.clone()))),
+            Some("stale_task")
+        );
+        assert_eq!(
+            code(check_request(&m, 0, g2, &request(5, 10, add.clone()))),
+            Some("stale_task")
+        );
+        assert_eq!(
+            code(check_request(&m, 0, GroupId(1), &request(4, 10, add))),
+            Some("stale_task")
+        );
+        let other = MembershipOp::ReplaceVoter {
+            dead: 4,
+            replacement: 7,
+        };
+        assert_eq!(
+            code(check_request(&m, 0, g2, &request(4, 10, other))),
+            Some("stale_task")
+        );
+        assert_eq!(
+            code(check_request(&m, 0, g2, &request(4, 11, swap))),
+            Some("unavailable")
+        );
+    }
+
+    // The wire form of a membership request: task and epoch beside the tagged operation.
+    #[test]
+    fn membership_request_wire_form() {
+        let r = request(
+            4,
+            10,
+            MembershipOp::ReplaceVoter {
+                dead: 5,
+                replacement: 7,
+            },
+        );
+        let v = serde_json::to_value(&r).expect("serializes");
+        assert_eq!(
+            v,
+            json!({ "task": 4, "epoch": 10, "op": "replace_voter", "dead": 5, "replacement": 7 })
+        );
+        let back: MembershipRequest = serde_json::from_value(v).expect("deserializes");
+        assert_eq!((back.task, back.epoch), (4, 10));
+    }
+
+    // Membership refusals keep their status and code once mapped to `ApiError`.
+    #[test]
+    fn membership_errors_keep_their_status_and_code() {
+        let cases = [
+            (
+                MembershipError::NotLeader { leader: Some(2) },
+                StatusCode::MISDIRECTED_REQUEST,
+            ),
+            (
+                MembershipError::StaleTask("old".into()),
+                StatusCode::CONFLICT,
+            ),
+            (
+                MembershipError::ReplicaAlive {
+                    node: 5,
+                    detail: "acked".into(),
+                },
+                StatusCode::CONFLICT,
+            ),
+            (MembershipError::NoLearner(7), StatusCode::CONFLICT),
+            (
+                MembershipError::Unavailable("later".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        ];
+        for (e, status) in cases {
+            let code = e.code();
+            let api = ApiError::from(e);
+            assert_eq!((api.status(), api.code()), (status, code));
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Repair tasks: planning, driving and abandoning them, and the map changes they make.
+//!
+//! Steps of a task: (1) planned: the tick picks repairs ([`kvorum_router::plan_repairs`], pure) and one map change
+//! records them at step AddLearner; (2) claimed: its driver records the leader's term (an epoch
+//! bump that makes a deposed leader's requests stale); (3) AddLearner: the replacement joins the
+//! group as a learner and catches up, while the driver looks every tick whether to abandon;
+//! (4) Swap: one membership change replaces the dead voter by the learner, then the map lists the
+//! replacement and marks the dead node removed. Abandoning (only before the swap) removes the
+//! learner, then the task.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kvorum_raftstore::NodeId;
+use kvorum_router::{ClusterMap, NodeLifecycle, Task, TaskKind, TaskStep, CONFIG_GROUP};
+
+use crate::node::Node;
+
+use super::membership::{membership, MembershipOp, StepError};
+use super::{is_map_conflict, update_map, Health, MetaState, TICK};
+
+/// Longest a repair may run before its swap; past it the task is abandoned (its learner removed)
+/// and planned afresh. Counted from the task's recorded start, so a new metadata leader keeps it.
+const TASK_TIME_LIMIT: Duration = Duration::from_secs(600);
+/// How long the metadata leader leaves a node alone after a group's leader saw it still
+/// replicating while its heartbeats said it was dead.
+const ALIVE_VETO: Duration = Duration::from_secs(30);
+
+/// Test-only fault (feature `test-faults`): how long every repair step waits before it runs,
+/// from `KVORUM_FAULT_TASK_STEP_DELAY_MS`. Zero in production builds.
+fn step_delay() -> Duration {
+    static DELAY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let ms = std::env::var("KVORUM_FAULT_TASK_STEP_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|_| cfg!(feature = "test-faults"))
+            .unwrap_or(0);
+        if ms > 0 {
+            tracing::error!("FAULT INJECTED: every repair step waits {ms} ms before it runs");
+        }
+        Duration::from_millis(ms)
+    })
+}
+
+impl MetaState {
+    /// Notes that a group's leader saw `node` still replicating.
+    fn veto(&self, node: NodeId) {
+        self.lock().vetoed.insert(node, Instant::now());
+    }
+
+    /// Nodes not to repair for now (see [`ALIVE_VETO`]).
+    fn vetoed(&self) -> BTreeSet<NodeId> {
+        let mut inner = self.lock();
+        inner.vetoed.retain(|_, at| at.elapsed() < ALIVE_VETO);
+        inner.vetoed.keys().copied().collect()
+    }
+}
+
+/// Milliseconds since the Unix epoch (the clock of [`Task::started_ms`]); 0 if the clock is
+/// before 1970.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts the repairs [`kvorum_router::plan_repairs`] picks, all in one map change.
+pub(super) async fn plan(
+    state: &Node,
+    map: &ClusterMap,
+    health: &BTreeMap<NodeId, Health>,
+    term: u64,
+) -> anyhow::Result<()> {
+    let vetoed = state.meta.vetoed();
+    let picks = kvorum_router::plan_repairs(map, health, &vetoed);
+    if picks.is_empty() {
+        return Ok(());
+    }
+    let started_ms = now_ms();
+    let map = update_map(state, "repair planned", |m| {
+        for p in &picks {
+            m.tasks.push(Task {
+                id: m.next_task_id,
+                kind: TaskKind::ReplaceReplica {
+                    group: p.group,
+                    dead: p.dead,
+                    replacement: p.replacement,
+                },
+                step: TaskStep::AddLearner,
+                started_ms,
+                leader_term: term,
+            });
+            m.next_task_id += 1;
+        }
+    })
+    .await?;
+    for p in picks {
+        tracing::warn!(
+            group = %p.group,
+            dead = p.dead,
+            replacement = p.replacement,
+            epoch = map.epoch,
+            "repair started: replacing the replica of node {} in group {} by node {}",
+            p.dead,
+            p.group,
+            p.replacement
+        );
+    }
+    Ok(())
+}
+
+/// Starts a driver for every task of `map` that has none running on this leader.
+pub(super) fn start_drivers(state: &Arc<Node>, map: &ClusterMap, term: u64) {
+    let mut inner = state.meta.lock();
+    inner.drivers.retain(|_, h| !h.is_finished());
+    for t in &map.tasks {
+        inner
+            .drivers
+            .entry(t.id)
+            .or_insert_with(|| tokio::spawn(drive_task(state.clone(), t.id, term)));
+    }
+}
+
+/// Whether this node still leads the config group in `term`.
+fn leads_in(state: &Node, term: u64) -> bool {
+    state.group(CONFIG_GROUP).is_some_and(|r| {
+        let m = r.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(state.id()) && m.state.is_leader() && m.current_term == term
+    })
+}
+
+/// Why a task that has not swapped yet must be abandoned, if it must. Pure.
+/// `heard_recently`: nodes whose own heartbeat reached this leader within `suspect_after`.
+fn abandon_reason(
+    task: &Task,
+    map: &ClusterMap,
+    health: &BTreeMap<NodeId, Health>,
+    heard_recently: &BTreeSet<NodeId>,
+    now_ms: u64,
+) -> Option<String> {
+    let TaskKind::ReplaceReplica {
+        dead, replacement, ..
+    } = &task.kind;
+    if !map.is_active(*replacement) || health.get(replacement) == Some(&Health::Dead) {
+        return Some(format!("the replacement node {replacement} died"));
+    }
+    if map.is_active(*dead) && heard_recently.contains(dead) {
+        return Some(format!("node {dead} is alive again"));
+    }
+    let age = Duration::from_millis(now_ms.saturating_sub(task.started_ms));
+    if task.started_ms > 0 && age > TASK_TIME_LIMIT {
+        return Some(format!(
+            "it ran {} s, over its limit of {} s",
+            age.as_secs(),
+            TASK_TIME_LIMIT.as_secs()
+        ));
+    }
+    None
+}
+
+/// Why a task must be abandoned now, from this leader's view, if it must.
+fn should_abandon(state: &Node, map: &ClusterMap, task: &Task) -> Option<String> {
+    let health = state.meta.health(
+        map,
+        state.id(),
+        state.cfg.suspect_after,
+        state.cfg.dead_after,
+    );
+    let heard = state.meta.heard_within(state.cfg.suspect_after);
+    abandon_reason(task, map, &health, &heard, now_ms())
+}
+
+/// What a driver does after a step.
+enum Next {
+    /// Run the next step at once.
+    Now,
+    /// Look again after a tick.
+    Later,
+    /// The task is finished, abandoned, or no longer this driver's.
+    Done,
+}
+
+/// Drives task `id` while this node leads the config group in `term`: claims it, runs its
+/// steps in order (each idempotent), and abandons it when it can no longer finish safely. Runs
+/// beside the metadata loop, one driver per task, so a long step holds up nothing else.
+async fn drive_task(state: Arc<Node>, id: u64, term: u64) {
+    // The test-only step delay: the step being held, and since when.
+    let mut held: Option<(TaskStep, Instant)> = None;
+    loop {
+        if !leads_in(&state, term) {
+            return;
+        }
+        let map = state.map();
+        let Some(task) = map.tasks.iter().find(|t| t.id == id).cloned() else {
+            return;
+        };
+        match drive_step(&state, &map, &task, term, &mut held).await {
+            Ok(Next::Now) => {}
+            Ok(Next::Later) => tokio::time::sleep(TICK).await,
+            Ok(Next::Done) => return,
+            Err(e) => {
+                if is_map_conflict(&e) {
+                    tracing::info!(task = id, error = %format!("{e:#}"), "repair step lost a map race; retrying");
+                } else {
+                    tracing::warn!(task = id, error = %format!("{e:#}"), "repair step failed; retrying");
+                }
+                tokio::time::sleep(TICK).await;
+            }
+        }
+    }
+}
+
+/// Runs the next step of `task`.
+async fn drive_step(
+    state: &Node,
+    map: &ClusterMap,
+    task: &Task,
+    term: u64,
+    held: &mut Option<(TaskStep, Instant)>,
+) -> anyhow::Result<Next> {
+    let TaskKind::ReplaceReplica {
+        group,
+        dead,
+        replacement,
+    } = task.kind.clone();
+    let id = task.id;
+    if task.leader_term != term || task.started_ms == 0 {
+        // Claim the task: the epoch this bumps is newer than any a deposed leader can send.
+        update_map(state, "repair claimed", |m| {
+            if let Some(t) = m.tasks.iter_mut().find(|t| t.id == id) {
+                t.leader_term = term;
+                if t.started_ms == 0 {
+                    t.started_ms = now_ms();
+                }
+            }
+        })
+        .await?;
+        return Ok(Next::Now);
+    }
+    if task.step == TaskStep::AddLearner {
+        if let Some(reason) = should_abandon(state, map, task) {
+            abandon(state, task, &reason).await?;
+            return Ok(Next::Done);
+        }
+    }
+    let delay = step_delay();
+    if !delay.is_zero() {
+        let since = match *held {
+            Some((step, at)) if step == task.step => at,
+            _ => {
+                let now = Instant::now();
+                *held = Some((task.step, now));
+                now
+            }
+        };
+        if since.elapsed() < delay {
+            return Ok(Next::Later);
+        }
+    }
+    match task.step {
+        TaskStep::AddLearner => {
+            let addr = map
+                .addr(replacement)
+                .context("the replacement is not in the map")?
+                .to_string();
+            let op = MembershipOp::AddLearner {
+                node: replacement,
+                addr,
+            };
+            // The catch-up may take long: meanwhile, look every tick whether to give up.
+            let outcome = {
+                let call = membership(state, group, id, &op);
+                tokio::pin!(call);
+                loop {
+                    tokio::select! {
+                        r = &mut call => break Ok(r),
+                        _ = tokio::time::sleep(TICK) => {
+                            if !leads_in(state, term) {
+                                return Ok(Next::Done);
+                            }
+                            let map = state.map();
+                            let Some(t) = map.tasks.iter().find(|t| t.id == id) else {
+                                return Ok(Next::Done);
+                            };
+                            if let Some(reason) = should_abandon(state, &map, t) {
+                                break Err(reason);
+                            }
+                        }
+                    }
+                }
+            };
+            match outcome {
+                Ok(r) => r?,
+                Err(reason) => {
+                    abandon(state, task, &reason).await?;
+                    return Ok(Next::Done);
+                }
+            }
+            set_step(state, id, TaskStep::Swap).await?;
+            tracing::info!(group = %group, replacement, "repair: learner caught up");
+            Ok(Next::Now)
+        }
+        TaskStep::Swap => {
+            let op = MembershipOp::ReplaceVoter { dead, replacement };
+            match membership(state, group, id, &op).await {
+                Ok(()) => {}
+                Err(StepError::Refused { code, message }) if code == "replica_alive" => {
+                    state.meta.veto(dead);
+                    abandon(state, task, &message).await?;
+                    return Ok(Next::Done);
+                }
+                Err(StepError::Refused { code, .. }) if code == "no_learner" => {
+                    set_step(state, id, TaskStep::AddLearner).await?;
+                    return Ok(Next::Now);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let map = update_map(state, "repair finished", |m| {
+                let members = if group == CONFIG_GROUP {
+                    Some(&mut m.config_voters)
+                } else {
+                    m.groups.get_mut(&group).map(|g| &mut g.members)
+                };
+                if let Some(members) = members {
+                    members.remove(&dead);
+                    members.insert(replacement);
+                }
+                if let Some(n) = m.nodes.get_mut(&dead) {
+                    n.state = NodeLifecycle::Removed;
+                }
+                m.tasks.retain(|t| t.id != id);
+            })
+            .await?;
+            tracing::warn!(
+                group = %group,
+                dead,
+                replacement,
+                epoch = map.epoch,
+                "repair finished: node {replacement} replaced node {dead} in group {group}; node {dead} is removed"
+            );
+            Ok(Next::Done)
+        }
+    }
+}
+
+/// Drops `task`, which has not swapped: removes its learner (best effort; a learner left behind
+/// holds no vote) while the task is still in the map, then the task.
+async fn abandon(state: &Node, task: &Task, reason: &str) -> anyhow::Result<()> {
+    let TaskKind::ReplaceReplica {
+        group,
+        dead,
+        replacement,
+    } = task.kind.clone();
+    let remove = MembershipOp::RemoveLearner { node: replacement };
+    if let Err(e) = membership(state, group, task.id, &remove).await {
+        tracing::warn!(group = %group, replacement, error = %e, "could not remove the learner");
+    }
+    update_map(state, "repair abandoned", |m| {
+        m.tasks.retain(|t| t.id != task.id)
+    })
+    .await?;
+    tracing::warn!(
+        group = %group,
+        dead,
+        replacement,
+        "repair abandoned: {reason}; node {dead} stays in group {group}"
+    );
+    Ok(())
+}
+
+async fn set_step(state: &Node, id: u64, step: TaskStep) -> anyhow::Result<()> {
+    update_map(state, "repair step", |m| {
+        if let Some(t) = m.tasks.iter_mut().find(|t| t.id == id) {
+            t.step = step;
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::fixtures::*;
+
+    // Before the swap, a task is abandoned when its replacement died, when its dead node is
+    // heard from again, or when it is over its time limit; otherwise it goes on.
+    #[test]
+    fn abandon_reasons() {
+        let m = map(7);
+        let t = task(1, 2, 5, 7);
+        let now = t.started_ms + 1_000;
+        let none = BTreeSet::new();
+        assert_eq!(abandon_reason(&t, &m, &health(&m, &[5]), &none, now), None);
+        let r = abandon_reason(&t, &m, &health(&m, &[5, 7]), &none, now);
+        assert!(r.is_some_and(|r| r.contains("replacement node 7 died")));
+        let r = abandon_reason(&t, &m, &health(&m, &[]), &BTreeSet::from([5]), now);
+        assert!(r.is_some_and(|r| r.contains("node 5 is alive again")));
+        let late = t.started_ms + TASK_TIME_LIMIT.as_millis() as u64 + 1;
+        let r = abandon_reason(&t, &m, &health(&m, &[5]), &none, late);
+        assert!(r.is_some_and(|r| r.contains("over its limit")));
+    }
+}
