@@ -76,15 +76,17 @@ async fn jepsen_mixed_is_linearizable() {
 // SIGKILL under load on 7 nodes (K=3, node 7 a spare) with failure detection much shorter than a
 // kill (heartbeats every 300 ms, suspect 1 s, dead 2 s; a kill lasts 8 s), so the metadata server
 // replaces a killed replica by the spare — learner, then one swap of the dead voter for it —
-// while the workload runs; the history stays linearizable. The nemesis only hits nodes 1–6, so
-// the first kill always starts a repair. (A node back before the swap keeps its seat, so a kill
-// must outlast detection, catch-up and the group leader's 2 s liveness probe.)
+// while the workload runs; the history stays linearizable. The nemesis only hits nodes 4–6
+// (group 2; not config voters), so the first kill always starts a repair and no metadata
+// failover delays it. (A node back before the swap keeps its seat, so a kill must outlast
+// detection, catch-up and the group leader's 2 s liveness probe; killing the metadata leader
+// adds a failover and a fresh health clock, which an 8 s kill does not always outlast.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jepsen_kill_with_repair_is_linearizable() {
     let _guard = ONE_AT_A_TIME.lock().await;
     let mut opts = JepsenOptions::short(kvnode_bin!(), "kill-repair", &[Nemesis::Kill]);
     opts.nodes = 7;
-    opts.targets = Some((0..6).collect());
+    opts.targets = Some((3..6).collect());
     opts.fault_period = std::time::Duration::from_secs(8);
     opts.env = vec![
         ("KVORUM_NODE_HEARTBEAT_MS".into(), "300".into()),
