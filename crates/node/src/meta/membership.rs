@@ -367,7 +367,7 @@ async fn apply_membership(
 }
 
 /// `POST /internal/v1/groups/{group}/membership`: a membership step of a repair task, run by the
-/// group's leader once the request's task and epoch are current (see [`check_request`]).
+/// group's leader once the request's task and epoch are current (see `check_request`).
 pub async fn membership_handler(
     State(state): State<Arc<Node>>,
     Path(group): Path<u64>,

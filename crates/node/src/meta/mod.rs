@@ -16,7 +16,7 @@
 //! replacement and marks the dead node removed. Before the swap, the group's leader confirms the
 //! dead replica no longer acknowledges its log (a node cut off from the metadata leader only is
 //! not dead). At most one task per group; tasks of different groups run in parallel. A task not
-//! swapped within [`TASK_TIME_LIMIT`] of its start, whose replacement died, or whose dead node is
+//! swapped within `TASK_TIME_LIMIT` of its start, whose replacement died, or whose dead node is
 //! heard from again is abandoned (its learner removed). Each step checks the group's real
 //! membership first, so a new leader can redo any step. Membership requests carry the task id and
 //! the map epoch; the group's leader refuses those its newest map makes stale, and a new metadata
