@@ -68,11 +68,11 @@ pub enum ApiError {
     /// A node removed from the cluster called an internal route.
     #[error("node {0} was removed from the cluster; wipe it and join it as a new node")]
     NodeRemoved(NodeId),
-    /// This node does not lead the group a leader-only internal call needs.
     /// A node's incarnation is not the one the cluster map records: its data directory was wiped.
     /// The wiped node must join as a new node.
     #[error("{0}")]
     IncarnationMismatch(String),
+    /// This node does not lead the group a leader-only internal call needs.
     #[error("this node is not the leader; the leader is {leader:?}")]
     NotLeader { leader: Option<NodeId> },
     /// The request named a (slot, epoch, group) route the answering node's map disagrees with.

@@ -8,6 +8,8 @@
 //! The property test prints its seed; replay a failure with
 //! `PROPTEST_RNG_SEED=<seed> cargo test --workspace --test repair -- plan_repairs_matches`.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use kvorum_router::{
@@ -15,7 +17,6 @@ use kvorum_router::{
     TaskStep, CONFIG_GROUP,
 };
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 
 /// The initial map of `n` nodes (ids 1..=n) with K=3 on made-up addresses.
 fn map(n: usize) -> ClusterMap {
@@ -362,22 +363,7 @@ fn situation() -> impl Strategy<Value = (ClusterMap, BTreeMap<NodeId, Health>, B
 
 /// Proptest configuration with an explicit seed, printed so that a failure can be replayed.
 fn config(cases: u32) -> ProptestConfig {
-    let mut c = ProptestConfig::with_cases(cases);
-    let seed = match c.rng_seed {
-        RngSeed::Fixed(seed) => seed,
-        RngSeed::Random => {
-            use std::hash::{BuildHasher, Hasher};
-            std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish()
-        }
-    };
-    eprintln!(
-        "proptest seed {seed}; replay with \
-         PROPTEST_RNG_SEED={seed} cargo test --workspace --test repair"
-    );
-    c.rng_seed = RngSeed::Fixed(seed);
-    c
+    common::seeded_config(cases, "repair")
 }
 
 proptest! {
