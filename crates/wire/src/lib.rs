@@ -10,17 +10,20 @@
 //!   which the Raft log shares (their serde shape is a persistent format).
 //! - [`error`]: [`ErrorBody`], the body of every error answer.
 //! - [`map`]: [`MapReply`], `GET /v1/cluster/map`.
+//! - [`cluster`]: view changes (add and remove nodes) and their tasks' [`TaskProgress`].
 
 #![warn(missing_docs)]
 
 pub mod status;
 
+pub mod cluster;
 pub mod error;
 pub mod headers;
 pub mod keys;
 pub mod map;
 pub mod route;
 
+pub use cluster::{AddNodeBody, TaskProgress, TaskState};
 pub use error::ErrorBody;
 pub use keys::{
     AppendBody, Condition, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, KeyReply,
