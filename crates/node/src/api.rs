@@ -15,6 +15,7 @@
 //! connection or a leader change answer `outcome_unknown`; no layer retries such a write.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -23,7 +24,9 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{middleware, Json, Router};
-use kvorum_raftstore::{Command, CommandResult, Condition, GroupId, NodeId, Raft, StoreError};
+use kvorum_raftstore::{
+    Command, CommandResult, Condition, GroupId, NodeId, Raft, SlotState, StoreError,
+};
 use kvorum_router::{slot_of, ClusterMap, Slot};
 use kvorum_wire::{
     AppendBody, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, KeyReply, MapReply, PutBody,
@@ -40,6 +43,11 @@ use crate::reads::ReadIndex;
 pub use kvorum_wire::headers::{HOPS_HEADER, ROUTE_HEADER};
 /// Longest wait for a newer map that a request's route announced.
 const MAP_REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// First wait before a request to a moving slot is tried again; it doubles up to
+/// [`MOVE_RETRY_MAX`].
+const MOVE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(5);
+/// Longest wait between two tries of a request to a moving slot.
+const MOVE_RETRY_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 /// A request forwarded this many times is refused: the cluster disagrees on its leader.
 const MAX_HOPS: u32 = 3;
 /// Largest body of an internal Raft RPC (append batches and snapshot chunks), in bytes.
@@ -80,6 +88,22 @@ pub fn router(state: Arc<Node>) -> Router {
             "/v1/cluster/map",
             get(cluster_map).fallback(method_not_allowed),
         )
+        .route(
+            "/v1/cluster/nodes",
+            post(crate::changes::add_node).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/cluster/nodes/:id",
+            axum::routing::delete(crate::changes::remove_node).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/cluster/tasks/:id",
+            get(crate::changes::task).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/cluster/tasks/:id/cancel",
+            post(crate::changes::cancel).fallback(method_not_allowed),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit));
@@ -93,10 +117,16 @@ pub fn router(state: Arc<Node>) -> Router {
                 middleware::from_fn_with_state(guard, crate::transport::guard),
             )
         };
-    let raft = Router::new().route(
-        "/internal/v1/raft/:group/:rpc",
-        post(crate::transport::handle_rpc),
-    );
+    // Slot copies carry values up to the value limit, like Raft appends.
+    let raft = Router::new()
+        .route(
+            "/internal/v1/raft/:group/:rpc",
+            post(crate::transport::handle_rpc),
+        )
+        .route(
+            "/internal/v1/groups/:group/admin",
+            post(crate::meta::admin_handler),
+        );
     let control = Router::new()
         .route(
             "/internal/v1/heartbeat",
@@ -413,13 +443,13 @@ async fn forward(
         };
         let status = resp.status();
         if status == StatusCode::MISDIRECTED_REQUEST {
-            // Our map is older than the target's: nothing was proposed. Learn the new map; the
-            // client retries.
+            // Our map is older than the target's (a slot moved): nothing was proposed. Learn the
+            // new map and route again.
             state.refresh.notify_one();
-            return Err(ApiError::Unavailable(format!(
-                "the cluster map changed (epoch {} here); retry",
-                map.epoch
-            )));
+            return Err(ApiError::SlotMoving {
+                slot,
+                detail: format!("the cluster map changed (epoch {} here)", map.epoch),
+            });
         }
         let ct = resp.headers().get(header::CONTENT_TYPE).cloned();
         let retry = resp.headers().get(header::RETRY_AFTER).cloned();
@@ -468,21 +498,60 @@ async fn propose(state: &Node, raft: &Raft, cmd: Command) -> Result<CommandResul
     }
 }
 
-/// Serves a write: locally when this node leads the key's group, else at its leader.
+/// Runs `serve` again while it answers `slot_moving` (the key's slot is being moved between
+/// groups: nothing was written), refreshing the map meanwhile, until the request's deadline; then
+/// the last `slot_moving` is the answer (definite).
+async fn through_moves<F, Fut>(state: &Node, mut serve: F) -> Result<Response, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    let deadline = Instant::now() + state.cfg.request_timeout;
+    let mut backoff = MOVE_RETRY_FIRST;
+    loop {
+        match serve().await {
+            Err(ApiError::SlotMoving { .. }) if Instant::now() + backoff < deadline => {
+                state.refresh.notify_one();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MOVE_RETRY_MAX);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Serves a write: locally when this node leads the key's group, else at its leader. A write to
+/// a slot being moved waits for the move (see [`through_moves`]).
 async fn write(state: &Node, inc: &Incoming, cmd: Command) -> Result<Response, ApiError> {
+    through_moves(state, || write_once(state, inc, cmd.clone())).await
+}
+
+async fn write_once(state: &Node, inc: &Incoming, cmd: Command) -> Result<Response, ApiError> {
     let key = cmd.key().to_string();
     let (slot, group) = resolve(state, inc, &key).await?;
     match leader_target(state, group).await? {
         Target::Forward(addrs) => forward(state, &addrs, inc, slot, true).await,
         Target::Local(replica) => {
             let result = propose(state, &replica.raft, cmd).await?;
-            write_response(key, result)
+            write_response(key, slot, result)
         }
     }
 }
 
-fn write_response(key: String, result: CommandResult) -> Result<Response, ApiError> {
+fn write_response(key: String, slot: Slot, result: CommandResult) -> Result<Response, ApiError> {
     match result {
+        // Refused at apply: the slot is frozen by a move, or no longer (or not yet) this group's.
+        CommandResult::Frozen { .. } => Err(ApiError::SlotMoving {
+            slot,
+            detail: "frozen for a move".into(),
+        }),
+        CommandResult::NotOwner { .. } => Err(ApiError::SlotMoving {
+            slot,
+            detail: "the group no longer, or not yet, owns it".into(),
+        }),
+        CommandResult::SlotState { .. } | CommandResult::Ingested { .. } => Err(
+            ApiError::Internal("a key write applied as a slot command".into()),
+        ),
         CommandResult::Written { version } => Ok(Json(WriteReply { key, version }).into_response()),
         CommandResult::Deleted { existed } => Ok(Json(DeleteReply {
             deleted: existed,
@@ -505,7 +574,18 @@ fn write_response(key: String, result: CommandResult) -> Result<Response, ApiErr
     }
 }
 
-fn local_read(state: &Node, group: GroupId, key: &str) -> Result<Response, ApiError> {
+/// Reads `key` from this node's replica of `group`, which must own its slot (checked after the
+/// read index, where the slot table is current).
+fn local_read(state: &Node, group: GroupId, slot: Slot, key: &str) -> Result<Response, ApiError> {
+    match state.store.slot_state(group, slot.0) {
+        SlotState::Owned | SlotState::Frozen => {}
+        SlotState::Released | SlotState::Incoming => {
+            return Err(ApiError::SlotMoving {
+                slot,
+                detail: "the group no longer, or not yet, owns it".into(),
+            })
+        }
+    }
     match state.store.read(group, key) {
         Ok(Some(r)) => {
             let reply = KeyReply {
@@ -533,26 +613,36 @@ async fn get_key(
 ) -> Result<Response, ApiError> {
     let key = check_key(&state, key)?;
     let q = query(q)?;
-    let (slot, group) = resolve(&state, &inc, &key).await?;
+    through_moves(&state, || read_once(&state, &inc, &key, &q)).await
+}
+
+async fn read_once(
+    state: &Arc<Node>,
+    inc: &Incoming,
+    key: &str,
+    q: &GetQuery,
+) -> Result<Response, ApiError> {
+    let state = state.clone();
+    let (slot, group) = resolve(&state, inc, key).await?;
     let local = member_replica(&state, group).is_some();
     if q.stale || (state.fault_stale_reads && local) {
         // A stale read (or the injected fault): whatever this replica has applied.
         return if local {
-            local_read(&state, group, &key)
+            local_read(&state, group, slot, key)
         } else {
-            forward(&state, &state.group_addrs(group), &inc, slot, false).await
+            forward(&state, &state.group_addrs(group), inc, slot, false).await
         };
     }
     match leader_target(&state, group).await? {
-        Target::Forward(addrs) => forward(&state, &addrs, &inc, slot, false).await,
+        Target::Forward(addrs) => forward(&state, &addrs, inc, slot, false).await,
         Target::Local(replica) => {
             let outcome =
                 tokio::time::timeout(state.cfg.request_timeout, replica.reads.read_index()).await;
             match outcome {
-                Ok(ReadIndex::Ready) => local_read(&state, group, &key),
+                Ok(ReadIndex::Ready) => local_read(&state, group, slot, key),
                 Ok(ReadIndex::NotLeader { leader: Some(l) }) if l != state.id() => {
                     match node_addr(&replica.raft, l) {
-                        Some(addr) => forward(&state, &[addr], &inc, slot, false).await,
+                        Some(addr) => forward(&state, &[addr], inc, slot, false).await,
                         None => Err(ApiError::NoLeader { group }),
                     }
                 }

@@ -101,6 +101,24 @@ pub enum ApiError {
     /// after proposing). Read the key before deciding to retry.
     #[error("outcome unknown: {0}; read the key to learn whether the write happened")]
     OutcomeUnknown(String),
+    /// The key's slot is being moved to another group (frozen, or between its release and its
+    /// activation) and the move did not finish within the request's wait. Definite: nothing
+    /// was written. Retry shortly.
+    #[error("slot {slot} is moving between groups: {detail}; nothing was written, retry shortly")]
+    SlotMoving { slot: Slot, detail: String },
+    /// A view change was refused by the planner (`code` is the planner's stable code); nothing
+    /// changed.
+    #[error("{message}")]
+    ChangeRefused { code: &'static str, message: String },
+    /// A view change is running; one at a time. Wait for task `task`.
+    #[error("view change task {task} is in progress; wait for it (kvctl task {task} --wait) or cancel it")]
+    ChangeInProgress { task: u64 },
+    /// The new node's address does not answer as a node waiting to join.
+    #[error("{0}")]
+    Unreachable(String),
+    /// No view-change task has this id (or it ended long ago).
+    #[error("no view-change task {0} in the cluster map")]
+    UnknownTask(u64),
     /// An internal error on this node; an operator should look at its log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -133,6 +151,11 @@ impl ApiError {
             ApiError::NoLeader { .. } => "no_leader",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::OutcomeUnknown(_) => "outcome_unknown",
+            ApiError::SlotMoving { .. } => "slot_moving",
+            ApiError::ChangeRefused { code, .. } => code,
+            ApiError::ChangeInProgress { .. } => "change_in_progress",
+            ApiError::Unreachable(_) => "unreachable",
+            ApiError::UnknownTask(_) => "unknown_task",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -145,7 +168,16 @@ impl ApiError {
             | ApiError::ValueTooLarge { .. }
             | ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NoRoute(_) | ApiError::KeyNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NoRoute(_) | ApiError::KeyNotFound(_) | ApiError::UnknownTask(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::ChangeRefused { code, .. } => match *code {
+                "unknown_node" => StatusCode::NOT_FOUND,
+                "empty_address" => StatusCode::BAD_REQUEST,
+                _ => StatusCode::CONFLICT,
+            },
+            ApiError::ChangeInProgress { .. } => StatusCode::CONFLICT,
+            ApiError::Unreachable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::WrongCluster | ApiError::ProtectedMode { .. } | ApiError::NodeRemoved(_) => {
@@ -160,7 +192,9 @@ impl ApiError {
             | ApiError::StaleTask(_)
             | ApiError::ReplicaAlive { .. }
             | ApiError::NoLearner(_) => StatusCode::CONFLICT,
-            ApiError::NoLeader { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoLeader { .. } | ApiError::Unavailable(_) | ApiError::SlotMoving { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -178,6 +212,8 @@ impl IntoResponse for ApiError {
                 body.group = Some(*group);
                 body.epoch = Some(*epoch);
             }
+            ApiError::SlotMoving { slot, .. } => body.slot = Some(*slot),
+            ApiError::ChangeInProgress { task } => body.task = Some(*task),
             _ => {}
         }
         let mut resp = (self.status(), axum::Json(body)).into_response();

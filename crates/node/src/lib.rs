@@ -17,6 +17,7 @@
 //! - no disk quota; no TLS on either API (run on a trusted network).
 
 pub mod api;
+pub mod changes;
 pub mod config;
 pub mod error;
 pub mod heartbeat;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kvorum_raftstore::{GroupId, NodeId, Raft, Store};
-use kvorum_router::{ClusterMap, RoutingCache, Slot, TaskKind, CONFIG_GROUP};
+use kvorum_router::{ClusterMap, RoutingCache, Slot, Step, TaskKind, CONFIG_GROUP};
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::{watch, Notify};
@@ -271,8 +271,43 @@ impl Node {
                 self.fatal.send_replace(Some(reason));
             }
             self.host_groups(&m, None).await?;
+            self.drop_dissolved(&m).await;
         }
         Ok(newer)
+    }
+
+    /// Stops the replicas of groups `map` no longer has (dissolved by a view change; group ids
+    /// are never given again) and deletes their state.
+    async fn drop_dissolved(&self, map: &ClusterMap) {
+        let gone: Vec<GroupId> = self
+            .replicas()
+            .into_keys()
+            .filter(|g| *g != CONFIG_GROUP && !map.groups.contains_key(g) && g.0 < map.new_group_id().0)
+            .filter(|g| {
+                // A group a task is still creating is not gone.
+                !map.tasks.iter().any(|t| {
+                    t.kind.view_change().is_some_and(|v| {
+                        v.steps.iter().any(|s| matches!(s, Step::CreateGroup { group, .. } if group == g))
+                    })
+                })
+            })
+            .collect();
+        for g in gone {
+            let replica = self
+                .groups
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&g);
+            if let Some(r) = replica {
+                if let Err(e) = r.raft.shutdown().await {
+                    tracing::warn!(group = %g, error = %e, "shutting down a dissolved group's replica");
+                }
+            }
+            match self.store.drop_group(g) {
+                Ok(()) => tracing::info!(group = %g, "group dissolved: its replica stopped and its state deleted"),
+                Err(e) => tracing::warn!(group = %g, error = %e, "could not delete a dissolved group's state"),
+            }
+        }
     }
 
     /// Starts the replicas `map` asks this node to host that are not running yet: the config
@@ -292,11 +327,25 @@ impl Node {
                 .map(|(id, _)| *id),
         );
         for t in &map.tasks {
-            let TaskKind::ReplaceReplica {
-                group, replacement, ..
-            } = &t.kind;
-            if *replacement == me {
-                wanted.push(*group);
+            match &t.kind {
+                TaskKind::ReplaceReplica {
+                    group, replacement, ..
+                } => {
+                    if *replacement == me {
+                        wanted.push(*group);
+                    }
+                }
+                TaskKind::ViewChange(v) => {
+                    for step in v.steps.iter().skip(v.next) {
+                        match step {
+                            Step::AddLearner { group, node } if *node == me => wanted.push(*group),
+                            Step::CreateGroup { group, members } if members.contains(&me) => {
+                                wanted.push(*group)
+                            }
+                            _ => {}
+                        }
+                    }
+                }
             }
         }
         for group in wanted {

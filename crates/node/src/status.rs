@@ -131,13 +131,12 @@ pub fn status(state: &Node) -> serde_json::Value {
     let tasks: Vec<serde_json::Value> = map
         .tasks
         .iter()
-        .map(|t| {
-            let TaskKind::ReplaceReplica {
+        .map(|t| match &t.kind {
+            TaskKind::ReplaceReplica {
                 group,
                 dead,
                 replacement,
-            } = &t.kind;
-            json!({
+            } => json!({
                 "id": t.id,
                 "kind": "replace_replica",
                 "group": group.0,
@@ -145,7 +144,16 @@ pub fn status(state: &Node) -> serde_json::Value {
                 "replacement": replacement,
                 "step": t.step.to_string(),
                 "started_ms": t.started_ms,
-            })
+            }),
+            TaskKind::ViewChange(v) => json!({
+                "id": t.id,
+                "kind": "view_change",
+                "change": v.change,
+                "step": crate::meta::progress(map, t.id).map(|p| p.step_name).unwrap_or_default(),
+                "started_ms": t.started_ms,
+                "slots_moved": v.slots_moved,
+                "slots_total": v.slots_total,
+            }),
         })
         .collect();
     json!({

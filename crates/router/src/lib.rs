@@ -28,7 +28,10 @@ pub mod planner;
 pub mod repair;
 
 pub use cache::{Route, RoutingCache};
-pub use map::{ClusterMap, GroupInfo, MapError, NodeInfo, NodeLifecycle, Task, TaskKind, TaskStep};
+pub use map::{
+    ChangeOutcome, ClusterMap, FinishedChange, GroupInfo, MapError, MoveBatch, NodeInfo,
+    NodeLifecycle, Task, TaskKind, TaskStep, ViewChangeTask, FINISHED_KEPT,
+};
 pub use planner::{plan, plan_with, Plan, PlanError, PlanOptions, Step, ViewChange};
 pub use repair::{plan_repairs, Health, Repair};
 

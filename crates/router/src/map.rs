@@ -12,6 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::planner::{Step, ViewChange};
 use crate::{GroupId, NodeId, Slot, FIRST_DATA_GROUP, SLOT_COUNT};
 
 /// Name of the slot hash, recorded in the map. Never changes for a cluster.
@@ -92,16 +93,109 @@ pub enum TaskKind {
         /// The node that takes its place.
         replacement: NodeId,
     },
+    /// Add or remove a node: see [`ViewChangeTask`].
+    ViewChange(Box<ViewChangeTask>),
 }
 
 impl TaskKind {
-    /// The group the task changes; at most one task per group runs at a time.
-    pub fn group(&self) -> GroupId {
+    /// The one group a repair changes (at most one repair per group runs at a time); `None` for
+    /// a view change, which may change any group (no repair is planned while one runs).
+    pub fn group(&self) -> Option<GroupId> {
         match self {
-            TaskKind::ReplaceReplica { group, .. } => *group,
+            TaskKind::ReplaceReplica { group, .. } => Some(*group),
+            TaskKind::ViewChange(_) => None,
+        }
+    }
+
+    /// The view change this task runs, if it is one.
+    pub fn view_change(&self) -> Option<&ViewChangeTask> {
+        match self {
+            TaskKind::ViewChange(v) => Some(v),
+            TaskKind::ReplaceReplica { .. } => None,
         }
     }
 }
+
+/// A view change (adding or removing one node) being run by the metadata server: the plan's
+/// steps, fixed when the change was accepted, and how far it got. Resumable: a new metadata
+/// leader continues at `next`, and a slot batch in flight (`batch`) is finished or rolled back
+/// from what the groups' slot tables say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChangeTask {
+    /// The change asked for.
+    pub change: ViewChange,
+    /// The node added (its new id) or removed.
+    pub node: NodeId,
+    /// The plan's steps, in order.
+    pub steps: Vec<Step>,
+    /// Index of the step running now (`steps.len()`: all done).
+    pub next: usize,
+    /// The slot batch of the current `MoveSlots` step that is between its start and its
+    /// cleanup, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<MoveBatch>,
+    /// Slots the whole change moves.
+    pub slots_total: u64,
+    /// Slots whose owner has changed so far.
+    pub slots_moved: u64,
+    /// Keys copied so far.
+    pub keys_moved: u64,
+    /// Bytes copied so far (keys and values).
+    pub bytes_moved: u64,
+    /// A cancel was asked for: a batch not yet released rolls back, then the change stops.
+    #[serde(default)]
+    pub cancel: bool,
+}
+
+/// Slots moving together from one group to another: frozen, copied, released and activated as
+/// one batch, so a request to one of them waits for at most one batch's move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveBatch {
+    /// The group giving the slots.
+    pub from: GroupId,
+    /// The group receiving them.
+    pub to: GroupId,
+    /// The slots, as inclusive ranges.
+    pub slots: Vec<(u16, u16)>,
+    /// Whether the map already names `to` as their owner (past the flip: only Activate and
+    /// clean-up remain, and the batch can only roll forward).
+    #[serde(default)]
+    pub flipped: bool,
+}
+
+/// How a view change ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOutcome {
+    /// Every step completed.
+    Done,
+    /// Stopped on request; what completed stays valid.
+    Cancelled,
+    /// Stopped by an error it could not get past; the map is valid.
+    Failed,
+}
+
+/// A view change that ended, kept in the map (the newest [`FINISHED_KEPT`]) so that clients can
+/// ask how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishedChange {
+    /// The task's id.
+    pub id: u64,
+    /// The change and its counters as they were at the end.
+    pub task: ViewChangeTask,
+    /// How it ended.
+    pub outcome: ChangeOutcome,
+    /// Why it failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it started, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// When it ended, ms since the Unix epoch.
+    pub finished_ms: u64,
+}
+
+/// Number of finished view changes the map keeps.
+pub const FINISHED_KEPT: usize = 16;
 
 /// Steps of a replacement, in order. The group never has more than K voters: the replacement
 /// waits as a learner, and one membership change swaps it for the dead voter.
@@ -116,6 +210,8 @@ pub enum TaskStep {
     /// `remove_dead`; both decode as this step, which finishes either.
     #[serde(alias = "promote", alias = "remove_dead")]
     Swap,
+    /// A view change running its steps (see [`ViewChangeTask::next`]).
+    Running,
 }
 
 impl fmt::Display for TaskStep {
@@ -123,6 +219,7 @@ impl fmt::Display for TaskStep {
         f.write_str(match self {
             TaskStep::AddLearner => "add_learner",
             TaskStep::Swap => "swap",
+            TaskStep::Running => "running",
         })
     }
 }
@@ -162,6 +259,17 @@ pub struct ClusterMap {
     pub tasks: Vec<Task>,
     /// The id the next task gets.
     pub next_task_id: u64,
+    /// Lowest id a new data group may get: ids of dissolved groups are never given again (their
+    /// Raft state may survive on a node that was down). 0 in maps that never created a group.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub next_group_id: u64,
+    /// The newest view changes that ended, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished: Vec<FinishedChange>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ClusterMap {
@@ -215,7 +323,26 @@ impl ClusterMap {
             slots,
             tasks: Vec::new(),
             next_task_id: 1,
+            next_group_id: 0,
+            finished: Vec::new(),
         })
+    }
+
+    /// The id a new data group gets: above every group id in the map and every id used before.
+    pub fn new_group_id(&self) -> GroupId {
+        let above = self
+            .groups
+            .keys()
+            .max()
+            .map_or(FIRST_DATA_GROUP.0, |g| g.0 + 1);
+        GroupId(above.max(self.next_group_id).max(FIRST_DATA_GROUP.0))
+    }
+
+    /// The view change in progress, if any, with its task.
+    pub fn view_change(&self) -> Option<(&Task, &ViewChangeTask)> {
+        self.tasks
+            .iter()
+            .find_map(|t| t.kind.view_change().map(|v| (t, v)))
     }
 
     /// The group owning `slot`, if the slot is in range.

@@ -454,12 +454,8 @@ impl Planner<'_> {
     /// Forms a new group from the K preferred spares. The caller checked that K spares exist.
     fn create_group(&mut self) {
         let members: BTreeSet<NodeId> = self.spares().into_iter().take(self.target.k).collect();
-        let group = self
-            .target
-            .groups
-            .keys()
-            .max()
-            .map_or(FIRST_DATA_GROUP, |g| GroupId(g.0 + 1));
+        let group = self.target.new_group_id();
+        self.target.next_group_id = group.0 + 1;
         self.target.groups.insert(
             group,
             GroupInfo {

@@ -66,12 +66,17 @@ pub fn plan_repairs(
     vetoed: &BTreeSet<NodeId>,
 ) -> Vec<Repair> {
     let alive = |n: &NodeId| health.get(n) == Some(&Health::Alive);
-    let busy: BTreeSet<GroupId> = map.tasks.iter().map(|t| t.kind.group()).collect();
+    if map.view_change().is_some() {
+        // A view change owns the cluster's shape while it runs; its own steps replace replicas.
+        return Vec::new();
+    }
+    let busy: BTreeSet<GroupId> = map.tasks.iter().filter_map(|t| t.kind.group()).collect();
     let mut used: BTreeSet<NodeId> = map
         .tasks
         .iter()
-        .map(|t| match &t.kind {
-            TaskKind::ReplaceReplica { replacement, .. } => *replacement,
+        .filter_map(|t| match &t.kind {
+            TaskKind::ReplaceReplica { replacement, .. } => Some(*replacement),
+            TaskKind::ViewChange(_) => None,
         })
         .collect();
     let replaceable =

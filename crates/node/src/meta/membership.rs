@@ -17,7 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use kvorum_raftstore::{GroupId, NodeId, Raft};
-use kvorum_router::{ClusterMap, TaskKind, CONFIG_GROUP};
+use kvorum_router::{ClusterMap, Step, TaskKind, CONFIG_GROUP};
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -40,10 +40,20 @@ pub enum MembershipOp {
     /// Add `node` as a learner (if not yet a member) and wait until it has caught up.
     AddLearner { node: NodeId, addr: String },
     /// In one membership change (joint consensus, old voters to new), replace the voter `dead`
-    /// by the learner `replacement`, after confirming `dead` no longer replicates.
-    ReplaceVoter { dead: NodeId, replacement: NodeId },
+    /// by the learner `replacement`, after confirming `dead` no longer replicates (a repair), or
+    /// with `live` set, replacing a live voter (a view change removing a node) without that check.
+    ReplaceVoter {
+        dead: NodeId,
+        replacement: NodeId,
+        #[serde(default, skip_serializing_if = "is_false")]
+        live: bool,
+    },
     /// Remove the learner `node`.
     RemoveLearner { node: NodeId },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `POST /internal/v1/groups/{group}/membership`: a membership step of a repair task, asked of
@@ -236,21 +246,37 @@ fn check_request(
             req.task, map.epoch
         )));
     };
-    let TaskKind::ReplaceReplica {
-        group: g,
-        dead,
-        replacement,
-    } = &task.kind;
-    let fits = *g == group
-        && match &req.op {
-            MembershipOp::AddLearner { node, .. } | MembershipOp::RemoveLearner { node } => {
-                node == replacement
+    let fits = match &task.kind {
+        TaskKind::ReplaceReplica {
+            group: g,
+            dead,
+            replacement,
+        } => {
+            *g == group
+                && match &req.op {
+                    MembershipOp::AddLearner { node, .. } | MembershipOp::RemoveLearner { node } => {
+                        node == replacement
+                    }
+                    MembershipOp::ReplaceVoter {
+                        dead: d,
+                        replacement: r,
+                        live,
+                    } => d == dead && r == replacement && !live,
+                }
+        }
+        TaskKind::ViewChange(v) => match (v.steps.get(v.next), &req.op) {
+            (Some(Step::AddLearner { group: g, node }), MembershipOp::AddLearner { node: n, .. }) => {
+                *g == group && n == node
             }
-            MembershipOp::ReplaceVoter {
-                dead: d,
-                replacement: r,
-            } => d == dead && r == replacement,
-        };
+            (
+                Some(Step::ReplaceVoter { group: g, old, new }),
+                MembershipOp::ReplaceVoter {
+                    dead, replacement, ..
+                },
+            ) => *g == group && dead == old && replacement == new,
+            _ => false,
+        },
+    };
     if !fits {
         return Err(MembershipError::StaleTask(format!(
             "task {} at epoch {} does not do {:?} in group {group}",
@@ -323,7 +349,11 @@ async fn apply_membership(
                     MembershipError::Unavailable(format!("learner {node} still catching up: {e}"))
                 })?;
         }
-        MembershipOp::ReplaceVoter { dead, replacement } => {
+        MembershipOp::ReplaceVoter {
+            dead,
+            replacement,
+            live,
+        } => {
             let joint = membership.get_joint_config();
             let last: BTreeSet<NodeId> = joint.last().cloned().unwrap_or_default();
             let target: BTreeSet<NodeId> = last
@@ -340,7 +370,7 @@ async fn apply_membership(
             }
             // Not begun yet: make sure the dead replica is really gone before it leaves for good.
             // Once the joint configuration is in the log, the change is only finished.
-            if joint.len() == 1 && last.contains(dead) {
+            if joint.len() == 1 && last.contains(dead) && !live {
                 if *dead == me {
                     return Err(MembershipError::ReplicaAlive {
                         node: me,
@@ -423,6 +453,7 @@ mod tests {
         let swap = MembershipOp::ReplaceVoter {
             dead: 5,
             replacement: 7,
+            live: false,
         };
         assert!(check_request(&m, 0, g2, &request(4, 10, add.clone())).is_ok());
         assert!(check_request(&m, 10, g2, &request(4, 10, swap.clone())).is_ok());
@@ -446,6 +477,7 @@ mod tests {
         let other = MembershipOp::ReplaceVoter {
             dead: 4,
             replacement: 7,
+            live: false,
         };
         assert_eq!(
             code(check_request(&m, 0, g2, &request(4, 10, other))),
@@ -466,6 +498,7 @@ mod tests {
             MembershipOp::ReplaceVoter {
                 dead: 5,
                 replacement: 7,
+                live: false,
             },
         );
         let v = serde_json::to_value(&r).expect("serializes");

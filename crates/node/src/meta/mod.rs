@@ -31,6 +31,8 @@
 //! The map is changed only here, by a compare-and-set on its record version in the config group,
 //! so two leaders of different terms can never both apply a change computed from the same map.
 
+mod admin;
+mod change;
 mod heartbeats;
 mod membership;
 mod probe;
@@ -41,6 +43,8 @@ pub use heartbeats::{
     heartbeat_handler, receive_heartbeat, voter_sets, Health, Heartbeat, HeartbeatReply, Refused,
     ReplicaReport,
 };
+pub use admin::{admin_handler, AdminOp, AdminReply, AdminRequest};
+pub use change::{cancel_change, describe, next_batch, progress, start_change, MOVE_BATCH_SLOTS};
 pub use membership::{membership_handler, MembershipError, MembershipOp, MembershipRequest};
 use tasks::{plan, start_drivers};
 

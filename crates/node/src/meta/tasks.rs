@@ -61,7 +61,7 @@ impl MetaState {
 
 /// Milliseconds since the Unix epoch (the clock of [`Task::started_ms`]); 0 if the clock is
 /// before 1970.
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -144,7 +144,10 @@ fn abandon_reason(
 ) -> Option<String> {
     let TaskKind::ReplaceReplica {
         dead, replacement, ..
-    } = &task.kind;
+    } = &task.kind
+    else {
+        return None;
+    };
     if !map.is_active(*replacement) || health.get(replacement) == Some(&Health::Dead) {
         return Some(format!("the replacement node {replacement} died"));
     }
@@ -175,7 +178,7 @@ fn should_abandon(state: &Node, map: &ClusterMap, task: &Task) -> Option<String>
 }
 
 /// What a driver does after a step.
-enum Next {
+pub(super) enum Next {
     /// Run the next step at once.
     Now,
     /// Look again after a tick.
@@ -190,6 +193,8 @@ enum Next {
 async fn drive_task(state: Arc<Node>, id: u64, term: u64) {
     // The test-only step delay: the step being held, and since when.
     let mut held: Option<(TaskStep, Instant)> = None;
+    // A view change's step that keeps failing, and since when.
+    let mut failing: Option<(usize, Instant)> = None;
     loop {
         if !leads_in(&state, term) {
             return;
@@ -198,7 +203,7 @@ async fn drive_task(state: Arc<Node>, id: u64, term: u64) {
         let Some(task) = map.tasks.iter().find(|t| t.id == id).cloned() else {
             return;
         };
-        match drive_step(&state, &map, &task, term, &mut held).await {
+        match drive_step(&state, &map, &task, term, &mut held, &mut failing).await {
             Ok(Next::Now) => {}
             Ok(Next::Later) => tokio::time::sleep(TICK).await,
             Ok(Next::Done) => return,
@@ -221,12 +226,8 @@ async fn drive_step(
     task: &Task,
     term: u64,
     held: &mut Option<(TaskStep, Instant)>,
+    failing: &mut Option<(usize, Instant)>,
 ) -> anyhow::Result<Next> {
-    let TaskKind::ReplaceReplica {
-        group,
-        dead,
-        replacement,
-    } = task.kind.clone();
     let id = task.id;
     if task.leader_term != term || task.started_ms == 0 {
         // Claim the task: the epoch this bumps is newer than any a deposed leader can send.
@@ -241,6 +242,14 @@ async fn drive_step(
         .await?;
         return Ok(Next::Now);
     }
+    let TaskKind::ReplaceReplica {
+        group,
+        dead,
+        replacement,
+    } = task.kind.clone()
+    else {
+        return super::change::drive_change(state, map, task, failing).await;
+    };
     if task.step == TaskStep::AddLearner {
         if let Some(reason) = should_abandon(state, map, task) {
             abandon(state, task, &reason).await?;
@@ -304,8 +313,13 @@ async fn drive_step(
             tracing::info!(group = %group, replacement, "repair: learner caught up");
             Ok(Next::Now)
         }
+        TaskStep::Running => Ok(Next::Done),
         TaskStep::Swap => {
-            let op = MembershipOp::ReplaceVoter { dead, replacement };
+            let op = MembershipOp::ReplaceVoter {
+                dead,
+                replacement,
+                live: false,
+            };
             match membership(state, group, id, &op).await {
                 Ok(()) => {}
                 Err(StepError::Refused { code, message }) if code == "replica_alive" => {
@@ -354,7 +368,10 @@ async fn abandon(state: &Node, task: &Task, reason: &str) -> anyhow::Result<()> 
         group,
         dead,
         replacement,
-    } = task.kind.clone();
+    } = task.kind.clone()
+    else {
+        return Ok(());
+    };
     let remove = MembershipOp::RemoveLearner { node: replacement };
     if let Err(e) = membership(state, group, task.id, &remove).await {
         tracing::warn!(group = %group, replacement, error = %e, "could not remove the learner");

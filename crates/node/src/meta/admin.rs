@@ -1,0 +1,351 @@
+//! Slot operations of view changes, asked of a data group by the metadata leader: initializing a
+//! new group, proposing the slot-table commands of a move (InitSlots, BeginIncoming, Freeze,
+//! Ingest, Release, Activate, DropSlots and the rollbacks Unfreeze and AbortIncoming), reading a
+//! chunk of slot data for the copy and the group leader's slot states.
+//!
+//! Steps of a request: (1) the driver sends it over `POST /internal/v1/groups/{group}/admin`
+//! (bincode, like Raft RPCs: a chunk carries values up to the value limit) to the group's leader,
+//! following `not_leader` hints; (2) the receiver admits it like a membership request: it first
+//! learns a newer epoch than its map's, then refuses an epoch older than its map's or than one
+//! it accepted (a deposed metadata leader), and a task that is not a view change in its map;
+//! (3) it runs the operation: a proposal through the group's log (the state machine decides, the
+//! same on every replica), or a read after a read-index round, so that it sees every committed
+//! slot command (a copy after Freeze reads exactly the frozen data).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kvorum_raftstore::{Command, CommandResult, GroupId, NodeId, Record, SlotState};
+use openraft::error::{InitializeError, RaftError};
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::transport::check_internal;
+
+/// Longest wait of a group's leader to learn the newer map an admin request names.
+const MAP_LEARN_WAIT: Duration = Duration::from_secs(2);
+/// Longest an admin call may take (a proposal, a read-index round and a chunk read).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One slot operation on a data group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AdminOp {
+    /// Initialize the group with `members` as voters if this replica's log is empty (asked of
+    /// one member of a group a view change creates; the others learn from its leader).
+    Initialize {
+        /// The voters and their addresses.
+        members: BTreeMap<NodeId, String>,
+    },
+    /// Propose a slot command (never a key write) through the group's log and answer its
+    /// result. Leader only.
+    Propose {
+        /// The command.
+        cmd: Command,
+    },
+    /// Read up to `max_bytes` of the data of `slots` after the key `after`, in key order, after
+    /// a read-index round. Leader only.
+    Scan {
+        /// Inclusive slot ranges.
+        slots: Vec<(u16, u16)>,
+        /// Resume after this position (the previous chunk's `next`).
+        after: Option<Vec<u8>>,
+        /// Bytes to return at most (at least one record when any remain).
+        max_bytes: usize,
+    },
+    /// The state of each slot of `slots` in the leader's slot table, after a read-index round.
+    SlotStates {
+        /// Inclusive slot ranges.
+        slots: Vec<(u16, u16)>,
+    },
+}
+
+/// `POST /internal/v1/groups/{group}/admin`, bincode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminRequest {
+    /// The view-change task the operation belongs to.
+    pub task: u64,
+    /// The epoch of the sender's map (see the module docs).
+    pub epoch: u64,
+    /// What to do.
+    pub op: AdminOp,
+}
+
+/// The answer to an [`AdminRequest`], bincode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AdminReply {
+    /// `Initialize` done (or the replica was initialized already).
+    Initialized,
+    /// The result of a proposed command.
+    Result(CommandResult),
+    /// A chunk of slot data; `next` is `None` at the end.
+    Chunk {
+        /// Keys and records, in key order.
+        records: Vec<(String, Record)>,
+        /// Where to resume.
+        next: Option<Vec<u8>>,
+        /// Bytes of the chunk (keys and values).
+        bytes: u64,
+    },
+    /// Slot states, in slot order.
+    States(Vec<SlotState>),
+}
+
+/// Why an admin call failed, as its driver sees it.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AdminError {
+    /// The receiver refused it as stale: this driver's map is not the newest; it stops.
+    #[error("stale admin request: {0}")]
+    Stale(String),
+    /// Not delivered or failed; retry.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Sends `op` of view-change `task` to `group`'s leader (the leader hint first, then every
+/// member) with the newest map's epoch. `Initialize` goes to `to` when given.
+pub(super) async fn admin(
+    state: &Node,
+    group: GroupId,
+    task: u64,
+    op: AdminOp,
+    to: Option<&str>,
+) -> Result<AdminReply, AdminError> {
+    let map = state.map();
+    let req = AdminRequest {
+        task,
+        epoch: map.epoch,
+        op,
+    };
+    let body = bincode::serialize(&req).map_err(|e| AdminError::Failed(e.to_string()))?;
+    let mut addrs: Vec<String> = match to {
+        Some(a) => vec![a.to_string()],
+        None => state.group_addrs(group),
+    };
+    if addrs.is_empty() {
+        return Err(AdminError::Failed(format!(
+            "group {group} has no member in epoch {}",
+            map.epoch
+        )));
+    }
+    let mut tried = BTreeSet::new();
+    let mut last = String::new();
+    while let Some(addr) = addrs.first().cloned() {
+        addrs.remove(0);
+        if !tried.insert(addr.clone()) || tried.len() > 6 {
+            continue;
+        }
+        let resp = state
+            .internal_request(
+                reqwest::Method::POST,
+                &addr,
+                &format!("/internal/v1/groups/{}/admin", group.0),
+            )
+            .timeout(ADMIN_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body.clone())
+            .send()
+            .await;
+        let r = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                last = format!("{addr}: {e}");
+                continue;
+            }
+        };
+        let status = r.status();
+        let bytes = r.bytes().await.unwrap_or_default();
+        if status.is_success() {
+            return bincode::deserialize(&bytes)
+                .map_err(|e| AdminError::Failed(format!("bad admin reply from {addr}: {e}")));
+        }
+        let err: kvorum_wire::ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
+        match err.code.as_str() {
+            "not_leader" => {
+                if let Some(a) = err.leader.flatten().and_then(|l| map.addr(l)) {
+                    addrs.insert(0, a.to_string());
+                }
+                last = format!("{addr}: not the leader");
+            }
+            "stale_task" => return Err(AdminError::Stale(err.message)),
+            _ => last = format!("{addr}: {status} {}", err.message),
+        }
+    }
+    Err(AdminError::Failed(format!(
+        "slot operation on group {group} failed: {last}"
+    )))
+}
+
+/// Proposes the slot command `cmd` on `group` and checks that it applied.
+pub(super) async fn propose(
+    state: &Node,
+    group: GroupId,
+    task: u64,
+    cmd: Command,
+) -> Result<CommandResult, AdminError> {
+    match admin(state, group, task, AdminOp::Propose { cmd }, None).await? {
+        AdminReply::Result(CommandResult::SlotState { slot, state: s }) => Err(AdminError::Failed(
+            format!("group {group} refused a slot command: slot {slot} is {s:?}"),
+        )),
+        AdminReply::Result(r) => Ok(r),
+        other => Err(AdminError::Failed(format!(
+            "unexpected admin reply {other:?}"
+        ))),
+    }
+}
+
+/// Admits `req` on this group's leader: learns a newer epoch first, then checks it against the
+/// newest map and the newest epoch accepted before. Pure part: [`check_admin`].
+async fn admit(state: &Node, req: &AdminRequest) -> Result<(), ApiError> {
+    if state.map().epoch < req.epoch {
+        state.refresh.notify_one();
+        let deadline = Instant::now() + MAP_LEARN_WAIT;
+        while state.map().epoch < req.epoch && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let accepted = state.meta.membership_epoch.load(Ordering::SeqCst);
+    check_admin(&state.map(), accepted, req)?;
+    state
+        .meta
+        .membership_epoch
+        .fetch_max(req.epoch, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Checks an admin request against the newest map this node knows and the newest epoch it
+/// accepted. Pure.
+fn check_admin(
+    map: &kvorum_router::ClusterMap,
+    accepted: u64,
+    req: &AdminRequest,
+) -> Result<(), ApiError> {
+    if req.epoch > map.epoch {
+        return Err(ApiError::Unavailable(format!(
+            "the request is at epoch {}, this node knows only epoch {}",
+            req.epoch, map.epoch
+        )));
+    }
+    if req.epoch < map.epoch || req.epoch < accepted {
+        return Err(ApiError::StaleTask(format!(
+            "the request is at epoch {}, this node's map is at epoch {} and it accepted epoch \
+             {accepted}",
+            req.epoch, map.epoch
+        )));
+    }
+    let running = map
+        .tasks
+        .iter()
+        .any(|t| t.id == req.task && t.kind.view_change().is_some());
+    if !running {
+        return Err(ApiError::StaleTask(format!(
+            "task {} is not a running view change at epoch {}",
+            req.task, map.epoch
+        )));
+    }
+    if let AdminOp::Propose { cmd } = &req.op {
+        if cmd.written_key().is_some() {
+            return Err(ApiError::BadRequest(
+                "only slot commands may be proposed here".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn reply(r: &AdminReply) -> Response {
+    match bincode::serialize(r) {
+        Ok(b) => (StatusCode::OK, b).into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+/// `POST /internal/v1/groups/{group}/admin`: see the module docs.
+pub async fn admin_handler(
+    State(state): State<Arc<Node>>,
+    Path(group): Path<u64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_internal(&state, &headers)?;
+    let group = GroupId(group);
+    let req: AdminRequest = bincode::deserialize(&body)
+        .map_err(|e| ApiError::BadRequest(format!("bad admin request: {e}")))?;
+    let Some(replica) = state.replica(group) else {
+        return Err(ApiError::NotLeader { leader: None });
+    };
+    let raft = replica.raft.clone();
+    if let AdminOp::Initialize { members } = &req.op {
+        admit(&state, &req).await?;
+        if raft.is_initialized().await.unwrap_or(false) {
+            return Ok(reply(&AdminReply::Initialized));
+        }
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|(id, a)| (*id, BasicNode::new(a)))
+            .collect();
+        return match raft.initialize(nodes).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                tracing::info!(group = %group, "initialized a group created by a view change");
+                Ok(reply(&AdminReply::Initialized))
+            }
+            Err(e) => Err(ApiError::Unavailable(format!("initialize failed: {e}"))),
+        };
+    }
+    let leader = raft.metrics().borrow().current_leader;
+    if leader != Some(state.id()) {
+        return Err(ApiError::NotLeader { leader });
+    }
+    admit(&state, &req).await?;
+    match req.op {
+        AdminOp::Initialize { .. } => Err(ApiError::Internal("unreachable".into())),
+        AdminOp::Propose { cmd } => {
+            let r = tokio::time::timeout(ADMIN_TIMEOUT, raft.client_write(cmd))
+                .await
+                .map_err(|_| ApiError::Unavailable("slot command not committed in time".into()))?
+                .map_err(|e| ApiError::Unavailable(format!("slot command failed: {e}")))?;
+            Ok(reply(&AdminReply::Result(r.data)))
+        }
+        AdminOp::Scan {
+            slots,
+            after,
+            max_bytes,
+        } => {
+            read_index(&raft).await?;
+            let chunk = state
+                .store
+                .scan_slots(group, &slots, after.as_deref(), max_bytes)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            Ok(reply(&AdminReply::Chunk {
+                records: chunk.records,
+                next: chunk.next,
+                bytes: chunk.bytes,
+            }))
+        }
+        AdminOp::SlotStates { slots } => {
+            read_index(&raft).await?;
+            let states = slots
+                .iter()
+                .flat_map(|(a, b)| *a..=*b)
+                .map(|s| state.store.slot_state(group, s))
+                .collect();
+            Ok(reply(&AdminReply::States(states)))
+        }
+    }
+}
+
+/// A read-index round: this replica leads and has applied everything committed before it.
+async fn read_index(raft: &kvorum_raftstore::Raft) -> Result<(), ApiError> {
+    tokio::time::timeout(ADMIN_TIMEOUT, raft.ensure_linearizable())
+        .await
+        .map_err(|_| ApiError::Unavailable("read index timed out".into()))?
+        .map_err(|e| ApiError::Unavailable(format!("read index failed: {e}")))?;
+    Ok(())
+}
