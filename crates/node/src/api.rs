@@ -568,9 +568,19 @@ fn write_response(key: String, slot: Slot, result: CommandResult) -> Result<Resp
             len: usize::try_from(len).unwrap_or(usize::MAX),
             max: usize::try_from(limit).unwrap_or(usize::MAX),
         }),
-        CommandResult::None => Err(ApiError::Internal(
-            "a write applied as a blank entry".into(),
-        )),
+        // Refused at apply by the group's slot table (a move is under way): definite, retryable.
+        CommandResult::Frozen { slot } => Err(ApiError::Unavailable(format!(
+            "slot {slot} is frozen for a move; retry"
+        ))),
+        CommandResult::NotOwner { slot } => Err(ApiError::Unavailable(format!(
+            "slot {slot} is not served by this group; refresh the map and retry"
+        ))),
+        CommandResult::None
+        | CommandResult::SlotState { .. }
+        | CommandResult::Ingested { .. }
+        | CommandResult::BadSlotRange { .. } => Err(ApiError::Internal(format!(
+            "a write applied as a non-write entry: {result:?}"
+        ))),
     }
 }
 

@@ -4,7 +4,8 @@
 //! NOT change existing variants or fields; add a new variant.
 //!
 //! Versions: every key carries a version, the Raft log index (in its group) of the write that
-//! produced its current value. It strictly increases with every write to the key, survives a
+//! produced its current value, plus the group's version base (0 unless records were ingested
+//! from another group, see [`Command::Ingest`]). It strictly increases with every write to the key, survives a
 //! delete and re-create (the new write has a later index), and 0 means "absent", so
 //! `Condition::Version(0)` is create-if-absent.
 //!
@@ -60,16 +61,85 @@ pub enum Command {
         /// Largest value the append may produce, in bytes.
         max_value_bytes: u64,
     },
+    // Slot admin commands (a move's steps; see `slots`). Slot sets are inclusive ranges `(from,
+    // to)` within `0..SLOT_COUNT`; a bad range is refused ([`CommandResult::BadSlotRange`]).
+    // Every one is checked for all its slots before any changes: a refusal
+    // ([`CommandResult::SlotState`]) changes nothing.
+    /// Initializes an uninitialized slot table: `owned` Owned, every other slot Released. A no-op
+    /// on an initialized table. Until then a group serves every slot.
+    InitSlots {
+        /// The slots the group owns.
+        owned: Vec<(u16, u16)>,
+    },
+    /// Owned → Frozen (Frozen stays): writes to the slots are refused with
+    /// [`CommandResult::Frozen`]; reads are still served.
+    Freeze {
+        /// The slots frozen.
+        slots: Vec<(u16, u16)>,
+    },
+    /// Frozen → Owned (Owned stays): rolls back a move not yet released.
+    Unfreeze {
+        /// The slots unfrozen.
+        slots: Vec<(u16, u16)>,
+    },
+    /// Frozen → Released (Released stays): the group serves nothing of the slots; their data
+    /// stays until [`Command::DropSlots`].
+    Release {
+        /// The slots released.
+        slots: Vec<(u16, u16)>,
+    },
+    /// Deletes the data of those of the slots that are Released; others are left alone.
+    DropSlots {
+        /// The slots whose data is dropped.
+        slots: Vec<(u16, u16)>,
+    },
+    /// Released → Incoming, and Incoming stays; either way the slots' data is deleted, so a
+    /// restarted copy starts clean.
+    BeginIncoming {
+        /// The slots about to be copied in.
+        slots: Vec<(u16, u16)>,
+    },
+    /// Writes each record (with its own version) whose key's slot is Incoming; skips the others.
+    /// Later writes of the group get versions above every ingested one.
+    Ingest {
+        /// `(key, record)` pairs copied from the source group.
+        records: Vec<(String, Record)>,
+    },
+    /// Incoming → Owned (Owned stays): the group starts serving the slots.
+    Activate {
+        /// The slots activated.
+        slots: Vec<(u16, u16)>,
+    },
+    /// Incoming → Released, deleting their data (Released stays): rolls back a copy.
+    AbortIncoming {
+        /// The slots whose copy is abandoned.
+        slots: Vec<(u16, u16)>,
+    },
 }
 
 impl Command {
-    /// The key this command writes.
+    /// The key this command writes; empty for the slot admin commands, which write no one key
+    /// (see [`Command::written_key`]).
     pub fn key(&self) -> &str {
+        self.written_key().unwrap_or("")
+    }
+
+    /// The key this command writes, if it is a key write (Put, Delete, Append, AppendBounded).
+    pub fn written_key(&self) -> Option<&str> {
         match self {
             Command::Put { key, .. }
             | Command::Delete { key, .. }
             | Command::Append { key, .. }
-            | Command::AppendBounded { key, .. } => key,
+            | Command::AppendBounded { key, .. } => Some(key),
+            Command::InitSlots { .. }
+            | Command::Freeze { .. }
+            | Command::Unfreeze { .. }
+            | Command::Release { .. }
+            | Command::DropSlots { .. }
+            | Command::BeginIncoming { .. }
+            | Command::Ingest { .. }
+            | Command::Activate { .. }
+            | Command::AbortIncoming { .. } => None,
         }
     }
 }
@@ -144,6 +214,42 @@ pub enum CommandResult {
         /// The limit it exceeded, in bytes.
         limit: u64,
     },
+    /// The key's slot is frozen (being moved away); nothing was written. Retry after the move:
+    /// the slot is then served by its new group (or again here, if the move rolled back).
+    Frozen {
+        /// The key's slot.
+        slot: u16,
+    },
+    /// This group does not serve the key's slot (released, or still being copied in); nothing
+    /// was written. Refresh the cluster map and retry at the owner.
+    NotOwner {
+        /// The key's slot.
+        slot: u16,
+    },
+    /// A slot admin command was refused because `slot` is in `state`, from which the command
+    /// has no transition; nothing changed (for any of its slots).
+    SlotState {
+        /// The first slot found in a wrong state.
+        slot: u16,
+        /// Its state.
+        state: crate::SlotState,
+    },
+    /// An [`Command::Ingest`] applied: `written` records stored, `skipped` ones not (their slot
+    /// was not Incoming, or the record was not storable).
+    Ingested {
+        /// Records stored.
+        written: u64,
+        /// Records skipped.
+        skipped: u64,
+    },
+    /// A slot admin command named the range `from..=to`, which is empty or past the last slot;
+    /// nothing changed.
+    BadSlotRange {
+        /// First slot of the range.
+        from: u16,
+        /// Last slot of the range.
+        to: u16,
+    },
 }
 
 /// What applying a command does to its key: the new record (`None` deletes it), if any.
@@ -153,7 +259,8 @@ pub(crate) enum Effect {
     Remove,
 }
 
-/// Applies `cmd` at log `index` to the key's `current` record. Pure and deterministic: it runs
+/// Applies the key write `cmd` to the key's `current` record; a write gets `version` (its log
+/// index plus the group's version base). Pure and deterministic: it runs
 /// on every replica, and again when an entry is re-applied after a crash.
 ///
 /// Limits: a write whose key is longer than [`MAX_KEY_BYTES`], or whose resulting value is longer
@@ -161,7 +268,7 @@ pub(crate) enum Effect {
 /// reports it. Deletes are never refused.
 pub(crate) fn apply(
     cmd: &Command,
-    index: u64,
+    version: u64,
     current: Option<&Record>,
 ) -> (Effect, CommandResult) {
     let failed = || {
@@ -196,9 +303,9 @@ pub(crate) fn apply(
             }
             let rec = Record {
                 value: value.clone(),
-                version: index,
+                version,
             };
-            (Effect::Set(rec), CommandResult::Written { version: index })
+            (Effect::Set(rec), CommandResult::Written { version })
         }
         Command::Delete { condition, .. } => {
             if condition.as_ref().is_some_and(|c| !c.holds(current)) {
@@ -212,7 +319,7 @@ pub(crate) fn apply(
             };
             (effect, CommandResult::Deleted { existed })
         }
-        Command::Append { suffix, .. } => append(index, current, suffix, MAX_VALUE_BYTES),
+        Command::Append { suffix, .. } => append(version, current, suffix, MAX_VALUE_BYTES),
         Command::AppendBounded {
             suffix,
             max_value_bytes,
@@ -221,14 +328,16 @@ pub(crate) fn apply(
             let limit = usize::try_from(*max_value_bytes)
                 .unwrap_or(usize::MAX)
                 .min(MAX_VALUE_BYTES);
-            append(index, current, suffix, limit)
+            append(version, current, suffix, limit)
         }
+        // Not key writes: applied by the state machine against its slot table.
+        _ => (Effect::Unchanged, CommandResult::None),
     }
 }
 
-/// An append of `suffix` at `index` whose result may be at most `limit` bytes.
+/// An append of `suffix` at `version` whose result may be at most `limit` bytes.
 fn append(
-    index: u64,
+    version: u64,
     current: Option<&Record>,
     suffix: &str,
     limit: usize,
@@ -245,11 +354,8 @@ fn append(
     let mut value = String::with_capacity(len);
     value.push_str(old);
     value.push_str(suffix);
-    let rec = Record {
-        value,
-        version: index,
-    };
-    (Effect::Set(rec), CommandResult::Written { version: index })
+    let rec = Record { value, version };
+    (Effect::Set(rec), CommandResult::Written { version })
 }
 
 #[cfg(test)]
@@ -458,6 +564,63 @@ mod tests {
             let decoded: Command = bincode::deserialize(&encoded).expect("decodes");
             assert_eq!(decoded, cmd);
         }
+    }
+
+    // Entries written before the slot admin commands existed decode as they did: the append
+    // variants and the results keep their indices, and the new variants come after them.
+    #[test]
+    fn old_encodings_still_decode() {
+        let cases = [
+            (
+                "02000000 0100000000000000 6b 0100000000000000 76",
+                Command::Append {
+                    key: "k".into(),
+                    suffix: "v".into(),
+                },
+            ),
+            (
+                "03000000 0100000000000000 6b 0100000000000000 76 0500000000000000",
+                Command::AppendBounded {
+                    key: "k".into(),
+                    suffix: "v".into(),
+                    max_value_bytes: 5,
+                },
+            ),
+        ];
+        for (bytes, cmd) in cases {
+            let decoded: Command = bincode::deserialize(&hex(bytes)).expect("decodes");
+            assert_eq!(decoded, cmd);
+            assert_eq!(bincode::serialize(&cmd).expect("encodes"), hex(bytes));
+        }
+        let results = [
+            ("00000000", CommandResult::None),
+            (
+                "01000000 0900000000000000",
+                CommandResult::Written { version: 9 },
+            ),
+            ("02000000 01", CommandResult::Deleted { existed: true }),
+            (
+                "04000000 0500000000000000 0400000000000000",
+                CommandResult::ValueTooLarge { len: 5, limit: 4 },
+            ),
+            (
+                "05000000 0500000000000000 0400000000000000",
+                CommandResult::KeyTooLarge { len: 5, limit: 4 },
+            ),
+        ];
+        for (bytes, res) in results {
+            let decoded: CommandResult = bincode::deserialize(&hex(bytes)).expect("decodes");
+            assert_eq!(decoded, res);
+        }
+        // The first new variants follow the old ones.
+        let init = bincode::serialize(&Command::InitSlots { owned: vec![] }).expect("encodes");
+        assert_eq!(init, hex("04000000 0000000000000000"));
+        let frozen = bincode::serialize(&CommandResult::Frozen { slot: 1 }).expect("encodes");
+        assert_eq!(frozen, hex("06000000 0100"));
+        assert_eq!(
+            serde_json::to_string(&crate::SlotState::Incoming).expect("encodes"),
+            r#""incoming""#
+        );
     }
 
     // A record (in a `ConditionFailed` result) keeps its serde shape: value then version.

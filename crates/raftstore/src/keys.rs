@@ -19,7 +19,19 @@ pub(crate) mod tag {
     pub const SNAPSHOT: u8 = 6;
     pub const INSTALLING: u8 = 7;
     pub const STATS: u8 = 8;
+    /// The slot table (`slots::encode_table`); absent: uninitialized.
+    pub const SLOTS: u8 = 9;
+    /// The version base (bincode u64); absent: 0.
+    pub const VERSION_BASE: u8 = 10;
 }
+
+/// Prefix (after the group) of the special snapshot records; never a data key, whose slot is
+/// below `SLOT_COUNT`.
+pub(crate) const SNAP_SPECIAL: [u8; 2] = [0xff, 0xff];
+/// Snapshot record (after the group prefix) carrying the slot table.
+pub(crate) const SNAP_SLOTS: [u8; 3] = [0xff, 0xff, 1];
+/// Snapshot record (after the group prefix) carrying the version base (u64 BE).
+pub(crate) const SNAP_VERSION_BASE: [u8; 3] = [0xff, 0xff, 2];
 
 /// `group ++ index`, both big-endian so that the log sorts by index.
 pub(crate) fn log_key(group: GroupId, index: u64) -> [u8; 16] {
@@ -55,6 +67,19 @@ pub(crate) fn group_end(group: GroupId) -> Vec<u8> {
         // The last possible group: every key starting with its prefix sorts before this.
         None => vec![0xff; 9],
     }
+}
+
+/// `group ++ slot`: the first data key of `slot` (up to `SLOT_COUNT`, the end of the last).
+pub(crate) fn slot_start(group: GroupId, slot: u16) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..8].copy_from_slice(&group.0.to_be_bytes());
+    k[8..].copy_from_slice(&slot.to_be_bytes());
+    k
+}
+
+/// The slot of a data key (`group ++ slot ++ key`).
+pub(crate) fn data_key_slot(key: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes(key.get(8..10)?.try_into().ok()?))
 }
 
 /// `group ++ slot ++ key`.

@@ -43,6 +43,7 @@
 mod command;
 mod keys;
 mod log_store;
+mod slots;
 mod snapshot;
 mod state_machine;
 mod store;
@@ -52,8 +53,9 @@ mod tests;
 
 pub use command::{Command, CommandResult, Condition, Record, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use log_store::LogStore;
+pub use slots::SlotState;
 pub use state_machine::StateMachineStore;
-pub use store::{Store, StoreError};
+pub use store::{SlotChunk, Store, StoreError};
 
 pub use kvorum_router::{GroupId, NodeId};
 

@@ -19,7 +19,7 @@
 //! Blocking: RocksDB writes (a write stall, an fsync) and file I/O run on tokio's blocking
 //! threads, never on the async workers that run heartbeats.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -33,8 +33,11 @@ use serde::de::DeserializeOwned;
 use crate::command::RecordCodec;
 use crate::command::{self, Effect};
 use crate::keys::{self, tag, CF_DATA, CF_META};
+use crate::slots::{self, SlotTable};
 use crate::snapshot::{durable_rename, CurrentSnapshot, SnapshotReader, SnapshotWriter};
+use crate::{Command, SlotState, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::{CommandResult, Entry, GroupId, NodeId, Record, Store, TypeConfig};
+use kvorum_router::slot_of;
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 type Membership = StoredMembership<NodeId, BasicNode>;
@@ -123,14 +126,42 @@ fn fault_apply(_: &crate::Command) -> Result<()> {
     Ok(())
 }
 
-/// The state machine of one group. Keeps last-applied, membership and stats in memory; data in
-/// RocksDB.
+/// The state machine of one group. Keeps last-applied, membership, stats, the slot table and the
+/// version base in memory (a copy of what is in the meta CF); data in RocksDB.
 pub struct StateMachineStore {
     store: Store,
     group: GroupId,
+    state: SmState,
+}
+
+/// What a group's state machine keeps besides its data; the state one apply batch leaves for
+/// the next.
+#[derive(Debug, Clone)]
+struct SmState {
     applied: Option<LogId<NodeId>>,
     membership: Membership,
     stats: GroupStats,
+    /// The slot table; `None`: uninitialized, every slot owned.
+    slots: Option<SlotTable>,
+    /// Added to a write's log index to make its version (see [`Command::Ingest`]).
+    base: u64,
+}
+
+/// The group's slot table as recorded (`None`: uninitialized).
+fn read_slots(
+    get: impl FnOnce(&[u8]) -> std::result::Result<Option<Vec<u8>>, rocksdb::Error>,
+    group: GroupId,
+) -> Result<Option<SlotTable>> {
+    let raw = get(&keys::meta_key(group, tag::SLOTS)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    raw.map(|b| {
+        slots::decode_table(&b).ok_or_else(|| {
+            sm_err(
+                ErrorVerb::Read,
+                format!("corrupt slot table of group {group}"),
+            )
+        })
+    })
+    .transpose()
 }
 
 /// Builds snapshots of one group from a RocksDB snapshot, concurrently with apply.
@@ -167,12 +198,19 @@ impl StateMachineStore {
         let applied = read_meta::<Option<LogId<NodeId>>>(get, group, tag::APPLIED)?.flatten();
         let membership = read_meta(get, group, tag::MEMBERSHIP)?.unwrap_or_default();
         let stats = load_stats(&store, group)?;
+        let slots = read_slots(get, group)?;
+        let base = read_meta(get, group, tag::VERSION_BASE)?.unwrap_or(0);
+        store.set_slot_table(group, slots.clone());
         Ok(StateMachineStore {
             store,
             group,
-            applied,
-            membership,
-            stats,
+            state: SmState {
+                applied,
+                membership,
+                stats,
+                slots,
+                base,
+            },
         })
     }
 }
@@ -205,6 +243,13 @@ pub(crate) fn recover(store: &Store) -> std::result::Result<(), crate::StoreErro
             }
             if t == tag::INSTALLING && bincode::deserialize::<bool>(v).unwrap_or(true) {
                 installing.push(group);
+            }
+            if t == tag::SLOTS {
+                match slots::decode_table(v) {
+                    Some(table) => store.set_slot_table(group, Some(table)),
+                    // Its state machine fails to open on it too.
+                    None => tracing::error!(group = %group, "undecodable slot table"),
+                }
             }
         }
         it.next();
@@ -261,10 +306,30 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
     );
     let prefix = keys::group_start(group);
     let mut stats = GroupStats::default();
+    // Snapshots written before slot tables existed carry neither: uninitialized, base 0.
+    let mut table: Option<SlotTable> = None;
+    let mut base: u64 = 0;
     while let Some((k, v)) = reader
         .next_record()
         .map_err(|e| snap_err(ErrorVerb::Read, e))?
     {
+        if k.starts_with(&keys::SNAP_SPECIAL) {
+            if k == keys::SNAP_SLOTS {
+                table = Some(
+                    slots::decode_table(&v)
+                        .ok_or_else(|| snap_err(ErrorVerb::Read, "corrupt slot table"))?,
+                );
+            } else if k == keys::SNAP_VERSION_BASE {
+                let b: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| snap_err(ErrorVerb::Read, "corrupt version base"))?;
+                base = u64::from_be_bytes(b);
+            } else {
+                return Err(snap_err(ErrorVerb::Read, "unknown special snapshot record"));
+            }
+            continue;
+        }
         let mut full = Vec::with_capacity(8 + k.len());
         full.extend_from_slice(&prefix);
         full.extend_from_slice(&k);
@@ -287,12 +352,27 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
         encode(&current.meta.last_membership)?,
     );
     batch.put_cf(meta_cf, keys::meta_key(group, tag::STATS), encode(&stats)?);
+    match &table {
+        Some(t) => batch.put_cf(
+            meta_cf,
+            keys::meta_key(group, tag::SLOTS),
+            slots::encode_table(t),
+        ),
+        None => batch.delete_cf(meta_cf, keys::meta_key(group, tag::SLOTS)),
+    }
+    batch.put_cf(
+        meta_cf,
+        keys::meta_key(group, tag::VERSION_BASE),
+        encode(&base)?,
+    );
     batch.delete_cf(meta_cf, keys::meta_key(group, tag::INSTALLING));
     let mut wo = WriteOptions::default();
     // Durable before openraft learns the snapshot is installed (it may then purge its log).
     wo.set_sync(true);
     db.write_opt(batch, &wo)
-        .map_err(|e| snap_err(ErrorVerb::Write, e))
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    store.set_slot_table(group, table);
+    Ok(())
 }
 
 /// Renames the finished snapshot file `tmp` (open as `file`) to `current.file` and records it as
@@ -483,6 +563,19 @@ fn write_snapshot(
         it.next();
     }
     it.status().map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    drop(it);
+    // The slot table and version base, from the same RocksDB snapshot as the data; after it
+    // (special keys sort after every data key).
+    let meta_cf = store.cf(CF_META);
+    if let Some(table) = read_slots(|k| snap.get_cf(meta_cf, k), group)? {
+        out.record(&keys::SNAP_SLOTS, &slots::encode_table(&table))
+            .map_err(w)?;
+    }
+    let base: u64 = read_meta(|k| snap.get_cf(meta_cf, k), group, tag::VERSION_BASE)?.unwrap_or(0);
+    if base != 0 {
+        out.record(&keys::SNAP_VERSION_BASE, &base.to_be_bytes())
+            .map_err(w)?;
+    }
     let written = out.finish().map_err(w)?;
     let reader = std::fs::File::open(tmp).map_err(|e| snap_err(ErrorVerb::Read, e))?;
     Ok((written, reader))
@@ -492,7 +585,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, Membership)> {
-        Ok((self.applied, self.membership.clone()))
+        Ok((self.state.applied, self.state.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>>
@@ -501,18 +594,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let store = self.store.clone();
-        let (group, applied, membership, stats) = (
-            self.group,
-            self.applied,
-            self.membership.clone(),
-            self.stats,
-        );
-        let (results, applied, membership, stats) =
-            blocking(move || apply_entries(&store, group, entries, applied, membership, stats))
-                .await?;
-        self.applied = applied;
-        self.membership = membership;
-        self.stats = stats;
+        let (group, state) = (self.group, self.state.clone());
+        let (results, state) =
+            blocking(move || apply_entries(&store, group, entries, state)).await?;
+        self.state = state;
         Ok(results)
     }
 
@@ -540,9 +625,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let group = self.group;
         let meta2 = meta.clone();
         blocking(move || install(&store, group, meta2, received)).await?;
-        self.applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
-        self.stats = load_stats(&self.store, self.group)?;
+        let db = self.store.db();
+        let get = |k: &[u8]| db.get_cf(self.store.cf(CF_META), k);
+        self.state = SmState {
+            applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            stats: load_stats(&self.store, self.group)?,
+            slots: read_slots(get, self.group)?,
+            base: read_meta(get, self.group, tag::VERSION_BASE)?.unwrap_or(0),
+        };
         tracing::info!(group = %self.group, snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }
@@ -558,94 +649,256 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
-/// What a batch of entries applied to: the results and the state after it.
-type Applied = (
-    Vec<CommandResult>,
-    Option<LogId<NodeId>>,
-    Membership,
-    GroupStats,
-);
-
-/// Applies `entries` in one WriteBatch, from the state (`applied`, `membership`, `stats`) the
-/// previous batch left, and returns the results and the new state. Runs on a blocking thread;
-/// openraft applies one batch at a time, so batches keep their order.
+/// Applies `entries` in one WriteBatch, from the `state` the previous batch left, and returns
+/// the results and the new state. Runs on a blocking thread; openraft applies one batch at a
+/// time, so batches keep their order.
+///
+/// Deterministic: every replica computes the same results and state from the same entries, also
+/// when a batch is re-applied after a crash (nothing of it was written: data, slot table,
+/// version base and last-applied go in the one WriteBatch).
 fn apply_entries(
     store: &Store,
     group: GroupId,
     entries: Vec<Entry>,
-    mut applied: Option<LogId<NodeId>>,
-    mut membership: Membership,
-    mut stats: GroupStats,
-) -> Result<Applied> {
-    let db = store.db();
-    let data_cf = store.cf(CF_DATA);
-    let mut batch = WriteBatch::default();
-    // Writes of this batch not yet in RocksDB: later entries must see earlier ones.
-    let mut overlay: HashMap<Vec<u8>, Option<Record>> = HashMap::new();
+    mut state: SmState,
+) -> Result<(Vec<CommandResult>, SmState)> {
+    let mut pending = Pending::new(store, group);
+    let mut slots_changed = false;
+    let old_base = state.base;
     let mut results = Vec::new();
     for entry in entries {
-        applied = Some(entry.log_id);
+        state.applied = Some(entry.log_id);
+        let index = entry.log_id.index;
         let result = match entry.payload {
             EntryPayload::Blank => CommandResult::None,
             EntryPayload::Membership(m) => {
-                membership = StoredMembership::new(Some(entry.log_id), m);
+                state.membership = StoredMembership::new(Some(entry.log_id), m);
                 CommandResult::None
             }
+            EntryPayload::Normal(Command::Ingest { records }) => {
+                ingest_records(&mut pending, &mut state, index, records)?
+            }
             EntryPayload::Normal(cmd) => {
-                fault_apply(&cmd)?;
-                let dk = keys::data_key(group, cmd.key().as_bytes());
-                let current = match overlay.get(&dk) {
-                    Some(r) => r.clone(),
-                    None => {
-                        let raw = db
-                            .get_pinned_cf(data_cf, &dk)
-                            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
-                        match raw {
-                            None => None,
-                            Some(b) => Some(Record::decode(&b).ok_or_else(|| {
-                                sm_err(ErrorVerb::Read, format!("corrupt record {dk:?}"))
-                            })?),
-                        }
+                if let Some(t) = slots::transition(state.slots.as_deref(), &cmd) {
+                    if let Some(table) = t.table {
+                        state.slots = Some(table);
+                        slots_changed = true;
                     }
-                };
-                let (effect, result) = command::apply(&cmd, entry.log_id.index, current.as_ref());
-                if let (Some(old), Effect::Set(_) | Effect::Remove) = (&current, &effect) {
-                    stats.remove(dk.len(), old.encoded_len());
+                    pending.clear_slots(&t.clear, &mut state.stats)?;
+                    t.result
+                } else {
+                    write_key(&mut pending, &mut state, index, &cmd)?
                 }
-                match effect {
-                    Effect::Unchanged => {}
-                    Effect::Set(r) => {
-                        stats.add(dk.len(), r.encoded_len());
-                        batch.put_cf(data_cf, &dk, r.encode());
-                        overlay.insert(dk, Some(r));
-                    }
-                    Effect::Remove => {
-                        batch.delete_cf(data_cf, &dk);
-                        overlay.insert(dk, None);
-                    }
-                }
-                result
             }
         };
         results.push(result);
     }
+    let mut batch = pending.batch;
     let meta_cf = store.cf(CF_META);
     batch.put_cf(
         meta_cf,
         keys::meta_key(group, tag::APPLIED),
-        encode(&applied)?,
+        encode(&state.applied)?,
     );
     batch.put_cf(
         meta_cf,
         keys::meta_key(group, tag::MEMBERSHIP),
-        encode(&membership)?,
+        encode(&state.membership)?,
     );
-    batch.put_cf(meta_cf, keys::meta_key(group, tag::STATS), encode(&stats)?);
-    // Data and last-applied in one batch: a crash never half-applies. An error here stops
-    // the replica (openraft treats it as fatal), so it never diverges.
+    batch.put_cf(
+        meta_cf,
+        keys::meta_key(group, tag::STATS),
+        encode(&state.stats)?,
+    );
+    if let (true, Some(table)) = (slots_changed, &state.slots) {
+        batch.put_cf(
+            meta_cf,
+            keys::meta_key(group, tag::SLOTS),
+            slots::encode_table(table),
+        );
+    }
+    if state.base != old_base {
+        batch.put_cf(
+            meta_cf,
+            keys::meta_key(group, tag::VERSION_BASE),
+            encode(&state.base)?,
+        );
+    }
+    // Data, slot table and last-applied in one batch: a crash never half-applies. An error here
+    // stops the replica (openraft treats it as fatal), so it never diverges.
     store.stall_point();
-    db.write(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-    Ok((results, applied, membership, stats))
+    store
+        .db()
+        .write(batch)
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    if slots_changed {
+        // Only after the write: a reader never sees a table the store could lose.
+        store.set_slot_table(group, state.slots.clone());
+    }
+    Ok((results, state))
+}
+
+/// A key write (Put, Delete, Append, AppendBounded) at log `index`: refused if the group does
+/// not serve the key's slot, else applied with version `index + base`.
+fn write_key(
+    pending: &mut Pending<'_>,
+    state: &mut SmState,
+    index: u64,
+    cmd: &Command,
+) -> Result<CommandResult> {
+    fault_apply(cmd)?;
+    let key = cmd.key().as_bytes();
+    if let Some(refused) = slots::check_write(state.slots.as_deref(), slot_of(key).0) {
+        return Ok(refused);
+    }
+    let dk = keys::data_key(pending.group, key);
+    let current = pending.current(&dk)?;
+    let (effect, result) = command::apply(cmd, index + state.base, current.as_ref());
+    match effect {
+        Effect::Unchanged => {}
+        Effect::Set(r) => pending.set(dk, current.as_ref(), r, &mut state.stats),
+        Effect::Remove => pending.remove(dk, current.as_ref(), &mut state.stats),
+    }
+    Ok(result)
+}
+
+/// `Ingest` at log `index`: stores each record whose slot is Incoming with its own version, and
+/// raises the version base so that later writes get versions above every ingested one.
+fn ingest_records(
+    pending: &mut Pending<'_>,
+    state: &mut SmState,
+    index: u64,
+    records: Vec<(String, Record)>,
+) -> Result<CommandResult> {
+    let (mut written, mut skipped) = (0u64, 0u64);
+    for (key, record) in records {
+        let slot = slot_of(key.as_bytes()).0;
+        let storable = key.len() <= MAX_KEY_BYTES
+            && record.value.len() <= MAX_VALUE_BYTES
+            // Version 0 means absent.
+            && record.version > 0;
+        if !storable || slots::state_of(state.slots.as_deref(), slot) != SlotState::Incoming {
+            skipped += 1;
+            continue;
+        }
+        // A later write at index j > index gets j + base > record.version.
+        state.base = state.base.max(record.version.saturating_sub(index));
+        let dk = keys::data_key(pending.group, key.as_bytes());
+        let current = pending.current(&dk)?;
+        pending.set(dk, current.as_ref(), record, &mut state.stats);
+        written += 1;
+    }
+    Ok(CommandResult::Ingested { written, skipped })
+}
+
+/// The writes of one apply batch not yet in RocksDB, and how to read through them: later
+/// entries of a batch must see earlier ones.
+struct Pending<'a> {
+    store: &'a Store,
+    group: GroupId,
+    batch: WriteBatch,
+    /// Keys written or deleted by this batch (`None`: deleted).
+    overlay: HashMap<Vec<u8>, Option<Record>>,
+    /// Slots whose data this batch deleted (a range delete in `batch`): a key of one that is not
+    /// in `overlay` is absent, whatever RocksDB still holds.
+    cleared: HashSet<u16>,
+}
+
+impl<'a> Pending<'a> {
+    fn new(store: &'a Store, group: GroupId) -> Self {
+        Pending {
+            store,
+            group,
+            batch: WriteBatch::default(),
+            overlay: HashMap::new(),
+            cleared: HashSet::new(),
+        }
+    }
+
+    /// The current record of data key `dk`, as of the entries applied so far.
+    fn current(&self, dk: &[u8]) -> Result<Option<Record>> {
+        if let Some(r) = self.overlay.get(dk) {
+            return Ok(r.clone());
+        }
+        if keys::data_key_slot(dk).is_some_and(|s| self.cleared.contains(&s)) {
+            return Ok(None);
+        }
+        let raw = self
+            .store
+            .db()
+            .get_pinned_cf(self.store.cf(CF_DATA), dk)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        match raw {
+            None => Ok(None),
+            Some(b) => Ok(Some(Record::decode(&b).ok_or_else(|| {
+                sm_err(ErrorVerb::Read, format!("corrupt record {dk:?}"))
+            })?)),
+        }
+    }
+
+    fn set(&mut self, dk: Vec<u8>, old: Option<&Record>, r: Record, stats: &mut GroupStats) {
+        if let Some(old) = old {
+            stats.remove(dk.len(), old.encoded_len());
+        }
+        stats.add(dk.len(), r.encoded_len());
+        self.batch.put_cf(self.store.cf(CF_DATA), &dk, r.encode());
+        self.overlay.insert(dk, Some(r));
+    }
+
+    fn remove(&mut self, dk: Vec<u8>, old: Option<&Record>, stats: &mut GroupStats) {
+        if let Some(old) = old {
+            stats.remove(dk.len(), old.encoded_len());
+        }
+        self.batch.delete_cf(self.store.cf(CF_DATA), &dk);
+        self.overlay.insert(dk, None);
+    }
+
+    /// Deletes all data of `slots`: one range delete per run of consecutive slots, the stats
+    /// reduced by what it removes (counted by a scan, so the batch does not grow with the data).
+    fn clear_slots(&mut self, slots: &[u16], stats: &mut GroupStats) -> Result<()> {
+        let mut sorted = slots.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let db = self.store.db();
+        let data_cf = self.store.cf(CF_DATA);
+        let mut i = 0;
+        while i < sorted.len() {
+            let from = sorted[i];
+            let mut to = from;
+            while i + 1 < sorted.len() && sorted[i + 1] == to + 1 {
+                i += 1;
+                to += 1;
+            }
+            i += 1;
+            let start = keys::slot_start(self.group, from).to_vec();
+            let end = keys::slot_start(self.group, to + 1).to_vec();
+            let mut ro = rocksdb::ReadOptions::default();
+            ro.set_iterate_lower_bound(start.clone());
+            ro.set_iterate_upper_bound(end.clone());
+            let mut it = db.raw_iterator_cf_opt(data_cf, ro);
+            it.seek_to_first();
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                // Keys this batch already wrote or cleared are counted through the overlay.
+                let cleared = keys::data_key_slot(k).is_some_and(|s| self.cleared.contains(&s));
+                if !cleared && !self.overlay.contains_key(k) {
+                    stats.remove(k.len(), v.len());
+                }
+                it.next();
+            }
+            it.status().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            self.batch.delete_range_cf(data_cf, start, end);
+        }
+        let set: HashSet<u16> = sorted.into_iter().collect();
+        for (k, r) in self.overlay.iter_mut() {
+            if keys::data_key_slot(k).is_some_and(|s| set.contains(&s)) {
+                if let Some(old) = r.take() {
+                    stats.remove(k.len(), old.encoded_len());
+                }
+            }
+        }
+        self.cleared.extend(set);
+        Ok(())
+    }
 }
 
 /// Steps (1)-(6) of the module overview, on a blocking thread.

@@ -11,7 +11,21 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 
 use crate::command::RecordCodec;
 use crate::keys::{self, CF_DATA, CF_LOG, CF_META};
-use crate::{GroupId, LogStore, Record, StateMachineStore, TypeConfig};
+use crate::slots::{self, SlotTable};
+use crate::{GroupId, LogStore, Record, SlotState, StateMachineStore, TypeConfig};
+
+/// A chunk of a slot scan ([`Store::scan_slots`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotChunk {
+    /// `(key, record)` pairs in key order (slot, then key bytes).
+    pub records: Vec<(String, Record)>,
+    /// Where the next chunk starts (pass it as `after`); `None` when the scan is done. It may be
+    /// `Some` when nothing remains: the next chunk is then empty with `None`.
+    pub next: Option<Vec<u8>>,
+    /// Bytes of the records returned, counted as [`Store::group_stats`] counts them (data key
+    /// plus encoded record).
+    pub bytes: u64,
+}
 
 /// Errors of the store's own read API.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +49,14 @@ pub enum StoreError {
         /// The group whose snapshot is being installed.
         group: GroupId,
     },
+    /// A slot range is empty or past the last slot: a caller bug.
+    #[error("bad slot range {from}..={to}")]
+    BadSlotRange {
+        /// First slot of the range.
+        from: u16,
+        /// Last slot of the range.
+        to: u16,
+    },
 }
 
 /// The node's RocksDB, shared by all groups. Cheap to clone.
@@ -54,6 +76,10 @@ pub(crate) struct Inner {
     /// Per group, a count of snapshot install starts and ends: odd while the group's data range
     /// is being replaced (or an install failed half way), so reads can tell they overlapped one.
     installs: std::sync::Mutex<HashMap<GroupId, u64>>,
+    /// Per group, its slot table as last applied (absent: uninitialized, every slot owned). Kept
+    /// current by apply and snapshot installs, after their writes, so that ownership can be
+    /// re-checked after a read index.
+    slots: std::sync::RwLock<HashMap<GroupId, SlotTable>>,
     /// Test hook: the next write that reaches [`Store::stall_point`] signals the first channel
     /// and waits on the second.
     #[cfg(test)]
@@ -86,6 +112,7 @@ impl Store {
             flush_tx: std::sync::Mutex::new(tx),
             snapshot_lock: std::sync::Mutex::new(()),
             installs: std::sync::Mutex::new(HashMap::new()),
+            slots: std::sync::RwLock::new(HashMap::new()),
             #[cfg(test)]
             stall: std::sync::Mutex::new(None),
         });
@@ -200,6 +227,163 @@ impl Store {
         Ok((n, bytes))
     }
 
+    /// The state of `slot` in `group`'s slot table, as applied locally (an uninitialized table,
+    /// or a group this store does not know, owns every slot). From memory, no I/O: call it after
+    /// a read index to re-check that the group still serves the slot.
+    pub fn slot_state(&self, group: GroupId, slot: u16) -> SlotState {
+        let tables = self.inner.slots.read().unwrap_or_else(|p| p.into_inner());
+        slots::state_of(tables.get(&group).map(Vec::as_slice), slot)
+    }
+
+    /// `group`'s slot table as applied locally, indexed by slot; `None` when uninitialized.
+    pub fn slot_table(&self, group: GroupId) -> Option<Vec<SlotState>> {
+        let tables = self.inner.slots.read().unwrap_or_else(|p| p.into_inner());
+        tables.get(&group).cloned()
+    }
+
+    /// Publishes `group`'s slot table after the write that made it current.
+    pub(crate) fn set_slot_table(&self, group: GroupId, table: Option<SlotTable>) {
+        let mut tables = self.inner.slots.write().unwrap_or_else(|p| p.into_inner());
+        match table {
+            Some(t) => tables.insert(group, t),
+            None => tables.remove(&group),
+        };
+    }
+
+    /// Up to about `max_bytes` of the records of `slots` (inclusive ranges) in `group`, in key
+    /// order, from this replica's applied state, starting after the cursor `after` (a previous
+    /// chunk's `next`; `None` to start). Always returns at least one record if any remain, so
+    /// every call makes progress; memory is bounded by `max_bytes` plus one record. Each chunk is
+    /// read from one consistent view; chunks are consistent with each other only if the slots do
+    /// not change meanwhile (frozen or released). Refused while the group installs a snapshot.
+    pub fn scan_slots(
+        &self,
+        group: GroupId,
+        slots: &[(u16, u16)],
+        after: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> Result<SlotChunk, StoreError> {
+        let seq = self.install_seq(group);
+        if seq & 1 == 1 {
+            return Err(StoreError::Installing { group });
+        }
+        let mut chunk = SlotChunk {
+            records: Vec::new(),
+            next: None,
+            bytes: 0,
+        };
+        // The cursor is a data key without its group prefix: `slot ++ key`.
+        let cursor: Option<Vec<u8>> = after.map(|a| {
+            let mut k = keys::group_start(group).to_vec();
+            k.extend_from_slice(a);
+            k
+        });
+        for (from, to) in merge_ranges(slots)? {
+            let start = keys::slot_start(group, from).to_vec();
+            let end = keys::slot_start(group, to + 1).to_vec();
+            if cursor.as_ref().is_some_and(|c| *c >= end) {
+                continue;
+            }
+            let mut ro = rocksdb::ReadOptions::default();
+            ro.set_iterate_lower_bound(start.clone());
+            ro.set_iterate_upper_bound(end);
+            let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(CF_DATA), ro);
+            match &cursor {
+                Some(c) if *c >= start => {
+                    it.seek(c);
+                    if it.key() == Some(c.as_slice()) {
+                        it.next();
+                    }
+                }
+                _ => it.seek_to_first(),
+            }
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                let lossy = || String::from_utf8_lossy(&k[10..]).into_owned();
+                let key = std::str::from_utf8(&k[10..])
+                    .map_err(|_| StoreError::Corrupt { key: lossy() })?
+                    .to_string();
+                let record =
+                    Record::decode(v).ok_or_else(|| StoreError::Corrupt { key: lossy() })?;
+                chunk.bytes += (k.len() + v.len()) as u64;
+                chunk.records.push((key, record));
+                if chunk.bytes >= max_bytes as u64 {
+                    chunk.next = Some(k[8..].to_vec());
+                    break;
+                }
+                it.next();
+            }
+            it.status()?;
+            if chunk.next.is_some() {
+                break;
+            }
+        }
+        if self.install_seq(group) != seq {
+            return Err(StoreError::Installing { group });
+        }
+        Ok(chunk)
+    }
+
+    /// Number of keys of `slots` (inclusive ranges) in `group` and their bytes (counted as
+    /// [`Store::group_stats`] counts them), by a scan of this replica's applied state.
+    pub fn slot_stats(
+        &self,
+        group: GroupId,
+        slots: &[(u16, u16)],
+    ) -> Result<(u64, u64), StoreError> {
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for (from, to) in merge_ranges(slots)? {
+            let mut ro = rocksdb::ReadOptions::default();
+            ro.set_iterate_lower_bound(keys::slot_start(group, from).to_vec());
+            ro.set_iterate_upper_bound(keys::slot_start(group, to + 1).to_vec());
+            let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(CF_DATA), ro);
+            it.seek_to_first();
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                n += 1;
+                bytes += (k.len() + v.len()) as u64;
+                it.next();
+            }
+            it.status()?;
+        }
+        Ok((n, bytes))
+    }
+
+    /// Deletes everything this store holds for `group`: its log, meta (vote, applied, slot table,
+    /// ...), data and snapshot files, durably (the deletes are synced before this returns). The
+    /// caller shuts the group's replica down first; a later `state_machine(group)` starts empty.
+    pub fn drop_group(&self, group: GroupId) -> Result<(), StoreError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for cf in [CF_LOG, CF_META, CF_DATA] {
+            batch.delete_range_cf(
+                self.cf(cf),
+                keys::group_start(group).to_vec(),
+                keys::group_end(group),
+            );
+        }
+        let mut wo = rocksdb::WriteOptions::default();
+        // The group is gone for good once this returns: no restart brings it back.
+        wo.set_sync(true);
+        {
+            // Under the snapshot lock: no build or install publishes a file of the group meanwhile.
+            let _guard = self
+                .inner
+                .snapshot_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.inner.db.write_opt(batch, &wo)?;
+            let prefix = format!("g{group}-");
+            for entry in std::fs::read_dir(&self.inner.snapshot_dir)? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) {
+                    std::fs::remove_file(self.inner.snapshot_dir.join(&name))?;
+                }
+            }
+        }
+        self.set_slot_table(group, None);
+        self.installs().remove(&group);
+        tracing::info!(group = %group, "dropped the group's log, meta, data and snapshots");
+        Ok(())
+    }
+
     /// Queues `cb` to be completed after the next WAL fsync.
     pub(crate) fn flush_later(&self, cb: LogFlushed<TypeConfig>) {
         let tx = match self.inner.flush_tx.lock() {
@@ -253,6 +437,25 @@ impl Store {
             .cf_handle(name)
             .expect("column families are created at open")
     }
+}
+
+/// Sorted, merged, checked inclusive slot ranges.
+fn merge_ranges(ranges: &[(u16, u16)]) -> Result<Vec<(u16, u16)>, StoreError> {
+    let mut sorted = ranges.to_vec();
+    for &(from, to) in &sorted {
+        if from > to || to >= kvorum_router::SLOT_COUNT {
+            return Err(StoreError::BadSlotRange { from, to });
+        }
+    }
+    sorted.sort_unstable();
+    let mut merged: Vec<(u16, u16)> = Vec::with_capacity(sorted.len());
+    for (from, to) in sorted {
+        match merged.last_mut() {
+            Some(last) if from <= last.1.saturating_add(1) => last.1 = last.1.max(to),
+            _ => merged.push((from, to)),
+        }
+    }
+    Ok(merged)
 }
 
 /// Fsyncs the WAL once for every batch of appends that queued up while the previous fsync ran

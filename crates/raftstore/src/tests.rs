@@ -540,3 +540,630 @@ mod install_flag {
         Ok(())
     }
 }
+
+mod moves {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+
+    use super::util::{apply, put};
+    use crate::keys::{self, CF_DATA, CF_LOG, CF_META};
+    use crate::{Command, CommandResult, GroupId, Record, SlotState, StateMachineStore, Store};
+    use kvorum_router::slot_of;
+
+    const ALL: (u16, u16) = (0, 4095);
+
+    fn slot(key: &str) -> u16 {
+        slot_of(key.as_bytes()).0
+    }
+
+    /// `n` keys whose slots are pairwise distinct.
+    fn keys_in_distinct_slots(n: usize) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        (0..)
+            .map(|i| format!("key{i}"))
+            .filter(|k| seen.insert(slot(k)))
+            .take(n)
+            .collect()
+    }
+
+    /// The applied index of `sm`.
+    async fn index_of(sm: &mut StateMachineStore) -> anyhow::Result<u64> {
+        Ok(sm.applied_state().await?.0.map_or(0, |l| l.index))
+    }
+
+    /// Applies `cmds` after `sm`'s applied index.
+    async fn run(
+        sm: &mut StateMachineStore,
+        cmds: Vec<Command>,
+    ) -> anyhow::Result<Vec<CommandResult>> {
+        let mut index = index_of(sm).await?;
+        apply(sm, &mut index, cmds).await
+    }
+
+    async fn run1(sm: &mut StateMachineStore, cmd: Command) -> anyhow::Result<CommandResult> {
+        Ok(run(sm, vec![cmd]).await?.remove(0))
+    }
+
+    fn one(s: u16) -> Vec<(u16, u16)> {
+        vec![(s, s)]
+    }
+
+    fn assert_stats_right(store: &Store, group: GroupId) -> anyhow::Result<()> {
+        assert_eq!(
+            store.group_stats(group)?,
+            store.scan_stats(group)?,
+            "{group}"
+        );
+        Ok(())
+    }
+
+    // Writes of every kind to a Frozen slot answer Frozen, to a Released or Incoming slot
+    // NotOwner, and write nothing; writes to Owned slots still apply.
+    #[tokio::test]
+    async fn writes_to_unserved_slots_are_refused_and_write_nothing() -> anyhow::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let g = GroupId(11);
+        let mut sm = store.state_machine(g).await?;
+        let ks = keys_in_distinct_slots(4);
+        let (frozen, released, incoming, owned) = (&ks[0], &ks[1], &ks[2], &ks[3]);
+        let mut cmds = vec![Command::InitSlots { owned: vec![ALL] }];
+        cmds.extend(ks.iter().map(|k| put(k, "v1")));
+        cmds.extend([
+            Command::Freeze {
+                slots: vec![
+                    (slot(frozen), slot(frozen)),
+                    (slot(released), slot(released)),
+                ],
+            },
+            Command::Release {
+                slots: one(slot(released)),
+            },
+            Command::Freeze {
+                slots: one(slot(incoming)),
+            },
+            Command::Release {
+                slots: one(slot(incoming)),
+            },
+            Command::BeginIncoming {
+                slots: one(slot(incoming)),
+            },
+        ]);
+        let results = run(&mut sm, cmds).await?;
+        assert!(
+            results
+                .iter()
+                .all(|r| !matches!(r, CommandResult::SlotState { .. })),
+            "{results:?}"
+        );
+        let before: Vec<Option<Record>> = ks
+            .iter()
+            .map(|k| store.read(g, k))
+            .collect::<Result<_, _>>()?;
+        assert!(before[2].is_none(), "BeginIncoming deletes the slot's data");
+        for (key, expect) in [
+            (frozen, CommandResult::Frozen { slot: slot(frozen) }),
+            (
+                released,
+                CommandResult::NotOwner {
+                    slot: slot(released),
+                },
+            ),
+            (
+                incoming,
+                CommandResult::NotOwner {
+                    slot: slot(incoming),
+                },
+            ),
+        ] {
+            let writes = vec![
+                put(key, "v2"),
+                Command::Delete {
+                    key: key.clone(),
+                    condition: None,
+                },
+                Command::Append {
+                    key: key.clone(),
+                    suffix: "x".into(),
+                },
+                Command::AppendBounded {
+                    key: key.clone(),
+                    suffix: "x".into(),
+                    max_value_bytes: 99,
+                },
+            ];
+            for r in run(&mut sm, writes).await? {
+                assert_eq!(r, expect, "{key}");
+            }
+        }
+        let after: Vec<Option<Record>> = ks
+            .iter()
+            .map(|k| store.read(g, k))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(after[..3], before[..3], "a refused write wrote something");
+        assert!(matches!(
+            run1(&mut sm, put(owned, "v2")).await?,
+            CommandResult::Written { .. }
+        ));
+        assert_eq!(store.slot_state(g, slot(frozen)), SlotState::Frozen);
+        assert_eq!(store.slot_state(g, slot(released)), SlotState::Released);
+        assert_eq!(store.slot_state(g, slot(incoming)), SlotState::Incoming);
+        assert_eq!(store.slot_state(g, slot(owned)), SlotState::Owned);
+        assert_stats_right(&store, g)
+    }
+
+    // A group whose table was never initialized serves every slot, and a later InitSlots is
+    // applied once (a second one is a no-op).
+    #[tokio::test]
+    async fn uninitialized_groups_own_every_slot_and_init_is_idempotent() -> anyhow::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let g = GroupId(12);
+        let mut sm = store.state_machine(g).await?;
+        assert!(matches!(
+            run1(&mut sm, put("a", "1")).await?,
+            CommandResult::Written { .. }
+        ));
+        assert_eq!(store.slot_table(g), None);
+        assert_eq!(store.slot_state(g, slot("a")), SlotState::Owned);
+        let s = slot("a");
+        assert_eq!(
+            run1(&mut sm, Command::InitSlots { owned: one(s) }).await?,
+            CommandResult::None
+        );
+        assert_eq!(
+            run1(&mut sm, Command::InitSlots { owned: vec![] }).await?,
+            CommandResult::None
+        );
+        let table = store.slot_table(g).expect("initialized");
+        assert_eq!(table[usize::from(s)], SlotState::Owned);
+        assert_eq!(table.iter().filter(|t| **t == SlotState::Owned).count(), 1);
+        Ok(())
+    }
+
+    // A whole move of half the slots from A to B in one store, copying in small chunks:
+    // afterwards B serves every moved key with its value and version, A none of them, the
+    // others stay at A, counts are right on both, and B's next writes get higher versions.
+    #[tokio::test]
+    async fn a_move_between_two_groups_moves_every_key_with_its_version() -> anyhow::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let (a, b) = (GroupId(21), GroupId(22));
+        let mut sa = store.state_machine(a).await?;
+        let mut sb = store.state_machine(b).await?;
+        run1(&mut sa, Command::InitSlots { owned: vec![ALL] }).await?;
+        run1(&mut sb, Command::InitSlots { owned: vec![] }).await?;
+        let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+        run(
+            &mut sa,
+            keys.iter()
+                .map(|k| put(k, &format!("value of {k}")))
+                .collect(),
+        )
+        .await?;
+        // Overwrites, so A's versions are well above B's log index.
+        run(
+            &mut sa,
+            keys.iter().map(|k| put(k, &format!("v2 of {k}"))).collect(),
+        )
+        .await?;
+        let moving = vec![(0u16, 1000u16), (3000, 4095)];
+        let moves = |k: &str| moving.iter().any(|&(f, t)| (f..=t).contains(&slot(k)));
+        let before: Vec<Option<Record>> = keys
+            .iter()
+            .map(|k| store.read(a, k))
+            .collect::<Result<_, _>>()?;
+
+        assert_eq!(
+            run1(
+                &mut sa,
+                Command::Freeze {
+                    slots: moving.clone()
+                }
+            )
+            .await?,
+            CommandResult::None
+        );
+        assert_eq!(
+            run1(
+                &mut sb,
+                Command::BeginIncoming {
+                    slots: moving.clone()
+                }
+            )
+            .await?,
+            CommandResult::None
+        );
+        let mut cursor: Option<Vec<u8>> = None;
+        let (mut copied, mut chunks) = (0u64, 0);
+        loop {
+            let chunk = store.scan_slots(a, &moving, cursor.as_deref(), 300)?;
+            assert!(chunk.bytes <= 300 + 200, "chunk of {} bytes", chunk.bytes);
+            chunks += 1;
+            if !chunk.records.is_empty() {
+                let n = chunk.records.len() as u64;
+                let r = run1(
+                    &mut sb,
+                    Command::Ingest {
+                        records: chunk.records,
+                    },
+                )
+                .await?;
+                assert_eq!(
+                    r,
+                    CommandResult::Ingested {
+                        written: n,
+                        skipped: 0
+                    }
+                );
+                copied += n;
+            }
+            match chunk.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let expected = keys.iter().filter(|k| moves(k)).count() as u64;
+        assert_eq!(copied, expected, "in {chunks} chunks");
+        assert!(chunks > 5, "only {chunks} chunks");
+        assert_eq!(store.slot_stats(a, &moving)?, store.slot_stats(b, &moving)?);
+        run1(
+            &mut sa,
+            Command::Release {
+                slots: moving.clone(),
+            },
+        )
+        .await?;
+        run1(
+            &mut sb,
+            Command::Activate {
+                slots: moving.clone(),
+            },
+        )
+        .await?;
+        run1(
+            &mut sa,
+            Command::DropSlots {
+                slots: moving.clone(),
+            },
+        )
+        .await?;
+
+        for (k, rec) in keys.iter().zip(&before) {
+            let (at_a, at_b) = (store.read(a, k)?, store.read(b, k)?);
+            if moves(k) {
+                assert_eq!(&at_b, rec, "{k} at B");
+                assert_eq!(at_a, None, "{k} at A");
+            } else {
+                assert_eq!(&at_a, rec, "{k} at A");
+                assert_eq!(at_b, None, "{k} at B");
+            }
+        }
+        assert_eq!(store.group_stats(b)?.0, expected);
+        assert_eq!(store.group_stats(a)?.0, keys.len() as u64 - expected);
+        assert_stats_right(&store, a)?;
+        assert_stats_right(&store, b)?;
+        // Writes: the moved keys at A are refused, at B they get a higher version.
+        let moved = keys.iter().position(|k| moves(k)).expect("some key moves");
+        let k = &keys[moved];
+        assert_eq!(
+            run1(&mut sa, put(k, "x")).await?,
+            CommandResult::NotOwner { slot: slot(k) }
+        );
+        let old = before[moved].as_ref().map_or(0, |r| r.version);
+        let max = before
+            .iter()
+            .flatten()
+            .map(|r| r.version)
+            .max()
+            .unwrap_or(0);
+        match run1(&mut sb, put(k, "x")).await? {
+            CommandResult::Written { version } => {
+                assert!(
+                    version > max,
+                    "version {version} after a move, not above {max} (was {old})"
+                )
+            }
+            r => panic!("{r:?}"),
+        }
+        Ok(())
+    }
+
+    // A move rolled back: the destination's AbortIncoming deletes what it copied and releases
+    // the slots; the source's Unfreeze makes the slots writable again.
+    #[tokio::test]
+    async fn a_rolled_back_move_leaves_the_source_serving() -> anyhow::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let (a, b) = (GroupId(31), GroupId(32));
+        let mut sa = store.state_machine(a).await?;
+        let mut sb = store.state_machine(b).await?;
+        run1(&mut sa, Command::InitSlots { owned: vec![ALL] }).await?;
+        run1(&mut sb, Command::InitSlots { owned: vec![] }).await?;
+        let s = slot("k");
+        run1(&mut sa, put("k", "v")).await?;
+        run1(&mut sa, Command::Freeze { slots: one(s) }).await?;
+        run1(&mut sb, Command::BeginIncoming { slots: one(s) }).await?;
+        let chunk = store.scan_slots(a, &one(s), None, 1 << 20)?;
+        assert_eq!(chunk.next, None);
+        run1(
+            &mut sb,
+            Command::Ingest {
+                records: chunk.records,
+            },
+        )
+        .await?;
+        assert!(store.read(b, "k")?.is_some());
+        assert_eq!(
+            run1(&mut sb, Command::AbortIncoming { slots: one(s) }).await?,
+            CommandResult::None
+        );
+        assert_eq!(store.read(b, "k")?, None);
+        assert_eq!(store.group_stats(b)?, (0, 0));
+        assert_eq!(store.slot_state(b, s), SlotState::Released);
+        // Activating an aborted copy is refused.
+        assert_eq!(
+            run1(&mut sb, Command::Activate { slots: one(s) }).await?,
+            CommandResult::SlotState {
+                slot: s,
+                state: SlotState::Released
+            }
+        );
+        assert_eq!(
+            run1(&mut sa, Command::Unfreeze { slots: one(s) }).await?,
+            CommandResult::None
+        );
+        assert!(matches!(
+            run1(&mut sa, put("k", "w")).await?,
+            CommandResult::Written { .. }
+        ));
+        assert_stats_right(&store, a)?;
+        assert_stats_right(&store, b)
+    }
+
+    // The same entries give the same results and state whether applied in one batch (reading
+    // through the batch's pending writes and range deletes) or one by one, and applying a
+    // sequence's admin commands again changes nothing further.
+    #[tokio::test]
+    async fn batched_and_single_application_agree() -> anyhow::Result<()> {
+        let ks = keys_in_distinct_slots(3);
+        let s: Vec<u16> = ks.iter().map(|k| slot(k)).collect();
+        let rec = |v: &str, version| Record {
+            value: v.into(),
+            version,
+        };
+        let cmds = vec![
+            Command::InitSlots {
+                owned: vec![(s[0], s[0])],
+            },
+            put(&ks[0], "a"),
+            put(&ks[1], "refused"),
+            Command::BeginIncoming { slots: one(s[1]) },
+            Command::Ingest {
+                records: vec![
+                    (ks[1].clone(), rec("in", 500)),
+                    (ks[0].clone(), rec("skip", 9)),
+                ],
+            },
+            Command::AbortIncoming { slots: one(s[1]) },
+            Command::BeginIncoming { slots: one(s[1]) },
+            Command::Ingest {
+                records: vec![(ks[1].clone(), rec("in2", 700))],
+            },
+            Command::Ingest {
+                records: vec![(ks[1].clone(), rec("in3", 800))],
+            },
+            Command::BeginIncoming { slots: one(s[1]) },
+            Command::Ingest {
+                records: vec![(ks[1].clone(), rec("in4", 900))],
+            },
+            Command::Activate { slots: one(s[1]) },
+            Command::Activate { slots: one(s[1]) },
+            Command::Append {
+                key: ks[1].clone(),
+                suffix: "+".into(),
+            },
+            Command::Freeze { slots: one(s[0]) },
+            Command::Freeze { slots: one(s[0]) },
+            put(&ks[0], "frozen"),
+            Command::Release { slots: one(s[0]) },
+            Command::Release { slots: one(s[0]) },
+            Command::DropSlots { slots: vec![ALL] },
+            Command::DropSlots { slots: vec![ALL] },
+            Command::Freeze { slots: one(s[2]) },
+        ];
+        let mut outcomes = Vec::new();
+        for batched in [true, false] {
+            let dir = tempfile::TempDir::new()?;
+            let store = Store::open(dir.path())?;
+            let g = GroupId(40);
+            let mut sm = store.state_machine(g).await?;
+            let results = if batched {
+                run(&mut sm, cmds.clone()).await?
+            } else {
+                let mut rs = Vec::new();
+                for c in cmds.clone() {
+                    rs.push(run1(&mut sm, c).await?);
+                }
+                rs
+            };
+            let data: Vec<Option<Record>> = ks
+                .iter()
+                .map(|k| store.read(g, k))
+                .collect::<Result<_, _>>()?;
+            assert_stats_right(&store, g)?;
+            outcomes.push((results, data, store.slot_table(g), store.group_stats(g)?));
+        }
+        assert_eq!(outcomes[0], outcomes[1]);
+        let (results, data, _, stats) = &outcomes[0];
+        assert_eq!(results[2], CommandResult::NotOwner { slot: s[1] });
+        assert_eq!(
+            results[4],
+            CommandResult::Ingested {
+                written: 1,
+                skipped: 1
+            }
+        );
+        assert_eq!(results[16], CommandResult::Frozen { slot: s[0] });
+        assert_eq!(
+            results[21],
+            CommandResult::SlotState {
+                slot: s[2],
+                state: SlotState::Released
+            }
+        );
+        assert_eq!(data[0], None, "dropped");
+        assert_eq!(data[1].as_ref().map(|r| r.value.as_str()), Some("in4+"));
+        assert!(data[1].as_ref().is_some_and(|r| r.version > 900));
+        assert_eq!(stats.0, 1);
+        Ok(())
+    }
+
+    // The slot table and version base survive a restart, and are carried by a snapshot into
+    // another store; versions keep growing above ingested ones on both.
+    #[tokio::test]
+    async fn table_and_version_base_survive_restart_and_snapshots() -> anyhow::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let g = GroupId(50);
+        let s = slot("k");
+        let (table, snap, last) = {
+            let store = Store::open(dir.path())?;
+            let mut sm = store.state_machine(g).await?;
+            run1(&mut sm, Command::InitSlots { owned: vec![] }).await?;
+            run1(&mut sm, Command::BeginIncoming { slots: one(s) }).await?;
+            let rec = Record {
+                value: "old".into(),
+                version: 10_000,
+            };
+            let r = run1(
+                &mut sm,
+                Command::Ingest {
+                    records: vec![("k".into(), rec.clone())],
+                },
+            )
+            .await?;
+            assert_eq!(
+                r,
+                CommandResult::Ingested {
+                    written: 1,
+                    skipped: 0
+                }
+            );
+            assert_eq!(store.read(g, "k")?, Some(rec));
+            run1(&mut sm, Command::Activate { slots: one(s) }).await?;
+            let mut last = 10_000;
+            for i in 0..3 {
+                match run1(&mut sm, put("k", &format!("v{i}"))).await? {
+                    CommandResult::Written { version } => {
+                        assert!(version > last, "version {version} not above {last}");
+                        last = version;
+                    }
+                    r => panic!("{r:?}"),
+                }
+            }
+            let snap = sm.get_snapshot_builder().await.build_snapshot().await?;
+            (store.slot_table(g), snap, last)
+        };
+        assert!(table.is_some());
+        // Restart.
+        let store = Store::open(dir.path())?;
+        assert_eq!(
+            store.slot_table(g),
+            table,
+            "loaded at open, before the state machine"
+        );
+        let mut sm = store.state_machine(g).await?;
+        match run1(&mut sm, put("k", "after restart")).await? {
+            CommandResult::Written { version } => assert!(version > last, "{version} <= {last}"),
+            r => panic!("{r:?}"),
+        }
+        // Snapshot install into another store's group (which had a different table).
+        let dir2 = tempfile::TempDir::new()?;
+        let store2 = Store::open(dir2.path())?;
+        let mut sm2 = store2.state_machine(g).await?;
+        run1(&mut sm2, Command::InitSlots { owned: vec![ALL] }).await?;
+        sm2.install_snapshot(&snap.meta, snap.snapshot).await?;
+        assert_eq!(store2.slot_table(g), table);
+        assert_eq!(store2.slot_state(g, s), SlotState::Owned);
+        assert_eq!(
+            store2.slot_state(g, s.wrapping_add(1) % 4096),
+            SlotState::Released
+        );
+        assert_stats_right(&store2, g)?;
+        match run1(&mut sm2, put("k", "on the copy")).await? {
+            CommandResult::Written { version } => assert!(version > last, "{version} <= {last}"),
+            r => panic!("{r:?}"),
+        }
+        // And after a restart of the installed copy.
+        drop(sm2);
+        drop(store2);
+        let store2 = Store::open(dir2.path())?;
+        assert_eq!(store2.slot_table(g), table);
+        Ok(())
+    }
+
+    // A snapshot of a group without a table (as older versions wrote them) installs as
+    // uninitialized with base 0, replacing the receiver's table.
+    #[tokio::test]
+    async fn a_snapshot_without_a_table_installs_as_uninitialized() -> anyhow::Result<()> {
+        let g = GroupId(51);
+        let src_dir = tempfile::TempDir::new()?;
+        let src = Store::open(src_dir.path())?;
+        let mut src_sm = src.state_machine(g).await?;
+        run1(&mut src_sm, put("a", "1")).await?;
+        let snap = src_sm.get_snapshot_builder().await.build_snapshot().await?;
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let mut sm = store.state_machine(g).await?;
+        run(&mut sm, vec![Command::InitSlots { owned: vec![] }]).await?;
+        sm.install_snapshot(&snap.meta, snap.snapshot).await?;
+        assert_eq!(store.slot_table(g), None);
+        match run1(&mut sm, put("a", "2")).await? {
+            CommandResult::Written { version } => assert_eq!(version, index_of(&mut sm).await?),
+            r => panic!("{r:?}"),
+        }
+        Ok(())
+    }
+
+    // Dropping a group leaves no key of it in any column family and none of its snapshot
+    // files; other groups are untouched, and the group can start again from empty.
+    #[tokio::test]
+    async fn drop_group_leaves_nothing_behind() -> anyhow::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let (g, other) = (GroupId(60), GroupId(61));
+        for group in [g, other] {
+            let mut sm = store.state_machine(group).await?;
+            run(
+                &mut sm,
+                vec![Command::InitSlots { owned: vec![ALL] }, put("a", "1")],
+            )
+            .await?;
+            sm.get_snapshot_builder().await.build_snapshot().await?;
+            use openraft::storage::RaftLogStorage;
+            let mut log = store.log_store(group);
+            log.save_vote(&openraft::Vote::new(1, 1)).await?;
+        }
+        store.drop_group(g)?;
+        for cf in [CF_LOG, CF_META, CF_DATA] {
+            let mut it = store.db().raw_iterator_cf(store.cf(cf));
+            it.seek(keys::group_start(g));
+            let left = it.key().filter(|k| k.starts_with(&keys::group_start(g)));
+            assert!(
+                left.is_none(),
+                "{cf}: key {left:?} of the dropped group left"
+            );
+        }
+        let files: Vec<String> = std::fs::read_dir(dir.path().join("snapshots"))?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()?;
+        assert!(files.iter().all(|f| !f.starts_with("g60-")), "{files:?}");
+        assert!(files.iter().any(|f| f.starts_with("g61-")), "{files:?}");
+        assert_eq!(store.slot_table(g), None);
+        assert!(store.slot_table(other).is_some());
+        assert!(store.read(other, "a")?.is_some());
+        let mut sm = store.state_machine(g).await?;
+        assert_eq!(sm.applied_state().await?.0, None);
+        assert_eq!(store.read(g, "a")?, None);
+        Ok(())
+    }
+}

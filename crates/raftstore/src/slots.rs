@@ -1,0 +1,368 @@
+//! The slot table of a data group: which slots it serves, and the pure transitions of the slot
+//! admin commands that change it (a move's steps).
+//!
+//! Steps of a move, as the metadata server drives them (each a log entry, each idempotent):
+//! source `Freeze` → destination `BeginIncoming` → copy (`Store::scan_slots` at the source,
+//! `Ingest` at the destination) → source `Release` → flip in the config group → destination
+//! `Activate` → source `DropSlots`. Rollback: destination `AbortIncoming`, source `Unfreeze`.
+//!
+//! Invariants: the table changes only by log entries (the same on every replica, also when an
+//! entry is re-applied after a crash); a command is checked for every slot it names before any is
+//! changed, so a refused command changes nothing; a group whose table was never initialized
+//! serves every slot (existing clusters and the config group keep working unchanged).
+
+use kvorum_router::SLOT_COUNT;
+use serde::{Deserialize, Serialize};
+
+use crate::{Command, CommandResult};
+
+/// The state of one slot in a group's slot table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotState {
+    /// Served: reads and writes.
+    Owned,
+    /// Being moved away: reads served, writes refused ([`CommandResult::Frozen`]).
+    Frozen,
+    /// Not served (never owned, or moved away; its data stays until `DropSlots`).
+    Released,
+    /// Being copied in by `Ingest`; not served until `Activate`.
+    Incoming,
+}
+
+impl SlotState {
+    /// The persistent byte of the state (meta CF, snapshots). MUST NOT change.
+    pub(crate) fn to_byte(self) -> u8 {
+        match self {
+            SlotState::Owned => 0,
+            SlotState::Frozen => 1,
+            SlotState::Released => 2,
+            SlotState::Incoming => 3,
+        }
+    }
+
+    pub(crate) fn from_byte(b: u8) -> Option<SlotState> {
+        Some(match b {
+            0 => SlotState::Owned,
+            1 => SlotState::Frozen,
+            2 => SlotState::Released,
+            3 => SlotState::Incoming,
+            _ => return None,
+        })
+    }
+}
+
+/// A group's slot table: the state of every slot, indexed by slot (`SLOT_COUNT` entries).
+pub(crate) type SlotTable = Vec<SlotState>;
+
+/// The persistent encoding of a table: one [`SlotState::to_byte`] per slot. MUST NOT change.
+pub(crate) fn encode_table(table: &[SlotState]) -> Vec<u8> {
+    table.iter().map(|s| s.to_byte()).collect()
+}
+
+/// Decodes [`encode_table`]; `None` when the bytes are not a table.
+pub(crate) fn decode_table(bytes: &[u8]) -> Option<SlotTable> {
+    if bytes.len() != usize::from(SLOT_COUNT) {
+        return None;
+    }
+    bytes.iter().map(|b| SlotState::from_byte(*b)).collect()
+}
+
+/// The state of `slot` in `table` (`None`: uninitialized, every slot owned).
+pub(crate) fn state_of(table: Option<&[SlotState]>, slot: u16) -> SlotState {
+    table
+        .and_then(|t| t.get(usize::from(slot)).copied())
+        .unwrap_or(SlotState::Owned)
+}
+
+/// Whether a write to `slot` may apply; the refusal to answer otherwise.
+pub(crate) fn check_write(table: Option<&[SlotState]>, slot: u16) -> Option<CommandResult> {
+    match state_of(table, slot) {
+        SlotState::Owned => None,
+        SlotState::Frozen => Some(CommandResult::Frozen { slot }),
+        SlotState::Released | SlotState::Incoming => Some(CommandResult::NotOwner { slot }),
+    }
+}
+
+/// The slots of inclusive ranges, in the order given; the first bad range (`from > to`, or past
+/// the last slot) as an error.
+pub(crate) fn expand(ranges: &[(u16, u16)]) -> Result<Vec<u16>, CommandResult> {
+    let mut slots = Vec::new();
+    for &(from, to) in ranges {
+        if from > to || to >= SLOT_COUNT {
+            return Err(CommandResult::BadSlotRange { from, to });
+        }
+        slots.extend(from..=to);
+    }
+    Ok(slots)
+}
+
+/// What a slot admin command does: the new table (`None`: unchanged), the slots whose data
+/// must be deleted, and the result.
+pub(crate) struct Transition {
+    pub table: Option<SlotTable>,
+    pub clear: Vec<u16>,
+    pub result: CommandResult,
+}
+
+impl Transition {
+    fn refused(result: CommandResult) -> Transition {
+        Transition {
+            table: None,
+            clear: Vec::new(),
+            result,
+        }
+    }
+}
+
+/// Applies the slot admin command `cmd` (any but `Ingest`) to `table`. Pure and deterministic.
+/// Returns `None` for commands that are not slot admin commands.
+pub(crate) fn transition(table: Option<&[SlotState]>, cmd: &Command) -> Option<Transition> {
+    use SlotState::*;
+    // (ranges, allowed (from, to) moves, which resulting states have their data deleted)
+    let (ranges, moves, clear_if): (&[(u16, u16)], &[(SlotState, SlotState)], &[SlotState]) =
+        match cmd {
+            Command::InitSlots { owned } => return Some(init(table, owned)),
+            Command::Freeze { slots } => (slots, &[(Owned, Frozen), (Frozen, Frozen)], &[]),
+            Command::Unfreeze { slots } => (slots, &[(Frozen, Owned), (Owned, Owned)], &[]),
+            Command::Release { slots } => (slots, &[(Frozen, Released), (Released, Released)], &[]),
+            Command::DropSlots { slots } => (
+                slots,
+                &[
+                    (Owned, Owned),
+                    (Frozen, Frozen),
+                    (Released, Released),
+                    (Incoming, Incoming),
+                ],
+                &[Released],
+            ),
+            Command::BeginIncoming { slots } => (
+                slots,
+                &[(Released, Incoming), (Incoming, Incoming)],
+                &[Incoming],
+            ),
+            Command::Activate { slots } => (slots, &[(Incoming, Owned), (Owned, Owned)], &[]),
+            // Released stays (and keeps its data): a repeated abort changes nothing.
+            Command::AbortIncoming { slots } => {
+                let t = abort(table, slots);
+                return Some(t);
+            }
+            _ => return None,
+        };
+    let slots = match expand(ranges) {
+        Ok(s) => s,
+        Err(r) => return Some(Transition::refused(r)),
+    };
+    let mut next: Vec<(u16, SlotState)> = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let state = state_of(table, slot);
+        match moves.iter().find(|(from, _)| *from == state) {
+            Some(&(_, to)) => next.push((slot, to)),
+            None => {
+                return Some(Transition::refused(CommandResult::SlotState {
+                    slot,
+                    state,
+                }))
+            }
+        }
+    }
+    Some(commit(table, next, clear_if))
+}
+
+/// `AbortIncoming`: Incoming → Released (data deleted), Released stays.
+fn abort(table: Option<&[SlotState]>, ranges: &[(u16, u16)]) -> Transition {
+    let slots = match expand(ranges) {
+        Ok(s) => s,
+        Err(r) => return Transition::refused(r),
+    };
+    let mut next = Vec::with_capacity(slots.len());
+    let mut clear = Vec::new();
+    for slot in slots {
+        match state_of(table, slot) {
+            SlotState::Incoming => {
+                next.push((slot, SlotState::Released));
+                clear.push(slot);
+            }
+            SlotState::Released => {}
+            state => return Transition::refused(CommandResult::SlotState { slot, state }),
+        }
+    }
+    let mut t = commit(table, next, &[]);
+    t.clear = clear;
+    t
+}
+
+/// Applies checked moves `next` to `table`; the slots whose new state is in `clear_if` have
+/// their data deleted.
+fn commit(
+    table: Option<&[SlotState]>,
+    next: Vec<(u16, SlotState)>,
+    clear_if: &[SlotState],
+) -> Transition {
+    let clear = next
+        .iter()
+        .filter(|(_, s)| clear_if.contains(s))
+        .map(|(slot, _)| *slot)
+        .collect();
+    let changed = next.iter().any(|&(slot, s)| state_of(table, slot) != s);
+    let table = changed.then(|| {
+        // An uninitialized table serves every slot: it becomes explicit on its first change.
+        let mut t = table.map_or_else(
+            || vec![SlotState::Owned; usize::from(SLOT_COUNT)],
+            <[SlotState]>::to_vec,
+        );
+        for (slot, s) in next {
+            t[usize::from(slot)] = s;
+        }
+        t
+    });
+    Transition {
+        table,
+        clear,
+        result: CommandResult::None,
+    }
+}
+
+/// `InitSlots`: on an uninitialized table, `owned` Owned and every other slot Released;
+/// otherwise nothing (idempotent).
+fn init(table: Option<&[SlotState]>, owned: &[(u16, u16)]) -> Transition {
+    let slots = match expand(owned) {
+        Ok(s) => s,
+        Err(r) => return Transition::refused(r),
+    };
+    if table.is_some() {
+        return Transition::refused(CommandResult::None);
+    }
+    let mut t = vec![SlotState::Released; usize::from(SLOT_COUNT)];
+    for slot in slots {
+        t[usize::from(slot)] = SlotState::Owned;
+    }
+    Transition {
+        table: Some(t),
+        clear: Vec::new(),
+        result: CommandResult::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SlotState::*;
+
+    fn table_with(slot: u16, state: SlotState) -> SlotTable {
+        let mut t = vec![Owned; usize::from(SLOT_COUNT)];
+        t[usize::from(slot)] = state;
+        t
+    }
+
+    // Every slot admin command from every state: the state after it, whether it deleted the
+    // slot's data, and whether it was refused (naming the slot and its state, changing nothing).
+    #[test]
+    fn transition_table() {
+        let s = 7u16;
+        let cmds: [(&str, fn(Vec<(u16, u16)>) -> Command); 7] = [
+            ("freeze", |slots| Command::Freeze { slots }),
+            ("unfreeze", |slots| Command::Unfreeze { slots }),
+            ("release", |slots| Command::Release { slots }),
+            ("drop", |slots| Command::DropSlots { slots }),
+            ("begin", |slots| Command::BeginIncoming { slots }),
+            ("activate", |slots| Command::Activate { slots }),
+            ("abort", |slots| Command::AbortIncoming { slots }),
+        ];
+        // (command, from, Some((to, data deleted)) or None for refused)
+        let expect = |name: &str, from: SlotState| -> Option<(SlotState, bool)> {
+            match (name, from) {
+                ("freeze", Owned | Frozen) => Some((Frozen, false)),
+                ("unfreeze", Frozen | Owned) => Some((Owned, false)),
+                ("release", Frozen | Released) => Some((Released, false)),
+                ("drop", s) => Some((s, s == Released)),
+                ("begin", Released | Incoming) => Some((Incoming, true)),
+                ("activate", Incoming | Owned) => Some((Owned, false)),
+                ("abort", Incoming) => Some((Released, true)),
+                ("abort", Released) => Some((Released, false)),
+                _ => None,
+            }
+        };
+        for (name, make) in cmds {
+            for from in [Owned, Frozen, Released, Incoming] {
+                let table = table_with(s, from);
+                let t = transition(Some(&table), &make(vec![(s, s)])).expect("admin command");
+                let after = t.table.as_deref().map_or(from, |t| t[usize::from(s)]);
+                match expect(name, from) {
+                    Some((to, cleared)) => {
+                        assert_eq!(t.result, CommandResult::None, "{name} from {from:?}");
+                        assert_eq!(after, to, "{name} from {from:?}");
+                        assert_eq!(t.clear == vec![s], cleared, "{name} from {from:?}");
+                    }
+                    None => {
+                        assert_eq!(
+                            t.result,
+                            CommandResult::SlotState {
+                                slot: s,
+                                state: from
+                            },
+                            "{name} from {from:?}"
+                        );
+                        assert!(
+                            t.table.is_none() && t.clear.is_empty(),
+                            "{name} from {from:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    // A command refused for one slot changes none of the others (checked before any change).
+    #[test]
+    fn a_refused_command_changes_nothing() {
+        let table = table_with(9, Released);
+        let t = transition(
+            Some(&table),
+            &Command::Freeze {
+                slots: vec![(5, 12)],
+            },
+        )
+        .expect("admin command");
+        assert_eq!(
+            t.result,
+            CommandResult::SlotState {
+                slot: 9,
+                state: Released
+            }
+        );
+        assert!(t.table.is_none());
+    }
+
+    // InitSlots initializes once: listed slots Owned, the rest Released; later ones are no-ops.
+    // An uninitialized table serves every slot; bad ranges are refused.
+    #[test]
+    fn init_is_idempotent_and_uninitialized_owns_everything() {
+        assert_eq!(state_of(None, 4095), Owned);
+        assert_eq!(check_write(None, 3), None);
+        let t = transition(
+            None,
+            &Command::InitSlots {
+                owned: vec![(0, 9)],
+            },
+        )
+        .expect("admin");
+        let table = t.table.expect("initialized");
+        assert_eq!(table[9], Owned);
+        assert_eq!(table[10], Released);
+        let again = transition(Some(&table), &Command::InitSlots { owned: vec![] }).expect("a");
+        assert!(again.table.is_none());
+        assert_eq!(again.result, CommandResult::None);
+        for bad in [(5, 4), (0, SLOT_COUNT)] {
+            let t = transition(Some(&table), &Command::Freeze { slots: vec![bad] }).expect("a");
+            assert_eq!(
+                t.result,
+                CommandResult::BadSlotRange {
+                    from: bad.0,
+                    to: bad.1
+                }
+            );
+        }
+        assert_eq!(decode_table(&encode_table(&table)), Some(table));
+    }
+}
