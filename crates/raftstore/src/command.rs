@@ -115,6 +115,14 @@ pub enum Command {
         /// The slots whose copy is abandoned.
         slots: Vec<(u16, u16)>,
     },
+    /// Raises the version base so that every later write of the group gets a version above
+    /// `above` (no change if they already do). A move sends the source's
+    /// [`crate::Store::version_high_water`], so that a key deleted at the source and re-created
+    /// at the destination never gets a version it had before.
+    RaiseVersionBase {
+        /// A version every later write must exceed.
+        above: u64,
+    },
 }
 
 impl Command {
@@ -139,7 +147,8 @@ impl Command {
             | Command::BeginIncoming { .. }
             | Command::Ingest { .. }
             | Command::Activate { .. }
-            | Command::AbortIncoming { .. } => None,
+            | Command::AbortIncoming { .. }
+            | Command::RaiseVersionBase { .. } => None,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! [`GroupId`], so one group's data is one contiguous range and a drop is a range delete):
 //! - `log`:  `group ++ index` → bincode [`Entry`]; the Raft log.
 //! - `meta`: `group ++ tag` → bincode; vote, committed, last purged, last applied, last
-//!   membership, current snapshot, snapshot-install marker, key/byte counts of the data.
+//!   membership, current snapshot, snapshot-install marker, key/byte counts of the data, version
+//!   base; the slot table ([`SlotState`] per slot, one byte each).
 //! - `data`: `group ++ slot (2 bytes BE) ++ key` → `version (8 bytes BE) ++ value`; the state
 //!   machine. All keys of one (group, slot) are contiguous, so a move is a range scan.
 //!
@@ -27,12 +28,17 @@
 //!   above [`MAX_KEY_BYTES`], no value above [`MAX_VALUE_BYTES`] or above the limit a
 //!   [`Command::AppendBounded`] carries. Snapshot frames exceed both caps, so a snapshot build never
 //!   fails on state apply accepted;
+//! - the slot table (see the `slots` module) and the version base change only by log entries,
+//!   in the apply's WriteBatch, and are carried by snapshots; a write at index i gets version
+//!   i + base, and an ingest raises the base above every ingested version;
 //! - RocksDB writes and fsyncs run on tokio's blocking threads, never on the async workers.
 //!
 //! Not implemented / caveats:
-//! - slot ownership, freezing and epochs are not checked by the state machine yet: the nodes
-//!   route each key to the group the cluster map gives its slot and check `(slot, epoch)`
-//!   before proposing; state-machine checks come with slot moves.
+//! - slot ownership is checked by `apply` against the group's slot table (writes to a Frozen slot
+//!   answer [`CommandResult::Frozen`], to a Released or Incoming one [`CommandResult::NotOwner`]);
+//!   epochs are not: the nodes check `(slot, epoch)` before proposing.
+//! - `Ingest` carries records only: a key deleted at the source after the copy read it is not
+//!   deleted at the destination. The copy must run after `Freeze` (or be redone after it).
 //! - no disk quota: a full disk surfaces as a storage error.
 
 #![warn(missing_docs)]

@@ -115,40 +115,42 @@ impl Transition {
     }
 }
 
+/// An allowed `(from, to)` change of a slot's state.
+type Move = (SlotState, SlotState);
+
 /// Applies the slot admin command `cmd` (any but `Ingest`) to `table`. Pure and deterministic.
 /// Returns `None` for commands that are not slot admin commands.
 pub(crate) fn transition(table: Option<&[SlotState]>, cmd: &Command) -> Option<Transition> {
     use SlotState::*;
     // (ranges, allowed (from, to) moves, which resulting states have their data deleted)
-    let (ranges, moves, clear_if): (&[(u16, u16)], &[(SlotState, SlotState)], &[SlotState]) =
-        match cmd {
-            Command::InitSlots { owned } => return Some(init(table, owned)),
-            Command::Freeze { slots } => (slots, &[(Owned, Frozen), (Frozen, Frozen)], &[]),
-            Command::Unfreeze { slots } => (slots, &[(Frozen, Owned), (Owned, Owned)], &[]),
-            Command::Release { slots } => (slots, &[(Frozen, Released), (Released, Released)], &[]),
-            Command::DropSlots { slots } => (
-                slots,
-                &[
-                    (Owned, Owned),
-                    (Frozen, Frozen),
-                    (Released, Released),
-                    (Incoming, Incoming),
-                ],
-                &[Released],
-            ),
-            Command::BeginIncoming { slots } => (
-                slots,
-                &[(Released, Incoming), (Incoming, Incoming)],
-                &[Incoming],
-            ),
-            Command::Activate { slots } => (slots, &[(Incoming, Owned), (Owned, Owned)], &[]),
-            // Released stays (and keeps its data): a repeated abort changes nothing.
-            Command::AbortIncoming { slots } => {
-                let t = abort(table, slots);
-                return Some(t);
-            }
-            _ => return None,
-        };
+    let (ranges, moves, clear_if): (&[(u16, u16)], &[Move], &[SlotState]) = match cmd {
+        Command::InitSlots { owned } => return Some(init(table, owned)),
+        Command::Freeze { slots } => (slots, &[(Owned, Frozen), (Frozen, Frozen)], &[]),
+        Command::Unfreeze { slots } => (slots, &[(Frozen, Owned), (Owned, Owned)], &[]),
+        Command::Release { slots } => (slots, &[(Frozen, Released), (Released, Released)], &[]),
+        Command::DropSlots { slots } => (
+            slots,
+            &[
+                (Owned, Owned),
+                (Frozen, Frozen),
+                (Released, Released),
+                (Incoming, Incoming),
+            ],
+            &[Released],
+        ),
+        Command::BeginIncoming { slots } => (
+            slots,
+            &[(Released, Incoming), (Incoming, Incoming)],
+            &[Incoming],
+        ),
+        Command::Activate { slots } => (slots, &[(Incoming, Owned), (Owned, Owned)], &[]),
+        // Released stays (and keeps its data): a repeated abort changes nothing.
+        Command::AbortIncoming { slots } => {
+            let t = abort(table, slots);
+            return Some(t);
+        }
+        _ => return None,
+    };
     let slots = match expand(ranges) {
         Ok(s) => s,
         Err(r) => return Some(Transition::refused(r)),
@@ -260,7 +262,8 @@ mod tests {
     #[test]
     fn transition_table() {
         let s = 7u16;
-        let cmds: [(&str, fn(Vec<(u16, u16)>) -> Command); 7] = [
+        type Make = fn(Vec<(u16, u16)>) -> Command;
+        let cmds: [(&str, Make); 7] = [
             ("freeze", |slots| Command::Freeze { slots }),
             ("unfreeze", |slots| Command::Unfreeze { slots }),
             ("release", |slots| Command::Release { slots }),

@@ -678,6 +678,11 @@ fn apply_entries(
             EntryPayload::Normal(Command::Ingest { records }) => {
                 ingest_records(&mut pending, &mut state, index, records)?
             }
+            EntryPayload::Normal(Command::RaiseVersionBase { above }) => {
+                // A later write at index j > index gets j + base > above.
+                state.base = state.base.max(above.saturating_sub(index));
+                CommandResult::None
+            }
             EntryPayload::Normal(cmd) => {
                 if let Some(t) = slots::transition(state.slots.as_deref(), &cmd) {
                     if let Some(table) = t.table {
@@ -943,4 +948,16 @@ fn copy_checked(received: &mut std::fs::File, tmp: &std::path::Path) -> Result<s
         .is_some()
     {}
     Ok(out)
+}
+
+/// Last applied index plus version base of `group`, from one consistent view.
+pub(crate) fn version_high_water(store: &Store, group: GroupId) -> Result<u64> {
+    let snap = store.db().snapshot();
+    let meta_cf = store.cf(CF_META);
+    let applied =
+        read_meta::<Option<LogId<NodeId>>>(|k| snap.get_cf(meta_cf, k), group, tag::APPLIED)?
+            .flatten()
+            .map_or(0, |l| l.index);
+    let base: u64 = read_meta(|k| snap.get_cf(meta_cf, k), group, tag::VERSION_BASE)?.unwrap_or(0);
+    Ok(applied.saturating_add(base))
 }

@@ -323,6 +323,14 @@ impl Store {
         Ok(chunk)
     }
 
+    /// A version at least as high as every version `group` has given a write so far: its last
+    /// applied index plus its version base (ingested records are below it too). Read from this
+    /// replica's applied state.
+    pub fn version_high_water(&self, group: GroupId) -> Result<u64, StoreError> {
+        crate::state_machine::version_high_water(self, group)
+            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))
+    }
+
     /// Number of keys of `slots` (inclusive ranges) in `group` and their bytes (counted as
     /// [`Store::group_stats`] counts them), by a scan of this replica's applied state.
     pub fn slot_stats(

@@ -1101,6 +1101,38 @@ mod moves {
         Ok(())
     }
 
+    // A key deleted at the source and re-created at the destination gets a version above every
+    // version the source gave, once the move raised the destination's base to the source's
+    // high water.
+    #[tokio::test]
+    async fn raise_version_base_puts_later_writes_above_the_source() -> anyhow::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let (a, b) = (GroupId(55), GroupId(56));
+        let mut sa = store.state_machine(a).await?;
+        let mut sb = store.state_machine(b).await?;
+        let cmds = (0..50).map(|i| put("k", &i.to_string())).collect();
+        run(&mut sa, cmds).await?;
+        let last = store.read(a, "k")?.map_or(0, |r| r.version);
+        run1(
+            &mut sa,
+            Command::Delete {
+                key: "k".into(),
+                condition: None,
+            },
+        )
+        .await?;
+        let high = store.version_high_water(a)?;
+        assert!(high >= last, "{high} < {last}");
+        run1(&mut sb, Command::RaiseVersionBase { above: high }).await?;
+        match run1(&mut sb, put("k", "re-created")).await? {
+            CommandResult::Written { version } => assert!(version > high, "{version} <= {high}"),
+            r => panic!("{r:?}"),
+        }
+        assert!(store.version_high_water(b)? > high);
+        Ok(())
+    }
+
     // A snapshot of a group without a table (as older versions wrote them) installs as
     // uninitialized with base 0, replacing the receiver's table.
     #[tokio::test]
