@@ -569,18 +569,9 @@ fn write_response(key: String, slot: Slot, result: CommandResult) -> Result<Resp
             max: usize::try_from(limit).unwrap_or(usize::MAX),
         }),
         // Refused at apply by the group's slot table (a move is under way): definite, retryable.
-        CommandResult::Frozen { slot } => Err(ApiError::Unavailable(format!(
-            "slot {slot} is frozen for a move; retry"
-        ))),
-        CommandResult::NotOwner { slot } => Err(ApiError::Unavailable(format!(
-            "slot {slot} is not served by this group; refresh the map and retry"
-        ))),
-        CommandResult::None
-        | CommandResult::SlotState { .. }
-        | CommandResult::Ingested { .. }
-        | CommandResult::BadSlotRange { .. } => Err(ApiError::Internal(format!(
-            "a write applied as a non-write entry: {result:?}"
-        ))),
+        CommandResult::None | CommandResult::BadSlotRange { .. } => Err(ApiError::Internal(
+            format!("a write applied as a non-write entry: {result:?}"),
+        )),
     }
 }
 

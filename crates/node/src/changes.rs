@@ -37,8 +37,9 @@ pub async fn add_node(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: AddNodeBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("body must be {{\"addr\": \"ip:port\"}}: {e}")))?;
+    let req: AddNodeBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!("body must be {{\"addr\": \"ip:port\"}}: {e}"))
+    })?;
     let addr = req.addr.trim().to_string();
     if addr.parse::<std::net::SocketAddr>().is_err() {
         return Err(ApiError::BadRequest(format!(
@@ -126,11 +127,11 @@ async fn probe_joiner(state: &Node, addr: &str) -> Result<(), ApiError> {
     if !resp.status().is_success() {
         return Err(unreachable(format!("it answered {}", resp.status())));
     }
-    let join: kvorum_wire::join::JoinState = resp
+    let join: serde_json::Value = resp
         .json()
         .await
         .map_err(|e| unreachable(format!("unreadable answer: {e}")))?;
-    if join.state != kvorum_wire::join::JoinPhase::Waiting {
+    if join["state"] != "waiting" {
         return Err(unreachable("it is already a member of a cluster".into()));
     }
     Ok(())
@@ -181,7 +182,9 @@ async fn forward(
         let bytes = r.bytes().await.unwrap_or_default();
         let err: Option<kvorum_wire::ErrorBody> = serde_json::from_slice(&bytes).ok();
         if status == StatusCode::SERVICE_UNAVAILABLE
-            && err.as_ref().is_some_and(|e| e.message.contains("metadata leader is changing"))
+            && err
+                .as_ref()
+                .is_some_and(|e| e.message.contains("metadata leader is changing"))
         {
             last = format!("{addr}: not the metadata leader");
             continue;

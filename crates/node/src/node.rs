@@ -282,12 +282,16 @@ impl Node {
         let gone: Vec<GroupId> = self
             .replicas()
             .into_keys()
-            .filter(|g| *g != CONFIG_GROUP && !map.groups.contains_key(g) && g.0 < map.new_group_id().0)
+            .filter(|g| {
+                *g != CONFIG_GROUP && !map.groups.contains_key(g) && g.0 < map.new_group_id().0
+            })
             .filter(|g| {
                 // A group a task is still creating is not gone.
                 !map.tasks.iter().any(|t| {
                     t.kind.view_change().is_some_and(|v| {
-                        v.steps.iter().any(|s| matches!(s, Step::CreateGroup { group, .. } if group == g))
+                        v.steps
+                            .iter()
+                            .any(|s| matches!(s, Step::CreateGroup { group, .. } if group == g))
                     })
                 })
             })
@@ -304,8 +308,12 @@ impl Node {
                 }
             }
             match self.store.drop_group(g) {
-                Ok(()) => tracing::info!(group = %g, "group dissolved: its replica stopped and its state deleted"),
-                Err(e) => tracing::warn!(group = %g, error = %e, "could not delete a dissolved group's state"),
+                Ok(()) => {
+                    tracing::info!(group = %g, "group dissolved: its replica stopped and its state deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(group = %g, error = %e, "could not delete a dissolved group's state")
+                }
             }
         }
     }

@@ -149,7 +149,7 @@ pub fn status(state: &Node) -> serde_json::Value {
                 "id": t.id,
                 "kind": "view_change",
                 "change": v.change,
-                "step": crate::meta::progress(map, t.id).map(|p| p.step_name).unwrap_or_default(),
+                "step": crate::meta::progress(&map, t.id).map(|p| p.step_name).unwrap_or_default(),
                 "started_ms": t.started_ms,
                 "slots_moved": v.slots_moved,
                 "slots_total": v.slots_total,

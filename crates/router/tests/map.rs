@@ -697,7 +697,7 @@ fn task_of_an_older_release_decodes() {
         let task: Task = serde_json::from_str(&json).expect("an old task decodes");
         assert_eq!(task.step, TaskStep::Swap, "step {old}");
         assert_eq!((task.started_ms, task.leader_term), (0, 0), "step {old}");
-        assert_eq!(task.kind.group(), GroupId(1));
+        assert_eq!(task.kind.group(), Some(GroupId(1)));
     }
     assert_eq!(TaskStep::Swap.to_string(), "swap");
     assert_eq!(TaskStep::AddLearner.to_string(), "add_learner");

@@ -185,8 +185,12 @@ fn replay(map: &ClusterMap, steps: &[Step]) -> Sim {
                 assert!(!sim.groups.contains_key(group), "{ctx}: group exists");
                 assert_eq!(
                     group.0,
-                    sim.groups.keys().max().map_or(1, |g| g.0 + 1),
-                    "{ctx}: new group id is max + 1"
+                    sim.groups
+                        .keys()
+                        .max()
+                        .map_or(1, |g| g.0 + 1)
+                        .max(map.next_group_id),
+                    "{ctx}: new group id is above every id used before"
                 );
                 assert_eq!(members.len(), k, "{ctx}: K members");
                 for m in members {
@@ -389,8 +393,8 @@ fn check_plan(before: &ClusterMap, change: &ViewChange, plan: &Plan, max_voters:
     );
     assert_eq!(plan.moved_slots(), moved, "{ctx}: steps move what changes");
 
-    // Group churn: at most one group dissolved or created, new ids max + 1, at most one
-    // replacement among the groups that stay.
+    // Group churn: at most one group dissolved or created, a new id above every id the map has
+    // used (dissolved ones included), at most one replacement among the groups that stay.
     let old: BTreeSet<GroupId> = before.groups.keys().copied().collect();
     let new: BTreeSet<GroupId> = t.groups.keys().copied().collect();
     assert!(
@@ -400,9 +404,13 @@ fn check_plan(before: &ClusterMap, change: &ViewChange, plan: &Plan, max_voters:
     for g in new.difference(&old) {
         assert_eq!(
             g.0,
-            old.iter().max().map_or(1, |m| m.0 + 1),
+            old.iter()
+                .max()
+                .map_or(1, |m| m.0 + 1)
+                .max(before.next_group_id),
             "{ctx}: new group id"
         );
+        assert!(t.next_group_id > g.0, "{ctx}: the new id is remembered");
     }
     let changed: usize = old
         .intersection(&new)

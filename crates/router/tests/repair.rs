@@ -183,11 +183,12 @@ fn reference(
         let broken = !active(n) || health.get(&n) == Some(&Health::Dead);
         broken && !(active(n) && vetoed.contains(&n))
     };
-    let busy = |g: GroupId| map.tasks.iter().any(|t| t.kind.group() == g);
+    let busy = |g: GroupId| map.tasks.iter().any(|t| t.kind.group() == Some(g));
     let mut taken: Vec<NodeId> = Vec::new();
     for t in &map.tasks {
-        let TaskKind::ReplaceReplica { replacement, .. } = &t.kind;
-        taken.push(*replacement);
+        if let TaskKind::ReplaceReplica { replacement, .. } = &t.kind {
+            taken.push(*replacement);
+        }
     }
     let mut in_group: Vec<NodeId> = Vec::new();
     for g in map.groups.values() {
@@ -275,15 +276,14 @@ fn check_invariants(
         if !groups.insert(r.group) {
             return Err(format!("two repairs of group {}", r.group));
         }
-        if map.tasks.iter().any(|t| t.kind.group() == r.group) {
+        if map.tasks.iter().any(|t| t.kind.group() == Some(r.group)) {
             return Err(format!("group {} has a task already", r.group));
         }
         if !replacements.insert(r.replacement) {
             return Err(format!("node {} replaces twice", r.replacement));
         }
         if map.tasks.iter().any(|t| {
-            let TaskKind::ReplaceReplica { replacement, .. } = &t.kind;
-            *replacement == r.replacement
+            matches!(&t.kind, TaskKind::ReplaceReplica { replacement, .. } if *replacement == r.replacement)
         }) {
             return Err(format!("node {} is a task's replacement", r.replacement));
         }

@@ -60,6 +60,10 @@ pub enum AdminOp {
         /// Bytes to return at most (at least one record when any remain).
         max_bytes: usize,
     },
+    /// The group's version high-water mark (every version it ever gave is at most this), after
+    /// a read-index round: the destination of a move raises its version base above it, so
+    /// versions of moved keys never go backwards, deleted-then-recreated ones included.
+    VersionHighWater,
     /// The state of each slot of `slots` in the leader's slot table, after a read-index round.
     SlotStates {
         /// Inclusive slot ranges.
@@ -96,6 +100,8 @@ pub enum AdminReply {
     },
     /// Slot states, in slot order.
     States(Vec<SlotState>),
+    /// The version high-water mark.
+    HighWater(u64),
 }
 
 /// Why an admin call failed, as its driver sees it.
@@ -328,6 +334,14 @@ pub async fn admin_handler(
                 next: chunk.next,
                 bytes: chunk.bytes,
             }))
+        }
+        AdminOp::VersionHighWater => {
+            read_index(&raft).await?;
+            let v = state
+                .store
+                .version_high_water(group)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            Ok(reply(&AdminReply::HighWater(v)))
         }
         AdminOp::SlotStates { slots } => {
             read_index(&raft).await?;

@@ -121,7 +121,11 @@ pub async fn start_change(state: &Node, change: ViewChange) -> Result<Task, ApiE
 /// Asks the running change `id` to stop safely.
 pub async fn cancel_change(state: &Node, id: u64) -> Result<(), ApiError> {
     let map = state.map();
-    if !map.tasks.iter().any(|t| t.id == id && t.kind.view_change().is_some()) {
+    if !map
+        .tasks
+        .iter()
+        .any(|t| t.id == id && t.kind.view_change().is_some())
+    {
         return if map.finished.iter().any(|f| f.id == id) {
             Ok(())
         } else {
@@ -230,18 +234,30 @@ fn progress_of(
 pub fn describe(s: &Step) -> String {
     let ranges = |r: &[(u16, u16)]| {
         r.iter()
-            .map(|(a, b)| if a == b { format!("{a}") } else { format!("{a}..={b}") })
+            .map(|(a, b)| {
+                if a == b {
+                    format!("{a}")
+                } else {
+                    format!("{a}..={b}")
+                }
+            })
             .collect::<Vec<_>>()
             .join(",")
     };
     match s {
         Step::AddNode { node, addr } => format!("add node {node} at {addr} as a spare"),
-        Step::AddLearner { group, node } => format!("add node {node} to group {group} as a learner"),
+        Step::AddLearner { group, node } => {
+            format!("add node {node} to group {group} as a learner")
+        }
         Step::ReplaceVoter { group, old, new } => {
             format!("replace node {old} by node {new} in group {group}")
         }
         Step::CreateGroup { group, members } => format!("create group {group} on {members:?}"),
-        Step::MoveSlots { from, to, ranges: r } => {
+        Step::MoveSlots {
+            from,
+            to,
+            ranges: r,
+        } => {
             format!("move slots {} from group {from} to group {to}", ranges(r))
         }
         Step::DissolveGroup { group } => format!("dissolve group {group}"),
@@ -291,7 +307,11 @@ pub(super) async fn drive_change(
                 }
             };
             if since.elapsed() > STEP_FAIL_LIMIT {
-                let reason = format!("step {} ({}) kept failing: {e:#}", v.next + 1, describe(&step));
+                let reason = format!(
+                    "step {} ({}) kept failing: {e:#}",
+                    v.next + 1,
+                    describe(&step)
+                );
                 if let Some(b) = &v.batch {
                     if !b.flipped {
                         roll_back(state, id, b).await?;
@@ -327,10 +347,13 @@ async fn step_done(
 }
 
 fn task_mut(m: &mut ClusterMap, id: u64) -> Option<&mut ViewChangeTask> {
-    m.tasks.iter_mut().find(|t| t.id == id).and_then(|t| match &mut t.kind {
-        TaskKind::ViewChange(v) => Some(v.as_mut()),
-        TaskKind::ReplaceReplica { .. } => None,
-    })
+    m.tasks
+        .iter_mut()
+        .find(|t| t.id == id)
+        .and_then(|t| match &mut t.kind {
+            TaskKind::ViewChange(v) => Some(v.as_mut()),
+            TaskKind::ReplaceReplica { .. } => None,
+        })
 }
 
 async fn run_step(
@@ -355,7 +378,10 @@ async fn run_step(
             tracing::info!(task = id, node, "view change: node {node} added as a spare");
         }
         Step::AddLearner { group, node } => {
-            let addr = map.addr(*node).context("the node is not in the map")?.to_string();
+            let addr = map
+                .addr(*node)
+                .context("the node is not in the map")?
+                .to_string();
             let op = MembershipOp::AddLearner { node: *node, addr };
             membership(state, *group, id, &op).await?;
             step_done(state, id, index, "view change: learner added", |_| {}).await?;
@@ -441,7 +467,9 @@ async fn create_group(
     if !map.groups.contains_key(&group) {
         let members2 = members.clone();
         update_map(state, "view change: group listed", |m| {
-            m.groups.entry(group).or_insert(GroupInfo { members: members2 });
+            m.groups
+                .entry(group)
+                .or_insert(GroupInfo { members: members2 });
             m.next_group_id = m.next_group_id.max(group.0 + 1);
         })
         .await?;
@@ -561,13 +589,23 @@ async fn move_slots(
         })
         .await?;
     }
-    propose(state, to, id, Command::Activate {
-        slots: batch.slots.clone(),
-    })
+    propose(
+        state,
+        to,
+        id,
+        Command::Activate {
+            slots: batch.slots.clone(),
+        },
+    )
     .await?;
-    propose(state, from, id, Command::DropSlots {
-        slots: batch.slots.clone(),
-    })
+    propose(
+        state,
+        from,
+        id,
+        Command::DropSlots {
+            slots: batch.slots.clone(),
+        },
+    )
     .await?;
     update_map(state, "view change: move batch done", |m| {
         if let Some(v) = task_mut(m, id) {
@@ -595,30 +633,46 @@ async fn slot_states(
 }
 
 /// Steps (b)-(f) of a batch: both tables initialized, the destination cleared, the source
-/// frozen, the data copied in chunks, the source released.
-async fn copy_batch(
-    state: &Node,
-    map: &ClusterMap,
-    id: u64,
-    b: &MoveBatch,
-) -> anyhow::Result<()> {
+/// frozen, the data copied in chunks, the destination's version base raised above every version
+/// the source gave, the source released.
+async fn copy_batch(state: &Node, map: &ClusterMap, id: u64, b: &MoveBatch) -> anyhow::Result<()> {
     let (from, to) = (b.from, b.to);
-    propose(state, from, id, Command::InitSlots {
-        owned: map.slot_ranges(from),
-    })
+    propose(
+        state,
+        from,
+        id,
+        Command::InitSlots {
+            owned: map.slot_ranges(from),
+        },
+    )
     .await?;
-    propose(state, to, id, Command::InitSlots {
-        owned: map.slot_ranges(to),
-    })
+    propose(
+        state,
+        to,
+        id,
+        Command::InitSlots {
+            owned: map.slot_ranges(to),
+        },
+    )
     .await?;
-    propose(state, to, id, Command::BeginIncoming {
-        slots: b.slots.clone(),
-    })
+    propose(
+        state,
+        to,
+        id,
+        Command::BeginIncoming {
+            slots: b.slots.clone(),
+        },
+    )
     .await?;
     let frozen_at = Instant::now();
-    propose(state, from, id, Command::Freeze {
-        slots: b.slots.clone(),
-    })
+    propose(
+        state,
+        from,
+        id,
+        Command::Freeze {
+            slots: b.slots.clone(),
+        },
+    )
     .await?;
     let mut after = None;
     let (mut keys, mut bytes) = (0u64, 0u64);
@@ -652,9 +706,20 @@ async fn copy_batch(
             None => break,
         }
     }
-    propose(state, from, id, Command::Release {
-        slots: b.slots.clone(),
-    })
+    let AdminReply::HighWater(above) =
+        admin(state, from, id, AdminOp::VersionHighWater, None).await?
+    else {
+        anyhow::bail!("unexpected reply to a version high-water read");
+    };
+    propose(state, to, id, Command::RaiseVersionBase { above }).await?;
+    propose(
+        state,
+        from,
+        id,
+        Command::Release {
+            slots: b.slots.clone(),
+        },
+    )
     .await?;
     tracing::info!(
         task = id,

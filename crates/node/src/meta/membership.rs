@@ -254,9 +254,8 @@ fn check_request(
         } => {
             *g == group
                 && match &req.op {
-                    MembershipOp::AddLearner { node, .. } | MembershipOp::RemoveLearner { node } => {
-                        node == replacement
-                    }
+                    MembershipOp::AddLearner { node, .. }
+                    | MembershipOp::RemoveLearner { node } => node == replacement,
                     MembershipOp::ReplaceVoter {
                         dead: d,
                         replacement: r,
@@ -265,9 +264,10 @@ fn check_request(
                 }
         }
         TaskKind::ViewChange(v) => match (v.steps.get(v.next), &req.op) {
-            (Some(Step::AddLearner { group: g, node }), MembershipOp::AddLearner { node: n, .. }) => {
-                *g == group && n == node
-            }
+            (
+                Some(Step::AddLearner { group: g, node }),
+                MembershipOp::AddLearner { node: n, .. },
+            ) => *g == group && n == node,
             (
                 Some(Step::ReplaceVoter { group: g, old, new }),
                 MembershipOp::ReplaceVoter {
