@@ -447,7 +447,8 @@ impl Cluster {
 
     /// The status as node `i` answers it (one try, short timeout).
     pub async fn status_of(&self, i: usize) -> Result<Value, ClientError> {
-        self.probes[i].status().await
+        let s = self.probes[i].status().await?;
+        Ok(serde_json::to_value(s).expect("a status serializes"))
     }
 
     /// The status from the first running node that answers.
