@@ -150,7 +150,7 @@ pub struct GroupStatus {
     pub keys: Option<u64>,
     /// The group's leader.
     pub leader: Option<NodeId>,
-    /// The group's members in the map.
+    /// The group's members in the map, by id.
     pub members: Vec<NodeId>,
     /// The number of slots the group owns.
     pub slot_count: usize,
@@ -159,7 +159,7 @@ pub struct GroupStatus {
     /// The leader's Raft term.
     pub term: Option<u64>,
     /// The voter sets of the group's Raft membership: one set, or two (old and new) while a joint
-    /// membership change is under way.
+    /// membership change is under way; each set by id.
     pub voters: Option<Vec<Vec<NodeId>>>,
 }
 
@@ -170,7 +170,7 @@ pub struct ConfigStatus {
     pub leader: Option<NodeId>,
     /// The config leader's Raft term, if known.
     pub term: Option<u64>,
-    /// The config group's voters in the map.
+    /// The config group's voters in the map, by id.
     pub voters: Vec<NodeId>,
 }
 
