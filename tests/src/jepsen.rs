@@ -100,7 +100,7 @@ pub struct Outcome {
     pub ops: usize,
     pub faults: usize,
     /// The cluster status when the run ended (every group had a leader again).
-    pub final_status: serde_json::Value,
+    pub final_status: crate::ClusterStatus,
 }
 
 impl Outcome {

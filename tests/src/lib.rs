@@ -8,8 +8,8 @@
 //! [`Cluster::start`] returns only when the cluster serves: every node answers
 //! `GET /v1/cluster/status`, and some node's status knows the metadata leader and its health
 //! view, and shows a leader on a running node for every data group of the initial map. Tests then
-//! wait on the status JSON with [`Cluster::wait_for_status`] (a predicate and a deadline, never a
-//! bare sleep).
+//! wait on the typed status ([`ClusterStatus`]) with [`Cluster::wait_for_status`] (a predicate
+//! and a deadline, never a bare sleep).
 //!
 //! When a test panics, the cluster's folder (node logs, data) is kept and its path printed.
 
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use kvorum_client::{Client, ClientError, ClientOptions};
 use kvorum_router::ClusterMap;
+pub use kvorum_wire::{ClusterStatus, GroupStatus, NodeStatus, TaskStatus};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::Rng;
@@ -210,7 +211,7 @@ impl Cluster {
         let started = Instant::now();
         let deadline = started + START_TIMEOUT;
         let mut answered = vec![false; self.nodes.len()];
-        let mut last = Value::Null;
+        let mut last: Option<ClusterStatus> = None;
         loop {
             for i in 0..self.nodes.len() {
                 if let Some(status) = self.reap(i) {
@@ -230,7 +231,7 @@ impl Cluster {
                 if let Ok(s) = self.status_of(i).await {
                     *seen = true;
                     ready |= self.shows_ready(&s);
-                    last = s;
+                    last = Some(s);
                 }
             }
             if ready && answered.iter().all(|a| *a) {
@@ -245,7 +246,7 @@ impl Cluster {
                 self.opts.k,
                 answered,
                 self.opts.groups(),
-                brief(&last),
+                brief(last.as_ref()),
                 self.path().display()
             );
             tokio::time::sleep(POLL).await;
@@ -254,17 +255,16 @@ impl Cluster {
 
     /// Whether `s` shows a serving cluster: health known, a running metadata leader, and a
     /// running leader for each of the initial map's floor(N/K) data groups.
-    pub fn shows_ready(&self, s: &Value) -> bool {
-        let running = |v: &Value| v.as_u64().is_some_and(|id| self.is_running_id(id));
-        s["health_known"] == true
-            && running(&s["metadata_leader"])
-            && s["groups"].as_array().is_some_and(|gs| {
-                gs.len() == self.opts.groups() && gs.iter().all(|g| running(&g["leader"]))
-            })
+    pub fn shows_ready(&self, s: &ClusterStatus) -> bool {
+        let running = |v: Option<u64>| v.is_some_and(|id| self.is_running_id(id));
+        s.health_known
+            && running(s.metadata_leader)
+            && s.groups.len() == self.opts.groups()
+            && s.groups.iter().all(|g| running(g.leader))
     }
 
     /// Waits until some running node's status shows the cluster ready (see [`Self::shows_ready`]).
-    pub async fn wait_ready(&self, within: Duration) -> Value {
+    pub async fn wait_ready(&self, within: Duration) -> ClusterStatus {
         self.wait_for_status(within, "the cluster to be ready", |s| self.shows_ready(s))
             .await
     }
@@ -446,12 +446,12 @@ impl Cluster {
     }
 
     /// The status as node `i` answers it (one try, short timeout).
-    pub async fn status_of(&self, i: usize) -> Result<Value, ClientError> {
+    pub async fn status_of(&self, i: usize) -> Result<ClusterStatus, ClientError> {
         self.probes[i].status().await
     }
 
     /// The status from the first running node that answers.
-    pub async fn status(&self) -> Option<Value> {
+    pub async fn status(&self) -> Option<ClusterStatus> {
         for i in self.running() {
             if let Ok(s) = self.status_of(i).await {
                 return Some(s);
@@ -480,25 +480,30 @@ impl Cluster {
     /// Waits until the status of some running node (asked in order) satisfies `pred`, and
     /// returns that status; panics with `what`, the last status seen and the logs folder at the
     /// deadline.
-    pub async fn wait_for_status<F>(&self, within: Duration, what: &str, mut pred: F) -> Value
+    pub async fn wait_for_status<F>(
+        &self,
+        within: Duration,
+        what: &str,
+        mut pred: F,
+    ) -> ClusterStatus
     where
-        F: FnMut(&Value) -> bool,
+        F: FnMut(&ClusterStatus) -> bool,
     {
         let deadline = Instant::now() + within;
-        let mut last = Value::Null;
+        let mut last: Option<ClusterStatus> = None;
         loop {
             for i in self.running() {
                 if let Ok(s) = self.status_of(i).await {
                     if pred(&s) {
                         return s;
                     }
-                    last = s;
+                    last = Some(s);
                 }
             }
             assert!(
                 Instant::now() < deadline,
                 "timed out after {within:?} waiting for {what}; last status: {}; logs in {}",
-                brief(&last),
+                brief(last.as_ref()),
                 self.path().display()
             );
             tokio::time::sleep(POLL).await;
@@ -507,18 +512,18 @@ impl Cluster {
 
     /// The leader of data group `group` as reported by a running node, if it is running.
     pub async fn group_leader(&self, group: u64) -> Option<u64> {
-        self.reported(|s| status_group(s, group).and_then(|g| g["leader"].as_u64()))
+        self.reported(|s| status_group(s, group).and_then(|g| g.leader))
             .await
     }
 
     /// The metadata leader (leader of the config group) as reported by a running node, if it is
     /// running.
     pub async fn metadata_leader(&self) -> Option<u64> {
-        self.reported(|s| s["metadata_leader"].as_u64()).await
+        self.reported(|s| s.metadata_leader).await
     }
 
     /// The first node id `pick` finds in a running node's status that names a running node.
-    async fn reported(&self, pick: impl Fn(&Value) -> Option<u64>) -> Option<u64> {
+    async fn reported(&self, pick: impl Fn(&ClusterStatus) -> Option<u64>) -> Option<u64> {
         for i in self.running() {
             if let Ok(s) = self.status_of(i).await {
                 if let Some(l) = pick(&s) {
@@ -586,10 +591,10 @@ impl Drop for Cluster {
     }
 }
 
-/// A status shortened for error messages.
-fn brief(s: &Value) -> String {
+/// A status (its JSON) shortened for error messages; `null` for none.
+pub fn brief(s: Option<&ClusterStatus>) -> String {
     const MAX_CHARS: usize = 4000;
-    let text = s.to_string();
+    let text = serde_json::to_string(&s).unwrap_or_default();
     if text.chars().count() > MAX_CHARS {
         format!("{}…", text.chars().take(MAX_CHARS).collect::<String>())
     } else {
@@ -598,27 +603,19 @@ fn brief(s: &Value) -> String {
 }
 
 /// The entry of data group `id` in a status's `groups`.
-pub fn status_group(s: &Value, id: u64) -> Option<&Value> {
-    s["groups"]
-        .as_array()?
-        .iter()
-        .find(|g| g["id"].as_u64() == Some(id))
+pub fn status_group(s: &ClusterStatus, id: u64) -> Option<&GroupStatus> {
+    s.groups.iter().find(|g| g.id.0 == id)
 }
 
 /// The entry of node `id` in a status's `nodes`.
-pub fn status_node(s: &Value, id: u64) -> Option<&Value> {
-    s["nodes"]
-        .as_array()?
-        .iter()
-        .find(|n| n["id"].as_u64() == Some(id))
+pub fn status_node(s: &ClusterStatus, id: u64) -> Option<&NodeStatus> {
+    s.nodes.iter().find(|n| n.id == id)
 }
 
 /// The health state of node `id` in a status ("alive", "suspect", "dead", "removed",
 /// "unknown"), or "" if the status does not list it.
-pub fn node_state(s: &Value, id: u64) -> &str {
-    status_node(s, id)
-        .and_then(|n| n["state"].as_str())
-        .unwrap_or("")
+pub fn node_state(s: &ClusterStatus, id: u64) -> &'static str {
+    status_node(s, id).map_or("", |n| n.state.as_str())
 }
 
 /// A JSON array of node ids as numbers, sorted; empty if `v` is not one.

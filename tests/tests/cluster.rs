@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kvorum_client::ClientError;
 use kvorum_tests::workload::{assert_readable_through, value_of, Load};
-use kvorum_tests::{id_list, kvnode_bin, status_node, Cluster, ClusterOptions};
+use kvorum_tests::{kvnode_bin, status_node, Cluster, ClusterOptions};
 
 // Writes through a follower succeed; after SIGKILL of the leader under load a new leader takes
 // over and every acknowledged write reads back; after all nodes are killed and restarted, every
@@ -116,13 +116,13 @@ async fn spare_serves_by_forwarding() {
     let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 4, 3)).await;
     let spare = c.client_of(&[3]);
     let status = spare.status().await.unwrap();
-    assert_eq!(status["answered_by"], 4, "{status}");
+    assert_eq!(status.answered_by, 4, "{status:?}");
     assert_eq!(
-        status_node(&status, 4).unwrap()["role"],
+        status_node(&status, 4).unwrap().role.as_str(),
         "spare",
-        "{status}"
+        "{status:?}"
     );
-    assert_eq!(id_list(&status["spares"]), vec![4], "{status}");
+    assert_eq!(status.spares, vec![4], "{status:?}");
     spare.put("via-spare", "v", None).await.unwrap();
     assert_eq!(spare.get("via-spare", false).await.unwrap().value, "v");
     // A stale read through the spare is served by some member's local state: eventually "v".

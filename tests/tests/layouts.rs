@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 use kvorum_router::SLOT_COUNT;
 use kvorum_tests::workload::{node_clients, put_checked, read_checked, run_all, write_all};
 use kvorum_tests::{
-    assert_map_is, group_of_key, id_list, keys_by_group, kvnode_bin, node_state, seed,
-    status_group, status_node, Cluster, ClusterOptions, ONE_AT_A_TIME,
+    assert_map_is, brief, group_of_key, keys_by_group, kvnode_bin, node_state, seed, status_group,
+    status_node, Cluster, ClusterOptions, ONE_AT_A_TIME,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde_json::Value;
 
 /// Asserts each group's share of `total` keys is 1/P ± 5% (relative).
 fn assert_even_shares(what: &str, counts: &BTreeMap<u64, u64>, total: u64) {
@@ -63,36 +62,40 @@ async fn check_layout(c: &Cluster, groups: usize, spares: &[u64]) {
     })
     .await;
 
-    let mut cluster_id: Option<Value> = None;
+    let mut cluster_id: Option<String> = None;
     for i in 0..c.nodes.len() {
         let s = c
             .status_of(i)
             .await
             .unwrap_or_else(|e| panic!("status of node {}: {e}", i + 1));
-        let ctx = format!("{n} nodes K={k}, status of node {}: {s}", i + 1);
-        assert_eq!(s["answered_by"], i as u64 + 1, "{ctx}");
-        assert_eq!(s["k"], k as u64, "{ctx}");
-        assert_eq!(s["slot_count"], SLOT_COUNT, "{ctx}");
-        assert_eq!(s["hash"], "xxh3_64", "{ctx}");
-        assert!(s["epoch"].as_u64().is_some_and(|e| e >= 1), "{ctx}");
-        let id = cluster_id.get_or_insert_with(|| s["cluster_id"].clone());
-        assert!(id.is_string() && s["cluster_id"] == *id, "{ctx}");
+        let ctx = format!(
+            "{n} nodes K={k}, status of node {}: {}",
+            i + 1,
+            brief(Some(&s))
+        );
+        assert_eq!(s.answered_by, i as u64 + 1, "{ctx}");
+        assert_eq!(s.k, k, "{ctx}");
+        assert_eq!(s.slot_count, SLOT_COUNT, "{ctx}");
+        assert_eq!(s.hash, "xxh3_64", "{ctx}");
+        assert!(s.epoch >= 1, "{ctx}");
+        let id = cluster_id.get_or_insert_with(|| s.cluster_id.clone());
+        assert!(s.cluster_id == *id, "{ctx}");
 
-        assert_eq!(s["groups"].as_array().map(Vec::len), Some(groups), "{ctx}");
+        assert_eq!(s.groups.len(), groups, "{ctx}");
         let mut sizes = Vec::new();
         for (gid, info) in &map.groups {
             let g = status_group(&s, gid.0).unwrap_or_else(|| panic!("no group {gid}: {ctx}"));
             let members: Vec<u64> = info.members.iter().copied().collect();
             assert_eq!(members.len(), k, "{ctx}");
-            assert_eq!(id_list(&g["members"]), members, "group {gid}: {ctx}");
+            assert_eq!(g.members, members, "group {gid}: {ctx}");
             let ranges = map.slot_ranges(*gid);
             assert_eq!(ranges.len(), 1, "contiguous slots");
             assert_eq!(
-                g["slots"],
+                g.slots,
                 format!("{}-{}", ranges[0].0, ranges[0].1),
                 "group {gid}: {ctx}"
             );
-            let size = g["slot_count"].as_u64().unwrap_or(0);
+            let size = g.slot_count as u64;
             assert_eq!(size, map.slot_count_of(*gid) as u64, "group {gid}: {ctx}");
             sizes.push(size);
         }
@@ -105,14 +108,10 @@ async fn check_layout(c: &Cluster, groups: usize, spares: &[u64]) {
         if groups == 2 {
             assert_eq!(sizes, vec![2048, 2048], "{ctx}");
         }
-        assert_eq!(id_list(&s["spares"]), spares, "{ctx}");
+        assert_eq!(s.spares, spares, "{ctx}");
         let voters: Vec<u64> = (1..=n.min(3)).collect();
-        assert_eq!(id_list(&s["config"]["voters"]), voters, "{ctx}");
-        assert_eq!(
-            s["nodes"].as_array().map(Vec::len),
-            Some(n as usize),
-            "{ctx}"
-        );
+        assert_eq!(s.config.voters, voters, "{ctx}");
+        assert_eq!(s.nodes.len(), n as usize, "{ctx}");
         for id in 1..=n {
             let node = status_node(&s, id).unwrap_or_else(|| panic!("no node {id}: {ctx}"));
             let role = if spares.contains(&id) {
@@ -120,14 +119,11 @@ async fn check_layout(c: &Cluster, groups: usize, spares: &[u64]) {
             } else {
                 "replica"
             };
-            assert_eq!(node["role"], role, "node {id}: {ctx}");
-            assert_eq!(
-                node["config_voter"],
-                voters.contains(&id),
-                "node {id}: {ctx}"
-            );
+            assert_eq!(node.role.as_str(), role, "node {id}: {ctx}");
+            assert_eq!(node.config_voter, voters.contains(&id), "node {id}: {ctx}");
             let hosted: Vec<u64> = map.group_of_node(id).map(|g| g.0).into_iter().collect();
-            assert_eq!(id_list(&node["groups"]), hosted, "node {id}: {ctx}");
+            let groups: Vec<u64> = node.groups.iter().map(|g| g.0).collect();
+            assert_eq!(groups, hosted, "node {id}: {ctx}");
         }
     }
 
@@ -234,15 +230,15 @@ async fn ten_thousand_keys() {
             Duration::from_secs(30),
             "status key counts equal to the slot-hash split",
             |s| {
-                by_hash.iter().all(|(g, count)| {
-                    status_group(s, *g).and_then(|x| x["keys"].as_u64()) == Some(*count)
-                })
+                by_hash
+                    .iter()
+                    .all(|(g, count)| status_group(s, *g).and_then(|x| x.keys) == Some(*count))
             },
         )
         .await;
     let by_status: BTreeMap<u64, u64> = by_hash
         .keys()
-        .map(|g| (*g, status_group(&s, *g).unwrap()["keys"].as_u64().unwrap()))
+        .map(|g| (*g, status_group(&s, *g).unwrap().keys.unwrap()))
         .collect();
     eprintln!("ten_thousand_keys: keys per group in the status {by_status:?}");
     assert_even_shares("by the status", &by_status, KEYS as u64);

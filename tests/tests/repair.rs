@@ -21,8 +21,8 @@ use kvorum_tests::workload::{
     assert_readable, longest_gap, read_checked, run_all, wait_acked, write_all, Load,
 };
 use kvorum_tests::{
-    assert_map_is, direct_client, id_list, keys_by_group, kvnode_bin, node_state, seed,
-    status_group, status_node, Cluster, ClusterOptions, ONE_AT_A_TIME,
+    assert_map_is, direct_client, keys_by_group, kvnode_bin, node_state, seed, status_group,
+    status_node, Cluster, ClusterOptions, ClusterStatus, ONE_AT_A_TIME,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -73,19 +73,19 @@ async fn start_with_keys(opts: ClusterOptions, seed: u64, prefix: &str) -> (Clus
 
 /// The voter sets of `group`'s membership as a replica reports it in `s` (two sets during a
 /// joint change); empty when unknown.
-fn voter_sets(s: &Value, group: u64) -> Vec<Vec<u64>> {
+fn voter_sets(s: &ClusterStatus, group: u64) -> Vec<Vec<u64>> {
     status_group(s, group)
-        .and_then(|g| g["voters"].as_array())
-        .map(|sets| sets.iter().map(id_list).collect())
+        .and_then(|g| g.voters.clone())
+        .map(|sets| sets.into_iter().map(|set| sorted(&set)).collect())
         .unwrap_or_default()
 }
 
 /// Panics if some voter set of `group` in `s` has more than `k` voters.
-fn assert_at_most_k_voters(s: &Value, group: u64, k: usize) {
+fn assert_at_most_k_voters(s: &ClusterStatus, group: u64, k: usize) {
     for set in voter_sets(s, group) {
         assert!(
             set.len() <= k,
-            "group {group} has {} voters {set:?} (K={k}): {}",
+            "group {group} has {} voters {set:?} (K={k}): {:?}",
             set.len(),
             status_group(s, group).unwrap()
         );
@@ -93,22 +93,25 @@ fn assert_at_most_k_voters(s: &Value, group: u64, k: usize) {
 }
 
 /// The tasks of a status, as (group, dead, replacement, step).
-fn tasks(s: &Value) -> Vec<(u64, u64, u64, String)> {
-    s["tasks"]
-        .as_array()
-        .map(|ts| {
-            ts.iter()
-                .map(|t| {
-                    (
-                        t["group"].as_u64().unwrap_or(u64::MAX),
-                        t["dead"].as_u64().unwrap_or(0),
-                        t["replacement"].as_u64().unwrap_or(0),
-                        t["step"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
+fn tasks(s: &ClusterStatus) -> Vec<(u64, u64, u64, String)> {
+    s.tasks
+        .iter()
+        .map(|t| {
+            (
+                t.group.map_or(u64::MAX, |g| g.0),
+                t.dead.unwrap_or(0),
+                t.replacement.unwrap_or(0),
+                t.step.clone(),
+            )
         })
-        .unwrap_or_default()
+        .collect()
+}
+
+/// Node ids, sorted.
+fn sorted(ids: &[u64]) -> Vec<u64> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids
 }
 
 /// Whether some running node's log contains `text`.
@@ -139,7 +142,7 @@ async fn repair_never_has_more_than_k_voters() {
                 if !sets.is_empty() && seen.last() != Some(&sets) {
                     seen.push(sets.clone());
                 }
-                status_group(s, 2).is_some_and(|g| id_list(&g["members"]) == vec![4, 6, 7])
+                status_group(s, 2).is_some_and(|g| g.members == vec![4, 6, 7])
                     && node_state(s, 5) == "removed"
                     && tasks(s).is_empty()
                     && sets == vec![vec![4, 6, 7]]
@@ -148,7 +151,7 @@ async fn repair_never_has_more_than_k_voters() {
         .await;
     eprintln!(
         "repair_never_has_more_than_k_voters: repaired {:?} after the kill; group 2 voter sets \
-         seen: {seen:?}; {}",
+         seen: {seen:?}; {:?}",
         killed_at.elapsed(),
         status_group(&s, 2).unwrap()
     );
@@ -191,14 +194,14 @@ async fn repairs_of_two_groups_run_in_parallel() {
                 assert_at_most_k_voters(s, 2, 3);
                 let repaired = |g: u64, dead: u64| {
                     status_group(s, g).is_some_and(|g| {
-                        let m = id_list(&g["members"]);
+                        let m = g.members.clone();
                         m.len() == 3
                             && !m.contains(&dead)
                             && m.iter().all(|id| node_state(s, *id) == "alive")
                     })
                 };
-                let voters = id_list(&s["config"]["voters"]);
-                s["health_known"] == true
+                let voters = s.config.voters.clone();
+                s.health_known
                     && repaired(1, 3)
                     && repaired(2, 5)
                     && voters.len() == 3
@@ -210,12 +213,12 @@ async fn repairs_of_two_groups_run_in_parallel() {
         )
         .await;
     eprintln!(
-        "repairs_of_two_groups_run_in_parallel: all repaired {:?} after the kills: group 1 {}, \
-         group 2 {}, config {}",
+        "repairs_of_two_groups_run_in_parallel: all repaired {:?} after the kills: group 1 {:?}, \
+         group 2 {:?}, config {:?}",
         killed_at.elapsed(),
-        status_group(&s, 1).unwrap()["members"],
-        status_group(&s, 2).unwrap()["members"],
-        s["config"]["voters"]
+        status_group(&s, 1).unwrap().members,
+        status_group(&s, 2).unwrap().members,
+        s.config.voters
     );
 }
 
@@ -244,15 +247,15 @@ async fn dead_node_back_before_swap_abandons_repair() {
             Duration::from_secs(30),
             "the repair of node 5 abandoned, node 5 alive in group 2",
             |s| {
-                assert_ne!(node_state(s, 5), "removed", "node 5 was removed: {s}");
-                status_group(s, 2).is_some_and(|g| id_list(&g["members"]) == vec![4, 5, 6])
+                assert_ne!(node_state(s, 5), "removed", "node 5 was removed: {s:?}");
+                status_group(s, 2).is_some_and(|g| g.members == vec![4, 5, 6])
                     && node_state(s, 5) == "alive"
                     && tasks(s).is_empty()
                     && voter_sets(s, 2) == vec![vec![4, 5, 6]]
             },
         )
         .await;
-    assert_eq!(id_list(&s["spares"]), vec![7], "{s}");
+    assert_eq!(s.spares, vec![7], "{s:?}");
     assert!(
         some_log_says(&c, "repair abandoned"),
         "no node logged the abandoned repair; logs in {}",
@@ -280,14 +283,14 @@ async fn replica_cut_off_from_metadata_leader_is_not_removed() {
         "replica_cut_off_from_metadata_leader_is_not_removed: node {cut} (group 2 leader: \
          {leader}) sends no more heartbeats"
     );
-    let keep = |s: &Value| {
-        assert_ne!(node_state(s, cut), "removed", "node {cut} was removed: {s}");
+    let keep = |s: &ClusterStatus| {
+        assert_ne!(
+            node_state(s, cut),
+            "removed",
+            "node {cut} was removed: {s:?}"
+        );
         if let Some(g) = status_group(s, 2) {
-            assert_eq!(
-                id_list(&g["members"]),
-                vec![4, 5, 6],
-                "group 2 changed: {s}"
-            );
+            assert_eq!(g.members, vec![4, 5, 6], "group 2 changed: {s:?}");
         }
     };
     c.wait_for_status(
@@ -295,7 +298,7 @@ async fn replica_cut_off_from_metadata_leader_is_not_removed() {
         &format!("node {cut} seen dead"),
         |s| {
             keep(s);
-            s["health_known"] == true && node_state(s, cut) == "dead"
+            s.health_known && node_state(s, cut) == "dead"
         },
     )
     .await;
@@ -345,7 +348,7 @@ async fn long_repair_step_does_not_block_the_metadata_loop() {
     c.wait_for_status(
         Duration::from_secs(20),
         "the repair abandoned once spare 7 is dead",
-        |s| s["health_known"] == true && node_state(s, 7) == "dead" && tasks(s).is_empty(),
+        |s| s.health_known && node_state(s, 7) == "dead" && tasks(s).is_empty(),
     )
     .await;
     eprintln!(
@@ -362,7 +365,7 @@ async fn long_repair_step_does_not_block_the_metadata_loop() {
         Duration::from_secs(60),
         "spare 7 to replace node 5 after its resume",
         |s| {
-            status_group(s, 2).is_some_and(|g| id_list(&g["members"]) == vec![4, 6, 7])
+            status_group(s, 2).is_some_and(|g| g.members == vec![4, 6, 7])
                 && node_state(s, 5) == "removed"
                 && tasks(s).is_empty()
         },
@@ -379,8 +382,8 @@ async fn stale_membership_requests_are_refused() {
     let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 3, 3)).await;
     let s = c.wait_ready(Duration::from_secs(30)).await;
     let leader = c.group_leader(1).await.expect("group 1 has a leader");
-    let epoch = s["epoch"].as_u64().expect("an epoch");
-    let cluster = s["cluster_id"].as_str().expect("a cluster id").to_string();
+    let epoch = s.epoch;
+    let cluster = s.cluster_id.clone();
     let http = reqwest::Client::new();
     let url = format!(
         "http://{}/internal/v1/groups/1/membership",
@@ -425,7 +428,7 @@ async fn stale_membership_requests_are_refused() {
         );
     }
     let s = c.status_of(c.index_of(leader)).await.expect("a status");
-    assert_eq!(voter_sets(&s, 1), vec![vec![1, 2, 3]], "{s}");
+    assert_eq!(voter_sets(&s, 1), vec![vec![1, 2, 3]], "{s:?}");
 }
 
 // With 7 nodes K=3 (groups 1–3 and 4–6, spare 7), SIGKILL of group 2's leader under write
@@ -467,8 +470,8 @@ async fn spare_replaces_dead_replica() {
             repair_deadline.saturating_sub(killed_at.elapsed()),
             &format!("spare 7 to replace node {victim} in group 2"),
             |s| {
-                let members = status_group(s, 2).map(|g| id_list(&g["members"]));
-                s["health_known"] == true
+                let members = status_group(s, 2).map(|g| g.members.clone());
+                s.health_known
                     && members.as_ref().is_some_and(|m| {
                         m.len() == 3
                             && m.contains(&7)
@@ -476,31 +479,28 @@ async fn spare_replaces_dead_replica() {
                             && m.iter().all(|id| node_state(s, *id) == "alive")
                     })
                     && node_state(s, victim) == "removed"
-                    && s["tasks"].as_array().is_some_and(Vec::is_empty)
+                    && s.tasks.is_empty()
             },
         )
         .await;
     let repaired_at = Instant::now();
     eprintln!(
-        "spare_replaces_dead_replica: group 2 repaired {:?} after the kill: {}",
+        "spare_replaces_dead_replica: group 2 repaired {:?} after the kill: {:?}",
         repaired_at - killed_at,
         status_group(&s, 2).unwrap()
     );
+    assert_eq!(s.spares, Vec::<u64>::new(), "no spare left: {s:?}");
     assert_eq!(
-        id_list(&s["spares"]),
-        Vec::<u64>::new(),
-        "no spare left: {s}"
+        status_node(&s, 7).unwrap().role.as_str(),
+        "replica",
+        "{s:?}"
     );
-    assert_eq!(status_node(&s, 7).unwrap()["role"], "replica", "{s}");
+    let groups = &status_node(&s, 7).unwrap().groups;
+    assert_eq!(groups, &vec![kvorum_router::GroupId(2)], "{s:?}");
     assert_eq!(
-        id_list(&status_node(&s, 7).unwrap()["groups"]),
-        vec![2],
-        "{s}"
-    );
-    assert_eq!(
-        id_list(&status_group(&s, 1).unwrap()["members"]),
+        status_group(&s, 1).unwrap().members,
         vec![1, 2, 3],
-        "group 1 untouched: {s}"
+        "group 1 untouched: {s:?}"
     );
 
     // Writes go on after the repair, then the load stops.
@@ -574,9 +574,9 @@ async fn metadata_leader_failover() {
 
     let leader = c.metadata_leader().await.expect("a metadata leader");
     let before = c.status().await.expect("a status");
-    let voters = id_list(&before["config"]["voters"]);
-    assert_eq!(voters, vec![1, 2, 3], "{before}");
-    assert!(voters.contains(&leader), "{before}");
+    let voters = before.config.voters.clone();
+    assert_eq!(voters, vec![1, 2, 3], "{before:?}");
+    assert!(voters.contains(&leader), "{before:?}");
     let group = map
         .group_of_node(leader)
         .expect("voters 1-3 are replicas")
@@ -605,16 +605,15 @@ async fn metadata_leader_failover() {
             deadline.saturating_sub(killed_at.elapsed()),
             "another config voter to become metadata leader",
             |s| {
-                s["health_known"] == true
-                    && s["metadata_leader"].as_u64().is_some_and(|l| {
-                        l != leader && id_list(&s["config"]["voters"]).contains(&l)
-                    })
+                s.health_known
+                    && s.metadata_leader
+                        .is_some_and(|l| l != leader && s.config.voters.contains(&l))
             },
         )
         .await;
     eprintln!(
-        "metadata_leader_failover: node {} leads the config group {:?} after the kill",
-        s["metadata_leader"],
+        "metadata_leader_failover: node {:?} leads the config group {:?} after the kill",
+        s.metadata_leader,
         killed_at.elapsed()
     );
 
@@ -624,10 +623,10 @@ async fn metadata_leader_failover() {
             &format!("node {leader} replaced in group {group} and in the config group"),
             |s| {
                 let members = status_group(s, group)
-                    .map(|g| id_list(&g["members"]))
+                    .map(|g| g.members.clone())
                     .unwrap_or_default();
-                let voters = id_list(&s["config"]["voters"]);
-                s["health_known"] == true
+                let voters = s.config.voters.clone();
+                s.health_known
                     && members.len() == 3
                     && members.contains(&7)
                     && !members.contains(&leader)
@@ -638,15 +637,15 @@ async fn metadata_leader_failover() {
                         .chain(&voters)
                         .all(|id| node_state(s, *id) == "alive")
                     && node_state(s, leader) == "removed"
-                    && s["tasks"].as_array().is_some_and(Vec::is_empty)
+                    && s.tasks.is_empty()
             },
         )
         .await;
     eprintln!(
-        "metadata_leader_failover: repaired {:?} after the kill: group {group} {}, config {}",
+        "metadata_leader_failover: repaired {:?} after the kill: group {group} {:?}, config {:?}",
         killed_at.elapsed(),
-        status_group(&s, group).unwrap()["members"],
-        s["config"]
+        status_group(&s, group).unwrap().members,
+        s.config
     );
 
     for i in c.running() {
@@ -722,12 +721,12 @@ async fn brief_restart_rejoins() {
             &format!("node {victim} alive again in group {group}"),
             |s| {
                 node_state(s, victim) == "alive"
-                    && status_group(s, group).is_some_and(|g| id_list(&g["members"]) == members)
-                    && s["tasks"].as_array().is_some_and(Vec::is_empty)
+                    && status_group(s, group).is_some_and(|g| g.members == members)
+                    && s.tasks.is_empty()
             },
         )
         .await;
-    assert_eq!(id_list(&s["spares"]), Vec::<u64>::new(), "{s}");
+    assert_eq!(s.spares, Vec::<u64>::new(), "{s:?}");
     assert!(
         c.wait_for_exit(vi, Duration::ZERO).await.is_none(),
         "node {victim} exited after its restart; logs in {}",
@@ -799,20 +798,16 @@ async fn repair_resumes_after_metadata_failover() {
             Duration::from_secs(30),
             "the repair of node 5 to pass its first step",
             |s| {
-                s["tasks"].as_array().is_some_and(|t| {
-                    t.iter().any(|t| {
-                        t["dead"] == dead
-                            && t["replacement"] == 7
-                            && t["step"].as_str().is_some_and(|st| st != "add_learner")
-                    })
+                s.tasks.iter().any(|t| {
+                    t.dead == Some(dead) && t.replacement == Some(7) && t.step != "add_learner"
                 })
             },
         )
         .await;
-    let task = s["tasks"][0].clone();
-    let leader = s["metadata_leader"].as_u64().expect("a metadata leader");
+    let task = s.tasks[0].clone();
+    let leader = s.metadata_leader.expect("a metadata leader");
     eprintln!(
-        "repair_resumes_after_metadata_failover: task {task}; killing metadata leader {leader}"
+        "repair_resumes_after_metadata_failover: task {task:?}; killing metadata leader {leader}"
     );
     let killed_at = Instant::now();
     c.kill(c.index_of(leader));
@@ -823,22 +818,20 @@ async fn repair_resumes_after_metadata_failover() {
             "another metadata leader to finish the repair of node 5",
             |s| {
                 let members = status_group(s, 2)
-                    .map(|g| id_list(&g["members"]))
+                    .map(|g| g.members.clone())
                     .unwrap_or_default();
-                s["health_known"] == true
-                    && s["metadata_leader"].as_u64().is_some_and(|l| l != leader)
+                s.health_known
+                    && s.metadata_leader.is_some_and(|l| l != leader)
                     && members == vec![4, 6, 7]
                     && node_state(s, dead) == "removed"
-                    && s["tasks"]
-                        .as_array()
-                        .is_some_and(|t| t.iter().all(|t| t["id"] != task["id"]))
+                    && s.tasks.iter().all(|t| t.id != task.id)
             },
         )
         .await;
     eprintln!(
-        "repair_resumes_after_metadata_failover: node {} finished task {} {:?} after the kill",
-        s["metadata_leader"],
-        task["id"],
+        "repair_resumes_after_metadata_failover: node {:?} finished task {} {:?} after the kill",
+        s.metadata_leader,
+        task.id,
         killed_at.elapsed()
     );
     let live: Vec<usize> = c.running();

@@ -9,9 +9,7 @@
 
 use std::time::Duration;
 
-use kvorum_tests::{
-    id_list, kvnode_bin, node_state, status_group, Cluster, ClusterOptions, ONE_AT_A_TIME,
-};
+use kvorum_tests::{kvnode_bin, node_state, status_group, Cluster, ClusterOptions, ONE_AT_A_TIME};
 
 /// Short failure detection, so a repair fits in the test's deadlines.
 fn options(nodes: usize, k: usize) -> ClusterOptions {
@@ -55,7 +53,7 @@ async fn replica_stopped_by_storage_fault_stops_node_and_is_replaced() {
     c.wait_for_status(
         Duration::from_secs(60),
         "the spare (node 4) replacing node 2 in group 1",
-        |s| status_group(s, 1).is_some_and(|g| id_list(&g["members"]) == vec![1, 3, 4]),
+        |s| status_group(s, 1).is_some_and(|g| g.members == vec![1, 3, 4]),
     )
     .await;
     let client = c.client_of(&[0, 2, 3]);

@@ -104,7 +104,7 @@ fn post_head(path: &str, content_type: &str, length: u64, headers: &[(&str, &str
 /// The cluster id, as the status shows it.
 async fn cluster_id(c: &Cluster) -> String {
     let s = c.status_of(0).await.unwrap();
-    s["cluster_id"].as_str().unwrap().to_string()
+    s.cluster_id
 }
 
 /// The forged internal calls a stranger tries: path, content type, body.

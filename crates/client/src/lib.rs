@@ -38,7 +38,7 @@ use reqwest::{Method, StatusCode};
 pub use kvorum_router::{ClusterMap, Route};
 /// A write's condition ([`Condition::Value`]`(None)`, "absent", is sent as version 0) and a
 /// value with its version: the types the node and the Raft log use.
-pub use kvorum_wire::{Condition, Versioned};
+pub use kvorum_wire::{ClusterStatus, Condition, Versioned};
 pub use routing::{route_header, ROUTE_HEADER};
 
 use routing::{Routing, MAP_FETCH_BUDGET, MAX_REROUTES};
@@ -257,11 +257,13 @@ impl Client {
         version_of(v)
     }
 
-    /// The cluster status as seen by the first node that answers: the JSON of
-    /// `GET /v1/cluster/status` (nodes and their health, groups, spares, config group, tasks).
-    pub async fn status(&self) -> Result<serde_json::Value, ClientError> {
-        self.call(None, Method::GET, "/v1/cluster/status", None, false)
-            .await
+    /// The cluster status as seen by the first node that answers: `GET /v1/cluster/status`
+    /// (nodes and their health, groups, spares, config group, tasks).
+    pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
+        let v = self
+            .call(None, Method::GET, "/v1/cluster/status", None, false)
+            .await?;
+        serde_json::from_value(v).map_err(bad_reply)
     }
 
     /// The cluster map and leader hints (data or config group id → node id) as the first node

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use kvorum_client::{parse_endpoints, Client, ClientError, ClientOptions, Condition};
-use serde_json::json;
+use kvorum_wire::{DeleteReply, KeyReply, WriteReply};
 
 /// Client and admin tool of a kvorum cluster.
 #[derive(Parser, Debug)]
@@ -77,7 +77,7 @@ enum Cmd {
     Append { key: String, value: String },
     /// Show the cluster: epoch, K and slots; every node with its health, role and groups; every
     /// data group with its members, leader, term, slots, keys and size; spares, the config
-    /// group, and tasks in progress. With --json, the node's status JSON, pretty-printed.
+    /// group, and tasks in progress. With --json, the status JSON, pretty-printed.
     Status,
     /// Check a recorded history (JSON Lines) for linearizability. Exit 0 linearizable,
     /// 1 not linearizable, 2 unknown or invalid input.
@@ -125,6 +125,20 @@ fn advice(e: &ClientError) -> &'static str {
     }
 }
 
+/// The `--json` text of a reply: one line, or pretty-printed.
+fn json_text(v: &impl serde::Serialize, pretty: bool) -> Result<String, ClientError> {
+    let text = if pretty {
+        serde_json::to_string_pretty(v)
+    } else {
+        serde_json::to_string(v)
+    };
+    text.map_err(|e| ClientError::Api {
+        status: 0,
+        code: "unprintable".into(),
+        message: format!("cannot print the reply as JSON: {e}"),
+    })
+}
+
 async fn run(cli: Cli) -> Result<(), ClientError> {
     let endpoints = parse_endpoints(&cli.endpoints).map_err(|m| ClientError::Api {
         status: 0,
@@ -141,10 +155,12 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Cmd::Get { key, stale } => {
             let v = client.get(&key, stale).await?;
             if cli.json {
-                println!(
-                    "{}",
-                    json!({ "key": key, "value": v.value, "version": v.version })
-                );
+                let reply = KeyReply {
+                    key,
+                    value: v.value,
+                    version: v.version,
+                };
+                println!("{}", json_text(&reply, false)?);
             } else {
                 println!("{}", v.value);
             }
@@ -164,7 +180,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             };
             let version = client.put(&key, &value, expect).await?;
             if cli.json {
-                println!("{}", json!({ "key": key, "version": version }));
+                println!("{}", json_text(&WriteReply { key, version }, false)?);
             } else {
                 println!("OK version={version}");
             }
@@ -179,7 +195,11 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 .or(expected_value.map(|v| Condition::Value(Some(v))));
             let existed = client.delete(&key, expect).await?;
             if cli.json {
-                println!("{}", json!({ "key": key, "deleted": existed }));
+                let reply = DeleteReply {
+                    deleted: existed,
+                    key,
+                };
+                println!("{}", json_text(&reply, false)?);
             } else if existed {
                 println!("OK deleted");
             } else {
@@ -189,7 +209,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Cmd::Append { key, value } => {
             let version = client.append(&key, &value).await?;
             if cli.json {
-                println!("{}", json!({ "key": key, "version": version }));
+                println!("{}", json_text(&WriteReply { key, version }, false)?);
             } else {
                 println!("OK version={version}");
             }
@@ -197,10 +217,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Cmd::Status => {
             let s = client.status().await?;
             if cli.json {
-                match serde_json::to_string_pretty(&s) {
-                    Ok(text) => println!("{text}"),
-                    Err(_) => println!("{s}"),
-                }
+                println!("{}", json_text(&s, true)?);
             } else {
                 print!("{}", status::render(&s));
             }

@@ -29,8 +29,8 @@ use kvorum_raftstore::{
 };
 use kvorum_router::{slot_of, ClusterMap, Slot};
 use kvorum_wire::{
-    AppendBody, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, KeyReply, MapReply, PutBody,
-    RouteHeader, WriteReply,
+    AppendBody, ClusterStatus, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, KeyReply,
+    MapReply, PutBody, RouteHeader, WriteReply,
 };
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
@@ -730,7 +730,7 @@ async fn healthz() -> Json<serde_json::Value> {
 /// `GET /v1/cluster/status`: nodes with their health, groups with leader, term, slots, keys and
 /// bytes, the epoch and the tasks in progress. Built by the metadata leader from heartbeats; a
 /// node that cannot reach it answers from its own map with `health_known: false`.
-async fn status(State(state): State<Arc<Node>>) -> Json<serde_json::Value> {
+async fn status(State(state): State<Arc<Node>>) -> Json<ClusterStatus> {
     if !crate::meta::is_metadata_leader(&state) {
         let map = state.map();
         let leader = state
@@ -745,9 +745,9 @@ async fn status(State(state): State<Arc<Node>>) -> Json<serde_json::Value> {
                 .send()
                 .await;
             if let Ok(r) = resp.and_then(|r| r.error_for_status()) {
-                if let Ok(mut v) = r.json::<serde_json::Value>().await {
-                    if v["health_known"].as_bool() == Some(true) {
-                        v["answered_by"] = json!(state.id());
+                if let Ok(mut v) = r.json::<ClusterStatus>().await {
+                    if v.health_known {
+                        v.answered_by = state.id();
                         return Json(v);
                     }
                 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvorum_raftstore::NodeId;
+use kvorum_wire::ErrorBody;
 use reqwest::StatusCode;
 
 use crate::meta::{self, Heartbeat, HeartbeatReply, Refused, ReplicaReport};
@@ -166,15 +167,79 @@ async fn send(
     if status.is_success() {
         return Ok(Ok(resp.json().await?));
     }
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let body: Option<ErrorBody> = resp.json().await.ok();
+    Ok(Err(refusal(status, body)?))
+}
+
+/// The refusal an error answer to a heartbeat means: 421 "not the leader" (with the leader when
+/// known), 410 "removed" (with the node's message); any other answer is an error. `body` is
+/// `None` when the answer had no error body.
+fn refusal(status: StatusCode, body: Option<ErrorBody>) -> anyhow::Result<Refused> {
     match status {
-        StatusCode::MISDIRECTED_REQUEST => Ok(Err(Refused::NotLeader(body["leader"].as_u64()))),
-        StatusCode::GONE => Ok(Err(Refused::Removed(
-            body["message"]
-                .as_str()
-                .unwrap_or("this node was removed from the cluster")
-                .to_string(),
+        StatusCode::MISDIRECTED_REQUEST => {
+            Ok(Refused::NotLeader(body.and_then(|b| b.leader).flatten()))
+        }
+        StatusCode::GONE => Ok(Refused::Removed(body.map_or_else(
+            || "this node was removed from the cluster".to_string(),
+            |b| b.message,
         ))),
-        other => anyhow::bail!("{other}: {body}"),
+        other => {
+            let body = body.and_then(|b| serde_json::to_string(&b).ok());
+            anyhow::bail!("{other}: {}", body.as_deref().unwrap_or("null"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+
+    use crate::error::ApiError;
+
+    /// The status and error body the metadata leader answers `refused` with, as the sender
+    /// reads them.
+    async fn answer(refused: Refused) -> (StatusCode, Option<ErrorBody>) {
+        let resp = ApiError::from(refused).into_response();
+        let status = StatusCode::from_u16(resp.status().as_u16()).expect("a status code");
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        (status, serde_json::from_slice(&bytes).ok())
+    }
+
+    // A refusal reads back as the refusal the metadata leader sent: the leader hint (or none)
+    // and the removal message survive the trip; a body that is not an error body still refuses.
+    #[tokio::test]
+    async fn refusals_read_back() {
+        let (status, body) = answer(Refused::NotLeader(Some(3))).await;
+        assert!(matches!(
+            refusal(status, body),
+            Ok(Refused::NotLeader(Some(3)))
+        ));
+        let (status, body) = answer(Refused::NotLeader(None)).await;
+        assert!(matches!(
+            refusal(status, body),
+            Ok(Refused::NotLeader(None))
+        ));
+        let (status, body) = answer(Refused::Removed("node 4 was removed".into())).await;
+        assert!(matches!(
+            refusal(status, body),
+            Ok(Refused::Removed(m)) if m == "node 4 was removed"
+        ));
+        assert!(matches!(
+            refusal(StatusCode::GONE, None),
+            Ok(Refused::Removed(m)) if m == "this node was removed from the cluster"
+        ));
+        assert!(matches!(
+            refusal(StatusCode::MISDIRECTED_REQUEST, None),
+            Ok(Refused::NotLeader(None))
+        ));
+        let other = refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(ErrorBody::new("internal", "disk full")),
+        );
+        assert!(other.is_err_and(|e| e.to_string()
+            == r#"500 Internal Server Error: {"code":"internal","message":"disk full"}"#));
     }
 }

@@ -3,7 +3,8 @@
 //! the wire is a type here; neither side builds or reads untyped JSON for it.
 //!
 //! Modules:
-//! - [`status`]: `GET /v1/cluster/status`, the cluster status the metadata leader assembles.
+//! - [`status`]: [`ClusterStatus`], `GET /v1/cluster/status`, the cluster status the metadata
+//!   leader assembles.
 //! - [`headers`]: the `x-kvorum-*` header names.
 //! - [`route`]: [`RouteHeader`], the `x-kvorum-route` value `<slot>:<epoch>:<group>`.
 //! - [`keys`]: the key API's bodies, queries and replies, and [`Versioned`] and [`Condition`],
@@ -31,3 +32,7 @@ pub use keys::{
 };
 pub use map::MapReply;
 pub use route::{RouteHeader, RouteParseError};
+pub use status::{
+    ClusterStatus, ConfigStatus, GroupStatus, NodeRole, NodeState, NodeStatus, TaskStatus,
+    REPLACE_REPLICA, VIEW_CHANGE,
+};
