@@ -130,6 +130,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         status: 0,
         code: "bad_endpoints".into(),
         message: m,
+        task: None,
     })?;
     let opts = ClientOptions {
         request_timeout: Duration::from_millis(cli.timeout_ms.max(1000)),
