@@ -72,7 +72,6 @@ async fn etcd_call(
             status: status.as_u16(),
             code: "etcd_error".into(),
             message: String::from_utf8_lossy(&text).chars().take(200).collect(),
-            task: None,
         })
     }
 }
@@ -118,7 +117,6 @@ pub async fn run(
             status: 0,
             code: "bad_arguments".into(),
             message: "--clients, --keys and --duration-secs must be positive".into(),
-            task: None,
         });
     }
     let client = Arc::new(if args.target == "etcd" {

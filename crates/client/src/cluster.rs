@@ -2,8 +2,9 @@
 //!
 //! Steps of a change as a client sees it (contract: `kvorum_wire::cluster`):
 //! 1. [`Client::add_node`] / [`Client::remove_node`] ask any node to start the change; the answer
-//!    (`202`) is the task's first [`TaskProgress`], or a refusal ([`ClientError::Api`] with the
-//!    stable code, e.g. `change_in_progress` with the running task's id in `task`);
+//!    (`202`) is the task's first [`TaskProgress`], or a refusal: [`ClientError::ChangeInProgress`]
+//!    with the running task's id, or [`ClientError::Api`] with the stable code (`address_in_use`,
+//!    `too_few_nodes`, ...);
 //! 2. [`Client::wait_task`] polls `GET /v1/cluster/tasks/{id}` until the task's state is final,
 //!    handing every answer to a callback. The task runs in the cluster, not in the client: a
 //!    client that stops waiting (or dies) leaves it running, and any node answers about it.
@@ -108,7 +109,6 @@ impl Client {
             status: 0,
             code: code.into(),
             message,
-            task: None,
         };
         if !node.contains(':') {
             return Err(refuse(

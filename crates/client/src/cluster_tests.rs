@@ -118,15 +118,13 @@ async fn change_in_progress_refusal_carries_the_running_task() {
     for result in [c.add_node("127.0.0.7:7070").await, c.remove_node(2).await] {
         match result {
             Err(
-                ref e @ ClientError::Api {
-                    status: 409,
-                    ref code,
+                ref e @ ClientError::ChangeInProgress {
+                    task: 5,
                     ref message,
-                    task: Some(5),
                 },
             ) => {
-                assert_eq!(code, "change_in_progress");
                 assert_eq!(message, "task 5 is adding a node");
+                assert_eq!(e.to_string(), "change_in_progress: task 5 is adding a node");
                 assert!(e.is_definite());
             }
             other => panic!("expected change_in_progress, got {other:?}"),

@@ -87,16 +87,19 @@ pub enum ClientError {
     /// No node could serve the request before the deadline. Nothing was written.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// The node refused the request (bad input, limits, a view change refused, internal
-    /// error), or the client did before sending it (`status` 0). `code` is the stable code of
-    /// the error body; `task` is the running task's id for `change_in_progress`.
+    /// The node refused the request (bad input, limits, a view change it cannot make, internal
+    /// error), or the client did before sending it (`status` 0). `code` is the error body's
+    /// stable code.
     #[error("{code}: {message}")]
     Api {
         status: u16,
         code: String,
         message: String,
-        task: Option<u64>,
     },
+    /// A view change was refused because another one, task `task`, is running (409
+    /// `change_in_progress`). Nothing was started: follow that task, and retry once it ends.
+    #[error("change_in_progress: {message}")]
+    ChangeInProgress { task: u64, message: String },
 }
 
 fn describe(current: &Option<Versioned>) -> String {
@@ -625,9 +628,16 @@ fn interpret(status: StatusCode, bytes: &[u8]) -> Reply {
             status: status.as_u16(),
             code: "unexpected_reply".into(),
             message: String::from_utf8_lossy(bytes).chars().take(200).collect(),
-            task: None,
         }));
     };
+    if let (StatusCode::CONFLICT, "change_in_progress", Some(task)) =
+        (status, err.code.as_str(), err.task)
+    {
+        return Reply::Done(Err(ClientError::ChangeInProgress {
+            task,
+            message: err.message,
+        }));
+    }
     Reply::Done(Err(match (status, err.code.as_str()) {
         (StatusCode::NOT_FOUND, "key_not_found") => ClientError::NotFound,
         // Other 409s (`change_in_progress`) are refusals.
@@ -641,7 +651,6 @@ fn interpret(status: StatusCode, bytes: &[u8]) -> Reply {
             status: status.as_u16(),
             code: err.code,
             message: err.message,
-            task: err.task,
         },
     }))
 }
@@ -655,7 +664,6 @@ fn bad_reply(e: impl std::fmt::Display) -> ClientError {
         status: 200,
         code: "unexpected_reply".into(),
         message: e.to_string(),
-        task: None,
     }
 }
 
@@ -736,14 +744,17 @@ mod tests {
         ));
         let body = br#"{"code":"change_in_progress","message":"task 3 is running","task":3}"#;
         match interpret(StatusCode::CONFLICT, body) {
-            Reply::Done(Err(ClientError::Api {
-                status: 409,
-                code,
-                task: Some(3),
-                ..
-            })) => assert_eq!(code, "change_in_progress"),
+            Reply::Done(Err(e @ ClientError::ChangeInProgress { task: 3, .. })) => {
+                assert_eq!(e.to_string(), "change_in_progress: task 3 is running");
+            }
             other => panic!("expected a change_in_progress refusal, got {other:?}"),
         }
+        // Without the task's id it is still a refusal, with its code.
+        let body = br#"{"code":"change_in_progress","message":"busy"}"#;
+        assert!(matches!(
+            interpret(StatusCode::CONFLICT, body),
+            Reply::Done(Err(ClientError::Api { status: 409, .. }))
+        ));
     }
 
     // Keys are percent-encoded so any UTF-8 key, slashes included, is one path segment.
