@@ -142,7 +142,8 @@ async fn follow(client: &Client, first: TaskProgress, json: bool) -> Exit {
             Ok(()) = tokio::signal::ctrl_c() => None,
         }
     };
-    reporter.finish();
+    // Interrupted, the bar stays where the task was; finished, the result line replaces it.
+    reporter.finish(waited.is_none());
     let Some(last) = waited else {
         eprintln!("task {id} continues in the cluster; follow it with kvctl task {id} --wait");
         return Ok(EXIT_INTERRUPTED);
@@ -211,9 +212,14 @@ impl Reporter {
         }
     }
 
-    fn finish(&mut self) {
+    /// Stops the bar: left on screen if `keep`, else cleared.
+    fn finish(&mut self, keep: bool) {
         if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
+            if keep {
+                bar.abandon();
+            } else {
+                bar.finish_and_clear();
+            }
         }
     }
 }
@@ -260,10 +266,20 @@ pub fn success_line(p: &TaskProgress) -> String {
     )
 }
 
+/// The number of the step the task is at, from 1: `step` counts the completed steps, so the
+/// current one is the next (all of them once done).
+pub fn current_step(p: &TaskProgress) -> u64 {
+    if p.state == TaskState::Done {
+        p.steps
+    } else {
+        (p.step + 1).min(p.steps)
+    }
+}
+
 /// Why the change did not complete: `task 3 (add node ...) failed at step 4/7 (...): <error>`
 /// or `task 3 (...) was cancelled at step 4/7; ...`.
 pub fn failure_line(p: &TaskProgress) -> String {
-    let at = format!("step {}/{} ({})", p.step, p.steps, p.step_name);
+    let at = format!("step {}/{} ({})", current_step(p), p.steps, p.step_name);
     let head = format!("task {} ({})", p.id, describe_change(p));
     match p.state {
         TaskState::Cancelled => format!(
@@ -284,7 +300,12 @@ pub fn step_text(p: &TaskProgress) -> String {
         TaskState::Running => String::new(),
         other => format!(" [{other}]"),
     };
-    format!("step {}/{}: {}{state}", p.step, p.steps, p.step_name)
+    format!(
+        "step {}/{}: {}{state}",
+        current_step(p),
+        p.steps,
+        p.step_name
+    )
 }
 
 /// One plain progress line (stderr when it is not a terminal):
@@ -319,7 +340,10 @@ pub fn render_task(p: &TaskProgress, now_ms: u64) -> String {
     let mut out = format!("task {}: {}\n", p.id, describe_change(p));
     let mut row = |k: &str, v: String| out.push_str(&format!("  {k:<9}{v}\n"));
     row("state", p.state.to_string());
-    row("step", format!("{}/{} {}", p.step, p.steps, p.step_name));
+    row(
+        "step",
+        format!("{}/{} {}", current_step(p), p.steps, p.step_name),
+    );
     row(
         "slots",
         format!("{}/{} moved", p.slots_moved, p.slots_total),
@@ -449,7 +473,7 @@ mod tests {
     #[test]
     fn failure_line_names_the_reason() {
         let mut p = added(TaskState::Failed);
-        p.step = 4;
+        p.step = 3;
         p.step_name = "move slots 0..=681 from group 1 to group 3".into();
         p.error = Some("group 3 lost its quorum".into());
         assert_eq!(
@@ -469,7 +493,7 @@ mod tests {
     #[test]
     fn progress_texts_show_step_slots_bytes_and_rate() {
         let mut p = added(TaskState::Running);
-        p.step = 2;
+        p.step = 1;
         p.step_name = "move slots 1366..=2047 from group 1 to group 3".into();
         p.slots_moved = 682;
         assert_eq!(
@@ -493,7 +517,7 @@ mod tests {
     #[test]
     fn task_is_rendered_with_its_fields() {
         let mut p = added(TaskState::Running);
-        p.step = 2;
+        p.step = 1;
         p.slots_moved = 682;
         assert_eq!(
             render_task(&p, p.started_ms + 61_000),
@@ -509,6 +533,21 @@ mod tests {
         p.state = TaskState::Failed;
         p.error = Some("disk full".into());
         assert!(render_task(&p, 0).ends_with("  error    disk full\n"));
+    }
+
+    // `step` counts completed steps: the one running is the next; a done task is at its last.
+    #[test]
+    fn current_step_is_the_one_running() {
+        let mut p = added(TaskState::Running);
+        p.step = 0;
+        assert_eq!(current_step(&p), 1);
+        p.step = 7;
+        assert_eq!(current_step(&p), 7, "never past the last");
+        p.state = TaskState::Done;
+        assert_eq!(current_step(&p), 7);
+        p.steps = 0;
+        p.step = 0;
+        assert_eq!(current_step(&p), 0, "a plan without steps");
     }
 
     // Refusals print the stable code and message, and for change_in_progress the running task.

@@ -116,7 +116,18 @@ impl Client {
                 format!("{node:?} is neither a node id nor an ip:port address"),
             ));
         }
-        let (map, _) = self.map().await?;
+        let (map, _) = self.map().await.map_err(|e| match e {
+            ClientError::Api {
+                status,
+                code,
+                message,
+            } => ClientError::Api {
+                status,
+                code,
+                message: format!("cannot read the cluster map to look up {node}: {message}"),
+            },
+            e => e,
+        })?;
         let mut removed = None;
         for (id, info) in &map.nodes {
             if info.addr == node {
