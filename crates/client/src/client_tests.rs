@@ -1,5 +1,6 @@
 //! Tests of the client's routing against fake nodes: tiny HTTP/1.1 servers on loopback that
-//! record what they receive and answer from a handler. No kvnode is involved.
+//! record what they receive and answer from a handler. No kvnode is involved. The fake nodes
+//! are shared with `cluster_tests.rs`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,27 +14,29 @@ use crate::{Client, ClientError, ClientOptions, ROUTE_HEADER};
 
 /// One request as a fake node saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    method: String,
-    path: String,
+pub(crate) struct Seen {
+    pub(crate) method: String,
+    pub(crate) path: String,
     /// The `x-kvorum-route` header, if sent.
-    route: Option<String>,
+    pub(crate) route: Option<String>,
+    /// The request body.
+    pub(crate) body: String,
 }
 
 /// A fake node's answer to a request: status and JSON body, or `None` to close the connection
 /// without answering (after reading the request, so the outcome of a write is unknown).
-type Handler = Arc<dyn Fn(&Seen) -> Option<(u16, String)> + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(&Seen) -> Option<(u16, String)> + Send + Sync>;
 
 /// A fake node: a bound listener, then a server answering from a handler.
-struct FakeNode {
-    addr: String,
+pub(crate) struct FakeNode {
+    pub(crate) addr: String,
     listener: Option<TcpListener>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl FakeNode {
     /// Binds a loopback port; `serve` starts answering.
-    async fn bind() -> FakeNode {
+    pub(crate) async fn bind() -> FakeNode {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("bound").to_string();
         FakeNode {
@@ -44,7 +47,7 @@ impl FakeNode {
     }
 
     /// Answers every connection's one request with `handler`.
-    fn serve(&mut self, handler: Handler) {
+    pub(crate) fn serve(&mut self, handler: Handler) {
         let listener = self.listener.take().expect("served once");
         let seen = self.seen.clone();
         tokio::spawn(async move {
@@ -70,7 +73,7 @@ impl FakeNode {
     }
 
     /// The requests received so far.
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().expect("not poisoned").clone()
     }
 }
@@ -110,24 +113,26 @@ async fn read_request(sock: &mut TcpStream) -> Option<Seen> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+    let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
     Some(Seen {
         method,
         path,
         route,
+        body,
     })
 }
 
-fn answer(status: u16, body: serde_json::Value) -> Option<(u16, String)> {
+pub(crate) fn answer(status: u16, body: serde_json::Value) -> Option<(u16, String)> {
     Some((status, body.to_string()))
 }
 
-fn map_reply(map: &ClusterMap) -> Option<(u16, String)> {
+pub(crate) fn map_reply(map: &ClusterMap) -> Option<(u16, String)> {
     answer(200, json!({ "map": map, "leaders": {"1": 1, "2": 2} }))
 }
 
 /// A map of two nodes with K=1 (group 1 on node 1 at `a`, group 2 on node 2 at `b`) and a key
 /// of group 2 with its slot.
-fn two_groups(a: &str, b: &str) -> (ClusterMap, String, u16) {
+pub(crate) fn two_groups(a: &str, b: &str) -> (ClusterMap, String, u16) {
     let map = ClusterMap::initial(&[a.to_string(), b.to_string()], 1).expect("valid view");
     let key = (0..)
         .map(|i| format!("k{i}"))
@@ -137,7 +142,7 @@ fn two_groups(a: &str, b: &str) -> (ClusterMap, String, u16) {
     (map, key, slot)
 }
 
-fn client(endpoints: &[&str]) -> Client {
+pub(crate) fn client(endpoints: &[&str]) -> Client {
     let opts = ClientOptions {
         request_timeout: Duration::from_secs(2),
         retry_for: Duration::ZERO,
@@ -151,16 +156,18 @@ fn put(route: Option<String>) -> Seen {
         method: "PUT".into(),
         path: String::new(),
         route,
+        body: String::new(),
     }
 }
 
 /// The requests other than map fetches, paths blanked (keys are checked by the route header).
-fn key_requests(node: &FakeNode) -> Vec<Seen> {
+pub(crate) fn key_requests(node: &FakeNode) -> Vec<Seen> {
     node.seen()
         .into_iter()
         .filter(|s| s.path != "/v1/cluster/map")
         .map(|s| Seen {
             path: String::new(),
+            body: String::new(),
             ..s
         })
         .collect()

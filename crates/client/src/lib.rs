@@ -15,15 +15,25 @@
 //! requests go to the addresses in the map, which need not be among the configured endpoints;
 //! to talk to given nodes only (a test of one node, a firewall), turn smart routing off.
 //!
+//! A key's slot being moved between groups (a view change) is invisible to callers: while the
+//! slot is frozen its group answers 503 `slot_moving` (nothing was done), which the client
+//! retries, reads and writes alike, with a short backoff ([`SLOT_MOVING_BACKOFF_MIN`] doubling to
+//! [`SLOT_MOVING_BACKOFF_MAX`]) for up to the larger of `retry_for` and `request_timeout`; once
+//! the move is over the old group answers 421 `not_owner` and the request follows the new map.
+//!
+//! View changes (add or remove a node) and their tasks: see `cluster.rs`
+//! ([`Client::add_node`], [`Client::remove_node`], [`Client::wait_task`]).
+//!
 //! Invariants:
 //! - a write is retried (at any address) only after a definite failure: a connect error (nothing
-//!   was sent), 503 or 421. Once a write may have reached a node and no answer came, the outcome
+//!   was sent), 503 (including `slot_moving`) or 421. Once a write may have reached a node and no answer came, the outcome
 //!   is unknown and surfaces as [`ClientError::OutcomeUnknown`]; nothing retries it;
 //! - the routing state's lock is never held across an await.
 //!
 //! Not implemented: binary keys and values (keys and values are UTF-8 strings); learning leader
 //! changes from replies (hints come only from map fetches, refetched after a routed failure).
 
+mod cluster;
 mod routing;
 
 use std::collections::BTreeMap;
@@ -35,7 +45,9 @@ use kvorum_wire::{AppendBody, DeleteQuery, DeleteReply, ErrorBody, KeyReply, Put
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
 
-pub use kvorum_router::{ClusterMap, Route};
+pub use kvorum_router::{ClusterMap, NodeId, Route, ViewChange};
+/// The view-change contract: the add-node body and a task's progress.
+pub use kvorum_wire::{AddNodeBody, TaskProgress, TaskState};
 /// A write's condition ([`Condition::Value`]`(None)`, "absent", is sent as version 0) and a
 /// value with its version: the types the node and the Raft log use.
 pub use kvorum_wire::{ClusterStatus, Condition, Versioned};
@@ -53,6 +65,13 @@ const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
 /// Pause between retries of a definite failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
+/// First pause before retrying a request refused with 503 `slot_moving` (its slot is frozen by a
+/// move, which lasts milliseconds to a few seconds); it doubles up to [`SLOT_MOVING_BACKOFF_MAX`].
+pub const SLOT_MOVING_BACKOFF_MIN: Duration = Duration::from_millis(10);
+
+/// Longest pause between retries of a request refused with 503 `slot_moving`.
+pub const SLOT_MOVING_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
 /// Errors of the client. Each says what the caller can do.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -68,13 +87,19 @@ pub enum ClientError {
     /// No node could serve the request before the deadline. Nothing was written.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// The node refused the request (bad input, limits, internal error).
+    /// The node refused the request (bad input, limits, a view change it cannot make, internal
+    /// error), or the client did before sending it (`status` 0). `code` is the error body's
+    /// stable code.
     #[error("{code}: {message}")]
     Api {
         status: u16,
         code: String,
         message: String,
     },
+    /// A view change was refused because another one, task `task`, is running (409
+    /// `change_in_progress`). Nothing was started: follow that task, and retry once it ends.
+    #[error("change_in_progress: {message}")]
+    ChangeInProgress { task: u64, message: String },
 }
 
 fn describe(current: &Option<Versioned>) -> String {
@@ -96,7 +121,10 @@ impl ClientError {
 pub struct ClientOptions {
     /// Time for one HTTP exchange.
     pub request_timeout: Duration,
-    /// How long to keep retrying definite failures (unreachable, 503) before giving up.
+    /// How long to keep retrying definite failures (unreachable, 503) before giving up. A
+    /// request whose slot is being moved (503 `slot_moving`) is retried for up to the larger of
+    /// this and `request_timeout`; [`Client::wait_task`] gives up after that long without any
+    /// answer.
     pub retry_for: Duration,
     /// Local address to bind outgoing connections to (default: chosen by the OS).
     pub local_address: Option<std::net::IpAddr>,
@@ -283,6 +311,13 @@ impl Client {
         self.routing().cache.map().cloned()
     }
 
+    /// How long a request keeps retrying a slot that is being moved, and how long
+    /// [`Client::wait_task`] goes without any answer before giving up: the larger of
+    /// `retry_for` and `request_timeout`.
+    pub fn patience(&self) -> Duration {
+        self.opts.retry_for.max(self.opts.request_timeout)
+    }
+
     /// The routing state. Never held across an await.
     fn routing(&self) -> MutexGuard<'_, Routing> {
         // The state stays consistent even if a holder panicked: every update is one assignment.
@@ -293,7 +328,10 @@ impl Client {
     /// one configured endpoint without it; definite failures move on to the next address, and
     /// passes repeat after [`RETRY_PAUSE`] until `retry_for` has passed. A 421 `not_owner`
     /// refreshes the map and starts a new pass at once (at most [`MAX_REROUTES`] times, then the
-    /// plain path only). A write that may have reached a node without an answer is never retried.
+    /// plain path only). A 503 `slot_moving` ends the pass (every node would forward to the same
+    /// frozen slot) and starts a new one after a backoff ([`SLOT_MOVING_BACKOFF_MIN`] doubling to
+    /// [`SLOT_MOVING_BACKOFF_MAX`]) until [`Client::patience`] has passed. A write that may have
+    /// reached a node without an answer is never retried.
     async fn call(
         &self,
         key: Option<&str>,
@@ -302,7 +340,10 @@ impl Client {
         body: Option<serde_json::Value>,
         write: bool,
     ) -> Result<serde_json::Value, ClientError> {
-        let deadline = Instant::now() + self.opts.retry_for;
+        let start = Instant::now();
+        let deadline = start + self.opts.retry_for;
+        let moving_deadline = start + self.patience();
+        let mut moving_pause = SLOT_MOVING_BACKOFF_MIN;
         let mut last = String::from("no node tried");
         let mut routed = self.smart && key.is_some();
         let mut reroutes = 0;
@@ -313,6 +354,7 @@ impl Client {
             };
             let mut tried: Vec<&str> = Vec::new();
             let mut reroute = false;
+            let mut moving = false;
             if let Some(r) = &route {
                 let header = route_header(r);
                 for addr in &r.addrs {
@@ -338,6 +380,13 @@ impl Client {
                             self.routing().mark_stale();
                             last = m;
                         }
+                        Attempt::SlotMoving(m) => {
+                            // The group's leader answered: the other members would forward.
+                            self.routing().addr_ok(addr);
+                            last = m;
+                            moving = true;
+                            break;
+                        }
                         Attempt::NotOwner { epoch, message } => {
                             // Definite: the node refused before proposing.
                             last = message;
@@ -353,13 +402,17 @@ impl Client {
             if reroute {
                 continue;
             }
-            if let Some(ep) = self.pick_endpoint(&tried) {
+            if let Some(ep) = self.pick_endpoint(&tried).filter(|_| !moving) {
                 match self
                     .send(&ep, None, &method, path, body.as_ref(), write)
                     .await
                 {
                     Attempt::Done(result) => return result,
                     Attempt::Unknown(m) => return Err(ClientError::OutcomeUnknown(m)),
+                    Attempt::SlotMoving(m) => {
+                        last = m;
+                        moving = true;
+                    }
                     Attempt::Failed(m)
                     | Attempt::Retry(m)
                     | Attempt::NotOwner { message: m, .. } => {
@@ -367,6 +420,16 @@ impl Client {
                         self.next.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+            }
+            if moving {
+                // Definite (nothing was done), and over once the move is: retry soon.
+                let now = Instant::now();
+                if now >= moving_deadline {
+                    return Err(ClientError::Unavailable(last));
+                }
+                tokio::time::sleep(moving_pause.min(moving_deadline - now)).await;
+                moving_pause = (moving_pause * 2).min(SLOT_MOVING_BACKOFF_MAX);
+                continue;
             }
             if Instant::now() >= deadline {
                 return Err(ClientError::Unavailable(last));
@@ -406,6 +469,7 @@ impl Client {
                     Ok(bytes) => match interpret(status, &bytes) {
                         Reply::Done(r) => Attempt::Done(r),
                         Reply::Retry(m) => Attempt::Retry(format!("{addr}: {m}")),
+                        Reply::SlotMoving(m) => Attempt::SlotMoving(format!("{addr}: {m}")),
                         Reply::NotOwner { epoch, message } => Attempt::NotOwner {
                             epoch,
                             message: format!("{addr}: {message}"),
@@ -526,6 +590,8 @@ enum Attempt {
     Failed(String),
     /// A definite, retryable refusal (503: no leader, unavailable).
     Retry(String),
+    /// 503 `slot_moving`: the key's slot is frozen by a move. Definite; retry after a backoff.
+    SlotMoving(String),
     /// 421: the node's map gives the routed slot to another group. Definite.
     NotOwner { epoch: Option<u64>, message: String },
     /// A write may or may not have been applied.
@@ -538,6 +604,8 @@ enum Reply {
     Done(Result<serde_json::Value, ClientError>),
     /// A definite, retryable failure (503).
     Retry(String),
+    /// 503 `slot_moving`: the slot is frozen by a move; nothing was done.
+    SlotMoving(String),
     /// 421 `not_owner`, with the epoch of the answering node's map if it said.
     NotOwner {
         epoch: Option<u64>,
@@ -564,12 +632,22 @@ fn interpret(status: StatusCode, bytes: &[u8]) -> Reply {
             message: String::from_utf8_lossy(bytes).chars().take(200).collect(),
         }));
     };
+    if let (StatusCode::CONFLICT, "change_in_progress", Some(task)) =
+        (status, err.code.as_str(), err.task)
+    {
+        return Reply::Done(Err(ClientError::ChangeInProgress {
+            task,
+            message: err.message,
+        }));
+    }
     Reply::Done(Err(match (status, err.code.as_str()) {
         (StatusCode::NOT_FOUND, "key_not_found") => ClientError::NotFound,
-        (StatusCode::CONFLICT, _) => ClientError::ConditionFailed {
+        // Other 409s (`change_in_progress`) are refusals.
+        (StatusCode::CONFLICT, "condition_failed") => ClientError::ConditionFailed {
             current: err.current.flatten(),
         },
         (_, "outcome_unknown") => ClientError::OutcomeUnknown(err.message),
+        (StatusCode::SERVICE_UNAVAILABLE, "slot_moving") => return Reply::SlotMoving(err.message),
         (StatusCode::SERVICE_UNAVAILABLE, _) => return Reply::Retry(err.message),
         _ => ClientError::Api {
             status: status.as_u16(),
@@ -600,6 +678,9 @@ fn version_of(v: serde_json::Value) -> Result<u64, ClientError> {
 
 #[cfg(test)]
 mod client_tests;
+
+#[cfg(test)]
+mod cluster_tests;
 
 #[cfg(test)]
 mod tests {
@@ -651,6 +732,30 @@ mod tests {
         assert!(matches!(
             interpret(StatusCode::BAD_GATEWAY, b"oops"),
             Reply::Done(Err(ClientError::Api { status: 502, .. }))
+        ));
+    }
+
+    // A frozen slot (503 slot_moving) is told apart from other 503s, and a 409 other than
+    // condition_failed (a view change already running) is a refusal carrying the task's id.
+    #[test]
+    fn slot_moving_and_change_in_progress_have_their_own_meaning() {
+        let body = br#"{"code":"slot_moving","message":"slot 7 is being moved; retry"}"#;
+        assert!(matches!(
+            interpret(StatusCode::SERVICE_UNAVAILABLE, body),
+            Reply::SlotMoving(m) if m == "slot 7 is being moved; retry"
+        ));
+        let body = br#"{"code":"change_in_progress","message":"task 3 is running","task":3}"#;
+        match interpret(StatusCode::CONFLICT, body) {
+            Reply::Done(Err(e @ ClientError::ChangeInProgress { task: 3, .. })) => {
+                assert_eq!(e.to_string(), "change_in_progress: task 3 is running");
+            }
+            other => panic!("expected a change_in_progress refusal, got {other:?}"),
+        }
+        // Without the task's id it is still a refusal, with its code.
+        let body = br#"{"code":"change_in_progress","message":"busy"}"#;
+        assert!(matches!(
+            interpret(StatusCode::CONFLICT, body),
+            Reply::Done(Err(ClientError::Api { status: 409, .. }))
         ));
     }
 

@@ -3,8 +3,13 @@
 //! Exit codes: 0 success; 1 error (unreachable, refused, internal); 2 usage error; 3 key not
 //! found; 4 condition failed; 5 outcome unknown (the write may or may not have happened).
 //! `kvctl check` has its own: 0 linearizable, 1 not linearizable, 2 unknown or invalid input.
+//! So do the view-change commands (`add-node`, `remove-node`, `task`): 0 done (or started, with
+//! `--no-wait`; or shown); 1 the task failed or was cancelled (or the cluster was unreachable);
+//! 2 refused, nothing started (`error: <code>: <message>` on stderr); 5 the start's outcome is
+//! unknown; 130 interrupted while waiting (the task goes on in the cluster).
 
 mod bench;
+mod change;
 mod status;
 
 use std::process::ExitCode;
@@ -96,6 +101,37 @@ enum Cmd {
     /// Load generator: run operations from many concurrent clients and report throughput and
     /// latency percentiles.
     Bench(bench::BenchArgs),
+    /// Add the node at ADDR (running, waiting to join) to the cluster, and wait until the change
+    /// is complete. Exit 0 done, 1 failed or cancelled, 2 refused, 130 stopped waiting (Ctrl-C
+    /// never cancels the change).
+    AddNode {
+        /// The new node's address, ip:port.
+        addr: String,
+        /// Print the task's id and return at once instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Remove a node (by id, or by its ip:port) from the cluster for good, and wait until the
+    /// change is complete. Exit codes as add-node.
+    RemoveNode {
+        /// The node's id or address.
+        #[arg(value_name = "ID|ADDR")]
+        node: String,
+        /// Print the task's id and return at once instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show a view-change task: state, step, slots and bytes moved, start and elapsed time.
+    Task {
+        id: u64,
+        /// Wait until the task is final (exit 0 done, 1 failed or cancelled).
+        #[arg(long)]
+        wait: bool,
+        /// Ask the task to stop safely: moves not yet released roll back, what was done stays
+        /// valid. With --wait, wait for it to end.
+        #[arg(long)]
+        cancel: bool,
+    },
 }
 
 /// Exit code for a client error.
@@ -121,6 +157,9 @@ fn advice(e: &ClientError) -> &'static str {
         ClientError::Unavailable(_) => {
             " (check that the nodes in --endpoints are running and have a leader)"
         }
+        ClientError::ChangeInProgress { .. } => {
+            " (another view change is running: follow it with kvctl task ID --wait)"
+        }
         ClientError::Api { .. } => "",
     }
 }
@@ -139,7 +178,8 @@ fn json_text(v: &impl serde::Serialize, pretty: bool) -> Result<String, ClientEr
     })
 }
 
-async fn run(cli: Cli) -> Result<(), ClientError> {
+/// Runs a command and returns its exit code.
+async fn run(cli: Cli) -> Result<u8, ClientError> {
     let endpoints = parse_endpoints(&cli.endpoints).map_err(|m| ClientError::Api {
         status: 0,
         code: "bad_endpoints".into(),
@@ -223,9 +263,18 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             }
         }
         Cmd::Bench(args) => bench::run(client, endpoints, args, cli.json).await?,
+        Cmd::AddNode { addr, no_wait } => {
+            return change::add_node(&client, &addr, no_wait, cli.json).await
+        }
+        Cmd::RemoveNode { node, no_wait } => {
+            return change::remove_node(&client, &node, no_wait, cli.json).await
+        }
+        Cmd::Task { id, wait, cancel } => {
+            return change::task(&client, id, wait, cancel, cli.json).await
+        }
         Cmd::Check { .. } => unreachable!("handled in main before connecting"),
     }
-    Ok(())
+    Ok(0)
 }
 
 fn main() -> ExitCode {
@@ -254,7 +303,7 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("kvctl: {e}{}", advice(&e));
             ExitCode::from(exit_code(&e))
