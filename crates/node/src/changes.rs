@@ -49,8 +49,10 @@ pub async fn add_node(
     if !meta::is_metadata_leader(&state) {
         return forward(&state, Method::POST, "/v1/cluster/nodes", &headers, body).await;
     }
+    let change = ViewChange::AddNode { addr: addr.clone() };
+    meta::check_change(&state, &change)?;
     probe_joiner(&state, &addr).await?;
-    let task = meta::start_change(&state, ViewChange::AddNode { addr }).await?;
+    let task = meta::start_change(&state, change).await?;
     accepted(&state, task.id)
 }
 
@@ -72,14 +74,24 @@ pub async fn remove_node(
 }
 
 /// `GET /v1/cluster/tasks/{id}`: a view change's progress.
+///
+/// A node whose map does not have the task yet (it was accepted after this node's last
+/// heartbeat) asks the metadata leader.
 pub async fn task(
     State(state): State<Arc<Node>>,
     Path(id): Path<String>,
-) -> Result<Json<TaskProgress>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
-    meta::progress(&state.map(), id)
-        .map(Json)
-        .ok_or(ApiError::UnknownTask(id))
+    let map = state.map();
+    match meta::progress(&map, id) {
+        Some(p) => Ok(Json::<TaskProgress>(p).into_response()),
+        None if id >= map.next_task_id && !meta::is_metadata_leader(&state) => {
+            let path = format!("/v1/cluster/tasks/{id}");
+            forward(&state, Method::GET, &path, &headers, Bytes::new()).await
+        }
+        None => Err(ApiError::UnknownTask(id)),
+    }
 }
 
 /// `POST /v1/cluster/tasks/{id}/cancel`: stop a view change safely.

@@ -60,6 +60,7 @@ pub struct FileConfig {
     pub node_heartbeat_ms: Option<u64>,
     pub suspect_after_ms: Option<u64>,
     pub dead_after_ms: Option<u64>,
+    pub config_voters: Option<usize>,
 }
 
 impl FileConfig {
@@ -88,6 +89,7 @@ impl FileConfig {
             node_heartbeat_ms: over.node_heartbeat_ms.or(self.node_heartbeat_ms),
             suspect_after_ms: over.suspect_after_ms.or(self.suspect_after_ms),
             dead_after_ms: over.dead_after_ms.or(self.dead_after_ms),
+            config_voters: over.config_voters.or(self.config_voters),
         }
     }
 }
@@ -130,6 +132,9 @@ pub struct Config {
     /// Silence after which the metadata leader marks a node dead and repairs its replicas from
     /// spares. Default 10 s.
     pub dead_after: Duration,
+    /// Voters of the config group once the cluster has that many nodes: 3 (default) or 5. View
+    /// changes grow and shrink the config group towards min(N, this).
+    pub config_voters: usize,
 }
 
 fn parse_addr(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
@@ -184,6 +189,9 @@ impl Config {
                 f.suspect_after_ms.unwrap_or(DEFAULT_SUSPECT_AFTER_MS),
             ),
             dead_after: Duration::from_millis(f.dead_after_ms.unwrap_or(DEFAULT_DEAD_AFTER_MS)),
+            config_voters: f
+                .config_voters
+                .unwrap_or(kvorum_router::map::MAX_CONFIG_VOTERS),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -217,6 +225,12 @@ impl Config {
             anyhow::bail!(
                 "K must be between 1 and the number of nodes ({n}), got {}",
                 self.k
+            );
+        }
+        if self.config_voters != 3 && self.config_voters != 5 {
+            anyhow::bail!(
+                "config_voters (--config-voters) must be 3 or 5, got {}",
+                self.config_voters
             );
         }
         if self.max_key_bytes == 0 || self.max_value_bytes == 0 {

@@ -38,6 +38,9 @@ struct Args {
     /// Largest value in bytes [default: 1048576].
     #[arg(long, env = "KVORUM_MAX_VALUE_BYTES")]
     max_value_bytes: Option<usize>,
+    /// Voters of the config group once the cluster has that many nodes: 3 or 5.
+    #[arg(long, env = "KVORUM_CONFIG_VOTERS")]
+    config_voters: Option<usize>,
     /// Time a request may take before its outcome is reported unknown, ms [default: 5000].
     #[arg(long, env = "KVORUM_REQUEST_TIMEOUT_MS")]
     request_timeout_ms: Option<u64>,
@@ -74,6 +77,7 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
         cluster_secret: args.cluster_secret,
         max_key_bytes: args.max_key_bytes,
         max_value_bytes: args.max_value_bytes,
+        config_voters: args.config_voters,
         request_timeout_ms: args.request_timeout_ms,
         heartbeat_ms: args.heartbeat_ms,
         election_timeout_ms: args.election_timeout_ms,

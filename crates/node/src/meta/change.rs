@@ -55,16 +55,7 @@ const STEP_FAIL_LIMIT: Duration = Duration::from_secs(120);
 /// Plans `change` on the current map and records it as a task. Refused, with nothing changed,
 /// when a change is already running or the planner refuses it.
 pub async fn start_change(state: &Node, change: ViewChange) -> Result<Task, ApiError> {
-    let map = state.map();
-    if let Some((t, _)) = map.view_change() {
-        return Err(ApiError::ChangeInProgress { task: t.id });
-    }
-    let dead = dead_nodes(state, &map);
-    let opts = PlanOptions {
-        dead,
-        ..PlanOptions::default()
-    };
-    plan_with(&map, &change, &opts).map_err(refused)?;
+    let opts = check_change(state, &change)?;
     let mut outcome: Result<Task, ApiError> = Err(ApiError::Internal("not planned".into()));
     update_map(state, "view change accepted", |m| {
         if let Some((t, _)) = m.view_change() {
@@ -116,6 +107,21 @@ pub async fn start_change(state: &Node, change: ViewChange) -> Result<Task, ApiE
     let task = outcome?;
     tracing::warn!(task = task.id, change = ?change, "view change started");
     Ok(task)
+}
+
+/// Plans `change` on the current map without recording anything: the refusal it would get, or
+/// the planner's options to plan it with.
+pub fn check_change(state: &Node, change: &ViewChange) -> Result<PlanOptions, ApiError> {
+    let map = state.map();
+    if let Some((t, _)) = map.view_change() {
+        return Err(ApiError::ChangeInProgress { task: t.id });
+    }
+    let opts = PlanOptions {
+        dead: dead_nodes(state, &map),
+        max_config_voters: state.cfg.config_voters,
+    };
+    plan_with(&map, change, &opts).map_err(refused)?;
+    Ok(opts)
 }
 
 /// Asks the running change `id` to stop safely.

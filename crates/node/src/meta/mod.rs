@@ -39,7 +39,9 @@ mod probe;
 mod tasks;
 
 pub use admin::{admin_handler, AdminOp, AdminReply, AdminRequest};
-pub use change::{cancel_change, describe, next_batch, progress, start_change, MOVE_BATCH_SLOTS};
+pub use change::{
+    cancel_change, check_change, describe, next_batch, progress, start_change, MOVE_BATCH_SLOTS,
+};
 pub(crate) use heartbeats::best_reports;
 pub use heartbeats::{
     heartbeat_handler, receive_heartbeat, voter_sets, Health, Heartbeat, HeartbeatReply, Refused,
