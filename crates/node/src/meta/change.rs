@@ -52,6 +52,27 @@ const COPY_CHUNK_BYTES: usize = 256 << 10;
 /// rolls back first).
 const STEP_FAIL_LIMIT: Duration = Duration::from_secs(120);
 
+/// Test-only fault (feature `test-faults`): `KVORUM_FAULT_MOVE_HOLD=<point>:<ms>` makes every
+/// move batch wait `ms` at `point` (`after_freeze`: the source is frozen, nothing copied yet;
+/// `before_activate`: flipped in the map, the destination not yet serving), logging
+/// `FAULT INJECTED: move held at <point>` first, so that a test can kill or cut nodes in that
+/// window. Nothing in production builds.
+async fn hold_at(point: &str, task: u64) {
+    static HOLD: std::sync::OnceLock<Option<(String, Duration)>> = std::sync::OnceLock::new();
+    let hold = HOLD.get_or_init(|| {
+        let v = std::env::var("KVORUM_FAULT_MOVE_HOLD").ok()?;
+        let (p, ms) = v.split_once(':')?;
+        let ms: u64 = ms.parse().ok()?;
+        cfg!(feature = "test-faults").then(|| (p.to_string(), Duration::from_millis(ms)))
+    });
+    if let Some((p, d)) = hold {
+        if p == point {
+            tracing::error!(task, "FAULT INJECTED: move held at {point} for {} ms", d.as_millis());
+            tokio::time::sleep(*d).await;
+        }
+    }
+}
+
 /// Plans `change` on the current map and records it as a task. Refused, with nothing changed,
 /// when a change is already running or the planner refuses it.
 pub async fn start_change(state: &Node, change: ViewChange) -> Result<Task, ApiError> {
@@ -595,6 +616,7 @@ async fn move_slots(
         })
         .await?;
     }
+    hold_at("before_activate", id).await;
     propose(
         state,
         to,
@@ -680,6 +702,7 @@ async fn copy_batch(state: &Node, map: &ClusterMap, id: u64, b: &MoveBatch) -> a
         },
     )
     .await?;
+    hold_at("after_freeze", id).await;
     let mut after = None;
     let (mut keys, mut bytes) = (0u64, 0u64);
     loop {
