@@ -6,7 +6,7 @@
 
 use std::fmt::Display;
 
-use kvorum_wire::{ClusterStatus, TaskStatus, REPLACE_REPLICA};
+use kvorum_wire::{ClusterStatus, TaskStatus, REPLACE_REPLICA, VIEW_CHANGE};
 use serde_json::Value;
 
 /// Text for one JSON cell (the fields of unknown task kinds): `-` for null, strings bare,
@@ -118,6 +118,17 @@ fn task(t: &TaskStatus) -> String {
             opt(t.group),
             node(t.dead),
             node(t.replacement)
+        ));
+    } else if t.kind == VIEW_CHANGE {
+        let change = match &t.change {
+            Some(kvorum_router::ViewChange::AddNode { addr }) => format!("add node at {addr}"),
+            Some(kvorum_router::ViewChange::RemoveNode { node }) => format!("remove node {node}"),
+            None => "-".into(),
+        };
+        s.push_str(&format!(
+            ": {change}, {}/{} slots moved",
+            opt(t.slots_moved),
+            opt(t.slots_total)
         ));
     } else {
         // A kind this kvctl does not know: show its fields as they are, by name.
