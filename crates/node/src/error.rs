@@ -101,6 +101,13 @@ pub enum ApiError {
     /// after proposing). Read the key before deciding to retry.
     #[error("outcome unknown: {0}; read the key to learn whether the write happened")]
     OutcomeUnknown(String),
+    /// This node is waiting to be added to a cluster (started with `--join`) and serves only
+    /// `/healthz` and `/v1/join`. Send the request to a member of the cluster.
+    #[error(
+        "this node ({addr}) is waiting to be added to the cluster and serves nothing yet; send \
+         the request to a member, or add it with `kvctl add-node {addr}`"
+    )]
+    Joining { addr: String },
     /// An internal error on this node; an operator should look at its log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -133,6 +140,7 @@ impl ApiError {
             ApiError::NoLeader { .. } => "no_leader",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::OutcomeUnknown(_) => "outcome_unknown",
+            ApiError::Joining { .. } => "joining",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -160,7 +168,9 @@ impl ApiError {
             | ApiError::StaleTask(_)
             | ApiError::ReplicaAlive { .. }
             | ApiError::NoLearner(_) => StatusCode::CONFLICT,
-            ApiError::NoLeader { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoLeader { .. } | ApiError::Unavailable(_) | ApiError::Joining { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

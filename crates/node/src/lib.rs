@@ -22,6 +22,7 @@ pub mod error;
 pub mod heartbeat;
 pub mod identity;
 pub mod incarnation;
+pub mod join;
 pub mod launch;
 pub mod meta;
 pub mod node;

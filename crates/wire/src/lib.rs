@@ -10,6 +10,7 @@
 //!   which the Raft log shares (their serde shape is a persistent format).
 //! - [`error`]: [`ErrorBody`], the body of every error answer.
 //! - [`map`]: [`MapReply`], `GET /v1/cluster/map`.
+//! - [`join`]: [`JoinState`], `GET /v1/join` (a node waiting to be added, or a member).
 
 #![warn(missing_docs)]
 
@@ -17,11 +18,13 @@ pub mod status;
 
 pub mod error;
 pub mod headers;
+pub mod join;
 pub mod keys;
 pub mod map;
 pub mod route;
 
 pub use error::ErrorBody;
+pub use join::{JoinPhase, JoinState};
 pub use keys::{
     AppendBody, Condition, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, KeyReply,
     PutBody, Versioned, WriteReply,
