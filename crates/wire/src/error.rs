@@ -38,6 +38,9 @@ pub struct ErrorBody {
     /// `not_owner`: the slot of the request's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<Slot>,
+    /// `change_in_progress`: the id of the view-change task that is running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<u64>,
 }
 
 impl ErrorBody {
