@@ -108,6 +108,21 @@ impl ExtraNode {
         Some(status)
     }
 
+    /// Waits up to `within` for the process to exit by itself; returns its exit status, or
+    /// `None` if it still runs at the deadline.
+    pub async fn wait_for_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline || self.child.is_none() {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// SIGKILL the process and reap it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -392,7 +407,10 @@ impl Cluster {
     /// cluster's folder, the cluster's secret, K and environment, but no VIEW: `env` and `args`
     /// say how it starts (e.g. `--join ADDR`, or a `VIEW` of its own).
     pub fn spawn_extra(&self, addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> ExtraNode {
-        let name = format!("extra-{}-{}", addr.ip(), addr.port());
+        // Unique even when a test starts two processes at one address.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("extra{n}-{}-{}", addr.ip(), addr.port());
         let data_dir = self.path().join(&name);
         let log = self.path().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("create log");

@@ -159,3 +159,46 @@ async fn new_nodes_wait_to_be_added() {
     // Its data directory holds no identity: it has not become a node of any cluster.
     assert!(!viewed.data_dir.join("kvorum-node.json").exists());
 }
+
+// A new node at an address the cluster knows refuses to start rather than wait: while the map
+// records a member there with another data directory, and once that member was replaced and
+// removed (ids are never reused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiner_at_a_known_address_refuses() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Group 1 = nodes 1, 2, 3; node 4 is the spare that replaces node 3.
+    let mut c = Cluster::start(
+        ClusterOptions::new(kvnode_bin!(), 4, 3)
+            .with_env("KVORUM_SUSPECT_AFTER_MS", "1500")
+            .with_env("KVORUM_DEAD_AFTER_MS", "4000"),
+    )
+    .await;
+    c.wait_until(WAIT, "the map recording node 3's incarnation", || async {
+        c.get_json(0, "/v1/cluster/map")
+            .await
+            .is_ok_and(|v| v["map"]["nodes"]["3"]["incarnation"].is_string())
+    })
+    .await;
+    let first = c.nodes[0].addr.to_string();
+    let addr3 = c.nodes[2].addr;
+    c.kill(2);
+
+    let mut joiner = c.spawn_extra(addr3, &["--join", &first], &[]);
+    let exit = joiner.wait_for_exit(WAIT).await;
+    let log = joiner.log_text();
+    assert!(exit.is_some_and(|s| !s.success()), "{exit:?}: {log}");
+    assert!(log.contains("with another data directory"), "{log}");
+
+    c.wait_for_status(
+        Duration::from_secs(40),
+        "node 3 replaced and removed",
+        |s| kvorum_tests::node_state(s, 3) == "removed",
+    )
+    .await;
+    let mut joiner = c.spawn_extra(addr3, &["--join", &first], &[]);
+    let exit = joiner.wait_for_exit(WAIT).await;
+    let log = joiner.log_text();
+    assert!(exit.is_some_and(|s| !s.success()), "{exit:?}: {log}");
+    assert!(log.contains("which removed it"), "{log}");
+    assert!(log.contains("new address"), "{log}");
+}
