@@ -189,10 +189,15 @@ async fn joiner_at_a_known_address_refuses() {
     assert!(exit.is_some_and(|s| !s.success()), "{exit:?}: {log}");
     assert!(log.contains("with another data directory"), "{log}");
 
-    c.wait_for_status(
+    // The joiner asks node 1, so wait for node 1's own map (it learns maps from heartbeats).
+    c.wait_until(
         Duration::from_secs(40),
-        "node 3 replaced and removed",
-        |s| kvorum_tests::node_state(s, 3) == "removed",
+        "node 1's map listing node 3 as removed",
+        || async {
+            c.get_json(0, "/v1/cluster/map")
+                .await
+                .is_ok_and(|v| v["map"]["nodes"]["3"]["state"] == "removed")
+        },
     )
     .await;
     let mut joiner = c.spawn_extra(addr3, &["--join", &first], &[]);

@@ -141,14 +141,17 @@ pub async fn run(
     Ok(())
 }
 
-/// The node's identity, the newest map a peer answered when it decided how to start (if any),
-/// and the listener to serve on; `None` when `stop` fired while the node waited to be added.
+/// How a node starts: its identity, the newest map a peer answered when it decided how to start
+/// (if any), and the listener to serve on.
+type Started = (Identity, Option<ClusterMap>, tokio::net::TcpListener);
+
+/// How the node starts (see [`Started`]); `None` when `stop` fired while it waited to be added.
 async fn start_identity(
     cfg: &Config,
     http: &reqwest::Client,
     listener: tokio::net::TcpListener,
     stop: watch::Receiver<bool>,
-) -> anyhow::Result<Option<(Identity, Option<ClusterMap>, tokio::net::TcpListener)>> {
+) -> anyhow::Result<Option<Started>> {
     if Identity::exists(&cfg.data_dir) {
         return Ok(Some((
             Identity::load_or_create(&cfg.data_dir, cfg)?,
@@ -162,41 +165,41 @@ async fn start_identity(
         cfg.effective_view()
     };
     let peers: Vec<SocketAddr> = peers.into_iter().filter(|p| *p != cfg.listen).collect();
-    let joins = if cfg.joins() {
-        true
-    } else if peers.is_empty() {
-        false
-    } else {
-        // An empty data directory in a view of several nodes: a new cluster, a late initial
-        // member of a running one, or a new node of another cluster running at these addresses.
-        let own = Identity::from_config(cfg)?;
-        match join::classify_start(
-            cfg.listen,
-            &own.cluster_id,
-            &join::probe(http, &peers).await,
-        ) {
-            Start::Refuse(reason) => anyhow::bail!("{reason}"),
-            Start::Join => {
-                tracing::warn!(
-                    "another cluster runs at addresses of this node's view, so this node does not \
-                     create one: it joins that cluster as a new node once it is added"
-                );
-                true
+    if !cfg.joins() {
+        // An empty data directory in a view: a new cluster, a late initial member of a running
+        // one, or a new node of another cluster running at these addresses.
+        let newest = if peers.is_empty() {
+            None
+        } else {
+            let own = Identity::from_config(cfg)?;
+            let answers = join::probe(http, &peers).await;
+            match join::classify_start(cfg.listen, &own.cluster_id, &answers) {
+                Start::Refuse(reason) => anyhow::bail!("{reason}"),
+                Start::Create { newest } => newest,
+                Start::Join => {
+                    tracing::warn!(
+                        "another cluster runs at addresses of this node's view, so this node does \
+                         not create one: it joins that cluster as a new node once it is added"
+                    );
+                    return joiner(cfg, http, &peers, listener, stop).await;
+                }
             }
-            Start::Create { newest } => {
-                let identity = Identity::load_or_create(&cfg.data_dir, cfg)?;
-                return Ok(Some((identity, newest, listener)));
-            }
-        }
-    };
-    if !joins {
-        return Ok(Some((
-            Identity::load_or_create(&cfg.data_dir, cfg)?,
-            None,
-            listener,
-        )));
+        };
+        let identity = Identity::load_or_create(&cfg.data_dir, cfg)?;
+        return Ok(Some((identity, newest, listener)));
     }
-    Ok(join::run_joiner(cfg, http, &peers, listener, stop)
+    joiner(cfg, http, &peers, listener, stop).await
+}
+
+/// [`join::run_joiner`], its outcome in the form of [`start_identity`]'s.
+async fn joiner(
+    cfg: &Config,
+    http: &reqwest::Client,
+    peers: &[SocketAddr],
+    listener: tokio::net::TcpListener,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<Started>> {
+    Ok(join::run_joiner(cfg, http, peers, listener, stop)
         .await?
         .map(|(joined, listener)| (joined.identity, Some(joined.map), listener)))
 }
