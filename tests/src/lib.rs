@@ -87,6 +87,58 @@ impl Node {
     }
 }
 
+/// A kvnode process started next to a cluster with settings of its own (a node that joins it,
+/// see [`Cluster::spawn_extra`]); killed by PID when dropped.
+pub struct ExtraNode {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ExtraNode {
+    /// The process's log (stdout and stderr), or "" if it cannot be read.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The exit status if the process has exited (reaping it), `None` while it runs.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Waits up to `within` for the process to exit by itself; returns its exit status, or
+    /// `None` if it still runs at the deadline.
+    pub async fn wait_for_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline || self.child.is_none() {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGKILL the process and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ExtraNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Settings of a test cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -344,6 +396,49 @@ impl Cluster {
             cmd.env(k, v);
         }
         node.child = Some(cmd.spawn().expect("spawn kvnode"));
+    }
+
+    /// A free address on `ip` for a process started with [`Self::spawn_extra`].
+    pub fn free_addr(ip: &str) -> SocketAddr {
+        format!("{ip}:{}", free_port(ip)).parse().expect("addr")
+    }
+
+    /// Starts one more kvnode process at `addr`, with a fresh data directory and log in the
+    /// cluster's folder, the cluster's secret, K and environment, but no VIEW: `env` and `args`
+    /// say how it starts (e.g. `--join ADDR`, or a `VIEW` of its own).
+    pub fn spawn_extra(&self, addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> ExtraNode {
+        // Unique even when a test starts two processes at one address.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("extra{n}-{}-{}", addr.ip(), addr.port());
+        let data_dir = self.path().join(&name);
+        let log = self.path().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("create log");
+        let mut cmd = Command::new(&self.opts.bin);
+        cmd.args(args)
+            .env("IPPORT", addr.to_string())
+            .env("K", self.opts.k.to_string())
+            .env("KVORUM_DATA_DIR", &data_dir)
+            .env("KVORUM_CLUSTER_SECRET", "test-secret")
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone log"))
+            .stderr(out);
+        for (k, v) in self
+            .opts
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(env.iter().copied())
+        {
+            cmd.env(k, v);
+        }
+        ExtraNode {
+            addr,
+            data_dir,
+            log,
+            child: Some(cmd.spawn().expect("spawn kvnode")),
+        }
     }
 
     /// If node `i`'s process has exited, reaps it and returns its exit status.

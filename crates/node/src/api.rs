@@ -29,8 +29,8 @@ use kvorum_raftstore::{
 };
 use kvorum_router::{slot_of, ClusterMap, Slot};
 use kvorum_wire::{
-    AppendBody, ClusterStatus, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, KeyReply,
-    MapReply, PutBody, RouteHeader, WriteReply,
+    AppendBody, ClusterStatus, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, JoinPhase,
+    JoinState, KeyReply, MapReply, PutBody, RouteHeader, WriteReply,
 };
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
@@ -104,6 +104,7 @@ pub fn router(state: Arc<Node>) -> Router {
             "/v1/cluster/tasks/:id/cancel",
             post(crate::changes::cancel).fallback(method_not_allowed),
         )
+        .route("/v1/join", get(join_state).fallback(method_not_allowed))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit));
@@ -139,6 +140,30 @@ pub fn router(state: Arc<Node>) -> Router {
         .route("/internal/v1/status", get(crate::status::status_handler));
     let internal = guarded(raft, RAFT_BODY_LIMIT).merge(guarded(control, CONTROL_BODY_LIMIT));
     client.merge(internal).fallback(no_route).with_state(state)
+}
+
+/// The router of a node waiting to be added to a cluster (`join.rs`): `/healthz`, and
+/// `GET /v1/join` with `status`; every other route answers 503 `joining`.
+pub fn joining_router(status: Arc<tokio::sync::watch::Sender<JoinState>>) -> Router {
+    Router::new()
+        .route("/v1/join", get(joining_state).fallback(method_not_allowed))
+        .route("/healthz", get(healthz))
+        .fallback(joining)
+        .with_state(status)
+}
+
+/// `GET /v1/join` on a joining node: waiting, and the cluster it found.
+async fn joining_state(
+    State(status): State<Arc<tokio::sync::watch::Sender<JoinState>>>,
+) -> Json<JoinState> {
+    Json(status.borrow().clone())
+}
+
+/// Every other route of a joining node.
+async fn joining(State(status): State<Arc<tokio::sync::watch::Sender<JoinState>>>) -> ApiError {
+    ApiError::Joining {
+        addr: status.borrow().addr.clone(),
+    }
 }
 
 /// The original request, kept so that it can be forwarded unchanged.
@@ -757,11 +782,24 @@ async fn status(State(state): State<Arc<Node>>) -> Json<ClusterStatus> {
     Json(crate::status::status(&state))
 }
 
-/// `GET /v1/cluster/map`: this node's cluster map and its leader hints (group → node).
+/// `GET /v1/cluster/map`: this node's cluster map, its leader hints (group → node) and its
+/// cluster id.
 async fn cluster_map(State(state): State<Arc<Node>>) -> Json<MapReply> {
     Json(MapReply {
         leaders: state.routing().leaders().clone(),
         map: (*state.map()).clone(),
+        cluster_id: Some(state.identity.cluster_id.clone()),
+    })
+}
+
+/// `GET /v1/join` on a serving node: a member, with its id.
+async fn join_state(State(state): State<Arc<Node>>) -> Json<JoinState> {
+    Json(JoinState {
+        addr: state.identity.addr.to_string(),
+        state: JoinPhase::Member,
+        node: Some(state.id()),
+        cluster_id: Some(state.identity.cluster_id.clone()),
+        incarnation: state.identity.incarnation.clone(),
     })
 }
 

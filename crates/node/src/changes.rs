@@ -139,11 +139,11 @@ async fn probe_joiner(state: &Node, addr: &str) -> Result<(), ApiError> {
     if !resp.status().is_success() {
         return Err(unreachable(format!("it answered {}", resp.status())));
     }
-    let join: serde_json::Value = resp
+    let join: kvorum_wire::JoinState = resp
         .json()
         .await
         .map_err(|e| unreachable(format!("unreadable answer: {e}")))?;
-    if join["state"] != "waiting" {
+    if join.state != kvorum_wire::JoinPhase::Waiting {
         return Err(unreachable("it is already a member of a cluster".into()));
     }
     Ok(())

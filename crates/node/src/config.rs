@@ -49,6 +49,7 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub view: Option<String>,
+    pub join: Option<String>,
     pub k: Option<usize>,
     pub cluster_secret: Option<String>,
     pub max_key_bytes: Option<usize>,
@@ -78,6 +79,7 @@ impl FileConfig {
             listen: over.listen.or(self.listen),
             data_dir: over.data_dir.or(self.data_dir),
             view: over.view.or(self.view),
+            join: over.join.or(self.join),
             k: over.k.or(self.k),
             cluster_secret: over.cluster_secret.or(self.cluster_secret),
             max_key_bytes: over.max_key_bytes.or(self.max_key_bytes),
@@ -102,10 +104,18 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Data directory (RocksDB, snapshots, node identity). Default `./data`.
     pub data_dir: PathBuf,
-    /// Every node's address, in the same order on every node; empty for a single-node cluster.
+    /// Every node's address, in the same order on every node; empty for a single-node cluster
+    /// (or a node started with `join`).
     pub view: Vec<SocketAddr>,
-    /// Replicas per group. Default: min(N, 3); 1 with no view.
+    /// Addresses of running nodes of the cluster this node joins (`--join`, `KVORUM_JOIN`):
+    /// a new node started with them waits until the metadata server adds it (`kvctl add-node`),
+    /// then takes the id the map gives it. Exclusive with `view`. Default: none.
+    pub join: Vec<SocketAddr>,
+    /// Replicas per group. Default: min(N, 3); 1 with no view; with `join`, the cluster's.
     pub k: usize,
+    /// Whether K was configured rather than defaulted. A joining node whose configured K is not
+    /// the cluster's refuses to join.
+    pub k_configured: bool,
     /// Secret that authenticates the internal routes (Raft RPCs, heartbeats, membership,
     /// status), identical on every node. Default: none, which means protected mode (below).
     pub cluster_secret: String,
@@ -157,6 +167,13 @@ impl Config {
                 .map(|a| parse_addr(a, "view (VIEW)"))
                 .collect::<anyhow::Result<_>>()?,
         };
+        let join: Vec<SocketAddr> = match f.join.as_deref().map(str::trim) {
+            None | Some("") => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(|a| parse_addr(a, "join addresses (--join, KVORUM_JOIN)"))
+                .collect::<anyhow::Result<_>>()?,
+        };
         let n = view.len().max(1);
         let k = f.k.unwrap_or(n.min(3));
         let (cluster_secret, protected_mode) = match f.cluster_secret {
@@ -169,7 +186,9 @@ impl Config {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             view,
+            join,
             k,
+            k_configured: f.k.is_some(),
             cluster_secret,
             protected_mode,
             max_key_bytes: f.max_key_bytes.unwrap_or(DEFAULT_MAX_KEY_BYTES),
@@ -199,6 +218,9 @@ impl Config {
 
     /// Rejects impossible combinations with a message that says what to change.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.join.is_empty() {
+            return self.validate_join();
+        }
         let n = self.view.len();
         if n > 0 {
             if !self.view.contains(&self.listen) {
@@ -227,6 +249,39 @@ impl Config {
                 self.k
             );
         }
+        self.validate_limits()
+    }
+
+    /// The checks of a node started with `join`: no view, addresses of other nodes, K positive
+    /// (the cluster's K bounds it, checked when the node finds the cluster).
+    fn validate_join(&self) -> anyhow::Result<()> {
+        if !self.view.is_empty() {
+            anyhow::bail!(
+                "--join (KVORUM_JOIN) and VIEW are exclusive: give VIEW (every node's address) to \
+                 create a cluster or to start one of its nodes, or --join ADDR,... (some running \
+                 nodes) to add this node to a running cluster"
+            );
+        }
+        if self.join.iter().all(|a| *a == self.listen) {
+            anyhow::bail!(
+                "--join must name at least one running node other than this one ({})",
+                self.listen
+            );
+        }
+        if self.listen.ip().is_unspecified() {
+            anyhow::bail!(
+                "IPPORT must be an address peers can reach, not {}",
+                self.listen.ip()
+            );
+        }
+        if self.k == 0 {
+            anyhow::bail!("K must be at least 1");
+        }
+        self.validate_limits()
+    }
+
+    /// The checks of the limits and timings, whatever the way the node starts.
+    fn validate_limits(&self) -> anyhow::Result<()> {
         if self.config_voters != 3 && self.config_voters != 5 {
             anyhow::bail!(
                 "config_voters (--config-voters) must be 3 or 5, got {}",
@@ -269,6 +324,11 @@ impl Config {
             anyhow::bail!("snapshot_every must be positive");
         }
         Ok(())
+    }
+
+    /// Whether this node was started to join a running cluster (`--join`).
+    pub fn joins(&self) -> bool {
+        !self.join.is_empty()
     }
 
     /// The view with this node's place in it; a single-node view when none is configured.
@@ -350,6 +410,36 @@ mod tests {
             let v = c.view.clone();
             assert!(Config::from_file_config(c).is_err(), "{v:?} accepted");
         }
+    }
+
+    // --join names running nodes; it excludes VIEW, and needs a node other than this one.
+    #[test]
+    fn join_excludes_view() -> anyhow::Result<()> {
+        let join = |view: Option<&str>, join: &str, k: Option<usize>| {
+            Config::from_file_config(FileConfig {
+                view: view.map(str::to_string),
+                join: Some(join.into()),
+                listen: Some("127.0.0.4:7070".into()),
+                k,
+                ..Default::default()
+            })
+        };
+        let c = join(None, "127.0.0.1:7070, 127.0.0.2:7070", Some(3))?;
+        assert!(c.joins());
+        assert_eq!(c.join.len(), 2);
+        assert!(c.k_configured);
+        assert!(!join(None, "127.0.0.1:7070", None)?.k_configured);
+        let err = join(
+            Some("127.0.0.1:7070,127.0.0.4:7070"),
+            "127.0.0.1:7070",
+            None,
+        )
+        .expect_err("join with a view");
+        assert!(err.to_string().contains("exclusive"), "{err}");
+        assert!(join(None, "127.0.0.4:7070", None).is_err()); // only itself
+        assert!(join(None, "nonsense", None).is_err());
+        assert!(join(None, "127.0.0.1:7070", Some(0)).is_err());
+        Ok(())
     }
 
     // Three nodes default to one group of three; five nodes with K=3 leave two spares.

@@ -119,6 +119,13 @@ pub enum ApiError {
     /// No view-change task has this id (or it ended long ago).
     #[error("no view-change task {0} in the cluster map")]
     UnknownTask(u64),
+    /// This node is waiting to be added to a cluster (started with `--join`) and serves only
+    /// `/healthz` and `/v1/join`. Send the request to a member of the cluster.
+    #[error(
+        "this node ({addr}) is waiting to be added to the cluster and serves nothing yet; send \
+         the request to a member, or add it with `kvctl add-node {addr}`"
+    )]
+    Joining { addr: String },
     /// An internal error on this node; an operator should look at its log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -156,6 +163,7 @@ impl ApiError {
             ApiError::ChangeInProgress { .. } => "change_in_progress",
             ApiError::Unreachable(_) => "unreachable",
             ApiError::UnknownTask(_) => "unknown_task",
+            ApiError::Joining { .. } => "joining",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -192,9 +200,10 @@ impl ApiError {
             | ApiError::StaleTask(_)
             | ApiError::ReplicaAlive { .. }
             | ApiError::NoLearner(_) => StatusCode::CONFLICT,
-            ApiError::NoLeader { .. } | ApiError::Unavailable(_) | ApiError::SlotMoving { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::NoLeader { .. }
+            | ApiError::Unavailable(_)
+            | ApiError::SlotMoving { .. }
+            | ApiError::Joining { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

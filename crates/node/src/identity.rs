@@ -1,9 +1,14 @@
 //! The node's identity, persisted in its data directory: node id, cluster id, address, and the
 //! view it was created with. A restart rejoins with them.
+//!
+//! A node of the initial view takes its id from its position in the view and the cluster id from
+//! the view and K. A node that joined a running cluster (`join.rs`) takes both from the cluster
+//! (`joined`), and its view is only the one it was started with.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -14,13 +19,15 @@ const IDENTITY_FILE: &str = "kvorum-node.json";
 /// Who this node is. Written once when the data directory is created; never changes after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
-    /// This node's id: its 1-based position in the view it was created with.
+    /// This node's id: its 1-based position in the view it was created with, or (joined) the id
+    /// the cluster map gave it.
     pub node_id: u64,
     /// Identifies the cluster: a hash of the initial view and K. Peers must agree on it.
     pub cluster_id: String,
     /// This node's address.
     pub addr: SocketAddr,
-    /// The view the cluster was created with.
+    /// The view the cluster was created with; for a joined node, the view it was started with
+    /// (empty with `--join`), which is not its cluster's initial view.
     pub view: Vec<SocketAddr>,
     /// Replicas per group.
     pub k: usize,
@@ -29,6 +36,11 @@ pub struct Identity {
     /// refused. Identity files written before incarnations existed get one at their next start.
     #[serde(default)]
     pub incarnation: String,
+    /// Whether this node joined a running cluster (was added by a view change) rather than
+    /// being created with its initial view: it never computes or initializes the initial map of
+    /// `view`. Absent in files written before joining existed: false.
+    #[serde(default)]
+    pub joined: bool,
 }
 
 impl Identity {
@@ -51,7 +63,19 @@ impl Identity {
             view,
             k: cfg.k,
             incarnation: crate::incarnation::new_incarnation(),
+            joined: false,
         })
+    }
+
+    /// Writes the identity of a node that joined a running cluster under `node_id` into `dir`
+    /// (which must hold no identity yet), atomically and durably.
+    pub fn create_joined(dir: &Path, identity: &Identity) -> anyhow::Result<()> {
+        assert!(identity.joined, "not a joined identity: {identity:?}");
+        if Identity::exists(dir) {
+            anyhow::bail!("{} already holds a node identity", dir.display());
+        }
+        std::fs::create_dir_all(dir)?;
+        write_durably(dir, identity)
     }
 
     /// Whether `dir` holds an identity file (the directory belongs to a node that ran before).
@@ -104,14 +128,22 @@ impl Identity {
     }
 }
 
-/// Writes `identity` into `dir` atomically and durably (file, rename, directory fsync), before
-/// RocksDB holds any state under it.
+/// Writes `identity` into `dir` atomically and durably, before RocksDB holds any state under it.
 fn write_durably(dir: &Path, identity: &Identity) -> anyhow::Result<()> {
-    let path = dir.join(IDENTITY_FILE);
-    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(identity)?)?;
+    write_file_durably(dir, IDENTITY_FILE, &serde_json::to_vec_pretty(identity)?)
+}
+
+/// Replaces `dir/name` with `bytes` atomically and durably: a temporary file, fsynced, renamed
+/// over the old one, then the directory fsynced. A crash leaves the old file or the new one.
+pub fn write_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    // The contents must be on disk before the rename makes them the file.
     std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    // The rename itself is durable only once the directory is.
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
@@ -145,6 +177,28 @@ mod tests {
         let other = tempfile::tempdir()?;
         let second = Identity::load_or_create(other.path(), &config(other.path())?)?;
         assert_ne!(second.incarnation, first.incarnation);
+        Ok(())
+    }
+
+    // A joined node's identity is written once and loads back; identity files from before
+    // joining existed load as not joined.
+    #[test]
+    fn joined_identity_round_trips() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cfg = config(dir.path())?;
+        let joined = Identity {
+            node_id: 7,
+            cluster_id: "feed".into(),
+            joined: true,
+            ..Identity::from_config(&cfg)?
+        };
+        Identity::create_joined(dir.path(), &joined)?;
+        assert_eq!(Identity::load_or_create(dir.path(), &cfg)?, joined);
+        assert!(Identity::create_joined(dir.path(), &joined).is_err());
+        let mut old = serde_json::to_value(Identity::from_config(&cfg)?)?;
+        old.as_object_mut().map(|o| o.remove("joined"));
+        let old: Identity = serde_json::from_value(old)?;
+        assert!(!old.joined);
         Ok(())
     }
 

@@ -7,10 +7,10 @@
 //! 1. The incarnation is created with the identity file and never changes (`identity.rs`).
 //! 2. The metadata leader records each node's incarnation in the map the first time a heartbeat
 //!    brings it; a recorded incarnation never changes (a wiped node is a new node).
-//! 3. A node starting on an empty data directory first asks the peers of its view for their map;
-//!    if one records an incarnation for its address (the cluster knows it as a member), the node
-//!    refuses to start ([`refuse_if_known`]): a wiped node may join only as a new node, after the
-//!    old one is removed.
+//! 3. A node starting on an empty data directory first asks the peers of its view (or, joining,
+//!    the addresses it was given) for their map; if one records another incarnation for its
+//!    address (the cluster knows it as a member), the node refuses to start (`join.rs`): a wiped
+//!    node may join only as a new node, after the old one is removed.
 //! 4. Every Raft RPC carries the sender's incarnation and the incarnation the sender's map records
 //!    for the receiver. A receiver refuses a sender whose incarnation differs from its own map's
 //!    record, and a receiver that is not the incarnation the sender expects refuses and stops:
@@ -18,9 +18,7 @@
 //!    voted for. Heartbeats are checked the same way by the metadata leader.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use axum::http::HeaderMap;
 use kvorum_raftstore::NodeId;
@@ -29,9 +27,6 @@ use kvorum_router::ClusterMap;
 use crate::error::ApiError;
 
 pub use kvorum_wire::headers::{INCARNATION_HEADER, TO_INCARNATION_HEADER};
-
-/// Time a node starting on an empty data directory spends asking each peer for its map.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// A new random incarnation id: 128 bits, hex.
 pub fn new_incarnation() -> String {
@@ -96,6 +91,15 @@ pub fn check(
     Ok(())
 }
 
+/// What a node must do when the cluster knows another data directory under its id `node`.
+pub fn wiped_message_short(node: NodeId) -> String {
+    format!(
+        "A node without its log and vote must not take part under its old id: start it with its \
+         original data directory, or remove node {node} from the cluster first and join this \
+         machine as a new node"
+    )
+}
+
 /// The message of a node that learns it is not the incarnation the cluster knows under its id.
 pub fn wiped_message(node: NodeId, data_dir: &std::path::Path) -> String {
     format!(
@@ -121,51 +125,6 @@ impl From<Mismatch> for ApiError {
             }
         })
     }
-}
-
-/// Asks the peers of `view` (all but `me`) for their cluster map, and refuses to start when one
-/// records an incarnation for `me`'s address, or lists it as removed: the data directory that
-/// node had is gone, so this is a wiped member (rule 3 of the module overview). Unreachable
-/// peers, and maps that do not record this address, let it start (a brand-new cluster).
-pub async fn refuse_if_known(
-    http: &reqwest::Client,
-    view: &[SocketAddr],
-    me: SocketAddr,
-    data_dir: &std::path::Path,
-) -> anyhow::Result<()> {
-    let me_str = me.to_string();
-    for peer in view.iter().filter(|p| **p != me) {
-        let url = format!("http://{peer}/v1/cluster/map");
-        let Ok(resp) = http.get(&url).timeout(PROBE_TIMEOUT).send().await else {
-            continue;
-        };
-        let Ok(body) = resp.json::<serde_json::Value>().await else {
-            continue;
-        };
-        let Ok(map) = serde_json::from_value::<ClusterMap>(body["map"].clone()) else {
-            continue;
-        };
-        let Some((id, node)) = map.nodes.iter().find(|(_, n)| n.addr == me_str) else {
-            continue;
-        };
-        if node.state == kvorum_router::NodeLifecycle::Removed {
-            anyhow::bail!(
-                "{me} was node {id} of this cluster, which removed it (peer {peer}, epoch {}); \
-                 it cannot rejoin under that id. Join it as a new node",
-                map.epoch
-            );
-        }
-        if node.incarnation.is_some() {
-            anyhow::bail!(
-                "refusing to start: the cluster (peer {peer}, epoch {}) knows {me} as member node \
-                 {id}, but the data directory {} is empty. {}",
-                map.epoch,
-                data_dir.display(),
-                wiped_message(*id, data_dir)
-            );
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -26,6 +26,10 @@ struct Args {
     /// Every node's address, comma-separated, identical on every node [default: none: single node].
     #[arg(long, alias = "peers", env = "VIEW")]
     view: Option<String>,
+    /// Addresses of running nodes, comma-separated: join their cluster as a new node, waiting
+    /// until `kvctl add-node` adds it. Exclusive with --view.
+    #[arg(long, env = "KVORUM_JOIN")]
+    join: Option<String>,
     /// Replicas per group [default: min(N, 3)].
     #[arg(short = 'k', long = "replicas", env = "K")]
     k: Option<usize>,
@@ -73,6 +77,7 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
         listen: args.listen,
         data_dir: args.data_dir,
         view: args.view,
+        join: args.join,
         k: args.k,
         cluster_secret: args.cluster_secret,
         max_key_bytes: args.max_key_bytes,

@@ -12,7 +12,8 @@
 //! - no input panics the node: every request body, path and query is validated first.
 //!
 //! Not implemented / caveats (see docs/architecture.md):
-//! - no view changes (add/remove node) and no slot moves yet: the slot table is the initial one;
+//! - no view changes (add/remove node) and no slot moves yet: the slot table is the initial one
+//!   (a joining node waits to be added, `join.rs`, but nothing adds it yet);
 //! - repairs replace replicas on dead nodes from spares; they do not create or dissolve groups;
 //! - no disk quota; no TLS on either API (run on a trusted network).
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod heartbeat;
 pub mod identity;
 pub mod incarnation;
+pub mod join;
 pub mod launch;
 pub mod meta;
 pub mod node;

@@ -30,6 +30,10 @@ use crate::transport::{Network, CLUSTER_HEADER, SECRET_HEADER};
 
 /// Key of the cluster map in the config group's state machine.
 pub const MAP_KEY: &str = "cluster_map";
+/// File in the data directory holding the newest cluster map this node installed (JSON),
+/// replaced atomically and durably with every newer map, so that a restarted node starts from
+/// the newest map it ever knew even when it is not a config voter.
+pub const MAP_FILE: &str = "cluster-map.json";
 
 /// Largest number of log entries per append RPC: bounds an RPC at this many max-size values.
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
@@ -63,6 +67,9 @@ pub struct Node {
     pub incarnations: Incarnations,
     /// HTTP client for forwarding and the Raft transport; binds to this node's IP.
     pub http: reqwest::Client,
+    /// Serializes map installs with their writes of [`MAP_FILE`], so that an older map never
+    /// overwrites a newer one.
+    map_file: std::sync::Mutex<()>,
     /// Injected fault (feature `stale-reads` and `KVORUM_FAULT_STALE_READS=1`): serve
     /// linearizable reads from local state without read index. Tests must catch it.
     pub fault_stale_reads: bool,
@@ -138,10 +145,69 @@ fn set_fatal(fatal: &watch::Sender<Option<String>>, reason: String) {
     });
 }
 
-/// The initial map of the cluster this node was created in.
+/// The initial map of the cluster this node was created in (for a joined node: of the view it
+/// was started with, which is not its cluster's; see [`initial_map_to_use`]).
 pub fn initial_map(identity: &Identity) -> anyhow::Result<ClusterMap> {
     let view: Vec<String> = identity.view.iter().map(|a| a.to_string()).collect();
     ClusterMap::initial(&view, identity.k).map_err(|e| anyhow::anyhow!("initial map: {e}"))
+}
+
+/// The initial map a node takes into account at startup: its view's, or `None` for a node that
+/// joined a running cluster (its view is not its cluster's initial view).
+pub fn initial_map_to_use(identity: &Identity) -> anyhow::Result<Option<ClusterMap>> {
+    if identity.joined {
+        return Ok(None);
+    }
+    initial_map(identity).map(Some)
+}
+
+/// The map stored in `store`'s config replica and its record version, if any.
+pub fn stored_map_in(store: &Store) -> anyhow::Result<Option<(ClusterMap, u64)>> {
+    let Some(rec) = store.read(CONFIG_GROUP, MAP_KEY)? else {
+        return Ok(None);
+    };
+    let map: ClusterMap =
+        serde_json::from_str(&rec.value).context("the stored cluster map does not decode")?;
+    Ok(Some((map, rec.version)))
+}
+
+/// Replaces [`MAP_FILE`] in `dir` with `map`, atomically and durably.
+pub fn write_map_file(dir: &std::path::Path, map: &ClusterMap) -> anyhow::Result<()> {
+    crate::identity::write_file_durably(dir, MAP_FILE, &serde_json::to_vec(map)?)
+        .with_context(|| format!("cannot persist the cluster map (epoch {})", map.epoch))
+}
+
+/// The map [`MAP_FILE`] in `dir` holds, if the file exists.
+pub fn read_map_file(dir: &std::path::Path) -> anyhow::Result<Option<ClusterMap>> {
+    let path = dir.join(MAP_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is corrupt ({e}); delete it (the node then starts from its other maps)",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// The newest (highest epoch) of the maps a node knows at startup: its config replica's stored
+/// map, its [`MAP_FILE`], and the initial map of its view (not for a joined node).
+pub fn newest_map(candidates: impl IntoIterator<Item = Option<ClusterMap>>) -> Option<ClusterMap> {
+    candidates.into_iter().flatten().max_by_key(|m| m.epoch)
+}
+
+/// The initial map to initialize pristine groups from, given the newest map the node knows:
+/// only while that map is still the initial one (epoch 1). A node that ever learned a later map
+/// never initializes from its view: after a view change the initial map is stale, and its groups
+/// may have been dissolved or given other members; replicas then join by the members' Raft
+/// (as learners), never by initializing.
+pub fn initial_to_initialize(
+    newest: &ClusterMap,
+    initial: Option<ClusterMap>,
+) -> Option<ClusterMap> {
+    initial.filter(|_| newest.epoch == 1)
 }
 
 impl Node {
@@ -171,6 +237,7 @@ impl Node {
             fatal,
             incarnations,
             http,
+            map_file: std::sync::Mutex::new(()),
             fault_stale_reads,
         }
     }
@@ -252,10 +319,21 @@ impl Node {
 
     /// Installs `map` if it is newer than the known one, then hosts what it asks for. Returns
     /// whether it was newer.
+    ///
+    /// A newer map is first written to [`MAP_FILE`], atomically and durably, and only then
+    /// installed: a restarted node never starts from a map older than one it acted on. A map that
+    /// cannot be written is not installed (an error; the next heartbeat brings it again).
     pub async fn install_map(&self, map: ClusterMap) -> anyhow::Result<bool> {
         let newer = {
-            let mut r = self.routing.write().unwrap_or_else(|p| p.into_inner());
-            r.update_map(Arc::new(map))
+            // Held across the write so that an older map never replaces a newer one on disk.
+            let _writing = self.map_file.lock().unwrap_or_else(|p| p.into_inner());
+            if self.map().epoch >= map.epoch {
+                false
+            } else {
+                write_map_file(&self.cfg.data_dir, &map)?;
+                let mut r = self.routing.write().unwrap_or_else(|p| p.into_inner());
+                r.update_map(Arc::new(map))
+            }
         };
         if newer {
             let m = self.map();
@@ -469,11 +547,88 @@ impl Node {
 
     /// The stored map of the config group's local replica and its record version, if any.
     pub fn stored_map(&self) -> anyhow::Result<Option<(ClusterMap, u64)>> {
-        let Some(rec) = self.store.read(CONFIG_GROUP, MAP_KEY)? else {
-            return Ok(None);
-        };
-        let map: ClusterMap =
-            serde_json::from_str(&rec.value).context("the stored cluster map does not decode")?;
-        Ok(Some((map, rec.version)))
+        stored_map_in(&self.store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileConfig;
+
+    fn map_at(epoch: u64) -> ClusterMap {
+        let view: Vec<String> = (1..=3).map(|i| format!("127.0.0.{i}:7070")).collect();
+        let mut map = ClusterMap::initial(&view, 3).expect("valid view");
+        map.epoch = epoch;
+        map
+    }
+
+    // The newest of the maps a node knows at startup wins, whichever source it comes from.
+    #[test]
+    fn startup_takes_the_newest_map() {
+        assert_eq!(newest_map([None, None, None]), None);
+        let newest = newest_map([Some(map_at(3)), Some(map_at(7)), None, Some(map_at(1))]);
+        assert_eq!(newest.map(|m| m.epoch), Some(7));
+    }
+
+    // Groups of the initial map are initialized only while the newest known map is the initial
+    // one: after a view change the initial map is stale (its groups may be dissolved).
+    #[test]
+    fn initializes_only_from_an_epoch_1_map() {
+        let initial = map_at(1);
+        assert_eq!(
+            initial_to_initialize(&map_at(1), Some(initial.clone())),
+            Some(initial.clone())
+        );
+        assert_eq!(initial_to_initialize(&map_at(2), Some(initial)), None);
+        // A joined node has no initial map.
+        assert_eq!(initial_to_initialize(&map_at(1), None), None);
+    }
+
+    // A joined node never uses the initial map of the view it was started with.
+    #[test]
+    fn joined_nodes_have_no_initial_map() -> anyhow::Result<()> {
+        let cfg = Config::from_file_config(FileConfig {
+            view: Some("127.0.0.1:7070,127.0.0.2:7070".into()),
+            listen: Some("127.0.0.2:7070".into()),
+            ..Default::default()
+        })?;
+        let mut identity = Identity::from_config(&cfg)?;
+        assert!(initial_map_to_use(&identity)?.is_some());
+        identity.joined = true;
+        assert!(initial_map_to_use(&identity)?.is_none());
+        Ok(())
+    }
+
+    // Every newer map a node installs is on disk before it is used, and an older one never
+    // replaces it; a restart reads it back.
+    #[tokio::test]
+    async fn installed_maps_are_persisted() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cfg = Config::from_file_config(FileConfig {
+            view: Some("127.0.0.1:7070,127.0.0.2:7070,127.0.0.3:7070".into()),
+            listen: Some("127.0.0.1:7070".into()),
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        })?;
+        let identity = Identity::load_or_create(dir.path(), &cfg)?;
+        let store = Store::open(dir.path())?;
+        let node = Node::new(
+            cfg.clone(),
+            identity,
+            store,
+            map_at(1),
+            http_client(&cfg)?,
+            false,
+        );
+        assert_eq!(read_map_file(dir.path())?, None);
+        assert!(node.install_map(map_at(4)).await?);
+        assert_eq!(read_map_file(dir.path())?.map(|m| m.epoch), Some(4));
+        assert!(!node.install_map(map_at(3)).await?);
+        assert_eq!(read_map_file(dir.path())?.map(|m| m.epoch), Some(4));
+        assert!(node.install_map(map_at(5)).await?);
+        assert_eq!(read_map_file(dir.path())?, Some(map_at(5)));
+        node.shutdown_replicas().await;
+        Ok(())
     }
 }

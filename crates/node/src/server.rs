@@ -1,13 +1,18 @@
 //! Starting and stopping a node: identity, store, the replicas the cluster map asks for, the
 //! heartbeat and metadata loops, the HTTP server, graceful shutdown.
 //!
-//! Steps of `run`: (1) load or create the identity in the data directory, (2) open RocksDB,
-//! (3) take the newest map known locally (the config replica's stored map, else the initial map
-//! computed from the view and K, identical on every node), (4) start the replicas that map asks
-//! for, initializing the pristine ones this node is an initial member of (every initial member
-//! does so with the same membership, which openraft allows), (5) start the heartbeat loop and the
-//! metadata loop, (6) serve the client API and the internal routes until `shutdown` resolves or
-//! the node learns it was removed, (7) stop the replicas.
+//! Steps of `run`: (1) load the identity from the data directory; on an empty one, decide how
+//! the node starts (`join.rs`): create the identity from the view, or, joining a running cluster
+//! (`--join`, or a VIEW whose peers run another cluster), serve only the joining routes and wait
+//! until the cluster adds it, then take the id its map gives; (2) open RocksDB; (3) take the
+//! newest map known locally: the config replica's stored map, `cluster-map.json` (the newest map
+//! this node installed), the map a peer answered at startup, and the initial map computed from
+//! the view and K (identical on every node; not for a joined node); (4) start the replicas that
+//! map asks for, initializing the pristine ones this node is an initial member of, only while
+//! that map is still the initial one (epoch 1; every initial member does so with the same
+//! membership, which openraft allows); (5) start the heartbeat loop and the metadata loop,
+//! (6) serve the client API and the internal routes until `shutdown` resolves or the node learns
+//! it was removed, (7) stop the replicas.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,10 +20,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use kvorum_raftstore::Store;
+use kvorum_router::ClusterMap;
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::identity::Identity;
-use crate::node::{http_client, initial_map, Node};
+use crate::join::{self, Start};
+use crate::node::{
+    http_client, initial_map_to_use, initial_to_initialize, newest_map, read_map_file,
+    stored_map_in, write_map_file, Node,
+};
 
 /// Runs a node on `listener` until `shutdown` resolves, then stops it cleanly. Returns an error
 /// when the node had to stop because it was removed from the cluster.
@@ -27,14 +38,18 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if !Identity::exists(&cfg.data_dir) && cfg.effective_view().len() > 1 {
-        // An empty data directory: refuse if the cluster already knows this address as a
-        // member (a wiped node would rejoin without its log and vote).
-        let view = cfg.effective_view();
-        crate::incarnation::refuse_if_known(&http_client(&cfg)?, &view, cfg.listen, &cfg.data_dir)
-            .await?;
-    }
-    let identity = Identity::load_or_create(&cfg.data_dir, &cfg)?;
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let http = http_client(&cfg)?;
+    let (identity, from_peer, listener) =
+        match start_identity(&cfg, &http, listener, stop.clone()).await? {
+            Some(started) => started,
+            // Stopped while waiting to be added.
+            None => return Ok(()),
+        };
     if cfg.protected_mode {
         tracing::warn!(
             "PROTECTED MODE: no cluster secret is configured (KVORUM_CLUSTER_SECRET), so the \
@@ -48,8 +63,21 @@ pub async fn run(
     }
     let store = Store::open(&cfg.data_dir)
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
-    let initial = initial_map(&identity)?;
-    let http = http_client(&cfg)?;
+    let initial = initial_map_to_use(&identity)?;
+    let stored = stored_map_in(&store)?.map(|(m, _)| m);
+    let file = read_map_file(&cfg.data_dir)?;
+    let file_epoch = file.as_ref().map_or(0, |m| m.epoch);
+    let Some(map) = newest_map([stored, file, from_peer, initial.clone()]) else {
+        anyhow::bail!(
+            "node {} joined its cluster but {} holds no cluster map; wipe the data directory and \
+             join it again as a new node",
+            identity.node_id,
+            cfg.data_dir.display()
+        );
+    };
+    if map.epoch > file_epoch {
+        write_map_file(&cfg.data_dir, &map)?;
+    }
     let fault_stale_reads = cfg!(feature = "stale-reads")
         && std::env::var("KVORUM_FAULT_STALE_READS").is_ok_and(|v| v == "1");
     if fault_stale_reads {
@@ -57,17 +85,15 @@ pub async fn run(
             "FAULT INJECTED: reads skip read index and may be stale (KVORUM_FAULT_STALE_READS=1)"
         );
     }
+    let initialize_from = initial_to_initialize(&map, initial);
     let state = Arc::new(Node::new(
         cfg.clone(),
         identity.clone(),
         store,
-        initial.clone(),
+        map,
         http,
         fault_stale_reads,
     ));
-    if let Some((stored, _)) = state.stored_map()? {
-        state.install_map(stored).await?;
-    }
     let map = state.map();
     if !map.is_active(identity.node_id) {
         anyhow::bail!(
@@ -77,7 +103,7 @@ pub async fn run(
             cfg.data_dir.display()
         );
     }
-    state.host_groups(&map, Some(&initial)).await?;
+    state.host_groups(&map, initialize_from.as_ref()).await?;
     tracing::info!(
         node = identity.node_id,
         cluster = %identity.cluster_id,
@@ -89,18 +115,17 @@ pub async fn run(
     let heartbeats = tokio::spawn(crate::heartbeat::run(state.clone()));
     let meta = tokio::spawn(crate::meta::run(state.clone()));
     let mut fatal = state.fatal.subscribe();
-    let removed = async move {
-        let _ = fatal.wait_for(|f| f.is_some()).await;
+    let mut stop = stop;
+    let stopped = async move {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {}
+            _ = fatal.wait_for(|f| f.is_some()) => {}
+        }
     };
     // Served with the caller's address, which protected mode checks on internal routes.
     let app = crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = shutdown => {}
-                _ = removed => {}
-            }
-        })
+        .with_graceful_shutdown(stopped)
         // Replies (Raft RPC answers above all) go out at once, not held back by Nagle's algorithm
         // waiting for the peer's delayed ACK.
         .tcp_nodelay(true)
@@ -114,4 +139,67 @@ pub async fn run(
         anyhow::bail!("{reason}");
     }
     Ok(())
+}
+
+/// How a node starts: its identity, the newest map a peer answered when it decided how to start
+/// (if any), and the listener to serve on.
+type Started = (Identity, Option<ClusterMap>, tokio::net::TcpListener);
+
+/// How the node starts (see [`Started`]); `None` when `stop` fired while it waited to be added.
+async fn start_identity(
+    cfg: &Config,
+    http: &reqwest::Client,
+    listener: tokio::net::TcpListener,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<Started>> {
+    if Identity::exists(&cfg.data_dir) {
+        return Ok(Some((
+            Identity::load_or_create(&cfg.data_dir, cfg)?,
+            None,
+            listener,
+        )));
+    }
+    let peers: Vec<SocketAddr> = if cfg.joins() {
+        cfg.join.clone()
+    } else {
+        cfg.effective_view()
+    };
+    let peers: Vec<SocketAddr> = peers.into_iter().filter(|p| *p != cfg.listen).collect();
+    if !cfg.joins() {
+        // An empty data directory in a view: a new cluster, a late initial member of a running
+        // one, or a new node of another cluster running at these addresses.
+        let newest = if peers.is_empty() {
+            None
+        } else {
+            let own = Identity::from_config(cfg)?;
+            let answers = join::probe(http, &peers).await;
+            match join::classify_start(cfg.listen, &own.cluster_id, &answers) {
+                Start::Refuse(reason) => anyhow::bail!("{reason}"),
+                Start::Create { newest } => newest,
+                Start::Join => {
+                    tracing::warn!(
+                        "another cluster runs at addresses of this node's view, so this node does \
+                         not create one: it joins that cluster as a new node once it is added"
+                    );
+                    return joiner(cfg, http, &peers, listener, stop).await;
+                }
+            }
+        };
+        let identity = Identity::load_or_create(&cfg.data_dir, cfg)?;
+        return Ok(Some((identity, newest, listener)));
+    }
+    joiner(cfg, http, &peers, listener, stop).await
+}
+
+/// [`join::run_joiner`], its outcome in the form of [`start_identity`]'s.
+async fn joiner(
+    cfg: &Config,
+    http: &reqwest::Client,
+    peers: &[SocketAddr],
+    listener: tokio::net::TcpListener,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<Started>> {
+    Ok(join::run_joiner(cfg, http, peers, listener, stop)
+        .await?
+        .map(|(joined, listener)| (joined.identity, Some(joined.map), listener)))
 }

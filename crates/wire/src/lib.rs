@@ -11,6 +11,7 @@
 //!   which the Raft log shares (their serde shape is a persistent format).
 //! - [`error`]: [`ErrorBody`], the body of every error answer.
 //! - [`map`]: [`MapReply`], `GET /v1/cluster/map`.
+//! - [`join`]: [`JoinState`], `GET /v1/join` (a node waiting to be added, or a member).
 //! - [`cluster`]: view changes (add and remove nodes) and their tasks' [`TaskProgress`].
 
 #![warn(missing_docs)]
@@ -20,12 +21,14 @@ pub mod status;
 pub mod cluster;
 pub mod error;
 pub mod headers;
+pub mod join;
 pub mod keys;
 pub mod map;
 pub mod route;
 
 pub use cluster::{AddNodeBody, TaskProgress, TaskState};
 pub use error::ErrorBody;
+pub use join::{JoinPhase, JoinState};
 pub use keys::{
     AppendBody, Condition, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, KeyReply,
     PutBody, Versioned, WriteReply,

@@ -16,6 +16,10 @@ pub struct MapReply {
     pub leaders: BTreeMap<GroupId, NodeId>,
     /// The node's cluster map.
     pub map: ClusterMap,
+    /// The id of the answering node's cluster (a hash of its initial view and K). Left out by
+    /// nodes that predate it; a joining node needs it to adopt the id the map gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
 }
 
 /// The leader hints, skipping entries whose key is not a group id or whose value is not a node
@@ -47,6 +51,7 @@ mod tests {
         let reply = MapReply {
             leaders: BTreeMap::from([(GroupId(0), 1), (GroupId(1), 2)]),
             map: map3(),
+            cluster_id: None,
         };
         let v = serde_json::to_value(&reply).expect("serializes");
         assert_eq!(
@@ -61,5 +66,17 @@ mod tests {
         let bare: MapReply = serde_json::from_value(json!({"map": map3()})).expect("parses");
         assert!(bare.leaders.is_empty());
         assert!(serde_json::from_value::<MapReply>(json!({"leaders": {}})).is_err());
+        // The cluster id is sent when known and optional on reading.
+        let with_id = MapReply {
+            cluster_id: Some("00ff".into()),
+            ..reply.clone()
+        };
+        let v = serde_json::to_value(&with_id).expect("serializes");
+        assert_eq!(v["cluster_id"], "00ff");
+        assert_eq!(
+            serde_json::from_value::<MapReply>(v).expect("parses"),
+            with_id
+        );
+        assert_eq!(bare.cluster_id, None);
     }
 }

@@ -67,7 +67,11 @@ async fn hold_at(point: &str, task: u64) {
     });
     if let Some((p, d)) = hold {
         if p == point {
-            tracing::error!(task, "FAULT INJECTED: move held at {point} for {} ms", d.as_millis());
+            tracing::error!(
+                task,
+                "FAULT INJECTED: move held at {point} for {} ms",
+                d.as_millis()
+            );
             tokio::time::sleep(*d).await;
         }
     }

@@ -1,0 +1,456 @@
+//! How a node with an empty data directory finds out whether it creates a cluster or joins a
+//! running one, and how a joining node waits until it is added.
+//!
+//! Steps of a start on an empty data directory:
+//! 1. With `--join ADDR,...` the node is a joiner. With a VIEW of several nodes it first asks the
+//!    view's other nodes for their map (`GET /v1/cluster/map`, [`probe`]) and decides with
+//!    [`classify_start`]: a peer of another cluster (its cluster id is not the one this view
+//!    implies) makes it a joiner; a peer of its own cluster that records this address as removed
+//!    or under another incarnation makes it refuse (a wiped member, see `incarnation.rs`);
+//!    otherwise it creates its identity from the view (a new cluster, or a late initial member of
+//!    its own cluster, which then starts from that peer's newest map).
+//! 2. A joiner never bootstraps or initializes anything. It serves only `/healthz` and
+//!    `GET /v1/join` (every other route answers 503 `joining`) and polls the addresses it was
+//!    given every [`JOIN_POLL`] ([`wait_until_added`]) until the newest map among their answers
+//!    lists its address as an active node with no incarnation recorded, or its own ([`listed`]).
+//! 3. It then adopts that id: writes the map to `cluster-map.json` and its identity (`joined`,
+//!    node id from the map, cluster id from the peer), and starts like any node; its first
+//!    heartbeat records its incarnation. An address the map lists as removed, or as a member with
+//!    another incarnation, makes it refuse to start; nothing else bounds the wait.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvorum_router::{ClusterMap, NodeId, NodeLifecycle};
+use kvorum_wire::{JoinPhase, JoinState, MapReply};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::identity::Identity;
+
+/// Interval between two polls of the joining node's peers.
+pub const JOIN_POLL: Duration = Duration::from_millis(500);
+/// Time one map request of a startup probe or a poll may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Interval of the "waiting to be added" line in a joining node's log.
+const WAITING_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// What a cluster map says about an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// The address is not in the map: not added yet.
+    NotListed,
+    /// An active node at this address with no incarnation recorded, or the asking node's own:
+    /// the node was added under this id and takes it.
+    Adopt(NodeId),
+    /// The only entries at this address are removed nodes: ids are never reused.
+    Removed(NodeId),
+    /// An active node at this address with another incarnation: the cluster knows another data
+    /// directory under this id (this one was wiped or is a second process).
+    OtherIncarnation(NodeId),
+}
+
+/// What `map` says about the node at `addr` whose incarnation is `incarnation`. An active entry
+/// takes precedence over removed ones (an address can be added again under a new id).
+pub fn listed(map: &ClusterMap, addr: &str, incarnation: &str) -> Listed {
+    let mut other = None;
+    let mut removed = None;
+    for (id, n) in map.nodes.iter().filter(|(_, n)| n.addr == addr) {
+        match (n.state, n.incarnation.as_deref()) {
+            (NodeLifecycle::Active, None) => return Listed::Adopt(*id),
+            (NodeLifecycle::Active, Some(i)) if i == incarnation => return Listed::Adopt(*id),
+            (NodeLifecycle::Active, Some(_)) => other = Some(*id),
+            (NodeLifecycle::Removed, _) => removed = Some(*id),
+        }
+    }
+    match (other, removed) {
+        (Some(id), _) => Listed::OtherIncarnation(id),
+        (None, Some(id)) => Listed::Removed(id),
+        (None, None) => Listed::NotListed,
+    }
+}
+
+/// How a node of a VIEW starting on an empty data directory proceeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Create the identity from the view. `newest` is the newest map a peer of this view's own
+    /// cluster answered (a late initial member starts from it), `None` when no such peer answered.
+    Create { newest: Option<ClusterMap> },
+    /// Another cluster runs at addresses of this view: wait to be added to it.
+    Join,
+    /// Refuse to start, for the reason given.
+    Refuse(String),
+}
+
+/// Decides how a node at `me`, whose view implies the cluster id `own_cluster_id`, starts on an
+/// empty data directory, given the maps its view's peers answered. A peer that reports no cluster
+/// id (an older kvnode) counts as one of its own cluster. Any peer of another cluster makes it
+/// a joiner, even when peers of its own cluster answer too: a node that cannot tell which
+/// cluster it belongs to must not help form one.
+pub fn classify_start(
+    me: SocketAddr,
+    own_cluster_id: &str,
+    answers: &[(SocketAddr, MapReply)],
+) -> Start {
+    let me_str = me.to_string();
+    let mut newest: Option<&ClusterMap> = None;
+    let mut other = false;
+    for (peer, reply) in answers {
+        if reply
+            .cluster_id
+            .as_deref()
+            .is_some_and(|c| c != own_cluster_id)
+        {
+            other = true;
+            continue;
+        }
+        let map = &reply.map;
+        match listed(map, &me_str, "") {
+            Listed::Removed(id) => {
+                return Start::Refuse(format!(
+                    "{me} was node {id} of this cluster, which removed it (peer {peer}, epoch {}); \
+                     it cannot rejoin under that id. Wipe the data directory and start it at a new \
+                     address with --join, or add this address again with `kvctl add-node {me}` \
+                     and then start it with --join",
+                    map.epoch
+                ))
+            }
+            Listed::OtherIncarnation(id) => {
+                return Start::Refuse(format!(
+                    "refusing to start: the cluster (peer {peer}, epoch {}) knows {me} as member \
+                     node {id}, but this node's data directory is empty. {}",
+                    map.epoch,
+                    crate::incarnation::wiped_message_short(id)
+                ))
+            }
+            Listed::Adopt(_) | Listed::NotListed => {}
+        }
+        if newest.is_none_or(|n| n.epoch < map.epoch) {
+            newest = Some(map);
+        }
+    }
+    if other {
+        Start::Join
+    } else {
+        Start::Create {
+            newest: newest.cloned(),
+        }
+    }
+}
+
+/// Asks each of `peers` for its map, concurrently; returns the answers that came back with a
+/// map (unreachable peers, errors and joining nodes, which answer 503, are left out).
+pub async fn probe(http: &reqwest::Client, peers: &[SocketAddr]) -> Vec<(SocketAddr, MapReply)> {
+    let mut asks = tokio::task::JoinSet::new();
+    for peer in peers.iter().copied() {
+        let req = http
+            .get(format!("http://{peer}/v1/cluster/map"))
+            .timeout(PROBE_TIMEOUT);
+        asks.spawn(async move {
+            let resp = req.send().await.ok()?.error_for_status().ok()?;
+            Some((peer, resp.json::<MapReply>().await.ok()?))
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(done) = asks.join_next().await {
+        if let Ok(Some(answer)) = done {
+            answers.push(answer);
+        }
+    }
+    answers.sort_by_key(|(peer, _)| *peer);
+    answers
+}
+
+/// What a joining node learned when it was added.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// Its identity, written to the data directory.
+    pub identity: Identity,
+    /// The map that lists it, written to `cluster-map.json`.
+    pub map: ClusterMap,
+}
+
+/// The state a joining node shows on `GET /v1/join` while it waits.
+pub fn waiting_state(cfg: &Config, incarnation: &str) -> JoinState {
+    JoinState {
+        addr: cfg.listen.to_string(),
+        state: JoinPhase::Waiting,
+        node: None,
+        cluster_id: None,
+        incarnation: incarnation.to_string(),
+    }
+}
+
+/// Polls `peers` every [`JOIN_POLL`] until the newest map among their answers lists this node
+/// (see [`listed`]), then writes that map and the joined identity to the data directory and
+/// returns them. Errors when the map lists this address as removed or under another incarnation,
+/// or when the cluster's K is not the configured one; otherwise waits until cancelled.
+/// `status` shows the cluster id once a peer answered.
+pub async fn wait_until_added(
+    cfg: &Config,
+    http: &reqwest::Client,
+    peers: &[SocketAddr],
+    incarnation: &str,
+    status: &watch::Sender<JoinState>,
+) -> anyhow::Result<Joined> {
+    let me = cfg.listen;
+    let me_str = me.to_string();
+    let mut logged: Option<Instant> = None;
+    let mut found: Option<(String, u64)> = None;
+    loop {
+        let answers = probe(http, peers).await;
+        let newest = answers
+            .iter()
+            .filter_map(|(peer, r)| Some((*peer, r.cluster_id.clone()?, &r.map)))
+            .max_by_key(|(_, _, m)| m.epoch);
+        if let Some((peer, cluster_id, map)) = newest {
+            if found.as_ref().is_none_or(|(c, _)| *c != cluster_id) {
+                tracing::info!(%peer, cluster = %cluster_id, epoch = map.epoch, "found the cluster");
+                status.send_modify(|s| s.cluster_id = Some(cluster_id.clone()));
+            }
+            found = Some((cluster_id.clone(), map.epoch));
+            if cfg.k_configured && cfg.k != map.k {
+                anyhow::bail!(
+                    "this node is configured with K={}, but the cluster it joins (peer {peer}) has \
+                     K={}; start it with K={} or without K",
+                    cfg.k,
+                    map.k,
+                    map.k
+                );
+            }
+            match listed(map, &me_str, incarnation) {
+                Listed::NotListed => {}
+                Listed::Adopt(id) => return adopt(cfg, incarnation, id, cluster_id, map.clone()),
+                Listed::Removed(id) => anyhow::bail!(
+                    "refusing to start: {me} was node {id} of the cluster (peer {peer}, epoch {}), \
+                     which removed it, and ids are never reused. Wipe the data directory and start \
+                     the node at a new address, or wait: add this address again with `kvctl \
+                     add-node {me}` and then start the node",
+                    map.epoch
+                ),
+                Listed::OtherIncarnation(id) => anyhow::bail!(
+                    "refusing to start: the cluster (peer {peer}, epoch {}) knows {me} as member \
+                     node {id} with another data directory. {}",
+                    map.epoch,
+                    crate::incarnation::wiped_message_short(id)
+                ),
+            }
+        } else if !answers.is_empty() {
+            tracing::warn!(
+                "the peers answer without a cluster id (an older kvnode); this node cannot join \
+                 until they are upgraded"
+            );
+        }
+        if logged.is_none_or(|t| t.elapsed() >= WAITING_LOG_EVERY) {
+            logged = Some(Instant::now());
+            match &found {
+                Some((cluster, epoch)) => tracing::info!(
+                    cluster = %cluster,
+                    epoch,
+                    "waiting to be added: run `kvctl add-node {me}` against the cluster"
+                ),
+                None => tracing::warn!(
+                    peers = ?peers,
+                    "waiting to be added: no peer answers its map yet; run `kvctl add-node {me}` \
+                     against the cluster once it runs"
+                ),
+            }
+        }
+        tokio::time::sleep(JOIN_POLL).await;
+    }
+}
+
+/// Takes id `node` from `map`: writes the map, then the identity (in that order: a node with an
+/// identity always has a map to start from; a crash in between leaves no identity, and the node
+/// joins again on restart).
+fn adopt(
+    cfg: &Config,
+    incarnation: &str,
+    node: NodeId,
+    cluster_id: String,
+    map: ClusterMap,
+) -> anyhow::Result<Joined> {
+    let identity = Identity {
+        node_id: node,
+        cluster_id,
+        addr: cfg.listen,
+        view: cfg.view.clone(),
+        k: map.k,
+        incarnation: incarnation.to_string(),
+        joined: true,
+    };
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    crate::node::write_map_file(&cfg.data_dir, &map)?;
+    Identity::create_joined(&cfg.data_dir, &identity)?;
+    tracing::info!(
+        node,
+        cluster = %identity.cluster_id,
+        epoch = map.epoch,
+        "added to the cluster; starting as node {node}"
+    );
+    Ok(Joined { identity, map })
+}
+
+/// Runs a joining node: serves the joining routes on `listener` and waits until the node is
+/// added (see the module overview). Returns what it learned and the listener to serve the full
+/// API on, or `None` when `stop` fired first.
+pub async fn run_joiner(
+    cfg: &Config,
+    http: &reqwest::Client,
+    peers: &[SocketAddr],
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<(Joined, tokio::net::TcpListener)>> {
+    let incarnation = crate::incarnation::new_incarnation();
+    let (status, _) = watch::channel(waiting_state(cfg, &incarnation));
+    let status = Arc::new(status);
+    // Two handles of one listening socket: this phase serves on one and closes it when it ends;
+    // the node then serves on the other, and connections arriving in between wait in the backlog.
+    let std_listener = listener.into_std()?;
+    let later = std_listener.try_clone()?;
+    let now = tokio::net::TcpListener::from_std(std_listener)?;
+    let (done_tx, mut done_rx) = watch::channel(false);
+    let app = crate::api::joining_router(status.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(now, app)
+            .with_graceful_shutdown(async move {
+                let _ = done_rx.wait_for(|d| *d).await;
+            })
+            .await
+    });
+    tracing::info!(
+        addr = %cfg.listen,
+        peers = ?peers,
+        "joining: this node is not in the cluster map; it serves only /healthz and /v1/join until \
+         it is added (run `kvctl add-node {}` against the cluster)",
+        cfg.listen
+    );
+    let outcome = tokio::select! {
+        r = wait_until_added(cfg, http, peers, &incarnation, &status) => Some(r),
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    let _ = done_tx.send(true);
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(anyhow::anyhow!("HTTP server failed: {e}")),
+        Err(e) => return Err(anyhow::anyhow!("HTTP server task failed: {e}")),
+    }
+    match outcome {
+        None => Ok(None),
+        Some(r) => Ok(Some((r?, tokio::net::TcpListener::from_std(later)?))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map3() -> ClusterMap {
+        let view: Vec<String> = (1..=3).map(|i| format!("127.0.0.{i}:7070")).collect();
+        ClusterMap::initial(&view, 3).expect("valid view")
+    }
+
+    /// `map` with a node added at `addr` under the next id.
+    fn with_node(mut map: ClusterMap, addr: &str, incarnation: Option<&str>) -> ClusterMap {
+        let id = map.nodes.keys().max().copied().unwrap_or(0) + 1;
+        map.nodes.insert(
+            id,
+            kvorum_router::NodeInfo {
+                addr: addr.into(),
+                state: NodeLifecycle::Active,
+                incarnation: incarnation.map(str::to_string),
+            },
+        );
+        map.epoch += 1;
+        map
+    }
+
+    const ME: &str = "127.0.0.4:7070";
+
+    // The address-listed → adopt-id decision of a waiting node.
+    #[test]
+    fn listed_address_is_adopted() {
+        // Not added yet: wait.
+        assert_eq!(listed(&map3(), ME, "mine"), Listed::NotListed);
+        // Added, no incarnation recorded yet: take the id.
+        let added = with_node(map3(), ME, None);
+        assert_eq!(listed(&added, ME, "mine"), Listed::Adopt(4));
+        // Its own incarnation recorded (it crashed right after adopting): take the id.
+        let recorded = with_node(map3(), ME, Some("mine"));
+        assert_eq!(listed(&recorded, ME, "mine"), Listed::Adopt(4));
+        // Another data directory is recorded under that id: refuse.
+        let other = with_node(map3(), ME, Some("theirs"));
+        assert_eq!(listed(&other, ME, "mine"), Listed::OtherIncarnation(4));
+        // Removed: refuse; added again under a new id: take the new id.
+        let mut removed = with_node(map3(), ME, Some("old"));
+        removed.nodes.get_mut(&4).expect("node 4").state = NodeLifecycle::Removed;
+        assert_eq!(listed(&removed, ME, "mine"), Listed::Removed(4));
+        let again = with_node(removed, ME, None);
+        assert_eq!(listed(&again, ME, "mine"), Listed::Adopt(5));
+        // Another address is not this node.
+        assert_eq!(listed(&added, "127.0.0.5:7070", "mine"), Listed::NotListed);
+    }
+
+    fn reply(map: ClusterMap, cluster_id: Option<&str>) -> MapReply {
+        MapReply {
+            leaders: Default::default(),
+            map,
+            cluster_id: cluster_id.map(str::to_string),
+        }
+    }
+
+    fn peer(i: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, i], 7070))
+    }
+
+    // A VIEW node on an empty data directory: its own cluster → create; another → join.
+    #[test]
+    fn view_node_joins_only_another_cluster() {
+        let me = peer(3);
+        // No peer answers: a new cluster (the remaining window, see docs/architecture.md).
+        assert_eq!(
+            classify_start(me, "own", &[]),
+            Start::Create { newest: None }
+        );
+        // A peer of its own cluster lists it with no incarnation: a late initial member, which
+        // starts from the newest map its peers answered.
+        let mut later = map3();
+        later.epoch = 5;
+        let answers = [
+            (peer(1), reply(map3(), Some("own"))),
+            (peer(2), reply(later.clone(), Some("own"))),
+        ];
+        assert_eq!(
+            classify_start(me, "own", &answers),
+            Start::Create {
+                newest: Some(later)
+            }
+        );
+        // An older peer that reports no cluster id counts as its own cluster.
+        assert_eq!(
+            classify_start(me, "own", &[(peer(1), reply(map3(), None))]),
+            Start::Create {
+                newest: Some(map3())
+            }
+        );
+        // Another cluster runs at the view's addresses: join it, even if an own peer answers.
+        let answers = [
+            (peer(1), reply(map3(), Some("other"))),
+            (peer(2), reply(map3(), Some("own"))),
+        ];
+        assert_eq!(classify_start(peer(4), "own", &answers), Start::Join);
+        // Its own cluster knows it under an incarnation, or removed it: refuse.
+        let mut known = map3();
+        known.nodes.get_mut(&3).expect("node 3").incarnation = Some("x".into());
+        assert!(matches!(
+            classify_start(me, "own", &[(peer(1), reply(known.clone(), Some("own")))]),
+            Start::Refuse(_)
+        ));
+        known.nodes.get_mut(&3).expect("node 3").state = NodeLifecycle::Removed;
+        assert!(matches!(
+            classify_start(me, "own", &[(peer(1), reply(known, Some("own")))]),
+            Start::Refuse(m) if m.contains("removed")
+        ));
+    }
+}

@@ -1,0 +1,214 @@
+//! Joining a running cluster (DESIGN.md "Bootstrap", docs/architecture.md "Cluster formation"),
+//! with real processes: a node started with `--join`, or with a VIEW of its own on an empty data
+//! directory while another cluster runs at those addresses, never creates a cluster. It waits to
+//! be added, serving only `/healthz` and `GET /v1/join` (503 `joining` everywhere else), and the
+//! running cluster does not change: no new node in its status, the same epoch.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kvorum_tests::{kvnode_bin, Cluster, ClusterOptions, ExtraNode, ONE_AT_A_TIME};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// Longest wait for a joining node to answer as waiting.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// `method path` on `addr`: the status, the Retry-After header and the JSON body (Null if none).
+async fn call(
+    method: reqwest::Method,
+    addr: SocketAddr,
+    path: &str,
+) -> (StatusCode, String, Value) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let resp = http
+        .request(method, format!("http://{addr}{path}"))
+        .json(&serde_json::json!({"value": "v"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path} on {addr}: {e}"));
+    let code = resp.status();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (code, retry, body)
+}
+
+/// The cluster status as node 1 answers it, as JSON.
+async fn status(c: &Cluster) -> Value {
+    c.get_json(0, "/v1/cluster/status").await.unwrap()
+}
+
+/// The cluster id the cluster's nodes report.
+async fn cluster_id(c: &Cluster) -> String {
+    let (code, _, member) = call(reqwest::Method::GET, c.nodes[0].addr, "/v1/join").await;
+    assert_eq!(code, StatusCode::OK, "{member}");
+    assert_eq!(member["state"], "member", "{member}");
+    assert_eq!(member["node"], 1, "{member}");
+    assert_eq!(member["addr"], c.nodes[0].addr.to_string(), "{member}");
+    member["cluster_id"].as_str().unwrap().to_string()
+}
+
+/// Checks that `joiner` waits to be added to the cluster whose id is `cluster`, serves nothing
+/// else, and that the cluster does not list it and is still at `epoch`.
+async fn assert_waits(c: &Cluster, joiner: &mut ExtraNode, cluster: &str, epoch: u64, what: &str) {
+    let addr = joiner.addr;
+    c.wait_until(
+        WAIT,
+        &format!("{what} to answer /v1/join waiting"),
+        || async move {
+            let http = reqwest::Client::new();
+            let Ok(r) = http.get(format!("http://{addr}/v1/join")).send().await else {
+                return false;
+            };
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            v["state"] == "waiting" && v["cluster_id"].is_string()
+        },
+    )
+    .await;
+    let (code, _, state) = call(reqwest::Method::GET, addr, "/v1/join").await;
+    assert_eq!(code, StatusCode::OK, "{what}: {state}");
+    assert_eq!(state["addr"], addr.to_string(), "{what}: {state}");
+    assert_eq!(state["node"], Value::Null, "{what}: {state}");
+    assert_eq!(state["cluster_id"], cluster, "{what}: {state}");
+    assert_eq!(
+        state["incarnation"].as_str().map(str::len),
+        Some(32),
+        "{what}: {state}"
+    );
+    let (code, _, _) = call(reqwest::Method::GET, addr, "/healthz").await;
+    assert_eq!(code, StatusCode::OK, "{what}: /healthz");
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/keys/k"),
+        (reqwest::Method::PUT, "/v1/keys/k"),
+        (reqwest::Method::GET, "/v1/cluster/status"),
+        (reqwest::Method::GET, "/v1/cluster/map"),
+        (reqwest::Method::POST, "/internal/v1/heartbeat"),
+    ] {
+        let (code, retry, body) = call(method.clone(), addr, path).await;
+        assert_eq!(
+            code,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{what}: {method} {path}: {body}"
+        );
+        assert_eq!(body["code"], "joining", "{what}: {method} {path}: {body}");
+        assert_eq!(retry, "1", "{what}: {method} {path}");
+    }
+    let status = status(c).await;
+    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{what}: {status}");
+    assert!(
+        nodes.iter().all(|n| n["addr"] != addr.to_string()),
+        "{what} is in the status: {status}"
+    );
+    assert_eq!(
+        status["epoch"], epoch,
+        "{what}: the epoch changed: {status}"
+    );
+    assert!(
+        joiner.exited().is_none(),
+        "{what} exited: {}",
+        joiner.log_text()
+    );
+    let log = joiner.log_text();
+    assert!(
+        log.contains("waiting to be added") && log.contains(&format!("kvctl add-node {addr}")),
+        "{what}: its log does not say it waits to be added:\n{log}"
+    );
+}
+
+// A node started with --join, and a node started with a VIEW of 4 addresses on an empty data
+// directory while a 3-node cluster runs at three of them, both wait to be added: neither creates
+// a cluster, and the running cluster does not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_nodes_wait_to_be_added() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 3, 3)).await;
+    let cluster = cluster_id(&c).await;
+    let epoch = status(&c).await["epoch"].as_u64().unwrap();
+
+    let first = c.nodes[0].addr.to_string();
+    let mut joiner = c.spawn_extra(Cluster::free_addr("127.0.0.4"), &["--join", &first], &[]);
+    assert_waits(&c, &mut joiner, &cluster, epoch, "the --join node").await;
+    joiner.kill();
+
+    let addr = Cluster::free_addr("127.0.0.4");
+    let mut view = c.view();
+    view.push(addr.to_string());
+    let view = view.join(",");
+    let mut viewed = c.spawn_extra(addr, &[], &[("VIEW", &view)]);
+    assert_waits(
+        &c,
+        &mut viewed,
+        &cluster,
+        epoch,
+        "the node with a VIEW of 4",
+    )
+    .await;
+    assert!(
+        viewed
+            .log_text()
+            .contains("another cluster runs at addresses of this node's view"),
+        "{}",
+        viewed.log_text()
+    );
+    // Its data directory holds no identity: it has not become a node of any cluster.
+    assert!(!viewed.data_dir.join("kvorum-node.json").exists());
+}
+
+// A new node at an address the cluster knows refuses to start rather than wait: while the map
+// records a member there with another data directory, and once that member was replaced and
+// removed (ids are never reused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiner_at_a_known_address_refuses() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Group 1 = nodes 1, 2, 3; node 4 is the spare that replaces node 3.
+    let mut c = Cluster::start(
+        ClusterOptions::new(kvnode_bin!(), 4, 3)
+            .with_env("KVORUM_SUSPECT_AFTER_MS", "1500")
+            .with_env("KVORUM_DEAD_AFTER_MS", "4000"),
+    )
+    .await;
+    c.wait_until(WAIT, "the map recording node 3's incarnation", || async {
+        c.get_json(0, "/v1/cluster/map")
+            .await
+            .is_ok_and(|v| v["map"]["nodes"]["3"]["incarnation"].is_string())
+    })
+    .await;
+    let first = c.nodes[0].addr.to_string();
+    let addr3 = c.nodes[2].addr;
+    c.kill(2);
+
+    let mut joiner = c.spawn_extra(addr3, &["--join", &first], &[]);
+    let exit = joiner.wait_for_exit(WAIT).await;
+    let log = joiner.log_text();
+    assert!(exit.is_some_and(|s| !s.success()), "{exit:?}: {log}");
+    assert!(log.contains("with another data directory"), "{log}");
+
+    // The joiner asks node 1, so wait for node 1's own map (it learns maps from heartbeats).
+    c.wait_until(
+        Duration::from_secs(40),
+        "node 1's map listing node 3 as removed",
+        || async {
+            c.get_json(0, "/v1/cluster/map")
+                .await
+                .is_ok_and(|v| v["map"]["nodes"]["3"]["state"] == "removed")
+        },
+    )
+    .await;
+    let mut joiner = c.spawn_extra(addr3, &["--join", &first], &[]);
+    let exit = joiner.wait_for_exit(WAIT).await;
+    let log = joiner.log_text();
+    assert!(exit.is_some_and(|s| !s.success()), "{exit:?}: {log}");
+    assert!(log.contains("which removed it"), "{log}");
+    assert!(log.contains("new address"), "{log}");
+}
