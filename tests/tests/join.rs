@@ -212,3 +212,79 @@ async fn joiner_at_a_known_address_refuses() {
     assert!(log.contains("which removed it"), "{log}");
     assert!(log.contains("new address"), "{log}");
 }
+
+// The --join node is added (POST /v1/cluster/nodes): it takes the id the map gives it, answers
+// /v1/join as a member, and shows in the status as an alive spare with its incarnation recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_joiner_becomes_a_spare() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 3, 3)).await;
+    let cluster = cluster_id(&c).await;
+    let epoch = status(&c).await["epoch"].as_u64().unwrap();
+    let first = c.nodes[0].addr.to_string();
+    let mut joiner = c.spawn_extra(Cluster::free_addr("127.0.0.4"), &["--join", &first], &[]);
+    assert_waits(&c, &mut joiner, &cluster, epoch, "the --join node").await;
+    let addr = joiner.addr;
+
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("http://{first}/v1/cluster/nodes"))
+        .json(&serde_json::json!({ "addr": addr.to_string() }))
+        .send()
+        .await
+        .unwrap();
+    let code = resp.status();
+    let task: Value = resp.json().await.unwrap();
+    assert!(code.is_success(), "{code}: {task}");
+    let id = task["id"].as_u64().unwrap();
+    c.wait_until(
+        Duration::from_secs(60),
+        "the add-node task done",
+        || async {
+            c.get_json(0, &format!("/v1/cluster/tasks/{id}"))
+                .await
+                .is_ok_and(|t| t["state"] == "done")
+        },
+    )
+    .await;
+    c.wait_until(
+        WAIT,
+        "the joiner answering /v1/join as a member",
+        || async move {
+            let Ok(r) = reqwest::Client::new()
+                .get(format!("http://{addr}/v1/join"))
+                .send()
+                .await
+            else {
+                return false;
+            };
+            r.json::<Value>()
+                .await
+                .is_ok_and(|v| v["state"] == "member")
+        },
+    )
+    .await;
+    let (_, _, state) = call(reqwest::Method::GET, addr, "/v1/join").await;
+    assert_eq!(state["node"], 4, "{state}");
+    assert_eq!(state["cluster_id"], cluster, "{state}");
+    c.wait_until(
+        WAIT,
+        "node 4 an alive spare with its incarnation recorded",
+        || async {
+            let s = status(&c).await;
+            let map = c.get_json(0, "/v1/cluster/map").await.unwrap();
+            s["spares"] == serde_json::json!([4])
+                && s["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|n| n["id"] == 4 && n["state"] == "alive" && n["role"] == "spare")
+                && map["map"]["nodes"]["4"]["incarnation"] == state["incarnation"]
+        },
+    )
+    .await;
+    // It serves the client API now (forwarding to the group's leader).
+    let (code, _, body) = call(reqwest::Method::PUT, addr, "/v1/keys/k").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(joiner.exited().is_none());
+}
