@@ -12,16 +12,53 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kvorum_client::{ClientError, TaskState};
-use kvorum_tests::workload::{assert_readable, write_all};
+use kvorum_tests::workload::{assert_readable, assert_readable_through, write_all};
 use kvorum_tests::{
-    brief, kvnode_bin, node_state, seed, spread_keys, status_group, Cluster, ClusterOptions,
-    ONE_AT_A_TIME,
+    brief, direct_client, kvnode_bin, node_state, seed, spread_keys, status_group, Cluster,
+    ClusterOptions, ExtraNode, ONE_AT_A_TIME,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 /// Longest a whole view change of these small clusters may take.
 const CHANGE_WITHIN: Duration = Duration::from_secs(120);
+
+/// Starts a new node at a free port of `ip` with `--join` (node 1's address) and waits until it
+/// answers `GET /v1/join` as waiting.
+async fn start_joiner(c: &Cluster, ip: &str) -> ExtraNode {
+    let first = c.nodes[0].addr.to_string();
+    let j = c.spawn_extra(Cluster::free_addr(ip), &["--join", &first], &[]);
+    let addr = j.addr;
+    c.wait_until(
+        Duration::from_secs(20),
+        "the new node waiting to join",
+        || async move {
+            match reqwest::get(format!("http://{addr}/v1/join")).await {
+                Ok(r) => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .is_ok_and(|v| v["state"] == "waiting"),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    j
+}
+
+/// Adds `j` with `kvctl add-node`'s call and waits until the change is done.
+async fn add(c: &Cluster, j: &ExtraNode) -> kvorum_client::TaskProgress {
+    let what = format!("add {}", j.addr);
+    run_change(c, &what, c.client().add_node(&j.addr.to_string()).await).await
+}
+
+/// Reads every key through each of `extra` (new nodes), linearizably.
+async fn assert_readable_via(extra: &[ExtraNode], keys: &[String]) {
+    for j in extra {
+        let client = direct_client(j.addr, Duration::from_secs(10), Duration::from_secs(20));
+        assert_readable_through(&client, keys, false).await;
+    }
+}
 
 /// Runs `start` (an add or remove), waits for its task to end, and asserts it is `done`.
 async fn run_change(
@@ -107,6 +144,96 @@ async fn removing_a_replica_without_a_spare_dissolves_a_group() {
             "key {k}: version {now} after the move, {v} before"
         );
     }
+    let moved: Vec<String> = before.keys().cloned().collect();
+    let rest: Vec<String> = keys
+        .iter()
+        .filter(|k| !before.contains_key(*k))
+        .cloned()
+        .collect();
+
+    // Node 6 comes back as a new node (new data directory, same address): with spare 5 it forms
+    // a third group again, which gets a third of the slots.
+    let ip6 = c.nodes[5].addr.ip().to_string();
+    let j = start_joiner(&c, &ip6).await;
+    let done = add(&c, &j).await;
+    assert_eq!(done.node, Some(7), "{done:?}");
+    assert_eq!(done.slots_total, 1365, "{done:?}");
+    let s = c
+        .wait_for_status(Duration::from_secs(20), "3 groups, no spare", |s| {
+            s.groups.len() == 3 && s.spares.is_empty()
+        })
+        .await;
+    let mut counts: Vec<usize> = s.groups.iter().map(|g| g.slot_count).collect();
+    counts.sort();
+    assert_eq!(counts, vec![1365, 1365, 1366], "{}", brief(Some(&s)));
+    assert_readable(&c, &rest, &[0, 1, 2, 3, 4], seed).await;
+    assert_readable_via(std::slice::from_ref(&j), &rest).await;
+    for k in &moved {
+        assert_eq!(client.get(k, false).await.unwrap().value, "after the move");
+    }
+}
+
+// The seed's growth scenario: 6 nodes K=3 (2 groups). Adding node 7 makes it a spare and moves
+// nothing; adding 8 and 9 forms group 3 of {7, 8, 9}, and slots move until the groups own
+// 1365/1365/1366; the keys spread over the three groups within ±5%, and every key reads back
+// through every node, the new ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adding_three_nodes_forms_a_third_group() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("adding_three_nodes_forms_a_third_group");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 6, 3)).await;
+    c.wait_ready(Duration::from_secs(30)).await;
+    let keys = spread_keys(&c.initial_map(), "vc-add-", 3000);
+    write_all(&c, &keys, &mut rng).await;
+    let start_epoch = c.status().await.expect("status").epoch;
+
+    let j7 = start_joiner(&c, "127.0.0.7").await;
+    let done = add(&c, &j7).await;
+    assert_eq!((done.node, done.slots_total), (Some(7), 0), "{done:?}");
+    let s = c
+        .wait_for_status(Duration::from_secs(20), "spare 7", |s| s.spares == vec![7])
+        .await;
+    assert_eq!(s.groups.len(), 2, "{}", brief(Some(&s)));
+    assert!(s.epoch > start_epoch);
+
+    let j8 = start_joiner(&c, "127.0.0.8").await;
+    let done = add(&c, &j8).await;
+    assert_eq!((done.node, done.slots_total), (Some(8), 0), "{done:?}");
+    let j9 = start_joiner(&c, "127.0.0.9").await;
+    let done = add(&c, &j9).await;
+    assert_eq!(done.node, Some(9), "{done:?}");
+    assert_eq!(done.slots_total, 1365, "{done:?}");
+    assert!(done.keys_moved > 0 && done.bytes_moved > 0, "{done:?}");
+
+    let total = keys.len() as u64;
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(30),
+            "3 groups whose key counts add up",
+            |s| {
+                s.groups.len() == 3
+                    && s.spares.is_empty()
+                    && s.groups.iter().map(|g| g.keys.unwrap_or(0)).sum::<u64>() == total
+            },
+        )
+        .await;
+    let mut counts: Vec<usize> = s.groups.iter().map(|g| g.slot_count).collect();
+    counts.sort();
+    assert_eq!(counts, vec![1365, 1365, 1366], "{}", brief(Some(&s)));
+    let g3 = s.groups.iter().find(|g| g.id.0 == 3).expect("group 3");
+    assert_eq!(g3.members, vec![7, 8, 9], "{}", brief(Some(&s)));
+    for g in &s.groups {
+        let share = g.keys.unwrap_or(0) as f64 / total as f64;
+        assert!(
+            (share - 1.0 / 3.0).abs() <= 0.05 / 3.0,
+            "group {} holds {share:.3} of the keys, want 1/3 ± 5%: {}",
+            g.id.0,
+            brief(Some(&s))
+        );
+    }
+    assert_readable(&c, &keys, &[0, 1, 2, 3, 4, 5], seed).await;
+    assert_readable_via(&[j7, j8, j9], &keys).await;
 }
 
 // Refusals change nothing: removing an unknown node, the removal that would leave fewer than K

@@ -220,15 +220,10 @@ pub async fn wait_until_added(
                 );
             }
             match listed(map, &me_str, incarnation) {
-                Listed::NotListed => {}
                 Listed::Adopt(id) => return adopt(cfg, incarnation, id, cluster_id, map.clone()),
-                Listed::Removed(id) => anyhow::bail!(
-                    "refusing to start: {me} was node {id} of the cluster (peer {peer}, epoch {}), \
-                     which removed it, and ids are never reused. Wipe the data directory and start \
-                     the node at a new address, or wait: add this address again with `kvctl \
-                     add-node {me}` and then start the node",
-                    map.epoch
-                ),
+                // A removed node's address may come back as a new node, under a new id: this
+                // data directory is new, so it waits to be added like any new node.
+                Listed::Removed(_) | Listed::NotListed => {}
                 Listed::OtherIncarnation(id) => anyhow::bail!(
                     "refusing to start: the cluster (peer {peer}, epoch {}) knows {me} as member \
                      node {id} with another data directory. {}",

@@ -93,16 +93,20 @@ impl MetaState {
         suspect: Duration,
         dead: Duration,
     ) -> BTreeMap<NodeId, Health> {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let now = Instant::now();
         map.nodes
             .iter()
             .filter(|(_, n)| n.state == NodeLifecycle::Active)
             .map(|(id, _)| {
-                let age = inner
-                    .seen
-                    .get(id)
-                    .map_or(Duration::MAX, |s| now.duration_since(s.at));
+                // A node this leader has not known before (added by a view change since it
+                // took over) starts its clock now, like every node does at a new term.
+                let seen = inner.seen.entry(*id).or_insert(Seen {
+                    at: now,
+                    heard: None,
+                    beat: None,
+                });
+                let age = now.duration_since(seen.at);
                 let h = if *id == me || age < suspect {
                     Health::Alive
                 } else if age < dead {
