@@ -58,6 +58,8 @@ struct KeyOutcome {
     checked_ops: usize,
     states: usize,
     elapsed: Duration,
+    search_elapsed: Duration,
+    explain_elapsed: Duration,
     violation: Option<Violation>,
 }
 
@@ -68,6 +70,8 @@ impl KeyOutcome {
             checked_ops: 0,
             states: 0,
             elapsed: Duration::ZERO,
+            search_elapsed: Duration::ZERO,
+            explain_elapsed: Duration::ZERO,
             violation: None,
         }
     }
@@ -100,9 +104,14 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
         checked_ops: ops.len(),
         states: 0,
         elapsed: Duration::ZERO,
+        search_elapsed: Duration::ZERO,
+        explain_elapsed: Duration::ZERO,
         violation: None,
     };
-    match search(&ops, &mut model, budget) {
+    let t_search = Instant::now();
+    let result = search(&ops, &mut model, budget);
+    outcome.search_elapsed = t_search.elapsed();
+    match result {
         SearchResult::Linearizable { states, .. } => outcome.states = states,
         SearchResult::Violation {
             mut prefix,
@@ -124,12 +133,14 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
             if let Some(limit) = budget.deadline() {
                 deadline = deadline.min(limit);
             }
+            let t_explain = Instant::now();
             if let Some(e) = explain(&ops, &mut model, budget, deadline) {
                 prefix = e.prefix;
                 offending = e.offending;
                 state = e.state;
                 cause = Cause::FirstFailure;
             }
+            outcome.explain_elapsed = t_explain.elapsed();
             let id = |local: usize| global.get(local).copied().unwrap_or(usize::MAX);
             outcome.verdict = KeyVerdict::NotLinearizable;
             outcome.states = states;
@@ -272,6 +283,8 @@ pub fn check(history: &History, opts: &CheckOptions) -> Report {
                 checked_ops: o.checked_ops,
                 states: o.states,
                 elapsed: o.elapsed,
+                search_elapsed: o.search_elapsed,
+                explain_elapsed: o.explain_elapsed,
                 violation: o.violation,
             }
         })

@@ -439,6 +439,20 @@ pub enum ParseErrorKind {
         /// Line of the open invoke.
         open_line: usize,
     },
+    /// An invoke earlier than the completion of the same process's
+    /// previous operation: the process would have two operations open at
+    /// once, which no client can do.
+    #[error("process {process} invokes at time {time}, before its previous operation (invoked on line {previous_line}) completed at time {previous_complete}")]
+    InvokeBeforePreviousCompletion {
+        /// The process.
+        process: u64,
+        /// The new invoke's time.
+        time: u64,
+        /// Line of the previous operation's invoke.
+        previous_line: usize,
+        /// Completion time of the previous operation.
+        previous_complete: u64,
+    },
     /// A completion whose `f` or `key` differ from its invoke's.
     #[error("completion is {f} on key {key:?} but the open invoke (line {invoke_line}) is {invoke_f} on key {invoke_key:?}")]
     CompletionMismatch {
@@ -483,6 +497,8 @@ pub(crate) struct Assembler {
     ops: Vec<Operation>,
     /// process -> (index in ops, line of the invoke)
     open: HashMap<u64, (usize, usize)>,
+    /// process -> (completion time, invoke line) of its last completed op.
+    done: HashMap<u64, (u64, usize)>,
 }
 
 impl Assembler {
@@ -493,6 +509,16 @@ impl Assembler {
                     process: e.process,
                     open_line,
                 });
+            }
+            if let Some(&(previous_complete, previous_line)) = self.done.get(&e.process) {
+                if e.time < previous_complete {
+                    return Err(ParseErrorKind::InvokeBeforePreviousCompletion {
+                        process: e.process,
+                        time: e.time,
+                        previous_line,
+                        previous_complete,
+                    });
+                }
             }
             let id = self.ops.len();
             self.ops.push(Operation {
@@ -547,6 +573,7 @@ impl Assembler {
             op.read = e.value;
         }
         self.open.remove(&e.process);
+        self.done.insert(e.process, (e.time, invoke_line));
         Ok(())
     }
 

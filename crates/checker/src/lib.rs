@@ -33,7 +33,9 @@
 //! # Invariants
 //!
 //! * `History::ops[i].id == i`, ops are in invoke order, a process has at
-//!   most one open op, and a completion's time is >= its invoke's.
+//!   most one open op (in file order and in time: its next invoke is not
+//!   earlier than its previous completion), and a completion's time is >=
+//!   its invoke's.
 //! * An op that completed `ok` (and a `cas` that completed `fail`) must be
 //!   linearized between its invoke and completion.
 //! * An `info` op (or one never completed) may take effect at any instant

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::json;
 
-use crate::history::{show_value, Operation};
+use crate::history::{show_value, Command, Operation, Outcome};
 
 /// The overall answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -51,6 +52,16 @@ pub enum KeyVerdict {
 }
 
 impl KeyVerdict {
+    /// `linearizable`, `not_linearizable`, `unknown` or `skipped`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KeyVerdict::Linearizable => "linearizable",
+            KeyVerdict::NotLinearizable => "not_linearizable",
+            KeyVerdict::Unknown { .. } => "unknown",
+            KeyVerdict::Skipped => "skipped",
+        }
+    }
+
     fn text(&self) -> String {
         match self {
             KeyVerdict::Linearizable => "linearizable".to_string(),
@@ -102,6 +113,15 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// `blocked`, `unreachable` or `first_failure`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Cause::Blocked => "blocked",
+            Cause::Unreachable => "unreachable",
+            Cause::FirstFailure => "first_failure",
+        }
+    }
+
     /// One sentence for reports.
     pub fn explain(self) -> &'static str {
         match self {
@@ -195,6 +215,12 @@ pub struct KeyReport {
     pub states: usize,
     /// Wall time spent on this key.
     pub elapsed: Duration,
+    /// Of `elapsed`, the time of the search itself (including the replay
+    /// of its witness).
+    pub search_elapsed: Duration,
+    /// Of `elapsed`, the time spent explaining a violation after the
+    /// search found it (zero for other verdicts).
+    pub explain_elapsed: Duration,
     /// Evidence, when `verdict` is `NotLinearizable`.
     pub violation: Option<Violation>,
 }
@@ -289,6 +315,75 @@ impl Report {
         s
     }
 
+    /// The report as one JSON object (what `kvctl check --json` prints):
+    ///
+    /// ```text
+    /// {"verdict": "linearizable" | "not_linearizable" | "unknown",
+    ///  "reason": ..., (unknown only)
+    ///  "exit_code": 0 | 1 | 2, "total_ops": N, "elapsed_ms": F,
+    ///  "keys": [{"key", "verdict", "reason"?, "ops", "checked_ops", "states",
+    ///            "elapsed_ms", "search_ms", "explain_ms"}],
+    ///  "counterexample": null | {"key", "cause", "because", "prefix": [op ids
+    ///            in linearization order], "value_after_prefix", "offending": op,
+    ///            "operations": [every op on the key]}}
+    /// ```
+    ///
+    /// An op is `{"id", "process", "f", "value"?, "expected"?, "outcome":
+    /// "ok" | "fail" | "info", "read"? (get ok), "invoke_time",
+    /// "complete_time" (null: never), "label"}`. Only the first failing
+    /// key's counterexample is given (the check stops at the first).
+    pub fn to_json(&self) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self
+            .keys
+            .iter()
+            .map(|k| {
+                let mut v = json!({
+                    "key": k.key,
+                    "verdict": k.verdict.code(),
+                    "ops": k.ops,
+                    "checked_ops": k.checked_ops,
+                    "states": k.states,
+                    "elapsed_ms": ms(k.elapsed),
+                    "search_ms": ms(k.search_elapsed),
+                    "explain_ms": ms(k.explain_elapsed),
+                });
+                if let (KeyVerdict::Unknown { reason }, Some(obj)) = (&k.verdict, v.as_object_mut())
+                {
+                    obj.insert("reason".to_string(), json!(reason));
+                }
+                v
+            })
+            .collect();
+        let counterexample = self.violations().next().map(|(k, v)| {
+            json!({
+                "key": k.key,
+                "cause": v.cause.code(),
+                "because": v.cause.explain(),
+                "prefix": v.prefix,
+                "value_after_prefix": v.value_after_prefix,
+                "offending": v.op(v.offending).map(op_json),
+                "operations": v.operations.iter().map(op_json).collect::<Vec<_>>(),
+            })
+        });
+        let (verdict, reason) = match &self.verdict {
+            Verdict::Linearizable => ("linearizable", None),
+            Verdict::NotLinearizable => ("not_linearizable", None),
+            Verdict::Unknown { reason } => ("unknown", Some(reason)),
+        };
+        let mut v = json!({
+            "verdict": verdict,
+            "exit_code": self.exit_code(),
+            "total_ops": self.total_ops,
+            "elapsed_ms": ms(self.elapsed),
+            "keys": keys,
+            "counterexample": counterexample,
+        });
+        if let (Some(reason), Some(obj)) = (reason, v.as_object_mut()) {
+            obj.insert("reason".to_string(), json!(reason));
+        }
+        v
+    }
+
     /// A self-contained HTML page (inline CSS and a few lines of JS, no
     /// external assets). For each failing key: a timeline with one lane
     /// per process, operations as bars from invoke to completion (info ops
@@ -299,6 +394,40 @@ impl Report {
     pub fn to_html(&self) -> String {
         crate::html::render(self)
     }
+}
+
+/// Milliseconds, as a float, for JSON.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One operation as JSON (see [`Report::to_json`]).
+fn op_json(o: &Operation) -> serde_json::Value {
+    let mut v = json!({
+        "id": o.id,
+        "process": o.process,
+        "f": o.command.f().as_str(),
+        "outcome": o.outcome.as_str(),
+        "invoke_time": o.invoke_time,
+        "complete_time": o.complete_time,
+        "label": o.label(),
+    });
+    if let Some(obj) = v.as_object_mut() {
+        match &o.command {
+            Command::Put { value } | Command::Append { value } => {
+                obj.insert("value".to_string(), json!(value));
+            }
+            Command::Cas { expected, value } => {
+                obj.insert("expected".to_string(), json!(expected));
+                obj.insert("value".to_string(), json!(value));
+            }
+            Command::Get | Command::Delete => {}
+        }
+        if o.outcome == Outcome::Ok && o.command == Command::Get {
+            obj.insert("read".to_string(), json!(o.read));
+        }
+    }
+    v
 }
 
 const TEXT_PREFIX_SHOWN: usize = 20;
