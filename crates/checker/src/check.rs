@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::budget::Budget;
-use crate::explain::explain;
+use crate::explain::{explain, prefix_before};
 use crate::history::History;
 use crate::model::Model;
 use crate::report::{Cause, KeyReport, KeyVerdict, Report, Verdict, Violation};
@@ -42,9 +42,12 @@ impl Default for CheckOptions {
     }
 }
 
-/// Time an explanation of a violation may take, at least and at most
-/// (within that, four times the search's own time).
-const EXPLAIN_MIN: Duration = Duration::from_millis(500);
+/// Least time an explanation of a violation may take: enough for small
+/// keys, short enough that a failing key is reported about as fast as a
+/// passing one.
+const EXPLAIN_MIN: Duration = Duration::from_millis(20);
+/// Most time an explanation may take (within that, the search's own
+/// time, so explaining at most doubles the time spent on a failing key).
 const EXPLAIN_MAX: Duration = Duration::from_secs(10);
 
 struct KeyTask<'h> {
@@ -119,6 +122,8 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
             unreachable,
             mut state,
             states,
+            up_front,
+            overwritten_by,
         } => {
             budget.cancel.store(true, Ordering::Relaxed);
             let mut cause = if unreachable {
@@ -126,15 +131,34 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
             } else {
                 Cause::Blocked
             };
-            // A better explanation, if it can be had in a few times the
-            // search's own time (and before the check's deadline).
-            let cap = (t0.elapsed() * 4).clamp(EXPLAIN_MIN, EXPLAIN_MAX);
+            // A better explanation, if it can be had in about the search's
+            // own time (and before the check's deadline).
+            let cap = outcome.search_elapsed.clamp(EXPLAIN_MIN, EXPLAIN_MAX);
             let mut deadline = Instant::now() + cap;
             if let Some(limit) = budget.deadline() {
                 deadline = deadline.min(limit);
             }
             let t_explain = Instant::now();
-            if let Some(e) = explain(&ops, &mut model, budget, deadline) {
+            let mut explain_states = 0;
+            if up_front {
+                // The reads-from argument is the explanation; only the
+                // prefix (what completed before the op) is searched for.
+                if overwritten_by.is_some() {
+                    cause = Cause::Overwritten;
+                }
+                if let Some((p, s)) = prefix_before(
+                    &ops,
+                    &mut model,
+                    offending,
+                    budget,
+                    deadline,
+                    &mut explain_states,
+                ) {
+                    prefix = p;
+                    state = s;
+                }
+            } else if let Some(e) = explain(&ops, &mut model, budget, deadline, &mut explain_states)
+            {
                 prefix = e.prefix;
                 offending = e.offending;
                 state = e.state;
@@ -143,7 +167,7 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
             outcome.explain_elapsed = t_explain.elapsed();
             let id = |local: usize| global.get(local).copied().unwrap_or(usize::MAX);
             outcome.verdict = KeyVerdict::NotLinearizable;
-            outcome.states = states;
+            outcome.states = states + explain_states;
             outcome.violation = Some(Violation {
                 operations: task
                     .ops
@@ -153,6 +177,9 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
                 prefix: prefix.into_iter().map(id).collect(),
                 offending: id(offending),
                 cause,
+                overwritten_by: overwritten_by
+                    .filter(|_| cause == Cause::Overwritten)
+                    .map(id),
                 value_after_prefix: model.value(state).map(str::to_string),
             });
         }

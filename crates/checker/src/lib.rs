@@ -64,11 +64,15 @@
 //! * Violations are explained by a second pass (`explain.rs`): a binary
 //!   search for the first completion after which the history is not
 //!   linearizable ([`Cause::FirstFailure`]); the prefix shown linearizes
-//!   everything invoked before it. That pass gets a few times the search's
-//!   own time (0.5 s to 10 s, within the time limit); when it runs out,
-//!   the report falls back to the search's deepest dead end
-//!   ([`Cause::Blocked`] / [`Cause::Unreachable`]), which can be an
-//!   artifact of a wrong choice made earlier.
+//!   everything invoked before it. That pass gets about the search's own
+//!   time (20 ms to 10 s, within the time limit), so explaining at most
+//!   doubles the time of a failing key; when it runs out, the report falls
+//!   back to the search's deepest dead end ([`Cause::Blocked`] /
+//!   [`Cause::Unreachable`]), which can be an artifact of a wrong choice
+//!   made earlier. A read refuted before the search by the reads-from
+//!   argument ([`Cause::Overwritten`]) needs no binary search: the report
+//!   names the overwriting write, and only the prefix (what completed
+//!   before the read was invoked) is searched for, within the same cap.
 //! * Reports show a window of operations around the violation, not the
 //!   whole key, so reports stay readable for long histories.
 

@@ -92,6 +92,9 @@ pub struct Violation {
     pub value_after_prefix: Option<String>,
     /// Why the offending op cannot be placed.
     pub cause: Cause,
+    /// For [`Cause::Overwritten`]: the op (id) that overwrote the value the
+    /// offending op needs before it was invoked.
+    pub overwritten_by: Option<usize>,
 }
 
 /// Why the offending op of a [`Violation`] cannot be placed after the
@@ -110,6 +113,12 @@ pub enum Cause {
     /// when it completed is not: this is the first completion that makes
     /// the history non-linearizable.
     FirstFailure,
+    /// Found before any search (reads-from): every write of the value it
+    /// needs is followed, before it was invoked, by a completed write of
+    /// another value ([`Violation::overwritten_by`] is the latest), so it
+    /// cannot be linearized anywhere. The prefix shown linearizes the ops
+    /// that completed before it was invoked.
+    Overwritten,
 }
 
 impl Cause {
@@ -119,6 +128,7 @@ impl Cause {
             Cause::Blocked => "blocked",
             Cause::Unreachable => "unreachable",
             Cause::FirstFailure => "first_failure",
+            Cause::Overwritten => "overwritten",
         }
     }
 
@@ -137,6 +147,11 @@ impl Cause {
                 "it is the first operation whose completion makes the history non-linearizable: \
                  everything invoked before it completed linearizes (as numbered, without it), \
                  and no linearization includes it as completed"
+            }
+            Cause::Overwritten => {
+                "the value it needs was overwritten before it was invoked: every write of that \
+                 value is followed, in real time, by a completed write of another value (the \
+                 prefix linearizes what completed before it was invoked)"
             }
         }
     }
@@ -298,13 +313,24 @@ impl Report {
             fmt_duration(self.elapsed)
         );
         for k in &self.keys {
+            let up_front = k
+                .violation
+                .as_ref()
+                .is_some_and(|v| v.cause == Cause::Overwritten);
+            let how = if up_front {
+                format!(
+                    "refuted before the search by reads-from, {} states to show a prefix",
+                    k.states
+                )
+            } else {
+                format!("{} states", k.states)
+            };
             let _ = writeln!(
                 s,
-                "key {:?}: {} ({} ops, {} states, {})",
+                "key {:?}: {} ({} ops, {how}, {})",
                 k.key,
                 k.verdict.text(),
                 k.ops,
-                k.states,
                 fmt_duration(k.elapsed)
             );
         }
@@ -362,6 +388,7 @@ impl Report {
                 "prefix": v.prefix,
                 "value_after_prefix": v.value_after_prefix,
                 "offending": v.op(v.offending).map(op_json),
+                "overwritten_by": v.overwritten_by.and_then(|id| v.op(id)).map(op_json),
                 "operations": v.operations.iter().map(op_json).collect::<Vec<_>>(),
             })
         });
@@ -509,6 +536,18 @@ fn write_violation_text(s: &mut String, k: &KeyReport, v: &Violation) {
                 .map_or("never".to_string(), |t| format!("{t} ns")),
             v.cause.explain()
         );
+        if let Some(b) = v.overwritten_by.and_then(|id| v.op(id)) {
+            let _ = writeln!(
+                s,
+                "  overwritten by #{} process {} {} (invoked at {} ns, completed at {})",
+                b.id,
+                b.process,
+                b.label(),
+                b.invoke_time,
+                b.complete_time
+                    .map_or("never".to_string(), |t| format!("{t} ns")),
+            );
+        }
     }
     let window = v.window(TEXT_OPS_SHOWN);
     let base = window.iter().map(|o| o.invoke_time).min().unwrap_or(0);

@@ -120,17 +120,42 @@ fn stale_read_is_rejected() {
 }
 
 #[test]
+fn read_refuted_up_front_names_the_overwrite_without_a_zero_states_line() {
+    // Property: a read whose value was overwritten (by a completed write,
+    // after every write of it) before it was invoked is refuted before the
+    // search; the report names that overwrite, gives the prefix known when
+    // the read was invoked, and does not claim "0 states".
+    let r = assert_violation(&[
+        "1 0..10 append a",
+        "2 5..25 append b",
+        "1 20..30 append c",
+        "3 40..50 get -> nil",
+        "2 45..60 append d",
+    ]);
+    let text = r.to_text();
+    let (_, v) = r.violations().next().unwrap();
+    assert_eq!(v.offending, 3, "{text}");
+    assert_eq!(v.prefix.len(), 3, "{text}");
+    assert_eq!(v.value_after_prefix.as_deref(), Some("abc"), "{text}");
+    assert!(text.contains("overwritten by #2"), "{text}");
+    assert!(!text.contains(" 0 states"), "{text}");
+    assert_eq!(v.cause, Cause::Overwritten);
+    assert_eq!(v.overwritten_by, Some(2));
+}
+
+#[test]
 fn report_blames_the_first_completion_that_breaks_linearizability() {
     // Property: the offending op is the one whose completion first makes
     // the history non-linearizable, and the prefix linearizes everything
     // invoked before that. Here the search could also dead-end on the
-    // later read of v3, but the stale read of v1 comes first.
+    // later read, but the stale read of "a" comes first. (Appends, so that
+    // the reads-from argument cannot refute it before the search.)
     let r = assert_violation(&[
-        "1 0..10 put v1",
-        "1 20..30 put v2",
-        "2 40..50 get -> v1",
-        "1 60..70 put v3",
-        "3 80..90 get -> v3",
+        "1 0..10 append a",
+        "1 20..30 append b",
+        "2 40..50 get -> a",
+        "1 60..70 append c",
+        "3 80..90 get -> abc",
     ]);
     let (_, v) = r.violations().next().unwrap();
     assert_eq!(v.offending, 2);
