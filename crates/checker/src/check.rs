@@ -10,6 +10,7 @@ use crate::budget::Budget;
 use crate::explain::{explain, prefix_before};
 use crate::history::History;
 use crate::model::Model;
+use crate::replay::replay;
 use crate::report::{Cause, KeyReport, KeyVerdict, Report, Verdict, Violation};
 use crate::search::{search, SearchOp, SearchResult};
 
@@ -112,7 +113,16 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
         violation: None,
     };
     let t_search = Instant::now();
-    let result = search(&ops, &mut model, budget);
+    let mut result = search(&ops, &mut model, budget);
+    // Every positive answer is checked again: its witness must replay.
+    if let SearchResult::Linearizable { states, witness } = &result {
+        if let Err(why) = replay(&ops, &mut model, witness) {
+            result = SearchResult::Unknown {
+                reason: format!("internal error: the search's witness failed its replay: {why}"),
+                states: *states,
+            };
+        }
+    }
     outcome.search_elapsed = t_search.elapsed();
     match result {
         SearchResult::Linearizable { states, .. } => outcome.states = states,

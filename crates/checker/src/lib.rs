@@ -47,6 +47,11 @@
 //! * Equal timestamps count as overlapping (calls sort before returns), so
 //!   ties never manufacture a violation. [`Recorder`] emits strictly
 //!   increasing times, so a process's consecutive ops never tie.
+//! * Every "linearizable" answer is checked a second time: the witness
+//!   order the search found is replayed through the model, with real-time
+//!   order and completeness checked, without any of the search's
+//!   reductions (`replay.rs`). A witness that fails its replay makes the
+//!   key unknown ("internal error"), never linearizable.
 //! * No input makes the library panic; every search polls the cancellation
 //!   flag, the deadline and the memory bound every 1024 steps, so
 //!   [`check`] returns within a few milliseconds of `time_limit`.
@@ -87,6 +92,7 @@ mod html;
 mod memo;
 mod model;
 mod recorder;
+mod replay;
 mod report;
 mod search;
 
