@@ -13,6 +13,7 @@ use crate::model::Model;
 use crate::replay::replay;
 use crate::report::{Cause, KeyReport, KeyVerdict, Report, Verdict, Violation};
 use crate::search::{search, SearchOp, SearchResult};
+use crate::versions::version_violation;
 
 /// Limits and parallelism for [`check`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +113,27 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
         explain_elapsed: Duration::ZERO,
         violation: None,
     };
+    // Recorded versions first: a contradiction needs no search.
+    let key_ops: Vec<&crate::history::Operation> =
+        order.iter().filter_map(|&i| history.ops.get(i)).collect();
+    if let Some((offending, evidence)) = version_violation(&key_ops) {
+        budget.cancel.store(true, Ordering::Relaxed);
+        outcome.verdict = KeyVerdict::NotLinearizable;
+        outcome.violation = Some(Violation {
+            operations: task
+                .ops
+                .iter()
+                .filter_map(|&i| history.ops.get(i).cloned())
+                .collect(),
+            prefix: Vec::new(),
+            offending,
+            cause: Cause::Version,
+            evidence: Some(evidence),
+            value_after_prefix: None,
+        });
+        outcome.elapsed = t0.elapsed();
+        return outcome;
+    }
     let t_search = Instant::now();
     let mut result = search(&ops, &mut model, budget);
     // Every positive answer is checked again: its witness must replay.
@@ -187,7 +209,7 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
                 prefix: prefix.into_iter().map(id).collect(),
                 offending: id(offending),
                 cause,
-                overwritten_by: overwritten_by
+                evidence: overwritten_by
                     .filter(|_| cause == Cause::Overwritten)
                     .map(id),
                 value_after_prefix: model.value(state).map(str::to_string),

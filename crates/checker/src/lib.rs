@@ -25,6 +25,11 @@
 //!   pending read needs a value no remaining writes/appends can produce is
 //!   abandoned at once (with backjumping), and `info` ops are restricted to
 //!   positions where they can matter and pruned by dominance.
+//! * **Versions.** Ops that carry the version the node returned (optional
+//!   `version` field) are checked first, per key, against necessary
+//!   conditions: versions only grow in real time and a read returns the
+//!   version of the write it observes (`versions.rs`, [`Cause::Version`]).
+//!   Ops without versions are checked by values only, as before.
 //! * **Model.** A key holds `Option<String>`. `get` ok must read the
 //!   current value; `put`/`delete`/`append` change it (`append` to an
 //!   absent key appends to ""); `cas` ok requires current == expected; `cas`
@@ -95,6 +100,7 @@ mod recorder;
 mod replay;
 mod report;
 mod search;
+mod versions;
 
 pub use check::{check, CheckOptions};
 pub use command::run_cli;

@@ -92,9 +92,11 @@ pub struct Violation {
     pub value_after_prefix: Option<String>,
     /// Why the offending op cannot be placed.
     pub cause: Cause,
-    /// For [`Cause::Overwritten`]: the op (id) that overwrote the value the
-    /// offending op needs before it was invoked.
-    pub overwritten_by: Option<usize>,
+    /// The op (id) that shows why: for [`Cause::Overwritten`] the write
+    /// that overwrote the value the offending op needs before it was
+    /// invoked; for [`Cause::Version`] the op whose version contradicts
+    /// the offending op's.
+    pub evidence: Option<usize>,
 }
 
 /// Why the offending op of a [`Violation`] cannot be placed after the
@@ -115,10 +117,17 @@ pub enum Cause {
     FirstFailure,
     /// Found before any search (reads-from): every write of the value it
     /// needs is followed, before it was invoked, by a completed write of
-    /// another value ([`Violation::overwritten_by`] is the latest), so it
+    /// another value ([`Violation::evidence`] is the latest), so it
     /// cannot be linearized anywhere. The prefix shown linearizes the ops
     /// that completed before it was invoked.
     Overwritten,
+    /// Its recorded version contradicts another op's
+    /// ([`Violation::evidence`]): versions of a key only grow (a write
+    /// completed before another is invoked has the smaller version, a read
+    /// never returns a version older than one already written or read), and
+    /// a read returns the version of the write whose value it read. Found
+    /// before the search; the prefix is empty.
+    Version,
 }
 
 impl Cause {
@@ -129,6 +138,7 @@ impl Cause {
             Cause::Unreachable => "unreachable",
             Cause::FirstFailure => "first_failure",
             Cause::Overwritten => "overwritten",
+            Cause::Version => "version",
         }
     }
 
@@ -152,6 +162,10 @@ impl Cause {
                 "the value it needs was overwritten before it was invoked: every write of that \
                  value is followed, in real time, by a completed write of another value (the \
                  prefix linearizes what completed before it was invoked)"
+            }
+            Cause::Version => {
+                "its version contradicts the operation below: versions of a key only grow, \
+                 and a read returns the version of the write whose value it read"
             }
         }
     }
@@ -313,17 +327,14 @@ impl Report {
             fmt_duration(self.elapsed)
         );
         for k in &self.keys {
-            let up_front = k
-                .violation
-                .as_ref()
-                .is_some_and(|v| v.cause == Cause::Overwritten);
-            let how = if up_front {
-                format!(
+            let cause = k.violation.as_ref().map(|v| v.cause);
+            let how = match cause {
+                Some(Cause::Overwritten) => format!(
                     "refuted before the search by reads-from, {} states to show a prefix",
                     k.states
-                )
-            } else {
-                format!("{} states", k.states)
+                ),
+                Some(Cause::Version) => "refuted before the search by versions".to_string(),
+                _ => format!("{} states", k.states),
             };
             let _ = writeln!(
                 s,
@@ -388,7 +399,7 @@ impl Report {
                 "prefix": v.prefix,
                 "value_after_prefix": v.value_after_prefix,
                 "offending": v.op(v.offending).map(op_json),
-                "overwritten_by": v.overwritten_by.and_then(|id| v.op(id)).map(op_json),
+                "evidence": v.evidence.and_then(|id| v.op(id)).map(op_json),
                 "operations": v.operations.iter().map(op_json).collect::<Vec<_>>(),
             })
         });
@@ -438,6 +449,7 @@ fn op_json(o: &Operation) -> serde_json::Value {
         "invoke_time": o.invoke_time,
         "complete_time": o.complete_time,
         "label": o.label(),
+        "version": o.version,
     });
     if let Some(obj) = v.as_object_mut() {
         match &o.command {
@@ -527,22 +539,29 @@ fn write_violation_text(s: &mut String, k: &KeyReport, v: &Violation) {
     if let Some(off) = v.op(v.offending) {
         let _ = writeln!(
             s,
-            "  cannot linearize: #{} process {} {} (invoked at {} ns, completed at {})\n    because {}",
+            "  cannot linearize: #{} process {} {}{} (invoked at {} ns, completed at {})\n    because {}",
             off.id,
             off.process,
             off.label(),
+            off.version.map_or(String::new(), |n| format!(" version {n}")),
             off.invoke_time,
             off.complete_time
                 .map_or("never".to_string(), |t| format!("{t} ns")),
             v.cause.explain()
         );
-        if let Some(b) = v.overwritten_by.and_then(|id| v.op(id)) {
+        if let Some(b) = v.evidence.and_then(|id| v.op(id)) {
             let _ = writeln!(
                 s,
-                "  overwritten by #{} process {} {} (invoked at {} ns, completed at {})",
+                "  {} #{} process {} {}{} (invoked at {} ns, completed at {})",
+                if v.cause == Cause::Version {
+                    "contradicted by"
+                } else {
+                    "overwritten by"
+                },
                 b.id,
                 b.process,
                 b.label(),
+                b.version.map_or(String::new(), |n| format!(" version {n}")),
                 b.invoke_time,
                 b.complete_time
                     .map_or("never".to_string(), |t| format!("{t} ns")),
