@@ -148,7 +148,10 @@ fn histories_with_versions_of_a_correct_store_are_linearizable() {
             planted += 1;
         }
     }
-    assert!(planted > 10, "seed {seed}: only {planted} stale versions planted");
+    assert!(
+        planted > 10,
+        "seed {seed}: only {planted} stale versions planted"
+    );
 }
 
 /// Indices of ok gets.
