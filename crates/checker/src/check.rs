@@ -7,11 +7,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::budget::Budget;
-use crate::explain::explain;
+use crate::explain::{explain, prefix_before};
 use crate::history::History;
 use crate::model::Model;
+use crate::replay::replay;
 use crate::report::{Cause, KeyReport, KeyVerdict, Report, Verdict, Violation};
 use crate::search::{search, SearchOp, SearchResult};
+use crate::versions::version_violation;
 
 /// Limits and parallelism for [`check`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,9 +44,12 @@ impl Default for CheckOptions {
     }
 }
 
-/// Time an explanation of a violation may take, at least and at most
-/// (within that, four times the search's own time).
-const EXPLAIN_MIN: Duration = Duration::from_millis(500);
+/// Least time an explanation of a violation may take: enough for small
+/// keys, short enough that a failing key is reported about as fast as a
+/// passing one.
+const EXPLAIN_MIN: Duration = Duration::from_millis(20);
+/// Most time an explanation may take (within that, the search's own
+/// time, so explaining at most doubles the time spent on a failing key).
 const EXPLAIN_MAX: Duration = Duration::from_secs(10);
 
 struct KeyTask<'h> {
@@ -58,6 +63,8 @@ struct KeyOutcome {
     checked_ops: usize,
     states: usize,
     elapsed: Duration,
+    search_elapsed: Duration,
+    explain_elapsed: Duration,
     violation: Option<Violation>,
 }
 
@@ -68,6 +75,8 @@ impl KeyOutcome {
             checked_ops: 0,
             states: 0,
             elapsed: Duration::ZERO,
+            search_elapsed: Duration::ZERO,
+            explain_elapsed: Duration::ZERO,
             violation: None,
         }
     }
@@ -100,9 +109,44 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
         checked_ops: ops.len(),
         states: 0,
         elapsed: Duration::ZERO,
+        search_elapsed: Duration::ZERO,
+        explain_elapsed: Duration::ZERO,
         violation: None,
     };
-    match search(&ops, &mut model, budget) {
+    // Recorded versions first: a contradiction needs no search.
+    let key_ops: Vec<&crate::history::Operation> =
+        order.iter().filter_map(|&i| history.ops.get(i)).collect();
+    if let Some((offending, evidence)) = version_violation(&key_ops) {
+        budget.cancel.store(true, Ordering::Relaxed);
+        outcome.verdict = KeyVerdict::NotLinearizable;
+        outcome.violation = Some(Violation {
+            operations: task
+                .ops
+                .iter()
+                .filter_map(|&i| history.ops.get(i).cloned())
+                .collect(),
+            prefix: Vec::new(),
+            offending,
+            cause: Cause::Version,
+            evidence: Some(evidence),
+            value_after_prefix: None,
+        });
+        outcome.elapsed = t0.elapsed();
+        return outcome;
+    }
+    let t_search = Instant::now();
+    let mut result = search(&ops, &mut model, budget);
+    // Every positive answer is checked again: its witness must replay.
+    if let SearchResult::Linearizable { states, witness } = &result {
+        if let Err(why) = replay(&ops, &mut model, witness) {
+            result = SearchResult::Unknown {
+                reason: format!("internal error: the search's witness failed its replay: {why}"),
+                states: *states,
+            };
+        }
+    }
+    outcome.search_elapsed = t_search.elapsed();
+    match result {
         SearchResult::Linearizable { states, .. } => outcome.states = states,
         SearchResult::Violation {
             mut prefix,
@@ -110,6 +154,8 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
             unreachable,
             mut state,
             states,
+            up_front,
+            overwritten_by,
         } => {
             budget.cancel.store(true, Ordering::Relaxed);
             let mut cause = if unreachable {
@@ -117,22 +163,43 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
             } else {
                 Cause::Blocked
             };
-            // A better explanation, if it can be had in a few times the
-            // search's own time (and before the check's deadline).
-            let cap = (t0.elapsed() * 4).clamp(EXPLAIN_MIN, EXPLAIN_MAX);
+            // A better explanation, if it can be had in about the search's
+            // own time (and before the check's deadline).
+            let cap = outcome.search_elapsed.clamp(EXPLAIN_MIN, EXPLAIN_MAX);
             let mut deadline = Instant::now() + cap;
             if let Some(limit) = budget.deadline() {
                 deadline = deadline.min(limit);
             }
-            if let Some(e) = explain(&ops, &mut model, budget, deadline) {
+            let t_explain = Instant::now();
+            let mut explain_states = 0;
+            if up_front {
+                // The reads-from argument is the explanation; only the
+                // prefix (what completed before the op) is searched for.
+                if overwritten_by.is_some() {
+                    cause = Cause::Overwritten;
+                }
+                if let Some((p, s)) = prefix_before(
+                    &ops,
+                    &mut model,
+                    offending,
+                    budget,
+                    deadline,
+                    &mut explain_states,
+                ) {
+                    prefix = p;
+                    state = s;
+                }
+            } else if let Some(e) = explain(&ops, &mut model, budget, deadline, &mut explain_states)
+            {
                 prefix = e.prefix;
                 offending = e.offending;
                 state = e.state;
                 cause = Cause::FirstFailure;
             }
+            outcome.explain_elapsed = t_explain.elapsed();
             let id = |local: usize| global.get(local).copied().unwrap_or(usize::MAX);
             outcome.verdict = KeyVerdict::NotLinearizable;
-            outcome.states = states;
+            outcome.states = states + explain_states;
             outcome.violation = Some(Violation {
                 operations: task
                     .ops
@@ -142,6 +209,9 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
                 prefix: prefix.into_iter().map(id).collect(),
                 offending: id(offending),
                 cause,
+                evidence: overwritten_by
+                    .filter(|_| cause == Cause::Overwritten)
+                    .map(id),
                 value_after_prefix: model.value(state).map(str::to_string),
             });
         }
@@ -272,6 +342,8 @@ pub fn check(history: &History, opts: &CheckOptions) -> Report {
                 checked_ops: o.checked_ops,
                 states: o.states,
                 elapsed: o.elapsed,
+                search_elapsed: o.search_elapsed,
+                explain_elapsed: o.explain_elapsed,
                 violation: o.violation,
             }
         })

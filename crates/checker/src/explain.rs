@@ -72,6 +72,7 @@ fn probe(
     skip: Option<usize>,
     limits: &Budget,
     deadline: Instant,
+    explored: &mut usize,
 ) -> Option<Result<Vec<usize>, ()>> {
     let (sub, index) = truncated(ops, t, skip);
     let now = Instant::now();
@@ -84,12 +85,22 @@ fn probe(
         limits.max_bytes(),
     );
     match search(&sub, model, &budget) {
-        SearchResult::Linearizable { witness, .. } => Some(Ok(witness
-            .into_iter()
-            .filter_map(|i| index.get(i).copied())
-            .collect())),
-        SearchResult::Violation { .. } => Some(Err(())),
-        SearchResult::Unknown { .. } | SearchResult::Cancelled => None,
+        SearchResult::Linearizable { witness, states } => {
+            *explored += states;
+            Some(Ok(witness
+                .into_iter()
+                .filter_map(|i| index.get(i).copied())
+                .collect()))
+        }
+        SearchResult::Violation { states, .. } => {
+            *explored += states;
+            Some(Err(()))
+        }
+        SearchResult::Unknown { states, .. } => {
+            *explored += states;
+            None
+        }
+        SearchResult::Cancelled => None,
     }
 }
 
@@ -101,6 +112,7 @@ pub(crate) fn explain(
     model: &mut Model,
     limits: &Budget,
     deadline: Instant,
+    states: &mut usize,
 ) -> Option<Explanation> {
     let mut times: Vec<u64> = ops
         .iter()
@@ -115,7 +127,7 @@ pub(crate) fn explain(
     let (mut lo, mut hi) = (0, times.len().checked_sub(1)?);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        match probe(ops, model, times[mid], None, limits, deadline)? {
+        match probe(ops, model, times[mid], None, limits, deadline, states)? {
             Ok(_) => lo = mid + 1,
             Err(()) => hi = mid,
         }
@@ -129,7 +141,7 @@ pub(crate) fn explain(
     // whose removal makes the history at `t` linearizable again.
     let mut found = None;
     for &o in &completing {
-        if let Ok(witness) = probe(ops, model, t, Some(o), limits, deadline)? {
+        if let Ok(witness) = probe(ops, model, t, Some(o), limits, deadline, states)? {
             found = Some((o, witness));
             break;
         }
@@ -139,17 +151,50 @@ pub(crate) fn explain(
         None => {
             let offending = *completing.first()?;
             let before = hi.checked_sub(1).map_or(0, |i| times[i]);
-            let witness = probe(ops, model, before, Some(offending), limits, deadline)?.ok()?;
+            let witness = probe(
+                ops,
+                model,
+                before,
+                Some(offending),
+                limits,
+                deadline,
+                states,
+            )?
+            .ok()?;
             (offending, witness)
         }
     };
-    let mut state = ABSENT;
-    for &i in &prefix {
-        state = model.step(state, ops.get(i)?.step)?;
-    }
+    let state = replay_state(ops, model, &prefix)?;
     Some(Explanation {
         prefix,
         offending,
         state,
     })
+}
+
+/// The state after applying `prefix` (indices of `ops`) from absent, or
+/// `None` if some step is illegal.
+fn replay_state(ops: &[SearchOp], model: &mut Model, prefix: &[usize]) -> Option<StateId> {
+    let mut state = ABSENT;
+    for &i in prefix {
+        state = model.step(state, ops.get(i)?.step)?;
+    }
+    Some(state)
+}
+
+/// For an op refuted before the search: a linearization of the history as
+/// known when `op` was invoked (without it), and the state after it;
+/// `None` if that cannot be found by `deadline`.
+pub(crate) fn prefix_before(
+    ops: &[SearchOp],
+    model: &mut Model,
+    op: usize,
+    limits: &Budget,
+    deadline: Instant,
+    states: &mut usize,
+) -> Option<(Vec<usize>, StateId)> {
+    let t = ops.get(op)?.call;
+    let prefix = probe(ops, model, t, Some(op), limits, deadline, states)?.ok()?;
+    let state = replay_state(ops, model, &prefix)?;
+    Some((prefix, state))
 }

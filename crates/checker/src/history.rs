@@ -128,6 +128,10 @@ pub struct Event {
     pub value: Option<String>,
     /// cas only: the value the key must hold for the swap (`None` = absent).
     pub expected: Option<String>,
+    /// Optional, on an `ok` completion only: for put/append/delete/cas the
+    /// version the node gave the key by this write; for a get the version
+    /// of the value it read. Ignored elsewhere; absent = not recorded.
+    pub version: Option<u64>,
     /// Nanoseconds since the start of the run.
     pub time: u64,
 }
@@ -152,6 +156,9 @@ impl Serialize for Event {
         if self.expected.is_some() || expected_required {
             map.serialize_entry("expected", &self.expected)?;
         }
+        if let Some(v) = self.version {
+            map.serialize_entry("version", &v)?;
+        }
         map.serialize_entry("time", &self.time)?;
         map.end()
     }
@@ -170,6 +177,8 @@ struct RawEvent {
     value: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     expected: Option<Option<String>>,
+    #[serde(default)]
+    version: Option<u64>,
     time: u64,
 }
 
@@ -216,6 +225,7 @@ impl TryFrom<RawEvent> for Event {
             key: raw.key,
             value: raw.value.flatten(),
             expected: raw.expected.flatten(),
+            version: raw.version,
             time: raw.time,
         })
     }
@@ -286,6 +296,7 @@ impl Command {
             key: key.to_string(),
             value,
             expected,
+            version: None,
             time,
         }
     }
@@ -355,6 +366,9 @@ pub struct Operation {
     /// For a `get` that completed `ok`: the value read (`None` = absent).
     /// Always `None` otherwise.
     pub read: Option<String>,
+    /// For an op that completed `ok` with a recorded version: the version
+    /// the write gave the key, or the version a get read.
+    pub version: Option<u64>,
     /// Invoke time (ns).
     pub invoke_time: u64,
     /// Completion time (ns), `None` if no completion event was seen.
@@ -439,6 +453,20 @@ pub enum ParseErrorKind {
         /// Line of the open invoke.
         open_line: usize,
     },
+    /// An invoke earlier than the completion of the same process's
+    /// previous operation: the process would have two operations open at
+    /// once, which no client can do.
+    #[error("process {process} invokes at time {time}, before its previous operation (invoked on line {previous_line}) completed at time {previous_complete}")]
+    InvokeBeforePreviousCompletion {
+        /// The process.
+        process: u64,
+        /// The new invoke's time.
+        time: u64,
+        /// Line of the previous operation's invoke.
+        previous_line: usize,
+        /// Completion time of the previous operation.
+        previous_complete: u64,
+    },
     /// A completion whose `f` or `key` differ from its invoke's.
     #[error("completion is {f} on key {key:?} but the open invoke (line {invoke_line}) is {invoke_f} on key {invoke_key:?}")]
     CompletionMismatch {
@@ -483,6 +511,8 @@ pub(crate) struct Assembler {
     ops: Vec<Operation>,
     /// process -> (index in ops, line of the invoke)
     open: HashMap<u64, (usize, usize)>,
+    /// process -> (completion time, invoke line) of its last completed op.
+    done: HashMap<u64, (u64, usize)>,
 }
 
 impl Assembler {
@@ -494,6 +524,16 @@ impl Assembler {
                     open_line,
                 });
             }
+            if let Some(&(previous_complete, previous_line)) = self.done.get(&e.process) {
+                if e.time < previous_complete {
+                    return Err(ParseErrorKind::InvokeBeforePreviousCompletion {
+                        process: e.process,
+                        time: e.time,
+                        previous_line,
+                        previous_complete,
+                    });
+                }
+            }
             let id = self.ops.len();
             self.ops.push(Operation {
                 id,
@@ -502,6 +542,7 @@ impl Assembler {
                 key: e.key,
                 outcome: Outcome::Info,
                 read: None,
+                version: None,
                 invoke_time: e.time,
                 complete_time: None,
             });
@@ -546,7 +587,11 @@ impl Assembler {
         if op.outcome == Outcome::Ok && e.f == OpFn::Get {
             op.read = e.value;
         }
+        if op.outcome == Outcome::Ok {
+            op.version = e.version;
+        }
         self.open.remove(&e.process);
+        self.done.insert(e.process, (e.time, invoke_line));
         Ok(())
     }
 
@@ -630,6 +675,7 @@ impl HistoryBuilder {
         time: u64,
         kind: EventType,
         value: Option<String>,
+        version: Option<u64>,
     ) -> &mut Self {
         // An unknown process yields an event that build() rejects with
         // CompletionWithoutInvoke at this position.
@@ -645,6 +691,7 @@ impl HistoryBuilder {
             key,
             value,
             expected: None,
+            version,
             time,
         })
     }
@@ -652,17 +699,35 @@ impl HistoryBuilder {
     /// The open operation of `process` completes `ok`; `read` is the value
     /// read by a `get` (`None` = absent) and ignored otherwise.
     pub fn ok(&mut self, process: u64, time: u64, read: Option<&str>) -> &mut Self {
-        self.complete(process, time, EventType::Ok, read.map(str::to_string))
+        self.complete(process, time, EventType::Ok, read.map(str::to_string), None)
+    }
+
+    /// Like [`HistoryBuilder::ok`], with the version the node returned (a
+    /// write's new version, or the version a get read).
+    pub fn ok_versioned(
+        &mut self,
+        process: u64,
+        time: u64,
+        read: Option<&str>,
+        version: u64,
+    ) -> &mut Self {
+        self.complete(
+            process,
+            time,
+            EventType::Ok,
+            read.map(str::to_string),
+            Some(version),
+        )
     }
 
     /// The open operation of `process` completes `fail`.
     pub fn fail(&mut self, process: u64, time: u64) -> &mut Self {
-        self.complete(process, time, EventType::Fail, None)
+        self.complete(process, time, EventType::Fail, None, None)
     }
 
     /// The open operation of `process` completes `info` (unknown outcome).
     pub fn info(&mut self, process: u64, time: u64) -> &mut Self {
-        self.complete(process, time, EventType::Info, None)
+        self.complete(process, time, EventType::Info, None, None)
     }
 
     /// The events so far.

@@ -78,7 +78,13 @@ impl Recorder {
         Ok(time)
     }
 
-    fn complete(&self, process: u64, kind: EventType, value: Option<&str>) -> io::Result<u64> {
+    fn complete(
+        &self,
+        process: u64,
+        kind: EventType,
+        value: Option<&str>,
+        version: Option<u64>,
+    ) -> io::Result<u64> {
         let mut inner = self.lock();
         let Some((f, key)) = inner.open.get(&process).cloned() else {
             return Err(io::Error::new(
@@ -94,6 +100,7 @@ impl Recorder {
             key,
             value: value.map(str::to_string),
             expected: None,
+            version,
             time,
         };
         write_event(&mut inner.out, &event)?;
@@ -104,18 +111,24 @@ impl Recorder {
     /// The open operation of `process` succeeded. `read` is what a `get`
     /// read (`None` = absent); it is ignored for other operations.
     pub fn ok(&self, process: u64, read: Option<&str>) -> io::Result<u64> {
-        self.complete(process, EventType::Ok, read)
+        self.complete(process, EventType::Ok, read, None)
+    }
+
+    /// Like [`Recorder::ok`], with the version the node returned: a write's
+    /// new version, or the version of the value a `get` read.
+    pub fn ok_versioned(&self, process: u64, read: Option<&str>, version: u64) -> io::Result<u64> {
+        self.complete(process, EventType::Ok, read, Some(version))
     }
 
     /// The open operation of `process` definitely did not happen (for a
     /// `cas`: it saw a value different from `expected`).
     pub fn fail(&self, process: u64) -> io::Result<u64> {
-        self.complete(process, EventType::Fail, None)
+        self.complete(process, EventType::Fail, None, None)
     }
 
     /// The outcome of the open operation of `process` is unknown.
     pub fn info(&self, process: u64) -> io::Result<u64> {
-        self.complete(process, EventType::Info, None)
+        self.complete(process, EventType::Info, None, None)
     }
 
     /// Flushes buffered lines to the writer.

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::json;
 
-use crate::history::{show_value, Operation};
+use crate::history::{show_value, Command, Operation, Outcome};
 
 /// The overall answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -51,6 +52,16 @@ pub enum KeyVerdict {
 }
 
 impl KeyVerdict {
+    /// `linearizable`, `not_linearizable`, `unknown` or `skipped`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KeyVerdict::Linearizable => "linearizable",
+            KeyVerdict::NotLinearizable => "not_linearizable",
+            KeyVerdict::Unknown { .. } => "unknown",
+            KeyVerdict::Skipped => "skipped",
+        }
+    }
+
     fn text(&self) -> String {
         match self {
             KeyVerdict::Linearizable => "linearizable".to_string(),
@@ -81,6 +92,11 @@ pub struct Violation {
     pub value_after_prefix: Option<String>,
     /// Why the offending op cannot be placed.
     pub cause: Cause,
+    /// The op (id) that shows why: for [`Cause::Overwritten`] the write
+    /// that overwrote the value the offending op needs before it was
+    /// invoked; for [`Cause::Version`] the op whose version contradicts
+    /// the offending op's.
+    pub evidence: Option<usize>,
 }
 
 /// Why the offending op of a [`Violation`] cannot be placed after the
@@ -99,9 +115,33 @@ pub enum Cause {
     /// when it completed is not: this is the first completion that makes
     /// the history non-linearizable.
     FirstFailure,
+    /// Found before any search (reads-from): every write of the value it
+    /// needs is followed, before it was invoked, by a completed write of
+    /// another value ([`Violation::evidence`] is the latest), so it
+    /// cannot be linearized anywhere. The prefix shown linearizes the ops
+    /// that completed before it was invoked.
+    Overwritten,
+    /// Its recorded version contradicts another op's
+    /// ([`Violation::evidence`]): versions of a key only grow (a write
+    /// completed before another is invoked has the smaller version, a read
+    /// never returns a version older than one already written or read), and
+    /// a read returns the version of the write whose value it read. Found
+    /// before the search; the prefix is empty.
+    Version,
 }
 
 impl Cause {
+    /// `blocked`, `unreachable` or `first_failure`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Cause::Blocked => "blocked",
+            Cause::Unreachable => "unreachable",
+            Cause::FirstFailure => "first_failure",
+            Cause::Overwritten => "overwritten",
+            Cause::Version => "version",
+        }
+    }
+
     /// One sentence for reports.
     pub fn explain(self) -> &'static str {
         match self {
@@ -117,6 +157,15 @@ impl Cause {
                 "it is the first operation whose completion makes the history non-linearizable: \
                  everything invoked before it completed linearizes (as numbered, without it), \
                  and no linearization includes it as completed"
+            }
+            Cause::Overwritten => {
+                "the value it needs was overwritten before it was invoked: every write of that \
+                 value is followed, in real time, by a completed write of another value (the \
+                 prefix linearizes what completed before it was invoked)"
+            }
+            Cause::Version => {
+                "its version contradicts the operation below: versions of a key only grow, \
+                 and a read returns the version of the write whose value it read"
             }
         }
     }
@@ -195,6 +244,12 @@ pub struct KeyReport {
     pub states: usize,
     /// Wall time spent on this key.
     pub elapsed: Duration,
+    /// Of `elapsed`, the time of the search itself (including the replay
+    /// of its witness).
+    pub search_elapsed: Duration,
+    /// Of `elapsed`, the time spent explaining a violation after the
+    /// search found it (zero for other verdicts).
+    pub explain_elapsed: Duration,
     /// Evidence, when `verdict` is `NotLinearizable`.
     pub violation: Option<Violation>,
 }
@@ -272,13 +327,21 @@ impl Report {
             fmt_duration(self.elapsed)
         );
         for k in &self.keys {
+            let cause = k.violation.as_ref().map(|v| v.cause);
+            let how = match cause {
+                Some(Cause::Overwritten) => format!(
+                    "refuted before the search by reads-from, {} states to show a prefix",
+                    k.states
+                ),
+                Some(Cause::Version) => "refuted before the search by versions".to_string(),
+                _ => format!("{} states", k.states),
+            };
             let _ = writeln!(
                 s,
-                "key {:?}: {} ({} ops, {} states, {})",
+                "key {:?}: {} ({} ops, {how}, {})",
                 k.key,
                 k.verdict.text(),
                 k.ops,
-                k.states,
                 fmt_duration(k.elapsed)
             );
         }
@@ -287,6 +350,76 @@ impl Report {
         }
         let _ = writeln!(s, "verdict: {}", self.verdict_text());
         s
+    }
+
+    /// The report as one JSON object (what `kvctl check --json` prints):
+    ///
+    /// ```text
+    /// {"verdict": "linearizable" | "not_linearizable" | "unknown",
+    ///  "reason": ..., (unknown only)
+    ///  "exit_code": 0 | 1 | 2, "total_ops": N, "elapsed_ms": F,
+    ///  "keys": [{"key", "verdict", "reason"?, "ops", "checked_ops", "states",
+    ///            "elapsed_ms", "search_ms", "explain_ms"}],
+    ///  "counterexample": null | {"key", "cause", "because", "prefix": [op ids
+    ///            in linearization order], "value_after_prefix", "offending": op,
+    ///            "operations": [every op on the key]}}
+    /// ```
+    ///
+    /// An op is `{"id", "process", "f", "value"?, "expected"?, "outcome":
+    /// "ok" | "fail" | "info", "read"? (get ok), "invoke_time",
+    /// "complete_time" (null: never), "label"}`. Only the first failing
+    /// key's counterexample is given (the check stops at the first).
+    pub fn to_json(&self) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self
+            .keys
+            .iter()
+            .map(|k| {
+                let mut v = json!({
+                    "key": k.key,
+                    "verdict": k.verdict.code(),
+                    "ops": k.ops,
+                    "checked_ops": k.checked_ops,
+                    "states": k.states,
+                    "elapsed_ms": ms(k.elapsed),
+                    "search_ms": ms(k.search_elapsed),
+                    "explain_ms": ms(k.explain_elapsed),
+                });
+                if let (KeyVerdict::Unknown { reason }, Some(obj)) = (&k.verdict, v.as_object_mut())
+                {
+                    obj.insert("reason".to_string(), json!(reason));
+                }
+                v
+            })
+            .collect();
+        let counterexample = self.violations().next().map(|(k, v)| {
+            json!({
+                "key": k.key,
+                "cause": v.cause.code(),
+                "because": v.cause.explain(),
+                "prefix": v.prefix,
+                "value_after_prefix": v.value_after_prefix,
+                "offending": v.op(v.offending).map(op_json),
+                "evidence": v.evidence.and_then(|id| v.op(id)).map(op_json),
+                "operations": v.operations.iter().map(op_json).collect::<Vec<_>>(),
+            })
+        });
+        let (verdict, reason) = match &self.verdict {
+            Verdict::Linearizable => ("linearizable", None),
+            Verdict::NotLinearizable => ("not_linearizable", None),
+            Verdict::Unknown { reason } => ("unknown", Some(reason)),
+        };
+        let mut v = json!({
+            "verdict": verdict,
+            "exit_code": self.exit_code(),
+            "total_ops": self.total_ops,
+            "elapsed_ms": ms(self.elapsed),
+            "keys": keys,
+            "counterexample": counterexample,
+        });
+        if let (Some(reason), Some(obj)) = (reason, v.as_object_mut()) {
+            obj.insert("reason".to_string(), json!(reason));
+        }
+        v
     }
 
     /// A self-contained HTML page (inline CSS and a few lines of JS, no
@@ -299,6 +432,41 @@ impl Report {
     pub fn to_html(&self) -> String {
         crate::html::render(self)
     }
+}
+
+/// Milliseconds, as a float, for JSON.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One operation as JSON (see [`Report::to_json`]).
+fn op_json(o: &Operation) -> serde_json::Value {
+    let mut v = json!({
+        "id": o.id,
+        "process": o.process,
+        "f": o.command.f().as_str(),
+        "outcome": o.outcome.as_str(),
+        "invoke_time": o.invoke_time,
+        "complete_time": o.complete_time,
+        "label": o.label(),
+        "version": o.version,
+    });
+    if let Some(obj) = v.as_object_mut() {
+        match &o.command {
+            Command::Put { value } | Command::Append { value } => {
+                obj.insert("value".to_string(), json!(value));
+            }
+            Command::Cas { expected, value } => {
+                obj.insert("expected".to_string(), json!(expected));
+                obj.insert("value".to_string(), json!(value));
+            }
+            Command::Get | Command::Delete => {}
+        }
+        if o.outcome == Outcome::Ok && o.command == Command::Get {
+            obj.insert("read".to_string(), json!(o.read));
+        }
+    }
+    v
 }
 
 const TEXT_PREFIX_SHOWN: usize = 20;
@@ -371,15 +539,34 @@ fn write_violation_text(s: &mut String, k: &KeyReport, v: &Violation) {
     if let Some(off) = v.op(v.offending) {
         let _ = writeln!(
             s,
-            "  cannot linearize: #{} process {} {} (invoked at {} ns, completed at {})\n    because {}",
+            "  cannot linearize: #{} process {} {}{} (invoked at {} ns, completed at {})\n    because {}",
             off.id,
             off.process,
             off.label(),
+            off.version.map_or(String::new(), |n| format!(" version {n}")),
             off.invoke_time,
             off.complete_time
                 .map_or("never".to_string(), |t| format!("{t} ns")),
             v.cause.explain()
         );
+        if let Some(b) = v.evidence.and_then(|id| v.op(id)) {
+            let _ = writeln!(
+                s,
+                "  {} #{} process {} {}{} (invoked at {} ns, completed at {})",
+                if v.cause == Cause::Version {
+                    "contradicted by"
+                } else {
+                    "overwritten by"
+                },
+                b.id,
+                b.process,
+                b.label(),
+                b.version.map_or(String::new(), |n| format!(" version {n}")),
+                b.invoke_time,
+                b.complete_time
+                    .map_or("never".to_string(), |t| format!("{t} ns")),
+            );
+        }
     }
     let window = v.window(TEXT_OPS_SHOWN);
     let base = window.iter().map(|o| o.invoke_time).min().unwrap_or(0);

@@ -112,6 +112,12 @@ pub(crate) enum SearchResult {
         /// State after the prefix.
         state: StateId,
         states: usize,
+        /// Refuted before the search by the reads-from argument (see
+        /// [`impossible_observer`]); then `prefix` is empty and
+        /// `overwritten_by` is the latest required write of another value
+        /// that completed before `offending` was invoked, if any.
+        up_front: bool,
+        overwritten_by: Option<usize>,
     },
     Unknown {
         reason: String,
@@ -681,6 +687,8 @@ impl<'a> Searcher<'a> {
             unreachable,
             state,
             states: self.memo.len,
+            up_front: false,
+            overwritten_by: None,
         }
     }
 }
@@ -712,6 +720,8 @@ pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> Se
             unreachable: true,
             state: ABSENT,
             states: 0,
+            up_front: true,
+            overwritten_by: overwriter(ops, op),
         };
     }
     let mut s = Searcher::new(ops, model);
@@ -905,6 +915,34 @@ fn unobservable(ops: &[SearchOp], model: &Model) -> Vec<bool> {
             }
         })
         .collect()
+}
+
+/// For an observer refuted by [`impossible_observer`]: the required op
+/// setting another value (put, delete, append, ok cas) that completed
+/// before the observer was invoked and was invoked last. It seals every
+/// sealed producer (it is invoked after any op another sealer is), so it
+/// is the overwrite to show. `None` when the value was never written.
+fn overwriter(ops: &[SearchOp], observer: usize) -> Option<usize> {
+    let o = ops.get(observer)?;
+    let wanted = match o.step {
+        Step::Read(v) | Step::CasOk { expected: v, .. } => v,
+        _ => return None,
+    };
+    // A value never written was not overwritten: it never existed.
+    let written = wanted == ABSENT || ops.iter().any(|p| reset_value(p.step) == Some(wanted));
+    if !written {
+        return None;
+    }
+    ops.iter()
+        .enumerate()
+        .filter(|(_, b)| b.required && b.ret.is_some_and(|r| r < o.call))
+        .filter(|(_, b)| match b.step {
+            Step::Write(v) | Step::CasOk { new: v, .. } => v != wanted,
+            Step::Append(_) => true,
+            _ => false,
+        })
+        .max_by_key(|(i, b)| (b.call, *i))
+        .map(|(i, _)| i)
 }
 
 /// A required read or ok cas whose value cannot be current when it takes

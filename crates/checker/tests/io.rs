@@ -143,6 +143,35 @@ fn invoke_while_open_is_rejected() {
 }
 
 #[test]
+fn invoke_before_previous_completion_is_rejected() {
+    // Property: a process's next invoke is not earlier than its previous
+    // operation's completion (file order alone is not enough).
+    let text = r#"{"process": 1, "type": "invoke", "f": "put", "key": "k", "value": "a", "time": 0}
+{"process": 1, "type": "ok", "f": "put", "key": "k", "time": 50}
+{"process": 1, "type": "invoke", "f": "get", "key": "k", "time": 30}
+"#;
+    let (line, kind) = parse_err(text);
+    assert_eq!(line, 3);
+    assert_eq!(
+        kind,
+        ParseErrorKind::InvokeBeforePreviousCompletion {
+            process: 1,
+            time: 30,
+            previous_line: 1,
+            previous_complete: 50,
+        }
+    );
+    let msg = kind.to_string();
+    assert!(msg.contains("process 1") && msg.contains("line 1"), "{msg}");
+    // The builder rejects it the same way.
+    let mut b = HistoryBuilder::new();
+    b.invoke(1, 0, "k", Command::Delete)
+        .info(1, 50)
+        .invoke(1, 49, "k", Command::Get);
+    assert_eq!(b.build().unwrap_err().line, 3);
+}
+
+#[test]
 fn completion_must_repeat_f_and_key() {
     // Property: the completion is for the same operation as the invoke.
     let (line, kind) = parse_err(&format!(
@@ -348,10 +377,32 @@ fn write_file(name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// Runs the CLI; returns the exit code and stdout followed by stderr.
 fn cli(path: &std::path::Path, html: Option<&std::path::Path>) -> (i32, String) {
-    let mut out = Vec::new();
-    let code = run_cli(path, &CheckOptions::default(), html, &mut out);
-    (code, String::from_utf8(out).unwrap())
+    let (code, out, err) = cli_split(path, html, false);
+    (code, format!("{out}{err}"))
+}
+
+/// Runs the CLI; returns the exit code, stdout and stderr.
+fn cli_split(
+    path: &std::path::Path,
+    html: Option<&std::path::Path>,
+    json: bool,
+) -> (i32, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_cli(
+        path,
+        &CheckOptions::default(),
+        html,
+        json,
+        &mut out,
+        &mut err,
+    );
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
 }
 
 fn stale_read_jsonl(key: &str, value: &str) -> String {
@@ -428,13 +479,94 @@ fn cli_exit_code_1_and_report_when_not_linearizable() {
 #[test]
 fn cli_exit_code_2_on_invalid_input_names_the_line() {
     // Property: invalid input exits 2 and names the first bad line.
+    // Errors go to stderr, stdout stays empty.
     let path = write_file("bad.jsonl", &format!("{INV1}\n{INV1}\n"));
-    let (code, out) = cli(&path, None);
+    let (code, out, err) = cli_split(&path, None, false);
     assert_eq!(code, 2);
-    assert!(out.contains("line 2"), "{out}");
-    let (code, out) = cli(&temp_path("does-not-exist.jsonl"), None);
+    assert!(err.contains("line 2"), "{err}");
+    assert_eq!(out, "");
+    let (code, out, err) = cli_split(&temp_path("does-not-exist.jsonl"), None, false);
     assert_eq!(code, 2);
-    assert!(out.contains("cannot open"), "{out}");
+    assert!(err.contains("cannot open"), "{err}");
+    assert_eq!(out, "");
+}
+
+#[test]
+fn cli_exit_code_2_when_nothing_completed() {
+    // Property: a history in which no operation completed proves nothing:
+    // exit 2 with "nothing to check", not 0.
+    for (name, text) in [
+        ("empty.jsonl", String::new()),
+        (
+            "infos.jsonl",
+            format!(
+                "{INV1}\n{}\n{}\n",
+                r#"{"process":1,"type":"info","f":"put","key":"k","time":9}"#,
+                r#"{"process":2,"type":"invoke","f":"get","key":"k","time":10}"#
+            ),
+        ),
+    ] {
+        let path = write_file(name, &text);
+        let (code, out) = cli(&path, None);
+        assert_eq!(code, 2, "{name}: {out}");
+        assert!(out.contains("nothing to check"), "{name}: {out}");
+    }
+}
+
+#[test]
+fn unwritable_html_keeps_the_verdict_exit_code() {
+    // Property: the exit code is the verdict's; a failed HTML write is
+    // reported but does not turn 1 (or 0) into 2.
+    let bad = std::path::Path::new("/nonexistent-kvorum-dir/report.html");
+    let path = write_file("stale-html.jsonl", &stale_read_jsonl("k", "first"));
+    let (code, out) = cli(&path, Some(bad));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cannot write HTML report"), "{out}");
+    let (_, stdout, stderr) = cli_split(&path, Some(bad), false);
+    assert!(stderr.contains("cannot write HTML report"), "{stderr}");
+    assert!(!stdout.contains("cannot write"), "{stdout}");
+    let path = write_file("good-html.jsonl", GOOD);
+    let (code, out) = cli(&path, Some(bad));
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn cli_json_prints_one_object_and_nothing_else() {
+    // Property: with --json, stdout is exactly one JSON object with the
+    // verdict, per-key results with timings and the counterexample.
+    let path = write_file("stale-json.jsonl", &stale_read_jsonl("k", "first"));
+    let (code, out, _) = cli_split(&path, None, true);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["verdict"], "not_linearizable", "{v}");
+    assert_eq!(v["exit_code"], 1);
+    assert_eq!(v["keys"][0]["key"], "k");
+    assert_eq!(v["keys"][0]["verdict"], "not_linearizable");
+    for field in ["elapsed_ms", "search_ms", "explain_ms", "states"] {
+        assert!(v["keys"][0][field].is_number(), "{field}: {v}");
+    }
+    let cx = &v["counterexample"];
+    assert_eq!(cx["key"], "k");
+    assert_eq!(cx["offending"]["id"], 2, "{cx}");
+    assert_eq!(cx["offending"]["read"], "first");
+    assert_eq!(cx["prefix"], serde_json::json!([0, 1]));
+    assert_eq!(cx["value_after_prefix"], "second");
+    assert_eq!(cx["operations"].as_array().map(Vec::len), Some(4));
+
+    let good = write_file("good-json.jsonl", GOOD);
+    let (code, out, _) = cli_split(&good, None, true);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["verdict"], "linearizable");
+    assert!(v["counterexample"].is_null());
+
+    // Inputs that cannot be checked: still one object, the message on stderr.
+    let empty = write_file("empty-json.jsonl", "");
+    let (code, out, err) = cli_split(&empty, None, true);
+    assert_eq!(code, 2);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["verdict"], "nothing_to_check");
+    assert!(err.contains("nothing to check"), "{err}");
 }
 
 #[test]
@@ -468,7 +600,10 @@ fn cli_exit_code_2_when_unknown() {
         ..CheckOptions::default()
     };
     let mut out = Vec::new();
-    assert_eq!(run_cli(&path, &opts, None, &mut out), 2);
+    assert_eq!(
+        run_cli(&path, &opts, None, false, &mut out, &mut Vec::new()),
+        2
+    );
     assert!(String::from_utf8(out).unwrap().contains("UNKNOWN"));
 }
 

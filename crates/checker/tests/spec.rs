@@ -120,17 +120,42 @@ fn stale_read_is_rejected() {
 }
 
 #[test]
+fn read_refuted_up_front_names_the_overwrite_without_a_zero_states_line() {
+    // Property: a read whose value was overwritten (by a completed write,
+    // after every write of it) before it was invoked is refuted before the
+    // search; the report names that overwrite, gives the prefix known when
+    // the read was invoked, and does not claim "0 states".
+    let r = assert_violation(&[
+        "1 0..10 append a",
+        "2 5..25 append b",
+        "1 20..30 append c",
+        "3 40..50 get -> nil",
+        "2 45..60 append d",
+    ]);
+    let text = r.to_text();
+    let (_, v) = r.violations().next().unwrap();
+    assert_eq!(v.offending, 3, "{text}");
+    assert_eq!(v.prefix.len(), 3, "{text}");
+    assert_eq!(v.value_after_prefix.as_deref(), Some("abc"), "{text}");
+    assert!(text.contains("overwritten by #2"), "{text}");
+    assert!(!text.contains(" 0 states"), "{text}");
+    assert_eq!(v.cause, Cause::Overwritten);
+    assert_eq!(v.evidence, Some(2));
+}
+
+#[test]
 fn report_blames_the_first_completion_that_breaks_linearizability() {
     // Property: the offending op is the one whose completion first makes
     // the history non-linearizable, and the prefix linearizes everything
     // invoked before that. Here the search could also dead-end on the
-    // later read of v3, but the stale read of v1 comes first.
+    // later read, but the stale read of "a" comes first. (Appends, so that
+    // the reads-from argument cannot refute it before the search.)
     let r = assert_violation(&[
-        "1 0..10 put v1",
-        "1 20..30 put v2",
-        "2 40..50 get -> v1",
-        "1 60..70 put v3",
-        "3 80..90 get -> v3",
+        "1 0..10 append a",
+        "1 20..30 append b",
+        "2 40..50 get -> a",
+        "1 60..70 append c",
+        "3 80..90 get -> abc",
     ]);
     let (_, v) = r.violations().next().unwrap();
     assert_eq!(v.offending, 2);
@@ -587,4 +612,99 @@ fn violation_beats_unknown_in_the_overall_verdict() {
         "{}",
         r.to_text()
     );
+}
+
+// ---- Versions ----------------------------------------------------------------
+
+fn put(value: &str) -> Command {
+    Command::Put {
+        value: value.into(),
+    }
+}
+
+#[track_caller]
+fn verdict_of(b: &HistoryBuilder) -> Report {
+    check(&b.build().unwrap(), &CheckOptions::default())
+}
+
+#[test]
+fn versioned_history_that_agrees_is_linearizable() {
+    // Property: versions that grow with the writes and reads that return
+    // the version of the write they observe are accepted, alongside ops
+    // without versions (checked as before).
+    let mut b = HistoryBuilder::new();
+    b.invoke(1, 0, "k", put("a"))
+        .ok_versioned(1, 10, None, 1)
+        .invoke(2, 5, "k", put("b"))
+        .ok_versioned(2, 30, None, 2)
+        .invoke(3, 12, "k", Command::Get)
+        .ok_versioned(3, 20, Some("a"), 1)
+        .invoke(1, 40, "k", Command::Append { value: "c".into() })
+        .ok_versioned(1, 50, None, 3)
+        .invoke(3, 45, "k", Command::Get)
+        .ok_versioned(3, 60, Some("bc"), 3)
+        .invoke(2, 70, "k", Command::Get)
+        .ok(2, 80, Some("bc"))
+        .invoke(1, 90, "k", Command::Delete)
+        .ok_versioned(1, 95, None, 4);
+    let r = verdict_of(&b);
+    assert_eq!(r.verdict, Verdict::Linearizable, "{}", r.to_text());
+}
+
+#[test]
+fn read_of_an_older_version_after_a_newer_write_completed_is_rejected() {
+    // Property: the values alone are linearizable (both writes wrote "x"),
+    // but the read returns version 1 after the write of version 2
+    // completed: versions never go back.
+    let mut b = HistoryBuilder::new();
+    b.invoke(1, 0, "k", put("x"))
+        .ok_versioned(1, 10, None, 1)
+        .invoke(1, 20, "k", put("x"))
+        .ok_versioned(1, 30, None, 2)
+        .invoke(2, 40, "k", Command::Get)
+        .ok_versioned(2, 50, Some("x"), 1);
+    let r = verdict_of(&b);
+    assert_eq!(r.verdict, Verdict::NotLinearizable, "{}", r.to_text());
+    let (_, v) = r.violations().next().unwrap();
+    assert_eq!(v.offending, 2, "{}", r.to_text());
+    assert_eq!(v.cause, Cause::Version, "{}", r.to_text());
+    assert_eq!(v.evidence, Some(1), "{}", r.to_text());
+}
+
+#[test]
+fn write_versions_going_back_in_real_time_are_rejected() {
+    let mut b = HistoryBuilder::new();
+    b.invoke(1, 0, "k", put("a"))
+        .ok_versioned(1, 10, None, 5)
+        .invoke(1, 20, "k", put("b"))
+        .ok_versioned(1, 30, None, 3);
+    let r = verdict_of(&b);
+    assert_eq!(r.verdict, Verdict::NotLinearizable, "{}", r.to_text());
+}
+
+#[test]
+fn read_must_return_the_version_of_the_write_it_observes() {
+    // Property: by values, "a" can be read after both (concurrent) writes
+    // if b took effect first; but the read names version 2, b's.
+    let mut b = HistoryBuilder::new();
+    b.invoke(1, 0, "k", put("a"))
+        .invoke(2, 0, "k", put("b"))
+        .ok_versioned(1, 10, None, 1)
+        .ok_versioned(2, 10, None, 2)
+        .invoke(3, 20, "k", Command::Get)
+        .ok_versioned(3, 30, Some("a"), 2);
+    let r = verdict_of(&b);
+    assert_eq!(r.verdict, Verdict::NotLinearizable, "{}", r.to_text());
+}
+
+#[test]
+fn versions_round_trip_through_json_lines() {
+    let mut b = HistoryBuilder::new();
+    b.invoke(1, 0, "k", put("a")).ok_versioned(1, 10, None, 7);
+    let mut text = Vec::new();
+    b.write_jsonl(&mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("\"version\":7"), "{text}");
+    let h = kvorum_checker::parse_history(std::io::Cursor::new(text.into_bytes())).unwrap();
+    assert_eq!(h.ops[0].version, Some(7));
 }

@@ -85,7 +85,8 @@ enum Cmd {
     /// group, and tasks in progress. With --json, the status JSON, pretty-printed.
     Status,
     /// Check a recorded history (JSON Lines) for linearizability. Exit 0 linearizable,
-    /// 1 not linearizable, 2 unknown or invalid input.
+    /// 1 not linearizable, 2 unknown, invalid input or nothing to check (no operation completed).
+    /// With --json, stdout is one JSON object (verdict, per-key results, counterexample).
     Check {
         file: std::path::PathBuf,
         /// Also write a self-contained HTML report (timeline of the failing key) here.
@@ -292,7 +293,14 @@ fn main() -> ExitCode {
             max_memory_bytes: memory_limit_mib.saturating_mul(1 << 20),
             ..Default::default()
         };
-        let code = kvorum_checker::run_cli(file, &opts, html.as_deref(), &mut std::io::stdout());
+        let code = kvorum_checker::run_cli(
+            file,
+            &opts,
+            html.as_deref(),
+            cli.json,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        );
         return ExitCode::from(u8::try_from(code).unwrap_or(2));
     }
     let rt = match tokio::runtime::Runtime::new() {

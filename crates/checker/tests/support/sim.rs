@@ -65,6 +65,8 @@ pub struct SimOp {
     pub read: Option<String>,
     /// Whether it changed or observed the state.
     pub applied: bool,
+    /// The version recorded on its `ok` completion (see [`assign_versions`]).
+    pub version: Option<u64>,
 }
 
 impl SimOp {
@@ -141,6 +143,7 @@ pub fn simulate(cfg: &SimConfig, rng: &mut impl Rng) -> Vec<SimOp> {
             outcome,
             read: None,
             applied: false,
+            version: None,
         });
     }
 
@@ -209,6 +212,29 @@ pub fn simulate(cfg: &SimConfig, rng: &mut impl Rng) -> Vec<SimOp> {
     ops
 }
 
+/// Gives every `ok` op the version a correct store would return: per key,
+/// each applied write (info ones included, unrecorded) takes the next
+/// version in effect order, and a get the version current when it took
+/// effect.
+pub fn assign_versions(ops: &mut [SimOp]) {
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    order.sort_by_key(|&i| (ops[i].effect, i));
+    let mut current: HashMap<String, u64> = HashMap::new();
+    for i in order {
+        let op = &mut ops[i];
+        let v = current.entry(op.key.clone()).or_insert(0);
+        let writes = !matches!(op.command, Command::Get)
+            && op.applied
+            && !(matches!(op.command, Command::Cas { .. }) && op.outcome == EventType::Fail);
+        if writes {
+            *v += 1;
+        }
+        if op.outcome == EventType::Ok {
+            op.version = Some(*v);
+        }
+    }
+}
+
 /// The events of `ops`, in time order.
 pub fn events(ops: &[SimOp]) -> Vec<Event> {
     let mut timed: Vec<(u64, usize, Event)> = Vec::with_capacity(ops.len() * 2);
@@ -230,6 +256,11 @@ pub fn events(ops: &[SimOp]) -> Vec<Event> {
                     key: op.key.clone(),
                     value: if is_get_ok { op.read.clone() } else { None },
                     expected: None,
+                    version: if op.outcome == EventType::Ok {
+                        op.version
+                    } else {
+                        None
+                    },
                     time: t,
                 },
             ));
