@@ -80,6 +80,9 @@ pub struct AdminRequest {
     pub epoch: u64,
     /// What to do.
     pub op: AdminOp,
+    /// The sender's map (JSON), so that a receiver whose map is older installs it at once rather
+    /// than waiting for a heartbeat: a move changes the map several times per batch.
+    pub map: Option<String>,
 }
 
 /// The answer to an [`AdminRequest`], bincode.
@@ -97,6 +100,9 @@ pub enum AdminReply {
         next: Option<Vec<u8>>,
         /// Bytes of the chunk (keys and values).
         bytes: u64,
+        /// The group's version high-water mark when the chunk was read (see
+        /// [`AdminOp::VersionHighWater`]); final once the slots are frozen.
+        high_water: u64,
     },
     /// Slot states, in slot order.
     States(Vec<SlotState>),
@@ -129,6 +135,7 @@ pub(super) async fn admin(
         task,
         epoch: map.epoch,
         op,
+        map: serde_json::to_string(&*map).ok(),
     };
     let body = bincode::serialize(&req).map_err(|e| AdminError::Failed(e.to_string()))?;
     let mut addrs: Vec<String> = match to {
@@ -210,6 +217,20 @@ pub(super) async fn propose(
 /// Admits `req` on this group's leader: learns a newer epoch first, then checks it against the
 /// newest map and the newest epoch accepted before. Pure part: [`check_admin`].
 async fn admit(state: &Node, req: &AdminRequest) -> Result<(), ApiError> {
+    if state.map().epoch < req.epoch {
+        // The metadata leader's map, sent with the request over an authenticated internal route
+        // (the same trust as a heartbeat reply): installed only if it is the epoch it claims.
+        let sent = req
+            .map
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<kvorum_router::ClusterMap>(m).ok())
+            .filter(|m| m.epoch == req.epoch && m.validate().is_ok());
+        if let Some(m) = sent {
+            if let Err(e) = state.install_map(m).await {
+                tracing::warn!(error = %e, "could not install the map of an admin request");
+            }
+        }
+    }
     if state.map().epoch < req.epoch {
         state.refresh.notify_one();
         let deadline = Instant::now() + MAP_LEARN_WAIT;
@@ -329,10 +350,15 @@ pub async fn admin_handler(
                 .store
                 .scan_slots(group, &slots, after.as_deref(), max_bytes)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let high_water = state
+                .store
+                .version_high_water(group)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
             Ok(reply(&AdminReply::Chunk {
                 records: chunk.records,
                 next: chunk.next,
                 bytes: chunk.bytes,
+                high_water,
             }))
         }
         AdminOp::VersionHighWater => {

@@ -591,6 +591,8 @@ async fn move_slots(
         .await?;
         return Ok(Next::Now);
     };
+    // What this driver copied (a batch resumed after its release was copied by another).
+    let mut copied: Option<Copied> = None;
     if !batch.flipped {
         let states = slot_states(state, id, from, &batch.slots).await?;
         let released = states.iter().all(|s| *s == SlotState::Released);
@@ -599,9 +601,19 @@ async fn move_slots(
                 roll_back(state, id, &batch).await?;
                 return Ok(Next::Now);
             }
-            copy_batch(state, map, id, &batch).await?;
+            copied = Some(copy_batch(state, map, id, &batch).await?);
+        } else {
+            // Copied and released by a previous driver, which may not have raised the
+            // destination's version base yet: raise it (idempotent) before the flip.
+            let AdminReply::HighWater(above) =
+                admin(state, from, id, AdminOp::VersionHighWater, None).await?
+            else {
+                anyhow::bail!("unexpected reply to a version high-water read");
+            };
+            propose(state, to, id, Command::RaiseVersionBase { above }).await?;
         }
         let n = count(&batch.slots);
+        let (keys, bytes) = copied.as_ref().map_or((0, 0), |c| (c.keys, c.bytes));
         let slots = batch.slots.clone();
         update_map(state, "view change: slots flipped", |m| {
             for (a, b) in &slots {
@@ -613,6 +625,8 @@ async fn move_slots(
             }
             if let Some(v) = task_mut(m, id) {
                 v.slots_moved += n;
+                v.keys_moved += keys;
+                v.bytes_moved += bytes;
                 if let Some(b) = &mut v.batch {
                     b.flipped = true;
                 }
@@ -620,6 +634,9 @@ async fn move_slots(
         })
         .await?;
     }
+    let flipped_ms = copied
+        .as_ref()
+        .map(|c| c.frozen_at.elapsed().as_millis() as u64);
     hold_at("before_activate", id).await;
     propose(
         state,
@@ -639,13 +656,58 @@ async fn move_slots(
         },
     )
     .await?;
+    if let Some(c) = &copied {
+        tracing::info!(
+            task = id,
+            from = %from,
+            to = %to,
+            slots = ?batch.slots,
+            keys = c.keys,
+            bytes = c.bytes,
+            pause_ms = c.frozen_at.elapsed().as_millis() as u64,
+            copied_ms = c.copied_ms,
+            released_ms = c.released_ms,
+            flipped_ms = flipped_ms.unwrap_or(0),
+            "view change: batch moved (pause_ms: from Freeze to Activate)"
+        );
+    }
+    // The next batch starts in the same map change (one epoch less per batch).
+    let next = next_batch(&state.map(), from, ranges);
     update_map(state, "view change: move batch done", |m| {
         if let Some(v) = task_mut(m, id) {
-            v.batch = None;
+            v.batch = (!v.cancel && !next.is_empty()).then(|| MoveBatch {
+                from,
+                to,
+                slots: next,
+                flipped: false,
+            });
         }
     })
     .await?;
     Ok(Next::Now)
+}
+
+/// Initializes `group`'s slot table from `map` unless this driver did so already for task `id`
+/// (the command is a no-op on an initialized table; this only saves a proposal per batch).
+async fn init_slots_once(
+    state: &Node,
+    map: &ClusterMap,
+    id: u64,
+    group: GroupId,
+) -> anyhow::Result<()> {
+    static DONE: std::sync::Mutex<Vec<(u64, GroupId)>> = std::sync::Mutex::new(Vec::new());
+    let done = |d: &Vec<(u64, GroupId)>| d.contains(&(id, group));
+    if done(&DONE.lock().unwrap_or_else(|p| p.into_inner())) {
+        return Ok(());
+    }
+    let cmd = Command::InitSlots {
+        owned: map.slot_ranges(group),
+    };
+    propose(state, group, id, cmd).await?;
+    DONE.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((id, group));
+    Ok(())
 }
 
 /// The source's slot states of `slots`.
@@ -667,26 +729,25 @@ async fn slot_states(
 /// Steps (b)-(f) of a batch: both tables initialized, the destination cleared, the source
 /// frozen, the data copied in chunks, the destination's version base raised above every version
 /// the source gave, the source released.
-async fn copy_batch(state: &Node, map: &ClusterMap, id: u64, b: &MoveBatch) -> anyhow::Result<()> {
+/// What [`copy_batch`] copied, and when the source was frozen.
+struct Copied {
+    keys: u64,
+    bytes: u64,
+    frozen_at: Instant,
+    /// Milliseconds from the Freeze's start to the copy's end and to the release.
+    copied_ms: u64,
+    released_ms: u64,
+}
+
+async fn copy_batch(
+    state: &Node,
+    map: &ClusterMap,
+    id: u64,
+    b: &MoveBatch,
+) -> anyhow::Result<Copied> {
     let (from, to) = (b.from, b.to);
-    propose(
-        state,
-        from,
-        id,
-        Command::InitSlots {
-            owned: map.slot_ranges(from),
-        },
-    )
-    .await?;
-    propose(
-        state,
-        to,
-        id,
-        Command::InitSlots {
-            owned: map.slot_ranges(to),
-        },
-    )
-    .await?;
+    init_slots_once(state, map, id, from).await?;
+    init_slots_once(state, map, id, to).await?;
     propose(
         state,
         to,
@@ -708,7 +769,7 @@ async fn copy_batch(state: &Node, map: &ClusterMap, id: u64, b: &MoveBatch) -> a
     .await?;
     hold_at("after_freeze", id).await;
     let mut after = None;
-    let (mut keys, mut bytes) = (0u64, 0u64);
+    let (mut keys, mut bytes, mut high_water) = (0u64, 0u64, 0u64);
     loop {
         let op = AdminOp::Scan {
             slots: b.slots.clone(),
@@ -719,10 +780,12 @@ async fn copy_batch(state: &Node, map: &ClusterMap, id: u64, b: &MoveBatch) -> a
             records,
             next,
             bytes: n,
+            high_water: hw,
         } = admin(state, from, id, op, None).await?
         else {
             anyhow::bail!("unexpected reply to a scan");
         };
+        high_water = high_water.max(hw);
         if !records.is_empty() {
             keys += records.len() as u64;
             bytes += n;
@@ -739,21 +802,28 @@ async fn copy_batch(state: &Node, map: &ClusterMap, id: u64, b: &MoveBatch) -> a
             None => break,
         }
     }
-    let AdminReply::HighWater(above) =
-        admin(state, from, id, AdminOp::VersionHighWater, None).await?
-    else {
-        anyhow::bail!("unexpected reply to a version high-water read");
-    };
-    propose(state, to, id, Command::RaiseVersionBase { above }).await?;
-    propose(
+    // The destination's versions go above every version the source gave (the source is
+    // frozen: its high-water mark is final), in parallel with the release: both only after the
+    // whole copy. A batch resumed after its release raises again before its flip.
+    let raise = propose(
+        state,
+        to,
+        id,
+        Command::RaiseVersionBase { above: high_water },
+    );
+    let release = propose(
         state,
         from,
         id,
         Command::Release {
             slots: b.slots.clone(),
         },
-    )
-    .await?;
+    );
+    let copied_ms = frozen_at.elapsed().as_millis() as u64;
+    let (raised, released) = tokio::join!(raise, release);
+    raised?;
+    released?;
+    let released_ms = frozen_at.elapsed().as_millis() as u64;
     tracing::info!(
         task = id,
         from = %from,
@@ -764,14 +834,13 @@ async fn copy_batch(state: &Node, map: &ClusterMap, id: u64, b: &MoveBatch) -> a
         frozen_ms = frozen_at.elapsed().as_millis() as u64,
         "view change: batch copied and released"
     );
-    update_map(state, "view change: copy counted", |m| {
-        if let Some(v) = task_mut(m, id) {
-            v.keys_moved += keys;
-            v.bytes_moved += bytes;
-        }
+    Ok(Copied {
+        keys,
+        bytes,
+        frozen_at,
+        copied_ms,
+        released_ms,
     })
-    .await?;
-    Ok(())
 }
 
 /// Rolls back a batch not yet released: the destination drops its copy, the source unfreezes.

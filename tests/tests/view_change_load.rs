@@ -1,0 +1,369 @@
+//! Clients through a view change, and the figures of a move: 8 writers and 8 readers run while
+//! three nodes join a 6-node K=3 cluster (a third group is created and 1365 slots move to it).
+//! No write or read may fail unless its outcome is unknown, no acknowledged write may be lost,
+//! and no read may return a value older than one acknowledged before it began.
+//!
+//! It prints one `MOVE-BENCH` line: the write pause per moved slot as the clients saw it (the
+//! longest write latency on the slot during the change; p50/p99/max over the moved slots that
+//! were written meanwhile), the pause per batch as the metadata leader measured it (Freeze to
+//! Activate, from its log), and the move rate (keys and bytes copied over the change's duration).
+//! CI runs it with 4,000 keys of 1 KiB; `KVORUM_MOVE_BENCH_KEYS=200000` gives the figures of
+//! docs/benchmarks.md (see there for the command).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvorum_client::{ClientError, TaskState};
+use kvorum_router::slot_of;
+use kvorum_tests::workload::run_all;
+use kvorum_tests::{kvnode_bin, seed, Cluster, ClusterOptions, ExtraNode, ONE_AT_A_TIME};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Writers and readers running through the change.
+const WRITERS: usize = 8;
+const READERS: usize = 8;
+/// Keys loaded before the change (CI); `KVORUM_MOVE_BENCH_KEYS` overrides.
+const DEFAULT_KEYS: usize = 4_000;
+/// Bytes of every value.
+const VALUE_BYTES: usize = 1024;
+/// Longest the three adds may take together.
+const CHANGE_WITHIN: Duration = Duration::from_secs(600);
+
+/// The value of write `n` of `key`: `key:n:` padded to [`VALUE_BYTES`].
+fn value(key: &str, n: u64) -> String {
+    let mut v = format!("{key}:{n}:");
+    v.extend(std::iter::repeat_n(
+        'x',
+        VALUE_BYTES.saturating_sub(v.len()),
+    ));
+    v
+}
+
+/// The write number a value carries.
+fn number(v: &str) -> Option<u64> {
+    v.split(':').nth(1)?.parse().ok()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Highest acknowledged write number per key.
+    acked: BTreeMap<String, u64>,
+    /// Highest write number attempted per key (acknowledged or not).
+    tried: BTreeMap<String, u64>,
+    /// Longest write latency per slot during the change, in ms.
+    slot_pause: BTreeMap<u16, u64>,
+    writes: u64,
+    reads: u64,
+    unknown: u64,
+    failures: Vec<String>,
+}
+
+async fn start_joiner(c: &Cluster, ip: &str) -> ExtraNode {
+    let first = c.nodes[0].addr.to_string();
+    let j = c.spawn_extra(Cluster::free_addr(ip), &["--join", &first], &[]);
+    let addr = j.addr;
+    c.wait_until(
+        Duration::from_secs(20),
+        "the new node waiting",
+        || async move {
+            match reqwest::get(format!("http://{addr}/v1/join")).await {
+                Ok(r) => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .is_ok_and(|v| v["state"] == "waiting"),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    j
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_run_through_a_move_without_errors() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("clients_run_through_a_move_without_errors");
+    let n_keys: usize = std::env::var("KVORUM_MOVE_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_KEYS);
+    let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 6, 3)).await;
+    c.wait_ready(Duration::from_secs(30)).await;
+    let keys: Arc<Vec<String>> = Arc::new((0..n_keys).map(|i| format!("mb-{i}")).collect());
+
+    let loaded = Instant::now();
+    let client = Arc::new(c.client());
+    let failed = run_all(keys.to_vec(), 32, {
+        let client = client.clone();
+        move |k| {
+            let client = client.clone();
+            async move {
+                client
+                    .put(&k, &value(&k, 0), None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    })
+    .await;
+    assert!(
+        failed.is_empty(),
+        "load failed: {:?}",
+        &failed[..failed.len().min(3)]
+    );
+    eprintln!(
+        "loaded {n_keys} keys of {VALUE_BYTES} B in {:.1} s",
+        loaded.elapsed().as_secs_f64()
+    );
+    let shared = Arc::new(Mutex::new(Shared {
+        acked: keys.iter().map(|k| (k.clone(), 0)).collect(),
+        tried: keys.iter().map(|k| (k.clone(), 0)).collect(),
+        ..Shared::default()
+    }));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..WRITERS {
+        let (client, keys, shared, stop) =
+            (client.clone(), keys.clone(), shared.clone(), stop.clone());
+        let mut rng = StdRng::seed_from_u64(seed ^ (w as u64 + 1));
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                // Writer w owns the keys i with i % WRITERS == w: its writes of a key are in order.
+                let i = rng.gen_range(0..keys.len() / WRITERS) * WRITERS + w;
+                let Some(key) = keys.get(i) else { continue };
+                let n = {
+                    let mut s = shared.lock().unwrap();
+                    let t = s.tried.get_mut(key).unwrap();
+                    *t += 1;
+                    *t
+                };
+                let t0 = Instant::now();
+                let r = client.put(key, &value(key, n), None).await;
+                let ms = t0.elapsed().as_millis() as u64;
+                let mut s = shared.lock().unwrap();
+                s.writes += 1;
+                let slot = slot_of(key.as_bytes()).0;
+                let p = s.slot_pause.entry(slot).or_default();
+                *p = (*p).max(ms);
+                match r {
+                    Ok(_) => {
+                        let a = s.acked.get_mut(key).unwrap();
+                        *a = (*a).max(n);
+                    }
+                    Err(ClientError::OutcomeUnknown(_)) => s.unknown += 1,
+                    Err(e) => s.failures.push(format!("write {key} #{n}: {e}")),
+                }
+            }
+        }));
+    }
+    for r in 0..READERS {
+        let (client, keys, shared, stop) =
+            (client.clone(), keys.clone(), shared.clone(), stop.clone());
+        let mut rng = StdRng::seed_from_u64(seed ^ (0x100 + r as u64));
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let key = &keys[rng.gen_range(0..keys.len())];
+                let floor = shared.lock().unwrap().acked[key];
+                let got = client.get(key, false).await;
+                let mut s = shared.lock().unwrap();
+                s.reads += 1;
+                match got {
+                    Ok(v) => match number(&v.value) {
+                        Some(n) if n >= floor => {}
+                        other => s.failures.push(format!(
+                            "read {key}: write #{other:?}, but #{floor} was acknowledged before the read"
+                        )),
+                    },
+                    Err(e) => s.failures.push(format!("read {key}: {e}")),
+                }
+            }
+        }));
+    }
+
+    // The change: three joiners; the third forms group 3 and 1365 slots move to it.
+    let before = c.status().await.expect("status");
+    let changed = Instant::now();
+    let mut joiners = Vec::new();
+    let mut last = None;
+    for ip in ["127.0.0.7", "127.0.0.8", "127.0.0.9"] {
+        let j = start_joiner(&c, ip).await;
+        let p = client
+            .add_node(&j.addr.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("add {}: {e}", j.addr));
+        let done = tokio::time::timeout(
+            CHANGE_WITHIN,
+            client.wait_task(p.id, Duration::from_millis(250), |_| {}),
+        )
+        .await
+        .expect("the change ends in time")
+        .expect("task");
+        assert_eq!(
+            done.state,
+            TaskState::Done,
+            "{done:?}; logs in {}",
+            c.path().display()
+        );
+        joiners.push(j);
+        last = Some(done);
+    }
+    let change_s = changed.elapsed().as_secs_f64();
+    // A little traffic on the new layout, then stop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let done = last.unwrap();
+
+    // Every acknowledged write is there: the final value is at least the last acknowledged one
+    // and at most the last attempted.
+    let s = std::mem::take(&mut *shared.lock().unwrap());
+    let mut lost = Vec::new();
+    for key in keys.iter() {
+        let v = client
+            .get(key, false)
+            .await
+            .unwrap_or_else(|e| panic!("final read {key}: {e}"));
+        let n = number(&v.value).unwrap_or(0);
+        if n < s.acked[key] || n > s.tried[key] {
+            lost.push(format!(
+                "{key}: read #{n}, acked #{}, tried #{}",
+                s.acked[key], s.tried[key]
+            ));
+        }
+    }
+
+    let after = c.status().await.expect("status");
+    let owner_before: BTreeMap<u16, u64> = before
+        .groups
+        .iter()
+        .flat_map(|g| slots_of(&g.slots).into_iter().map(move |s| (s, g.id.0)))
+        .collect();
+    let moved: BTreeSet<u16> = after
+        .groups
+        .iter()
+        .flat_map(|g| slots_of(&g.slots).into_iter().map(move |s| (s, g.id.0)))
+        .filter(|(s, g)| owner_before.get(s) != Some(g))
+        .map(|(s, _)| s)
+        .collect();
+    let mut client_pause: Vec<u64> = moved
+        .iter()
+        .filter_map(|slot| s.slot_pause.get(slot).copied())
+        .collect();
+    client_pause.sort_unstable();
+    // The metadata leader's per-batch timings (ms from the Freeze): copied, released, flipped,
+    // and the pause (to Activate).
+    let field = |name: &str| -> Vec<u64> {
+        let key = format!(" {name}=");
+        let mut v: Vec<u64> = c
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                n.log_text()
+                    .lines()
+                    .filter(|l| l.contains("batch moved"))
+                    .filter_map(|l| {
+                        l.split(&key)
+                            .nth(1)?
+                            .split_whitespace()
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
+                    .collect::<Vec<u64>>()
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let server_pause = field("pause_ms");
+    for name in ["copied_ms", "released_ms", "flipped_ms"] {
+        let v = field(name);
+        println!(
+            "MOVE-BENCH batch {name} p50={} p99={} max={}",
+            percentile(&v, 0.5),
+            percentile(&v, 0.99),
+            v.last().copied().unwrap_or(0)
+        );
+    }
+    let secs = done
+        .finished_ms
+        .unwrap_or(done.started_ms)
+        .saturating_sub(done.started_ms) as f64
+        / 1000.0;
+    println!(
+        "MOVE-BENCH keys={n_keys} value_bytes={VALUE_BYTES} slots_moved={} keys_moved={} \
+         bytes_moved={} last_add_s={secs:.1} three_adds_s={change_s:.1} rate_keys_s={:.0} \
+         rate_mb_s={:.2} client_pause_ms_p50={} p99={} max={} (over {} moved slots written \
+         during the change) server_pause_ms_p50={} p99={} max={} (over {} batches) writes={} \
+         reads={} unknown={} failures={} lost={}",
+        done.slots_moved,
+        done.keys_moved,
+        done.bytes_moved,
+        done.keys_moved as f64 / secs.max(0.001),
+        done.bytes_moved as f64 / secs.max(0.001) / 1e6,
+        percentile(&client_pause, 0.5),
+        percentile(&client_pause, 0.99),
+        client_pause.last().copied().unwrap_or(0),
+        client_pause.len(),
+        percentile(&server_pause, 0.5),
+        percentile(&server_pause, 0.99),
+        server_pause.last().copied().unwrap_or(0),
+        server_pause.len(),
+        s.writes,
+        s.reads,
+        s.unknown,
+        s.failures.len(),
+        lost.len()
+    );
+    assert_eq!(moved.len(), 1365, "slots that changed owner");
+    assert!(
+        s.failures.is_empty(),
+        "{} failed operations, e.g. {:?}",
+        s.failures.len(),
+        &s.failures[..s.failures.len().min(5)]
+    );
+    assert!(
+        lost.is_empty(),
+        "lost acknowledged writes: {:?}",
+        &lost[..lost.len().min(5)]
+    );
+    assert!(
+        s.writes > 100 && s.reads > 100,
+        "too little load: {} writes, {} reads",
+        s.writes,
+        s.reads
+    );
+    assert!(!server_pause.is_empty(), "no batch pause logged");
+    drop(joiners);
+}
+
+/// Slots of a status range list `a-b,c,...`.
+fn slots_of(ranges: &str) -> Vec<u16> {
+    ranges
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .flat_map(|r| match r.split_once('-') {
+            Some((a, b)) => a.parse::<u16>().unwrap()..=b.parse::<u16>().unwrap(),
+            None => {
+                let a = r.parse::<u16>().unwrap();
+                a..=a
+            }
+        })
+        .collect()
+}
