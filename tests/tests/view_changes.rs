@@ -257,3 +257,122 @@ async fn refused_changes_leave_the_map_alone() {
     assert_eq!(after.epoch, s.epoch, "a refusal changed the map");
     assert!(after.tasks.is_empty(), "{}", brief(Some(&after)));
 }
+
+// 7 nodes K=2 (3 groups, spare 7): removing node 1 — a config voter, a member of group 1 and
+// usually the metadata leader itself — puts spare 7 in its place in group 1, gives its config
+// seat to another node, marks it removed (it stops), and moves nothing; the cluster keeps its
+// data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_the_metadata_leader_hands_over_its_roles() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("removing_the_metadata_leader_hands_over_its_roles");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 7, 2)).await;
+    c.wait_ready(Duration::from_secs(30)).await;
+    let keys = spread_keys(&c.initial_map(), "vc-meta-", 300);
+    write_all(&c, &keys, &mut rng).await;
+    let leader = c.metadata_leader().await;
+    eprintln!("metadata leader before: {leader:?}");
+
+    let client = c.client_of(&[1, 2, 3, 4, 5, 6]);
+    let done = run_change(&c, "remove node 1", client.remove_node(1).await).await;
+    assert_eq!(done.slots_total, 0, "{done:?}");
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(30),
+            "node 1 removed, 7 in group 1",
+            |s| {
+                node_state(s, 1) == "removed"
+                    && status_group(s, 1).is_some_and(|g| g.members == vec![2, 7])
+                    && !s.config.voters.contains(&1)
+                    && s.config.voters.len() == 3
+            },
+        )
+        .await;
+    assert!(s.spares.is_empty(), "{}", brief(Some(&s)));
+    assert!(
+        c.wait_for_exit(0, Duration::from_secs(15)).await.is_some(),
+        "the removed node 1 kept running"
+    );
+    assert_readable(&c, &keys, &[1, 2, 3, 4, 5, 6], seed).await;
+}
+
+// A change that runs long (every batch held 1 s after its Freeze): a second change is refused
+// with `change_in_progress` and the running task's id, the map unchanged by the refusal; a
+// cancel stops the change safely — the batch in flight rolls back, what moved stays moved, the
+// task ends `cancelled` — and every key still reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_change_refuses_another_and_cancels_safely() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("a_running_change_refuses_another_and_cancels_safely");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let c = Cluster::start(
+        ClusterOptions::new(kvnode_bin!(), 6, 2)
+            .with_env("KVORUM_FAULT_MOVE_HOLD", "after_freeze:1000"),
+    )
+    .await;
+    c.wait_ready(Duration::from_secs(30)).await;
+    let keys = spread_keys(&c.initial_map(), "vc-cancel-", 600);
+    write_all(&c, &keys, &mut rng).await;
+    let client = c.client();
+    let p = client.remove_node(6).await.expect("remove node 6");
+    // Wait until some slots moved, so that the cancel leaves a partial move behind.
+    c.wait_until(Duration::from_secs(60), "some slots moved", || async {
+        client.task(p.id).await.is_ok_and(|t| t.slots_moved > 0)
+    })
+    .await;
+    let epoch = c.status().await.expect("status").epoch;
+    match client.remove_node(5).await {
+        Err(ClientError::ChangeInProgress { task, .. }) => assert_eq!(task, p.id),
+        other => panic!("expected change_in_progress, got {other:?}"),
+    }
+    let after = c.status().await.expect("status");
+    assert!(
+        after.epoch - epoch <= 2,
+        "the refusal changed the map? epoch {epoch} -> {}",
+        after.epoch
+    );
+
+    client.cancel_task(p.id).await.expect("cancel");
+    let end = client
+        .wait_task(p.id, Duration::from_millis(200), |_| {})
+        .await
+        .expect("wait");
+    assert_eq!(end.state, TaskState::Cancelled, "{end:?}");
+    assert!(end.slots_moved < end.slots_total, "{end:?}");
+    let s = c
+        .wait_for_status(Duration::from_secs(20), "no task", |s| s.tasks.is_empty())
+        .await;
+    assert_eq!(s.groups.len(), 3, "{}", brief(Some(&s)));
+    assert_eq!(node_state(&s, 6), "alive", "{}", brief(Some(&s)));
+    let owned: usize = s.groups.iter().map(|g| g.slot_count).sum();
+    assert_eq!(owned, 4096, "{}", brief(Some(&s)));
+    assert_readable(&c, &keys, &[0, 1, 2, 3, 4, 5], seed).await;
+}
+
+// A group with a dead member cannot take part in a change: removing its other member is refused
+// with `below_quorum`, nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_below_quorum_refuses_a_change() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start(
+        ClusterOptions::new(kvnode_bin!(), 6, 2)
+            .with_env("KVORUM_SUSPECT_AFTER_MS", "1500")
+            .with_env("KVORUM_DEAD_AFTER_MS", "3000"),
+    )
+    .await;
+    c.wait_ready(Duration::from_secs(30)).await;
+    c.kill(4);
+    let s = c
+        .wait_for_status(Duration::from_secs(20), "node 5 dead", |s| {
+            node_state(s, 5) == "dead"
+        })
+        .await;
+    let client = c.client_of(&[0, 1, 2, 3, 5]);
+    match client.remove_node(6).await {
+        Err(ClientError::Api { code, .. }) => assert_eq!(code, "below_quorum"),
+        other => panic!("expected below_quorum, got {other:?}"),
+    }
+    let after = c.status().await.expect("status");
+    assert_eq!(after.epoch, s.epoch, "a refusal changed the map");
+}
