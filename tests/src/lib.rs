@@ -61,6 +61,16 @@ macro_rules! kvnode_bin {
     };
 }
 
+/// The path of the lazyfs binary built for the tests (see [`mount`]).
+#[macro_export]
+macro_rules! lazyfs_bin {
+    () => {
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_lazyfs-test"))
+    };
+}
+
+pub mod mount;
+
 /// One kvnode process of a test cluster.
 pub struct Node {
     /// Node id: 1-based position in the view.
@@ -150,6 +160,10 @@ pub struct ClusterOptions {
     pub stale_reads: bool,
     /// Extra environment for every node, e.g. `KVORUM_DEAD_AFTER_MS`.
     pub env: Vec<(String, String)>,
+    /// The lazyfs binary (`lazyfs_bin!()`): when set, each node's data directory is a lazyfs
+    /// mount of its own (see [`mount::LazyMount`]), so [`Cluster::power_cut`] can drop what the
+    /// node did not fsync.
+    pub lazyfs: Option<PathBuf>,
 }
 
 impl ClusterOptions {
@@ -160,7 +174,14 @@ impl ClusterOptions {
             k,
             stale_reads: false,
             env: Vec::new(),
+            lazyfs: None,
         }
+    }
+
+    /// `self` with every node's data directory on a lazyfs mount run by `bin`.
+    pub fn with_lazyfs(mut self, bin: PathBuf) -> Self {
+        self.lazyfs = Some(bin);
+        self
     }
 
     /// `self` with `key=value` in every node's environment.
@@ -178,6 +199,8 @@ impl ClusterOptions {
 /// A cluster of real kvnode processes on 127.0.0.{1..N}.
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    /// Per node, its lazyfs mount (with [`ClusterOptions::with_lazyfs`]).
+    pub mounts: Vec<mount::LazyMount>,
     pub dir: Option<tempfile::TempDir>,
     view: String,
     opts: ClusterOptions,
@@ -216,11 +239,15 @@ impl Cluster {
             .tempdir()
             .expect("tempdir");
         let mut nodes = Vec::new();
+        let mut mounts = Vec::new();
         for i in 0..opts.nodes {
             let ip = format!("127.0.0.{}", i + 1);
             let port = free_port(&ip);
             let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");
             let data_dir = dir.path().join(format!("node{}", i + 1));
+            if let Some(bin) = &opts.lazyfs {
+                mounts.push(mount::LazyMount::start(bin, dir.path(), &data_dir, i + 1));
+            }
             let log = dir.path().join(format!("node{}.log", i + 1));
             nodes.push(Node {
                 id: i as u64 + 1,
@@ -245,6 +272,7 @@ impl Cluster {
             .expect("http client");
         let mut c = Cluster {
             nodes,
+            mounts,
             dir: Some(dir),
             view,
             opts,
@@ -477,6 +505,25 @@ impl Cluster {
         }
     }
 
+    /// Cuts the power of nodes `idx` at once: SIGKILLs each (and reaps it), then drops what its
+    /// lazyfs mount holds unsynced, so the data directory keeps only what was fsynced. The nodes
+    /// stay down; [`Cluster::restart`] brings them back on what survived. Needs
+    /// [`ClusterOptions::with_lazyfs`].
+    pub fn power_cut(&mut self, idx: &[usize]) {
+        assert!(
+            !self.mounts.is_empty(),
+            "power_cut needs ClusterOptions::with_lazyfs"
+        );
+        for &i in idx {
+            self.pause(i, false);
+            self.kill(i);
+        }
+        for &i in idx {
+            let reply = self.mounts[i].cut();
+            eprintln!("power cut of node {}: {reply}", i + 1);
+        }
+    }
+
     /// SIGTERM node `i` and wait up to 20 s for it to exit (then SIGKILL).
     pub fn stop(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
@@ -676,6 +723,10 @@ impl Drop for Cluster {
             // Resume paused nodes so SIGKILL is delivered promptly, then kill by PID.
             self.pause(i, false);
             self.kill(i);
+        }
+        // Unmount before the folder is removed (or kept).
+        for m in &mut self.mounts {
+            m.stop();
         }
         if std::thread::panicking() {
             if let Some(d) = self.dir.take() {

@@ -75,6 +75,9 @@ impl SnapshotWriter {
 /// Makes `file` (open at `from`) durable at `to`: fsyncs it, renames it and fsyncs the directory,
 /// so that the new name survives a crash before any meta points at it.
 pub(crate) fn durable_rename(file: &File, from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(r) = crate::store::faults::fsync(from, "snapshot") {
+        r?;
+    }
     file.sync_all()?;
     durability::record("sync file", from);
     std::fs::rename(from, to)?;

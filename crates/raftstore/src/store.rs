@@ -474,7 +474,10 @@ fn flusher(store: std::sync::Weak<Inner>, rx: mpsc::Receiver<LogFlushed<TypeConf
         batch.extend(rx.try_iter());
         let result = match store.upgrade() {
             // Appended entries become durable here; only now may openraft count them.
-            Some(inner) => inner.db.flush_wal(true).map_err(std::io::Error::other),
+            Some(inner) => match faults::fsync(&inner.snapshot_dir, "WAL") {
+                Some(r) => r,
+                None => inner.db.flush_wal(true).map_err(std::io::Error::other),
+            },
             None => Err(std::io::Error::other("store closed")),
         };
         for cb in batch {
@@ -484,5 +487,39 @@ fn flusher(store: std::sync::Weak<Inner>, rx: mpsc::Receiver<LogFlushed<TypeConf
             };
             cb.log_io_completed(r);
         }
+    }
+}
+
+/// Injected faults of fsyncs (feature `test-faults`, compiled out of production builds):
+/// - `KVORUM_FAULT_SKIP_WAL_FSYNC=1`: the WAL flusher reports appends durable without fsyncing
+///   the WAL (a disk that lies), so a power cut loses acknowledged entries;
+/// - `KVORUM_FAULT_FSYNC_EIO=<1 or a path substring>`: the first WAL or snapshot fsync of this
+///   process under a matching path fails with EIO (once: a node that retried would then carry on,
+///   which the tests must catch).
+pub(crate) mod faults {
+    use std::path::Path;
+
+    /// `Some(result)` replaces the fsync of `what` (under `path`); `None`: fsync as usual.
+    #[cfg(feature = "test-faults")]
+    pub(crate) fn fsync(path: &Path, what: &str) -> Option<std::io::Result<()>> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static EIO_FIRED: AtomicBool = AtomicBool::new(false);
+        if let Ok(v) = std::env::var("KVORUM_FAULT_FSYNC_EIO") {
+            if (v == "1" || path.to_string_lossy().contains(v.as_str()))
+                && !EIO_FIRED.swap(true, Ordering::SeqCst)
+            {
+                tracing::error!(path = %path.display(), "FAULT INJECTED: {what} fsync fails with EIO (KVORUM_FAULT_FSYNC_EIO)");
+                return Some(Err(std::io::Error::from_raw_os_error(5)));
+            }
+        }
+        if what == "WAL" && std::env::var("KVORUM_FAULT_SKIP_WAL_FSYNC").is_ok_and(|v| v == "1") {
+            return Some(Ok(()));
+        }
+        None
+    }
+
+    #[cfg(not(feature = "test-faults"))]
+    pub(crate) fn fsync(_: &Path, _: &str) -> Option<std::io::Result<()>> {
+        None
     }
 }

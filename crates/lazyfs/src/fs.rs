@@ -1,0 +1,662 @@
+//! The FUSE filesystem: a passthrough to a backing directory whose file data goes through
+//! [`FileCache`] (see the crate note for the durability model).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+};
+
+use crate::cache::FileCache;
+
+/// How long the kernel may cache entries and attributes: zero, so that it asks us every time
+/// (sizes change with the cache, and a power cut changes them behind the kernel's back).
+const TTL: Duration = Duration::ZERO;
+
+/// State shared by the filesystem and the control socket.
+#[derive(Default)]
+pub struct State {
+    /// FUSE inode → backing paths (several with hard links).
+    paths: HashMap<u64, Vec<PathBuf>>,
+    /// Unsynced data per FUSE inode.
+    caches: HashMap<u64, FileCache>,
+    /// Open files: handle → (inode, backing file, opened with O_APPEND).
+    handles: HashMap<u64, (u64, File, bool)>,
+    next_fh: u64,
+    root_backing_ino: u64,
+}
+
+impl State {
+    /// Power cut: forgets every unsynced write. Returns (files, bytes) dropped.
+    pub fn cut(&mut self) -> (usize, u64) {
+        let dirty: Vec<&FileCache> = self.caches.values().filter(|c| c.is_dirty()).collect();
+        let out = (dirty.len(), dirty.iter().map(|c| c.dirty_bytes()).sum());
+        self.caches.clear();
+        out
+    }
+
+    /// (files, bytes) unsynced now.
+    pub fn dirty(&self) -> (usize, u64) {
+        let dirty: Vec<&FileCache> = self.caches.values().filter(|c| c.is_dirty()).collect();
+        (dirty.len(), dirty.iter().map(|c| c.dirty_bytes()).sum())
+    }
+}
+
+/// The filesystem; [`LazyFs::state`] is the handle for power cuts.
+pub struct LazyFs {
+    state: Arc<Mutex<State>>,
+}
+
+fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn lock(s: &Arc<Mutex<State>>) -> MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn time(secs: i64, nsecs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsecs as u32)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+impl LazyFs {
+    /// A filesystem over `backing` (an existing directory).
+    pub fn new(backing: &Path) -> io::Result<LazyFs> {
+        let root = backing.canonicalize()?;
+        let meta = std::fs::metadata(&root)?;
+        let mut st = State {
+            root_backing_ino: meta.ino(),
+            next_fh: 1,
+            ..State::default()
+        };
+        st.paths.insert(fuser::FUSE_ROOT_ID, vec![root]);
+        Ok(LazyFs {
+            state: Arc::new(Mutex::new(st)),
+        })
+    }
+
+    /// The shared state (for the control socket).
+    pub fn state(&self) -> Arc<Mutex<State>> {
+        self.state.clone()
+    }
+}
+
+impl State {
+    /// FUSE inode of a backing inode (the root and inode 1 swap places).
+    fn fuse_ino(&self, backing: u64) -> u64 {
+        if backing == self.root_backing_ino {
+            fuser::FUSE_ROOT_ID
+        } else if backing == fuser::FUSE_ROOT_ID {
+            self.root_backing_ino
+        } else {
+            backing
+        }
+    }
+
+    fn path(&self, ino: u64) -> Result<PathBuf, i32> {
+        self.paths
+            .get(&ino)
+            .and_then(|v| v.iter().find(|p| p.symlink_metadata().is_ok()).cloned())
+            .ok_or(libc::ENOENT)
+    }
+
+    fn child(&self, parent: u64, name: &OsStr) -> Result<PathBuf, i32> {
+        Ok(self.path(parent)?.join(name))
+    }
+
+    fn remember(&mut self, ino: u64, path: PathBuf) {
+        let v = self.paths.entry(ino).or_default();
+        v.retain(|p| p.symlink_metadata().is_ok() && *p != path);
+        v.push(path);
+    }
+
+    fn attr(&self, ino: u64, m: &std::fs::Metadata) -> FileAttr {
+        let kind = match m.mode() & libc::S_IFMT {
+            libc::S_IFDIR => FileType::Directory,
+            libc::S_IFLNK => FileType::Symlink,
+            _ => FileType::RegularFile,
+        };
+        let size = match self.caches.get(&ino) {
+            Some(c) => c.size(m.size()),
+            None => m.size(),
+        };
+        FileAttr {
+            ino,
+            size,
+            blocks: size.div_ceil(512),
+            atime: time(m.atime(), m.atime_nsec()),
+            mtime: time(m.mtime(), m.mtime_nsec()),
+            ctime: time(m.ctime(), m.ctime_nsec()),
+            crtime: UNIX_EPOCH,
+            kind,
+            perm: (m.mode() & 0o7777) as u16,
+            nlink: m.nlink() as u32,
+            uid: m.uid(),
+            gid: m.gid(),
+            rdev: m.rdev() as u32,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    /// Looks `path` up, remembers it, and returns its attributes.
+    fn entry(&mut self, path: PathBuf) -> Result<FileAttr, i32> {
+        let m = path.symlink_metadata().map_err(|e| errno(&e))?;
+        let ino = self.fuse_ino(m.ino());
+        self.remember(ino, path);
+        Ok(self.attr(ino, &m))
+    }
+
+    fn open_file(&mut self, ino: u64, path: &Path, flags: i32) -> Result<u64, i32> {
+        // Always read-write (root), so that the cache can read pages and a flush can write
+        // through any handle; the kernel enforces the caller's access mode.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .or_else(|_| File::open(path))
+            .map_err(|e| errno(&e))?;
+        if flags & libc::O_TRUNC != 0 {
+            let len = file.metadata().map_err(|e| errno(&e))?.len();
+            self.caches.entry(ino).or_default().truncate(0, len);
+        }
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.handles
+            .insert(fh, (ino, file, flags & libc::O_APPEND != 0));
+        Ok(fh)
+    }
+
+    /// The inode that removing `path` frees (its last link), if any.
+    fn last_link(&self, path: &Path) -> Option<u64> {
+        let m = path.symlink_metadata().ok()?;
+        (m.is_file() && m.nlink() == 1).then(|| self.fuse_ino(m.ino()))
+    }
+
+    /// Drops the cache of a file whose last link is gone (its inode number may be reused).
+    fn forget_file(&mut self, ino: Option<u64>) {
+        if let Some(ino) = ino {
+            self.caches.remove(&ino);
+            self.paths.remove(&ino);
+        }
+    }
+
+    fn flush(&mut self, ino: u64, fh: u64) -> Result<(), i32> {
+        let Some((_, file, _)) = self.handles.get(&fh) else {
+            return Err(libc::EBADF);
+        };
+        let Some(cache) = self.caches.get_mut(&ino) else {
+            return file.sync_all().map_err(|e| errno(&e));
+        };
+        let len = file.metadata().map_err(|e| errno(&e))?.len();
+        let f = cache.take_flush(len);
+        let run = || -> io::Result<()> {
+            if let Some(t) = f.truncate_to {
+                file.set_len(t)?;
+            }
+            if let Some(l) = f.set_len {
+                file.set_len(l)?;
+            }
+            for (off, bytes) in &f.writes {
+                file.write_all_at(bytes, *off)?;
+            }
+            file.sync_all()
+        };
+        run().map_err(|e| errno(&e))?;
+        self.caches.remove(&ino);
+        Ok(())
+    }
+}
+
+impl Filesystem for LazyFs {
+    fn init(&mut self, _req: &Request<'_>, _config: &mut KernelConfig) -> Result<(), libc::c_int> {
+        Ok(())
+    }
+
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        let mut st = lock(&self.state);
+        match st.child(parent, name).and_then(|p| st.entry(p)) {
+            Ok(a) => reply.entry(&TTL, &a, 0),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
+        let st = lock(&self.state);
+        let m = match fh.and_then(|fh| st.handles.get(&fh)) {
+            Some((_, f, _)) => f.metadata().map_err(|e| errno(&e)),
+            None => st
+                .path(ino)
+                .and_then(|p| p.symlink_metadata().map_err(|e| errno(&e))),
+        };
+        match m {
+            Ok(m) => reply.attr(&TTL, &st.attr(ino, &m)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<u64>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        let mut st = lock(&self.state);
+        let path = match st.path(ino) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        let run = |st: &mut State| -> io::Result<()> {
+            if let Some(mode) = mode {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))?;
+            }
+            if let Some(size) = size {
+                let len = match fh.and_then(|fh| st.handles.get(&fh)) {
+                    Some((_, f, _)) => f.metadata()?.len(),
+                    None => path.metadata()?.len(),
+                };
+                st.caches.entry(ino).or_default().truncate(size, len);
+            }
+            if atime.is_some() || mtime.is_some() {
+                let f = File::open(&path)?;
+                let to = |t: Option<TimeOrNow>| match t {
+                    Some(TimeOrNow::SpecificTime(t)) => Some(t),
+                    Some(TimeOrNow::Now) => Some(SystemTime::now()),
+                    None => None,
+                };
+                let mut times = std::fs::FileTimes::new();
+                if let Some(t) = to(atime) {
+                    times = times.set_accessed(t);
+                }
+                if let Some(t) = to(mtime) {
+                    times = times.set_modified(t);
+                }
+                f.set_times(times)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = run(&mut st) {
+            return reply.error(errno(&e));
+        }
+        match path.symlink_metadata() {
+            Ok(m) => reply.attr(&TTL, &st.attr(ino, &m)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mkdir(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let mut st = lock(&self.state);
+        let r = st.child(parent, name).and_then(|p| {
+            std::fs::DirBuilder::new()
+                .mode(mode & !umask & 0o7777)
+                .create(&p)
+                .map_err(|e| errno(&e))?;
+            st.entry(p)
+        });
+        match r {
+            Ok(a) => reply.entry(&TTL, &a, 0),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        let mut st = lock(&self.state);
+        let r = st.child(parent, name).and_then(|p| {
+            let gone = st.last_link(&p);
+            std::fs::remove_file(p).map_err(|e| errno(&e))?;
+            st.forget_file(gone);
+            Ok(())
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        let st = lock(&self.state);
+        match st
+            .child(parent, name)
+            .and_then(|p| std::fs::remove_dir(p).map_err(|e| errno(&e)))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        if flags != 0 {
+            return reply.error(libc::EINVAL);
+        }
+        let mut st = lock(&self.state);
+        let r = (|| {
+            let from = st.child(parent, name)?;
+            let to = st.child(newparent, newname)?;
+            let gone = st.last_link(&to);
+            std::fs::rename(&from, &to).map_err(|e| errno(&e))?;
+            st.forget_file(gone);
+            st.entry(to).map(|_| ())
+        })();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        newparent: u64,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let mut st = lock(&self.state);
+        let r = (|| {
+            let from = st.path(ino)?;
+            let to = st.child(newparent, newname)?;
+            std::fs::hard_link(&from, &to).map_err(|e| errno(&e))?;
+            st.entry(to)
+        })();
+        match r {
+            Ok(a) => reply.entry(&TTL, &a, 0),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        let mut st = lock(&self.state);
+        match st.path(ino).and_then(|p| st.open_file(ino, &p, flags)) {
+            Ok(fh) => reply.opened(fh, 0),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let mut st = lock(&self.state);
+        let r = (|| {
+            let p = st.child(parent, name)?;
+            let mut o = OpenOptions::new();
+            o.read(true)
+                .write(true)
+                .create(true)
+                .mode(mode & !umask & 0o7777);
+            if flags & libc::O_EXCL != 0 {
+                o.create_new(true);
+            }
+            let existed = p.symlink_metadata().is_ok();
+            o.open(&p).map_err(|e| errno(&e))?;
+            let a = st.entry(p.clone())?;
+            if !existed {
+                // A new file: nothing cached under a reused inode number applies to it.
+                st.caches.remove(&a.ino);
+            }
+            let fh = st.open_file(a.ino, &p, flags)?;
+            let a = st.entry(p)?;
+            Ok((a, fh))
+        })();
+        match r {
+            Ok((a, fh)) => reply.created(&TTL, &a, 0, fh, 0),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyData,
+    ) {
+        let st = lock(&self.state);
+        let Some((_, file, _)) = st.handles.get(&fh) else {
+            return reply.error(libc::EBADF);
+        };
+        let r = (|| {
+            let len = file.metadata()?.len();
+            let backing = |off: u64, buf: &mut [u8]| file.read_at(buf, off);
+            match st.caches.get(&ino) {
+                Some(c) => c.read(offset.max(0) as u64, size as usize, &backing, len),
+                None => {
+                    FileCache::default().read(offset.max(0) as u64, size as usize, &backing, len)
+                }
+            }
+        })();
+        match r {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        data: &[u8],
+        _write_flags: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        let mut st = lock(&self.state);
+        let st = &mut *st;
+        let Some((_, file, append)) = st.handles.get(&fh) else {
+            return reply.error(libc::EBADF);
+        };
+        let r = (|| {
+            let len = file.metadata()?.len();
+            let cache = st.caches.entry(ino).or_default();
+            let off = if *append {
+                cache.size(len)
+            } else {
+                offset.max(0) as u64
+            };
+            let backing = |off: u64, buf: &mut [u8]| file.read_at(buf, off);
+            cache.write(off, data, &backing, len)
+        })();
+        match r {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lock: u64, reply: ReplyEmpty) {
+        // close(2) makes nothing durable.
+        reply.ok();
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.state).handles.remove(&fh);
+        reply.ok();
+    }
+
+    fn fsync(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _datasync: bool, reply: ReplyEmpty) {
+        match lock(&self.state).flush(ino, fh) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
+        let st = lock(&self.state);
+        let dir = match st.path(ino) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(it) => it,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let mut all: Vec<(u64, FileType, std::ffi::OsString)> = vec![
+            (ino, FileType::Directory, ".".into()),
+            (ino, FileType::Directory, "..".into()),
+        ];
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            let kind = if m.is_dir() {
+                FileType::Directory
+            } else if m.file_type().is_symlink() {
+                FileType::Symlink
+            } else {
+                FileType::RegularFile
+            };
+            all.push((st.fuse_ino(m.ino()), kind, e.file_name()));
+        }
+        for (i, (ino, kind, name)) in all.into_iter().enumerate().skip(offset.max(0) as usize) {
+            if reply.add(ino, i as i64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Namespace changes went to the backing directory at once; make them durable there too.
+        let st = lock(&self.state);
+        match st.path(ino).and_then(|p| {
+            File::open(p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| errno(&e))
+        }) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyStatfs) {
+        let st = lock(&self.state);
+        let p = st.path(ino).or_else(|_| st.path(fuser::FUSE_ROOT_ID));
+        match p.and_then(|p| nix::sys::statvfs::statvfs(&p).map_err(|e| e as i32)) {
+            Ok(s) => reply.statfs(
+                s.blocks(),
+                s.blocks_free(),
+                s.blocks_available(),
+                s.files(),
+                s.files_free(),
+                s.block_size() as u32,
+                s.name_max() as u32,
+                s.fragment_size() as u32,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&mut self, _req: &Request<'_>, _ino: u64, _mask: i32, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn fallocate(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        length: i64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // Preallocation only: KEEP_SIZE is a no-op, plain mode extends the (cached) size; hole
+        // punching and the rest are not supported.
+        if mode == libc::FALLOC_FL_KEEP_SIZE {
+            return reply.ok();
+        }
+        if mode != 0 {
+            return reply.error(libc::EOPNOTSUPP);
+        }
+        let mut st = lock(&self.state);
+        let st = &mut *st;
+        let Some((_, file, _)) = st.handles.get(&fh) else {
+            return reply.error(libc::EBADF);
+        };
+        match file.metadata() {
+            Ok(m) => {
+                let cache = st.caches.entry(ino).or_default();
+                let end = (offset + length).max(0) as u64;
+                if end > cache.size(m.len()) {
+                    cache.truncate(end, m.len());
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}

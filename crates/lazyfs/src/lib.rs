@@ -1,0 +1,89 @@
+//! A FUSE passthrough filesystem that loses what was not fsynced, in the spirit of Jepsen's
+//! lazyfs: the tests put a node's data directory on it and "cut the power" to see what a real
+//! disk would keep.
+//!
+//! # Durability model
+//! - **File data and sizes** (write, pwrite, append, ftruncate, O_TRUNC, fallocate that grows a
+//!   file) go to a per-file page cache in memory ([`cache::FileCache`], pages of
+//!   [`cache::PAGE`] bytes); readers see them at once. `fsync`/`fdatasync` on any handle of the
+//!   file writes that file's cached pages and size to the backing file and fsyncs it. `close`
+//!   makes nothing durable.
+//! - **`sync_file_range`** is not forwarded by the kernel to FUSE filesystems: it makes nothing
+//!   durable here, as it gives no durability guarantee on a real disk either (no metadata, no
+//!   device cache flush).
+//! - **Namespace changes** (create, mkdir, rename, link, unlink, rmdir, chmod, utimes) are
+//!   applied to the backing directory at once and so survive a power cut even without a
+//!   directory fsync. This is *kinder* than a real disk (like Jepsen's lazyfs): a missing
+//!   directory fsync is not caught, a missing file fsync is. A file created and never fsynced
+//!   survives a cut with its synced contents (usually empty). Directory fsync fsyncs the backing
+//!   directory.
+//! - **Power cut** ([`State::cut`]): every file's cache is dropped, so the backing directory
+//!   holds exactly what was synced. Cut *after* the processes using the mount are dead (SIGKILL,
+//!   then cut): a process still running would go on writing on top of state that is gone.
+//! - Unsupported: fallocate modes other than 0 and KEEP_SIZE (EOPNOTSUPP), symlink, mknod,
+//!   xattrs (ENOSYS). POSIX and flock locks are handled by the kernel (local to the mount).
+//!
+//! # Control
+//! `--control SOCKET`: a unix socket; each connection sends one line and gets one line back:
+//! `cut` → `ok files=N bytes=M` (what was dropped), `stats` → `ok files=N bytes=M` (what is
+//! unsynced now). [`control`] is the client.
+
+#![deny(unsafe_code)]
+
+pub mod cache;
+pub mod cli;
+pub mod fs;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+pub use fs::{LazyFs, State};
+
+/// Serves the control socket at `path` until the process exits (one thread per connection is
+/// not needed: commands are short).
+pub fn serve_control(path: &Path, state: Arc<Mutex<State>>) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::thread::Builder::new()
+        .name("lazyfs-control".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let _ = handle(conn, &state);
+            }
+        })?;
+    Ok(())
+}
+
+fn handle(conn: UnixStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line)?;
+    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    let reply = match line.trim() {
+        "cut" => {
+            let (files, bytes) = st.cut();
+            eprintln!("lazyfs: POWER CUT: dropped {bytes} unsynced bytes in {files} files");
+            format!("ok files={files} bytes={bytes}\n")
+        }
+        "stats" => {
+            let (files, bytes) = st.dirty();
+            format!("ok files={files} bytes={bytes}\n")
+        }
+        other => format!("error unknown command {other:?}\n"),
+    };
+    drop(st);
+    (&conn).write_all(reply.as_bytes())
+}
+
+/// Sends `command` (`cut` or `stats`) to the control socket at `path`; returns the reply line.
+pub fn control(path: &Path, command: &str) -> std::io::Result<String> {
+    let mut conn = UnixStream::connect(path)?;
+    conn.write_all(format!("{command}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line)?;
+    if !line.starts_with("ok") {
+        return Err(std::io::Error::other(line.trim().to_string()));
+    }
+    Ok(line.trim().to_string())
+}
