@@ -675,7 +675,7 @@ async fn move_slots(
     let next = next_batch(&state.map(), from, ranges);
     update_map(state, "view change: move batch done", |m| {
         if let Some(v) = task_mut(m, id) {
-            v.batch = (!v.cancel && !next.is_empty()).then(|| MoveBatch {
+            v.batch = (!v.cancel && !next.is_empty()).then_some(MoveBatch {
                 from,
                 to,
                 slots: next,
