@@ -28,54 +28,25 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kvorum_raftstore::{Command, CommandResult, GroupId, NodeId, SlotState};
+use kvorum_raftstore::{Command, GroupId, NodeId};
 use kvorum_router::{
-    plan_with, ChangeOutcome, ClusterMap, FinishedChange, GroupInfo, MoveBatch, NodeInfo,
-    NodeLifecycle, PlanOptions, Step, Task, TaskKind, TaskStep, ViewChange, ViewChangeTask,
-    CONFIG_GROUP, FINISHED_KEPT,
+    plan_with, ChangeOutcome, ClusterMap, FinishedChange, GroupInfo, NodeInfo, NodeLifecycle,
+    PlanOptions, Step, Task, TaskKind, TaskStep, ViewChange, ViewChangeTask, CONFIG_GROUP,
+    FINISHED_KEPT,
 };
-use kvorum_wire::{TaskProgress, TaskState};
 
 use crate::error::ApiError;
 use crate::node::Node;
 
-use super::admin::{admin, propose, AdminOp, AdminReply};
+use super::admin::{admin, propose, AdminOp};
 use super::membership::{membership, MembershipOp};
+use super::progress::describe;
 use super::tasks::{now_ms, Next};
 use super::{update_map, Health};
 
-/// Most slots moved in one batch: a request to one of them waits for at most one batch.
-pub const MOVE_BATCH_SLOTS: u16 = 16;
-/// Bytes of slot data per copy chunk (one Ingest entry; at least one record).
-const COPY_CHUNK_BYTES: usize = 256 << 10;
 /// Longest a step may keep failing before the change stops as failed (a batch not yet released
 /// rolls back first).
 const STEP_FAIL_LIMIT: Duration = Duration::from_secs(120);
-
-/// Test-only fault (feature `test-faults`): `KVORUM_FAULT_MOVE_HOLD=<point>:<ms>` makes every
-/// move batch wait `ms` at `point` (`after_freeze`: the source is frozen, nothing copied yet;
-/// `before_activate`: flipped in the map, the destination not yet serving), logging
-/// `FAULT INJECTED: move held at <point>` first, so that a test can kill or cut nodes in that
-/// window. Nothing in production builds.
-async fn hold_at(point: &str, task: u64) {
-    static HOLD: std::sync::OnceLock<Option<(String, Duration)>> = std::sync::OnceLock::new();
-    let hold = HOLD.get_or_init(|| {
-        let v = std::env::var("KVORUM_FAULT_MOVE_HOLD").ok()?;
-        let (p, ms) = v.split_once(':')?;
-        let ms: u64 = ms.parse().ok()?;
-        cfg!(feature = "test-faults").then(|| (p.to_string(), Duration::from_millis(ms)))
-    });
-    if let Some((p, d)) = hold {
-        if p == point {
-            tracing::error!(
-                task,
-                "FAULT INJECTED: move held at {point} for {} ms",
-                d.as_millis()
-            );
-            tokio::time::sleep(*d).await;
-        }
-    }
-}
 
 /// Plans `change` on the current map and records it as a task. Refused, with nothing changed,
 /// when a change is already running or the planner refuses it.
@@ -201,102 +172,6 @@ fn dead_nodes(state: &Node, map: &ClusterMap) -> std::collections::BTreeSet<Node
         .collect()
 }
 
-/// The progress of task `id`, running or finished, from `map`.
-pub fn progress(map: &ClusterMap, id: u64) -> Option<TaskProgress> {
-    if let Some(t) = map.tasks.iter().find(|t| t.id == id) {
-        let v = t.kind.view_change()?;
-        let state = if v.cancel {
-            TaskState::Cancelling
-        } else {
-            TaskState::Running
-        };
-        return Some(progress_of(map, id, v, state, t.started_ms, None, None));
-    }
-    let f = map.finished.iter().find(|f| f.id == id)?;
-    let state = match f.outcome {
-        ChangeOutcome::Done => TaskState::Done,
-        ChangeOutcome::Cancelled => TaskState::Cancelled,
-        ChangeOutcome::Failed => TaskState::Failed,
-    };
-    Some(progress_of(
-        map,
-        id,
-        &f.task,
-        state,
-        f.started_ms,
-        Some(f.finished_ms),
-        f.error.clone(),
-    ))
-}
-
-fn progress_of(
-    map: &ClusterMap,
-    id: u64,
-    v: &ViewChangeTask,
-    state: TaskState,
-    started_ms: u64,
-    finished_ms: Option<u64>,
-    error: Option<String>,
-) -> TaskProgress {
-    let step_name = match v.steps.get(v.next) {
-        Some(s) => describe(s),
-        None => "finished".into(),
-    };
-    TaskProgress {
-        bytes_moved: v.bytes_moved,
-        change: v.change.clone(),
-        epoch: map.epoch,
-        error,
-        finished_ms,
-        id,
-        keys_moved: v.keys_moved,
-        node: (v.node != 0).then_some(v.node),
-        slots_moved: v.slots_moved,
-        slots_total: v.slots_total,
-        started_ms,
-        state,
-        step: v.next as u64,
-        step_name,
-        steps: v.steps.len() as u64,
-    }
-}
-
-/// A step, for people.
-pub fn describe(s: &Step) -> String {
-    let ranges = |r: &[(u16, u16)]| {
-        r.iter()
-            .map(|(a, b)| {
-                if a == b {
-                    format!("{a}")
-                } else {
-                    format!("{a}..={b}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    match s {
-        Step::AddNode { node, addr } => format!("add node {node} at {addr} as a spare"),
-        Step::AddLearner { group, node } => {
-            format!("add node {node} to group {group} as a learner")
-        }
-        Step::ReplaceVoter { group, old, new } => {
-            format!("replace node {old} by node {new} in group {group}")
-        }
-        Step::CreateGroup { group, members } => format!("create group {group} on {members:?}"),
-        Step::MoveSlots {
-            from,
-            to,
-            ranges: r,
-        } => {
-            format!("move slots {} from group {from} to group {to}", ranges(r))
-        }
-        Step::DissolveGroup { group } => format!("dissolve group {group}"),
-        Step::SetConfigVoters { voters } => format!("set the config voters to {voters:?}"),
-        Step::RemoveNode { node } => format!("mark node {node} removed"),
-    }
-}
-
 /// The view change of `task`, if it is one.
 fn view(task: &Task) -> anyhow::Result<&ViewChangeTask> {
     task.kind
@@ -345,7 +220,7 @@ pub(super) async fn drive_change(
                 );
                 if let Some(b) = &v.batch {
                     if !b.flipped {
-                        roll_back(state, id, b).await?;
+                        super::moves::roll_back(state, id, b).await?;
                     }
                 }
                 finish(state, id, ChangeOutcome::Failed, Some(reason)).await?;
@@ -358,7 +233,7 @@ pub(super) async fn drive_change(
 
 /// Records that step `index` of task `id` completed, with `also` applied to the map in the same
 /// change.
-async fn step_done(
+pub(super) async fn step_done(
     state: &Node,
     id: u64,
     index: usize,
@@ -377,7 +252,7 @@ async fn step_done(
     Ok(())
 }
 
-fn task_mut(m: &mut ClusterMap, id: u64) -> Option<&mut ViewChangeTask> {
+pub(super) fn task_mut(m: &mut ClusterMap, id: u64) -> Option<&mut ViewChangeTask> {
     m.tasks
         .iter_mut()
         .find(|t| t.id == id)
@@ -442,7 +317,7 @@ async fn run_step(
             .await?;
         }
         Step::MoveSlots { from, to, ranges } => {
-            return move_slots(state, map, id, v, *from, *to, ranges).await;
+            return super::moves::move_slots(state, map, id, v, *from, *to, ranges).await;
         }
         Step::DissolveGroup { group } => {
             let group = *group;
@@ -532,340 +407,6 @@ async fn create_group(
     Ok(())
 }
 
-/// The next batch of a move: up to [`MOVE_BATCH_SLOTS`] slots of `ranges` that `from` still
-/// owns, in slot order, as ranges. Pure.
-pub fn next_batch(map: &ClusterMap, from: GroupId, ranges: &[(u16, u16)]) -> Vec<(u16, u16)> {
-    let mut out: Vec<(u16, u16)> = Vec::new();
-    let mut n = 0;
-    for (a, b) in ranges {
-        for s in *a..=*b {
-            if n == MOVE_BATCH_SLOTS {
-                return out;
-            }
-            if map.slots.get(usize::from(s)) != Some(&from) {
-                continue;
-            }
-            n += 1;
-            match out.last_mut() {
-                Some((_, end)) if *end + 1 == s => *end = s,
-                _ => out.push((s, s)),
-            }
-        }
-    }
-    out
-}
-
-fn count(slots: &[(u16, u16)]) -> u64 {
-    slots.iter().map(|(a, b)| u64::from(b - a) + 1).sum()
-}
-
-async fn move_slots(
-    state: &Node,
-    map: &ClusterMap,
-    id: u64,
-    v: &ViewChangeTask,
-    from: GroupId,
-    to: GroupId,
-    ranges: &[(u16, u16)],
-) -> anyhow::Result<Next> {
-    let Some(batch) = v.batch.clone() else {
-        if v.cancel {
-            return Ok(Next::Now);
-        }
-        let slots = next_batch(map, from, ranges);
-        let index = v.next;
-        if slots.is_empty() {
-            step_done(state, id, index, "view change: slots moved", |_| {}).await?;
-            return Ok(Next::Now);
-        }
-        update_map(state, "view change: move batch started", |m| {
-            if let Some(v) = task_mut(m, id) {
-                v.batch = Some(MoveBatch {
-                    from,
-                    to,
-                    slots,
-                    flipped: false,
-                });
-            }
-        })
-        .await?;
-        return Ok(Next::Now);
-    };
-    // What this driver copied (a batch resumed after its release was copied by another).
-    let mut copied: Option<Copied> = None;
-    if !batch.flipped {
-        let states = slot_states(state, id, from, &batch.slots).await?;
-        let released = states.iter().all(|s| *s == SlotState::Released);
-        if !released {
-            if v.cancel {
-                roll_back(state, id, &batch).await?;
-                return Ok(Next::Now);
-            }
-            copied = Some(copy_batch(state, map, id, &batch).await?);
-        } else {
-            // Copied and released by a previous driver, which may not have raised the
-            // destination's version base yet: raise it (idempotent) before the flip.
-            let AdminReply::HighWater(above) =
-                admin(state, from, id, AdminOp::VersionHighWater, None).await?
-            else {
-                anyhow::bail!("unexpected reply to a version high-water read");
-            };
-            propose(state, to, id, Command::RaiseVersionBase { above }).await?;
-        }
-        let n = count(&batch.slots);
-        let (keys, bytes) = copied.as_ref().map_or((0, 0), |c| (c.keys, c.bytes));
-        let slots = batch.slots.clone();
-        update_map(state, "view change: slots flipped", |m| {
-            for (a, b) in &slots {
-                for s in *a..=*b {
-                    if let Some(o) = m.slots.get_mut(usize::from(s)) {
-                        *o = to;
-                    }
-                }
-            }
-            if let Some(v) = task_mut(m, id) {
-                v.slots_moved += n;
-                v.keys_moved += keys;
-                v.bytes_moved += bytes;
-                if let Some(b) = &mut v.batch {
-                    b.flipped = true;
-                }
-            }
-        })
-        .await?;
-    }
-    let flipped_ms = copied
-        .as_ref()
-        .map(|c| c.frozen_at.elapsed().as_millis() as u64);
-    hold_at("before_activate", id).await;
-    propose(
-        state,
-        to,
-        id,
-        Command::Activate {
-            slots: batch.slots.clone(),
-        },
-    )
-    .await?;
-    propose(
-        state,
-        from,
-        id,
-        Command::DropSlots {
-            slots: batch.slots.clone(),
-        },
-    )
-    .await?;
-    if let Some(c) = &copied {
-        tracing::info!(
-            task = id,
-            from = %from,
-            to = %to,
-            slots = ?batch.slots,
-            keys = c.keys,
-            bytes = c.bytes,
-            pause_ms = c.frozen_at.elapsed().as_millis() as u64,
-            copied_ms = c.copied_ms,
-            released_ms = c.released_ms,
-            flipped_ms = flipped_ms.unwrap_or(0),
-            "view change: batch moved (pause_ms: from Freeze to Activate)"
-        );
-    }
-    // The next batch starts in the same map change (one epoch less per batch).
-    let next = next_batch(&state.map(), from, ranges);
-    update_map(state, "view change: move batch done", |m| {
-        if let Some(v) = task_mut(m, id) {
-            v.batch = (!v.cancel && !next.is_empty()).then_some(MoveBatch {
-                from,
-                to,
-                slots: next,
-                flipped: false,
-            });
-        }
-    })
-    .await?;
-    Ok(Next::Now)
-}
-
-/// Initializes `group`'s slot table from `map` unless this driver did so already for task `id`
-/// (the command is a no-op on an initialized table; this only saves a proposal per batch).
-async fn init_slots_once(
-    state: &Node,
-    map: &ClusterMap,
-    id: u64,
-    group: GroupId,
-) -> anyhow::Result<()> {
-    static DONE: std::sync::Mutex<Vec<(u64, GroupId)>> = std::sync::Mutex::new(Vec::new());
-    let done = |d: &Vec<(u64, GroupId)>| d.contains(&(id, group));
-    if done(&DONE.lock().unwrap_or_else(|p| p.into_inner())) {
-        return Ok(());
-    }
-    let cmd = Command::InitSlots {
-        owned: map.slot_ranges(group),
-    };
-    propose(state, group, id, cmd).await?;
-    DONE.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((id, group));
-    Ok(())
-}
-
-/// The source's slot states of `slots`.
-async fn slot_states(
-    state: &Node,
-    id: u64,
-    group: GroupId,
-    slots: &[(u16, u16)],
-) -> anyhow::Result<Vec<SlotState>> {
-    let op = AdminOp::SlotStates {
-        slots: slots.to_vec(),
-    };
-    match admin(state, group, id, op, None).await? {
-        AdminReply::States(s) => Ok(s),
-        other => anyhow::bail!("unexpected reply {other:?}"),
-    }
-}
-
-/// Steps (b)-(f) of a batch: both tables initialized, the destination cleared, the source
-/// frozen, the data copied in chunks, the destination's version base raised above every version
-/// the source gave, the source released.
-/// What [`copy_batch`] copied, and when the source was frozen.
-struct Copied {
-    keys: u64,
-    bytes: u64,
-    frozen_at: Instant,
-    /// Milliseconds from the Freeze's start to the copy's end and to the release.
-    copied_ms: u64,
-    released_ms: u64,
-}
-
-async fn copy_batch(
-    state: &Node,
-    map: &ClusterMap,
-    id: u64,
-    b: &MoveBatch,
-) -> anyhow::Result<Copied> {
-    let (from, to) = (b.from, b.to);
-    init_slots_once(state, map, id, from).await?;
-    init_slots_once(state, map, id, to).await?;
-    propose(
-        state,
-        to,
-        id,
-        Command::BeginIncoming {
-            slots: b.slots.clone(),
-        },
-    )
-    .await?;
-    let frozen_at = Instant::now();
-    propose(
-        state,
-        from,
-        id,
-        Command::Freeze {
-            slots: b.slots.clone(),
-        },
-    )
-    .await?;
-    hold_at("after_freeze", id).await;
-    let mut after = None;
-    let (mut keys, mut bytes, mut high_water) = (0u64, 0u64, 0u64);
-    loop {
-        let op = AdminOp::Scan {
-            slots: b.slots.clone(),
-            after: after.take(),
-            max_bytes: COPY_CHUNK_BYTES,
-        };
-        let AdminReply::Chunk {
-            records,
-            next,
-            bytes: n,
-            high_water: hw,
-        } = admin(state, from, id, op, None).await?
-        else {
-            anyhow::bail!("unexpected reply to a scan");
-        };
-        high_water = high_water.max(hw);
-        if !records.is_empty() {
-            keys += records.len() as u64;
-            bytes += n;
-            match propose(state, to, id, Command::Ingest { records }).await? {
-                CommandResult::Ingested { skipped: 0, .. } => {}
-                CommandResult::Ingested { skipped, .. } => {
-                    anyhow::bail!("group {to} skipped {skipped} records of the copy")
-                }
-                other => anyhow::bail!("unexpected ingest result {other:?}"),
-            }
-        }
-        match next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
-    // The destination's versions go above every version the source gave (the source is
-    // frozen: its high-water mark is final), in parallel with the release: both only after the
-    // whole copy. A batch resumed after its release raises again before its flip.
-    let raise = propose(
-        state,
-        to,
-        id,
-        Command::RaiseVersionBase { above: high_water },
-    );
-    let release = propose(
-        state,
-        from,
-        id,
-        Command::Release {
-            slots: b.slots.clone(),
-        },
-    );
-    let copied_ms = frozen_at.elapsed().as_millis() as u64;
-    let (raised, released) = tokio::join!(raise, release);
-    raised?;
-    released?;
-    let released_ms = frozen_at.elapsed().as_millis() as u64;
-    tracing::info!(
-        task = id,
-        from = %from,
-        to = %to,
-        slots = ?b.slots,
-        keys,
-        bytes,
-        frozen_ms = frozen_at.elapsed().as_millis() as u64,
-        "view change: batch copied and released"
-    );
-    Ok(Copied {
-        keys,
-        bytes,
-        frozen_at,
-        copied_ms,
-        released_ms,
-    })
-}
-
-/// Rolls back a batch not yet released: the destination drops its copy, the source unfreezes.
-async fn roll_back(state: &Node, id: u64, b: &MoveBatch) -> anyhow::Result<()> {
-    let abort = Command::AbortIncoming {
-        slots: b.slots.clone(),
-    };
-    if let Err(e) = propose(state, b.to, id, abort).await {
-        // The destination never serves Incoming slots; its copy is dropped by the next move.
-        tracing::warn!(task = id, error = %e, "rollback: the destination could not drop its copy");
-    }
-    let unfreeze = Command::Unfreeze {
-        slots: b.slots.clone(),
-    };
-    propose(state, b.from, id, unfreeze).await?;
-    update_map(state, "view change: batch rolled back", |m| {
-        if let Some(v) = task_mut(m, id) {
-            v.batch = None;
-        }
-    })
-    .await?;
-    tracing::warn!(task = id, slots = ?b.slots, "view change: batch rolled back");
-    Ok(())
-}
-
 /// Ends task `id`: it leaves `tasks` for `finished`.
 async fn finish(
     state: &Node,
@@ -899,28 +440,4 @@ async fn finish(
         _ => tracing::warn!(task = id, ?outcome, error = ?error, "view change stopped"),
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::meta::fixtures::map;
-
-    // Batches take the source's slots of the step's ranges in order, at most
-    // MOVE_BATCH_SLOTS, skipping slots that already moved.
-    #[test]
-    fn batches_take_the_sources_remaining_slots_in_order() {
-        let mut m = map(6);
-        let g1 = GroupId(1);
-        let ranges = vec![(0u16, 9u16), (20, 40)];
-        assert_eq!(next_batch(&m, g1, &ranges), vec![(0, 9), (20, 25)]);
-        for s in 0..=5 {
-            m.slots[s] = GroupId(2);
-        }
-        assert_eq!(next_batch(&m, g1, &ranges), vec![(6, 9), (20, 31)]);
-        for s in (6..=9).chain(20..=40) {
-            m.slots[s] = GroupId(2);
-        }
-        assert!(next_batch(&m, g1, &ranges).is_empty());
-    }
 }

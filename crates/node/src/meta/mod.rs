@@ -35,19 +35,21 @@ mod admin;
 mod change;
 mod heartbeats;
 mod membership;
+mod moves;
 mod probe;
+mod progress;
 mod tasks;
 
 pub use admin::{admin_handler, AdminOp, AdminReply, AdminRequest};
-pub use change::{
-    cancel_change, check_change, describe, next_batch, progress, start_change, MOVE_BATCH_SLOTS,
-};
+pub use change::{cancel_change, check_change, start_change};
 pub(crate) use heartbeats::best_reports;
 pub use heartbeats::{
     heartbeat_handler, receive_heartbeat, voter_sets, Health, Heartbeat, HeartbeatReply, Refused,
     ReplicaReport,
 };
 pub use membership::{membership_handler, MembershipError, MembershipOp, MembershipRequest};
+pub use moves::{next_batch, MOVE_BATCH_SLOTS};
+pub use progress::{describe, progress};
 use tasks::{plan, start_drivers};
 
 use std::collections::{BTreeMap, HashMap};
