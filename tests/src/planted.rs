@@ -82,7 +82,8 @@ fn produces(w: &Operation, value: &Option<String>) -> bool {
 /// The operations a violation involves: the offending operation, the evidence operation (the
 /// write that overwrote what it needed, or the one whose version contradicts it), and the writes
 /// of its key that may have produced the value it needed (a get's read value, a cas's
-/// `expected`) — whatever their outcome, so that a `fail` write whose value was read is named.
+/// `expected`) — whatever their outcome, so that a `fail` write whose value was read is named:
+/// those invoked while it ran, and the last one that completed before it was invoked.
 pub fn involved(v: &Violation) -> Vec<&Operation> {
     let mut ids = vec![v.offending];
     ids.extend(v.evidence);
@@ -93,12 +94,15 @@ pub fn involved(v: &Violation) -> Vec<&Operation> {
             _ => None,
         };
         if let Some(needed) = needed {
-            ids.extend(
-                v.operations
-                    .iter()
-                    .filter(|w| w.id != off.id && produces(w, &needed))
-                    .map(|w| w.id),
-            );
+            let end = off.complete_time.unwrap_or(u64::MAX);
+            let producers = v
+                .operations
+                .iter()
+                .filter(|w| w.id != off.id && w.invoke_time < end && produces(w, &needed));
+            let (before, during): (Vec<&Operation>, Vec<&Operation>) =
+                producers.partition(|w| w.complete_time.is_some_and(|t| t < off.invoke_time));
+            ids.extend(before.iter().max_by_key(|w| w.complete_time).map(|w| w.id));
+            ids.extend(during.iter().map(|w| w.id));
         }
     }
     ids.sort_unstable();
