@@ -848,4 +848,5 @@ pub fn spread_keys(map: &ClusterMap, prefix: &str, count: usize) -> Vec<String> 
 
 pub mod jepsen;
 pub mod nemesis;
+pub mod planted;
 pub mod workload;

@@ -317,3 +317,91 @@ async fn smart_routing_off_sends_to_the_endpoints_only() {
         vec![(1, 1), (2, 2)]
     );
 }
+
+// A write's error is definite ("nothing was written") only when the node answered one of the
+// listed codes. `internal`, a code the client does not know, and a reply it cannot parse (even a
+// 200 without the reply's fields) leave the outcome unknown, and such a write is sent once only.
+#[tokio::test]
+async fn only_listed_codes_make_a_write_error_definite() {
+    let err = |code: &str| format!(r#"{{"code":"{code}","message":"m"}}"#);
+    let cases: Vec<(u16, String, bool)> = vec![
+        (500, err("internal"), false),
+        (503, err("overloaded"), false),
+        (409, err("something_new"), false),
+        (502, "<html>bad gateway</html>".into(), false),
+        (504, String::new(), false),
+        (200, "not json".into(), false),
+        (200, r#"{"key":"k"}"#.into(), false),
+        (503, err("unavailable"), true),
+        (503, err("no_leader"), true),
+        (503, err("joining"), true),
+        (400, err("bad_request"), true),
+        (413, err("value_too_large"), true),
+        (
+            409,
+            r#"{"code":"condition_failed","message":"m","current":null}"#.into(),
+            true,
+        ),
+    ];
+    for (status, body, definite) in cases {
+        for op in ["put", "append", "delete"] {
+            let mut a = FakeNode::bind().await;
+            let reply = body.clone();
+            a.serve(Arc::new(move |_| Some((status, reply.clone()))));
+            let c = client(&[&a.addr]).with_smart_routing(false);
+            let e = match op {
+                "put" => c.put("k", "v", None).await.map(|_| ()),
+                "append" => c.append("k", "v").await.map(|_| ()),
+                _ => c.delete("k", None).await.map(|_| ()),
+            }
+            .expect_err("an error");
+            assert_eq!(
+                e.is_definite(),
+                definite,
+                "{op} answered {status} {body:?} gave {e:?}"
+            );
+            if !definite {
+                assert_eq!(
+                    key_requests(&a).len(),
+                    1,
+                    "{op} {status} {body:?} was retried"
+                );
+            }
+        }
+    }
+}
+
+// The error keeps what the node said: a 503 `unavailable` is reported as unavailable (definite),
+// and a 500 `internal` keeps its code and message (not definite).
+#[tokio::test]
+async fn write_errors_keep_the_node_code() {
+    let mut a = FakeNode::bind().await;
+    a.serve(Arc::new(|r| match r.method.as_str() {
+        "PUT" => answer(
+            503,
+            json!({"code": "unavailable", "message": "no replica reachable"}),
+        ),
+        _ => answer(500, json!({"code": "internal", "message": "disk on fire"})),
+    }));
+    let c = client(&[&a.addr]).with_smart_routing(false);
+    match c.put("k", "v", None).await {
+        Err(e @ ClientError::Unavailable(_)) => {
+            assert!(e.is_definite());
+            assert!(e.to_string().contains("no replica reachable"), "{e}");
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    match c.append("k", "v").await {
+        Err(
+            ref e @ ClientError::Api {
+                status: 500,
+                ref code,
+                ..
+            },
+        ) => {
+            assert_eq!(code, "internal");
+            assert!(!e.is_definite());
+        }
+        other => panic!("expected internal, got {other:?}"),
+    }
+}

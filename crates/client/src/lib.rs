@@ -28,6 +28,11 @@
 //! - a write is retried (at any address) only after a definite failure: a connect error (nothing
 //!   was sent), 503 (including `slot_moving`) or 421. Once a write may have reached a node and no answer came, the outcome
 //!   is unknown and surfaces as [`ClientError::OutcomeUnknown`]; nothing retries it;
+//! - an error is definite ([`ClientError::is_definite`]) only when the node's code is in the
+//!   explicit list [`DEFINITE_CODES`] ("nothing was written"); `internal`, unknown codes and
+//!   replies that cannot be parsed (a 200 included) are not, and are never retried. The client
+//!   reports what the node said: a node that answers `unavailable` for a write it proposed lies,
+//!   and the Jepsen suite's planted fault checks that the checker catches that lie;
 //! - the routing state's lock is never held across an await.
 //!
 //! Not implemented: binary keys and values (keys and values are UTF-8 strings); learning leader
@@ -109,10 +114,72 @@ fn describe(current: &Option<Versioned>) -> String {
     }
 }
 
+/// The error codes a node answers only when nothing was written: the request was refused before
+/// it was proposed (validation, routing, no leader, the serving replica unreachable) or refused
+/// at apply (a failed condition, an append past the limit), or it changed nothing (a read's
+/// `key_not_found`, a view change refused by the planner). An error is definite only if its code
+/// is listed here (see [`ClientError::is_definite`]); any other code (`internal`, one this client
+/// does not know) and any reply it cannot parse leave a write's outcome unknown.
+pub const DEFINITE_CODES: &[&str] = &[
+    // Validation, before anything is proposed.
+    "bad_request",
+    "empty_key",
+    "key_too_large",
+    "value_too_large",
+    "body_too_large",
+    "unsupported_media_type",
+    "no_route",
+    "method_not_allowed",
+    // Routing and availability, before proposing.
+    "not_owner",
+    "not_leader",
+    "slot_moving",
+    "no_leader",
+    "unavailable",
+    "joining",
+    // Refused at apply, or nothing to do.
+    "condition_failed",
+    "key_not_found",
+    // Refused by the guard of internal routes.
+    "unauthorized",
+    "wrong_cluster",
+    "protected_mode",
+    "node_removed",
+    // View changes refused: nothing started.
+    "change_in_progress",
+    "unknown_task",
+    "unreachable",
+    "address_in_use",
+    "below_quorum",
+    "dead_node",
+    "empty_address",
+    "invalid_map",
+    "invalid_target",
+    "task_in_progress",
+    "too_few_nodes",
+    "unknown_node",
+];
+
+/// The 503 codes that are definite and worth retrying (at another node or after a pause).
+const RETRYABLE_503_CODES: &[&str] = &["no_leader", "unavailable", "joining"];
+
 impl ClientError {
-    /// Whether the operation definitely did not take effect.
+    /// Whether the operation definitely did not take effect: only for the errors whose meaning
+    /// is "nothing was written" — a failed condition, a missing key, the client's own
+    /// `Unavailable` (it gives up only after definite refusals or unsent requests), a running
+    /// view change, a refusal the client made before sending (`status` 0), or a node's answer
+    /// whose code is in [`DEFINITE_CODES`]. Everything else — `outcome_unknown`, `internal`,
+    /// an unknown code, a reply that could not be parsed — is not definite.
     pub fn is_definite(&self) -> bool {
-        !matches!(self, ClientError::OutcomeUnknown(_))
+        match self {
+            ClientError::NotFound
+            | ClientError::ConditionFailed { .. }
+            | ClientError::Unavailable(_)
+            | ClientError::ChangeInProgress { .. } => true,
+            ClientError::OutcomeUnknown(_) => false,
+            ClientError::Api { status: 0, .. } => true,
+            ClientError::Api { code, .. } => DEFINITE_CODES.contains(&code.as_str()),
+        }
     }
 }
 
@@ -648,7 +715,9 @@ fn interpret(status: StatusCode, bytes: &[u8]) -> Reply {
         },
         (_, "outcome_unknown") => ClientError::OutcomeUnknown(err.message),
         (StatusCode::SERVICE_UNAVAILABLE, "slot_moving") => return Reply::SlotMoving(err.message),
-        (StatusCode::SERVICE_UNAVAILABLE, _) => return Reply::Retry(err.message),
+        (StatusCode::SERVICE_UNAVAILABLE, code) if RETRYABLE_503_CODES.contains(&code) => {
+            return Reply::Retry(err.message)
+        }
         _ => ClientError::Api {
             status: status.as_u16(),
             code: err.code,

@@ -161,6 +161,9 @@ fn advice(e: &ClientError) -> &'static str {
         ClientError::ChangeInProgress { .. } => {
             " (another view change is running: follow it with kvctl task ID --wait)"
         }
+        ClientError::Api { .. } if !e.is_definite() => {
+            " (if this was a write, it may or may not have happened: read the key before retrying)"
+        }
         ClientError::Api { .. } => "",
     }
 }

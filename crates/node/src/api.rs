@@ -557,10 +557,74 @@ async fn write_once(state: &Node, inc: &Incoming, cmd: Command) -> Result<Respon
     match leader_target(state, group).await? {
         Target::Forward(addrs) => forward(state, &addrs, inc, slot, true).await,
         Target::Local(replica) => {
+            let faults = crate::faults::faults();
+            if faults.ack_before_commit {
+                if let Some(result) = ack_before_commit(state, &replica.raft, group, &cmd).await? {
+                    return write_response(key, slot, result);
+                }
+            }
+            let fail = faults.fail_this_proposal();
             let result = propose(state, &replica.raft, cmd).await?;
+            if fail {
+                // Planted fault: a definite failure for a write that was proposed (and here
+                // committed).
+                return Err(ApiError::Unavailable(format!(
+                    "planted fault {}: this committed write is reported as not done",
+                    crate::faults::FAIL_PROPOSED_ENV
+                )));
+            }
             write_response(key, slot, result)
         }
     }
+}
+
+/// Planted fault `KVORUM_FAULT_ACK_BEFORE_COMMIT` (see `faults.rs`): hands `cmd` to Raft without
+/// waiting for it to commit, and returns the result predicted from the key's applied record,
+/// with the version the entry would get (the log index it was appended at, plus the group's
+/// version base). `None` when the prediction is a refusal: the caller proposes honestly.
+async fn ack_before_commit(
+    state: &Node,
+    raft: &Raft,
+    group: GroupId,
+    cmd: &Command,
+) -> Result<Option<CommandResult>, ApiError> {
+    let current = state
+        .store
+        .read(group, cmd.key())
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let (before, applied) = {
+        let m = raft.metrics().borrow().clone();
+        (
+            m.last_log_index.unwrap_or(0),
+            m.last_applied.map_or(0, |l| l.index),
+        )
+    };
+    let base = state
+        .store
+        .version_high_water(group)
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .saturating_sub(applied);
+    if crate::faults::predicted_result(cmd, 0, current.as_ref()).is_none() {
+        return Ok(None);
+    }
+    let rx = raft
+        .client_write_ff(cmd.clone())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Nobody waits for the outcome; the task only keeps openraft from logging a dropped responder.
+    tokio::spawn(rx);
+    let index = raft
+        .wait(Some(state.cfg.request_timeout))
+        .metrics(|m| m.last_log_index > Some(before), "the write is appended")
+        .await
+        .ok()
+        .and_then(|m| m.last_log_index)
+        .unwrap_or(before + 1);
+    Ok(crate::faults::predicted_result(
+        cmd,
+        index + base,
+        current.as_ref(),
+    ))
 }
 
 fn write_response(key: String, slot: Slot, result: CommandResult) -> Result<Response, ApiError> {

@@ -21,6 +21,7 @@ pub mod api;
 pub mod changes;
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod heartbeat;
 pub mod identity;
 pub mod incarnation;

@@ -85,6 +85,7 @@ pub async fn run(
             "FAULT INJECTED: reads skip read index and may be stale (KVORUM_FAULT_STALE_READS=1)"
         );
     }
+    crate::faults::announce();
     let initialize_from = initial_to_initialize(&map, initial);
     let state = Arc::new(Node::new(
         cfg.clone(),
