@@ -140,7 +140,20 @@ pub(super) async fn admin(
     let body = bincode::serialize(&req).map_err(|e| AdminError::Failed(e.to_string()))?;
     let mut addrs: Vec<String> = match to {
         Some(a) => vec![a.to_string()],
-        None => state.group_addrs(group),
+        None => {
+            // The group's leader first: this node when its own replica leads (the metadata
+            // leader often leads a data group too), else the leader hint, then the members.
+            let mut addrs = state.group_addrs(group);
+            let leads = state.replica(group).is_some_and(|r| {
+                let m = r.raft.metrics();
+                let m = m.borrow();
+                m.current_leader == Some(state.id()) && m.state.is_leader()
+            });
+            if let (true, Some(me)) = (leads, map.addr(state.id())) {
+                addrs.insert(0, me.to_string());
+            }
+            addrs
+        }
     };
     if addrs.is_empty() {
         return Err(AdminError::Failed(format!(

@@ -69,59 +69,10 @@ pub struct MembershipRequest {
     pub op: MembershipOp,
 }
 
-/// Why a group's leader refused a membership step. Each variant says what the caller does.
-#[derive(Debug, thiserror::Error)]
-pub enum MembershipError {
-    /// This node does not lead the group. Retry at `leader`, if known.
-    #[error("this node is not the group's leader; the leader is {leader:?}")]
-    NotLeader { leader: Option<NodeId> },
-    /// The task or epoch is not in the newest map this node knows: the request comes from a
-    /// deposed metadata leader or an outdated step. Re-read the map; do not retry as is.
-    #[error("stale membership request: {0}")]
-    StaleTask(String),
-    /// The replica to remove still acknowledges the leader's log: it is not dead. Abandon the
-    /// repair.
-    #[error("node {node} is still replicating with the group's leader ({detail}); it is not dead")]
-    ReplicaAlive { node: NodeId, detail: String },
-    /// The replacement is not a learner of the group. Add it as a learner first.
-    #[error("node {0} is not a learner of the group; add it as a learner first")]
-    NoLearner(NodeId),
-    /// The change could not be made now. Retry shortly.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl MembershipError {
-    /// The stable machine-readable code of this error.
-    pub fn code(&self) -> &'static str {
-        match self {
-            MembershipError::NotLeader { .. } => "not_leader",
-            MembershipError::StaleTask(_) => "stale_task",
-            MembershipError::ReplicaAlive { .. } => "replica_alive",
-            MembershipError::NoLearner(_) => "no_learner",
-            MembershipError::Unavailable(_) => "unavailable",
-        }
-    }
-}
-
-impl From<MembershipError> for ApiError {
-    fn from(e: MembershipError) -> ApiError {
-        match e {
-            MembershipError::NotLeader { leader } => ApiError::NotLeader { leader },
-            MembershipError::StaleTask(m) => ApiError::StaleTask(m),
-            MembershipError::ReplicaAlive { node, detail } => {
-                ApiError::ReplicaAlive { node, detail }
-            }
-            MembershipError::NoLearner(n) => ApiError::NoLearner(n),
-            MembershipError::Unavailable(m) => ApiError::Unavailable(m),
-        }
-    }
-}
-
 /// Why a membership step failed, as its driver sees it.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum StepError {
-    /// The group's leader refused the step; `code` is a [`MembershipError::code`].
+    /// The group's leader refused the step; `code` is a [`ApiError::code`].
     #[error("{message}")]
     Refused { code: String, message: String },
     /// The step could not be delivered or failed; retry.
@@ -129,10 +80,10 @@ pub(super) enum StepError {
     Failed(String),
 }
 
-impl From<MembershipError> for StepError {
-    fn from(e: MembershipError) -> StepError {
+impl From<ApiError> for StepError {
+    fn from(e: ApiError) -> StepError {
         match e {
-            MembershipError::NotLeader { .. } | MembershipError::Unavailable(_) => {
+            ApiError::NotLeader { .. } | ApiError::Unavailable(_) => {
                 StepError::Failed(e.to_string())
             }
             _ => StepError::Refused {
@@ -225,23 +176,23 @@ fn check_request(
     accepted: u64,
     group: GroupId,
     req: &MembershipRequest,
-) -> Result<(), MembershipError> {
+) -> Result<(), ApiError> {
     if req.epoch > map.epoch {
-        return Err(MembershipError::Unavailable(format!(
+        return Err(ApiError::Unavailable(format!(
             "the request is at epoch {}, this node knows only epoch {}; retry once it has \
              learned the newer map",
             req.epoch, map.epoch
         )));
     }
     if req.epoch < map.epoch || req.epoch < accepted {
-        return Err(MembershipError::StaleTask(format!(
+        return Err(ApiError::StaleTask(format!(
             "the request is at epoch {}, but this node's map is at epoch {} and it accepted \
              epoch {accepted}: it comes from a deposed metadata leader or an outdated step",
             req.epoch, map.epoch
         )));
     }
     let Some(task) = map.tasks.iter().find(|t| t.id == req.task) else {
-        return Err(MembershipError::StaleTask(format!(
+        return Err(ApiError::StaleTask(format!(
             "task {} is not in the map at epoch {}",
             req.task, map.epoch
         )));
@@ -278,7 +229,7 @@ fn check_request(
         },
     };
     if !fits {
-        return Err(MembershipError::StaleTask(format!(
+        return Err(ApiError::StaleTask(format!(
             "task {} at epoch {} does not do {:?} in group {group}",
             req.task, map.epoch, req.op
         )));
@@ -293,7 +244,7 @@ async fn admit(
     state: &Node,
     group: GroupId,
     req: &MembershipRequest,
-) -> Result<(), MembershipError> {
+) -> Result<(), ApiError> {
     if state.map().epoch < req.epoch {
         state.refresh.notify_one();
         let deadline = Instant::now() + MAP_LEARN_WAIT;
@@ -316,17 +267,17 @@ async fn apply_membership(
     raft: &Raft,
     me: NodeId,
     op: &MembershipOp,
-) -> Result<(), MembershipError> {
+) -> Result<(), ApiError> {
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(me) || !m.state.is_leader() {
-        return Err(MembershipError::NotLeader {
+        return Err(ApiError::NotLeader {
             leader: m.current_leader,
         });
     }
     let membership = m.membership_config.membership().clone();
     let is_voter = |n: &NodeId| membership.voter_ids().any(|v| v == *n);
     let is_node = |n: &NodeId| membership.get_node(n).is_some();
-    let failed = |e: String| MembershipError::Unavailable(format!("membership change failed: {e}"));
+    let failed = |e: String| ApiError::Unavailable(format!("membership change failed: {e}"));
     match op {
         MembershipOp::AddLearner { node, addr } => {
             let index = if is_node(node) {
@@ -346,7 +297,7 @@ async fn apply_membership(
                 )
                 .await
                 .map_err(|e| {
-                    MembershipError::Unavailable(format!("learner {node} still catching up: {e}"))
+                    ApiError::Unavailable(format!("learner {node} still catching up: {e}"))
                 })?;
         }
         MembershipOp::ReplaceVoter {
@@ -366,13 +317,13 @@ async fn apply_membership(
                 return Ok(());
             }
             if !is_node(replacement) {
-                return Err(MembershipError::NoLearner(*replacement));
+                return Err(ApiError::NoLearner(*replacement));
             }
             // Not begun yet: make sure the dead replica is really gone before it leaves for good.
             // Once the joint configuration is in the log, the change is only finished.
             if joint.len() == 1 && last.contains(dead) && !live {
                 if *dead == me {
-                    return Err(MembershipError::ReplicaAlive {
+                    return Err(ApiError::ReplicaAlive {
                         node: me,
                         detail: "it leads the group".into(),
                     });
@@ -407,23 +358,23 @@ pub async fn membership_handler(
     check_internal(&state, &headers)?;
     let group = GroupId(group);
     let Some(raft) = state.group(group) else {
-        return Err(MembershipError::NotLeader { leader: None }.into());
+        return Err(ApiError::NotLeader { leader: None });
     };
     let leader = raft.metrics().borrow().current_leader;
     if leader != Some(state.id()) {
-        return Err(MembershipError::NotLeader { leader }.into());
+        return Err(ApiError::NotLeader { leader });
     }
     if let Err(e) = admit(&state, group, &req).await {
         tracing::warn!(group = %group, task = req.task, epoch = req.epoch, error = %e, "membership request refused");
-        return Err(e.into());
+        return Err(e);
     }
     match apply_membership(&raft, state.id(), &req.op).await {
         Ok(()) => Ok(Json(json!({ "ok": true }))),
         Err(e) => {
-            if matches!(e, MembershipError::ReplicaAlive { .. }) {
+            if matches!(e, ApiError::ReplicaAlive { .. }) {
                 tracing::warn!(group = %group, task = req.task, error = %e, "membership change refused");
             }
-            Err(e.into())
+            Err(e)
         }
     }
 }
@@ -457,7 +408,7 @@ mod tests {
         };
         assert!(check_request(&m, 0, g2, &request(4, 10, add.clone())).is_ok());
         assert!(check_request(&m, 10, g2, &request(4, 10, swap.clone())).is_ok());
-        let code = |r: Result<(), MembershipError>| r.err().map(|e| e.code());
+        let code = |r: Result<(), ApiError>| r.err().map(|e| e.code());
         assert_eq!(
             code(check_request(&m, 0, g2, &request(4, 9, add.clone()))),
             Some("stale_task")
@@ -510,35 +461,43 @@ mod tests {
         assert_eq!((back.task, back.epoch), (4, 10));
     }
 
-    // Membership refusals keep their status and code once mapped to `ApiError`.
+    // Membership refusals have their status and code, and the driver retries only what is not
+    // a refusal (no leader here, unavailable).
     #[test]
     fn membership_errors_keep_their_status_and_code() {
         let cases = [
             (
-                MembershipError::NotLeader { leader: Some(2) },
+                ApiError::NotLeader { leader: Some(2) },
                 StatusCode::MISDIRECTED_REQUEST,
+                None,
             ),
             (
-                MembershipError::StaleTask("old".into()),
+                ApiError::StaleTask("old".into()),
                 StatusCode::CONFLICT,
+                Some("stale_task"),
             ),
             (
-                MembershipError::ReplicaAlive {
+                ApiError::ReplicaAlive {
                     node: 5,
                     detail: "acked".into(),
                 },
                 StatusCode::CONFLICT,
+                Some("replica_alive"),
             ),
-            (MembershipError::NoLearner(7), StatusCode::CONFLICT),
+            (ApiError::NoLearner(7), StatusCode::CONFLICT, Some("no_learner")),
             (
-                MembershipError::Unavailable("later".into()),
+                ApiError::Unavailable("later".into()),
                 StatusCode::SERVICE_UNAVAILABLE,
+                None,
             ),
         ];
-        for (e, status) in cases {
-            let code = e.code();
-            let api = ApiError::from(e);
-            assert_eq!((api.status(), api.code()), (status, code));
+        for (e, status, refused) in cases {
+            assert_eq!(e.status(), status, "{e}");
+            match (StepError::from(e), refused) {
+                (StepError::Refused { code, .. }, Some(want)) => assert_eq!(code, want),
+                (StepError::Failed(_), None) => {}
+                (other, want) => panic!("{other:?}, want a refusal {want:?}"),
+            }
         }
     }
 }

@@ -47,7 +47,7 @@ pub use heartbeats::{
     heartbeat_handler, receive_heartbeat, voter_sets, Health, Heartbeat, HeartbeatReply, Refused,
     ReplicaReport,
 };
-pub use membership::{membership_handler, MembershipError, MembershipOp, MembershipRequest};
+pub use membership::{membership_handler, MembershipOp, MembershipRequest};
 pub use moves::{next_batch, MOVE_BATCH_SLOTS};
 pub use progress::{describe, progress};
 use tasks::{plan, start_drivers};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use kvorum_raftstore::{Command, Condition, NodeId, Raft};
 use openraft::BasicNode;
 
-use super::membership::MembershipError;
+use crate::error::ApiError;
 
 /// How long a group's leader waits for a "dead" replica to acknowledge a probe entry before it
 /// believes it gone; a live follower acknowledges within one round trip.
@@ -32,7 +32,7 @@ pub(super) fn matched(m: &openraft::RaftMetrics<NodeId, BasicNode>, node: NodeId
 /// probe entry (a conditional delete that never holds, so it changes nothing) and waits up to
 /// [`ALIVE_PROBE_WAIT`] for `node` to acknowledge it. One that acknowledges is alive, whatever
 /// its heartbeats to the metadata leader say.
-pub(super) async fn confirm_gone(raft: &Raft, node: NodeId) -> Result<(), MembershipError> {
+pub(super) async fn confirm_gone(raft: &Raft, node: NodeId) -> Result<(), ApiError> {
     let probe = Command::Delete {
         key: PROBE_KEY.to_string(),
         // Versions are log indexes: never u64::MAX.
@@ -41,9 +41,9 @@ pub(super) async fn confirm_gone(raft: &Raft, node: NodeId) -> Result<(), Member
     let index = tokio::time::timeout(ALIVE_PROBE_WAIT, raft.client_write(probe))
         .await
         .map_err(|_| {
-            MembershipError::Unavailable("the liveness probe was not committed in time".into())
+            ApiError::Unavailable("the liveness probe was not committed in time".into())
         })?
-        .map_err(|e| MembershipError::Unavailable(format!("liveness probe: {e}")))?
+        .map_err(|e| ApiError::Unavailable(format!("liveness probe: {e}")))?
         .log_id
         .index;
     let acked = raft
@@ -54,11 +54,11 @@ pub(super) async fn confirm_gone(raft: &Raft, node: NodeId) -> Result<(), Member
         )
         .await;
     match acked {
-        Ok(_) => Err(MembershipError::ReplicaAlive {
+        Ok(_) => Err(ApiError::ReplicaAlive {
             node,
             detail: format!("it acknowledged the probe at log index {index}"),
         }),
         Err(openraft::metrics::WaitError::Timeout(..)) => Ok(()),
-        Err(e) => Err(MembershipError::Unavailable(e.to_string())),
+        Err(e) => Err(ApiError::Unavailable(e.to_string())),
     }
 }
