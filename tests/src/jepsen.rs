@@ -376,6 +376,47 @@ impl Ctx {
         }
     }
 
+    /// SIGKILL the process at `addr` (a node of the initial view, or one started by
+    /// [`Self::start_joiner`]); false if no process of the run has that address.
+    pub async fn kill_addr(&self, addr: &str) -> bool {
+        let mut c = self.cluster.lock().await;
+        if let Some(i) = c.nodes.iter().position(|n| n.addr.to_string() == addr) {
+            c.kill(i);
+            return true;
+        }
+        let mut s = self.members.lock();
+        match s
+            .extras
+            .iter_mut()
+            .rev()
+            .find(|x| x.addr.to_string() == addr)
+        {
+            Some(x) => {
+                x.kill();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts the process at `addr` again after [`Self::kill_addr`], with its data directory.
+    pub async fn restart_addr(&self, addr: &str) {
+        let mut c = self.cluster.lock().await;
+        if let Some(i) = c.nodes.iter().position(|n| n.addr.to_string() == addr) {
+            c.restart(i);
+            return;
+        }
+        let mut s = self.members.lock();
+        if let Some(x) = s
+            .extras
+            .iter_mut()
+            .rev()
+            .find(|x| x.addr.to_string() == addr)
+        {
+            x.restart();
+        }
+    }
+
     /// The map as the cluster serves it now, if some node answers.
     pub async fn map(&self) -> Option<ClusterMap> {
         self.members.admin().map().await.ok().map(|(m, _)| m)
