@@ -24,7 +24,7 @@ use kvorum_client::TaskState;
 use kvorum_router::{ClusterMap, Step, ViewChange};
 use kvorum_tests::jepsen::{self, keys_in_slots, Ctx, JepsenOptions, Scenario};
 use kvorum_tests::nemesis::Partitioner;
-use kvorum_tests::{kvnode_bin, ONE_AT_A_TIME};
+use kvorum_tests::{direct_client, kvnode_bin, ONE_AT_A_TIME};
 
 /// How long every move batch is held at the fault's point.
 const HOLD_MS: u64 = 4000;
@@ -38,6 +38,9 @@ const FAULT_FOR: Duration = Duration::from_secs(3);
 const CHANGE_WITHIN: Duration = Duration::from_secs(150);
 /// Longest wait for the first hold after the change starts (the new group is created first).
 const HOLD_WITHIN: Duration = Duration::from_secs(60);
+
+/// Longest wait for a node's map to show the change's end.
+const MAP_WITHIN: Duration = Duration::from_secs(20);
 
 /// Where the fault hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,11 +120,19 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let map = ctx.map().await.expect("map");
-    let batch = map
-        .view_change()
-        .and_then(|(_, v)| v.batch.clone())
-        .expect("a batch in flight while held");
+    // The batch in flight, from the metadata leader's own map (another node's may lag).
+    let leader = ctx.cluster.lock().await.nodes[held_by].addr;
+    let leader = direct_client(leader, Duration::from_secs(2), Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_millis(HOLD_MS);
+    let (map, batch) = loop {
+        if let Ok((m, _)) = leader.map().await {
+            if let Some(b) = m.view_change().and_then(|(_, v)| v.batch.clone()) {
+                break (m, b);
+            }
+        }
+        assert!(Instant::now() < deadline, "no batch in flight while held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let moved_at_fault = map.view_change().map_or(0, |(_, v)| v.slots_moved);
     ctx.log(&format!(
         "fault test: batch {:?} from group {} to group {} held at {point} by node {}",
@@ -210,8 +221,18 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
         "{done:?}"
     );
 
-    // The map is valid: every slot owned by one existing group, no view change left.
-    let map = ctx.map().await.expect("map after the change");
+    // The map is valid: every slot owned by one existing group, no view change left (asked of
+    // the present nodes until one's map has caught up with the task's end).
+    let deadline = Instant::now() + MAP_WITHIN;
+    let map = loop {
+        if let Some(m) = ctx.map().await {
+            if m.view_change().is_none() || Instant::now() >= deadline {
+                break m;
+            }
+        }
+        assert!(Instant::now() < deadline, "no map from any node");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     map.validate()
         .unwrap_or_else(|e| panic!("invalid map after the change: {e}: {}", map.summary()));
     assert!(
