@@ -11,7 +11,7 @@
 //! (never stuck), the map is valid afterwards (every slot owned by one existing group, no view
 //! change left), and the history — the final linearizable read of every key included, so every
 //! acknowledged write is readable — is linearizable. Half of the keys lie in the first batch of
-//! a move (frozen while held), the others in other moving slots and slots that stay.
+//! a move (frozen while held), the others in slots that stay.
 //! `KVORUM_JEPSEN_SEED=<seed>` replays a run's operations.
 
 #![allow(clippy::unwrap_used)]
@@ -27,10 +27,11 @@ use kvorum_tests::nemesis::Partitioner;
 use kvorum_tests::{direct_client, kvnode_bin, ONE_AT_A_TIME};
 
 /// How long every move batch is held at the fault's point.
-const HOLD_MS: u64 = 4000;
+const HOLD_MS: u64 = 3000;
 /// Slots per move batch (`KVORUM_FAULT_MOVE_BATCH_SLOTS`): the change moves its 1024 slots in
-/// 6 batches (341 or 342 from each of 3 groups), so that the holds add up to seconds, not minutes.
-const BATCH_SLOTS: u16 = 256;
+/// 3 batches (341 or 342 from each of 3 groups), so that the holds add up to seconds, not
+/// minutes (64 batches of the default 16 slots).
+const BATCH_SLOTS: u16 = 512;
 /// How long a killed node stays down, or a partition stays.
 const FAULT_FOR: Duration = Duration::from_secs(3);
 /// Longest the change may take to end: above the metadata server's 120 s step failure limit,
@@ -49,6 +50,9 @@ enum Fault {
     KillSourceLeader,
     KillDestinationLeader,
     IsolateSource,
+    /// The destination group's leader killed after Freeze (K=2: the group has no quorum), and
+    /// the change cancelled while it is down: the batch must roll back (unfreeze at the source).
+    CancelWithDestinationDown,
 }
 
 impl Fault {
@@ -60,8 +64,9 @@ impl Fault {
     }
 }
 
-/// The run's keys: for every move of the first planned change (adding a node), 1 key in its
-/// first batch's slots and 1 in its other slots, plus 2 in slots that stay.
+/// The run's keys: for every move of the first planned change (adding a node), 2 keys in its
+/// first batch's slots and 1 in its other slots if it has more than one batch, plus 2 in slots
+/// that stay.
 fn chosen_keys(map: &ClusterMap) -> Vec<String> {
     let change = ViewChange::AddNode {
         addr: "127.0.0.250:1".into(),
@@ -74,8 +79,10 @@ fn chosen_keys(map: &ClusterMap) -> Vec<String> {
         };
         let slots: Vec<u16> = ranges.iter().flat_map(|(a, b)| *a..=*b).collect();
         let (first, rest) = slots.split_at(usize::from(BATCH_SLOTS).min(slots.len()));
-        keys.extend(keys_in_slots(&format!("f{i}-"), 1, |s| first.contains(&s)));
-        keys.extend(keys_in_slots(&format!("r{i}-"), 1, |s| rest.contains(&s)));
+        keys.extend(keys_in_slots(&format!("f{i}-"), 2, |s| first.contains(&s)));
+        if !rest.is_empty() {
+            keys.extend(keys_in_slots(&format!("r{i}-"), 1, |s| rest.contains(&s)));
+        }
     }
     keys.extend(keys_in_slots("stay-", 2, |s| {
         map.slots.get(usize::from(s)) == plan.target.slots.get(usize::from(s))
@@ -143,7 +150,9 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
     ));
     let victim: Option<String> = match fault {
         Fault::KillMetadataLeader => Some(ctx.cluster.lock().await.nodes[held_by].addr.to_string()),
-        Fault::KillSourceLeader | Fault::KillDestinationLeader => {
+        Fault::KillSourceLeader
+        | Fault::KillDestinationLeader
+        | Fault::CancelWithDestinationDown => {
             let group = if fault == Fault::KillSourceLeader {
                 batch.from
             } else {
@@ -165,6 +174,23 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
         Fault::IsolateSource => None,
     };
     match victim {
+        Some(a) if fault == Fault::CancelWithDestinationDown => {
+            ctx.log(&format!("fault test: {fault:?}: kill {a}"));
+            assert!(ctx.kill_addr(&a).await, "no process at {a}");
+            let c = ctx.members.admin().cancel_task(p.id).await;
+            ctx.log(&format!("fault test: cancel task {}: {c:?}", p.id));
+            let done = ctx
+                .wait_task(p.id, CHANGE_WITHIN)
+                .await
+                .unwrap_or_else(|| panic!("task {} not final within {CHANGE_WITHIN:?}", p.id));
+            ctx.log(&format!(
+                "fault test: task {} ended {:?} with the destination down",
+                done.id, done.state
+            ));
+            assert_eq!(done.state, TaskState::Cancelled, "{done:?}");
+            ctx.log(&format!("fault test: restart {a}"));
+            ctx.restart_addr(&a).await;
+        }
         Some(a) => {
             ctx.log(&format!("fault test: {fault:?}: kill {a}"));
             assert!(ctx.kill_addr(&a).await, "no process at {a}");
@@ -244,6 +270,19 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
     if done.state == TaskState::Done {
         assert_eq!(map.groups.len(), 4, "{}", map.summary());
     }
+    if fault == Fault::CancelWithDestinationDown {
+        // Rolled back: the source still owns the batch's slots.
+        for (a, b) in &batch.slots {
+            for s in *a..=*b {
+                assert_eq!(
+                    map.slots[usize::from(s)],
+                    batch.from,
+                    "slot {s} after the rollback: {}",
+                    map.summary()
+                );
+            }
+        }
+    }
     format!(
         "{fault:?}: task ended {:?} ({}/{} slots); map {}",
         done.state,
@@ -255,6 +294,7 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
 
 async fn run_fault(name: &str, fault: Fault) {
     let _guard = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
     let mut opts = JepsenOptions::short(kvnode_bin!(), name, &[]);
     opts.nodes = 7;
     opts.k = 2;
@@ -281,8 +321,9 @@ async fn run_fault(name: &str, fault: Fault) {
     let s: Scenario = Box::new(move |ctx| Box::pin(scenario(ctx, fault)));
     let out = jepsen::run_with(opts, Some(s)).await;
     eprintln!(
-        "{name}: {} operations; {}; artifacts {}",
+        "{name}: {} operations in {:?}; {}; artifacts {}",
         out.ops,
+        started.elapsed(),
         out.scenario.as_deref().unwrap_or(""),
         out.dir.display()
     );
@@ -314,6 +355,18 @@ async fn source_leader_killed_after_freeze() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn destination_leader_killed_before_activate() {
     run_fault("vc-fault-dest-leader", Fault::KillDestinationLeader).await;
+}
+
+// (e) The destination group loses its quorum after Freeze (its leader killed; K=2) and the
+// change is cancelled while it is down: the batch rolls back (the source unfreezes its slots
+// although the destination cannot drop its copy), and the task ends `cancelled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_with_the_destination_down_rolls_back() {
+    run_fault(
+        "vc-fault-cancel-dest-down",
+        Fault::CancelWithDestinationDown,
+    )
+    .await;
 }
 
 // (d) The source group cut off from every other node while its batch is frozen, then healed.
