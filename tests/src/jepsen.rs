@@ -17,6 +17,12 @@
 //! every group keeps a majority alive; a partition may cut a client's node off a group's leader,
 //! which makes operations unavailable, never wrong.
 //!
+//! With the membership nemesis ([`Nemesis::Membership`]) the run also changes the cluster's
+//! view while it runs (see `membership_nemesis`): the workers pick from the nodes present (a node
+//! leaves their list when its removal starts, a new one enters it when its add is done), kill and
+//! pause skip nodes a change holds, and a partition is cut over the nodes present. A scenario
+//! ([`run_with`]) can drive its own faults next to the workers (`tests/view_change_faults.rs`).
+//!
 //! A run prints its seed; `KVORUM_JEPSEN_SEED` replays the same schedule of operations and faults
 //! (timings still vary).
 

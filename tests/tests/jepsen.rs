@@ -1,6 +1,7 @@
 //! The short Jepsen-style suite: every nemesis alone and mixed on 6 nodes with K=3 (two data
-//! groups, keys in both), each history checked for linearizability, and proof that the suite
-//! catches an injected stale-read fault.
+//! groups, keys in both), the membership nemesis on 7 nodes with K=2 alone, with kill and with
+//! partition, each history checked for linearizability, and proof that the suite catches an
+//! injected stale-read fault.
 //! `KVORUM_JEPSEN_LONG=1` makes each run 5 minutes; `KVORUM_JEPSEN_SEED` replays a schedule.
 
 #![allow(clippy::unwrap_used)]
@@ -173,10 +174,12 @@ fn membership_opts(name: &str, nemeses: &[Nemesis]) -> JepsenOptions {
 /// its deadline, and at least one moved the slot of a run key.
 async fn assert_membership(name: &str, nemeses: &[Nemesis]) {
     let _guard = ONE_AT_A_TIME.lock().await;
+    let started = std::time::Instant::now();
     let out = run_checked(membership_opts(name, nemeses)).await;
     let m = &out.membership;
     eprintln!(
-        "{name}: {m:?}; final epoch {}, {} groups, spares {:?}; artifacts {}",
+        "{name}: {m:?} in {:?}; final epoch {}, {} groups, spares {:?}; artifacts {}",
+        started.elapsed(),
         out.final_status.epoch,
         out.final_status.groups.len(),
         out.final_status.spares,
