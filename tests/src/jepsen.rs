@@ -813,7 +813,8 @@ enum ChangeKind {
 /// The membership nemesis: after each quiet period, one view change (the first adds a node, so
 /// that groups are created and slots move at once; then add, remove a spare or remove a replica —
 /// replaced by a spare if there is one, else its group is dissolved), each waited for up to
-/// `deadline`. The node count stays within the initial count ± 1. Refusals and changes that end
+/// `deadline`. The node count stays within the initial count ± 1; any node may be removed, the
+/// metadata leader included. Refusals and changes that end
 /// `cancelled`/`failed` are recorded, never an error; a change not final by `deadline` is
 /// recorded in `stuck`.
 async fn membership_nemesis(
@@ -838,9 +839,9 @@ async fn membership_nemesis(
             .filter(|n| n.state != NodeState::Removed)
             .collect();
         let present: BTreeSet<u64> = ctx.members.present().iter().map(|(i, _)| *i).collect();
-        let removable = |n: &&&kvorum_wire::NodeStatus| {
-            present.contains(&n.id) && Some(n.id) != status.metadata_leader
-        };
+        // Any node the workers use, the metadata leader included (it hands its config seat over
+        // and loses its leadership mid-change).
+        let removable = |n: &&&kvorum_wire::NodeStatus| present.contains(&n.id);
         let spares: Vec<u64> = active
             .iter()
             .filter(|n| n.role == NodeRole::Spare)
