@@ -17,27 +17,39 @@
 //! every group keeps a majority alive; a partition may cut a client's node off a group's leader,
 //! which makes operations unavailable, never wrong.
 //!
+//! With the membership nemesis ([`Nemesis::Membership`]) the run also changes the cluster's
+//! view while it runs (see `membership_nemesis`): the workers pick from the nodes present (a node
+//! leaves their list when its removal starts, a new one enters it when its add is done), kill and
+//! pause skip nodes a change holds, and a partition is cut over the nodes present. A scenario
+//! ([`run_with`]) can drive its own faults next to the workers (`tests/view_change_faults.rs`).
+//!
 //! A run prints its seed; `KVORUM_JEPSEN_SEED` replays the same schedule of operations and faults
 //! (timings still vary).
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvorum_checker::{CheckOptions, Command as Op, Recorder, Report, Verdict};
-use kvorum_client::{Client, ClientError, ClientOptions, Condition};
+use kvorum_client::{Client, ClientError, ClientOptions, Condition, TaskProgress, TaskState};
+use kvorum_router::{ClusterMap, ViewChange};
+use kvorum_wire::{NodeRole, NodeState};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::nemesis::{connected, Nemesis, PartitionShape, Partitioner};
-use crate::{group_of_key, spread_keys, Cluster, ClusterOptions};
+use crate::{group_of_key, spread_keys, Cluster, ClusterOptions, ExtraNode};
 
 /// Address the workers connect from; no partition rule mentions it.
 const CLIENT_IP: &str = "127.0.1.1";
+
+/// Default longest time a view change of the membership nemesis may take (a change of these
+/// small clusters moves at most a few thousand slots of a few keys each).
+pub const CHANGE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -60,6 +72,11 @@ pub struct JepsenOptions {
     pub env: Vec<(String, String)>,
     /// 0-based indexes of the nodes the nemesis may hit; `None`: all.
     pub targets: Option<Vec<usize>>,
+    /// The run's keys, instead of `keys` keys chosen by the run.
+    pub chosen_keys: Option<Vec<String>>,
+    /// Longest a view change of the membership nemesis may take; one still running then fails
+    /// the run.
+    pub change_deadline: Duration,
 }
 
 impl JepsenOptions {
@@ -81,6 +98,8 @@ impl JepsenOptions {
             fault_period: Duration::from_secs(3),
             env: Vec::new(),
             targets: None,
+            chosen_keys: None,
+            change_deadline: CHANGE_DEADLINE,
         }
     }
 }
@@ -101,6 +120,10 @@ pub struct Outcome {
     pub faults: usize,
     /// The cluster status when the run ended (every group had a leader again).
     pub final_status: crate::ClusterStatus,
+    /// What the membership nemesis did (all zero without it).
+    pub membership: MembershipStats,
+    /// The scenario's summary (see [`run_with`]).
+    pub scenario: Option<String>,
 }
 
 impl Outcome {
@@ -134,8 +157,341 @@ impl Timeline {
     }
 }
 
+/// A node the workers may use: its id, address, and a plain and a smart client of it.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub id: u64,
+    pub addr: SocketAddr,
+    plain: Arc<Client>,
+    smart: Arc<Client>,
+}
+
+impl Endpoint {
+    fn new(id: u64, addr: SocketAddr) -> Endpoint {
+        let client = |smart: bool| {
+            Arc::new(
+                Client::new(
+                    vec![addr.to_string()],
+                    ClientOptions {
+                        request_timeout: Duration::from_secs(3),
+                        retry_for: Duration::ZERO,
+                        local_address: Some(client_ip()),
+                    },
+                )
+                .expect("client")
+                .with_smart_routing(smart),
+            )
+        };
+        Endpoint {
+            id,
+            addr,
+            plain: client(false),
+            smart: client(true),
+        }
+    }
+}
+
+/// The nodes of the cluster as a run goes: the ones the workers use (a node leaves this list
+/// when its removal starts, and a new node enters it once its add is done), the processes
+/// started to join, and which nodes a change or a fault holds, so that the membership nemesis and
+/// the kill/pause nemeses never pick the same node at once.
+#[derive(Default)]
+pub struct Members {
+    state: Mutex<MembersState>,
+}
+
+#[derive(Default)]
+struct MembersState {
+    endpoints: Vec<Endpoint>,
+    extras: Vec<ExtraNode>,
+    /// Nodes a view change adds or removes right now.
+    changing: BTreeSet<u64>,
+    /// Nodes killed or paused right now.
+    faulted: BTreeSet<u64>,
+    removed: BTreeSet<u64>,
+}
+
+impl Members {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MembersState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pick(&self, rng: &mut StdRng) -> Option<Endpoint> {
+        let s = self.lock();
+        if s.endpoints.is_empty() {
+            return None;
+        }
+        Some(s.endpoints[rng.gen_range(0..s.endpoints.len())].clone())
+    }
+
+    /// The nodes the workers use, by id.
+    pub fn present(&self) -> Vec<(u64, SocketAddr)> {
+        self.lock()
+            .endpoints
+            .iter()
+            .map(|e| (e.id, e.addr))
+            .collect()
+    }
+
+    /// Whether node `id` was removed by a change of this run.
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.lock().removed.contains(&id)
+    }
+
+    /// Marks node `id` as hit by a fault, unless a change holds it or it was removed.
+    fn claim_fault(&self, id: u64) -> bool {
+        let mut s = self.lock();
+        if s.changing.contains(&id) || s.removed.contains(&id) {
+            return false;
+        }
+        s.faulted.insert(id)
+    }
+
+    fn release_fault(&self, id: u64) {
+        self.lock().faulted.remove(&id);
+    }
+
+    /// Marks node `id` as the subject of a change, unless a fault holds it.
+    fn claim_change(&self, id: u64) -> bool {
+        let mut s = self.lock();
+        if s.faulted.contains(&id) || s.removed.contains(&id) {
+            return false;
+        }
+        s.changing.insert(id)
+    }
+
+    fn release_change(&self, id: u64) {
+        self.lock().changing.remove(&id);
+    }
+
+    /// Takes node `id` out of the workers' list (its removal starts); returns its entry.
+    fn take(&self, id: u64) -> Option<Endpoint> {
+        let mut s = self.lock();
+        let i = s.endpoints.iter().position(|e| e.id == id)?;
+        Some(s.endpoints.remove(i))
+    }
+
+    fn put(&self, e: Endpoint) {
+        self.lock().endpoints.push(e);
+    }
+
+    fn keep_extra(&self, x: ExtraNode) {
+        self.lock().extras.push(x);
+    }
+
+    /// A client over every node the workers use, failing over between them, from the workers'
+    /// address (no partition rule mentions it), for admin calls.
+    pub fn admin(&self) -> Client {
+        let eps = self
+            .present()
+            .iter()
+            .map(|(_, a)| a.to_string())
+            .collect::<Vec<_>>();
+        Client::new(
+            eps,
+            ClientOptions {
+                request_timeout: Duration::from_secs(5),
+                retry_for: Duration::from_secs(10),
+                local_address: Some(client_ip()),
+            },
+        )
+        .expect("client")
+        .with_smart_routing(false)
+    }
+}
+
+fn client_ip() -> IpAddr {
+    CLIENT_IP.parse().expect("ip")
+}
+
+/// What a scenario (see [`run_with`]) gets: the cluster, the nodes the workers use, the run's
+/// keys and seed, and the nemesis timeline.
+pub struct Ctx {
+    pub cluster: Arc<tokio::sync::Mutex<Cluster>>,
+    pub members: Arc<Members>,
+    pub keys: Vec<String>,
+    pub seed: u64,
+    timeline: Arc<Timeline>,
+    /// Addresses of nodes started to join, in order: 127.0.0.{nodes+1}, …
+    next_ip: AtomicU64,
+}
+
+impl Ctx {
+    /// Writes `what` to the nemesis timeline (and stderr).
+    pub fn log(&self, what: &str) {
+        eprintln!("{what}");
+        self.timeline.log(what);
+    }
+
+    /// Starts a new node with `--join` (the present nodes' addresses) at a fresh loopback
+    /// address, waits until it answers `GET /v1/join` as waiting, and keeps the process until the
+    /// run ends. Returns its address, or why it did not come up.
+    pub async fn start_joiner(&self) -> Result<SocketAddr, String> {
+        let n = self.next_ip.fetch_add(1, Ordering::Relaxed);
+        let addr = Cluster::free_addr(&format!("127.0.0.{n}"));
+        let join = self
+            .members
+            .present()
+            .iter()
+            .map(|(_, a)| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let extra = self
+            .cluster
+            .lock()
+            .await
+            .spawn_extra(addr, &["--join", &join], &[]);
+        self.members.keep_extra(extra);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .local_address(client_ip())
+            .build()
+            .expect("http client");
+        let deadline = Instant::now() + JOINER_UP_WITHIN;
+        loop {
+            if let Ok(r) = http.get(format!("http://{addr}/v1/join")).send().await {
+                if r.json::<serde_json::Value>()
+                    .await
+                    .is_ok_and(|v| v["state"] == "waiting")
+                {
+                    return Ok(addr);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{addr} not waiting to join within {JOINER_UP_WITHIN:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls task `id` until it is final or `within` passes; `None` at the deadline.
+    pub async fn wait_task(&self, id: u64, within: Duration) -> Option<TaskProgress> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(p) = self.members.admin().task(id).await {
+                if !matches!(p.state, TaskState::Running | TaskState::Cancelling) {
+                    return Some(p);
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// SIGKILL the process at `addr` (a node of the initial view, or one started by
+    /// [`Self::start_joiner`]); false if no process of the run has that address.
+    pub async fn kill_addr(&self, addr: &str) -> bool {
+        let mut c = self.cluster.lock().await;
+        if let Some(i) = c.nodes.iter().position(|n| n.addr.to_string() == addr) {
+            c.kill(i);
+            return true;
+        }
+        let mut s = self.members.lock();
+        match s
+            .extras
+            .iter_mut()
+            .rev()
+            .find(|x| x.addr.to_string() == addr)
+        {
+            Some(x) => {
+                x.kill();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts the process at `addr` again after [`Self::kill_addr`], with its data directory.
+    pub async fn restart_addr(&self, addr: &str) {
+        let mut c = self.cluster.lock().await;
+        if let Some(i) = c.nodes.iter().position(|n| n.addr.to_string() == addr) {
+            c.restart(i);
+            return;
+        }
+        let mut s = self.members.lock();
+        if let Some(x) = s
+            .extras
+            .iter_mut()
+            .rev()
+            .find(|x| x.addr.to_string() == addr)
+        {
+            x.restart();
+        }
+    }
+
+    /// The map as the cluster serves it now, if some node answers.
+    pub async fn map(&self) -> Option<ClusterMap> {
+        self.members.admin().map().await.ok().map(|(m, _)| m)
+    }
+}
+
+/// Longest wait for a node started with `--join` to answer as waiting.
+const JOINER_UP_WITHIN: Duration = Duration::from_secs(20);
+
+/// A scenario run next to the workers by [`run_with`]: it gets the run's context and returns a
+/// one-line summary for the outcome; a panic in it fails the run.
+pub type Scenario = Box<dyn FnOnce(Arc<Ctx>) -> BoxFuture<String> + Send>;
+/// A boxed future of a scenario.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// What the membership nemesis did during a run.
+#[derive(Debug, Default, Clone)]
+pub struct MembershipStats {
+    /// Changes started (accepted by the metadata leader).
+    pub started: usize,
+    /// Changes refused up front (not an error).
+    pub refused: usize,
+    /// Changes that ended `done`.
+    pub done: usize,
+    /// Changes that ended `cancelled` or `failed`.
+    pub not_done: usize,
+    /// Changes that moved the slot of at least one of the run's keys.
+    pub moved_run_keys: usize,
+    /// Changes not final within the deadline: each fails the run.
+    pub stuck: Vec<String>,
+}
+
 /// Runs one Jepsen-style test and returns the checker's verdict. Panics only on harness errors.
 pub async fn run(opts: JepsenOptions) -> Outcome {
+    run_with(opts, None).await
+}
+
+/// Keys `{prefix}{n}` (n = 0, 1, …) whose slot satisfies `pick`, `count` of them.
+pub fn keys_in_slots(prefix: &str, count: usize, pick: impl Fn(u16) -> bool) -> Vec<String> {
+    (0u64..)
+        .map(|n| format!("{prefix}{n}"))
+        .filter(|k| pick(kvorum_router::slot_of(k.as_bytes()).0))
+        .take(count)
+        .collect()
+}
+
+/// The run's keys for a membership run: half of them in slots that the first planned change
+/// (adding a node to `map`) moves, the rest spread over the groups.
+fn membership_keys(map: &ClusterMap, count: usize) -> Vec<String> {
+    let change = ViewChange::AddNode {
+        addr: "127.0.0.250:1".into(),
+    };
+    let target = match kvorum_router::plan(map, &change) {
+        Ok(p) => p.target,
+        Err(_) => return spread_keys(map, "k", count),
+    };
+    let moving = keys_in_slots("km", count.div_ceil(2), |s| {
+        map.slots.get(usize::from(s)) != target.slots.get(usize::from(s))
+    });
+    let mut keys = spread_keys(map, "k", count - moving.len());
+    keys.extend(moving);
+    keys
+}
+
+/// Runs one Jepsen-style test with `scenario` (if any) running next to the workers and the
+/// nemesis, and returns the checker's verdict. The run lasts at least `opts.duration` and until
+/// the scenario and every membership change have ended. Panics on harness errors and when the
+/// scenario panics.
+pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcome {
     let dir = runs_dir().join(format!("{}-{}", opts.name, opts.seed));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create run dir");
@@ -151,64 +507,46 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
     } else {
         None
     };
+    let membership = opts.nemeses.contains(&Nemesis::Membership);
     let mut copts = ClusterOptions::new(opts.bin.clone(), opts.nodes, opts.k);
     copts.stale_reads = opts.stale_reads;
     copts.env = opts.env.clone();
     let cluster = Arc::new(tokio::sync::Mutex::new(Cluster::start(copts).await));
-    let addrs: Vec<String> = cluster
-        .lock()
-        .await
-        .nodes
-        .iter()
-        .map(|n| n.addr.to_string())
-        .collect();
-    let ips: Vec<IpAddr> = cluster
-        .lock()
-        .await
-        .nodes
-        .iter()
-        .map(|n| n.addr.ip())
-        .collect();
+    let members = Arc::new(Members::default());
+    for n in &cluster.lock().await.nodes {
+        members.put(Endpoint::new(n.id, n.addr));
+    }
     let recorder = Arc::new(Recorder::create(&dir.join("history.jsonl")).expect("history file"));
     let timeline = Arc::new(Timeline {
         out: Mutex::new(std::fs::File::create(dir.join("nemesis.log")).expect("nemesis log")),
         start: Instant::now(),
     });
     let map = cluster.lock().await.initial_map();
-    let keys = spread_keys(&map, "k", opts.keys);
+    let keys = match &opts.chosen_keys {
+        Some(k) => k.clone(),
+        None if membership => membership_keys(&map, opts.keys),
+        None => spread_keys(&map, "k", opts.keys),
+    };
     let groups: BTreeSet<u64> = keys.iter().map(|k| group_of_key(&map, k)).collect();
     eprintln!(
         "jepsen {}: {} nodes, K={}, keys {keys:?} in groups {groups:?}",
         opts.name, opts.nodes, opts.k
     );
     assert!(
-        opts.keys < map.groups.len() || groups.len() == map.groups.len(),
+        opts.chosen_keys.is_some()
+            || opts.keys < map.groups.len()
+            || groups.len() == map.groups.len(),
         "the keys {keys:?} miss some of the {} data groups",
         map.groups.len()
     );
-    let client_ip: IpAddr = CLIENT_IP.parse().expect("ip");
-    // Per node, a plain client (the node serves or forwards) and a smart one (routed by the
-    // cluster map to the key's group, falling back to the node).
-    let node_clients = |smart: bool| -> Arc<Vec<Client>> {
-        Arc::new(
-            addrs
-                .iter()
-                .map(|a| {
-                    Client::new(
-                        vec![a.clone()],
-                        ClientOptions {
-                            request_timeout: Duration::from_secs(3),
-                            retry_for: Duration::ZERO,
-                            local_address: Some(client_ip),
-                        },
-                    )
-                    .expect("client")
-                    .with_smart_routing(smart)
-                })
-                .collect(),
-        )
-    };
-    let (plain_clients, smart_clients) = (node_clients(false), node_clients(true));
+    let ctx = Arc::new(Ctx {
+        cluster: cluster.clone(),
+        members: members.clone(),
+        keys: keys.clone(),
+        seed: opts.seed,
+        timeline: timeline.clone(),
+        next_ip: AtomicU64::new(opts.nodes as u64 + 1),
+    });
 
     // Workers.
     let stop = Arc::new(AtomicBool::new(false));
@@ -219,11 +557,8 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
             process: w as u64,
             rng: StdRng::seed_from_u64(opts.seed.wrapping_add(1 + w as u64)),
             // Even workers exercise forwarding, odd ones smart routing.
-            clients: if w % 2 == 0 {
-                plain_clients.clone()
-            } else {
-                smart_clients.clone()
-            },
+            smart: w % 2 == 1,
+            members: members.clone(),
             recorder: recorder.clone(),
             keys: keys.clone(),
             next_process: next_process.clone(),
@@ -234,36 +569,71 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
         workers.push(tokio::spawn(ctx.run(stop)));
     }
 
-    // Nemesis.
-    let mut rng = StdRng::seed_from_u64(opts.seed);
     let end = Instant::now() + opts.duration;
-    let mut faults = 0;
     timeline.log("start");
-    while Instant::now() + opts.fault_period * 2 <= end && !opts.nemeses.is_empty() {
+    let scenario = scenario.map(|s| tokio::spawn(s(ctx.clone())));
+    let stats = Arc::new(Mutex::new(MembershipStats::default()));
+    let changes = membership.then(|| {
+        tokio::spawn(membership_nemesis(
+            ctx.clone(),
+            StdRng::seed_from_u64(opts.seed ^ MEMBERSHIP_SEED_SALT),
+            opts.fault_period,
+            end,
+            opts.change_deadline,
+            stats.clone(),
+        ))
+    });
+
+    // Kill, pause and partition.
+    let faults_of: Vec<Nemesis> = opts
+        .nemeses
+        .iter()
+        .copied()
+        .filter(|n| *n != Nemesis::Membership)
+        .collect();
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let mut faults = 0;
+    while Instant::now() + opts.fault_period * 2 <= end && !faults_of.is_empty() {
         tokio::time::sleep(opts.fault_period).await;
-        let nemesis = opts.nemeses[rng.gen_range(0..opts.nemeses.len())];
+        let nemesis = faults_of[rng.gen_range(0..faults_of.len())];
         let target = match &opts.targets {
             Some(t) if !t.is_empty() => t[rng.gen_range(0..t.len())],
             _ => rng.gen_range(0..opts.nodes),
         };
-        faults += 1;
+        let target_id = target as u64 + 1;
         match nemesis {
+            Nemesis::Kill | Nemesis::Pause if !members.claim_fault(target_id) => {
+                timeline.log(&format!(
+                    "{} node {target_id}: skipped (in a view change or removed)",
+                    nemesis.name()
+                ));
+            }
             Nemesis::Kill => {
-                timeline.log(&format!("kill node {}", target + 1));
+                faults += 1;
+                timeline.log(&format!("kill node {target_id}"));
                 cluster.lock().await.kill(target);
                 tokio::time::sleep(opts.fault_period).await;
-                timeline.log(&format!("restart node {}", target + 1));
+                timeline.log(&format!("restart node {target_id}"));
                 cluster.lock().await.restart(target);
+                members.release_fault(target_id);
             }
             Nemesis::Pause => {
-                timeline.log(&format!("pause node {}", target + 1));
+                faults += 1;
+                timeline.log(&format!("pause node {target_id}"));
                 cluster.lock().await.pause(target, true);
                 tokio::time::sleep(opts.fault_period).await;
-                timeline.log(&format!("resume node {}", target + 1));
+                timeline.log(&format!("resume node {target_id}"));
                 cluster.lock().await.pause(target, false);
+                members.release_fault(target_id);
             }
             Nemesis::Partition => {
+                faults += 1;
                 let p = partitioner.as_ref().expect("partitioner");
+                // Over the nodes present now (a membership nemesis adds and removes some).
+                let present = members.present();
+                let n = present.len();
+                let ips: Vec<IpAddr> = present.iter().map(|(_, a)| a.ip()).collect();
+                let index = |id: u64| present.iter().position(|(i, _)| *i == id);
                 let shape = match rng.gen_range(0..3) {
                     0 => PartitionShape::RandomHalves,
                     1 => {
@@ -276,42 +646,85 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
                         } else {
                             c.group_leader(group).await
                         };
-                        PartitionShape::Isolate(leader.map_or(target, |l| c.index_of(l)))
+                        PartitionShape::Isolate(
+                            leader
+                                .and_then(index)
+                                .unwrap_or(target.min(n.saturating_sub(1))),
+                        )
                     }
                     _ => PartitionShape::MajorityRing,
                 };
-                let side: Vec<bool> = (0..opts.nodes).map(|_| rng.gen()).collect();
-                timeline.log(&format!("partition {shape:?} sides {side:?}"));
-                p.cut(&ips, |a, b| connected(shape, opts.nodes, &side, a, b))
+                let side: Vec<bool> = (0..n).map(|_| rng.gen()).collect();
+                timeline.log(&format!(
+                    "partition {shape:?} over nodes {:?} sides {side:?}",
+                    present.iter().map(|(i, _)| *i).collect::<Vec<_>>()
+                ));
+                p.cut(&ips, |a, b| connected(shape, n, &side, a, b))
                     .expect("nft rules");
                 tokio::time::sleep(opts.fault_period).await;
                 timeline.log("heal partition");
                 p.heal().expect("nft heal");
             }
+            Nemesis::Membership => unreachable!("filtered out above"),
         }
     }
     let rest = end.saturating_duration_since(Instant::now());
     tokio::time::sleep(rest).await;
+    let scenario = match scenario {
+        Some(h) => match h.await {
+            Ok(summary) => Some(summary),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("scenario: {e}"),
+        },
+        None => None,
+    };
+    if let Some(h) = changes {
+        if let Err(e) = h.await {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+    }
+    let membership_stats = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    faults += membership_stats.started;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.await;
     }
     timeline.log("workers stopped; final reads");
 
-    // Final reads through any node, after everything healed and every group has a leader.
+    // Final reads through any present node, after everything healed and every group has a
+    // leader.
     let final_status = {
         let c = cluster.lock().await;
-        c.wait_ready(Duration::from_secs(30)).await
+        if membership || opts.chosen_keys.is_some() {
+            c.wait_for_status(
+                Duration::from_secs(60),
+                "every group led and no view change running",
+                |s| {
+                    s.health_known
+                        && s.metadata_leader.is_some()
+                        && s.groups.iter().all(|g| g.leader.is_some())
+                        && !s.tasks.iter().any(|t| t.kind == "view_change")
+                },
+            )
+            .await
+        } else {
+            c.wait_ready(Duration::from_secs(30)).await
+        }
     };
     let final_client = {
-        let c = cluster.lock().await;
-        let eps = c.nodes.iter().map(|n| n.addr.to_string()).collect();
+        let eps = members
+            .present()
+            .iter()
+            .map(|(_, a)| a.to_string())
+            .collect();
         Client::new(
             eps,
             ClientOptions {
                 request_timeout: Duration::from_secs(5),
                 retry_for: Duration::from_secs(20),
-                local_address: Some(client_ip),
+                local_address: Some(client_ip()),
             },
         )
         .expect("client")
@@ -344,6 +757,10 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
         for n in &c.nodes {
             let _ = std::fs::copy(&n.log, dir.join(format!("node{}.log", n.id)));
         }
+        for x in &members.lock().extras {
+            let name = x.log.file_name().map(|f| f.to_string_lossy().into_owned());
+            let _ = std::fs::copy(&x.log, dir.join(name.unwrap_or_default()));
+        }
     }
     drop(partitioner);
     let file = std::fs::File::open(dir.join("history.jsonl")).expect("history");
@@ -367,12 +784,231 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
         report.verdict,
         dir.join("report.txt").display()
     );
+    if membership {
+        eprintln!("jepsen {}: membership {membership_stats:?}", opts.name);
+    }
     Outcome {
         dir,
         report,
         ops,
         faults,
         final_status,
+        membership: membership_stats,
+        scenario,
+    }
+}
+
+/// Mixed into the seed of the membership nemesis's choices, so they do not repeat the fault
+/// schedule's.
+const MEMBERSHIP_SEED_SALT: u64 = 0x6d65_6d62_6572;
+
+/// What the membership nemesis does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChangeKind {
+    Add,
+    RemoveSpare,
+    RemoveReplica,
+}
+
+/// The membership nemesis: after each quiet period, one view change (the first adds a node, so
+/// that groups are created and slots move at once; then add, remove a spare or remove a replica —
+/// replaced by a spare if there is one, else its group is dissolved), each waited for up to
+/// `deadline`. The node count stays within the initial count ± 1; any node may be removed, the
+/// metadata leader included. Refusals and changes that end
+/// `cancelled`/`failed` are recorded, never an error; a change not final by `deadline` is
+/// recorded in `stuck`.
+async fn membership_nemesis(
+    ctx: Arc<Ctx>,
+    mut rng: StdRng,
+    period: Duration,
+    end: Instant,
+    deadline: Duration,
+    stats: Arc<Mutex<MembershipStats>>,
+) {
+    let initial = ctx.members.present().len();
+    let mut first = true;
+    while Instant::now() + period <= end {
+        tokio::time::sleep(period).await;
+        let Ok(status) = ctx.members.admin().status().await else {
+            ctx.log("membership: no status; skipped");
+            continue;
+        };
+        let active: Vec<&kvorum_wire::NodeStatus> = status
+            .nodes
+            .iter()
+            .filter(|n| n.state != NodeState::Removed)
+            .collect();
+        let present: BTreeSet<u64> = ctx.members.present().iter().map(|(i, _)| *i).collect();
+        // Any node the workers use, the metadata leader included (it hands its config seat over
+        // and loses its leadership mid-change).
+        let removable = |n: &&&kvorum_wire::NodeStatus| present.contains(&n.id);
+        let spares: Vec<u64> = active
+            .iter()
+            .filter(|n| n.role == NodeRole::Spare)
+            .filter(removable)
+            .map(|n| n.id)
+            .collect();
+        let replicas: Vec<u64> = active
+            .iter()
+            .filter(|n| n.role == NodeRole::Replica)
+            .filter(removable)
+            .map(|n| n.id)
+            .collect();
+        let mut choices = Vec::new();
+        if active.len() <= initial {
+            choices.push(ChangeKind::Add);
+        }
+        if active.len() >= initial {
+            if !spares.is_empty() {
+                choices.push(ChangeKind::RemoveSpare);
+            }
+            if !replicas.is_empty() {
+                choices.push(ChangeKind::RemoveReplica);
+            }
+        }
+        let kind = if first || choices.is_empty() {
+            ChangeKind::Add
+        } else {
+            choices[rng.gen_range(0..choices.len())]
+        };
+        first = false;
+        let before = ctx.map().await;
+        let (what, started) = match kind {
+            ChangeKind::Add => match ctx.start_joiner().await {
+                Ok(addr) => {
+                    let what = format!("add {addr}");
+                    ctx.log(&format!("membership: {what}"));
+                    (
+                        what,
+                        Some((
+                            None,
+                            ctx.members.admin().add_node(&addr.to_string()).await,
+                            Some(addr),
+                        )),
+                    )
+                }
+                Err(e) => {
+                    ctx.log(&format!("membership: add: {e}"));
+                    (String::new(), None)
+                }
+            },
+            ChangeKind::RemoveSpare | ChangeKind::RemoveReplica => {
+                let from = if kind == ChangeKind::RemoveSpare {
+                    &spares
+                } else {
+                    &replicas
+                };
+                let id = from[rng.gen_range(0..from.len())];
+                if !ctx.members.claim_change(id) {
+                    ctx.log(&format!(
+                        "membership: remove node {id}: skipped (a fault holds it)"
+                    ));
+                    continue;
+                }
+                // The workers stop using it before it goes.
+                let ep = ctx.members.take(id);
+                let what = format!("remove node {id} ({kind:?})");
+                ctx.log(&format!("membership: {what}"));
+                (
+                    what,
+                    Some((
+                        Some((id, ep)),
+                        ctx.members.admin().remove_node(id).await,
+                        None,
+                    )),
+                )
+            }
+        };
+        let Some((removing, answer, added)) = started else {
+            continue;
+        };
+        let give_back = |removing: Option<(u64, Option<Endpoint>)>| {
+            if let Some((id, ep)) = removing {
+                if let Some(ep) = ep {
+                    ctx.members.put(ep);
+                }
+                ctx.members.release_change(id);
+            }
+        };
+        let p = match answer {
+            Ok(p) => p,
+            Err(e) => {
+                ctx.log(&format!("membership: {what}: refused: {e}"));
+                stats.lock().unwrap_or_else(|p| p.into_inner()).refused += 1;
+                give_back(removing);
+                continue;
+            }
+        };
+        stats.lock().unwrap_or_else(|p| p.into_inner()).started += 1;
+        ctx.log(&format!(
+            "membership: {what}: task {} started, {} slots to move",
+            p.id, p.slots_total
+        ));
+        let Some(done) = ctx.wait_task(p.id, deadline).await else {
+            let msg = format!("{what}: task {} not final within {deadline:?}", p.id);
+            ctx.log(&format!("membership: STUCK {msg}"));
+            stats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .stuck
+                .push(msg);
+            // Leave the node claimed: the change may still be running.
+            return;
+        };
+        let took = Duration::from_millis(
+            done.finished_ms
+                .unwrap_or(done.started_ms)
+                .saturating_sub(done.started_ms),
+        );
+        ctx.log(&format!(
+            "membership: {what}: task {} {:?} in {took:?}: {}/{} slots, {} keys moved{}",
+            done.id,
+            done.state,
+            done.slots_moved,
+            done.slots_total,
+            done.keys_moved,
+            done.error
+                .as_ref()
+                .map(|e| format!("; error: {e}"))
+                .unwrap_or_default()
+        ));
+        let is_done = done.state == TaskState::Done;
+        {
+            let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+            if is_done {
+                s.done += 1;
+            } else {
+                s.not_done += 1;
+            }
+        }
+        match (removing, added) {
+            (Some((id, _)), _) if is_done => {
+                ctx.members.lock().removed.insert(id);
+                ctx.members.release_change(id);
+            }
+            (removing @ Some(_), _) => give_back(removing),
+            (None, Some(addr)) => {
+                if let (true, Some(id)) = (is_done, done.node) {
+                    ctx.members.put(Endpoint::new(id, addr));
+                }
+            }
+            (None, None) => {}
+        }
+        // Which of the run's keys changed group.
+        if let (Some(before), Some(after)) = (before, ctx.map().await) {
+            let moved: Vec<&String> = ctx
+                .keys
+                .iter()
+                .filter(|k| group_of_key(&before, k) != group_of_key(&after, k))
+                .collect();
+            ctx.log(&format!("membership: run keys that moved: {moved:?}"));
+            if !moved.is_empty() {
+                stats
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .moved_run_keys += 1;
+            }
+        }
     }
 }
 
@@ -380,7 +1016,9 @@ pub async fn run(opts: JepsenOptions) -> Outcome {
 struct Worker {
     process: u64,
     rng: StdRng,
-    clients: Arc<Vec<Client>>,
+    /// Whether this worker routes by the cluster map (else the node it asks serves or forwards).
+    smart: bool,
+    members: Arc<Members>,
     recorder: Arc<Recorder>,
     keys: Vec<String>,
     next_process: Arc<AtomicU64>,
@@ -400,7 +1038,11 @@ impl Worker {
     async fn run(mut self, stop: Arc<AtomicBool>) {
         while !stop.load(Ordering::Relaxed) {
             let key = self.keys[self.rng.gen_range(0..self.keys.len())].clone();
-            let client = &self.clients[self.rng.gen_range(0..self.clients.len())];
+            let Some(ep) = self.members.pick(&mut self.rng) else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let client = if self.smart { &ep.smart } else { &ep.plain };
             self.n += 1;
             let fresh = format!("{}.{}", self.process, self.n);
             let op = match self.rng.gen_range(0..100) {

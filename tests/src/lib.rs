@@ -104,6 +104,10 @@ pub struct ExtraNode {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    /// How it was started, to start it again ([`ExtraNode::restart`]).
+    bin: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl ExtraNode {
@@ -140,6 +144,24 @@ impl ExtraNode {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Starts the process again as it was first started, with its data directory; its output
+    /// goes on in the same log.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.addr);
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone log"))
+            .stderr(out);
+        self.child = Some(cmd.spawn().expect("spawn kvnode"));
     }
 }
 
@@ -434,39 +456,43 @@ impl Cluster {
     /// Starts one more kvnode process at `addr`, with a fresh data directory and log in the
     /// cluster's folder, the cluster's secret, K and environment, but no VIEW: `env` and `args`
     /// say how it starts (e.g. `--join ADDR`, or a `VIEW` of its own).
-    pub fn spawn_extra(&self, addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> ExtraNode {
+    pub fn spawn_extra(
+        &self,
+        addr: SocketAddr,
+        args: &[&str],
+        env_extra: &[(&str, &str)],
+    ) -> ExtraNode {
         // Unique even when a test starts two processes at one address.
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("extra{n}-{}-{}", addr.ip(), addr.port());
         let data_dir = self.path().join(&name);
         let log = self.path().join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("create log");
-        let mut cmd = Command::new(&self.opts.bin);
-        cmd.args(args)
-            .env("IPPORT", addr.to_string())
-            .env("K", self.opts.k.to_string())
-            .env("KVORUM_DATA_DIR", &data_dir)
-            .env("KVORUM_CLUSTER_SECRET", "test-secret")
-            .env("RUST_LOG", "info,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone log"))
-            .stderr(out);
-        for (k, v) in self
-            .opts
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .chain(env.iter().copied())
-        {
-            cmd.env(k, v);
-        }
-        ExtraNode {
+        let mut env: Vec<(String, String)> = vec![
+            ("IPPORT".into(), addr.to_string()),
+            ("K".into(), self.opts.k.to_string()),
+            ("KVORUM_DATA_DIR".into(), data_dir.display().to_string()),
+            ("KVORUM_CLUSTER_SECRET".into(), "test-secret".into()),
+            ("RUST_LOG".into(), "info,openraft=warn".into()),
+        ];
+        env.extend(self.opts.env.iter().cloned());
+        env.extend(
+            env_extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let mut x = ExtraNode {
             addr,
             data_dir,
             log,
-            child: Some(cmd.spawn().expect("spawn kvnode")),
-        }
+            child: None,
+            bin: self.opts.bin.clone(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env,
+        };
+        let _ = std::fs::File::create(&x.log).expect("create log");
+        x.restart();
+        x
     }
 
     /// If node `i`'s process has exited, reaps it and returns its exit status.

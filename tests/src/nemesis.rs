@@ -4,7 +4,10 @@
 //! - pause: SIGSTOP a node, SIGCONT when the fault heals;
 //! - partition: drop packets between loopback address pairs with nftables (needs root and the
 //!   `nft` tool). Every node binds its outgoing connections to its own address, so a rule on an
-//!   address pair cuts exactly that link. Clients use an address no rule mentions.
+//!   address pair cuts exactly that link. Clients use an address no rule mentions;
+//! - membership: view changes during the run — a new node started with `--join` and added,
+//!   a spare removed, a replica removed (replaced by a spare, or its group dissolved) — driven by
+//!   `jepsen::run`, which keeps the workers' node list in step.
 
 use std::net::IpAddr;
 use std::process::Command;
@@ -15,6 +18,7 @@ pub enum Nemesis {
     Kill,
     Pause,
     Partition,
+    Membership,
 }
 
 impl Nemesis {
@@ -23,6 +27,7 @@ impl Nemesis {
             Nemesis::Kill => "kill",
             Nemesis::Pause => "pause",
             Nemesis::Partition => "partition",
+            Nemesis::Membership => "membership",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The short Jepsen-style suite: every nemesis alone and mixed on 6 nodes with K=3 (two data
-//! groups, keys in both), each history checked for linearizability, and proof that the suite
-//! catches an injected stale-read fault.
+//! groups, keys in both), the membership nemesis on 7 nodes with K=2 alone, with kill and with
+//! partition, each history checked for linearizability, and proof that the suite catches an
+//! injected stale-read fault.
 //! `KVORUM_JEPSEN_LONG=1` makes each run 5 minutes; `KVORUM_JEPSEN_SEED` replays a schedule.
 
 #![allow(clippy::unwrap_used)]
@@ -144,4 +145,77 @@ async fn jepsen_catches_stale_reads_fault() {
         verdicts.push(format!("{:?} ({})", out.report.verdict, out.dir.display()));
     }
     panic!("the stale-reads fault went unnoticed in 3 runs: {verdicts:?}");
+}
+
+/// Slots per move batch in the membership runs (`KVORUM_FAULT_MOVE_BATCH_SLOTS`).
+const MEMBERSHIP_BATCH_SLOTS: u16 = 256;
+
+/// A short membership run: 7 nodes with K=2 (3 groups of 2 and a spare), so that every add of a
+/// node creates a group and every removal of a replica without a spare dissolves one, with slots
+/// moving each time; 8 keys, half of them in slots the first add moves.
+fn membership_opts(name: &str, nemeses: &[Nemesis]) -> JepsenOptions {
+    let mut opts = JepsenOptions::short(kvnode_bin!(), name, nemeses);
+    opts.nodes = 7;
+    opts.k = 2;
+    opts.keys = 8;
+    // 1024 slots move per change: 4 batches instead of 64 (each batch costs about 1 s of map
+    // updates and proposals on a loaded 2-core machine).
+    opts.env = vec![(
+        "KVORUM_FAULT_MOVE_BATCH_SLOTS".into(),
+        MEMBERSHIP_BATCH_SLOTS.to_string(),
+    )];
+    if std::env::var("KVORUM_JEPSEN_LONG").is_err() {
+        opts.duration = std::time::Duration::from_secs(25);
+    }
+    opts
+}
+
+/// Runs a membership run and asserts, besides [`run_checked`]: changes started, none stuck past
+/// its deadline, and at least one moved the slot of a run key.
+async fn assert_membership(name: &str, nemeses: &[Nemesis]) {
+    let _guard = ONE_AT_A_TIME.lock().await;
+    let started = std::time::Instant::now();
+    let out = run_checked(membership_opts(name, nemeses)).await;
+    let m = &out.membership;
+    eprintln!(
+        "{name}: {m:?} in {:?}; final epoch {}, {} groups, spares {:?}; artifacts {}",
+        started.elapsed(),
+        out.final_status.epoch,
+        out.final_status.groups.len(),
+        out.final_status.spares,
+        out.dir.display()
+    );
+    assert!(m.stuck.is_empty(), "{name}: stuck changes {:?}", m.stuck);
+    assert!(m.started > 0, "{name}: no view change started: {m:?}");
+    assert!(
+        m.moved_run_keys > 0,
+        "{name}: no change moved a run key's slot: {m:?}; see {}/nemesis.log",
+        out.dir.display()
+    );
+}
+
+// View changes under load: nodes added (with `--join`) and removed — spares, replicas replaced
+// by a spare, replicas whose group dissolves — while the workers follow the nodes that exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jepsen_membership_is_linearizable() {
+    assert_membership("membership", &[Nemesis::Membership]).await;
+}
+
+// View changes mixed with SIGKILL/restart of nodes not being added or removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jepsen_membership_with_kill_is_linearizable() {
+    assert_membership("membership-kill", &[Nemesis::Membership, Nemesis::Kill]).await;
+}
+
+// View changes mixed with network partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jepsen_membership_with_partition_is_linearizable() {
+    if !partitions_available("jepsen_membership_with_partition_is_linearizable") {
+        return;
+    }
+    assert_membership(
+        "membership-partition",
+        &[Nemesis::Membership, Nemesis::Partition],
+    )
+    .await;
 }

@@ -240,11 +240,7 @@ fn check_request(
 /// Admits `req` on this group leader: first learns the request's epoch if it is newer than the
 /// local map (a heartbeat at once, waited for briefly), then [`check_request`]; an admitted
 /// epoch becomes the oldest this node accepts from now on.
-async fn admit(
-    state: &Node,
-    group: GroupId,
-    req: &MembershipRequest,
-) -> Result<(), ApiError> {
+async fn admit(state: &Node, group: GroupId, req: &MembershipRequest) -> Result<(), ApiError> {
     if state.map().epoch < req.epoch {
         state.refresh.notify_one();
         let deadline = Instant::now() + MAP_LEARN_WAIT;
@@ -263,11 +259,7 @@ async fn admit(
 
 /// Runs `op` on `raft`, which must lead its group. Idempotent: a change already in place is a
 /// success.
-async fn apply_membership(
-    raft: &Raft,
-    me: NodeId,
-    op: &MembershipOp,
-) -> Result<(), ApiError> {
+async fn apply_membership(raft: &Raft, me: NodeId, op: &MembershipOp) -> Result<(), ApiError> {
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(me) || !m.state.is_leader() {
         return Err(ApiError::NotLeader {
@@ -484,7 +476,11 @@ mod tests {
                 StatusCode::CONFLICT,
                 Some("replica_alive"),
             ),
-            (ApiError::NoLearner(7), StatusCode::CONFLICT, Some("no_learner")),
+            (
+                ApiError::NoLearner(7),
+                StatusCode::CONFLICT,
+                Some("no_learner"),
+            ),
             (
                 ApiError::Unavailable("later".into()),
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -24,6 +24,20 @@ use super::update_map;
 
 /// Most slots moved in one batch: a request to one of them waits for at most one batch.
 pub const MOVE_BATCH_SLOTS: u16 = 16;
+/// Slots per move batch: [`MOVE_BATCH_SLOTS`], or (feature `test-faults` only)
+/// `KVORUM_FAULT_MOVE_BATCH_SLOTS=<n>`, which lets end-to-end tests of changes under faults move
+/// a group's slots in a few batches on a slow machine.
+fn batch_slots() -> u16 {
+    static SLOTS: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *SLOTS.get_or_init(|| {
+        std::env::var("KVORUM_FAULT_MOVE_BATCH_SLOTS")
+            .ok()
+            .and_then(|v| v.parse::<u16>().ok())
+            .filter(|n| cfg!(feature = "test-faults") && *n > 0)
+            .unwrap_or(MOVE_BATCH_SLOTS)
+    })
+}
+
 /// Bytes of slot data per copy chunk (one Ingest entry; at least one record).
 const COPY_CHUNK_BYTES: usize = 256 << 10;
 
@@ -59,7 +73,7 @@ pub fn next_batch(map: &ClusterMap, from: GroupId, ranges: &[(u16, u16)]) -> Vec
     let mut n = 0;
     for (a, b) in ranges {
         for s in *a..=*b {
-            if n == MOVE_BATCH_SLOTS {
+            if n == batch_slots() {
                 return out;
             }
             if map.slots.get(usize::from(s)) != Some(&from) {

@@ -40,9 +40,7 @@ pub(super) async fn confirm_gone(raft: &Raft, node: NodeId) -> Result<(), ApiErr
     };
     let index = tokio::time::timeout(ALIVE_PROBE_WAIT, raft.client_write(probe))
         .await
-        .map_err(|_| {
-            ApiError::Unavailable("the liveness probe was not committed in time".into())
-        })?
+        .map_err(|_| ApiError::Unavailable("the liveness probe was not committed in time".into()))?
         .map_err(|e| ApiError::Unavailable(format!("liveness probe: {e}")))?
         .log_id
         .index;

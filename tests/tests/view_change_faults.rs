@@ -1,0 +1,380 @@
+//! Faults in the middle of a view change, each under the Jepsen-style workload with its history
+//! checked for linearizability: 7 nodes with K=2 (3 groups of 2 and spare 7) get node 8, which
+//! forms group 4 with the spare, and 1024 slots move to it. Every node has the test-only fault
+//! `KVORUM_FAULT_MOVE_HOLD=<point>:<ms>` (every move batch waits at `point`, and the metadata
+//! leader logs `FAULT INJECTED: move held at <point>`), which gives the window the fault hits:
+//! (a) the metadata leader killed during a copy, (b) the source group's leader killed after
+//! Freeze, (c) the destination group's leader killed before Activate, (d) the source group cut
+//! off from every other node while its batch is frozen, healed later.
+//!
+//! Each run asserts: the change ends `done`, `cancelled` or `failed` within [`CHANGE_WITHIN`]
+//! (never stuck), the map is valid afterwards (every slot owned by one existing group, no view
+//! change left), and the history — the final linearizable read of every key included, so every
+//! acknowledged write is readable — is linearizable. Half of the keys lie in the first batch of
+//! a move (frozen while held), the others in slots that stay.
+//! `KVORUM_JEPSEN_SEED=<seed>` replays a run's operations.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvorum_client::TaskState;
+use kvorum_router::{ClusterMap, Step, ViewChange};
+use kvorum_tests::jepsen::{self, keys_in_slots, Ctx, JepsenOptions, Scenario};
+use kvorum_tests::nemesis::Partitioner;
+use kvorum_tests::{direct_client, kvnode_bin, ONE_AT_A_TIME};
+
+/// How long every move batch is held at the fault's point.
+const HOLD_MS: u64 = 3000;
+/// Slots per move batch (`KVORUM_FAULT_MOVE_BATCH_SLOTS`): the change moves its 1024 slots in
+/// 3 batches (341 or 342 from each of 3 groups), so that the holds add up to seconds, not
+/// minutes (64 batches of the default 16 slots).
+const BATCH_SLOTS: u16 = 512;
+/// How long a killed node stays down, or a partition stays.
+const FAULT_FOR: Duration = Duration::from_secs(3);
+/// Longest the change may take to end: above the metadata server's 120 s step failure limit,
+/// so that a change that fails is seen failing rather than taken for stuck.
+const CHANGE_WITHIN: Duration = Duration::from_secs(150);
+/// Longest wait for the first hold after the change starts (the new group is created first).
+const HOLD_WITHIN: Duration = Duration::from_secs(60);
+
+/// Longest wait for a node's map to show the change's end.
+const MAP_WITHIN: Duration = Duration::from_secs(20);
+
+/// Where the fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    KillMetadataLeader,
+    KillSourceLeader,
+    KillDestinationLeader,
+    IsolateSource,
+    /// The destination group's leader killed after Freeze (K=2: the group has no quorum), and
+    /// the change cancelled while it is down: the batch must roll back (unfreeze at the source).
+    CancelWithDestinationDown,
+}
+
+impl Fault {
+    fn point(self) -> &'static str {
+        match self {
+            Fault::KillDestinationLeader => "before_activate",
+            _ => "after_freeze",
+        }
+    }
+}
+
+/// The run's keys: for every move of the first planned change (adding a node), 2 keys in its
+/// first batch's slots and 1 in its other slots if it has more than one batch, plus 2 in slots
+/// that stay.
+fn chosen_keys(map: &ClusterMap) -> Vec<String> {
+    let change = ViewChange::AddNode {
+        addr: "127.0.0.250:1".into(),
+    };
+    let plan = kvorum_router::plan(map, &change).expect("adding a node is planned");
+    let mut keys = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let Step::MoveSlots { ranges, .. } = step else {
+            continue;
+        };
+        let slots: Vec<u16> = ranges.iter().flat_map(|(a, b)| *a..=*b).collect();
+        let (first, rest) = slots.split_at(usize::from(BATCH_SLOTS).min(slots.len()));
+        keys.extend(keys_in_slots(&format!("f{i}-"), 2, |s| first.contains(&s)));
+        if !rest.is_empty() {
+            keys.extend(keys_in_slots(&format!("r{i}-"), 1, |s| rest.contains(&s)));
+        }
+    }
+    keys.extend(keys_in_slots("stay-", 2, |s| {
+        map.slots.get(usize::from(s)) == plan.target.slots.get(usize::from(s))
+    }));
+    keys
+}
+
+/// Times `FAULT INJECTED: move held at <point>` appears in each initial node's log.
+async fn holds(ctx: &Ctx, point: &str) -> Vec<usize> {
+    let mark = format!("FAULT INJECTED: move held at {point}");
+    let c = ctx.cluster.lock().await;
+    c.nodes
+        .iter()
+        .map(|n| n.log_text().matches(&mark).count())
+        .collect()
+}
+
+/// The scenario: add a node, wait for the first held batch, inject `fault`, heal it, wait for
+/// the change to end, and check the map. Returns a summary.
+async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
+    let point = fault.point();
+    let addr = ctx.start_joiner().await.expect("joiner up");
+    let before = holds(&ctx, point).await;
+    let p = ctx
+        .members
+        .admin()
+        .add_node(&addr.to_string())
+        .await
+        .expect("add accepted");
+    ctx.log(&format!("fault test: add {addr}: task {} started", p.id));
+
+    // The first hold: its log line names the metadata leader.
+    let deadline = Instant::now() + HOLD_WITHIN;
+    let held_by = loop {
+        let now = holds(&ctx, point).await;
+        if let Some(i) = (0..now.len()).find(|i| now[*i] > before[*i]) {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no batch held at {point} within {HOLD_WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The batch in flight, from the metadata leader's own map (another node's may lag).
+    let leader = ctx.cluster.lock().await.nodes[held_by].addr;
+    let leader = direct_client(leader, Duration::from_secs(2), Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_millis(HOLD_MS);
+    let (map, batch) = loop {
+        if let Ok((m, _)) = leader.map().await {
+            if let Some(b) = m.view_change().and_then(|(_, v)| v.batch.clone()) {
+                break (m, b);
+            }
+        }
+        assert!(Instant::now() < deadline, "no batch in flight while held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let moved_at_fault = map.view_change().map_or(0, |(_, v)| v.slots_moved);
+    ctx.log(&format!(
+        "fault test: batch {:?} from group {} to group {} held at {point} by node {}",
+        batch.slots,
+        batch.from.0,
+        batch.to.0,
+        held_by + 1
+    ));
+    let victim: Option<String> = match fault {
+        Fault::KillMetadataLeader => Some(ctx.cluster.lock().await.nodes[held_by].addr.to_string()),
+        Fault::KillSourceLeader
+        | Fault::KillDestinationLeader
+        | Fault::CancelWithDestinationDown => {
+            let group = if fault == Fault::KillSourceLeader {
+                batch.from
+            } else {
+                batch.to
+            };
+            let status = ctx.members.admin().status().await.expect("status");
+            let leader = status
+                .groups
+                .iter()
+                .find(|g| g.id == group)
+                .and_then(|g| g.leader);
+            let leader = leader.unwrap_or_else(|| panic!("no leader of group {group}"));
+            Some(
+                map.addr(leader)
+                    .unwrap_or_else(|| panic!("no address of node {leader}"))
+                    .to_string(),
+            )
+        }
+        Fault::IsolateSource => None,
+    };
+    match victim {
+        Some(a) if fault == Fault::CancelWithDestinationDown => {
+            ctx.log(&format!("fault test: {fault:?}: kill {a}"));
+            assert!(ctx.kill_addr(&a).await, "no process at {a}");
+            let c = ctx.members.admin().cancel_task(p.id).await;
+            ctx.log(&format!("fault test: cancel task {}: {c:?}", p.id));
+            let done = ctx
+                .wait_task(p.id, CHANGE_WITHIN)
+                .await
+                .unwrap_or_else(|| panic!("task {} not final within {CHANGE_WITHIN:?}", p.id));
+            ctx.log(&format!(
+                "fault test: task {} ended {:?} with the destination down",
+                done.id, done.state
+            ));
+            assert_eq!(done.state, TaskState::Cancelled, "{done:?}");
+            ctx.log(&format!("fault test: restart {a}"));
+            ctx.restart_addr(&a).await;
+        }
+        Some(a) => {
+            ctx.log(&format!("fault test: {fault:?}: kill {a}"));
+            assert!(ctx.kill_addr(&a).await, "no process at {a}");
+            tokio::time::sleep(FAULT_FOR).await;
+            ctx.log(&format!("fault test: restart {a}"));
+            ctx.restart_addr(&a).await;
+        }
+        None => {
+            let members = map.members_of(batch.from).cloned().unwrap_or_default();
+            let nodes: Vec<(u64, IpAddr)> = map
+                .nodes
+                .iter()
+                .filter(|(id, _)| map.is_active(**id))
+                .filter_map(|(id, n)| {
+                    Some((*id, n.addr.parse::<std::net::SocketAddr>().ok()?.ip()))
+                })
+                .collect();
+            let ips: Vec<IpAddr> = nodes.iter().map(|(_, ip)| *ip).collect();
+            let inside: Vec<bool> = nodes.iter().map(|(id, _)| members.contains(id)).collect();
+            let p = Partitioner::new().expect("partitions (checked by the test)");
+            ctx.log(&format!(
+                "fault test: isolate group {} ({members:?}) from {:?}",
+                batch.from.0,
+                nodes.iter().map(|(id, _)| *id).collect::<Vec<_>>()
+            ));
+            p.cut(&ips, |a, b| inside[a] == inside[b]).expect("nft");
+            tokio::time::sleep(FAULT_FOR * 2).await;
+            p.heal().expect("nft heal");
+            ctx.log("fault test: healed");
+        }
+    }
+
+    let done = ctx
+        .wait_task(p.id, CHANGE_WITHIN)
+        .await
+        .unwrap_or_else(|| panic!("task {} not final within {CHANGE_WITHIN:?}", p.id));
+    ctx.log(&format!(
+        "fault test: task {} ended {:?}: {}/{} slots ({} at the fault){}",
+        done.id,
+        done.state,
+        done.slots_moved,
+        done.slots_total,
+        moved_at_fault,
+        done.error
+            .as_ref()
+            .map(|e| format!("; error: {e}"))
+            .unwrap_or_default()
+    ));
+    assert!(
+        matches!(
+            done.state,
+            TaskState::Done | TaskState::Cancelled | TaskState::Failed
+        ),
+        "{done:?}"
+    );
+
+    // The map is valid: every slot owned by one existing group, no view change left (asked of
+    // the present nodes until one's map has caught up with the task's end).
+    let deadline = Instant::now() + MAP_WITHIN;
+    let map = loop {
+        if let Some(m) = ctx.map().await {
+            if m.view_change().is_none() || Instant::now() >= deadline {
+                break m;
+            }
+        }
+        assert!(Instant::now() < deadline, "no map from any node");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    map.validate()
+        .unwrap_or_else(|e| panic!("invalid map after the change: {e}: {}", map.summary()));
+    assert!(
+        map.slots.iter().all(|g| map.groups.contains_key(g)),
+        "a slot owned by no group: {}",
+        map.summary()
+    );
+    assert!(map.view_change().is_none(), "{}", map.summary());
+    if done.state == TaskState::Done {
+        assert_eq!(map.groups.len(), 4, "{}", map.summary());
+    }
+    if fault == Fault::CancelWithDestinationDown {
+        // Rolled back: the source still owns the batch's slots.
+        for (a, b) in &batch.slots {
+            for s in *a..=*b {
+                assert_eq!(
+                    map.slots[usize::from(s)],
+                    batch.from,
+                    "slot {s} after the rollback: {}",
+                    map.summary()
+                );
+            }
+        }
+    }
+    format!(
+        "{fault:?}: task ended {:?} ({}/{} slots); map {}",
+        done.state,
+        done.slots_moved,
+        done.slots_total,
+        map.summary()
+    )
+}
+
+async fn run_fault(name: &str, fault: Fault) {
+    let _guard = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let mut opts = JepsenOptions::short(kvnode_bin!(), name, &[]);
+    opts.nodes = 7;
+    opts.k = 2;
+    opts.duration = Duration::from_secs(15);
+    opts.env = vec![
+        (
+            "KVORUM_FAULT_MOVE_HOLD".into(),
+            format!("{}:{HOLD_MS}", fault.point()),
+        ),
+        (
+            "KVORUM_FAULT_MOVE_BATCH_SLOTS".into(),
+            BATCH_SLOTS.to_string(),
+        ),
+    ];
+    let map = ClusterMap::initial(
+        &(1..=opts.nodes)
+            .map(|i| format!("127.0.0.{i}:1"))
+            .collect::<Vec<_>>(),
+        opts.k,
+    )
+    .expect("map");
+    // The planner's choice does not depend on ports: pick keys on a map of the same shape.
+    opts.chosen_keys = Some(chosen_keys(&map));
+    let s: Scenario = Box::new(move |ctx| Box::pin(scenario(ctx, fault)));
+    let out = jepsen::run_with(opts, Some(s)).await;
+    eprintln!(
+        "{name}: {} operations in {:?}; {}; artifacts {}",
+        out.ops,
+        started.elapsed(),
+        out.scenario.as_deref().unwrap_or(""),
+        out.dir.display()
+    );
+    assert!(out.ops > 100, "only {} operations ran", out.ops);
+    assert!(
+        out.linearizable(),
+        "{name}: {:?}\n{}\nartifacts: {}",
+        out.report.verdict,
+        out.report.to_text(),
+        out.dir.display()
+    );
+}
+
+// (a) The metadata leader killed while a batch is held after Freeze (before its copy): the next
+// metadata leader resumes the task at the batch in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metadata_leader_killed_during_a_copy() {
+    run_fault("vc-fault-meta-leader", Fault::KillMetadataLeader).await;
+}
+
+// (b) The source group's leader killed after Freeze: the source elects a new leader once the
+// node is back (K=2), which still holds the frozen slots; the copy resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn source_leader_killed_after_freeze() {
+    run_fault("vc-fault-source-leader", Fault::KillSourceLeader).await;
+}
+
+// (c) The destination group's leader killed after the flip, before Activate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn destination_leader_killed_before_activate() {
+    run_fault("vc-fault-dest-leader", Fault::KillDestinationLeader).await;
+}
+
+// (e) The destination group loses its quorum after Freeze (its leader killed; K=2) and the
+// change is cancelled while it is down: the batch rolls back (the source unfreezes its slots
+// although the destination cannot drop its copy), and the task ends `cancelled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_with_the_destination_down_rolls_back() {
+    run_fault(
+        "vc-fault-cancel-dest-down",
+        Fault::CancelWithDestinationDown,
+    )
+    .await;
+}
+
+// (d) The source group cut off from every other node while its batch is frozen, then healed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn source_group_partitioned_after_freeze() {
+    if let Err(why) = Partitioner::new() {
+        eprintln!("SKIPPED source_group_partitioned_after_freeze: {why}");
+        return;
+    }
+    run_fault("vc-fault-isolate-source", Fault::IsolateSource).await;
+}
