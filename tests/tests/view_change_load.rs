@@ -296,7 +296,7 @@ async fn clients_run_through_a_move_without_errors() {
         v
     };
     let server_pause = field("pause_ms");
-    for name in ["copied_ms", "released_ms", "flipped_ms"] {
+    for name in ["copied_ms", "released_ms"] {
         let v = field(name);
         println!(
             "MOVE-BENCH batch {name} p50={} p99={} max={}",

@@ -5,8 +5,9 @@
 //! destination, (d) Freeze at the source, (e) copy in chunks read at the source's leader after a
 //! read-index round, proposed as Ingest entries at the destination, then the destination's
 //! version base raised above the source's high-water mark and the source released, in parallel,
-//! (f) flip: the map names the destination, (g) Activate at the destination, (h) DropSlots at the
-//! source, and the next batch recorded in the same map change. A batch resumed before its flip
+//! (f) Activate at the destination and, at the same time, the flip: the map names the
+//! destination (the destination may serve the slots first: only the new map routes to it), (g)
+//! DropSlots at the source, and the next batch recorded in the same map change. A batch resumed before its flip
 //! asks the source's slot table: released means copied (roll forward), otherwise redo or, when
 //! cancelled, roll back (AbortIncoming, Unfreeze). A flipped batch only rolls forward.
 
@@ -149,7 +150,19 @@ pub(super) async fn move_slots(
         let n = count(&batch.slots);
         let (keys, bytes) = copied.as_ref().map_or((0, 0), |c| (c.keys, c.bytes));
         let slots = batch.slots.clone();
-        update_map(state, "view change: slots flipped", |m| {
+        hold_at("before_activate", id).await;
+        // Activate and flip together: the source released the slots and the destination holds
+        // all their data, so the destination may serve them before the map names it (only a
+        // request routed by the new map can reach it for these slots).
+        let activate = propose(
+            state,
+            to,
+            id,
+            Command::Activate {
+                slots: batch.slots.clone(),
+            },
+        );
+        let flip = update_map(state, "view change: slots flipped", |m| {
             for (a, b) in &slots {
                 for s in *a..=*b {
                     if let Some(o) = m.slots.get_mut(usize::from(s)) {
@@ -165,22 +178,25 @@ pub(super) async fn move_slots(
                     b.flipped = true;
                 }
             }
-        })
+        });
+        let (activated, flipped) = tokio::join!(activate, flip);
+        activated?;
+        flipped?;
+    } else {
+        // Flipped by a previous driver: Activate (idempotent) is all that may be missing.
+        propose(
+            state,
+            to,
+            id,
+            Command::Activate {
+                slots: batch.slots.clone(),
+            },
+        )
         .await?;
     }
-    let flipped_ms = copied
+    let paused_ms = copied
         .as_ref()
         .map(|c| c.frozen_at.elapsed().as_millis() as u64);
-    hold_at("before_activate", id).await;
-    propose(
-        state,
-        to,
-        id,
-        Command::Activate {
-            slots: batch.slots.clone(),
-        },
-    )
-    .await?;
     propose(
         state,
         from,
@@ -198,11 +214,11 @@ pub(super) async fn move_slots(
             slots = ?batch.slots,
             keys = c.keys,
             bytes = c.bytes,
-            pause_ms = c.frozen_at.elapsed().as_millis() as u64,
+            pause_ms = paused_ms.unwrap_or(0),
             copied_ms = c.copied_ms,
             released_ms = c.released_ms,
-            flipped_ms = flipped_ms.unwrap_or(0),
-            "view change: batch moved (pause_ms: from Freeze to Activate)"
+            "view change: batch moved (ms from the Freeze: copied, released, and pause_ms to \
+             Activate and flip)"
         );
     }
     // The next batch starts in the same map change (one epoch less per batch).
