@@ -26,7 +26,7 @@
 //! A run prints its seed; `KVORUM_JEPSEN_SEED` replays the same schedule of operations and faults
 //! (timings still vary).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -34,14 +34,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kvorum_checker::{CheckOptions, Command as Op, Recorder, Report, Verdict};
+use kvorum_checker::{
+    CheckOptions, Command as Op, History, Outcome as OpOutcome, Recorder, Report, Verdict,
+};
 use kvorum_client::{Client, ClientError, ClientOptions, Condition, TaskProgress, TaskState};
 use kvorum_router::{ClusterMap, ViewChange};
 use kvorum_wire::{NodeRole, NodeState};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::nemesis::{connected, Nemesis, PartitionShape, Partitioner};
+use crate::nemesis::{connected, random_halves, Nemesis, PartitionShape, Partitioner};
 use crate::{group_of_key, spread_keys, Cluster, ClusterOptions, ExtraNode};
 
 /// Address the workers connect from; no partition rule mentions it.
@@ -50,6 +53,19 @@ const CLIENT_IP: &str = "127.0.1.1";
 /// Default longest time a view change of the membership nemesis may take (a change of these
 /// small clusters moves at most a few thousand slots of a few keys each).
 pub const CHANGE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Applied entries between snapshots in Jepsen runs (`KVORUM_SNAPSHOT_EVERY`; the node's default
+/// is 20,000): a short run builds snapshots every second or so, so snapshot build and log purge
+/// happen under the faults.
+pub const SNAPSHOT_EVERY: u64 = 100;
+
+/// Floor of a run that proves something: every key has at least this many `get`s completed
+/// `ok`. The short runs reach 145+ per key (6 keys, 10 clients, 30 s; kill-all the least), the
+/// floor leaves room for slower machines; below it the run fails as vacuous.
+pub const MIN_OK_READS_PER_KEY: usize = 30;
+
+/// Like [`MIN_OK_READS_PER_KEY`], for writes (put, append, delete, cas) completed `ok`.
+pub const MIN_OK_WRITES_PER_KEY: usize = 30;
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -66,8 +82,17 @@ pub struct JepsenOptions {
     pub bin: PathBuf,
     /// Inject the stale-reads fault.
     pub stale_reads: bool,
-    /// Length of a quiet period and of a fault.
+    /// Shortest fault; each fault lasts a seeded random time in `fault_period..=fault_max`.
     pub fault_period: Duration,
+    /// Longest fault (not below `fault_period`).
+    pub fault_max: Duration,
+    /// Quiet time before each fault (and before each change of the membership nemesis).
+    pub quiet: Duration,
+    /// `KVORUM_SNAPSHOT_EVERY` of every node (`None`: the node's default).
+    pub snapshot_every: Option<u64>,
+    /// The lazyfs binary (`lazyfs_bin!()`): every node's data directory on a lazyfs mount, which
+    /// [`Nemesis::PowerLoss`] needs.
+    pub lazyfs: Option<PathBuf>,
     /// Extra environment for every node (for example shorter failure-detection timeouts).
     pub env: Vec<(String, String)>,
     /// 0-based indexes of the nodes the nemesis may hit; `None`: all.
@@ -80,7 +105,8 @@ pub struct JepsenOptions {
 }
 
 impl JepsenOptions {
-    /// A short run of `nemeses` on 6 nodes with K=3 (two data groups);
+    /// A short run of `nemeses` on 6 nodes with K=3 (two data groups), 10 clients on 6 keys,
+    /// 30 s of 2 s quiet and 5–7 s faults, snapshots every [`SNAPSHOT_EVERY`] entries;
     /// `KVORUM_JEPSEN_LONG=1` makes it 5 minutes.
     pub fn short(bin: PathBuf, name: &str, nemeses: &[Nemesis]) -> JepsenOptions {
         let long = std::env::var("KVORUM_JEPSEN_LONG").is_ok_and(|v| v == "1");
@@ -89,13 +115,17 @@ impl JepsenOptions {
             seed: seed_from_env(),
             nodes: 6,
             k: 3,
-            duration: Duration::from_secs(if long { 300 } else { 20 }),
-            clients: 6,
+            duration: Duration::from_secs(if long { 300 } else { 30 }),
+            clients: 10,
             keys: 6,
             nemeses: nemeses.to_vec(),
             bin,
             stale_reads: false,
-            fault_period: Duration::from_secs(3),
+            fault_period: Duration::from_secs(5),
+            fault_max: Duration::from_secs(7),
+            quiet: Duration::from_secs(2),
+            snapshot_every: Some(SNAPSHOT_EVERY),
+            lazyfs: None,
             env: Vec::new(),
             targets: None,
             chosen_keys: None,
@@ -116,8 +146,21 @@ pub fn seed_from_env() -> u64 {
 pub struct Outcome {
     pub dir: PathBuf,
     pub report: Report,
+    /// Operations invoked (whatever their outcome).
     pub ops: usize,
+    /// Per key, the operations that completed `ok` (final reads included).
+    pub per_key: BTreeMap<String, KeyOps>,
+    /// Keys whose final read never succeeded.
+    pub final_reads_failed: Vec<String>,
+    /// Acknowledged writes no final read shows although nothing could have overwritten them
+    /// (see [`lost_acks`]), described.
+    pub lost_acks: Vec<String>,
     pub faults: usize,
+    /// Total time faults were in force (from each fault's start to its heal).
+    pub fault_time: Duration,
+    /// "built snapshot" / "installed snapshot" lines in the node logs.
+    pub snapshots_built: usize,
+    pub snapshots_installed: usize,
     /// The cluster status when the run ended (every group had a leader again).
     pub final_status: crate::ClusterStatus,
     /// What the membership nemesis did (all zero without it).
@@ -126,10 +169,126 @@ pub struct Outcome {
     pub scenario: Option<String>,
 }
 
+/// Operations of one key that completed `ok`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KeyOps {
+    pub reads: usize,
+    pub writes: usize,
+}
+
 impl Outcome {
     pub fn linearizable(&self) -> bool {
         matches!(self.report.verdict, Verdict::Linearizable)
     }
+
+    /// Why the run proves too little to pass, if it does: a key below
+    /// [`MIN_OK_READS_PER_KEY`] / [`MIN_OK_WRITES_PER_KEY`], or a final read that failed.
+    pub fn vacuous(&self) -> Option<String> {
+        vacuous(&self.per_key, &self.final_reads_failed)
+    }
+}
+
+/// Why a run with these `ok` counts and failed final reads proves too little (see
+/// [`Outcome::vacuous`]).
+pub fn vacuous(
+    per_key: &BTreeMap<String, KeyOps>,
+    final_reads_failed: &[String],
+) -> Option<String> {
+    {
+        let thin: Vec<String> = per_key
+            .iter()
+            .filter(|(_, c)| c.reads < MIN_OK_READS_PER_KEY || c.writes < MIN_OK_WRITES_PER_KEY)
+            .map(|(k, c)| format!("{k}: {} ok reads, {} ok writes", c.reads, c.writes))
+            .collect();
+        if !thin.is_empty() {
+            return Some(format!(
+                "keys below the floor of {MIN_OK_READS_PER_KEY} ok reads and \
+                 {MIN_OK_WRITES_PER_KEY} ok writes: {thin:?}"
+            ));
+        }
+        if !final_reads_failed.is_empty() {
+            return Some(format!("final reads failed for {final_reads_failed:?}"));
+        }
+        None
+    }
+}
+
+/// Per key of `history`, the operations that completed `ok`: reads (`get`) and writes.
+pub fn ok_counts(history: &History) -> BTreeMap<String, KeyOps> {
+    let mut per_key: BTreeMap<String, KeyOps> = BTreeMap::new();
+    for op in &history.ops {
+        if op.outcome != OpOutcome::Ok {
+            continue;
+        }
+        let c = per_key.entry(op.key.clone()).or_default();
+        if matches!(op.command, Op::Get) {
+            c.reads += 1;
+        } else {
+            c.writes += 1;
+        }
+    }
+    per_key
+}
+
+/// Acknowledged writes whose effect the final read of their key (the operation `final_reads`
+/// names, by key) does not show, where that is well defined: every value the workers write is a
+/// unique token `P.N,`, so a final value is a list of tokens — the put or cas that set it, then
+/// the appends after it. An acknowledged put or cas `w` must be the first token and an
+/// acknowledged append one of them, unless some other write may have overwritten it: a put,
+/// delete or cas not recorded `fail` that was not completed before `w` was invoked (it may be
+/// linearized after `w`). Returns a description of each lost write.
+pub fn lost_acks(history: &History, final_reads: &BTreeMap<String, usize>) -> Vec<String> {
+    let mut lost = Vec::new();
+    for (key, &f) in final_reads {
+        let Some(fin) = history.ops.get(f) else {
+            continue;
+        };
+        let tokens: Vec<&str> = fin
+            .read
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .collect();
+        let ops: Vec<_> = history.ops.iter().filter(|o| &o.key == key).collect();
+        for w in &ops {
+            if w.outcome != OpOutcome::Ok {
+                continue;
+            }
+            let (token, whole) = match &w.command {
+                Op::Put { value } => (value.trim_end_matches(','), true),
+                Op::Cas {
+                    value: Some(value), ..
+                } => (value.trim_end_matches(','), true),
+                Op::Append { value } => (value.trim_end_matches(','), false),
+                _ => continue,
+            };
+            let overwritable = ops.iter().any(|o| {
+                o.id != w.id
+                    && o.outcome != OpOutcome::Fail
+                    && matches!(o.command, Op::Put { .. } | Op::Delete | Op::Cas { .. })
+                    && o.complete_time.is_none_or(|c| c > w.invoke_time)
+            });
+            if overwritable {
+                continue;
+            }
+            let shown = if whole {
+                tokens.first() == Some(&token)
+            } else {
+                tokens.contains(&token)
+            };
+            if !shown {
+                lost.push(format!(
+                    "{key}: #{} {} acknowledged, final read #{} {}",
+                    w.id,
+                    w.label(),
+                    fin.id,
+                    fin.label()
+                ));
+            }
+        }
+    }
+    lost
 }
 
 fn runs_dir() -> PathBuf {
@@ -429,6 +588,9 @@ impl Ctx {
     }
 }
 
+/// Attempts of each key's final read (each with the final client's 20 s of retries).
+const FINAL_READ_ATTEMPTS: usize = 5;
+
 /// Longest wait for a node started with `--join` to answer as waiting.
 const JOINER_UP_WITHIN: Duration = Duration::from_secs(20);
 
@@ -511,6 +673,18 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
     let mut copts = ClusterOptions::new(opts.bin.clone(), opts.nodes, opts.k);
     copts.stale_reads = opts.stale_reads;
     copts.env = opts.env.clone();
+    if let Some(n) = opts.snapshot_every {
+        copts
+            .env
+            .push(("KVORUM_SNAPSHOT_EVERY".into(), n.to_string()));
+    }
+    if let Some(bin) = &opts.lazyfs {
+        copts = copts.with_lazyfs(bin.clone());
+    }
+    assert!(
+        !opts.nemeses.contains(&Nemesis::PowerLoss) || opts.lazyfs.is_some(),
+        "the power-loss nemesis needs JepsenOptions::lazyfs"
+    );
     let cluster = Arc::new(tokio::sync::Mutex::new(Cluster::start(copts).await));
     let members = Arc::new(Members::default());
     for n in &cluster.lock().await.nodes {
@@ -577,7 +751,7 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
         tokio::spawn(membership_nemesis(
             ctx.clone(),
             StdRng::seed_from_u64(opts.seed ^ MEMBERSHIP_SEED_SALT),
-            opts.fault_period,
+            opts.quiet,
             end,
             opts.change_deadline,
             stats.clone(),
@@ -593,80 +767,168 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
         .collect();
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let mut faults = 0;
-    while Instant::now() + opts.fault_period * 2 <= end && !faults_of.is_empty() {
-        tokio::time::sleep(opts.fault_period).await;
-        let nemesis = faults_of[rng.gen_range(0..faults_of.len())];
-        let target = match &opts.targets {
+    let mut fault_time = Duration::ZERO;
+    // Each nemesis in turn, in a seeded order reshuffled every round, so every one of a mixed
+    // run's nemeses strikes.
+    let mut order: Vec<Nemesis> = Vec::new();
+    let mut power_cuts = 0usize;
+    loop {
+        if faults_of.is_empty() {
+            break;
+        }
+        let length = if opts.fault_max > opts.fault_period {
+            rng.gen_range(opts.fault_period..=opts.fault_max)
+        } else {
+            opts.fault_period
+        };
+        if Instant::now() + opts.quiet + length > end {
+            break;
+        }
+        tokio::time::sleep(opts.quiet).await;
+        if order.is_empty() {
+            order = faults_of.clone();
+            order.shuffle(&mut rng);
+        }
+        let nemesis = order.remove(0);
+        // A random node, or (half of the time, unless the run restricts its targets) the leader
+        // of a random group: 0 is the config group (the metadata leader), 1.. the data groups.
+        let random = match &opts.targets {
             Some(t) if !t.is_empty() => t[rng.gen_range(0..t.len())],
             _ => rng.gen_range(0..opts.nodes),
         };
+        let leader_group = (opts.targets.is_none() && rng.gen_bool(0.5))
+            .then(|| rng.gen_range(0..=map.groups.len() as u64));
+        let target = match leader_group {
+            Some(g) => {
+                let c = cluster.lock().await;
+                let leader = if g == 0 {
+                    c.metadata_leader().await
+                } else {
+                    c.group_leader(g).await
+                };
+                leader
+                    .filter(|id| (1..=opts.nodes as u64).contains(id))
+                    .map(|id| id as usize - 1)
+                    .unwrap_or(random)
+            }
+            None => random,
+        };
         let target_id = target as u64 + 1;
+        let what = match leader_group {
+            Some(0) => format!("node {target_id} (metadata leader)"),
+            Some(g) => format!("node {target_id} (leader of group {g})"),
+            None => format!("node {target_id}"),
+        };
+        let began = Instant::now();
         match nemesis {
             Nemesis::Kill | Nemesis::Pause if !members.claim_fault(target_id) => {
                 timeline.log(&format!(
-                    "{} node {target_id}: skipped (in a view change or removed)",
+                    "{} {what}: skipped (in a view change or removed)",
                     nemesis.name()
                 ));
+                continue;
             }
             Nemesis::Kill => {
-                faults += 1;
-                timeline.log(&format!("kill node {target_id}"));
+                timeline.log(&format!("kill {what} for {length:?}"));
                 cluster.lock().await.kill(target);
-                tokio::time::sleep(opts.fault_period).await;
+                tokio::time::sleep(length).await;
                 timeline.log(&format!("restart node {target_id}"));
                 cluster.lock().await.restart(target);
                 members.release_fault(target_id);
             }
             Nemesis::Pause => {
-                faults += 1;
-                timeline.log(&format!("pause node {target_id}"));
+                timeline.log(&format!("pause {what} for {length:?}"));
                 cluster.lock().await.pause(target, true);
-                tokio::time::sleep(opts.fault_period).await;
+                tokio::time::sleep(length).await;
                 timeline.log(&format!("resume node {target_id}"));
                 cluster.lock().await.pause(target, false);
                 members.release_fault(target_id);
             }
+            Nemesis::KillAll => {
+                timeline.log(&format!("kill all nodes for {length:?}"));
+                let mut c = cluster.lock().await;
+                for i in 0..c.nodes.len() {
+                    c.kill(i);
+                }
+                drop(c);
+                tokio::time::sleep(length).await;
+                timeline.log("restart all nodes");
+                let mut c = cluster.lock().await;
+                for i in 0..c.nodes.len() {
+                    c.restart(i);
+                }
+            }
+            Nemesis::PowerLoss => {
+                // In turn: one node (random or a leader), a minority, every node.
+                let n = opts.nodes;
+                let victims: Vec<usize> = match power_cuts % 3 {
+                    0 => vec![target],
+                    1 => {
+                        let mut all: Vec<usize> = (0..n).collect();
+                        all.shuffle(&mut rng);
+                        all.truncate((n - 1) / 2);
+                        all
+                    }
+                    _ => (0..n).collect(),
+                };
+                power_cuts += 1;
+                timeline.log(&format!(
+                    "power cut of nodes {:?} for {length:?}",
+                    victims.iter().map(|i| i + 1).collect::<Vec<_>>()
+                ));
+                cluster.lock().await.power_cut(&victims);
+                tokio::time::sleep(length).await;
+                timeline.log("power back: restart");
+                let mut c = cluster.lock().await;
+                for &i in &victims {
+                    c.restart(i);
+                }
+            }
             Nemesis::Partition => {
-                faults += 1;
                 let p = partitioner.as_ref().expect("partitioner");
                 // Over the nodes present now (a membership nemesis adds and removes some).
                 let present = members.present();
                 let n = present.len();
                 let ips: Vec<IpAddr> = present.iter().map(|(_, a)| a.ip()).collect();
                 let index = |id: u64| present.iter().position(|(i, _)| *i == id);
-                let shape = match rng.gen_range(0..3) {
+                let mut side = random_halves(&mut rng, n);
+                let shape = match rng.gen_range(0..4) {
                     0 => PartitionShape::RandomHalves,
-                    1 => {
-                        // The leader of a random group: 0 is the config group (the metadata
-                        // leader), 1.. the data groups.
-                        let group = rng.gen_range(0..=map.groups.len() as u64);
+                    1 => PartitionShape::Isolate(
+                        leader_group
+                            .and(Some(target_id))
+                            .and_then(index)
+                            .unwrap_or(target.min(n.saturating_sub(1))),
+                    ),
+                    2 => {
+                        // The leader of every data group and the metadata leader, each alone.
+                        side = vec![false; n];
                         let c = cluster.lock().await;
-                        let leader = if group == 0 {
-                            c.metadata_leader().await
-                        } else {
-                            c.group_leader(group).await
-                        };
-                        PartitionShape::Isolate(
-                            leader
-                                .and_then(index)
-                                .unwrap_or(target.min(n.saturating_sub(1))),
-                        )
+                        let mut leaders = vec![c.metadata_leader().await];
+                        for g in 1..=map.groups.len() as u64 {
+                            leaders.push(c.group_leader(g).await);
+                        }
+                        for i in leaders.into_iter().flatten().filter_map(index) {
+                            side[i] = true;
+                        }
+                        PartitionShape::IsolateEach
                     }
                     _ => PartitionShape::MajorityRing,
                 };
-                let side: Vec<bool> = (0..n).map(|_| rng.gen()).collect();
                 timeline.log(&format!(
-                    "partition {shape:?} over nodes {:?} sides {side:?}",
+                    "partition {shape:?} over nodes {:?} sides {side:?} for {length:?}",
                     present.iter().map(|(i, _)| *i).collect::<Vec<_>>()
                 ));
                 p.cut(&ips, |a, b| connected(shape, n, &side, a, b))
                     .expect("nft rules");
-                tokio::time::sleep(opts.fault_period).await;
+                tokio::time::sleep(length).await;
                 timeline.log("heal partition");
                 p.heal().expect("nft heal");
             }
             Nemesis::Membership => unreachable!("filtered out above"),
         }
+        faults += 1;
+        fault_time += began.elapsed();
     }
     let rest = end.saturating_duration_since(Instant::now());
     tokio::time::sleep(rest).await;
@@ -729,17 +991,21 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
         )
         .expect("client")
     };
+    // Per key, the process whose final read succeeded.
+    let mut final_procs: BTreeMap<String, u64> = BTreeMap::new();
     for key in &keys {
-        for _attempt in 0..5 {
+        for _attempt in 0..FINAL_READ_ATTEMPTS {
             let p = next_process.fetch_add(1, Ordering::Relaxed);
             let _ = recorder.invoke(p, key, &Op::Get);
             match final_client.get(key, false).await {
                 Ok(v) => {
-                    let _ = recorder.ok(p, Some(&v.value));
+                    let _ = recorder.ok_versioned(p, Some(&v.value), v.version);
+                    final_procs.insert(key.clone(), p);
                     break;
                 }
                 Err(ClientError::NotFound) => {
                     let _ = recorder.ok(p, None);
+                    final_procs.insert(key.clone(), p);
                     break;
                 }
                 Err(_) => {
@@ -767,6 +1033,29 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
     let history =
         kvorum_checker::parse_history(std::io::BufReader::new(file)).expect("valid history");
     let ops = history.len();
+    let per_key = ok_counts(&history);
+    let final_reads_failed: Vec<String> = keys
+        .iter()
+        .filter(|k| !final_procs.contains_key(*k))
+        .cloned()
+        .collect();
+    let final_reads: BTreeMap<String, usize> = history
+        .ops
+        .iter()
+        .filter(|o| o.outcome == OpOutcome::Ok && final_procs.get(&o.key) == Some(&o.process))
+        .map(|o| (o.key.clone(), o.id))
+        .collect();
+    let lost = lost_acks(&history, &final_reads);
+    let (mut snapshots_built, mut snapshots_installed) = (0, 0);
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                snapshots_built += text.matches("built snapshot").count();
+                snapshots_installed += text.matches("installed snapshot").count();
+            }
+        }
+    }
     let report = kvorum_checker::check(
         &history,
         &CheckOptions {
@@ -776,6 +1065,9 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
     );
     let _ = std::fs::write(dir.join("report.txt"), report.to_text());
     let _ = std::fs::write(dir.join("report.html"), report.to_html());
+    let (ok_reads, ok_writes) = per_key
+        .values()
+        .fold((0, 0), |(r, w), c| (r + c.reads, w + c.writes));
     eprintln!(
         "jepsen {}: {} operations, {} faults, verdict {:?} ({})",
         opts.name,
@@ -784,6 +1076,22 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
         report.verdict,
         dir.join("report.txt").display()
     );
+    // One line for scripts (scripts/soak.sh), on stdout so that it shows in a test summary.
+    println!(
+        "jepsen-summary name={} seed={} ops={ops} ok_reads={ok_reads} ok_writes={ok_writes} \
+         faults={faults} fault_secs={:.1} lost_acks={} final_reads_failed={} \
+         snapshots_built={snapshots_built} snapshots_installed={snapshots_installed} verdict={:?}",
+        opts.name,
+        opts.seed,
+        fault_time.as_secs_f64(),
+        lost.len(),
+        final_reads_failed.len(),
+        report.verdict
+    );
+    eprintln!("jepsen {}: ok operations per key {per_key:?}", opts.name);
+    for l in &lost {
+        eprintln!("jepsen {}: LOST ACK {l}", opts.name);
+    }
     if membership {
         eprintln!("jepsen {}: membership {membership_stats:?}", opts.name);
     }
@@ -791,7 +1099,13 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
         dir,
         report,
         ops,
+        per_key,
+        final_reads_failed,
+        lost_acks: lost,
         faults,
+        fault_time,
+        snapshots_built,
+        snapshots_installed,
         final_status,
         membership: membership_stats,
         scenario,
@@ -1022,14 +1336,17 @@ struct Worker {
     recorder: Arc<Recorder>,
     keys: Vec<String>,
     next_process: Arc<AtomicU64>,
-    /// Last value this worker saw per key, to make cas succeed sometimes.
-    seen: HashMap<String, Option<String>>,
+    /// Last value and version this worker read per key (`None`: absent), to make cas succeed
+    /// sometimes.
+    seen: HashMap<String, Option<(String, u64)>>,
     n: u64,
 }
 
 /// How an operation ended, for the history.
 enum End {
-    Ok(Option<String>),
+    /// What a get read, and the version the node returned (a write's new version, the version
+    /// of the value a get read; none for a delete or an absent key).
+    Ok(Option<String>, Option<u64>),
     Fail,
     Info,
 }
@@ -1044,18 +1361,25 @@ impl Worker {
             };
             let client = if self.smart { &ep.smart } else { &ep.plain };
             self.n += 1;
-            let fresh = format!("{}.{}", self.process, self.n);
+            // Unique tokens ending in ',', so a value built by appends lists its writes (see
+            // `lost_acks`).
+            let fresh = format!("{}.{},", self.process, self.n);
+            let (mut by_version, mut expected_version) = (false, None);
             let op = match self.rng.gen_range(0..100) {
                 0..=39 => Op::Get,
                 40..=59 => Op::Put { value: fresh },
                 60..=69 => Op::Delete,
                 70..=84 => {
-                    let expected = match self.seen.get(&key) {
+                    let seen = match self.seen.get(&key) {
                         Some(v) if self.rng.gen_bool(0.7) => v.clone(),
                         _ => None,
                     };
+                    // Half by version: the write of that version is the only one that made the
+                    // value (every value is unique), so the recorded expected value is exact.
+                    by_version = seen.is_some() && self.rng.gen_bool(0.5);
+                    expected_version = seen.as_ref().map(|(_, v)| *v);
                     Op::Cas {
-                        expected,
+                        expected: seen.map(|(v, _)| v),
                         value: Some(fresh),
                     }
                 }
@@ -1068,22 +1392,25 @@ impl Worker {
             }
             let end = match &op {
                 Op::Get => match client.get(&key, false).await {
-                    Ok(v) => End::Ok(Some(v.value)),
-                    Err(ClientError::NotFound) => End::Ok(None),
+                    Ok(v) => End::Ok(Some(v.value), Some(v.version)),
+                    Err(ClientError::NotFound) => End::Ok(None, None),
                     // A read that failed had no effect, whatever the reason.
                     Err(_) => End::Fail,
                 },
-                Op::Put { value } => write_end(client.put(&key, value, None).await.map(|_| ())),
-                Op::Delete => write_end(client.delete(&key, None).await.map(|_| ())),
-                Op::Append { value } => write_end(client.append(&key, value).await.map(|_| ())),
+                Op::Put { value } => write_end(client.put(&key, value, None).await.map(Some)),
+                // The checker has no field for delete's `deleted` flag (whether the key existed):
+                // only its outcome is recorded.
+                Op::Delete => write_end(client.delete(&key, None).await.map(|_| None)),
+                Op::Append { value } => write_end(client.append(&key, value).await.map(Some)),
                 Op::Cas { expected, value } => {
-                    let expect = match expected {
-                        Some(v) => Condition::Value(Some(v.clone())),
-                        None => Condition::Version(0),
+                    let expect = match (expected, expected_version) {
+                        (Some(_), Some(v)) if by_version => Condition::Version(v),
+                        (Some(v), _) => Condition::Value(Some(v.clone())),
+                        (None, _) => Condition::Version(0),
                     };
                     let new = value.clone().unwrap_or_default();
                     match client.put(&key, &new, Some(expect)).await {
-                        Ok(_) => End::Ok(None),
+                        Ok(v) => End::Ok(None, Some(v)),
                         // For cas, `fail` asserts the current value differed: only a failed
                         // condition means that. Other definite errors did nothing, which `info`
                         // ("may never have happened") also allows.
@@ -1093,11 +1420,16 @@ impl Worker {
                 }
             };
             let recorded = match &end {
-                End::Ok(read) => {
+                End::Ok(read, version) => {
                     if let Op::Get = op {
-                        self.seen.insert(key.clone(), read.clone());
+                        self.seen.insert(key.clone(), read.clone().zip(*version));
                     }
-                    self.recorder.ok(self.process, read.as_deref())
+                    match version {
+                        Some(v) => self
+                            .recorder
+                            .ok_versioned(self.process, read.as_deref(), *v),
+                        None => self.recorder.ok(self.process, read.as_deref()),
+                    }
                 }
                 End::Fail => self.recorder.fail(self.process),
                 End::Info => self.recorder.info(self.process),
@@ -1113,10 +1445,98 @@ impl Worker {
     }
 }
 
-fn write_end(r: Result<(), ClientError>) -> End {
+fn write_end(r: Result<Option<u64>, ClientError>) -> End {
     match r {
-        Ok(()) => End::Ok(None),
+        Ok(version) => End::Ok(None, version),
         Err(e) if e.is_definite() => End::Fail,
         Err(_) => End::Info,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvorum_checker::HistoryBuilder;
+
+    fn put(v: &str) -> Op {
+        Op::Put {
+            value: v.to_string(),
+        }
+    }
+
+    fn append(v: &str) -> Op {
+        Op::Append {
+            value: v.to_string(),
+        }
+    }
+
+    // A put and appends after it, all acknowledged, but the final read lacks an append: one
+    // lost ack; the same final read showing them all: none.
+    #[test]
+    fn lost_acks_finds_an_acknowledged_append_missing() {
+        let history = |fin: &str| {
+            let mut b = HistoryBuilder::new();
+            b.invoke(1, 10, "k", put("1.1,"))
+                .ok(1, 20, None)
+                .invoke(2, 30, "k", append("2.1,"))
+                .ok(2, 40, None)
+                .invoke(1, 50, "k", append("1.2,"))
+                .ok(1, 60, None)
+                .invoke(9, 100, "k", Op::Get)
+                .ok(9, 110, Some(fin));
+            b.build().expect("history")
+        };
+        let finals = BTreeMap::from([("k".to_string(), 3)]);
+        assert!(lost_acks(&history("1.1,2.1,1.2,"), &finals).is_empty());
+        let lost = lost_acks(&history("1.1,1.2,"), &finals);
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        assert!(lost[0].contains("2.1"), "{lost:?}");
+        // The put itself must be the first token.
+        assert_eq!(lost_acks(&history("2.1,1.2,"), &finals).len(), 1);
+    }
+
+    // A write that a later (or concurrent, or unknown) put may have overwritten is not counted.
+    #[test]
+    fn lost_acks_skips_overwritable_writes() {
+        let mut b = HistoryBuilder::new();
+        b.invoke(1, 10, "k", put("1.1,"))
+            .ok(1, 20, None)
+            .invoke(2, 15, "k", put("2.1,"))
+            .info(2, 90)
+            .invoke(9, 100, "k", Op::Get)
+            .ok(9, 110, Some("2.1,"));
+        let h = b.build().expect("history");
+        let finals = BTreeMap::from([("k".to_string(), 2)]);
+        assert!(lost_acks(&h, &finals).is_empty());
+    }
+
+    // Counts of ok reads and writes per key, and the floor.
+    #[test]
+    fn vacuous_runs_are_named() {
+        let mut b = HistoryBuilder::new();
+        b.invoke(1, 10, "k", put("1.1,"))
+            .ok(1, 20, None)
+            .invoke(1, 30, "k", Op::Get)
+            .ok(1, 40, Some("1.1,"))
+            .invoke(1, 50, "k", Op::Get)
+            .fail(1, 60);
+        let counts = ok_counts(&b.build().expect("history"));
+        assert_eq!(
+            counts["k"],
+            KeyOps {
+                reads: 1,
+                writes: 1
+            }
+        );
+        assert!(vacuous(&counts, &[]).is_some_and(|w| w.contains("k: 1 ok reads")));
+        let plenty = BTreeMap::from([(
+            "k".to_string(),
+            KeyOps {
+                reads: MIN_OK_READS_PER_KEY,
+                writes: MIN_OK_WRITES_PER_KEY,
+            },
+        )]);
+        assert!(vacuous(&plenty, &[]).is_none());
+        assert!(vacuous(&plenty, &["k".to_string()]).is_some());
     }
 }

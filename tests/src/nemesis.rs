@@ -1,7 +1,11 @@
 //! Nemeses: faults injected into a running test cluster on purpose.
 //!
-//! - kill: SIGKILL a node, restart it when the fault heals;
-//! - pause: SIGSTOP a node, SIGCONT when the fault heals;
+//! - kill: SIGKILL a node (a random one or a group's leader), restart it when the fault heals;
+//! - kill-all: SIGKILL every node at once, restart them all when the fault heals;
+//! - pause: SIGSTOP a node (a random one or a group's leader), SIGCONT when the fault heals;
+//! - power loss: on lazyfs-mounted data directories, cut the power of one node, of a minority
+//!   or of every node (SIGKILL, then drop every write not fsynced), restart them on what was
+//!   synced when the fault heals;
 //! - partition: drop packets between loopback address pairs with nftables (needs root and the
 //!   `nft` tool). Every node binds its outgoing connections to its own address, so a rule on an
 //!   address pair cuts exactly that link. Clients use an address no rule mentions;
@@ -19,6 +23,11 @@ pub enum Nemesis {
     Pause,
     Partition,
     Membership,
+    /// Every node SIGKILLed at once, all restarted when the fault heals.
+    KillAll,
+    /// Power cuts on lazyfs mounts (the run starts its cluster with lazyfs): in turn one node,
+    /// a minority of the nodes, every node.
+    PowerLoss,
 }
 
 impl Nemesis {
@@ -28,6 +37,8 @@ impl Nemesis {
             Nemesis::Pause => "pause",
             Nemesis::Partition => "partition",
             Nemesis::Membership => "membership",
+            Nemesis::KillAll => "kill-all",
+            Nemesis::PowerLoss => "power-loss",
         }
     }
 }
@@ -35,8 +46,11 @@ impl Nemesis {
 /// Shapes of network partitions over nodes `0..n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartitionShape {
-    /// Two random halves.
+    /// Two random halves, both non-empty (a draw with every node on one side is redrawn).
     RandomHalves,
+    /// Every node whose `side` is true alone (typically the leader of every data group and the
+    /// metadata leader); the others reach each other.
+    IsolateEach,
     /// The given node alone (typically the leader).
     Isolate(usize),
     /// Node i reaches only i-1 and i+1 (mod n): every node sees a majority, no two the same.
@@ -47,6 +61,7 @@ pub enum PartitionShape {
 pub fn connected(shape: PartitionShape, n: usize, side: &[bool], a: usize, b: usize) -> bool {
     match shape {
         PartitionShape::RandomHalves => side[a] == side[b],
+        PartitionShape::IsolateEach => a == b || (!side[a] && !side[b]),
         PartitionShape::Isolate(x) => (a == x) == (b == x),
         PartitionShape::MajorityRing => {
             let d = (a + n - b) % n;
@@ -131,9 +146,42 @@ impl Drop for Partitioner {
     }
 }
 
+/// Two random halves of `n` nodes for [`PartitionShape::RandomHalves`]: sides drawn by `rng`
+/// until neither half is empty (for `n` ≥ 2), so the partition really cuts.
+pub fn random_halves(rng: &mut impl rand::Rng, n: usize) -> Vec<bool> {
+    loop {
+        let side: Vec<bool> = (0..n).map(|_| rng.gen()).collect();
+        if n < 2 || (side.contains(&true) && side.contains(&false)) {
+            return side;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+
+    // Random halves always cut: over many draws of 2..7 nodes, both sides are non-empty.
+    #[test]
+    fn random_halves_are_never_one_sided() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for n in 2..8 {
+            for _ in 0..500 {
+                let side = random_halves(&mut rng, n);
+                assert!(side.contains(&true) && side.contains(&false), "{side:?}");
+            }
+        }
+    }
+
+    // Isolating each marked node: marked nodes reach no one, the rest reach each other.
+    #[test]
+    fn isolate_each_cuts_every_marked_node() {
+        let side = [true, false, false, true, false];
+        let c = |a, b| connected(PartitionShape::IsolateEach, 5, &side, a, b);
+        assert!(!c(0, 1) && !c(0, 3) && !c(3, 4) && !c(1, 0));
+        assert!(c(1, 2) && c(2, 4) && c(0, 0));
+    }
 
     // In a majority ring of 5, each node reaches itself and its two neighbours only.
     #[test]
