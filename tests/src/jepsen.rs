@@ -677,6 +677,12 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
         copts
             .env
             .push(("KVORUM_SNAPSHOT_EVERY".into(), n.to_string()));
+        // Keep few entries after a snapshot, so that a node back from a fault is caught up by
+        // a snapshot install rather than from the log.
+        copts.env.push((
+            "KVORUM_SNAPSHOT_LOGS_KEPT".into(),
+            (n / 2).max(10).to_string(),
+        ));
     }
     if let Some(bin) = &opts.lazyfs {
         copts = copts.with_lazyfs(bin.clone());

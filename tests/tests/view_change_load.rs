@@ -237,20 +237,28 @@ async fn clients_run_through_a_move_without_errors() {
     // Every acknowledged write is there: the final value is at least the last acknowledged one
     // and at most the last attempted.
     let s = std::mem::take(&mut *shared.lock().unwrap());
-    let mut lost = Vec::new();
-    for key in keys.iter() {
-        let v = client
-            .get(key, false)
-            .await
-            .unwrap_or_else(|e| panic!("final read {key}: {e}"));
-        let n = number(&v.value).unwrap_or(0);
-        if n < s.acked[key] || n > s.tried[key] {
-            lost.push(format!(
-                "{key}: read #{n}, acked #{}, tried #{}",
-                s.acked[key], s.tried[key]
-            ));
+    // Read back 32 at a time: an error or a value outside [acked, tried] is a lost write.
+    let bounds: Arc<BTreeMap<String, (u64, u64)>> = Arc::new(
+        keys.iter()
+            .map(|k| (k.clone(), (s.acked[k], s.tried[k])))
+            .collect(),
+    );
+    let lost = run_all(keys.to_vec(), 32, {
+        let (client, bounds) = (client.clone(), bounds.clone());
+        move |key| {
+            let (client, bounds) = (client.clone(), bounds.clone());
+            async move {
+                let v = client.get(&key, false).await.map_err(|e| e.to_string())?;
+                let n = number(&v.value).unwrap_or(0);
+                let (acked, tried) = bounds[&key];
+                if n < acked || n > tried {
+                    return Err(format!("read #{n}, acked #{acked}, tried #{tried}"));
+                }
+                Ok(())
+            }
         }
-    }
+    })
+    .await;
 
     let after = c.status().await.expect("status");
     let owner_before: BTreeMap<u16, u64> = before

@@ -37,6 +37,8 @@ pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1_250;
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 20_000;
 /// Default interval of a node's heartbeat to the metadata leader, in ms.
 pub const DEFAULT_NODE_HEARTBEAT_MS: u64 = 1_000;
+/// Default number of log entries kept after a snapshot.
+pub const DEFAULT_SNAPSHOT_LOGS_KEPT: u64 = 5_000;
 /// Default time without a heartbeat after which a node is suspect, in ms.
 pub const DEFAULT_SUSPECT_AFTER_MS: u64 = 3_000;
 /// Default time without a heartbeat after which a node is dead (and repaired), in ms.
@@ -58,6 +60,7 @@ pub struct FileConfig {
     pub heartbeat_ms: Option<u64>,
     pub election_timeout_ms: Option<u64>,
     pub snapshot_every: Option<u64>,
+    pub snapshot_logs_kept: Option<u64>,
     pub node_heartbeat_ms: Option<u64>,
     pub suspect_after_ms: Option<u64>,
     pub dead_after_ms: Option<u64>,
@@ -88,6 +91,7 @@ impl FileConfig {
             heartbeat_ms: over.heartbeat_ms.or(self.heartbeat_ms),
             election_timeout_ms: over.election_timeout_ms.or(self.election_timeout_ms),
             snapshot_every: over.snapshot_every.or(self.snapshot_every),
+            snapshot_logs_kept: over.snapshot_logs_kept.or(self.snapshot_logs_kept),
             node_heartbeat_ms: over.node_heartbeat_ms.or(self.node_heartbeat_ms),
             suspect_after_ms: over.suspect_after_ms.or(self.suspect_after_ms),
             dead_after_ms: over.dead_after_ms.or(self.dead_after_ms),
@@ -135,6 +139,9 @@ pub struct Config {
     pub election_timeout: Duration,
     /// Applied entries between snapshots. Default 20,000.
     pub snapshot_every: u64,
+    /// Log entries kept after a snapshot, so that a briefly lagging follower catches up from the
+    /// log rather than by snapshot. Default 5,000.
+    pub snapshot_logs_kept: u64,
     /// Interval of this node's heartbeat to the metadata leader. Default 1 s.
     pub node_heartbeat: Duration,
     /// Silence after which the metadata leader marks a node suspect. Default 3 s.
@@ -201,6 +208,7 @@ impl Config {
                 f.election_timeout_ms.unwrap_or(DEFAULT_ELECTION_TIMEOUT_MS),
             ),
             snapshot_every: f.snapshot_every.unwrap_or(DEFAULT_SNAPSHOT_EVERY),
+            snapshot_logs_kept: f.snapshot_logs_kept.unwrap_or(DEFAULT_SNAPSHOT_LOGS_KEPT),
             node_heartbeat: Duration::from_millis(
                 f.node_heartbeat_ms.unwrap_or(DEFAULT_NODE_HEARTBEAT_MS),
             ),

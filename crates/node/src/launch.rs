@@ -66,6 +66,9 @@ struct Args {
     /// Silence after which a node is dead and its replicas are repaired from spares, ms [default: 10000].
     #[arg(long, env = "KVORUM_DEAD_AFTER_MS")]
     dead_after_ms: Option<u64>,
+    /// Log entries kept after a snapshot (a follower further behind gets a snapshot) [default: 5000].
+    #[arg(long, env = "KVORUM_SNAPSHOT_LOGS_KEPT")]
+    snapshot_logs_kept: Option<u64>,
 }
 
 fn load_config(args: Args) -> anyhow::Result<Config> {
@@ -87,6 +90,7 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
         heartbeat_ms: args.heartbeat_ms,
         election_timeout_ms: args.election_timeout_ms,
         snapshot_every: args.snapshot_every,
+        snapshot_logs_kept: args.snapshot_logs_kept,
         node_heartbeat_ms: args.node_heartbeat_ms,
         suspect_after_ms: args.suspect_after_ms,
         dead_after_ms: args.dead_after_ms,

@@ -37,8 +37,6 @@ pub const MAP_FILE: &str = "cluster-map.json";
 
 /// Largest number of log entries per append RPC: bounds an RPC at this many max-size values.
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
-/// Log entries kept after a snapshot, so that a briefly lagging follower needs no snapshot.
-const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 5_000;
 
 /// One replica hosted by this node.
 #[derive(Clone)]
@@ -84,7 +82,7 @@ fn raft_config(cfg: &Config, cluster_id: &str) -> anyhow::Result<openraft::Confi
         election_timeout_max: election * 2,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
-        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+        max_in_snapshot_log_to_keep: cfg.snapshot_logs_kept,
         install_snapshot_timeout: 10_000,
         ..Default::default()
     };
