@@ -45,18 +45,16 @@ async fn assert_linearizable(name: &str, nemeses: &[Nemesis]) {
 /// Runs `opts` and asserts: faults were injected; the run is not vacuous (every key has at
 /// least `MIN_OK_READS_PER_KEY` reads and `MIN_OK_WRITES_PER_KEY` writes completed `ok`, and
 /// every final read succeeded); snapshots were built (the run's small snapshot interval), and
-/// installed when the nemesis kills or powers off nodes; no
+/// installed in the kill run; no
 /// acknowledged write is missing from the final reads; the history is linearizable. The caller
 /// holds [`ONE_AT_A_TIME`].
 async fn run_checked(opts: JepsenOptions) -> jepsen::Outcome {
     let (name, faulty) = (opts.name.clone(), !opts.nemeses.is_empty());
     let snapshots = opts.snapshot_every.is_some();
-    // A node killed or powered off for seconds comes back far behind the snapshot's kept log.
-    let installs = snapshots
-        && opts
-            .nemeses
-            .iter()
-            .any(|n| matches!(n, Nemesis::Kill | Nemesis::KillAll | Nemesis::PowerLoss));
+    // A single node killed for seconds comes back far behind its group's kept log, so the kill
+    // run must see installs. (After a kill-all or an all-nodes power cut nobody is ahead, and a
+    // mixed run's one kill may hit a node whose group wrote little meanwhile: not asserted.)
+    let installs = snapshots && opts.nemeses == [Nemesis::Kill];
     let out = jepsen::run(opts).await;
     assert!(out.faults > 0 || !faulty, "no fault was injected");
     if let Some(why) = out.vacuous() {
