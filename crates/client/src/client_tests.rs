@@ -36,6 +36,12 @@ pub(crate) struct FakeNode {
 
 impl FakeNode {
     /// Binds a loopback port; `serve` starts answering.
+    /// An address where connections are refused: port 1 on loopback, where nothing listens. (A
+    /// bound-then-dropped port is not: a test running in parallel may bind it again.)
+    pub(crate) fn refused() -> String {
+        "127.0.0.1:1".to_string()
+    }
+
     pub(crate) async fn bind() -> FakeNode {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("bound").to_string();
@@ -240,7 +246,7 @@ async fn not_owner_refreshes_the_map_and_routes_again() {
 #[tokio::test]
 async fn unreachable_route_falls_back_to_the_endpoints() {
     let mut a = FakeNode::bind().await;
-    let dead = FakeNode::bind().await.addr; // dropped: connections are refused
+    let dead = FakeNode::refused();
     let (map, key, _) = two_groups(&a.addr, &dead);
     a.serve(Arc::new(move |r| match r.path.as_str() {
         "/v1/cluster/map" => map_reply(&map),

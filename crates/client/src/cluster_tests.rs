@@ -144,7 +144,7 @@ async fn change_in_progress_refusal_carries_the_running_task() {
 // an answer is replaced by the next one, even with no retry budget.
 #[tokio::test]
 async fn wait_task_moves_on_from_failing_endpoints() {
-    let dead = FakeNode::bind().await.addr; // dropped: connections are refused
+    let dead = FakeNode::refused();
     let (mut a, mut b) = (FakeNode::bind().await, FakeNode::bind().await);
     let poll = Arc::new(polls());
     let served = AtomicU64::new(0);
@@ -173,7 +173,7 @@ async fn wait_task_moves_on_from_failing_endpoints() {
 // With no node answering at all, waiting gives up after the client's patience, not before.
 #[tokio::test]
 async fn wait_task_gives_up_only_after_the_patience_without_an_answer() {
-    let dead = FakeNode::bind().await.addr;
+    let dead = FakeNode::refused();
     let c = impatient(&[&dead], 300);
     let t0 = Instant::now();
     match c.wait_task(3, Duration::from_millis(10), |_| {}).await {
