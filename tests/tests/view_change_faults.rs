@@ -158,13 +158,25 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
             } else {
                 batch.to
             };
-            let status = ctx.members.admin().status().await.expect("status");
-            let leader = status
-                .groups
-                .iter()
-                .find(|g| g.id == group)
-                .and_then(|g| g.leader);
-            let leader = leader.unwrap_or_else(|| panic!("no leader of group {group}"));
+            // The status shows a group's leader from its replicas' heartbeats: ask again for a
+            // moment if the answering node has not heard one yet (the hold lasts seconds).
+            let deadline = Instant::now() + Duration::from_millis(1500);
+            let leader = loop {
+                let status = ctx.members.admin().status().await;
+                let leader = status.ok().and_then(|s| {
+                    s.groups
+                        .iter()
+                        .find(|g| g.id == group)
+                        .and_then(|g| g.leader)
+                });
+                match leader {
+                    Some(l) => break l,
+                    None if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    None => panic!("no leader of group {group} known within 1.5 s"),
+                }
+            };
             Some(
                 map.addr(leader)
                     .unwrap_or_else(|| panic!("no address of node {leader}"))
