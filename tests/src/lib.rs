@@ -453,6 +453,29 @@ impl Cluster {
         format!("{ip}:{}", free_port(ip)).parse().expect("addr")
     }
 
+    /// Starts a new node at a free port of `ip` with `--join` (node 1's address) and waits until
+    /// it answers `GET /v1/join` as waiting to be added.
+    pub async fn start_joiner(&self, ip: &str) -> ExtraNode {
+        let first = self.nodes[0].addr.to_string();
+        let j = self.spawn_extra(Cluster::free_addr(ip), &["--join", &first], &[]);
+        let addr = j.addr;
+        self.wait_until(
+            Duration::from_secs(20),
+            "the new node waiting to join",
+            || async move {
+                match reqwest::get(format!("http://{addr}/v1/join")).await {
+                    Ok(r) => r
+                        .json::<Value>()
+                        .await
+                        .is_ok_and(|v| v["state"] == "waiting"),
+                    Err(_) => false,
+                }
+            },
+        )
+        .await;
+        j
+    }
+
     /// Starts one more kvnode process at `addr`, with a fresh data directory and log in the
     /// cluster's folder, the cluster's secret, K and environment, but no VIEW: `env` and `args`
     /// say how it starts (e.g. `--join ADDR`, or a `VIEW` of its own).

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use kvorum_client::{ClientError, TaskState};
 use kvorum_router::slot_of;
 use kvorum_tests::workload::run_all;
-use kvorum_tests::{kvnode_bin, seed, Cluster, ClusterOptions, ExtraNode, ONE_AT_A_TIME};
+use kvorum_tests::{kvnode_bin, seed, Cluster, ClusterOptions, ONE_AT_A_TIME};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -69,27 +69,6 @@ struct Shared {
     reads: u64,
     unknown: u64,
     failures: Vec<String>,
-}
-
-async fn start_joiner(c: &Cluster, ip: &str) -> ExtraNode {
-    let first = c.nodes[0].addr.to_string();
-    let j = c.spawn_extra(Cluster::free_addr(ip), &["--join", &first], &[]);
-    let addr = j.addr;
-    c.wait_until(
-        Duration::from_secs(20),
-        "the new node waiting",
-        || async move {
-            match reqwest::get(format!("http://{addr}/v1/join")).await {
-                Ok(r) => r
-                    .json::<serde_json::Value>()
-                    .await
-                    .is_ok_and(|v| v["state"] == "waiting"),
-                Err(_) => false,
-            }
-        },
-    )
-    .await;
-    j
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -204,7 +183,7 @@ async fn clients_run_through_a_move_without_errors() {
     let mut joiners = Vec::new();
     let mut last = None;
     for ip in ["127.0.0.7", "127.0.0.8", "127.0.0.9"] {
-        let j = start_joiner(&c, ip).await;
+        let j = c.start_joiner(ip).await;
         let p = client
             .add_node(&j.addr.to_string())
             .await

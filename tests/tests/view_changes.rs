@@ -23,29 +23,6 @@ use rand::SeedableRng;
 /// Longest a whole view change of these small clusters may take.
 const CHANGE_WITHIN: Duration = Duration::from_secs(120);
 
-/// Starts a new node at a free port of `ip` with `--join` (node 1's address) and waits until it
-/// answers `GET /v1/join` as waiting.
-async fn start_joiner(c: &Cluster, ip: &str) -> ExtraNode {
-    let first = c.nodes[0].addr.to_string();
-    let j = c.spawn_extra(Cluster::free_addr(ip), &["--join", &first], &[]);
-    let addr = j.addr;
-    c.wait_until(
-        Duration::from_secs(20),
-        "the new node waiting to join",
-        || async move {
-            match reqwest::get(format!("http://{addr}/v1/join")).await {
-                Ok(r) => r
-                    .json::<serde_json::Value>()
-                    .await
-                    .is_ok_and(|v| v["state"] == "waiting"),
-                Err(_) => false,
-            }
-        },
-    )
-    .await;
-    j
-}
-
 /// Adds `j` with `kvctl add-node`'s call and waits until the change is done.
 async fn add(c: &Cluster, j: &ExtraNode) -> kvorum_client::TaskProgress {
     let what = format!("add {}", j.addr);
@@ -154,7 +131,7 @@ async fn removing_a_replica_without_a_spare_dissolves_a_group() {
     // Node 6 comes back as a new node (new data directory, same address): with spare 5 it forms
     // a third group again, which gets a third of the slots.
     let ip6 = c.nodes[5].addr.ip().to_string();
-    let j = start_joiner(&c, &ip6).await;
+    let j = c.start_joiner(&ip6).await;
     let done = add(&c, &j).await;
     assert_eq!(done.node, Some(7), "{done:?}");
     assert_eq!(done.slots_total, 1365, "{done:?}");
@@ -188,7 +165,7 @@ async fn adding_three_nodes_forms_a_third_group() {
     write_all(&c, &keys, &mut rng).await;
     let start_epoch = c.status().await.expect("status").epoch;
 
-    let j7 = start_joiner(&c, "127.0.0.7").await;
+    let j7 = c.start_joiner("127.0.0.7").await;
     let done = add(&c, &j7).await;
     assert_eq!((done.node, done.slots_total), (Some(7), 0), "{done:?}");
     let s = c
@@ -197,10 +174,10 @@ async fn adding_three_nodes_forms_a_third_group() {
     assert_eq!(s.groups.len(), 2, "{}", brief(Some(&s)));
     assert!(s.epoch > start_epoch);
 
-    let j8 = start_joiner(&c, "127.0.0.8").await;
+    let j8 = c.start_joiner("127.0.0.8").await;
     let done = add(&c, &j8).await;
     assert_eq!((done.node, done.slots_total), (Some(8), 0), "{done:?}");
-    let j9 = start_joiner(&c, "127.0.0.9").await;
+    let j9 = c.start_joiner("127.0.0.9").await;
     let done = add(&c, &j9).await;
     assert_eq!(done.node, Some(9), "{done:?}");
     assert_eq!(done.slots_total, 1365, "{done:?}");
