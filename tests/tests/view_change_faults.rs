@@ -53,16 +53,38 @@ enum Fault {
     /// The destination group's leader killed after Freeze (K=2: the group has no quorum), and
     /// the change cancelled while it is down: the batch must roll back (unfreeze at the source).
     CancelWithDestinationDown,
+    /// The destination group's leader killed after Freeze and kept down longer than the step
+    /// failure limit: the batch rolls back on its own and the change ends `failed`.
+    DestinationDownBeforeRelease,
+    /// The destination group's leader killed after the source released the batch and kept down
+    /// longer than the step failure limit: past Release a batch only rolls forward, so the
+    /// change waits for the destination and ends `done`.
+    DestinationDownPastRelease,
 }
 
 impl Fault {
     fn point(self) -> &'static str {
         match self {
-            Fault::KillDestinationLeader => "before_activate",
+            Fault::KillDestinationLeader | Fault::DestinationDownPastRelease => "before_activate",
             _ => "after_freeze",
         }
     }
+
+    /// Faults that outlast the metadata server's step failure limit, shortened for them to
+    /// [`STEP_FAIL_LIMIT_MS`].
+    fn outlasts_the_step_limit(self) -> bool {
+        matches!(
+            self,
+            Fault::DestinationDownBeforeRelease | Fault::DestinationDownPastRelease
+        )
+    }
 }
+
+/// The step failure limit (`KVORUM_FAULT_STEP_FAIL_LIMIT_MS`) of the runs whose fault outlasts
+/// it; the node is kept down for [`LONG_FAULT_FOR`].
+const STEP_FAIL_LIMIT_MS: u64 = 3000;
+/// How long a node stays down in the runs that outlast the step failure limit.
+const LONG_FAULT_FOR: Duration = Duration::from_secs(8);
 
 /// The run's keys: for every move of the first planned change (adding a node), 2 keys in its
 /// first batch's slots and 1 in its other slots if it has more than one batch, plus 2 in slots
@@ -152,7 +174,9 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
         Fault::KillMetadataLeader => Some(ctx.cluster.lock().await.nodes[held_by].addr.to_string()),
         Fault::KillSourceLeader
         | Fault::KillDestinationLeader
-        | Fault::CancelWithDestinationDown => {
+        | Fault::CancelWithDestinationDown
+        | Fault::DestinationDownBeforeRelease
+        | Fault::DestinationDownPastRelease => {
             let group = if fault == Fault::KillSourceLeader {
                 batch.from
             } else {
@@ -206,7 +230,12 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
         Some(a) => {
             ctx.log(&format!("fault test: {fault:?}: kill {a}"));
             assert!(ctx.kill_addr(&a).await, "no process at {a}");
-            tokio::time::sleep(FAULT_FOR).await;
+            let down = if fault.outlasts_the_step_limit() {
+                LONG_FAULT_FOR
+            } else {
+                FAULT_FOR
+            };
+            tokio::time::sleep(down).await;
             ctx.log(&format!("fault test: restart {a}"));
             ctx.restart_addr(&a).await;
         }
@@ -282,7 +311,17 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
     if done.state == TaskState::Done {
         assert_eq!(map.groups.len(), 4, "{}", map.summary());
     }
-    if fault == Fault::CancelWithDestinationDown {
+    match fault {
+        Fault::DestinationDownBeforeRelease => {
+            assert_eq!(done.state, TaskState::Failed, "{done:?}")
+        }
+        Fault::DestinationDownPastRelease => assert_eq!(done.state, TaskState::Done, "{done:?}"),
+        _ => {}
+    }
+    if matches!(
+        fault,
+        Fault::CancelWithDestinationDown | Fault::DestinationDownBeforeRelease
+    ) {
         // Rolled back: the source still owns the batch's slots.
         for (a, b) in &batch.slots {
             for s in *a..=*b {
@@ -321,6 +360,12 @@ async fn run_fault(name: &str, fault: Fault) {
             BATCH_SLOTS.to_string(),
         ),
     ];
+    if fault.outlasts_the_step_limit() {
+        opts.env.push((
+            "KVORUM_FAULT_STEP_FAIL_LIMIT_MS".into(),
+            STEP_FAIL_LIMIT_MS.to_string(),
+        ));
+    }
     let map = ClusterMap::initial(
         &(1..=opts.nodes)
             .map(|i| format!("127.0.0.{i}:1"))
@@ -377,6 +422,30 @@ async fn cancel_with_the_destination_down_rolls_back() {
     run_fault(
         "vc-fault-cancel-dest-down",
         Fault::CancelWithDestinationDown,
+    )
+    .await;
+}
+
+// (f) The destination group loses its quorum after Freeze for longer than the step failure
+// limit: the batch rolls back on its own (the source unfreezes), and the change ends `failed`
+// with the map valid and every key readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn destination_down_too_long_before_release_rolls_back() {
+    run_fault(
+        "vc-fault-dest-down-before-release",
+        Fault::DestinationDownBeforeRelease,
+    )
+    .await;
+}
+
+// (g) The destination group loses its quorum after the source released the batch, for longer
+// than the step failure limit: the batch cannot roll back any more (the source gave up the
+// slots), so the change keeps rolling forward and completes once the destination is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn destination_down_too_long_past_release_rolls_forward() {
+    run_fault(
+        "vc-fault-dest-down-past-release",
+        Fault::DestinationDownPastRelease,
     )
     .await;
 }

@@ -119,6 +119,15 @@ pub(super) enum AdminError {
     /// Not delivered or failed; retry.
     #[error("{0}")]
     Failed(String),
+    /// The group's state machine refused a slot command: `slot` is in `state`, from which the
+    /// command's transition is not allowed. Deterministic: repeating it gets the same answer
+    /// until another command changes the slot.
+    #[error("group {group} refused a slot command: slot {slot} is {state:?}")]
+    Refused {
+        group: GroupId,
+        slot: u16,
+        state: SlotState,
+    },
 }
 
 /// Sends `op` of view-change `task` to `group`'s leader (the leader hint first, then every
@@ -217,9 +226,9 @@ pub(super) async fn propose(
     cmd: Command,
 ) -> Result<CommandResult, AdminError> {
     match admin(state, group, task, AdminOp::Propose { cmd }, None).await? {
-        AdminReply::Result(CommandResult::SlotState { slot, state: s }) => Err(AdminError::Failed(
-            format!("group {group} refused a slot command: slot {slot} is {s:?}"),
-        )),
+        AdminReply::Result(CommandResult::SlotState { slot, state }) => {
+            Err(AdminError::Refused { group, slot, state })
+        }
         AdminReply::Result(r) => Ok(r),
         other => Err(AdminError::Failed(format!(
             "unexpected admin reply {other:?}"

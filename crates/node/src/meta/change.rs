@@ -40,13 +40,27 @@ use crate::node::Node;
 
 use super::admin::{admin, propose, AdminOp};
 use super::membership::{membership, MembershipOp};
+use super::moves::RollBack;
 use super::progress::describe;
 use super::tasks::{now_ms, Next};
 use super::{update_map, Health};
 
 /// Longest a step may keep failing before the change stops as failed (a batch not yet released
-/// rolls back first).
+/// rolls back first; a batch past its Release never fails: it rolls forward, retrying).
 const STEP_FAIL_LIMIT: Duration = Duration::from_secs(120);
+
+/// [`STEP_FAIL_LIMIT`], or (feature `test-faults` only) `KVORUM_FAULT_STEP_FAIL_LIMIT_MS`, which
+/// lets end-to-end tests see a step fail for longer than the limit in seconds.
+fn step_fail_limit() -> Duration {
+    static LIMIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("KVORUM_FAULT_STEP_FAIL_LIMIT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|_| cfg!(feature = "test-faults"))
+            .map_or(STEP_FAIL_LIMIT, Duration::from_millis)
+    })
+}
 
 /// Plans `change` on the current map and records it as a task. Refused, with nothing changed,
 /// when a change is already running or the planner refuses it.
@@ -212,15 +226,23 @@ pub(super) async fn drive_change(
                     Instant::now()
                 }
             };
-            if since.elapsed() > STEP_FAIL_LIMIT {
+            if since.elapsed() > step_fail_limit() {
                 let reason = format!(
                     "step {} ({}) kept failing: {e:#}",
                     v.next + 1,
                     describe(&step)
                 );
+                // A batch past its Release only rolls forward: the source gave the slots up
+                // and the destination holds the only copy. Failing the change there would
+                // leave the slots served by nobody, so it keeps retrying (the task shows the
+                // error) until the destination can complete it.
                 if let Some(b) = &v.batch {
-                    if !b.flipped {
-                        super::moves::roll_back(state, id, b).await?;
+                    if b.flipped {
+                        tracing::warn!(task = id, error = %e, "{reason}; the batch was flipped: it rolls forward");
+                        return Err(e);
+                    }
+                    if super::moves::roll_back(state, id, b).await? == RollBack::PastRelease {
+                        return Err(e);
                     }
                 }
                 finish(state, id, ChangeOutcome::Failed, Some(reason)).await?;

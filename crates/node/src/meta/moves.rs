@@ -18,7 +18,7 @@ use kvorum_router::{ClusterMap, MoveBatch, ViewChangeTask};
 
 use crate::node::Node;
 
-use super::admin::{admin, propose, AdminOp, AdminReply};
+use super::admin::{admin, propose, AdminError, AdminOp, AdminReply};
 use super::change::{step_done, task_mut};
 use super::tasks::Next;
 use super::update_map;
@@ -133,6 +133,8 @@ pub(super) async fn move_slots(
         let released = states.iter().all(|s| *s == SlotState::Released);
         if !released {
             if v.cancel {
+                // Past Release (another driver released it meanwhile) the next round finds the
+                // slots released and rolls forward.
                 roll_back(state, id, &batch).await?;
                 return Ok(Next::Now);
             }
@@ -393,8 +395,40 @@ async fn copy_batch(
     })
 }
 
-/// Rolls back a batch not yet released: the destination drops its copy, the source unfreezes.
-pub(super) async fn roll_back(state: &Node, id: u64, b: &MoveBatch) -> anyhow::Result<()> {
+/// What [`roll_back`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RollBack {
+    /// The source owns the slots again; the destination's copy is dropped (or will be by the
+    /// next move); the batch is gone from the task.
+    Done,
+    /// The source had released the slots: the copy is complete and the batch only rolls
+    /// forward (nothing was changed).
+    PastRelease,
+}
+
+/// Rolls back a batch not yet released: the source unfreezes, then the destination drops its
+/// copy. The source goes first because Unfreeze is the gate: it is refused once the source
+/// released the slots (another driver may have finished the copy and released them since this
+/// one looked), and then the destination's copy is the only one and must stay.
+pub(super) async fn roll_back(state: &Node, id: u64, b: &MoveBatch) -> anyhow::Result<RollBack> {
+    let unfreeze = Command::Unfreeze {
+        slots: b.slots.clone(),
+    };
+    match propose(state, b.from, id, unfreeze).await {
+        Ok(_) => {}
+        Err(AdminError::Refused {
+            state: SlotState::Released,
+            ..
+        }) => {
+            tracing::warn!(
+                task = id,
+                slots = ?b.slots,
+                "view change: the batch cannot roll back, the source released it: it rolls forward"
+            );
+            return Ok(RollBack::PastRelease);
+        }
+        Err(e) => return Err(e.into()),
+    }
     let abort = Command::AbortIncoming {
         slots: b.slots.clone(),
     };
@@ -402,10 +436,6 @@ pub(super) async fn roll_back(state: &Node, id: u64, b: &MoveBatch) -> anyhow::R
         // The destination never serves Incoming slots; its copy is dropped by the next move.
         tracing::warn!(task = id, error = %e, "rollback: the destination could not drop its copy");
     }
-    let unfreeze = Command::Unfreeze {
-        slots: b.slots.clone(),
-    };
-    propose(state, b.from, id, unfreeze).await?;
     update_map(state, "view change: batch rolled back", |m| {
         if let Some(v) = task_mut(m, id) {
             v.batch = None;
@@ -413,7 +443,7 @@ pub(super) async fn roll_back(state: &Node, id: u64, b: &MoveBatch) -> anyhow::R
     })
     .await?;
     tracing::warn!(task = id, slots = ?b.slots, "view change: batch rolled back");
-    Ok(())
+    Ok(RollBack::Done)
 }
 
 #[cfg(test)]
