@@ -123,6 +123,18 @@ pub enum Command {
         /// A version every later write must exceed.
         above: u64,
     },
+    /// The catch-up of a copy made before the source froze its slots: writes `records` as
+    /// [`Command::Ingest`] does, deletes each key of `removed` whose slot is Incoming (deleted
+    /// at the source since the copy read it), and raises the version base above `above` as
+    /// [`Command::RaiseVersionBase`] does.
+    CatchUp {
+        /// `(key, record)` pairs written at the source since the copy read them.
+        records: Vec<(String, Record)>,
+        /// Keys the copy brought that the source no longer has.
+        removed: Vec<String>,
+        /// A version every later write must exceed (the frozen source's high-water mark).
+        above: u64,
+    },
 }
 
 impl Command {
@@ -146,6 +158,7 @@ impl Command {
             | Command::DropSlots { .. }
             | Command::BeginIncoming { .. }
             | Command::Ingest { .. }
+            | Command::CatchUp { .. }
             | Command::Activate { .. }
             | Command::AbortIncoming { .. }
             | Command::RaiseVersionBase { .. } => None,
@@ -243,8 +256,9 @@ pub enum CommandResult {
         /// Its state.
         state: crate::SlotState,
     },
-    /// An [`Command::Ingest`] applied: `written` records stored, `skipped` ones not (their slot
-    /// was not Incoming, or the record was not storable).
+    /// An [`Command::Ingest`] or [`Command::CatchUp`] applied: `written` records stored (and
+    /// keys removed), `skipped` ones not (their slot was not Incoming, or the record was not
+    /// storable).
     Ingested {
         /// Records stored.
         written: u64,

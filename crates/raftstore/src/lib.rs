@@ -38,7 +38,8 @@
 //!   answer [`CommandResult::Frozen`], to a Released or Incoming one [`CommandResult::NotOwner`]);
 //!   epochs are not: the nodes check `(slot, epoch)` before proposing.
 //! - `Ingest` carries records only: a key deleted at the source after the copy read it is not
-//!   deleted at the destination. The copy must run after `Freeze` (or be redone after it).
+//!   deleted at the destination. A copy made before `Freeze` must be completed by a `CatchUp`
+//!   after it (changed records, removed keys, the final version high-water mark).
 //! - no disk quota: a full disk surfaces as a storage error.
 
 #![warn(missing_docs)]

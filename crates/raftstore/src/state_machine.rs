@@ -679,9 +679,30 @@ fn apply_entries(
                 ingest_records(&mut pending, &mut state, index, records)?
             }
             EntryPayload::Normal(Command::RaiseVersionBase { above }) => {
-                // A later write at index j > index gets j + base > above.
-                state.base = state.base.max(above.saturating_sub(index));
+                raise_base(&mut state, index, above);
                 CommandResult::None
+            }
+            EntryPayload::Normal(Command::CatchUp {
+                records,
+                removed,
+                above,
+            }) => {
+                let ingested = ingest_records(&mut pending, &mut state, index, records)?;
+                let gone = remove_incoming(&mut pending, &mut state, removed)?;
+                raise_base(&mut state, index, above);
+                match (ingested, gone) {
+                    (
+                        CommandResult::Ingested { written, skipped },
+                        CommandResult::Ingested {
+                            written: w,
+                            skipped: s,
+                        },
+                    ) => CommandResult::Ingested {
+                        written: written + w,
+                        skipped: skipped + s,
+                    },
+                    (other, _) => other,
+                }
             }
             EntryPayload::Normal(cmd) => {
                 if let Some(t) = slots::transition(state.slots.as_deref(), &cmd) {
@@ -791,6 +812,33 @@ fn ingest_records(
         let dk = keys::data_key(pending.group, key.as_bytes());
         let current = pending.current(&dk)?;
         pending.set(dk, current.as_ref(), record, &mut state.stats);
+        written += 1;
+    }
+    Ok(CommandResult::Ingested { written, skipped })
+}
+
+/// Raises the version base at log `index` so that a later write (at index j > `index`, version
+/// j + base) gets a version above `above`.
+fn raise_base(state: &mut SmState, index: u64, above: u64) {
+    state.base = state.base.max(above.saturating_sub(index));
+}
+
+/// The removals of a `CatchUp`: deletes each key whose slot is Incoming (skips the others).
+fn remove_incoming(
+    pending: &mut Pending<'_>,
+    state: &mut SmState,
+    keys: Vec<String>,
+) -> Result<CommandResult> {
+    let (mut written, mut skipped) = (0u64, 0u64);
+    for key in keys {
+        let slot = slot_of(key.as_bytes()).0;
+        if slots::state_of(state.slots.as_deref(), slot) != SlotState::Incoming {
+            skipped += 1;
+            continue;
+        }
+        let dk = keys::data_key(pending.group, key.as_bytes());
+        let current = pending.current(&dk)?;
+        pending.remove(dk, current.as_ref(), &mut state.stats);
         written += 1;
     }
     Ok(CommandResult::Ingested { written, skipped })

@@ -23,8 +23,12 @@ pub struct SlotChunk {
     /// `Some` when nothing remains: the next chunk is then empty with `None`.
     pub next: Option<Vec<u8>>,
     /// Bytes of the records returned, counted as [`Store::group_stats`] counts them (data key
-    /// plus encoded record).
+    /// plus encoded record); an unchanged record counts its data key only.
     pub bytes: u64,
+    /// Keys whose record's version is at most the scan's `since` ([`Store::scan_slots_since`]):
+    /// present, not changed since a copy read them, so returned without their record (in key
+    /// order, interleaved with `records` in the store).
+    pub unchanged: Vec<String>,
 }
 
 /// Errors of the store's own read API.
@@ -263,6 +267,21 @@ impl Store {
         after: Option<&[u8]>,
         max_bytes: usize,
     ) -> Result<SlotChunk, StoreError> {
+        self.scan_slots_since(group, slots, after, max_bytes, 0)
+    }
+
+    /// [`Store::scan_slots`], except that a record whose version is at most `since` comes back
+    /// as its key only, in [`SlotChunk::unchanged`], and counts only its key's bytes: the
+    /// catch-up of a copy made before the source froze, which must learn which keys still exist
+    /// but needs the values of those written since only.
+    pub fn scan_slots_since(
+        &self,
+        group: GroupId,
+        slots: &[(u16, u16)],
+        after: Option<&[u8]>,
+        max_bytes: usize,
+        since: u64,
+    ) -> Result<SlotChunk, StoreError> {
         let seq = self.install_seq(group);
         if seq & 1 == 1 {
             return Err(StoreError::Installing { group });
@@ -271,6 +290,7 @@ impl Store {
             records: Vec::new(),
             next: None,
             bytes: 0,
+            unchanged: Vec::new(),
         };
         // The cursor is a data key without its group prefix: `slot ++ key`.
         let cursor: Option<Vec<u8>> = after.map(|a| {
@@ -304,8 +324,13 @@ impl Store {
                     .to_string();
                 let record =
                     Record::decode(v).ok_or_else(|| StoreError::Corrupt { key: lossy() })?;
-                chunk.bytes += (k.len() + v.len()) as u64;
-                chunk.records.push((key, record));
+                if record.version <= since {
+                    chunk.bytes += k.len() as u64;
+                    chunk.unchanged.push(key);
+                } else {
+                    chunk.bytes += (k.len() + v.len()) as u64;
+                    chunk.records.push((key, record));
+                }
                 if chunk.bytes >= max_bytes as u64 {
                     chunk.next = Some(k[8..].to_vec());
                     break;

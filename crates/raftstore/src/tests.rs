@@ -31,22 +31,8 @@ mod stats {
     use openraft::testing::log_id;
     use openraft::{Entry, EntryPayload};
 
+    use super::util::{del, put};
     use crate::{Command, Condition, GroupId, Store};
-
-    fn put(key: &str, value: &str) -> Command {
-        Command::Put {
-            key: key.into(),
-            value: value.into(),
-            condition: None,
-        }
-    }
-
-    fn del(key: &str) -> Command {
-        Command::Delete {
-            key: key.into(),
-            condition: None,
-        }
-    }
 
     // The key and byte counts kept by apply and by snapshot installs always equal a scan of the
     // group's data: after creates, overwrites, appends, deletes, failed conditions and no-ops.
@@ -116,6 +102,13 @@ mod util {
         Command::Put {
             key: key.into(),
             value: value.into(),
+            condition: None,
+        }
+    }
+
+    pub fn del(key: &str) -> Command {
+        Command::Delete {
+            key: key.into(),
             condition: None,
         }
     }
@@ -544,7 +537,7 @@ mod install_flag {
 mod moves {
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 
-    use super::util::{apply, put};
+    use super::util::{apply, del, put};
     use crate::keys::{self, CF_DATA, CF_LOG, CF_META};
     use crate::{Command, CommandResult, GroupId, Record, SlotState, StateMachineStore, Store};
     use kvorum_router::slot_of;
@@ -717,6 +710,157 @@ mod moves {
         let table = store.slot_table(g).expect("initialized");
         assert_eq!(table[usize::from(s)], SlotState::Owned);
         assert_eq!(table.iter().filter(|t| **t == SlotState::Owned).count(), 1);
+        Ok(())
+    }
+
+    // Copy → fence → catch-up: B copies A's slots while A still takes writes (overwrites,
+    // deletes, creates); after A freezes, a scan since the copy's high-water mark returns only
+    // what changed as records and the rest as keys, and one CatchUp (changed records, keys the
+    // copy brought that A no longer has, A's final high-water mark) leaves B equal to A, with
+    // B's next writes above every version A gave.
+    #[tokio::test]
+    async fn a_copy_before_the_freeze_is_caught_up_after_it() -> anyhow::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let (a, b) = (GroupId(31), GroupId(32));
+        let mut sa = store.state_machine(a).await?;
+        let mut sb = store.state_machine(b).await?;
+        run1(&mut sa, Command::InitSlots { owned: vec![ALL] }).await?;
+        run1(&mut sb, Command::InitSlots { owned: vec![] }).await?;
+        let moving = vec![(0u16, 2047u16)];
+        let moves = |k: &str| slot(k) <= 2047;
+        let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+        run(&mut sa, keys.iter().map(|k| put(k, "v1")).collect()).await?;
+        run1(
+            &mut sb,
+            Command::BeginIncoming {
+                slots: moving.clone(),
+            },
+        )
+        .await?;
+        // The copy, A not frozen: the mark is read before the scan.
+        let mark = store.version_high_water(a)?;
+        let mut copied: Vec<String> = Vec::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let chunk = store.scan_slots(a, &moving, cursor.as_deref(), 500)?;
+            assert!(chunk.unchanged.is_empty());
+            copied.extend(chunk.records.iter().map(|(k, _)| k.clone()));
+            run1(
+                &mut sb,
+                Command::Ingest {
+                    records: chunk.records,
+                },
+            )
+            .await?;
+            match chunk.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        // A keeps serving: overwrites, deletes and creates in the moving slots.
+        let mut later = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            match i % 4 {
+                0 => later.push(put(k, "v2")),
+                1 => later.push(del(k)),
+                _ => {}
+            }
+        }
+        later.extend((0..40).map(|i| put(&format!("new{i}"), "n")));
+        run(&mut sa, later).await?;
+        run1(
+            &mut sa,
+            Command::Freeze {
+                slots: moving.clone(),
+            },
+        )
+        .await?;
+        // The catch-up: everything changed since the mark, in one chunk.
+        let chunk = store.scan_slots_since(a, &moving, None, 1 << 20, mark)?;
+        assert_eq!(chunk.next, None);
+        let present: std::collections::BTreeSet<&String> = chunk
+            .unchanged
+            .iter()
+            .chain(chunk.records.iter().map(|(k, _)| k))
+            .collect();
+        let changed = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, k)| i % 4 == 0 && moves(k))
+            .count()
+            + (0..40).filter(|i| moves(&format!("new{i}"))).count();
+        assert_eq!(
+            chunk.records.len(),
+            changed,
+            "only changed records carry values"
+        );
+        assert!(chunk.records.iter().all(|(_, r)| r.version > mark));
+        let removed: Vec<String> = copied
+            .iter()
+            .filter(|k| !present.contains(k))
+            .cloned()
+            .collect();
+        let deleted = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, k)| i % 4 == 1 && moves(k))
+            .count();
+        assert_eq!(removed.len(), deleted);
+        let above = store.version_high_water(a)?;
+        let r = run1(
+            &mut sb,
+            Command::CatchUp {
+                records: chunk.records,
+                removed,
+                above,
+            },
+        )
+        .await?;
+        assert_eq!(
+            r,
+            CommandResult::Ingested {
+                written: (changed + deleted) as u64,
+                skipped: 0
+            }
+        );
+        // B now holds exactly A's data of the moving slots.
+        let all: Vec<String> = keys
+            .iter()
+            .cloned()
+            .chain((0..40).map(|i| format!("new{i}")))
+            .collect();
+        for k in &all {
+            let want = if moves(k) { store.read(a, k)? } else { None };
+            assert_eq!(store.read(b, k)?, want, "{k}");
+        }
+        assert_eq!(store.slot_stats(a, &moving)?, store.slot_stats(b, &moving)?);
+        assert_stats_right(&store, b)?;
+        run1(
+            &mut sa,
+            Command::Release {
+                slots: moving.clone(),
+            },
+        )
+        .await?;
+        run1(
+            &mut sb,
+            Command::Activate {
+                slots: moving.clone(),
+            },
+        )
+        .await?;
+        // A key deleted at A and created again at B gets a version above every one A gave.
+        let gone = keys
+            .iter()
+            .enumerate()
+            .find(|(i, k)| i % 4 == 1 && moves(k))
+            .map(|(_, k)| k.clone())
+            .expect("a deleted moving key");
+        match run1(&mut sb, put(&gone, "again")).await? {
+            CommandResult::Written { version } => assert!(version > above, "{version} <= {above}"),
+            r => panic!("{r:?}"),
+        }
         Ok(())
     }
 

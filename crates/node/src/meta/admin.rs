@@ -51,7 +51,16 @@ pub enum AdminOp {
         cmd: Command,
     },
     /// Read up to `max_bytes` of the data of `slots` after the key `after`, in key order, after
-    /// a read-index round. Leader only.
+    /// a read-index round. Leader only. The reply's high-water mark is read before the data, so
+    /// every write the chunk does not show has a version above it (a copy made before the
+    /// source froze catches up from there). Records whose version is at most `since` come back
+    /// as keys only (`unchanged`).
+    ///
+    /// With `freeze`, the leader first proposes `Freeze { slots }` and reads right after it
+    /// applied, without a read-index round: once the Freeze applied on this replica, no later
+    /// entry can change the slots' data but an Unfreeze (after which the source's Release, the
+    /// copy's gate, is refused), so this replica's state is the slots' final data. A refused
+    /// Freeze answers `Result` with the refusal.
     Scan {
         /// Inclusive slot ranges.
         slots: Vec<(u16, u16)>,
@@ -59,6 +68,10 @@ pub enum AdminOp {
         after: Option<Vec<u8>>,
         /// Bytes to return at most (at least one record when any remain).
         max_bytes: usize,
+        /// Records at or below this version are returned as keys only (0: none).
+        since: u64,
+        /// Freeze the slots first (see above).
+        freeze: bool,
     },
     /// The group's version high-water mark (every version it ever gave is at most this), after
     /// a read-index round: the destination of a move raises its version base above it, so
@@ -96,6 +109,8 @@ pub enum AdminReply {
     Chunk {
         /// Keys and records, in key order.
         records: Vec<(String, Record)>,
+        /// Keys present whose version is at most the scan's `since`, without their records.
+        unchanged: Vec<String>,
         /// Where to resume.
         next: Option<Vec<u8>>,
         /// Bytes of the chunk (keys and values).
@@ -366,18 +381,34 @@ pub async fn admin_handler(
             slots,
             after,
             max_bytes,
+            since,
+            freeze,
         } => {
-            read_index(&raft).await?;
-            let chunk = state
-                .store
-                .scan_slots(group, &slots, after.as_deref(), max_bytes)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            if freeze {
+                let cmd = Command::Freeze {
+                    slots: slots.clone(),
+                };
+                let r = tokio::time::timeout(ADMIN_TIMEOUT, raft.client_write(cmd))
+                    .await
+                    .map_err(|_| ApiError::Unavailable("Freeze not committed in time".into()))?
+                    .map_err(|e| ApiError::Unavailable(format!("Freeze failed: {e}")))?;
+                if r.data != CommandResult::None {
+                    return Ok(reply(&AdminReply::Result(r.data)));
+                }
+            } else {
+                read_index(&raft).await?;
+            }
             let high_water = state
                 .store
                 .version_high_water(group)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let chunk = state
+                .store
+                .scan_slots_since(group, &slots, after.as_deref(), max_bytes, since)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
             Ok(reply(&AdminReply::Chunk {
                 records: chunk.records,
+                unchanged: chunk.unchanged,
                 next: chunk.next,
                 bytes: chunk.bytes,
                 high_water,

@@ -2,15 +2,18 @@
 //!
 //! Steps of a batch (see docs/architecture.md, "Moving slots"): (a) recorded in the task,
 //! (b) both groups' slot tables initialized from the map (once), (c) BeginIncoming at the
-//! destination, (d) Freeze at the source, (e) copy in chunks read at the source's leader after a
-//! read-index round, proposed as Ingest entries at the destination, then the destination's
-//! version base raised above the source's high-water mark and the source released, in parallel,
-//! (f) Activate at the destination and, at the same time, the flip: the map names the
-//! destination (the destination may serve the slots first: only the new map routes to it), (g)
-//! DropSlots at the source, and the next batch recorded in the same map change. A batch resumed before its flip
-//! asks the source's slot table: released means copied (roll forward), otherwise redo or, when
-//! cancelled, roll back (AbortIncoming, Unfreeze). A flipped batch only rolls forward.
+//! destination, (d) copy, the source still serving: chunks read at the source's leader after a
+//! read-index round, proposed as Ingest entries at the destination, (e) fence: Freeze at the
+//! source and, in the same call, its final data read, (f) catch-up: one CatchUp entry at the
+//! destination with what changed since the copy (records, removed keys, the version
+//! high-water mark), (g) Release at the source, (h) Activate at the destination and, at the
+//! same time, the flip: the map names the destination (the destination may serve the slots
+//! first: only the new map routes to it), (i) DropSlots at the source, and the next batch
+//! recorded in the same map change. A batch resumed before its flip asks the source's slot
+//! table: released means copied (roll forward), otherwise redo or, when cancelled, roll back
+//! (Unfreeze, then AbortIncoming). A flipped batch only rolls forward.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use kvorum_raftstore::{Command, CommandResult, GroupId, SlotState};
@@ -43,7 +46,7 @@ fn batch_slots() -> u16 {
 const COPY_CHUNK_BYTES: usize = 256 << 10;
 
 /// Test-only fault (feature `test-faults`): `KVORUM_FAULT_MOVE_HOLD=<point>:<ms>` makes every
-/// move batch wait `ms` at `point` (`after_freeze`: the source is frozen, nothing copied yet;
+/// move batch wait `ms` at `point` (`after_freeze`: the source is frozen, the copy made, nothing caught up yet;
 /// `before_activate`: flipped in the map, the destination not yet serving), logging
 /// `FAULT INJECTED: move held at <point>` first, so that a test can kill or cut nodes in that
 /// window. Nothing in production builds.
@@ -283,14 +286,82 @@ struct Copied {
     keys: u64,
     bytes: u64,
     frozen_at: Instant,
-    /// Milliseconds from the Freeze's start to the copy's end and to the release.
+    /// Milliseconds from the Freeze's start to the catch-up's end and to the release.
     copied_ms: u64,
     released_ms: u64,
 }
 
-/// Steps (b)-(f) of a batch: both tables initialized, the destination cleared, the source
-/// frozen, the data copied in chunks, the destination's version base raised above every version
-/// the source gave, the source released.
+/// One scan chunk at the source (see [`AdminOp::Scan`]).
+struct Chunk {
+    records: Vec<(String, kvorum_raftstore::Record)>,
+    unchanged: Vec<String>,
+    next: Option<Vec<u8>>,
+    bytes: u64,
+    high_water: u64,
+}
+
+async fn scan(
+    state: &Node,
+    id: u64,
+    b: &MoveBatch,
+    after: Option<Vec<u8>>,
+    since: u64,
+    freeze: bool,
+) -> anyhow::Result<Chunk> {
+    let op = AdminOp::Scan {
+        slots: b.slots.clone(),
+        after,
+        max_bytes: COPY_CHUNK_BYTES,
+        since,
+        freeze,
+    };
+    match admin(state, b.from, id, op, None).await? {
+        AdminReply::Chunk {
+            records,
+            unchanged,
+            next,
+            bytes,
+            high_water,
+        } => Ok(Chunk {
+            records,
+            unchanged,
+            next,
+            bytes,
+            high_water,
+        }),
+        AdminReply::Result(CommandResult::SlotState { slot, state: s }) => {
+            Err(AdminError::Refused {
+                group: b.from,
+                slot,
+                state: s,
+            }
+            .into())
+        }
+        other => anyhow::bail!("unexpected reply to a scan: {other:?}"),
+    }
+}
+
+/// Proposes a copy command (`Ingest` or `CatchUp`) at the destination; every record and key
+/// must land (their slots are Incoming there).
+async fn ingest(state: &Node, id: u64, to: GroupId, cmd: Command) -> anyhow::Result<()> {
+    match propose(state, to, id, cmd).await? {
+        CommandResult::Ingested { skipped: 0, .. } => Ok(()),
+        CommandResult::Ingested { skipped, .. } => {
+            anyhow::bail!("group {to} skipped {skipped} records of the copy")
+        }
+        other => anyhow::bail!("unexpected ingest result {other:?}"),
+    }
+}
+
+/// Steps (b)-(f) of a batch, copy → fence → catch-up: both tables initialized, the destination
+/// cleared, the slots' data copied in chunks while the source still serves them, the source
+/// frozen (and its final data read in the same call), only what changed since the copy sent
+/// (records written since, keys deleted since, the source's final high-water mark for the
+/// destination's version base), then the source released. The frozen window holds one small
+/// CatchUp entry instead of the whole batch's data.
+///
+/// Memory: the keys of one batch's copy (to find the keys deleted since), never its values
+/// beyond one chunk.
 async fn copy_batch(
     state: &Node,
     map: &ClusterMap,
@@ -309,72 +380,67 @@ async fn copy_batch(
         },
     )
     .await?;
-    let frozen_at = Instant::now();
-    propose(
-        state,
-        from,
-        id,
-        Command::Freeze {
-            slots: b.slots.clone(),
-        },
-    )
-    .await?;
-    hold_at("after_freeze", id).await;
+    let (mut keys, mut bytes) = (0u64, 0u64);
+    // The copy, the source serving: every write it misses has a version above `mark`.
+    let mut copied: HashSet<String> = HashSet::new();
+    let mut mark = None;
     let mut after = None;
-    let (mut keys, mut bytes, mut high_water) = (0u64, 0u64, 0u64);
     loop {
-        let op = AdminOp::Scan {
-            slots: b.slots.clone(),
-            after: after.take(),
-            max_bytes: COPY_CHUNK_BYTES,
-        };
-        let AdminReply::Chunk {
-            records,
-            next,
-            bytes: n,
-            high_water: hw,
-        } = admin(state, from, id, op, None).await?
-        else {
-            anyhow::bail!("unexpected reply to a scan");
-        };
-        high_water = high_water.max(hw);
-        if !records.is_empty() {
-            keys += records.len() as u64;
-            bytes += n;
-            match propose(state, to, id, Command::Ingest { records }).await? {
-                CommandResult::Ingested { skipped: 0, .. } => {}
-                CommandResult::Ingested { skipped, .. } => {
-                    anyhow::bail!("group {to} skipped {skipped} records of the copy")
-                }
-                other => anyhow::bail!("unexpected ingest result {other:?}"),
-            }
+        let c = scan(state, id, b, after.take(), 0, false).await?;
+        mark.get_or_insert(c.high_water);
+        if !c.records.is_empty() {
+            keys += c.records.len() as u64;
+            bytes += c.bytes;
+            copied.extend(c.records.iter().map(|(k, _)| k.clone()));
+            ingest(state, id, to, Command::Ingest { records: c.records }).await?;
         }
-        match next {
+        match c.next {
             Some(n) => after = Some(n),
             None => break,
         }
     }
-    // The destination's versions go above every version the source gave (the source is
-    // frozen: its high-water mark is final), in parallel with the release: both only after the
-    // whole copy. A batch resumed after its release raises again before its flip.
-    let raise = propose(
-        state,
-        to,
-        id,
-        Command::RaiseVersionBase { above: high_water },
-    );
-    let release = propose(
+    let mark = mark.unwrap_or(0);
+    // The fence and the catch-up: what changed since the mark, the source frozen.
+    let frozen_at = Instant::now();
+    let mut c = scan(state, id, b, None, mark, true).await?;
+    hold_at("after_freeze", id).await;
+    let above = c.high_water;
+    loop {
+        for k in c.unchanged.iter().chain(c.records.iter().map(|(k, _)| k)) {
+            copied.remove(k);
+        }
+        let last = c.next.is_none();
+        if !c.records.is_empty() || last {
+            keys += c.records.len() as u64;
+            bytes += c.bytes;
+            // The keys still in `copied` after the last chunk are gone at the source.
+            let removed = if last {
+                std::mem::take(&mut copied).into_iter().collect()
+            } else {
+                Vec::new()
+            };
+            let cmd = Command::CatchUp {
+                records: c.records,
+                removed,
+                above,
+            };
+            ingest(state, id, to, cmd).await?;
+        }
+        match c.next {
+            Some(n) => c = scan(state, id, b, Some(n), mark, false).await?,
+            None => break,
+        }
+    }
+    let copied_ms = frozen_at.elapsed().as_millis() as u64;
+    propose(
         state,
         from,
         id,
         Command::Release {
             slots: b.slots.clone(),
         },
-    );
-    let copied_ms = frozen_at.elapsed().as_millis() as u64;
-    let (raised, released) = tokio::join!(raise, release);
-    raised?;
-    released?;
+    )
+    .await?;
     let released_ms = frozen_at.elapsed().as_millis() as u64;
     tracing::info!(
         task = id,
@@ -383,8 +449,8 @@ async fn copy_batch(
         slots = ?b.slots,
         keys,
         bytes,
-        frozen_ms = frozen_at.elapsed().as_millis() as u64,
-        "view change: batch copied and released"
+        frozen_ms = released_ms,
+        "view change: batch copied, caught up and released"
     );
     Ok(Copied {
         keys,
