@@ -26,8 +26,11 @@ use super::change::{step_done, task_mut};
 use super::tasks::Next;
 use super::update_map;
 
-/// Most slots moved in one batch: a request to one of them waits for at most one batch.
-pub const MOVE_BATCH_SLOTS: u16 = 16;
+/// Most slots moved in one batch: a request to one of them waits for at most one batch's
+/// frozen window. The window holds the catch-up of what changed during the batch's copy, not
+/// the batch's data, so larger batches cost little pause and save per-batch rounds; the
+/// driver keeps the keys of one batch's copy in memory.
+pub const MOVE_BATCH_SLOTS: u16 = 64;
 /// Slots per move batch: [`MOVE_BATCH_SLOTS`], or (feature `test-faults` only)
 /// `KVORUM_FAULT_MOVE_BATCH_SLOTS=<n>`, which lets end-to-end tests of changes under faults move
 /// a group's slots in a few batches on a slow machine.
@@ -143,8 +146,9 @@ pub(super) async fn move_slots(
             }
             copied = Some(copy_batch(state, map, id, &batch).await?);
         } else {
-            // Copied and released by a previous driver, which may not have raised the
-            // destination's version base yet: raise it (idempotent) before the flip.
+            // Copied, caught up and released by a previous driver (Release comes only after
+            // the whole catch-up), which may not have raised the destination's version base
+            // yet: raise it (idempotent) before the flip.
             let AdminReply::HighWater(above) =
                 admin(state, from, id, AdminOp::VersionHighWater, None).await?
             else {
@@ -286,7 +290,8 @@ struct Copied {
     keys: u64,
     bytes: u64,
     frozen_at: Instant,
-    /// Milliseconds from the Freeze's start to the catch-up's end and to the release.
+    /// Milliseconds from the Freeze's start to the final data read (Freeze applied) and to the
+    /// catch-up's end with the release.
     copied_ms: u64,
     released_ms: u64,
 }
@@ -353,7 +358,56 @@ async fn ingest(state: &Node, id: u64, to: GroupId, cmd: Command) -> anyhow::Res
     }
 }
 
-/// Steps (b)-(f) of a batch, copy → fence → catch-up: both tables initialized, the destination
+/// What [`copy_all`] copied.
+struct Copy {
+    keys: u64,
+    bytes: u64,
+    /// The keys copied.
+    copied: HashSet<String>,
+    /// The source's version high-water mark read before the first chunk: every write the copy
+    /// does not show has a version above it.
+    mark: u64,
+}
+
+/// Copies all data of the batch's slots from the source to the destination (cleared first, by
+/// `BeginIncoming`), in chunks; the source may still be serving them.
+async fn copy_all(state: &Node, id: u64, b: &MoveBatch) -> anyhow::Result<Copy> {
+    propose(
+        state,
+        b.to,
+        id,
+        Command::BeginIncoming {
+            slots: b.slots.clone(),
+        },
+    )
+    .await?;
+    let (mut keys, mut bytes) = (0u64, 0u64);
+    let mut copied: HashSet<String> = HashSet::new();
+    let mut mark = None;
+    let mut after = None;
+    loop {
+        let c = scan(state, id, b, after.take(), 0, false).await?;
+        mark.get_or_insert(c.high_water);
+        if !c.records.is_empty() {
+            keys += c.records.len() as u64;
+            bytes += c.bytes;
+            copied.extend(c.records.iter().map(|(k, _)| k.clone()));
+            ingest(state, id, b.to, Command::Ingest { records: c.records }).await?;
+        }
+        match c.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    Ok(Copy {
+        keys,
+        bytes,
+        copied,
+        mark: mark.unwrap_or(0),
+    })
+}
+
+/// Steps (b)-(g) of a batch, copy → fence → catch-up: both tables initialized, the destination
 /// cleared, the slots' data copied in chunks while the source still serves them, the source
 /// frozen (and its final data read in the same call), only what changed since the copy sent
 /// (records written since, keys deleted since, the source's final high-water mark for the
@@ -371,38 +425,12 @@ async fn copy_batch(
     let (from, to) = (b.from, b.to);
     init_slots_once(state, map, id, from).await?;
     init_slots_once(state, map, id, to).await?;
-    propose(
-        state,
-        to,
-        id,
-        Command::BeginIncoming {
-            slots: b.slots.clone(),
-        },
-    )
-    .await?;
-    let (mut keys, mut bytes) = (0u64, 0u64);
-    // The copy, the source serving: every write it misses has a version above `mark`.
-    let mut copied: HashSet<String> = HashSet::new();
-    let mut mark = None;
-    let mut after = None;
-    loop {
-        let c = scan(state, id, b, after.take(), 0, false).await?;
-        mark.get_or_insert(c.high_water);
-        if !c.records.is_empty() {
-            keys += c.records.len() as u64;
-            bytes += c.bytes;
-            copied.extend(c.records.iter().map(|(k, _)| k.clone()));
-            ingest(state, id, to, Command::Ingest { records: c.records }).await?;
-        }
-        match c.next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
-    let mark = mark.unwrap_or(0);
+    let copy = copy_all(state, id, b).await?;
+    let (mut keys, mut bytes, mut copied, mark) = (copy.keys, copy.bytes, copy.copied, copy.mark);
     // The fence and the catch-up: what changed since the mark, the source frozen.
     let frozen_at = Instant::now();
     let mut c = scan(state, id, b, None, mark, true).await?;
+    let copied_ms = frozen_at.elapsed().as_millis() as u64;
     hold_at("after_freeze", id).await;
     let above = c.high_water;
     loop {
@@ -431,7 +459,8 @@ async fn copy_batch(
             None => break,
         }
     }
-    let copied_ms = frozen_at.elapsed().as_millis() as u64;
+    // Release only after the whole catch-up: before it the batch can still roll back (the
+    // destination losing its quorum must not strand the slots), after it only forward.
     propose(
         state,
         from,
