@@ -353,3 +353,71 @@ async fn a_group_below_quorum_refuses_a_change() {
     let after = c.status().await.expect("status");
     assert_eq!(after.epoch, s.epoch, "a refusal changed the map");
 }
+
+// `--config-voters 5`: the config group grows from the initial 3 voters to 5 as nodes arrive,
+// and then survives the loss of two of them, the metadata leader included: the remaining three
+// elect a new metadata leader, which answers the status and keeps the cluster serving (with 3
+// voters, two lost would have stopped the metadata server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_config_voters_survive_two_lost() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start(
+        ClusterOptions::new(kvnode_bin!(), 6, 3).with_env("KVORUM_CONFIG_VOTERS", "5"),
+    )
+    .await;
+    c.wait_ready(Duration::from_secs(30)).await;
+    let s = c.status().await.expect("status");
+    assert_eq!(s.config.voters.len(), 3, "{}", brief(Some(&s)));
+
+    let j = c.start_joiner("127.0.0.7").await;
+    let done = add(&c, &j).await;
+    assert_eq!(done.node, Some(7), "{done:?}");
+    let s = c
+        .wait_for_status(Duration::from_secs(20), "5 config voters", |s| {
+            s.config.voters.len() == 5 && s.config.leader.is_some()
+        })
+        .await;
+    let voters = s.config.voters.clone();
+    let leader = s.config.leader.unwrap();
+    // The leader and another voter, not both in one data group (each group keeps its quorum).
+    let group_of = |n: u64| {
+        s.groups
+            .iter()
+            .find(|g| g.members.contains(&n))
+            .map(|g| g.id)
+    };
+    let other = *voters
+        .iter()
+        .find(|v| **v != leader && **v <= 6 && group_of(**v) != group_of(leader))
+        .unwrap_or_else(|| panic!("no second voter to stop: {}", brief(Some(&s))));
+    for n in [leader, other] {
+        c.kill(usize::try_from(n).unwrap() - 1);
+    }
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(30),
+            "a new metadata leader among the three voters left",
+            |s| {
+                s.health_known
+                    && s.config
+                        .leader
+                        .is_some_and(|l| l != leader && l != other && voters.contains(&l))
+            },
+        )
+        .await;
+    assert_eq!(s.config.voters.len(), 5, "{}", brief(Some(&s)));
+    let client = c.client();
+    let v = client
+        .put("after-two-voters-lost", "x", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .get("after-two-voters-lost", false)
+            .await
+            .unwrap()
+            .version,
+        v
+    );
+    drop(j);
+}
