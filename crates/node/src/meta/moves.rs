@@ -552,13 +552,15 @@ mod tests {
     fn batches_take_the_sources_remaining_slots_in_order() {
         let mut m = map(6);
         let g1 = GroupId(1);
-        let ranges = vec![(0u16, 9u16), (20, 40)];
-        assert_eq!(next_batch(&m, g1, &ranges), vec![(0, 9), (20, 25)]);
+        let n = MOVE_BATCH_SLOTS;
+        let ranges = vec![(0u16, 9u16), (20, 20 + 2 * n)];
+        // 10 slots of the first range, the rest of a batch from the second.
+        assert_eq!(next_batch(&m, g1, &ranges), vec![(0, 9), (20, 20 + n - 11)]);
         for s in 0..=5 {
             m.slots[s] = GroupId(2);
         }
-        assert_eq!(next_batch(&m, g1, &ranges), vec![(6, 9), (20, 31)]);
-        for s in (6..=9).chain(20..=40) {
+        assert_eq!(next_batch(&m, g1, &ranges), vec![(6, 9), (20, 20 + n - 5)]);
+        for s in (6..=9).chain(20..=20 + usize::from(2 * n)) {
             m.slots[s] = GroupId(2);
         }
         assert!(next_batch(&m, g1, &ranges).is_empty());
