@@ -12,7 +12,7 @@
 //! same on every replica), or a read after a read-index round, so that it sees every committed
 //! slot command (a copy after Freeze reads exactly the frozen data).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::transport::check_internal;
+
+use super::leader_call::{call_leader, Answer, LeaderCall};
 
 /// Longest wait of a group's leader to learn the newer map an admin request names.
 const MAP_LEARN_WAIT: Duration = Duration::from_secs(2);
@@ -162,7 +164,7 @@ pub(super) async fn admin(
         map: serde_json::to_string(&*map).ok(),
     };
     let body = bincode::serialize(&req).map_err(|e| AdminError::Failed(e.to_string()))?;
-    let mut addrs: Vec<String> = match to {
+    let addrs: Vec<String> = match to {
         Some(a) => vec![a.to_string()],
         None => {
             // The group's leader first: this node when its own replica leads (the metadata
@@ -179,58 +181,22 @@ pub(super) async fn admin(
             addrs
         }
     };
-    if addrs.is_empty() {
-        return Err(AdminError::Failed(format!(
-            "group {group} has no member in epoch {}",
-            map.epoch
-        )));
+    let call = LeaderCall {
+        group,
+        path: format!("/internal/v1/groups/{}/admin", group.0),
+        content_type: "application/octet-stream",
+        body,
+        timeout: ADMIN_TIMEOUT,
+        final_codes: &["stale_task"],
+    };
+    match call_leader(state, addrs, call).await {
+        Ok(Answer::Ok(bytes)) => bincode::deserialize(&bytes)
+            .map_err(|e| AdminError::Failed(format!("bad admin reply from group {group}: {e}"))),
+        Ok(Answer::Refused(err)) => Err(AdminError::Stale(err.message)),
+        Err(last) => Err(AdminError::Failed(format!(
+            "slot operation on group {group} failed: {last}"
+        ))),
     }
-    let mut tried = BTreeSet::new();
-    let mut last = String::new();
-    while let Some(addr) = addrs.first().cloned() {
-        addrs.remove(0);
-        if !tried.insert(addr.clone()) || tried.len() > 6 {
-            continue;
-        }
-        let resp = state
-            .internal_request(
-                reqwest::Method::POST,
-                &addr,
-                &format!("/internal/v1/groups/{}/admin", group.0),
-            )
-            .timeout(ADMIN_TIMEOUT)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(body.clone())
-            .send()
-            .await;
-        let r = match resp {
-            Ok(r) => r,
-            Err(e) => {
-                last = format!("{addr}: {e}");
-                continue;
-            }
-        };
-        let status = r.status();
-        let bytes = r.bytes().await.unwrap_or_default();
-        if status.is_success() {
-            return bincode::deserialize(&bytes)
-                .map_err(|e| AdminError::Failed(format!("bad admin reply from {addr}: {e}")));
-        }
-        let err: kvorum_wire::ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
-        match err.code.as_str() {
-            "not_leader" => {
-                if let Some(a) = err.leader.flatten().and_then(|l| map.addr(l)) {
-                    addrs.insert(0, a.to_string());
-                }
-                last = format!("{addr}: not the leader");
-            }
-            "stale_task" => return Err(AdminError::Stale(err.message)),
-            _ => last = format!("{addr}: {status} {}", err.message),
-        }
-    }
-    Err(AdminError::Failed(format!(
-        "slot operation on group {group} failed: {last}"
-    )))
 }
 
 /// Proposes the slot command `cmd` on `group` and checks that it applied.

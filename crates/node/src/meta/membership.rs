@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::Json;
 use kvorum_raftstore::{GroupId, NodeId, Raft};
 use kvorum_router::{ClusterMap, Step, TaskKind, CONFIG_GROUP};
@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::node::Node;
 use crate::transport::check_internal;
 
+use super::leader_call::{call_leader, Answer, LeaderCall};
 use super::probe::{confirm_gone, matched};
 
 /// Longest wait for a new learner to catch up, per attempt.
@@ -114,59 +115,24 @@ pub(super) async fn membership(
         epoch: map.epoch,
         op: op.clone(),
     };
-    let mut addrs = state.group_addrs(group);
-    if addrs.is_empty() {
-        return Err(StepError::Failed(format!(
-            "group {group} has no reachable member in epoch {}",
-            map.epoch
-        )));
+    let call = LeaderCall {
+        group,
+        path: format!("/internal/v1/groups/{}/membership", group.0),
+        content_type: "application/json",
+        body: serde_json::to_vec(&req).map_err(|e| StepError::Failed(e.to_string()))?,
+        timeout: CATCH_UP_WAIT + Duration::from_secs(5),
+        final_codes: &["stale_task", "replica_alive", "no_learner"],
+    };
+    match call_leader(state, state.group_addrs(group), call).await {
+        Ok(Answer::Ok(_)) => Ok(()),
+        Ok(Answer::Refused(err)) => Err(StepError::Refused {
+            code: err.code,
+            message: err.message,
+        }),
+        Err(last) => Err(StepError::Failed(format!(
+            "membership change {op:?} of group {group} failed: {last}"
+        ))),
     }
-    let mut last = String::new();
-    let mut tried = BTreeSet::new();
-    while let Some(addr) = addrs.first().cloned() {
-        addrs.remove(0);
-        if !tried.insert(addr.clone()) || tried.len() > 6 {
-            continue;
-        }
-        let resp = state
-            .internal_request(
-                reqwest::Method::POST,
-                &addr,
-                &format!("/internal/v1/groups/{}/membership", group.0),
-            )
-            .timeout(CATCH_UP_WAIT + Duration::from_secs(5))
-            .json(&req)
-            .send()
-            .await;
-        match resp {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) if r.status() == StatusCode::MISDIRECTED_REQUEST => {
-                let body: serde_json::Value = r.json().await.unwrap_or_default();
-                if let Some(a) = body["leader"].as_u64().and_then(|l| map.addr(l)) {
-                    addrs.insert(0, a.to_string());
-                }
-                last = format!("{addr}: not the leader");
-            }
-            Ok(r) => {
-                let status = r.status();
-                let body: serde_json::Value = r.json().await.unwrap_or_default();
-                let message = body["message"].as_str().unwrap_or_default().to_string();
-                match body["code"].as_str() {
-                    Some(code @ ("stale_task" | "replica_alive" | "no_learner")) => {
-                        return Err(StepError::Refused {
-                            code: code.to_string(),
-                            message,
-                        })
-                    }
-                    _ => last = format!("{addr}: {status} {message}"),
-                }
-            }
-            Err(e) => last = format!("{addr}: {e}"),
-        }
-    }
-    Err(StepError::Failed(format!(
-        "membership change {op:?} of group {group} failed: {last}"
-    )))
 }
 
 /// Checks a membership request against the newest map this group leader knows (`map`) and the
@@ -375,6 +341,7 @@ pub async fn membership_handler(
 mod tests {
     use super::*;
     use crate::meta::fixtures::*;
+    use axum::http::StatusCode;
 
     fn request(task: u64, epoch: u64, op: MembershipOp) -> MembershipRequest {
         MembershipRequest { task, epoch, op }

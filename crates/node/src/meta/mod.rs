@@ -34,6 +34,7 @@
 mod admin;
 mod change;
 mod heartbeats;
+mod leader_call;
 mod membership;
 mod moves;
 mod probe;
