@@ -185,9 +185,63 @@ impl State {
         (m.is_file() && m.nlink() == 1).then(|| self.fuse_ino(m.ino()))
     }
 
-    /// Drops the cache of a file whose last link is gone (its inode number may be reused).
+    /// Forgets the paths of a file whose last link is gone, and its cache unless it is still
+    /// open: an unlinked open file lives on through its handles (readers and writers see its
+    /// unsynced data) until the last one is released (then its inode number may be reused).
     fn forget_file(&mut self, ino: Option<u64>) {
         if let Some(ino) = ino {
+            self.paths.remove(&ino);
+            if self.open_backing(ino, None).is_none() {
+                self.caches.remove(&ino);
+            }
+        }
+    }
+
+    /// An open backing file of `ino`: handle `fh` if it is one of `ino`'s, else any open handle
+    /// of `ino`. A file unlinked while open (e.g. an anonymous temp file) has no path left, only
+    /// its handles, and the kernel asks for its attributes by inode alone.
+    fn open_backing(&self, ino: u64, fh: Option<u64>) -> Option<&File> {
+        fh.and_then(|fh| self.handles.get(&fh))
+            .filter(|(i, ..)| *i == ino)
+            .or_else(|| self.handles.values().find(|(i, ..)| *i == ino))
+            .map(|(_, f, _)| f)
+    }
+
+    /// The backing file of `ino` opened for metadata changes: through its path, or one of its
+    /// open handles if it has no path left.
+    fn backing_file(&self, ino: u64, fh: Option<u64>) -> Result<File, i32> {
+        match self.path(ino) {
+            Ok(p) => File::open(p).map_err(|e| errno(&e)),
+            Err(e) => self
+                .open_backing(ino, fh)
+                .ok_or(e)?
+                .try_clone()
+                .map_err(|e| errno(&e)),
+        }
+    }
+
+    /// Metadata of `ino`'s backing file: through handle `fh`, its path, or any open handle.
+    fn metadata(&self, ino: u64, fh: Option<u64>) -> Result<std::fs::Metadata, i32> {
+        if let Some(f) = fh.and_then(|_| self.open_backing(ino, fh)) {
+            return f.metadata().map_err(|e| errno(&e));
+        }
+        match self.path(ino) {
+            Ok(p) => p.symlink_metadata().map_err(|e| errno(&e)),
+            Err(e) => self
+                .open_backing(ino, None)
+                .ok_or(e)?
+                .metadata()
+                .map_err(|e| errno(&e)),
+        }
+    }
+
+    /// Closes handle `fh`; the last close of a file with no link left drops its cache.
+    fn release(&mut self, fh: u64) {
+        let Some((ino, file, _)) = self.handles.remove(&fh) else {
+            return;
+        };
+        let unlinked = file.metadata().is_ok_and(|m| m.nlink() == 0);
+        if unlinked && self.open_backing(ino, None).is_none() {
             self.caches.remove(&ino);
             self.paths.remove(&ino);
         }
@@ -235,13 +289,7 @@ impl Filesystem for LazyFs {
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
         let st = lock(&self.state);
-        let m = match fh.and_then(|fh| st.handles.get(&fh)) {
-            Some((_, f, _)) => f.metadata().map_err(|e| errno(&e)),
-            None => st
-                .path(ino)
-                .and_then(|p| p.symlink_metadata().map_err(|e| errno(&e))),
-        };
-        match m {
+        match st.metadata(ino, fh) {
             Ok(m) => reply.attr(&TTL, &st.attr(ino, &m)),
             Err(e) => reply.error(e),
         }
@@ -266,23 +314,19 @@ impl Filesystem for LazyFs {
         reply: ReplyAttr,
     ) {
         let mut st = lock(&self.state);
-        let path = match st.path(ino) {
-            Ok(p) => p,
+        let file = match st.backing_file(ino, fh) {
+            Ok(f) => f,
             Err(e) => return reply.error(e),
         };
         let run = |st: &mut State| -> io::Result<()> {
             if let Some(mode) = mode {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))?;
+                file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
             }
             if let Some(size) = size {
-                let len = match fh.and_then(|fh| st.handles.get(&fh)) {
-                    Some((_, f, _)) => f.metadata()?.len(),
-                    None => path.metadata()?.len(),
-                };
+                let len = file.metadata()?.len();
                 st.caches.entry(ino).or_default().truncate(size, len);
             }
             if atime.is_some() || mtime.is_some() {
-                let f = File::open(&path)?;
                 let to = |t: Option<TimeOrNow>| match t {
                     Some(TimeOrNow::SpecificTime(t)) => Some(t),
                     Some(TimeOrNow::Now) => Some(SystemTime::now()),
@@ -295,14 +339,14 @@ impl Filesystem for LazyFs {
                 if let Some(t) = to(mtime) {
                     times = times.set_modified(t);
                 }
-                f.set_times(times)?;
+                file.set_times(times)?;
             }
             Ok(())
         };
         if let Err(e) = run(&mut st) {
             return reply.error(errno(&e));
         }
-        match path.symlink_metadata() {
+        match file.metadata() {
             Ok(m) => reply.attr(&TTL, &st.attr(ino, &m)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -531,7 +575,7 @@ impl Filesystem for LazyFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        lock(&self.state).handles.remove(&fh);
+        lock(&self.state).release(fh);
         reply.ok();
     }
 

@@ -17,6 +17,10 @@
 //!   directory fsync is not caught, a missing file fsync is. A file created and never fsynced
 //!   survives a cut with its synced contents (usually empty). Directory fsync fsyncs the backing
 //!   directory.
+//! - **Unlinked open files** (anonymous temp files: `O_TMPFILE` is not supported by the FUSE
+//!   layer, so `tempfile` creates and unlinks one) live on through their open handles: reads,
+//!   writes, fstat, ftruncate, fchmod work until the last handle is released, which drops the
+//!   file's cache.
 //! - **Power cut** ([`State::cut`]): every file's cache is dropped, so the backing directory
 //!   holds exactly what was synced. Cut *after* the processes using the mount are dead (SIGKILL,
 //!   then cut): a process still running would go on writing on top of state that is gone.
