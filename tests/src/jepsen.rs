@@ -161,6 +161,9 @@ pub struct Outcome {
     /// "built snapshot" / "installed snapshot" lines in the node logs.
     pub snapshots_built: usize,
     pub snapshots_installed: usize,
+    /// Nodes that stopped because a replica hit a fatal (storage) error: one entry per
+    /// "replica stopped on a fatal error" line in the node logs, `file: line`.
+    pub fatal_stops: Vec<String>,
     /// The cluster status when the run ended (every group had a leader again).
     pub final_status: crate::ClusterStatus,
     /// What the membership nemesis did (all zero without it).
@@ -678,14 +681,11 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
             .env
             .push(("KVORUM_SNAPSHOT_EVERY".into(), n.to_string()));
         // Keep few entries after a snapshot, so that a node back from a fault is caught up by
-        // a snapshot install rather than from the log. Not on lazyfs: receiving a snapshot
-        // there failed with ENOENT after power cuts (under investigation), which stops nodes.
-        if opts.lazyfs.is_none() {
-            copts.env.push((
-                "KVORUM_SNAPSHOT_LOGS_KEPT".into(),
-                (n / 2).max(10).to_string(),
-            ));
-        }
+        // a snapshot install rather than from the log.
+        copts.env.push((
+            "KVORUM_SNAPSHOT_LOGS_KEPT".into(),
+            (n / 2).max(10).to_string(),
+        ));
     }
     if let Some(bin) = &opts.lazyfs {
         copts = copts.with_lazyfs(bin.clone());
@@ -1056,12 +1056,19 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
         .collect();
     let lost = lost_acks(&history, &final_reads);
     let (mut snapshots_built, mut snapshots_installed) = (0, 0);
+    let mut fatal_stops = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
             if e.path().extension().is_some_and(|x| x == "log") {
                 let text = std::fs::read_to_string(e.path()).unwrap_or_default();
                 snapshots_built += text.matches("built snapshot").count();
                 snapshots_installed += text.matches("installed snapshot").count();
+                let file = e.file_name().to_string_lossy().into_owned();
+                fatal_stops.extend(
+                    text.lines()
+                        .filter(|l| l.contains("replica stopped on a fatal error"))
+                        .map(|l| format!("{file}: {l}")),
+                );
             }
         }
     }
@@ -1101,6 +1108,9 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
     for l in &lost {
         eprintln!("jepsen {}: LOST ACK {l}", opts.name);
     }
+    for l in &fatal_stops {
+        eprintln!("jepsen {}: FATAL STOP {l}", opts.name);
+    }
     if membership {
         eprintln!("jepsen {}: membership {membership_stats:?}", opts.name);
     }
@@ -1115,6 +1125,7 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
         fault_time,
         snapshots_built,
         snapshots_installed,
+        fatal_stops,
         final_status,
         membership: membership_stats,
         scenario,
