@@ -16,6 +16,11 @@ use fuser::{
 };
 
 use crate::cache::FileCache;
+use crate::namespace::{Journal, Pending, Undo};
+
+/// Name of the directory in the backing root that keeps unlinked files until their unlink is
+/// durable (a power cut before that brings them back); hidden from the mount.
+pub const HIDDEN_DIR: &str = ".kvorum-lazyfs-unlinked";
 
 /// How long the kernel may cache entries and attributes: zero, so that it asks us every time
 /// (sizes change with the cache, and a power cut changes them behind the kernel's back).
@@ -32,21 +37,62 @@ pub struct State {
     handles: HashMap<u64, (u64, File, bool)>,
     next_fh: u64,
     root_backing_ino: u64,
+    /// Namespace changes whose directory was not fsynced since (see [`crate::namespace`]).
+    journal: Journal,
+    /// Where unlinked files wait ([`HIDDEN_DIR`]), and the next name there.
+    hidden_dir: PathBuf,
+    next_hidden: u64,
+    /// Per FUSE inode, how many of its backing links are hidden copies (not visible).
+    hidden_links: HashMap<u64, u64>,
 }
 
 impl State {
-    /// Power cut: forgets every unsynced write. Returns (files, bytes) dropped.
-    pub fn cut(&mut self) -> (usize, u64) {
-        let dirty: Vec<&FileCache> = self.caches.values().filter(|c| c.is_dirty()).collect();
-        let out = (dirty.len(), dirty.iter().map(|c| c.dirty_bytes()).sum());
+    /// Power cut: forgets every unsynced write and takes back every namespace change whose
+    /// directory was not fsynced since, newest first. Returns what was unsynced (see
+    /// [`State::dirty`]).
+    pub fn cut(&mut self) -> Unsynced {
+        let out = self.dirty();
         self.caches.clear();
+        for op in self.journal.take_undo() {
+            if let Err(e) = undo(&op.undo) {
+                eprintln!("lazyfs: power cut: cannot take back {:?}: {e}", op.undo);
+            }
+        }
+        self.hidden_links.clear();
         out
     }
 
-    /// (files, bytes) unsynced now.
-    pub fn dirty(&self) -> (usize, u64) {
+    /// What is unsynced now.
+    pub fn dirty(&self) -> Unsynced {
         let dirty: Vec<&FileCache> = self.caches.values().filter(|c| c.is_dirty()).collect();
-        (dirty.len(), dirty.iter().map(|c| c.dirty_bytes()).sum())
+        Unsynced {
+            files: dirty.len(),
+            bytes: dirty.iter().map(|c| c.dirty_bytes()).sum(),
+            namespace_ops: self.journal.len(),
+        }
+    }
+}
+
+/// What a power cut drops: files with unsynced data, their cached bytes, and namespace changes
+/// not yet durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsynced {
+    pub files: usize,
+    pub bytes: u64,
+    pub namespace_ops: usize,
+}
+
+/// Takes back one namespace change on the backing directory.
+fn undo(u: &Undo) -> io::Result<()> {
+    let gone_ok = |r: io::Result<()>| match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    };
+    match u {
+        Undo::RemoveFile(p) => gone_ok(std::fs::remove_file(p)),
+        Undo::RemoveDir(p) => gone_ok(std::fs::remove_dir_all(p)),
+        Undo::Restore { hidden, path } => std::fs::rename(hidden, path),
+        Undo::RenameBack { from, to } => std::fs::rename(from, to),
     }
 }
 
@@ -76,9 +122,16 @@ impl LazyFs {
     pub fn new(backing: &Path) -> io::Result<LazyFs> {
         let root = backing.canonicalize()?;
         let meta = std::fs::metadata(&root)?;
+        // Unlinks a previous lazyfs left pending there are taken as durable.
+        let hidden_dir = root.join(HIDDEN_DIR);
+        if hidden_dir.exists() {
+            std::fs::remove_dir_all(&hidden_dir)?;
+        }
+        std::fs::create_dir(&hidden_dir)?;
         let mut st = State {
             root_backing_ino: meta.ino(),
             next_fh: 1,
+            hidden_dir,
             ..State::default()
         };
         st.paths.insert(fuser::FUSE_ROOT_ID, vec![root]);
@@ -105,10 +158,16 @@ impl State {
         }
     }
 
+    /// Whether `path` exists and is inode `ino` (a remembered path may since name another).
+    fn names(&self, path: &Path, ino: u64) -> bool {
+        path.symlink_metadata()
+            .is_ok_and(|m| self.fuse_ino(m.ino()) == ino)
+    }
+
     fn path(&self, ino: u64) -> Result<PathBuf, i32> {
         self.paths
             .get(&ino)
-            .and_then(|v| v.iter().find(|p| p.symlink_metadata().is_ok()).cloned())
+            .and_then(|v| v.iter().find(|p| self.names(p, ino)).cloned())
             .ok_or(libc::ENOENT)
     }
 
@@ -117,9 +176,10 @@ impl State {
     }
 
     fn remember(&mut self, ino: u64, path: PathBuf) {
-        let v = self.paths.entry(ino).or_default();
-        v.retain(|p| p.symlink_metadata().is_ok() && *p != path);
+        let mut v = self.paths.remove(&ino).unwrap_or_default();
+        v.retain(|p| *p != path && self.names(p, ino));
         v.push(path);
+        self.paths.insert(ino, v);
     }
 
     fn attr(&self, ino: u64, m: &std::fs::Metadata) -> FileAttr {
@@ -142,7 +202,7 @@ impl State {
             crtime: UNIX_EPOCH,
             kind,
             perm: (m.mode() & 0o7777) as u16,
-            nlink: m.nlink() as u32,
+            nlink: self.visible_links(ino, m) as u32,
             uid: m.uid(),
             gid: m.gid(),
             rdev: m.rdev() as u32,
@@ -179,20 +239,65 @@ impl State {
         Ok(fh)
     }
 
-    /// The inode that removing `path` frees (its last link), if any.
-    fn last_link(&self, path: &Path) -> Option<u64> {
-        let m = path.symlink_metadata().ok()?;
-        (m.is_file() && m.nlink() == 1).then(|| self.fuse_ino(m.ino()))
+    /// Links of inode `ino` (backing metadata `m`) visible in the mount (hidden copies of
+    /// pending unlinks do not count).
+    fn visible_links(&self, ino: u64, m: &std::fs::Metadata) -> u64 {
+        m.nlink()
+            .saturating_sub(self.hidden_links.get(&ino).copied().unwrap_or(0))
     }
 
-    /// Forgets the paths of a file whose last link is gone, and its cache unless it is still
-    /// open: an unlinked open file lives on through its handles (readers and writers see its
-    /// unsynced data) until the last one is released (then its inode number may be reused).
-    fn forget_file(&mut self, ino: Option<u64>) {
-        if let Some(ino) = ino {
+    /// The backing directory path of FUSE directory `ino`, as the journal names it.
+    fn dir_path(&self, ino: u64) -> Result<PathBuf, i32> {
+        self.path(ino)
+    }
+
+    /// Unlinks the file at `path` (FUSE inode `ino`) from the mount: it moves to the hidden
+    /// area until its directory `dir` is fsynced (a cut before that brings it back).
+    fn hide(&mut self, dir: PathBuf, path: &Path, ino: u64) -> Result<(), i32> {
+        let hidden = self.hidden_dir.join(format!("u{}", self.next_hidden));
+        self.next_hidden += 1;
+        std::fs::rename(path, &hidden).map_err(|e| errno(&e))?;
+        *self.hidden_links.entry(ino).or_default() += 1;
+        self.journal.record(
+            vec![dir],
+            Undo::Restore {
+                hidden,
+                path: path.to_path_buf(),
+            },
+        );
+        self.forget_if_gone(ino);
+        Ok(())
+    }
+
+    /// After a link of `ino` went: a file with no visible link left and no open handle is
+    /// forgotten (its unsynced data cannot be reached any more: a cut would drop it too). An
+    /// unlinked open file lives on through its handles (readers and writers see its unsynced
+    /// data) until the last one is released.
+    fn forget_if_gone(&mut self, ino: u64) {
+        if self.open_backing(ino, None).is_some() {
+            return;
+        }
+        if self.path(ino).is_err() {
+            self.caches.remove(&ino);
             self.paths.remove(&ino);
-            if self.open_backing(ino, None).is_none() {
-                self.caches.remove(&ino);
+        }
+    }
+
+    /// Namespace changes made durable: delete the hidden copies of durable unlinks.
+    fn made_durable(&mut self, ops: Vec<Pending>) {
+        for op in ops {
+            let Some(hidden) = op.hidden() else { continue };
+            if let Ok(m) = hidden.symlink_metadata() {
+                let ino = self.fuse_ino(m.ino());
+                if let Some(n) = self.hidden_links.get_mut(&ino) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.hidden_links.remove(&ino);
+                    }
+                }
+            }
+            if let Err(e) = std::fs::remove_file(hidden) {
+                eprintln!("lazyfs: cannot delete {}: {e}", hidden.display());
             }
         }
     }
@@ -240,7 +345,9 @@ impl State {
         let Some((ino, file, _)) = self.handles.remove(&fh) else {
             return;
         };
-        let unlinked = file.metadata().is_ok_and(|m| m.nlink() == 0);
+        let unlinked = file
+            .metadata()
+            .is_ok_and(|m| self.visible_links(ino, &m) == 0);
         if unlinked && self.open_backing(ino, None).is_none() {
             self.caches.remove(&ino);
             self.paths.remove(&ino);
@@ -280,6 +387,9 @@ impl Filesystem for LazyFs {
     }
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        if parent == fuser::FUSE_ROOT_ID && name == HIDDEN_DIR {
+            return reply.error(libc::ENOENT);
+        }
         let mut st = lock(&self.state);
         match st.child(parent, name).and_then(|p| st.entry(p)) {
             Ok(a) => reply.entry(&TTL, &a, 0),
@@ -367,6 +477,8 @@ impl Filesystem for LazyFs {
                 .mode(mode & !umask & 0o7777)
                 .create(&p)
                 .map_err(|e| errno(&e))?;
+            let dir = st.dir_path(parent)?;
+            st.journal.record(vec![dir], Undo::RemoveDir(p.clone()));
             st.entry(p)
         });
         match r {
@@ -378,10 +490,13 @@ impl Filesystem for LazyFs {
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         let mut st = lock(&self.state);
         let r = st.child(parent, name).and_then(|p| {
-            let gone = st.last_link(&p);
-            std::fs::remove_file(p).map_err(|e| errno(&e))?;
-            st.forget_file(gone);
-            Ok(())
+            let m = p.symlink_metadata().map_err(|e| errno(&e))?;
+            if m.is_dir() {
+                return Err(libc::EISDIR);
+            }
+            let ino = st.fuse_ino(m.ino());
+            let dir = st.dir_path(parent)?;
+            st.hide(dir, &p, ino)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -390,7 +505,10 @@ impl Filesystem for LazyFs {
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        let st = lock(&self.state);
+        let mut st = lock(&self.state);
+        // Durable at once, with every pending change before it (see `rename`).
+        let ops = st.journal.sync_all();
+        st.made_durable(ops);
         match st
             .child(parent, name)
             .and_then(|p| std::fs::remove_dir(p).map_err(|e| errno(&e)))
@@ -417,9 +535,45 @@ impl Filesystem for LazyFs {
         let r = (|| {
             let from = st.child(parent, name)?;
             let to = st.child(newparent, newname)?;
-            let gone = st.last_link(&to);
-            std::fs::rename(&from, &to).map_err(|e| errno(&e))?;
-            st.forget_file(gone);
+            let m = from.symlink_metadata().map_err(|e| errno(&e))?;
+            let target = to.symlink_metadata().ok();
+            if m.is_dir() {
+                // A directory rename (or one onto a directory) is durable at once, with every
+                // pending change before it: taking back changes under a moved directory by
+                // path would be wrong, and a disk may always have written more than synced.
+                let ops = st.journal.sync_all();
+                st.made_durable(ops);
+                std::fs::rename(&from, &to).map_err(|e| errno(&e))?;
+                return st.entry(to).map(|_| ());
+            }
+            let (dir, newdir) = (st.dir_path(parent)?, st.dir_path(newparent)?);
+            if let Some(t) = &target {
+                if t.is_dir() {
+                    return Err(libc::EISDIR);
+                }
+                if t.ino() == m.ino() {
+                    // Two links of one file: rename does nothing.
+                    return Ok(());
+                }
+                let gone = st.fuse_ino(t.ino());
+                st.hide(newdir.clone(), &to, gone)?;
+            }
+            if let Err(e) = std::fs::rename(&from, &to) {
+                if target.is_some() {
+                    // Put the target back (the hide is the journal's last change).
+                    if let Some(op) = st.journal.pop() {
+                        let _ = undo(&op.undo);
+                    }
+                }
+                return Err(errno(&e));
+            }
+            st.journal.record(
+                vec![dir, newdir],
+                Undo::RenameBack {
+                    from: to.clone(),
+                    to: from,
+                },
+            );
             st.entry(to).map(|_| ())
         })();
         match r {
@@ -441,6 +595,8 @@ impl Filesystem for LazyFs {
             let from = st.path(ino)?;
             let to = st.child(newparent, newname)?;
             std::fs::hard_link(&from, &to).map_err(|e| errno(&e))?;
+            let dir = st.dir_path(newparent)?;
+            st.journal.record(vec![dir], Undo::RemoveFile(to.clone()));
             st.entry(to)
         })();
         match r {
@@ -484,6 +640,8 @@ impl Filesystem for LazyFs {
             if !existed {
                 // A new file: nothing cached under a reused inode number applies to it.
                 st.caches.remove(&a.ino);
+                let dir = st.dir_path(parent)?;
+                st.journal.record(vec![dir], Undo::RemoveFile(p.clone()));
             }
             let fh = st.open_file(a.ino, &p, flags)?;
             let a = st.entry(p)?;
@@ -608,6 +766,9 @@ impl Filesystem for LazyFs {
             (ino, FileType::Directory, "..".into()),
         ];
         for e in entries.flatten() {
+            if ino == fuser::FUSE_ROOT_ID && e.file_name() == HIDDEN_DIR {
+                continue;
+            }
             let Ok(m) = e.metadata() else { continue };
             let kind = if m.is_dir() {
                 FileType::Directory
@@ -634,13 +795,17 @@ impl Filesystem for LazyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Namespace changes went to the backing directory at once; make them durable there too.
-        let st = lock(&self.state);
-        match st.path(ino).and_then(|p| {
+        // The directory's pending namespace changes become durable (they are on the backing
+        // directory already: fsync it too).
+        let mut st = lock(&self.state);
+        let r = st.dir_path(ino).and_then(|p| {
+            let ops = st.journal.sync_dir(&p);
+            st.made_durable(ops);
             File::open(p)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| errno(&e))
-        }) {
+        });
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }

@@ -240,3 +240,66 @@ fn anonymous_temp_file_is_usable_across_cuts() {
         .collect();
     assert_eq!(left.len(), 3, "only the renamed files are left: {left:?}");
 }
+
+// Namespace changes are durable only once their directory is fsynced: write + fsync + rename
+// without a directory fsync loses the rename (and a new file) on a cut; with the directory fsync
+// both are kept. An fsync of the file alone does not make its directory entry durable.
+#[test]
+fn rename_without_dir_fsync_is_lost_on_cut() {
+    let Some(m) = Mount::start("rename_without_dir_fsync_is_lost_on_cut") else {
+        return;
+    };
+    let d = m.mnt.join("d");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::File::open(&m.mnt).unwrap().sync_all().unwrap();
+    let write_synced = |name: &str, data: &[u8]| {
+        let mut f = std::fs::File::create(d.join(name)).unwrap();
+        f.write_all(data).unwrap();
+        f.sync_all().unwrap();
+    };
+    write_synced("CURRENT", b"old");
+    std::fs::File::open(&d).unwrap().sync_all().unwrap();
+    // Without a directory fsync: the new file and the rename onto CURRENT are lost.
+    write_synced("tmp", b"new");
+    std::fs::rename(d.join("tmp"), d.join("CURRENT")).unwrap();
+    write_synced("created", b"x");
+    std::fs::remove_file(d.join("created")).unwrap();
+    write_synced("fresh", b"y");
+    assert_eq!(std::fs::read(d.join("CURRENT")).unwrap(), b"new");
+    m.cut();
+    let names = |dir: &std::path::Path| {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(std::fs::read(d.join("CURRENT")).unwrap(), b"old");
+    assert_eq!(
+        names(&d),
+        ["CURRENT"],
+        "new files are gone, tmp is not back"
+    );
+    // With the directory fsync: kept.
+    write_synced("tmp", b"new");
+    std::fs::rename(d.join("tmp"), d.join("CURRENT")).unwrap();
+    write_synced("fresh", b"y");
+    std::fs::File::open(&d).unwrap().sync_all().unwrap();
+    // An unlink without a directory fsync comes back with its synced data.
+    std::fs::remove_file(d.join("fresh")).unwrap();
+    m.cut();
+    assert_eq!(std::fs::read(d.join("CURRENT")).unwrap(), b"new");
+    assert_eq!(std::fs::read(d.join("fresh")).unwrap(), b"y");
+    assert_eq!(names(&d), ["CURRENT", "fresh"]);
+    // A directory never fsynced into its parent goes with everything in it.
+    std::fs::create_dir(m.mnt.join("e")).unwrap();
+    write_synced("../e/f", b"z");
+    std::fs::File::open(m.mnt.join("e"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    m.cut();
+    assert!(!m.mnt.join("e").exists());
+    assert_eq!(names(&m.mnt), ["d"], "the hidden area does not show");
+}
