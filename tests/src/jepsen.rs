@@ -1032,6 +1032,9 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
         for n in &c.nodes {
             let _ = std::fs::copy(&n.log, dir.join(format!("node{}.log", n.id)));
         }
+        for (i, m) in c.mounts.iter().enumerate() {
+            let _ = std::fs::copy(&m.log, dir.join(format!("lazyfs{}.log", i + 1)));
+        }
         for x in &members.lock().extras {
             let name = x.log.file_name().map(|f| f.to_string_lossy().into_owned());
             let _ = std::fs::copy(&x.log, dir.join(name.unwrap_or_default()));

@@ -44,6 +44,8 @@ pub struct State {
     next_hidden: u64,
     /// Per FUSE inode, how many of its backing links are hidden copies (not visible).
     hidden_links: HashMap<u64, u64>,
+    /// Namespace changes durable at once (the model before directory fsyncs counted).
+    namespace_durable: bool,
 }
 
 impl State {
@@ -54,8 +56,9 @@ impl State {
         let out = self.dirty();
         self.caches.clear();
         for op in self.journal.take_undo() {
-            if let Err(e) = undo(&op.undo) {
-                eprintln!("lazyfs: power cut: cannot take back {:?}: {e}", op.undo);
+            match undo(&op.undo) {
+                Ok(()) => eprintln!("lazyfs: power cut: took back {:?}", op.undo),
+                Err(e) => eprintln!("lazyfs: power cut: cannot take back {:?}: {e}", op.undo),
             }
         }
         self.hidden_links.clear();
@@ -138,6 +141,13 @@ impl LazyFs {
         Ok(LazyFs {
             state: Arc::new(Mutex::new(st)),
         })
+    }
+
+    /// Makes namespace changes durable at once, as if every directory were fsynced after each
+    /// (kinder than a disk; to tell findings of the directory model from others).
+    pub fn namespace_durable(self) -> LazyFs {
+        lock(&self.state).namespace_durable = true;
+        self
     }
 
     /// The shared state (for the control socket).
@@ -258,7 +268,7 @@ impl State {
         self.next_hidden += 1;
         std::fs::rename(path, &hidden).map_err(|e| errno(&e))?;
         *self.hidden_links.entry(ino).or_default() += 1;
-        self.journal.record(
+        self.record(
             vec![dir],
             Undo::Restore {
                 hidden,
@@ -280,6 +290,15 @@ impl State {
         if self.path(ino).is_err() {
             self.caches.remove(&ino);
             self.paths.remove(&ino);
+        }
+    }
+
+    /// Records a namespace change (durable at once with [`LazyFs::namespace_durable`]).
+    fn record(&mut self, dirs: Vec<PathBuf>, undo: Undo) {
+        self.journal.record(dirs, undo);
+        if self.namespace_durable {
+            let ops = self.journal.sync_all();
+            self.made_durable(ops);
         }
     }
 
@@ -478,7 +497,7 @@ impl Filesystem for LazyFs {
                 .create(&p)
                 .map_err(|e| errno(&e))?;
             let dir = st.dir_path(parent)?;
-            st.journal.record(vec![dir], Undo::RemoveDir(p.clone()));
+            st.record(vec![dir], Undo::RemoveDir(p.clone()));
             st.entry(p)
         });
         match r {
@@ -559,7 +578,7 @@ impl Filesystem for LazyFs {
                 st.hide(newdir.clone(), &to, gone)?;
             }
             if let Err(e) = std::fs::rename(&from, &to) {
-                if target.is_some() {
+                if target.is_some() && !st.namespace_durable {
                     // Put the target back (the hide is the journal's last change).
                     if let Some(op) = st.journal.pop() {
                         let _ = undo(&op.undo);
@@ -567,7 +586,7 @@ impl Filesystem for LazyFs {
                 }
                 return Err(errno(&e));
             }
-            st.journal.record(
+            st.record(
                 vec![dir, newdir],
                 Undo::RenameBack {
                     from: to.clone(),
@@ -596,7 +615,7 @@ impl Filesystem for LazyFs {
             let to = st.child(newparent, newname)?;
             std::fs::hard_link(&from, &to).map_err(|e| errno(&e))?;
             let dir = st.dir_path(newparent)?;
-            st.journal.record(vec![dir], Undo::RemoveFile(to.clone()));
+            st.record(vec![dir], Undo::RemoveFile(to.clone()));
             st.entry(to)
         })();
         match r {
@@ -641,7 +660,7 @@ impl Filesystem for LazyFs {
                 // A new file: nothing cached under a reused inode number applies to it.
                 st.caches.remove(&a.ino);
                 let dir = st.dir_path(parent)?;
-                st.journal.record(vec![dir], Undo::RemoveFile(p.clone()));
+                st.record(vec![dir], Undo::RemoveFile(p.clone()));
             }
             let fh = st.open_file(a.ino, &p, flags)?;
             let a = st.entry(p)?;
