@@ -1370,6 +1370,8 @@ enum End {
     /// What a get read, and the version the node returned (a write's new version, the version
     /// of the value a get read; none for a delete or an absent key).
     Ok(Option<String>, Option<u64>),
+    /// A delete's `ok`, with the node's answer: whether the key existed.
+    Deleted(bool),
     Fail,
     Info,
 }
@@ -1421,9 +1423,11 @@ impl Worker {
                     Err(_) => End::Fail,
                 },
                 Op::Put { value } => write_end(client.put(&key, value, None).await.map(Some)),
-                // The checker has no field for delete's `deleted` flag (whether the key existed):
-                // only its outcome is recorded.
-                Op::Delete => write_end(client.delete(&key, None).await.map(|_| None)),
+                // With the node's answer (whether the key existed), which the checker checks.
+                Op::Delete => match client.delete(&key, None).await {
+                    Ok(existed) => End::Deleted(existed),
+                    Err(e) => write_end(Err(e)),
+                },
                 Op::Append { value } => write_end(client.append(&key, value).await.map(Some)),
                 Op::Cas { expected, value } => {
                     let expect = match (expected, expected_version) {
@@ -1454,6 +1458,7 @@ impl Worker {
                         None => self.recorder.ok(self.process, read.as_deref()),
                     }
                 }
+                End::Deleted(existed) => self.recorder.ok_deleted(self.process, *existed),
                 End::Fail => self.recorder.fail(self.process),
                 End::Info => self.recorder.info(self.process),
             };
