@@ -238,7 +238,7 @@ async fn fsync_eio_stops_the_node_cluster_serves() {
 }
 
 /// Rounds of [`read_right_after_an_all_nodes_cut_sees_the_last_ack`].
-const STALE_READ_ROUNDS: usize = 5;
+const STALE_READ_ROUNDS: usize = 8;
 /// Acknowledged puts of one key before each all-nodes cut.
 const PUTS_BEFORE_CUT: usize = 10;
 
