@@ -268,6 +268,10 @@ impl State {
         self.next_hidden += 1;
         std::fs::rename(path, &hidden).map_err(|e| errno(&e))?;
         *self.hidden_links.entry(ino).or_default() += 1;
+        // Other hard links may still show the file (their paths need not be known here).
+        let visible = hidden
+            .symlink_metadata()
+            .map_or(0, |m| self.visible_links(ino, &m));
         self.record(
             vec![dir],
             Undo::Restore {
@@ -275,19 +279,18 @@ impl State {
                 path: path.to_path_buf(),
             },
         );
-        self.forget_if_gone(ino);
+        if visible == 0 {
+            self.forget_if_gone(ino);
+        }
         Ok(())
     }
 
-    /// After a link of `ino` went: a file with no visible link left and no open handle is
-    /// forgotten (its unsynced data cannot be reached any more: a cut would drop it too). An
-    /// unlinked open file lives on through its handles (readers and writers see its unsynced
-    /// data) until the last one is released.
+    /// After the last visible link of `ino` went: without an open handle the file is forgotten
+    /// (its unsynced data cannot be reached any more: a cut would drop it too). An unlinked
+    /// open file lives on through its handles (readers and writers see its unsynced data)
+    /// until the last one is released.
     fn forget_if_gone(&mut self, ino: u64) {
-        if self.open_backing(ino, None).is_some() {
-            return;
-        }
-        if self.path(ino).is_err() {
+        if self.open_backing(ino, None).is_none() {
             self.caches.remove(&ino);
             self.paths.remove(&ino);
         }

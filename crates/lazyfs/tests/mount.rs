@@ -225,6 +225,13 @@ fn anonymous_temp_file_is_usable_across_cuts() {
         step("read unlinked", f.read_to_end(&mut back).map(|_| ()));
         step("read unlinked", same(&back, &data));
         drop(f);
+        // A file unlinked while another link shows it keeps its unsynced data.
+        let (a, b) = (dir.join("linked-a"), dir.join("linked-b"));
+        step("write", std::fs::write(&a, &data));
+        step("link", std::fs::hard_link(&a, &b));
+        step("unlink", std::fs::remove_file(&a));
+        step("read other link", same(&std::fs::read(&b).unwrap(), &data));
+        step("unlink", std::fs::remove_file(&b));
         step("copied", same(&std::fs::read(&tmp).unwrap(), &data));
         std::fs::rename(&tmp, dir.join(format!("s{round}.snap"))).unwrap();
         std::fs::File::open(&dir).unwrap().sync_all().unwrap();
