@@ -161,6 +161,9 @@ pub struct Outcome {
     /// "built snapshot" / "installed snapshot" lines in the node logs.
     pub snapshots_built: usize,
     pub snapshots_installed: usize,
+    /// Nodes that stopped because a replica hit a fatal (storage) error: one entry per
+    /// "replica stopped on a fatal error" line in the node logs, `file: line`.
+    pub fatal_stops: Vec<String>,
     /// The cluster status when the run ended (every group had a leader again).
     pub final_status: crate::ClusterStatus,
     /// What the membership nemesis did (all zero without it).
@@ -681,14 +684,11 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
             .env
             .push(("KVORUM_SNAPSHOT_EVERY".into(), n.to_string()));
         // Keep few entries after a snapshot, so that a node back from a fault is caught up by
-        // a snapshot install rather than from the log. Not on lazyfs: receiving a snapshot
-        // there failed with ENOENT after power cuts (under investigation), which stops nodes.
-        if opts.lazyfs.is_none() {
-            copts.env.push((
-                "KVORUM_SNAPSHOT_LOGS_KEPT".into(),
-                (n / 2).max(10).to_string(),
-            ));
-        }
+        // a snapshot install rather than from the log.
+        copts.env.push((
+            "KVORUM_SNAPSHOT_LOGS_KEPT".into(),
+            (n / 2).max(10).to_string(),
+        ));
     }
     if let Some(bin) = &opts.lazyfs {
         copts = copts.with_lazyfs(bin.clone());
@@ -1035,6 +1035,9 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
         for n in &c.nodes {
             let _ = std::fs::copy(&n.log, dir.join(format!("node{}.log", n.id)));
         }
+        for (i, m) in c.mounts.iter().enumerate() {
+            let _ = std::fs::copy(&m.log, dir.join(format!("lazyfs{}.log", i + 1)));
+        }
         for x in &members.lock().extras {
             let name = x.log.file_name().map(|f| f.to_string_lossy().into_owned());
             let _ = std::fs::copy(&x.log, dir.join(name.unwrap_or_default()));
@@ -1059,12 +1062,19 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
         .collect();
     let lost = lost_acks(&history, &final_reads);
     let (mut snapshots_built, mut snapshots_installed) = (0, 0);
+    let mut fatal_stops = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
             if e.path().extension().is_some_and(|x| x == "log") {
                 let text = std::fs::read_to_string(e.path()).unwrap_or_default();
                 snapshots_built += text.matches("built snapshot").count();
                 snapshots_installed += text.matches("installed snapshot").count();
+                let file = e.file_name().to_string_lossy().into_owned();
+                fatal_stops.extend(
+                    text.lines()
+                        .filter(|l| l.contains("replica stopped on a fatal error"))
+                        .map(|l| format!("{file}: {l}")),
+                );
             }
         }
     }
@@ -1104,6 +1114,9 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
     for l in &lost {
         eprintln!("jepsen {}: LOST ACK {l}", opts.name);
     }
+    for l in &fatal_stops {
+        eprintln!("jepsen {}: FATAL STOP {l}", opts.name);
+    }
     if membership {
         eprintln!("jepsen {}: membership {membership_stats:?}", opts.name);
     }
@@ -1118,6 +1131,7 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
         fault_time,
         snapshots_built,
         snapshots_installed,
+        fatal_stops,
         final_status,
         membership: membership_stats,
         scenario,
@@ -1359,6 +1373,8 @@ enum End {
     /// What a get read, and the version the node returned (a write's new version, the version
     /// of the value a get read; none for a delete or an absent key).
     Ok(Option<String>, Option<u64>),
+    /// A delete's `ok`, with the node's answer: whether the key existed.
+    Deleted(bool),
     Fail,
     Info,
 }
@@ -1410,9 +1426,11 @@ impl Worker {
                     Err(_) => End::Fail,
                 },
                 Op::Put { value } => write_end(client.put(&key, value, None).await.map(Some)),
-                // The checker has no field for delete's `deleted` flag (whether the key existed):
-                // only its outcome is recorded.
-                Op::Delete => write_end(client.delete(&key, None).await.map(|_| None)),
+                // With the node's answer (whether the key existed), which the checker checks.
+                Op::Delete => match client.delete(&key, None).await {
+                    Ok(existed) => End::Deleted(existed),
+                    Err(e) => write_end(Err(e)),
+                },
                 Op::Append { value } => write_end(client.append(&key, value).await.map(Some)),
                 Op::Cas { expected, value } => {
                     let expect = match (expected, expected_version) {
@@ -1443,6 +1461,7 @@ impl Worker {
                         None => self.recorder.ok(self.process, read.as_deref()),
                     }
                 }
+                End::Deleted(existed) => self.recorder.ok_deleted(self.process, *existed),
                 End::Fail => self.recorder.fail(self.process),
                 End::Info => self.recorder.info(self.process),
             };

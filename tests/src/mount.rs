@@ -42,6 +42,8 @@ pub struct LazyMount {
     pub mountpoint: PathBuf,
     pub backing: PathBuf,
     pub control: PathBuf,
+    /// lazyfs's own log (what each power cut dropped and took back).
+    pub log: PathBuf,
     child: Option<Child>,
 }
 
@@ -53,7 +55,8 @@ impl LazyMount {
         let control = dir.join(format!("lazyfs{n}.sock"));
         std::fs::create_dir_all(&backing).expect("backing dir");
         std::fs::create_dir_all(mountpoint).expect("mountpoint");
-        let log = std::fs::File::create(dir.join(format!("lazyfs{n}.log"))).expect("lazyfs log");
+        let log_path = dir.join(format!("lazyfs{n}.log"));
+        let log = std::fs::File::create(&log_path).expect("lazyfs log");
         let child = Command::new(bin)
             .arg(mountpoint)
             .arg(&backing)
@@ -68,6 +71,7 @@ impl LazyMount {
             mountpoint: mountpoint.to_path_buf(),
             backing,
             control,
+            log: log_path,
             child: Some(child),
         };
         let deadline = Instant::now() + MOUNT_TIMEOUT;

@@ -45,16 +45,19 @@ async fn assert_linearizable(name: &str, nemeses: &[Nemesis]) {
 /// Runs `opts` and asserts: faults were injected; the run is not vacuous (every key has at
 /// least `MIN_OK_READS_PER_KEY` reads and `MIN_OK_WRITES_PER_KEY` writes completed `ok`, and
 /// every final read succeeded); snapshots were built (the run's small snapshot interval), and
-/// installed in the kill run; no
+/// installed in the kill and power-loss runs; no node stopped on a fatal storage error; no
 /// acknowledged write is missing from the final reads; the history is linearizable. The caller
 /// holds [`ONE_AT_A_TIME`].
 async fn run_checked(opts: JepsenOptions) -> jepsen::Outcome {
     let (name, faulty) = (opts.name.clone(), !opts.nemeses.is_empty());
     let snapshots = opts.snapshot_every.is_some();
-    // A single node killed for seconds comes back far behind its group's kept log, so the kill
-    // run must see installs. (After a kill-all or an all-nodes power cut nobody is ahead, and a
-    // mixed run's one kill may hit a node whose group wrote little meanwhile: not asserted.)
-    let installs = snapshots && opts.nemeses == [Nemesis::Kill];
+    // A single node killed (or cut off power) for seconds comes back far behind its group's
+    // kept log, so the kill and power-loss runs must see installs (the power-loss run's one
+    // group holds every key, and its first cuts hit one node and a minority). (After a
+    // kill-all or an all-nodes power cut nobody is ahead, and a mixed run's one kill may hit a
+    // node whose group wrote little meanwhile: not asserted.)
+    let installs =
+        snapshots && (opts.nemeses == [Nemesis::Kill] || opts.nemeses == [Nemesis::PowerLoss]);
     let out = jepsen::run(opts).await;
     assert!(out.faults > 0 || !faulty, "no fault was injected");
     if let Some(why) = out.vacuous() {
@@ -72,6 +75,12 @@ async fn run_checked(opts: JepsenOptions) -> jepsen::Outcome {
         !installs || out.snapshots_installed > 0,
         "{name}: no snapshot was installed (a node came back from a kill or power cut); \
          artifacts {}",
+        out.dir.display()
+    );
+    assert!(
+        out.fatal_stops.is_empty(),
+        "{name}: nodes stopped on a fatal error: {:#?}; artifacts {}",
+        out.fatal_stops,
         out.dir.display()
     );
     assert!(

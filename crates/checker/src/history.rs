@@ -132,6 +132,10 @@ pub struct Event {
     /// version the node gave the key by this write; for a get the version
     /// of the value it read. Ignored elsewhere; absent = not recorded.
     pub version: Option<u64>,
+    /// Optional, on a `delete` `ok` only: whether the key existed (the
+    /// node's `deleted` answer). Ignored elsewhere; absent = not recorded
+    /// (older histories), and the delete is then checked as a blind write.
+    pub deleted: Option<bool>,
     /// Nanoseconds since the start of the run.
     pub time: u64,
 }
@@ -159,6 +163,9 @@ impl Serialize for Event {
         if let Some(v) = self.version {
             map.serialize_entry("version", &v)?;
         }
+        if let Some(d) = self.deleted {
+            map.serialize_entry("deleted", &d)?;
+        }
         map.serialize_entry("time", &self.time)?;
         map.end()
     }
@@ -179,6 +186,8 @@ struct RawEvent {
     expected: Option<Option<String>>,
     #[serde(default)]
     version: Option<u64>,
+    #[serde(default)]
+    deleted: Option<bool>,
     time: u64,
 }
 
@@ -226,6 +235,7 @@ impl TryFrom<RawEvent> for Event {
             value: raw.value.flatten(),
             expected: raw.expected.flatten(),
             version: raw.version,
+            deleted: raw.deleted,
             time: raw.time,
         })
     }
@@ -297,6 +307,7 @@ impl Command {
             value,
             expected,
             version: None,
+            deleted: None,
             time,
         }
     }
@@ -369,6 +380,9 @@ pub struct Operation {
     /// For an op that completed `ok` with a recorded version: the version
     /// the write gave the key, or the version a get read.
     pub version: Option<u64>,
+    /// For a `delete` that completed `ok` with the flag recorded: whether
+    /// the key existed. `None` otherwise.
+    pub deleted: Option<bool>,
     /// Invoke time (ns).
     pub invoke_time: u64,
     /// Completion time (ns), `None` if no completion event was seen.
@@ -384,6 +398,11 @@ impl Operation {
                 s.push_str(" -> ");
                 s.push_str(&show_value(&self.read));
             }
+            (Outcome::Ok, Command::Delete) => match self.deleted {
+                Some(true) => s.push_str(" -> existed"),
+                Some(false) => s.push_str(" -> absent"),
+                None => {}
+            },
             (Outcome::Ok, _) => {}
             (Outcome::Fail, _) => s.push_str(" fail"),
             (Outcome::Info, _) => s.push_str(" ?"),
@@ -543,6 +562,7 @@ impl Assembler {
                 outcome: Outcome::Info,
                 read: None,
                 version: None,
+                deleted: None,
                 invoke_time: e.time,
                 complete_time: None,
             });
@@ -589,6 +609,9 @@ impl Assembler {
         }
         if op.outcome == Outcome::Ok {
             op.version = e.version;
+        }
+        if op.outcome == Outcome::Ok && e.f == OpFn::Delete {
+            op.deleted = e.deleted;
         }
         self.open.remove(&e.process);
         self.done.insert(e.process, (e.time, invoke_line));
@@ -677,6 +700,18 @@ impl HistoryBuilder {
         value: Option<String>,
         version: Option<u64>,
     ) -> &mut Self {
+        self.complete_event(process, time, kind, value, version, None)
+    }
+
+    fn complete_event(
+        &mut self,
+        process: u64,
+        time: u64,
+        kind: EventType,
+        value: Option<String>,
+        version: Option<u64>,
+        deleted: Option<bool>,
+    ) -> &mut Self {
         // An unknown process yields an event that build() rejects with
         // CompletionWithoutInvoke at this position.
         let (f, key) = self
@@ -692,8 +727,15 @@ impl HistoryBuilder {
             value,
             expected: None,
             version,
+            deleted,
             time,
         })
+    }
+
+    /// The open `delete` of `process` completes `ok`; `deleted` is the
+    /// node's answer (whether the key existed).
+    pub fn ok_deleted(&mut self, process: u64, time: u64, deleted: bool) -> &mut Self {
+        self.complete_event(process, time, EventType::Ok, None, None, Some(deleted))
     }
 
     /// The open operation of `process` completes `ok`; `read` is the value

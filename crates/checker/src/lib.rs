@@ -33,7 +33,9 @@
 //! * **Model.** A key holds `Option<String>`. `get` ok must read the
 //!   current value; `put`/`delete`/`append` change it (`append` to an
 //!   absent key appends to ""); `cas` ok requires current == expected; `cas`
-//!   fail is a read observing current != expected.
+//!   fail is a read observing current != expected; a `delete` ok that
+//!   answered `deleted: false` requires the key absent (a cas from absent
+//!   to absent; without the optional field, or with `true`, it is blind).
 //!
 //! # Invariants
 //!

@@ -126,6 +126,16 @@ impl Model {
             (Command::Put { value }, outcome) => {
                 (Step::Write(self.intern_str(value)), outcome == Outcome::Ok)
             }
+            // A delete that found the key absent observed it absent: like a cas from absent
+            // to absent. (One that found it present is checked as a blind write: the model
+            // has no step for "any value".)
+            (Command::Delete, Outcome::Ok) if op.deleted == Some(false) => (
+                Step::CasOk {
+                    expected: ABSENT,
+                    new: ABSENT,
+                },
+                true,
+            ),
             (Command::Delete, outcome) => (Step::Write(ABSENT), outcome == Outcome::Ok),
             (Command::Append { value }, outcome) => {
                 let idx = u32::try_from(self.suffixes.len()).unwrap_or(u32::MAX);

@@ -85,6 +85,17 @@ impl Recorder {
         value: Option<&str>,
         version: Option<u64>,
     ) -> io::Result<u64> {
+        self.complete_event(process, kind, value, version, None)
+    }
+
+    fn complete_event(
+        &self,
+        process: u64,
+        kind: EventType,
+        value: Option<&str>,
+        version: Option<u64>,
+        deleted: Option<bool>,
+    ) -> io::Result<u64> {
         let mut inner = self.lock();
         let Some((f, key)) = inner.open.get(&process).cloned() else {
             return Err(io::Error::new(
@@ -101,6 +112,7 @@ impl Recorder {
             value: value.map(str::to_string),
             expected: None,
             version,
+            deleted,
             time,
         };
         write_event(&mut inner.out, &event)?;
@@ -118,6 +130,12 @@ impl Recorder {
     /// new version, or the version of the value a `get` read.
     pub fn ok_versioned(&self, process: u64, read: Option<&str>, version: u64) -> io::Result<u64> {
         self.complete(process, EventType::Ok, read, Some(version))
+    }
+
+    /// The open `delete` of `process` succeeded; `deleted` is the node's
+    /// answer (whether the key existed).
+    pub fn ok_deleted(&self, process: u64, deleted: bool) -> io::Result<u64> {
+        self.complete_event(process, EventType::Ok, None, None, Some(deleted))
     }
 
     /// The open operation of `process` definitely did not happen (for a

@@ -366,7 +366,8 @@ impl Report {
     /// ```
     ///
     /// An op is `{"id", "process", "f", "value"?, "expected"?, "outcome":
-    /// "ok" | "fail" | "info", "read"? (get ok), "invoke_time",
+    /// "ok" | "fail" | "info", "read"? (get ok), "deleted"? (delete ok,
+    /// when recorded), "invoke_time",
     /// "complete_time" (null: never), "label"}`. Only the first failing
     /// key's counterexample is given (the check stops at the first).
     pub fn to_json(&self) -> serde_json::Value {
@@ -464,6 +465,9 @@ fn op_json(o: &Operation) -> serde_json::Value {
         }
         if o.outcome == Outcome::Ok && o.command == Command::Get {
             obj.insert("read".to_string(), json!(o.read));
+        }
+        if let Some(d) = o.deleted {
+            obj.insert("deleted".to_string(), json!(d));
         }
     }
     v

@@ -273,7 +273,9 @@ fn events_round_trip_through_json_lines() {
     .fail(3, 40)
     .invoke(1, 50, "a", Command::Append { value: "z".into() })
     .info(1, 60)
-    .invoke(2, 70, "a", Command::Delete);
+    .invoke(2, 70, "a", Command::Delete)
+    .ok_deleted(2, 80, true)
+    .invoke(2, 90, "a", Command::Delete);
     let mut text = Vec::new();
     b.write_jsonl(&mut text).unwrap();
     let parsed = parse_history(Cursor::new(text.clone())).unwrap();
@@ -285,6 +287,24 @@ fn events_round_trip_through_json_lines() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(events, b.events());
+}
+
+#[test]
+fn delete_answer_is_optional_and_read_when_present() {
+    // Property: a history written before the field existed still parses
+    // (the delete is a blind write); `deleted` is kept on a delete's `ok`.
+    let old = r#"{"process":1,"type":"invoke","f":"delete","key":"k","time":1}
+{"process":1,"type":"ok","f":"delete","key":"k","time":2}
+{"process":1,"type":"invoke","f":"delete","key":"k","time":3}
+{"process":1,"type":"ok","f":"delete","key":"k","deleted":false,"time":4}
+{"process":1,"type":"invoke","f":"put","key":"k","value":"v","time":5}
+{"process":1,"type":"ok","f":"put","key":"k","deleted":true,"time":6}
+"#;
+    let h = parse(old).unwrap();
+    assert_eq!(h.ops[0].deleted, None);
+    assert_eq!(h.ops[1].deleted, Some(false));
+    assert_eq!(h.ops[1].label(), "delete -> absent");
+    assert_eq!(h.ops[2].deleted, None, "only a delete's answer counts");
 }
 
 #[test]

@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use fuser::MountOption;
 
+/// Environment variable: `durable` makes namespace changes durable at once, without a
+/// directory fsync (the model before directory fsyncs counted), to tell whether a finding
+/// depends on the directory model. Inherited from the test that starts the mounts.
+pub const NAMESPACE_ENV: &str = "KVORUM_LAZYFS_NAMESPACE";
+
 /// The `kvorum-lazyfs` command line (see the crate note); returns when unmounted by a signal.
 pub fn cli_main() -> anyhow::Result<()> {
     let mut args = std::env::args_os().skip(1);
@@ -30,8 +35,12 @@ pub fn cli_main() -> anyhow::Result<()> {
     signals.add(nix::sys::signal::Signal::SIGTERM);
     signals.add(nix::sys::signal::Signal::SIGINT);
     signals.thread_block().context("block signals")?;
-    let fs = crate::LazyFs::new(backing)
+    let mut fs = crate::LazyFs::new(backing)
         .with_context(|| format!("backing directory {}", backing.display()))?;
+    if std::env::var(NAMESPACE_ENV).is_ok_and(|v| v == "durable") {
+        eprintln!("kvorum-lazyfs: {NAMESPACE_ENV}=durable: namespace changes are durable at once");
+        fs = fs.namespace_durable();
+    }
     if let Some(path) = &control {
         crate::serve_control(path, fs.state())
             .with_context(|| format!("control socket {}", path.display()))?;

@@ -16,6 +16,11 @@ use fuser::{
 };
 
 use crate::cache::FileCache;
+use crate::namespace::{Journal, Pending, Undo};
+
+/// Name of the directory in the backing root that keeps unlinked files until their unlink is
+/// durable (a power cut before that brings them back); hidden from the mount.
+pub const HIDDEN_DIR: &str = ".kvorum-lazyfs-unlinked";
 
 /// How long the kernel may cache entries and attributes: zero, so that it asks us every time
 /// (sizes change with the cache, and a power cut changes them behind the kernel's back).
@@ -32,21 +37,65 @@ pub struct State {
     handles: HashMap<u64, (u64, File, bool)>,
     next_fh: u64,
     root_backing_ino: u64,
+    /// Namespace changes whose directory was not fsynced since (see [`crate::namespace`]).
+    journal: Journal,
+    /// Where unlinked files wait ([`HIDDEN_DIR`]), and the next name there.
+    hidden_dir: PathBuf,
+    next_hidden: u64,
+    /// Per FUSE inode, how many of its backing links are hidden copies (not visible).
+    hidden_links: HashMap<u64, u64>,
+    /// Namespace changes durable at once (the model before directory fsyncs counted).
+    namespace_durable: bool,
 }
 
 impl State {
-    /// Power cut: forgets every unsynced write. Returns (files, bytes) dropped.
-    pub fn cut(&mut self) -> (usize, u64) {
-        let dirty: Vec<&FileCache> = self.caches.values().filter(|c| c.is_dirty()).collect();
-        let out = (dirty.len(), dirty.iter().map(|c| c.dirty_bytes()).sum());
+    /// Power cut: forgets every unsynced write and takes back every namespace change whose
+    /// directory was not fsynced since, newest first. Returns what was unsynced (see
+    /// [`State::dirty`]).
+    pub fn cut(&mut self) -> Unsynced {
+        let out = self.dirty();
         self.caches.clear();
+        for op in self.journal.take_undo() {
+            match undo(&op.undo) {
+                Ok(()) => eprintln!("lazyfs: power cut: took back {:?}", op.undo),
+                Err(e) => eprintln!("lazyfs: power cut: cannot take back {:?}: {e}", op.undo),
+            }
+        }
+        self.hidden_links.clear();
         out
     }
 
-    /// (files, bytes) unsynced now.
-    pub fn dirty(&self) -> (usize, u64) {
+    /// What is unsynced now.
+    pub fn dirty(&self) -> Unsynced {
         let dirty: Vec<&FileCache> = self.caches.values().filter(|c| c.is_dirty()).collect();
-        (dirty.len(), dirty.iter().map(|c| c.dirty_bytes()).sum())
+        Unsynced {
+            files: dirty.len(),
+            bytes: dirty.iter().map(|c| c.dirty_bytes()).sum(),
+            namespace_ops: self.journal.len(),
+        }
+    }
+}
+
+/// What a power cut drops: files with unsynced data, their cached bytes, and namespace changes
+/// not yet durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsynced {
+    pub files: usize,
+    pub bytes: u64,
+    pub namespace_ops: usize,
+}
+
+/// Takes back one namespace change on the backing directory.
+fn undo(u: &Undo) -> io::Result<()> {
+    let gone_ok = |r: io::Result<()>| match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    };
+    match u {
+        Undo::RemoveFile(p) => gone_ok(std::fs::remove_file(p)),
+        Undo::RemoveDir(p) => gone_ok(std::fs::remove_dir_all(p)),
+        Undo::Restore { hidden, path } => std::fs::rename(hidden, path),
+        Undo::RenameBack { from, to } => std::fs::rename(from, to),
     }
 }
 
@@ -76,15 +125,29 @@ impl LazyFs {
     pub fn new(backing: &Path) -> io::Result<LazyFs> {
         let root = backing.canonicalize()?;
         let meta = std::fs::metadata(&root)?;
+        // Unlinks a previous lazyfs left pending there are taken as durable.
+        let hidden_dir = root.join(HIDDEN_DIR);
+        if hidden_dir.exists() {
+            std::fs::remove_dir_all(&hidden_dir)?;
+        }
+        std::fs::create_dir(&hidden_dir)?;
         let mut st = State {
             root_backing_ino: meta.ino(),
             next_fh: 1,
+            hidden_dir,
             ..State::default()
         };
         st.paths.insert(fuser::FUSE_ROOT_ID, vec![root]);
         Ok(LazyFs {
             state: Arc::new(Mutex::new(st)),
         })
+    }
+
+    /// Makes namespace changes durable at once, as if every directory were fsynced after each
+    /// (kinder than a disk; to tell findings of the directory model from others).
+    pub fn namespace_durable(self) -> LazyFs {
+        lock(&self.state).namespace_durable = true;
+        self
     }
 
     /// The shared state (for the control socket).
@@ -105,10 +168,16 @@ impl State {
         }
     }
 
+    /// Whether `path` exists and is inode `ino` (a remembered path may since name another).
+    fn names(&self, path: &Path, ino: u64) -> bool {
+        path.symlink_metadata()
+            .is_ok_and(|m| self.fuse_ino(m.ino()) == ino)
+    }
+
     fn path(&self, ino: u64) -> Result<PathBuf, i32> {
         self.paths
             .get(&ino)
-            .and_then(|v| v.iter().find(|p| p.symlink_metadata().is_ok()).cloned())
+            .and_then(|v| v.iter().find(|p| self.names(p, ino)).cloned())
             .ok_or(libc::ENOENT)
     }
 
@@ -117,9 +186,10 @@ impl State {
     }
 
     fn remember(&mut self, ino: u64, path: PathBuf) {
-        let v = self.paths.entry(ino).or_default();
-        v.retain(|p| p.symlink_metadata().is_ok() && *p != path);
+        let mut v = self.paths.remove(&ino).unwrap_or_default();
+        v.retain(|p| *p != path && self.names(p, ino));
         v.push(path);
+        self.paths.insert(ino, v);
     }
 
     fn attr(&self, ino: u64, m: &std::fs::Metadata) -> FileAttr {
@@ -142,7 +212,7 @@ impl State {
             crtime: UNIX_EPOCH,
             kind,
             perm: (m.mode() & 0o7777) as u16,
-            nlink: m.nlink() as u32,
+            nlink: self.visible_links(ino, m) as u32,
             uid: m.uid(),
             gid: m.gid(),
             rdev: m.rdev() as u32,
@@ -179,15 +249,128 @@ impl State {
         Ok(fh)
     }
 
-    /// The inode that removing `path` frees (its last link), if any.
-    fn last_link(&self, path: &Path) -> Option<u64> {
-        let m = path.symlink_metadata().ok()?;
-        (m.is_file() && m.nlink() == 1).then(|| self.fuse_ino(m.ino()))
+    /// Links of inode `ino` (backing metadata `m`) visible in the mount (hidden copies of
+    /// pending unlinks do not count).
+    fn visible_links(&self, ino: u64, m: &std::fs::Metadata) -> u64 {
+        m.nlink()
+            .saturating_sub(self.hidden_links.get(&ino).copied().unwrap_or(0))
     }
 
-    /// Drops the cache of a file whose last link is gone (its inode number may be reused).
-    fn forget_file(&mut self, ino: Option<u64>) {
-        if let Some(ino) = ino {
+    /// The backing directory path of FUSE directory `ino`, as the journal names it.
+    fn dir_path(&self, ino: u64) -> Result<PathBuf, i32> {
+        self.path(ino)
+    }
+
+    /// Unlinks the file at `path` (FUSE inode `ino`) from the mount: it moves to the hidden
+    /// area until its directory `dir` is fsynced (a cut before that brings it back).
+    fn hide(&mut self, dir: PathBuf, path: &Path, ino: u64) -> Result<(), i32> {
+        let hidden = self.hidden_dir.join(format!("u{}", self.next_hidden));
+        self.next_hidden += 1;
+        std::fs::rename(path, &hidden).map_err(|e| errno(&e))?;
+        *self.hidden_links.entry(ino).or_default() += 1;
+        // Other hard links may still show the file (their paths need not be known here).
+        let visible = hidden
+            .symlink_metadata()
+            .map_or(0, |m| self.visible_links(ino, &m));
+        self.record(
+            vec![dir],
+            Undo::Restore {
+                hidden,
+                path: path.to_path_buf(),
+            },
+        );
+        if visible == 0 {
+            self.forget_if_gone(ino);
+        }
+        Ok(())
+    }
+
+    /// After the last visible link of `ino` went: without an open handle the file is forgotten
+    /// (its unsynced data cannot be reached any more: a cut would drop it too). An unlinked
+    /// open file lives on through its handles (readers and writers see its unsynced data)
+    /// until the last one is released.
+    fn forget_if_gone(&mut self, ino: u64) {
+        if self.open_backing(ino, None).is_none() {
+            self.caches.remove(&ino);
+            self.paths.remove(&ino);
+        }
+    }
+
+    /// Records a namespace change (durable at once with [`LazyFs::namespace_durable`]).
+    fn record(&mut self, dirs: Vec<PathBuf>, undo: Undo) {
+        self.journal.record(dirs, undo);
+        if self.namespace_durable {
+            let ops = self.journal.sync_all();
+            self.made_durable(ops);
+        }
+    }
+
+    /// Namespace changes made durable: delete the hidden copies of durable unlinks.
+    fn made_durable(&mut self, ops: Vec<Pending>) {
+        for op in ops {
+            let Some(hidden) = op.hidden() else { continue };
+            if let Ok(m) = hidden.symlink_metadata() {
+                let ino = self.fuse_ino(m.ino());
+                if let Some(n) = self.hidden_links.get_mut(&ino) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.hidden_links.remove(&ino);
+                    }
+                }
+            }
+            if let Err(e) = std::fs::remove_file(hidden) {
+                eprintln!("lazyfs: cannot delete {}: {e}", hidden.display());
+            }
+        }
+    }
+
+    /// An open backing file of `ino`: handle `fh` if it is one of `ino`'s, else any open handle
+    /// of `ino`. A file unlinked while open (e.g. an anonymous temp file) has no path left, only
+    /// its handles, and the kernel asks for its attributes by inode alone.
+    fn open_backing(&self, ino: u64, fh: Option<u64>) -> Option<&File> {
+        fh.and_then(|fh| self.handles.get(&fh))
+            .filter(|(i, ..)| *i == ino)
+            .or_else(|| self.handles.values().find(|(i, ..)| *i == ino))
+            .map(|(_, f, _)| f)
+    }
+
+    /// The backing file of `ino` opened for metadata changes: through its path, or one of its
+    /// open handles if it has no path left.
+    fn backing_file(&self, ino: u64, fh: Option<u64>) -> Result<File, i32> {
+        match self.path(ino) {
+            Ok(p) => File::open(p).map_err(|e| errno(&e)),
+            Err(e) => self
+                .open_backing(ino, fh)
+                .ok_or(e)?
+                .try_clone()
+                .map_err(|e| errno(&e)),
+        }
+    }
+
+    /// Metadata of `ino`'s backing file: through handle `fh`, its path, or any open handle.
+    fn metadata(&self, ino: u64, fh: Option<u64>) -> Result<std::fs::Metadata, i32> {
+        if let Some(f) = fh.and_then(|_| self.open_backing(ino, fh)) {
+            return f.metadata().map_err(|e| errno(&e));
+        }
+        match self.path(ino) {
+            Ok(p) => p.symlink_metadata().map_err(|e| errno(&e)),
+            Err(e) => self
+                .open_backing(ino, None)
+                .ok_or(e)?
+                .metadata()
+                .map_err(|e| errno(&e)),
+        }
+    }
+
+    /// Closes handle `fh`; the last close of a file with no link left drops its cache.
+    fn release(&mut self, fh: u64) {
+        let Some((ino, file, _)) = self.handles.remove(&fh) else {
+            return;
+        };
+        let unlinked = file
+            .metadata()
+            .is_ok_and(|m| self.visible_links(ino, &m) == 0);
+        if unlinked && self.open_backing(ino, None).is_none() {
             self.caches.remove(&ino);
             self.paths.remove(&ino);
         }
@@ -226,6 +409,9 @@ impl Filesystem for LazyFs {
     }
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        if parent == fuser::FUSE_ROOT_ID && name == HIDDEN_DIR {
+            return reply.error(libc::ENOENT);
+        }
         let mut st = lock(&self.state);
         match st.child(parent, name).and_then(|p| st.entry(p)) {
             Ok(a) => reply.entry(&TTL, &a, 0),
@@ -235,13 +421,7 @@ impl Filesystem for LazyFs {
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
         let st = lock(&self.state);
-        let m = match fh.and_then(|fh| st.handles.get(&fh)) {
-            Some((_, f, _)) => f.metadata().map_err(|e| errno(&e)),
-            None => st
-                .path(ino)
-                .and_then(|p| p.symlink_metadata().map_err(|e| errno(&e))),
-        };
-        match m {
+        match st.metadata(ino, fh) {
             Ok(m) => reply.attr(&TTL, &st.attr(ino, &m)),
             Err(e) => reply.error(e),
         }
@@ -266,23 +446,19 @@ impl Filesystem for LazyFs {
         reply: ReplyAttr,
     ) {
         let mut st = lock(&self.state);
-        let path = match st.path(ino) {
-            Ok(p) => p,
+        let file = match st.backing_file(ino, fh) {
+            Ok(f) => f,
             Err(e) => return reply.error(e),
         };
         let run = |st: &mut State| -> io::Result<()> {
             if let Some(mode) = mode {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))?;
+                file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
             }
             if let Some(size) = size {
-                let len = match fh.and_then(|fh| st.handles.get(&fh)) {
-                    Some((_, f, _)) => f.metadata()?.len(),
-                    None => path.metadata()?.len(),
-                };
+                let len = file.metadata()?.len();
                 st.caches.entry(ino).or_default().truncate(size, len);
             }
             if atime.is_some() || mtime.is_some() {
-                let f = File::open(&path)?;
                 let to = |t: Option<TimeOrNow>| match t {
                     Some(TimeOrNow::SpecificTime(t)) => Some(t),
                     Some(TimeOrNow::Now) => Some(SystemTime::now()),
@@ -295,14 +471,14 @@ impl Filesystem for LazyFs {
                 if let Some(t) = to(mtime) {
                     times = times.set_modified(t);
                 }
-                f.set_times(times)?;
+                file.set_times(times)?;
             }
             Ok(())
         };
         if let Err(e) = run(&mut st) {
             return reply.error(errno(&e));
         }
-        match path.symlink_metadata() {
+        match file.metadata() {
             Ok(m) => reply.attr(&TTL, &st.attr(ino, &m)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -323,6 +499,8 @@ impl Filesystem for LazyFs {
                 .mode(mode & !umask & 0o7777)
                 .create(&p)
                 .map_err(|e| errno(&e))?;
+            let dir = st.dir_path(parent)?;
+            st.record(vec![dir], Undo::RemoveDir(p.clone()));
             st.entry(p)
         });
         match r {
@@ -334,10 +512,13 @@ impl Filesystem for LazyFs {
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         let mut st = lock(&self.state);
         let r = st.child(parent, name).and_then(|p| {
-            let gone = st.last_link(&p);
-            std::fs::remove_file(p).map_err(|e| errno(&e))?;
-            st.forget_file(gone);
-            Ok(())
+            let m = p.symlink_metadata().map_err(|e| errno(&e))?;
+            if m.is_dir() {
+                return Err(libc::EISDIR);
+            }
+            let ino = st.fuse_ino(m.ino());
+            let dir = st.dir_path(parent)?;
+            st.hide(dir, &p, ino)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -346,7 +527,10 @@ impl Filesystem for LazyFs {
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        let st = lock(&self.state);
+        let mut st = lock(&self.state);
+        // Durable at once, with every pending change before it (see `rename`).
+        let ops = st.journal.sync_all();
+        st.made_durable(ops);
         match st
             .child(parent, name)
             .and_then(|p| std::fs::remove_dir(p).map_err(|e| errno(&e)))
@@ -373,9 +557,45 @@ impl Filesystem for LazyFs {
         let r = (|| {
             let from = st.child(parent, name)?;
             let to = st.child(newparent, newname)?;
-            let gone = st.last_link(&to);
-            std::fs::rename(&from, &to).map_err(|e| errno(&e))?;
-            st.forget_file(gone);
+            let m = from.symlink_metadata().map_err(|e| errno(&e))?;
+            let target = to.symlink_metadata().ok();
+            if m.is_dir() {
+                // A directory rename (or one onto a directory) is durable at once, with every
+                // pending change before it: taking back changes under a moved directory by
+                // path would be wrong, and a disk may always have written more than synced.
+                let ops = st.journal.sync_all();
+                st.made_durable(ops);
+                std::fs::rename(&from, &to).map_err(|e| errno(&e))?;
+                return st.entry(to).map(|_| ());
+            }
+            let (dir, newdir) = (st.dir_path(parent)?, st.dir_path(newparent)?);
+            if let Some(t) = &target {
+                if t.is_dir() {
+                    return Err(libc::EISDIR);
+                }
+                if t.ino() == m.ino() {
+                    // Two links of one file: rename does nothing.
+                    return Ok(());
+                }
+                let gone = st.fuse_ino(t.ino());
+                st.hide(newdir.clone(), &to, gone)?;
+            }
+            if let Err(e) = std::fs::rename(&from, &to) {
+                if target.is_some() && !st.namespace_durable {
+                    // Put the target back (the hide is the journal's last change).
+                    if let Some(op) = st.journal.pop() {
+                        let _ = undo(&op.undo);
+                    }
+                }
+                return Err(errno(&e));
+            }
+            st.record(
+                vec![dir, newdir],
+                Undo::RenameBack {
+                    from: to.clone(),
+                    to: from,
+                },
+            );
             st.entry(to).map(|_| ())
         })();
         match r {
@@ -397,6 +617,8 @@ impl Filesystem for LazyFs {
             let from = st.path(ino)?;
             let to = st.child(newparent, newname)?;
             std::fs::hard_link(&from, &to).map_err(|e| errno(&e))?;
+            let dir = st.dir_path(newparent)?;
+            st.record(vec![dir], Undo::RemoveFile(to.clone()));
             st.entry(to)
         })();
         match r {
@@ -440,6 +662,8 @@ impl Filesystem for LazyFs {
             if !existed {
                 // A new file: nothing cached under a reused inode number applies to it.
                 st.caches.remove(&a.ino);
+                let dir = st.dir_path(parent)?;
+                st.record(vec![dir], Undo::RemoveFile(p.clone()));
             }
             let fh = st.open_file(a.ino, &p, flags)?;
             let a = st.entry(p)?;
@@ -531,7 +755,7 @@ impl Filesystem for LazyFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        lock(&self.state).handles.remove(&fh);
+        lock(&self.state).release(fh);
         reply.ok();
     }
 
@@ -564,6 +788,9 @@ impl Filesystem for LazyFs {
             (ino, FileType::Directory, "..".into()),
         ];
         for e in entries.flatten() {
+            if ino == fuser::FUSE_ROOT_ID && e.file_name() == HIDDEN_DIR {
+                continue;
+            }
             let Ok(m) = e.metadata() else { continue };
             let kind = if m.is_dir() {
                 FileType::Directory
@@ -590,13 +817,17 @@ impl Filesystem for LazyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Namespace changes went to the backing directory at once; make them durable there too.
-        let st = lock(&self.state);
-        match st.path(ino).and_then(|p| {
+        // The directory's pending namespace changes become durable (they are on the backing
+        // directory already: fsync it too).
+        let mut st = lock(&self.state);
+        let r = st.dir_path(ino).and_then(|p| {
+            let ops = st.journal.sync_dir(&p);
+            st.made_durable(ops);
             File::open(p)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| errno(&e))
-        }) {
+        });
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }

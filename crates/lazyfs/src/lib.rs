@@ -11,28 +11,41 @@
 //! - **`sync_file_range`** is not forwarded by the kernel to FUSE filesystems: it makes nothing
 //!   durable here, as it gives no durability guarantee on a real disk either (no metadata, no
 //!   device cache flush).
-//! - **Namespace changes** (create, mkdir, rename, link, unlink, rmdir, chmod, utimes) are
-//!   applied to the backing directory at once and so survive a power cut even without a
-//!   directory fsync. This is *kinder* than a real disk (like Jepsen's lazyfs): a missing
-//!   directory fsync is not caught, a missing file fsync is. A file created and never fsynced
-//!   survives a cut with its synced contents (usually empty). Directory fsync fsyncs the backing
-//!   directory.
-//! - **Power cut** ([`State::cut`]): every file's cache is dropped, so the backing directory
-//!   holds exactly what was synced. Cut *after* the processes using the mount are dead (SIGKILL,
+//! - **Namespace changes** (create, mkdir, link, unlink, rename) reach the backing directory at
+//!   once (readers see them) but are durable only once their directory is fsynced, as on a real
+//!   disk: a power cut takes back every change whose directory was not fsynced since
+//!   ([`namespace`]), newest first: a created file or directory disappears (with whatever it
+//!   holds), a rename reverts (and the file it replaced comes back), an unlinked file comes back
+//!   with its synced contents (it waits in a hidden directory of the backing root,
+//!   [`fs::HIDDEN_DIR`], until the unlink is durable). An fsync of a *file* does not make its
+//!   directory entry durable. A directory's changes become durable in order: a rename across
+//!   directories is durable once either directory is fsynced, and with it the earlier changes
+//!   of both. Directory renames and rmdir are durable at once, and make every pending change
+//!   durable first (kinder than a disk; taking back changes under a moved directory by path
+//!   would be wrong). chmod and utimes are durable at once.
+//! - **Unlinked open files** (anonymous temp files: `O_TMPFILE` is not supported by the FUSE
+//!   layer, so `tempfile` creates and unlinks one) live on through their open handles: reads,
+//!   writes, fstat, ftruncate, fchmod work until the last handle is released, which drops the
+//!   file's cache. Like any unlink, theirs is taken back by a cut before their directory is
+//!   fsynced: the temp file comes back under its name with its synced contents.
+//! - **Power cut** ([`State::cut`]): every file's cache is dropped and the pending namespace
+//!   changes are taken back, so the backing directory holds exactly what was synced. Cut *after* the processes using the mount are dead (SIGKILL,
 //!   then cut): a process still running would go on writing on top of state that is gone.
 //! - Unsupported: fallocate modes other than 0 and KEEP_SIZE (EOPNOTSUPP), symlink, mknod,
 //!   xattrs (ENOSYS). POSIX and flock locks are handled by the kernel (local to the mount).
 //!
 //! # Control
 //! `--control SOCKET`: a unix socket; each connection sends one line and gets one line back:
-//! `cut` → `ok files=N bytes=M` (what was dropped), `stats` → `ok files=N bytes=M` (what is
-//! unsynced now). [`control`] is the client.
+//! `cut` → `ok files=N bytes=M namespace=K` (what was dropped: files with unsynced data, their
+//! bytes, namespace changes taken back), `stats` → the same for what is unsynced now.
+//! [`control`] is the client.
 
 #![deny(unsafe_code)]
 
 pub mod cache;
 pub mod cli;
 pub mod fs;
+pub mod namespace;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -62,13 +75,23 @@ fn handle(conn: UnixStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
     let reply = match line.trim() {
         "cut" => {
-            let (files, bytes) = st.cut();
-            eprintln!("lazyfs: POWER CUT: dropped {bytes} unsynced bytes in {files} files");
-            format!("ok files={files} bytes={bytes}\n")
+            let u = st.cut();
+            eprintln!(
+                "lazyfs: POWER CUT: dropped {} unsynced bytes in {} files, took back {} \
+                 namespace changes",
+                u.bytes, u.files, u.namespace_ops
+            );
+            format!(
+                "ok files={} bytes={} namespace={}\n",
+                u.files, u.bytes, u.namespace_ops
+            )
         }
         "stats" => {
-            let (files, bytes) = st.dirty();
-            format!("ok files={files} bytes={bytes}\n")
+            let u = st.dirty();
+            format!(
+                "ok files={} bytes={} namespace={}\n",
+                u.files, u.bytes, u.namespace_ops
+            )
         }
         other => format!("error unknown command {other:?}\n"),
     };

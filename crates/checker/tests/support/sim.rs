@@ -261,6 +261,7 @@ pub fn events(ops: &[SimOp]) -> Vec<Event> {
                     } else {
                         None
                     },
+                    deleted: None,
                     time: t,
                 },
             ));
