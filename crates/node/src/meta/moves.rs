@@ -13,11 +13,11 @@
 //! table: released means copied (roll forward), otherwise redo or, when cancelled, roll back
 //! (Unfreeze, then AbortIncoming). A flipped batch only rolls forward.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use kvorum_raftstore::{Command, CommandResult, GroupId, SlotState};
-use kvorum_router::{ClusterMap, MoveBatch, ViewChangeTask};
+use kvorum_router::{slot_of, ClusterMap, MoveBatch, ViewChangeTask};
 
 use crate::node::Node;
 
@@ -28,8 +28,7 @@ use super::update_map;
 
 /// Most slots moved in one batch: a request to one of them waits for at most one batch's
 /// frozen window. The window holds the catch-up of what changed during the batch's copy, not
-/// the batch's data, so larger batches cost little pause and save per-batch rounds; the
-/// driver keeps the keys of one batch's copy in memory.
+/// the batch's data, so larger batches cost little pause and save per-batch rounds.
 pub const MOVE_BATCH_SLOTS: u16 = 64;
 /// Slots per move batch: [`MOVE_BATCH_SLOTS`], or (feature `test-faults` only)
 /// `KVORUM_FAULT_MOVE_BATCH_SLOTS=<n>`, which lets end-to-end tests of changes under faults move
@@ -305,9 +304,12 @@ struct Chunk {
     high_water: u64,
 }
 
+/// One scan chunk of the batch's slots at `group` (the source, or the destination for its
+/// copied keys).
 async fn scan(
     state: &Node,
     id: u64,
+    group: GroupId,
     b: &MoveBatch,
     after: Option<Vec<u8>>,
     since: u64,
@@ -320,7 +322,7 @@ async fn scan(
         since,
         freeze,
     };
-    match admin(state, b.from, id, op, None).await? {
+    match admin(state, group, id, op, None).await? {
         AdminReply::Chunk {
             records,
             unchanged,
@@ -336,7 +338,7 @@ async fn scan(
         }),
         AdminReply::Result(CommandResult::SlotState { slot, state: s }) => {
             Err(AdminError::Refused {
-                group: b.from,
+                group,
                 slot,
                 state: s,
             }
@@ -362,8 +364,6 @@ async fn ingest(state: &Node, id: u64, to: GroupId, cmd: Command) -> anyhow::Res
 struct Copy {
     keys: u64,
     bytes: u64,
-    /// The keys copied.
-    copied: HashSet<String>,
     /// The source's version high-water mark read before the first chunk: every write the copy
     /// does not show has a version above it.
     mark: u64,
@@ -382,16 +382,14 @@ async fn copy_all(state: &Node, id: u64, b: &MoveBatch) -> anyhow::Result<Copy> 
     )
     .await?;
     let (mut keys, mut bytes) = (0u64, 0u64);
-    let mut copied: HashSet<String> = HashSet::new();
     let mut mark = None;
     let mut after = None;
     loop {
-        let c = scan(state, id, b, after.take(), 0, false).await?;
+        let c = scan(state, id, b.from, b, after.take(), 0, false).await?;
         mark.get_or_insert(c.high_water);
         if !c.records.is_empty() {
             keys += c.records.len() as u64;
             bytes += c.bytes;
-            copied.extend(c.records.iter().map(|(k, _)| k.clone()));
             ingest(state, id, b.to, Command::Ingest { records: c.records }).await?;
         }
         match c.next {
@@ -402,9 +400,92 @@ async fn copy_all(state: &Node, id: u64, b: &MoveBatch) -> anyhow::Result<Copy> 
     Ok(Copy {
         keys,
         bytes,
-        copied,
         mark: mark.unwrap_or(0),
     })
+}
+
+/// Where a key sorts in a group's data: by slot, then by its bytes (the scans' order).
+fn storage_order(key: &str) -> (u16, &[u8]) {
+    (slot_of(key.as_bytes()).0, key.as_bytes())
+}
+
+/// The destination's keys of a batch (its copy), read in chunks of keys only, in storage order:
+/// memory holds one chunk, whatever the batch's size.
+struct DestKeys<'a> {
+    state: &'a Node,
+    id: u64,
+    batch: &'a MoveBatch,
+    buf: VecDeque<String>,
+    /// Where the next chunk starts; `None` with `done` at the end.
+    after: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl<'a> DestKeys<'a> {
+    fn new(state: &'a Node, id: u64, batch: &'a MoveBatch) -> DestKeys<'a> {
+        DestKeys {
+            state,
+            id,
+            batch,
+            buf: VecDeque::new(),
+            after: None,
+            done: false,
+        }
+    }
+
+    /// Reads the next chunk if none is buffered and any remains.
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        while self.buf.is_empty() && !self.done {
+            // Every record at or below u64::MAX: keys only.
+            let c = scan(
+                self.state,
+                self.id,
+                self.batch.to,
+                self.batch,
+                self.after.take(),
+                u64::MAX,
+                false,
+            )
+            .await?;
+            self.buf.extend(c.unchanged);
+            self.buf.extend(c.records.into_iter().map(|(k, _)| k));
+            match c.next {
+                Some(n) => self.after = Some(n),
+                None => self.done = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// The destination's keys up to `upto` (inclusive, storage order; `None`: all that remain)
+    /// that are not in `present`, consumed, at most about `max_bytes` of them; `true` if more
+    /// may remain up to `upto`.
+    async fn missing_from(
+        &mut self,
+        present: &HashSet<String>,
+        upto: Option<&str>,
+        max_bytes: usize,
+    ) -> anyhow::Result<(Vec<String>, bool)> {
+        let (mut gone, mut n) = (Vec::new(), 0usize);
+        loop {
+            if n >= max_bytes {
+                return Ok((gone, true));
+            }
+            self.fill().await?;
+            let Some(k) = self.buf.front() else {
+                return Ok((gone, false));
+            };
+            if upto.is_some_and(|u| storage_order(k) > storage_order(u)) {
+                return Ok((gone, false));
+            }
+            if let Some(k) = self.buf.pop_front() {
+                if !present.contains(&k) {
+                    n += k.len();
+                    gone.push(k);
+                }
+            }
+        }
+    }
 }
 
 /// Steps (b)-(g) of a batch, copy → fence → catch-up: both tables initialized, the destination
@@ -414,8 +495,8 @@ async fn copy_all(state: &Node, id: u64, b: &MoveBatch) -> anyhow::Result<Copy> 
 /// destination's version base), then the source released. The frozen window holds one small
 /// CatchUp entry instead of the whole batch's data.
 ///
-/// Memory: the keys of one batch's copy (to find the keys deleted since), never its values
-/// beyond one chunk.
+/// Memory: one chunk of the source's data and one of the destination's keys (the keys deleted
+/// since the copy are found by merging the two in storage order), whatever the batch's size.
 async fn copy_batch(
     state: &Node,
     map: &ClusterMap,
@@ -426,36 +507,54 @@ async fn copy_batch(
     init_slots_once(state, map, id, from).await?;
     init_slots_once(state, map, id, to).await?;
     let copy = copy_all(state, id, b).await?;
-    let (mut keys, mut bytes, mut copied, mark) = (copy.keys, copy.bytes, copy.copied, copy.mark);
+    let (mut keys, mut bytes, mark) = (copy.keys, copy.bytes, copy.mark);
+    // The destination's copied keys, read ahead: they change only by this driver's entries, and
+    // the first chunk is then at hand when the frozen window starts.
+    let mut copied = DestKeys::new(state, id, b);
+    copied.fill().await?;
     // The fence and the catch-up: what changed since the mark, the source frozen.
     let frozen_at = Instant::now();
-    let mut c = scan(state, id, b, None, mark, true).await?;
+    let mut c = scan(state, id, from, b, None, mark, true).await?;
     let copied_ms = frozen_at.elapsed().as_millis() as u64;
     hold_at("after_freeze", id).await;
     let above = c.high_water;
     loop {
-        for k in c.unchanged.iter().chain(c.records.iter().map(|(k, _)| k)) {
-            copied.remove(k);
-        }
-        let last = c.next.is_none();
-        if !c.records.is_empty() || last {
-            keys += c.records.len() as u64;
-            bytes += c.bytes;
-            // The keys still in `copied` after the last chunk are gone at the source.
-            let removed = if last {
-                std::mem::take(&mut copied).into_iter().collect()
-            } else {
-                Vec::new()
-            };
-            let cmd = Command::CatchUp {
-                records: c.records,
-                removed,
-                above,
-            };
-            ingest(state, id, to, cmd).await?;
+        // Keys the copy brought that the source no longer has, up to this chunk's last key
+        // (to the end after the last chunk): a merge of two streams in storage order.
+        let last_key = c
+            .unchanged
+            .iter()
+            .chain(c.records.iter().map(|(k, _)| k))
+            .max_by(|x, y| storage_order(x).cmp(&storage_order(y)))
+            .cloned();
+        let upto = if c.next.is_none() { None } else { last_key };
+        let mut present: HashSet<String> = std::mem::take(&mut c.unchanged).into_iter().collect();
+        present.extend(c.records.iter().map(|(k, _)| k.clone()));
+        let mut records = std::mem::take(&mut c.records);
+        bytes += records
+            .iter()
+            .map(|(k, r)| (k.len() + r.value.len()) as u64)
+            .sum::<u64>();
+        loop {
+            let (removed, more) = copied
+                .missing_from(&present, upto.as_deref(), COPY_CHUNK_BYTES)
+                .await?;
+            let last = c.next.is_none() && !more;
+            if !records.is_empty() || !removed.is_empty() || last {
+                keys += records.len() as u64;
+                let cmd = Command::CatchUp {
+                    records: std::mem::take(&mut records),
+                    removed,
+                    above,
+                };
+                ingest(state, id, to, cmd).await?;
+            }
+            if !more {
+                break;
+            }
         }
         match c.next {
-            Some(n) => c = scan(state, id, b, Some(n), mark, false).await?,
+            Some(n) => c = scan(state, id, from, b, Some(n), mark, false).await?,
             None => break,
         }
     }
