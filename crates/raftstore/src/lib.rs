@@ -11,7 +11,9 @@
 //!   machine. All keys of one (group, slot) are contiguous, so a move is a range scan.
 //!
 //! Durability rules (openraft's storage contract):
-//! - the vote is fsynced before `save_vote` ([`LogStore`]) returns;
+//! - the vote is fsynced before `save_vote` ([`LogStore`]) returns, and read back uncommitted
+//!   (`read_vote`): a restarted node is elected again before it leads, because the commit index
+//!   it would serve reads by is not synced;
 //! - appended entries are written at once (readable) but reported flushed only after the WAL is
 //!   fsynced; one flusher thread per RocksDB fsyncs once for every append that queued up while the
 //!   previous fsync ran, across all groups (group commit);

@@ -168,11 +168,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
-        self.meta(tag::VOTE, ErrorSubject::Vote)
+        // Read back uncommitted: a node that restarts never resumes a leadership of its old term
+        // without an election. openraft restores a node whose committed vote was for itself as
+        // leader at once, answering reads by the commit index it finds on disk; that index is
+        // not synced (below), so after a power loss it can be older than the last write the
+        // node acknowledged, and reads would return the value before it. Elected again, in a
+        // new term, a leader commits an entry of its own before it serves reads. The vote stays
+        // the same ballot (same term and candidate): the node still refuses any other candidate
+        // of that term, and a leader's committed vote of that term still supersedes it.
+        Ok(self
+            .meta::<Vote<NodeId>>(tag::VOTE, ErrorSubject::Vote)?
+            .map(|mut v| {
+                v.committed = false;
+                v
+            }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
-        // Not synced: it only lets a restart apply sooner; losing it is safe.
+        // Not synced: it only lets a restart apply sooner; losing it is safe because a restarted
+        // node never serves reads by it as leader (see `read_vote`).
         let this = self.clone();
         blocking(move || this.put_meta(tag::COMMITTED, &committed, false, ErrorSubject::Store))
             .await

@@ -1302,6 +1302,22 @@ mod moves {
 
     // Dropping a group leaves no key of it in any column family and none of its snapshot
     // files; other groups are untouched, and the group can start again from empty.
+    // A committed vote is kept (same term, same candidate) but read back uncommitted, so that a
+    // restarted node never resumes its old leadership without an election (see `read_vote`).
+    #[tokio::test]
+    async fn a_committed_vote_reads_back_uncommitted() -> anyhow::Result<()> {
+        use openraft::storage::RaftLogStorage;
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let mut log = store.log_store(GroupId(62));
+        assert_eq!(log.read_vote().await?, None);
+        log.save_vote(&openraft::Vote::new_committed(7, 3)).await?;
+        let v = log.read_vote().await?.expect("a vote");
+        assert_eq!(v, openraft::Vote::new(7, 3));
+        assert!(!v.is_committed());
+        Ok(())
+    }
+
     #[tokio::test]
     async fn drop_group_leaves_nothing_behind() -> anyhow::Result<()> {
         let dir = tempfile::TempDir::new()?;
