@@ -458,22 +458,28 @@ impl Cluster {
     pub async fn start_joiner(&self, ip: &str) -> ExtraNode {
         let first = self.nodes[0].addr.to_string();
         let j = self.spawn_extra(Cluster::free_addr(ip), &["--join", &first], &[]);
-        let addr = j.addr;
-        self.wait_until(
+        self.wait_joining(
+            j.addr,
             Duration::from_secs(20),
             "the new node waiting to join",
-            || async move {
-                match reqwest::get(format!("http://{addr}/v1/join")).await {
-                    Ok(r) => r
-                        .json::<Value>()
-                        .await
-                        .is_ok_and(|v| v["state"] == "waiting"),
-                    Err(_) => false,
-                }
-            },
         )
         .await;
         j
+    }
+
+    /// Waits until the node at `addr` answers `GET /v1/join` as waiting to be added (with the
+    /// cluster's id it found), or panics after `within` naming `what`.
+    pub async fn wait_joining(&self, addr: SocketAddr, within: Duration, what: &str) {
+        self.wait_until(within, what, || async move {
+            match reqwest::get(format!("http://{addr}/v1/join")).await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|v| v["state"] == "waiting" && v["cluster_id"].is_string()),
+                Err(_) => false,
+            }
+        })
+        .await;
     }
 
     /// Starts one more kvnode process at `addr`, with a fresh data directory and log in the

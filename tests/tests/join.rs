@@ -62,19 +62,8 @@ async fn cluster_id(c: &Cluster) -> String {
 /// else, and that the cluster does not list it and is still at `epoch`.
 async fn assert_waits(c: &Cluster, joiner: &mut ExtraNode, cluster: &str, epoch: u64, what: &str) {
     let addr = joiner.addr;
-    c.wait_until(
-        WAIT,
-        &format!("{what} to answer /v1/join waiting"),
-        || async move {
-            let http = reqwest::Client::new();
-            let Ok(r) = http.get(format!("http://{addr}/v1/join")).send().await else {
-                return false;
-            };
-            let v: Value = r.json().await.unwrap_or(Value::Null);
-            v["state"] == "waiting" && v["cluster_id"].is_string()
-        },
-    )
-    .await;
+    c.wait_joining(addr, WAIT, &format!("{what} to answer /v1/join waiting"))
+        .await;
     let (code, _, state) = call(reqwest::Method::GET, addr, "/v1/join").await;
     assert_eq!(code, StatusCode::OK, "{what}: {state}");
     assert_eq!(state["addr"], addr.to_string(), "{what}: {state}");
@@ -208,17 +197,8 @@ async fn joiner_at_a_members_address_refuses_and_a_removed_address_comes_back_ne
     // Once node 3 is removed, a new node (a new data directory) may come back at its address:
     // it waits, and adding it gives it a new id.
     let joiner = c.spawn_extra(addr3, &["--join", &first], &[]);
-    c.wait_until(WAIT, "the new node at node 3's address waiting", || async {
-        let http = reqwest::Client::new();
-        match http.get(format!("http://{addr3}/v1/join")).send().await {
-            Ok(r) => r
-                .json::<Value>()
-                .await
-                .is_ok_and(|v| v["state"] == "waiting"),
-            Err(_) => false,
-        }
-    })
-    .await;
+    c.wait_joining(addr3, WAIT, "the new node at node 3's address waiting")
+        .await;
     // The config voter on node 3 is repaired first (a change waits for no running task).
     c.wait_for_status(WAIT, "node 3 out of the config voters, no task", |s| {
         !s.config.voters.contains(&3) && s.tasks.is_empty()
