@@ -22,7 +22,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use kvorum_client::{Client, ClientError, ClientOptions};
-use kvorum_router::ClusterMap;
+use kvorum_router::{ClusterMap, NodeLifecycle};
 pub use kvorum_wire::{ClusterStatus, GroupStatus, NodeStatus, TaskStatus};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -369,6 +369,38 @@ impl Cluster {
     pub async fn wait_ready(&self, within: Duration) -> ClusterStatus {
         self.wait_for_status(within, "the cluster to be ready", |s| self.shows_ready(s))
             .await
+    }
+
+    /// Waits until the cluster is ready and its map has settled: the metadata leader records
+    /// each node's incarnation from the node's first heartbeats, a new epoch each time, so a test
+    /// that compares epochs (a refusal changes nothing) starts from here. Returns the status.
+    pub async fn wait_settled(&self, within: Duration) -> ClusterStatus {
+        let deadline = Instant::now() + within;
+        let client = self.client();
+        self.wait_until(within, "every node's incarnation in the map", || async {
+            client.map().await.is_ok_and(|(map, _)| {
+                map.nodes
+                    .values()
+                    .all(|n| n.state != NodeLifecycle::Active || n.incarnation.is_some())
+            })
+        })
+        .await;
+        let (map, _) = client.map().await.expect("the map, just read");
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.wait_until(left, "every running node at the settled epoch", || async {
+            let mut all = true;
+            for i in self.running() {
+                all &= self
+                    .status_of(i)
+                    .await
+                    .is_ok_and(|s| s.epoch >= map.epoch && self.shows_ready(&s));
+            }
+            all
+        })
+        .await;
+        self.status()
+            .await
+            .expect("a running node answers its status")
     }
 
     /// The cluster's folder (node logs and data).

@@ -123,7 +123,7 @@ async fn new_nodes_wait_to_be_added() {
     let _one = ONE_AT_A_TIME.lock().await;
     let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 3, 3)).await;
     let cluster = cluster_id(&c).await;
-    let epoch = status(&c).await["epoch"].as_u64().unwrap();
+    let epoch = c.wait_settled(WAIT).await.epoch;
 
     let first = c.nodes[0].addr.to_string();
     let mut joiner = c.spawn_extra(Cluster::free_addr("127.0.0.4"), &["--join", &first], &[]);
@@ -167,12 +167,7 @@ async fn joiner_at_a_members_address_refuses_and_a_removed_address_comes_back_ne
             .with_env("KVORUM_DEAD_AFTER_MS", "4000"),
     )
     .await;
-    c.wait_until(WAIT, "the map recording node 3's incarnation", || async {
-        c.get_json(0, "/v1/cluster/map")
-            .await
-            .is_ok_and(|v| v["map"]["nodes"]["3"]["incarnation"].is_string())
-    })
-    .await;
+    c.wait_settled(WAIT).await;
     let first = c.nodes[0].addr.to_string();
     let addr3 = c.nodes[2].addr;
     c.kill(2);
@@ -228,7 +223,7 @@ async fn added_joiner_becomes_a_spare() {
     let _one = ONE_AT_A_TIME.lock().await;
     let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 3, 3)).await;
     let cluster = cluster_id(&c).await;
-    let epoch = status(&c).await["epoch"].as_u64().unwrap();
+    let epoch = c.wait_settled(WAIT).await.epoch;
     let first = c.nodes[0].addr.to_string();
     let mut joiner = c.spawn_extra(Cluster::free_addr("127.0.0.4"), &["--join", &first], &[]);
     assert_waits(&c, &mut joiner, &cluster, epoch, "the --join node").await;

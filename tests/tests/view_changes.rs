@@ -220,7 +220,7 @@ async fn adding_three_nodes_forms_a_third_group() {
 async fn refused_changes_leave_the_map_alone() {
     let _one = ONE_AT_A_TIME.lock().await;
     let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 3, 3)).await;
-    let s = c.wait_ready(Duration::from_secs(30)).await;
+    let s = c.wait_settled(Duration::from_secs(30)).await;
     let client = c.client();
     let code = |r: Result<kvorum_client::TaskProgress, ClientError>| match r {
         Err(ClientError::Api { code, .. }) => code,
