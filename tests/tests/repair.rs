@@ -686,16 +686,15 @@ async fn brief_restart_rejoins() {
     c.kill(vi);
     let load = Load::start(&c, &map, &[group], 8, others, seed, "down-");
     // Restart 2 s after the kill, once writes of its group were acked while it was down; if none
-    // were by then (its group is electing a new leader), at the first ack, at the latest 5 s
-    // after the kill: well inside the 10 s dead timeout.
-    c.wait_until(
-        Duration::from_secs(5),
-        "2 s down and a write acked meanwhile",
-        || async {
-            killed_at.elapsed() >= Duration::from_secs(2) && load.acked(group, killed_at) > 0
-        },
-    )
-    .await;
+    // were by then (its group is electing a new leader), at the first ack, at the latest 6 s
+    // after the kill (well inside the 10 s dead timeout) even without one: an election can take
+    // several timeouts when the machine is busy, and the restart must not wait for it.
+    let restart_by = killed_at + Duration::from_secs(6);
+    while Instant::now() < restart_by
+        && (killed_at.elapsed() < Duration::from_secs(2) || load.acked(group, killed_at) == 0)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let acked_down = load.acked(group, killed_at);
     c.restart(vi);
     let restarted_at = Instant::now();

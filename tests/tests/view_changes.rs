@@ -184,17 +184,28 @@ async fn adding_three_nodes_forms_a_third_group() {
     assert!(done.keys_moved > 0 && done.bytes_moved > 0, "{done:?}");
 
     let total = keys.len() as u64;
+    // Key counts come from the groups' leaders with their heartbeats: wait until each group's
+    // count is that of the keys in its slots (a sum alone can match while a source still counts
+    // the keys of a batch its destination has not reported yet).
     let s = c
         .wait_for_status(
             Duration::from_secs(30),
-            "3 groups whose key counts add up",
+            "3 groups, each counting the keys of its slots",
             |s| {
                 s.groups.len() == 3
                     && s.spares.is_empty()
-                    && s.groups.iter().map(|g| g.keys.unwrap_or(0)).sum::<u64>() == total
+                    && s.groups
+                        .iter()
+                        .all(|g| g.keys == Some(keys_in_slots(&keys, &g.slots)))
             },
         )
         .await;
+    assert_eq!(
+        s.groups.iter().map(|g| g.keys.unwrap_or(0)).sum::<u64>(),
+        total,
+        "{}",
+        brief(Some(&s))
+    );
     let mut counts: Vec<usize> = s.groups.iter().map(|g| g.slot_count).collect();
     counts.sort();
     assert_eq!(counts, vec![1365, 1365, 1366], "{}", brief(Some(&s)));
@@ -211,6 +222,24 @@ async fn adding_three_nodes_forms_a_third_group() {
     }
     assert_readable(&c, &keys, &[0, 1, 2, 3, 4, 5], seed).await;
     assert_readable_via(&[j7, j8, j9], &keys).await;
+}
+
+/// How many of `keys` are in the slots `ranges` (a status's `a-b,c` list) names.
+fn keys_in_slots(keys: &[String], ranges: &str) -> u64 {
+    let ranges: Vec<(u16, u16)> = ranges
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            (a.parse().expect("a slot"), b.parse().expect("a slot"))
+        })
+        .collect();
+    keys.iter()
+        .filter(|k| {
+            let slot = kvorum_router::slot_of(k.as_bytes()).0;
+            ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+        })
+        .count() as u64
 }
 
 // Refusals change nothing: removing an unknown node, the removal that would leave fewer than K
