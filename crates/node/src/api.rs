@@ -24,9 +24,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{middleware, Json, Router};
-use kvorum_raftstore::{
-    Command, CommandResult, Condition, GroupId, NodeId, Raft, SlotState, StoreError,
-};
+use kvorum_raftstore::{Command, CommandResult, Condition, GroupId, NodeId, Raft, StoreError};
 use kvorum_router::{slot_of, ClusterMap, Slot};
 use kvorum_wire::{
     AppendBody, ClusterStatus, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, JoinPhase,
@@ -345,8 +343,14 @@ fn check_route(
     Ok(Routed::Serve(owner))
 }
 
-/// The slot and owning group of `key`, after checking the route the request carries, if any.
-async fn resolve(state: &Node, inc: &Incoming, key: &str) -> Result<(Slot, GroupId), ApiError> {
+/// The slot and owning group of `key`, after checking the route the request carries, if any,
+/// and the epoch of the map that names that group the owner (the route a proposal carries,
+/// [`Command::Routed`], and a read is checked under).
+async fn resolve(
+    state: &Node,
+    inc: &Incoming,
+    key: &str,
+) -> Result<(Slot, GroupId, u64), ApiError> {
     let slot = slot_of(key.as_bytes());
     if let Some(h) = inc.headers.get(ROUTE_HEADER) {
         let route: RouteHeader = h
@@ -358,9 +362,10 @@ async fn resolve(state: &Node, inc: &Incoming, key: &str) -> Result<(Slot, Group
             })?;
         let mut waited = false;
         loop {
-            let checked = check_route(&state.map(), slot, &route, waited)?;
+            let map = state.map();
+            let checked = check_route(&map, slot, &route, waited)?;
             match checked {
-                Routed::Serve(owner) => return Ok((slot, owner)),
+                Routed::Serve(owner) => return Ok((slot, owner, map.epoch)),
                 Routed::AwaitEpoch(epoch) => {
                     await_epoch(state, epoch).await;
                     waited = true;
@@ -368,10 +373,11 @@ async fn resolve(state: &Node, inc: &Incoming, key: &str) -> Result<(Slot, Group
             }
         }
     }
-    let owner = state
-        .owner(slot)
+    let map = state.map();
+    let owner = map
+        .group_of(slot)
         .ok_or_else(|| ApiError::Internal(format!("slot {slot} has no owner")))?;
-    Ok((slot, owner))
+    Ok((slot, owner, map.epoch))
 }
 
 /// This node's replica of `group` if it is a voter of it: in the map, or already in the group's
@@ -555,18 +561,20 @@ async fn write(state: &Node, inc: &Incoming, cmd: Command) -> Result<Response, A
 
 async fn write_once(state: &Node, inc: &Incoming, cmd: Command) -> Result<Response, ApiError> {
     let key = cmd.key().to_string();
-    let (slot, group) = resolve(state, inc, &key).await?;
+    let (slot, group, epoch) = resolve(state, inc, &key).await?;
     match leader_target(state, group).await? {
         Target::Forward(addrs) => forward(state, &addrs, inc, slot, true).await,
         Target::Local(replica) => {
             let faults = crate::faults::faults();
             if faults.ack_before_commit {
-                if let Some(result) = ack_before_commit(state, &replica.raft, group, &cmd).await? {
+                if let Some(result) =
+                    ack_before_commit(state, &replica.raft, group, &cmd, slot, epoch).await?
+                {
                     return write_response(key, slot, result);
                 }
             }
             let fail = faults.fail_this_proposal();
-            let result = propose(state, &replica.raft, cmd).await?;
+            let result = propose(state, &replica.raft, cmd.routed(slot.0, epoch)).await?;
             if fail {
                 // Planted fault: a definite failure for a write that was proposed (and here
                 // committed).
@@ -583,12 +591,15 @@ async fn write_once(state: &Node, inc: &Incoming, cmd: Command) -> Result<Respon
 /// Planted fault `KVORUM_FAULT_ACK_BEFORE_COMMIT` (see `faults.rs`): hands `cmd` to Raft without
 /// waiting for it to commit, and returns the result predicted from the key's applied record,
 /// with the version the entry would get (the log index it was appended at, plus the group's
-/// version base). `None` when the prediction is a refusal: the caller proposes honestly.
+/// version base). `None` when the prediction is a refusal: the caller proposes honestly. The
+/// entry is `cmd` routed as `(slot, epoch)`, as honest proposals are.
 async fn ack_before_commit(
     state: &Node,
     raft: &Raft,
     group: GroupId,
     cmd: &Command,
+    slot: Slot,
+    epoch: u64,
 ) -> Result<Option<CommandResult>, ApiError> {
     let current = state
         .store
@@ -610,7 +621,7 @@ async fn ack_before_commit(
         return Ok(None);
     }
     let rx = raft
-        .client_write_ff(cmd.clone())
+        .client_write_ff(cmd.clone().routed(slot.0, epoch))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     // Nobody waits for the outcome; the task only keeps openraft from logging a dropped responder.
@@ -643,6 +654,11 @@ fn write_response(key: String, slot: Slot, result: CommandResult) -> Result<Resp
         CommandResult::SlotState { .. } | CommandResult::Ingested { .. } => Err(
             ApiError::Internal("a key write applied as a slot command".into()),
         ),
+        // This node and the group's state machine disagree on the key's slot: a bug, or nodes
+        // that hash keys differently. Nothing was written.
+        CommandResult::Misrouted { .. } => Err(ApiError::Internal(format!(
+            "the group refused the write as misrouted: {result:?}"
+        ))),
         CommandResult::Written { version } => Ok(Json(WriteReply { key, version }).into_response()),
         CommandResult::Deleted { existed } => Ok(Json(DeleteReply {
             deleted: existed,
@@ -666,17 +682,20 @@ fn write_response(key: String, slot: Slot, result: CommandResult) -> Result<Resp
     }
 }
 
-/// Reads `key` from this node's replica of `group`, which must own its slot (checked after the
-/// read index, where the slot table is current).
-fn local_read(state: &Node, group: GroupId, slot: Slot, key: &str) -> Result<Response, ApiError> {
-    match state.store.slot_state(group, slot.0) {
-        SlotState::Owned | SlotState::Frozen => {}
-        SlotState::Released | SlotState::Incoming => {
-            return Err(ApiError::SlotMoving {
-                slot,
-                detail: "the group no longer, or not yet, owns it".into(),
-            })
-        }
+/// Reads `key` from this node's replica of `group`, which must own its slot at map `epoch`
+/// (checked after the read index, where the slot table is current).
+fn local_read(
+    state: &Node,
+    group: GroupId,
+    slot: Slot,
+    epoch: u64,
+    key: &str,
+) -> Result<Response, ApiError> {
+    if !state.store.serves_read(group, slot.0, epoch) {
+        return Err(ApiError::SlotMoving {
+            slot,
+            detail: "the group no longer, or not yet, owns it".into(),
+        });
     }
     match state.store.read(group, key) {
         Ok(Some(r)) => {
@@ -715,12 +734,12 @@ async fn read_once(
     q: &GetQuery,
 ) -> Result<Response, ApiError> {
     let state = state.clone();
-    let (slot, group) = resolve(&state, inc, key).await?;
+    let (slot, group, epoch) = resolve(&state, inc, key).await?;
     let local = member_replica(&state, group).is_some();
     if q.stale || (state.fault_stale_reads && local) {
         // A stale read (or the injected fault): whatever this replica has applied.
         return if local {
-            local_read(&state, group, slot, key)
+            local_read(&state, group, slot, epoch, key)
         } else {
             forward(&state, &state.group_addrs(group), inc, slot, false).await
         };
@@ -731,7 +750,7 @@ async fn read_once(
             let outcome =
                 tokio::time::timeout(state.cfg.request_timeout, replica.reads.read_index()).await;
             match outcome {
-                Ok(ReadIndex::Ready) => local_read(&state, group, slot, key),
+                Ok(ReadIndex::Ready) => local_read(&state, group, slot, epoch, key),
                 Ok(ReadIndex::NotLeader { leader: Some(l) }) if l != state.id() => {
                     match node_addr(&replica.raft, l) {
                         Some(addr) => forward(&state, &[addr], inc, slot, false).await,

@@ -135,6 +135,31 @@ pub enum Command {
         /// A version every later write must exceed (the frozen source's high-water mark).
         above: u64,
     },
+    /// A key write (Put, Delete, Append, AppendBounded) with the route it was proposed under:
+    /// the key's `slot` and the `epoch` of the proposing node's cluster map. Apply refuses it
+    /// with [`CommandResult::Misrouted`] if `write` is not a key write or `slot` is not its key's,
+    /// with [`CommandResult::NotOwner`] if the group does not own the slot at `epoch` (not Owned,
+    /// or owned only since a later epoch, see [`Command::ActivateAt`]), with
+    /// [`CommandResult::Frozen`] if the slot is frozen; otherwise `write` applies as it would
+    /// alone. Nodes propose every key write in this form.
+    Routed {
+        /// The slot the proposer routed the key to.
+        slot: u16,
+        /// The epoch of the proposer's cluster map.
+        epoch: u64,
+        /// The key write.
+        write: Box<Command>,
+    },
+    /// [`Command::Activate`] that also records, for each slot it turns from Incoming to Owned,
+    /// `epoch` as the epoch from which the group owns it: a [`Command::Routed`] write or a read
+    /// under an older map is refused as not owned. `epoch` is at most the epoch of the map that
+    /// names this group the slots' owner (0: unknown, no epoch is refused).
+    ActivateAt {
+        /// The slots activated.
+        slots: Vec<(u16, u16)>,
+        /// The first epoch at which the group owns them.
+        epoch: u64,
+    },
 }
 
 impl Command {
@@ -144,13 +169,18 @@ impl Command {
         self.written_key().unwrap_or("")
     }
 
-    /// The key this command writes, if it is a key write (Put, Delete, Append, AppendBounded).
+    /// The key this command writes, if it is a key write (Put, Delete, Append, AppendBounded),
+    /// routed or not.
     pub fn written_key(&self) -> Option<&str> {
         match self {
             Command::Put { key, .. }
             | Command::Delete { key, .. }
             | Command::Append { key, .. }
             | Command::AppendBounded { key, .. } => Some(key),
+            Command::Routed { write, .. } => match write.as_ref() {
+                Command::Routed { .. } => None,
+                w => w.written_key(),
+            },
             Command::InitSlots { .. }
             | Command::Freeze { .. }
             | Command::Unfreeze { .. }
@@ -160,8 +190,18 @@ impl Command {
             | Command::Ingest { .. }
             | Command::CatchUp { .. }
             | Command::Activate { .. }
+            | Command::ActivateAt { .. }
             | Command::AbortIncoming { .. }
             | Command::RaiseVersionBase { .. } => None,
+        }
+    }
+
+    /// This key write as proposed under the route `(slot, epoch)` (see [`Command::Routed`]).
+    pub fn routed(self, slot: u16, epoch: u64) -> Command {
+        Command::Routed {
+            slot,
+            epoch,
+            write: Box::new(self),
         }
     }
 }
@@ -272,6 +312,14 @@ pub enum CommandResult {
         from: u16,
         /// Last slot of the range.
         to: u16,
+    },
+    /// A [`Command::Routed`] whose write is not a key write, or whose `slot` is not its key's
+    /// (`key_slot`): the proposer hashes keys differently; nothing was written.
+    Misrouted {
+        /// The slot the command named.
+        slot: u16,
+        /// The key's slot (`None`: the write is not a key write).
+        key_slot: Option<u16>,
     },
 }
 
@@ -643,6 +691,40 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&crate::SlotState::Incoming).expect("encodes"),
             r#""incoming""#
+        );
+    }
+
+    // The routed form and ActivateAt come after every older variant, and Misrouted after every
+    // older result: entries and results written before them decode as they did.
+    #[test]
+    fn routed_commands_are_appended_variants() {
+        let routed = Command::Put {
+            key: "k".into(),
+            value: "v".into(),
+            condition: None,
+        }
+        .routed(1, 2);
+        assert_eq!(
+            bincode::serialize(&routed).expect("encodes"),
+            hex("0f000000 0100 0200000000000000 \
+                 00000000 0100000000000000 6b 0100000000000000 76 00")
+        );
+        assert_eq!(routed.written_key(), Some("k"));
+        let activate = Command::ActivateAt {
+            slots: vec![(3, 4)],
+            epoch: 5,
+        };
+        assert_eq!(
+            bincode::serialize(&activate).expect("encodes"),
+            hex("10000000 0100000000000000 0300 0400 0500000000000000")
+        );
+        let misrouted = CommandResult::Misrouted {
+            slot: 1,
+            key_slot: None,
+        };
+        assert_eq!(
+            bincode::serialize(&misrouted).expect("encodes"),
+            hex("0b000000 0100 00")
         );
     }
 

@@ -23,6 +23,8 @@ pub(crate) mod tag {
     pub const SLOTS: u8 = 9;
     /// The version base (bincode u64); absent: 0.
     pub const VERSION_BASE: u8 = 10;
+    /// The slot epochs (`slots::encode_epochs`); absent: none.
+    pub const SLOT_EPOCHS: u8 = 11;
 }
 
 /// Prefix (after the group) of the special snapshot records; never a data key, whose slot is
@@ -32,6 +34,8 @@ pub(crate) const SNAP_SPECIAL: [u8; 2] = [0xff, 0xff];
 pub(crate) const SNAP_SLOTS: [u8; 3] = [0xff, 0xff, 1];
 /// Snapshot record (after the group prefix) carrying the version base (u64 BE).
 pub(crate) const SNAP_VERSION_BASE: [u8; 3] = [0xff, 0xff, 2];
+/// Snapshot record (after the group prefix) carrying the slot epochs (`slots::encode_epochs`).
+pub(crate) const SNAP_SLOT_EPOCHS: [u8; 3] = [0xff, 0xff, 3];
 
 /// `group ++ index`, both big-endian so that the log sorts by index.
 pub(crate) fn log_key(group: GroupId, index: u64) -> [u8; 16] {

@@ -84,6 +84,54 @@ pub(crate) fn check_write(table: Option<&[SlotState]>, slot: u16) -> Option<Comm
     }
 }
 
+/// Per slot, the first map epoch at which the group owns it (set by [`Command::ActivateAt`]);
+/// indexed by slot, and empty when no slot has one (0: every epoch).
+pub(crate) type SlotEpochs = Vec<u64>;
+
+/// The persistent encoding of [`SlotEpochs`] (meta CF, snapshots): bincode of the `(slot,
+/// epoch)` pairs whose epoch is not 0, in slot order. MUST NOT change.
+pub(crate) fn encode_epochs(epochs: &[u64]) -> Vec<u8> {
+    let pairs: Vec<(u16, u64)> = (0..SLOT_COUNT)
+        .zip(epochs.iter().copied())
+        .filter(|(_, e)| *e != 0)
+        .collect();
+    // bincode 1's layout of a Vec<(u16, u64)>: u64 LE length, then each pair LE.
+    let mut out = Vec::with_capacity(8 + pairs.len() * 10);
+    out.extend_from_slice(&(pairs.len() as u64).to_le_bytes());
+    for (slot, epoch) in pairs {
+        out.extend_from_slice(&slot.to_le_bytes());
+        out.extend_from_slice(&epoch.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes [`encode_epochs`]; `None` when the bytes are not slot epochs.
+pub(crate) fn decode_epochs(bytes: &[u8]) -> Option<SlotEpochs> {
+    let pairs: Vec<(u16, u64)> = bincode::deserialize(bytes).ok()?;
+    let mut epochs = vec![0; usize::from(SLOT_COUNT)];
+    for (slot, epoch) in pairs {
+        *epochs.get_mut(usize::from(slot))? = epoch;
+    }
+    Some(epochs)
+}
+
+/// The first epoch at which the group owns `slot` (0: every epoch).
+pub(crate) fn since_of(epochs: &[u64], slot: u16) -> u64 {
+    epochs.get(usize::from(slot)).copied().unwrap_or(0)
+}
+
+/// Whether a write to `slot` routed under map `epoch` may apply; the refusal to answer
+/// otherwise. Owned since a later epoch than the proposer's map: not its owner at that epoch.
+pub(crate) fn check_routed_write(
+    table: Option<&[SlotState]>,
+    epochs: &[u64],
+    slot: u16,
+    epoch: u64,
+) -> Option<CommandResult> {
+    check_write(table, slot)
+        .or_else(|| (epoch < since_of(epochs, slot)).then_some(CommandResult::NotOwner { slot }))
+}
+
 /// The slots of inclusive ranges, in the order given; the first bad range (`from > to`, or past
 /// the last slot) as an error.
 pub(crate) fn expand(ranges: &[(u16, u16)]) -> Result<Vec<u16>, CommandResult> {
@@ -103,6 +151,9 @@ pub(crate) struct Transition {
     pub table: Option<SlotTable>,
     pub clear: Vec<u16>,
     pub result: CommandResult,
+    /// Slots turned Incoming → Owned by [`Command::ActivateAt`], with its epoch: their new
+    /// [`SlotEpochs`] entries.
+    pub owned_since: Vec<(u16, u64)>,
 }
 
 impl Transition {
@@ -111,6 +162,7 @@ impl Transition {
             table: None,
             clear: Vec::new(),
             result,
+            owned_since: Vec::new(),
         }
     }
 }
@@ -143,7 +195,9 @@ pub(crate) fn transition(table: Option<&[SlotState]>, cmd: &Command) -> Option<T
             &[(Released, Incoming), (Incoming, Incoming)],
             &[Incoming],
         ),
-        Command::Activate { slots } => (slots, &[(Incoming, Owned), (Owned, Owned)], &[]),
+        Command::Activate { slots } | Command::ActivateAt { slots, .. } => {
+            (slots, &[(Incoming, Owned), (Owned, Owned)], &[])
+        }
         // Released stays (and keeps its data): a repeated abort changes nothing.
         Command::AbortIncoming { slots } => {
             let t = abort(table, slots);
@@ -168,7 +222,18 @@ pub(crate) fn transition(table: Option<&[SlotState]>, cmd: &Command) -> Option<T
             }
         }
     }
-    Some(commit(table, next, clear_if))
+    let owned_since = match cmd {
+        Command::ActivateAt { epoch, .. } => next
+            .iter()
+            .filter(|(slot, _)| state_of(table, *slot) == Incoming)
+            .map(|(slot, _)| (*slot, *epoch))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(Transition {
+        owned_since,
+        ..commit(table, next, clear_if)
+    })
 }
 
 /// `AbortIncoming`: Incoming → Released (data deleted), Released stays.
@@ -222,6 +287,7 @@ fn commit(
         table,
         clear,
         result: CommandResult::None,
+        owned_since: Vec::new(),
     }
 }
 
@@ -243,6 +309,7 @@ fn init(table: Option<&[SlotState]>, owned: &[(u16, u16)]) -> Transition {
         table: Some(t),
         clear: Vec::new(),
         result: CommandResult::None,
+        owned_since: Vec::new(),
     }
 }
 
@@ -263,13 +330,14 @@ mod tests {
     fn transition_table() {
         let s = 7u16;
         type Make = fn(Vec<(u16, u16)>) -> Command;
-        let cmds: [(&str, Make); 7] = [
+        let cmds: [(&str, Make); 8] = [
             ("freeze", |slots| Command::Freeze { slots }),
             ("unfreeze", |slots| Command::Unfreeze { slots }),
             ("release", |slots| Command::Release { slots }),
             ("drop", |slots| Command::DropSlots { slots }),
             ("begin", |slots| Command::BeginIncoming { slots }),
             ("activate", |slots| Command::Activate { slots }),
+            ("activate", |slots| Command::ActivateAt { slots, epoch: 5 }),
             ("abort", |slots| Command::AbortIncoming { slots }),
         ];
         // (command, from, Some((to, data deleted)) or None for refused)
@@ -367,5 +435,62 @@ mod tests {
             );
         }
         assert_eq!(decode_table(&encode_table(&table)), Some(table));
+    }
+
+    // ActivateAt records its epoch for the slots it turns Incoming → Owned (not for those
+    // already Owned, whose epoch stays); a routed write under an older map is NotOwner there,
+    // at that epoch or later it applies; Frozen and not-owned slots answer as unrouted writes.
+    #[test]
+    fn activate_at_records_the_epoch_routed_writes_are_checked_against() {
+        let mut table = table_with(3, Incoming);
+        table[4] = Frozen;
+        let t = transition(
+            Some(&table),
+            &Command::ActivateAt {
+                slots: vec![(2, 3)],
+                epoch: 9,
+            },
+        )
+        .expect("admin");
+        assert_eq!(t.result, CommandResult::None);
+        assert_eq!(t.owned_since, vec![(3, 9)]);
+        let table = t.table.expect("changed");
+        let mut epochs = vec![0; usize::from(SLOT_COUNT)];
+        for (slot, e) in t.owned_since {
+            epochs[usize::from(slot)] = e;
+        }
+        let check = |slot, epoch| check_routed_write(Some(&table), &epochs, slot, epoch);
+        assert_eq!(check(3, 8), Some(CommandResult::NotOwner { slot: 3 }));
+        assert_eq!(check(3, 9), None);
+        assert_eq!(check(3, 12), None);
+        assert_eq!(check(2, 1), None);
+        assert_eq!(check(4, 20), Some(CommandResult::Frozen { slot: 4 }));
+        assert_eq!(
+            check_routed_write(Some(&table_with(5, Released)), &[], 5, 20),
+            Some(CommandResult::NotOwner { slot: 5 })
+        );
+        assert_eq!(check_routed_write(None, &[], 5, 0), None);
+        // A refused ActivateAt records nothing.
+        let refused = transition(
+            Some(&table_with(3, Frozen)),
+            &Command::ActivateAt {
+                slots: vec![(3, 3)],
+                epoch: 9,
+            },
+        )
+        .expect("admin");
+        assert!(refused.owned_since.is_empty() && refused.table.is_none());
+        // The encoding keeps only the slots with an epoch, and round-trips.
+        let bytes = encode_epochs(&epochs);
+        let pairs: Vec<(u16, u64)> = vec![(3, 9)];
+        assert_eq!(bytes, bincode::serialize(&pairs).expect("encodes"));
+        assert_eq!(decode_epochs(&bytes), Some(epochs));
+        assert_eq!(
+            decode_epochs(&encode_epochs(&[])),
+            Some(vec![0; usize::from(SLOT_COUNT)])
+        );
+        assert_eq!(decode_epochs(b"junk"), None);
+        let past_the_end = bincode::serialize(&vec![(SLOT_COUNT, 1u64)]).expect("encodes");
+        assert_eq!(decode_epochs(&past_the_end), None);
     }
 }

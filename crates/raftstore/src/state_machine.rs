@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use crate::command::RecordCodec;
 use crate::command::{self, Effect};
 use crate::keys::{self, tag, CF_DATA, CF_META};
-use crate::slots::{self, SlotTable};
+use crate::slots::{self, SlotEpochs, SlotTable};
 use crate::snapshot::{durable_rename, CurrentSnapshot, SnapshotReader, SnapshotWriter};
 use crate::{Command, SlotState, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::{CommandResult, Entry, GroupId, NodeId, Record, Store, TypeConfig};
@@ -143,6 +143,8 @@ struct SmState {
     stats: GroupStats,
     /// The slot table; `None`: uninitialized, every slot owned.
     slots: Option<SlotTable>,
+    /// The epochs from which the group owns its slots (empty: none recorded).
+    since: SlotEpochs,
     /// Added to a write's log index to make its version (see [`Command::Ingest`]).
     base: u64,
 }
@@ -162,6 +164,24 @@ fn read_slots(
         })
     })
     .transpose()
+}
+
+/// The group's slot epochs as recorded (empty: none).
+fn read_epochs(
+    get: impl FnOnce(&[u8]) -> std::result::Result<Option<Vec<u8>>, rocksdb::Error>,
+    group: GroupId,
+) -> Result<SlotEpochs> {
+    let raw =
+        get(&keys::meta_key(group, tag::SLOT_EPOCHS)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    match raw {
+        None => Ok(Vec::new()),
+        Some(b) => slots::decode_epochs(&b).ok_or_else(|| {
+            sm_err(
+                ErrorVerb::Read,
+                format!("corrupt slot epochs of group {group}"),
+            )
+        }),
+    }
 }
 
 /// Builds snapshots of one group from a RocksDB snapshot, concurrently with apply.
@@ -199,8 +219,9 @@ impl StateMachineStore {
         let membership = read_meta(get, group, tag::MEMBERSHIP)?.unwrap_or_default();
         let stats = load_stats(&store, group)?;
         let slots = read_slots(get, group)?;
+        let since = read_epochs(get, group)?;
         let base = read_meta(get, group, tag::VERSION_BASE)?.unwrap_or(0);
-        store.set_slot_table(group, slots.clone());
+        store.set_slot_table(group, slots.clone(), since.clone());
         Ok(StateMachineStore {
             store,
             group,
@@ -209,6 +230,7 @@ impl StateMachineStore {
                 membership,
                 stats,
                 slots,
+                since,
                 base,
             },
         })
@@ -222,6 +244,7 @@ pub(crate) fn recover(store: &Store) -> std::result::Result<(), crate::StoreErro
     let mut named = std::collections::HashSet::new();
     let mut keep_all = false;
     let mut installing = Vec::new();
+    let mut tables: HashMap<GroupId, (SlotTable, SlotEpochs)> = HashMap::new();
     let mut it = db.raw_iterator_cf(store.cf(CF_META));
     it.seek_to_first();
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -244,11 +267,17 @@ pub(crate) fn recover(store: &Store) -> std::result::Result<(), crate::StoreErro
             if t == tag::INSTALLING && bincode::deserialize::<bool>(v).unwrap_or(true) {
                 installing.push(group);
             }
+            // Its state machine fails to open on an undecodable table or epochs too.
             if t == tag::SLOTS {
                 match slots::decode_table(v) {
-                    Some(table) => store.set_slot_table(group, Some(table)),
-                    // Its state machine fails to open on it too.
+                    Some(table) => tables.entry(group).or_default().0 = table,
                     None => tracing::error!(group = %group, "undecodable slot table"),
+                }
+            }
+            if t == tag::SLOT_EPOCHS {
+                match slots::decode_epochs(v) {
+                    Some(epochs) => tables.entry(group).or_default().1 = epochs,
+                    None => tracing::error!(group = %group, "undecodable slot epochs"),
                 }
             }
         }
@@ -256,6 +285,12 @@ pub(crate) fn recover(store: &Store) -> std::result::Result<(), crate::StoreErro
     }
     it.status()?;
     drop(it);
+    for (group, (table, epochs)) in tables {
+        // Epochs exist only with a table (ActivateAt needs Incoming slots).
+        if !table.is_empty() {
+            store.set_slot_table(group, Some(table), epochs);
+        }
+    }
     for entry in std::fs::read_dir(&store.inner.snapshot_dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -308,6 +343,7 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
     let mut stats = GroupStats::default();
     // Snapshots written before slot tables existed carry neither: uninitialized, base 0.
     let mut table: Option<SlotTable> = None;
+    let mut since: SlotEpochs = Vec::new();
     let mut base: u64 = 0;
     while let Some((k, v)) = reader
         .next_record()
@@ -319,6 +355,9 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
                     slots::decode_table(&v)
                         .ok_or_else(|| snap_err(ErrorVerb::Read, "corrupt slot table"))?,
                 );
+            } else if k == keys::SNAP_SLOT_EPOCHS {
+                since = slots::decode_epochs(&v)
+                    .ok_or_else(|| snap_err(ErrorVerb::Read, "corrupt slot epochs"))?;
             } else if k == keys::SNAP_VERSION_BASE {
                 let b: [u8; 8] = v
                     .as_slice()
@@ -362,6 +401,11 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
     }
     batch.put_cf(
         meta_cf,
+        keys::meta_key(group, tag::SLOT_EPOCHS),
+        slots::encode_epochs(&since),
+    );
+    batch.put_cf(
+        meta_cf,
         keys::meta_key(group, tag::VERSION_BASE),
         encode(&base)?,
     );
@@ -371,7 +415,7 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
     wo.set_sync(true);
     db.write_opt(batch, &wo)
         .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-    store.set_slot_table(group, table);
+    store.set_slot_table(group, table, since);
     Ok(())
 }
 
@@ -576,6 +620,11 @@ fn write_snapshot(
         out.record(&keys::SNAP_VERSION_BASE, &base.to_be_bytes())
             .map_err(w)?;
     }
+    let since = read_epochs(|k| snap.get_cf(meta_cf, k), group)?;
+    if since.iter().any(|e| *e != 0) {
+        out.record(&keys::SNAP_SLOT_EPOCHS, &slots::encode_epochs(&since))
+            .map_err(w)?;
+    }
     let written = out.finish().map_err(w)?;
     let reader = std::fs::File::open(tmp).map_err(|e| snap_err(ErrorVerb::Read, e))?;
     Ok((written, reader))
@@ -632,6 +681,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             membership: meta.last_membership.clone(),
             stats: load_stats(&self.store, self.group)?,
             slots: read_slots(get, self.group)?,
+            since: read_epochs(get, self.group)?,
             base: read_meta(get, self.group, tag::VERSION_BASE)?.unwrap_or(0),
         };
         tracing::info!(group = %self.group, snapshot = %meta.snapshot_id, "installed snapshot");
@@ -704,16 +754,32 @@ fn apply_entries(
                     (other, _) => other,
                 }
             }
+            EntryPayload::Normal(Command::Routed { slot, epoch, write }) => {
+                routed_write(&mut pending, &mut state, index, slot, epoch, &write)?
+            }
             EntryPayload::Normal(cmd) => {
                 if let Some(t) = slots::transition(state.slots.as_deref(), &cmd) {
                     if let Some(table) = t.table {
                         state.slots = Some(table);
                         slots_changed = true;
                     }
+                    if !t.owned_since.is_empty() {
+                        if state.since.is_empty() {
+                            state.since = vec![0; usize::from(kvorum_router::SLOT_COUNT)];
+                        }
+                        for (slot, epoch) in t.owned_since {
+                            state.since[usize::from(slot)] = epoch;
+                        }
+                        slots_changed = true;
+                    }
                     pending.clear_slots(&t.clear, &mut state.stats)?;
                     t.result
                 } else {
-                    write_key(&mut pending, &mut state, index, &cmd)?
+                    let slot = slot_of(cmd.key().as_bytes()).0;
+                    match slots::check_write(state.slots.as_deref(), slot) {
+                        Some(refused) => refused,
+                        None => write_key(&mut pending, &mut state, index, &cmd)?,
+                    }
                 }
             }
         };
@@ -742,6 +808,11 @@ fn apply_entries(
             keys::meta_key(group, tag::SLOTS),
             slots::encode_table(table),
         );
+        batch.put_cf(
+            meta_cf,
+            keys::meta_key(group, tag::SLOT_EPOCHS),
+            slots::encode_epochs(&state.since),
+        );
     }
     if state.base != old_base {
         batch.put_cf(
@@ -759,13 +830,39 @@ fn apply_entries(
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
     if slots_changed {
         // Only after the write: a reader never sees a table the store could lose.
-        store.set_slot_table(group, state.slots.clone());
+        store.set_slot_table(group, state.slots.clone(), state.since.clone());
     }
     Ok((results, state))
 }
 
-/// A key write (Put, Delete, Append, AppendBounded) at log `index`: refused if the group does
-/// not serve the key's slot, else applied with version `index + base`.
+/// A [`Command::Routed`] key write at log `index`: refused if it is not a key write of `slot`,
+/// or if the group does not serve the slot to a proposer with map `epoch`; else applied as
+/// [`write_key`] does.
+fn routed_write(
+    pending: &mut Pending<'_>,
+    state: &mut SmState,
+    index: u64,
+    slot: u16,
+    epoch: u64,
+    write: &Command,
+) -> Result<CommandResult> {
+    let key_slot = match write {
+        Command::Routed { .. } => None,
+        w => w.written_key().map(|k| slot_of(k.as_bytes()).0),
+    };
+    if key_slot != Some(slot) {
+        return Ok(CommandResult::Misrouted { slot, key_slot });
+    }
+    if let Some(refused) =
+        slots::check_routed_write(state.slots.as_deref(), &state.since, slot, epoch)
+    {
+        return Ok(refused);
+    }
+    write_key(pending, state, index, write)
+}
+
+/// A key write (Put, Delete, Append, AppendBounded) at log `index` whose slot the group serves
+/// (checked by the caller): applied with version `index + base`.
 fn write_key(
     pending: &mut Pending<'_>,
     state: &mut SmState,
@@ -774,9 +871,6 @@ fn write_key(
 ) -> Result<CommandResult> {
     fault_apply(cmd)?;
     let key = cmd.key().as_bytes();
-    if let Some(refused) = slots::check_write(state.slots.as_deref(), slot_of(key).0) {
-        return Ok(refused);
-    }
     let dk = keys::data_key(pending.group, key);
     let current = pending.current(&dk)?;
     let (effect, result) = command::apply(cmd, index + state.base, current.as_ref());

@@ -11,7 +11,7 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 
 use crate::command::RecordCodec;
 use crate::keys::{self, CF_DATA, CF_LOG, CF_META};
-use crate::slots::{self, SlotTable};
+use crate::slots::{self, SlotEpochs, SlotTable};
 use crate::{GroupId, LogStore, Record, SlotState, StateMachineStore, TypeConfig};
 
 /// A chunk of a slot scan ([`Store::scan_slots`]).
@@ -83,7 +83,8 @@ pub(crate) struct Inner {
     /// Per group, its slot table as last applied (absent: uninitialized, every slot owned). Kept
     /// current by apply and snapshot installs, after their writes, so that ownership can be
     /// re-checked after a read index.
-    slots: std::sync::RwLock<HashMap<GroupId, SlotTable>>,
+    /// With each table, the epochs from which the group owns its slots (`slots::SlotEpochs`).
+    slots: std::sync::RwLock<HashMap<GroupId, (SlotTable, SlotEpochs)>>,
     /// Test hook: the next write that reaches [`Store::stall_point`] signals the first channel
     /// and waits on the second.
     #[cfg(test)]
@@ -236,20 +237,36 @@ impl Store {
     /// a read index to re-check that the group still serves the slot.
     pub fn slot_state(&self, group: GroupId, slot: u16) -> SlotState {
         let tables = self.inner.slots.read().unwrap_or_else(|p| p.into_inner());
-        slots::state_of(tables.get(&group).map(Vec::as_slice), slot)
+        slots::state_of(tables.get(&group).map(|(t, _)| t.as_slice()), slot)
+    }
+
+    /// Whether `group`, as applied locally, serves reads of `slot` to a request routed under map
+    /// `epoch`: the slot is Owned or Frozen, and owned since that epoch or an earlier one (see
+    /// [`crate::Command::ActivateAt`]). From memory, no I/O: call it after a read index.
+    pub fn serves_read(&self, group: GroupId, slot: u16, epoch: u64) -> bool {
+        let tables = self.inner.slots.read().unwrap_or_else(|p| p.into_inner());
+        let entry = tables.get(&group);
+        let state = slots::state_of(entry.map(|(t, _)| t.as_slice()), slot);
+        let since = entry.map_or(0, |(_, e)| slots::since_of(e, slot));
+        matches!(state, SlotState::Owned | SlotState::Frozen) && epoch >= since
     }
 
     /// `group`'s slot table as applied locally, indexed by slot; `None` when uninitialized.
     pub fn slot_table(&self, group: GroupId) -> Option<Vec<SlotState>> {
         let tables = self.inner.slots.read().unwrap_or_else(|p| p.into_inner());
-        tables.get(&group).cloned()
+        tables.get(&group).map(|(t, _)| t.clone())
     }
 
-    /// Publishes `group`'s slot table after the write that made it current.
-    pub(crate) fn set_slot_table(&self, group: GroupId, table: Option<SlotTable>) {
+    /// Publishes `group`'s slot table and slot epochs after the write that made them current.
+    pub(crate) fn set_slot_table(
+        &self,
+        group: GroupId,
+        table: Option<SlotTable>,
+        epochs: SlotEpochs,
+    ) {
         let mut tables = self.inner.slots.write().unwrap_or_else(|p| p.into_inner());
         match table {
-            Some(t) => tables.insert(group, t),
+            Some(t) => tables.insert(group, (t, epochs)),
             None => tables.remove(&group),
         };
     }
@@ -411,7 +428,7 @@ impl Store {
                 }
             }
         }
-        self.set_slot_table(group, None);
+        self.set_slot_table(group, None, Vec::new());
         self.installs().remove(&group);
         tracing::info!(group = %group, "dropped the group's log, meta, data and snapshots");
         Ok(())

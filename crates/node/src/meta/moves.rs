@@ -161,13 +161,16 @@ pub(super) async fn move_slots(
         hold_at("before_activate", id).await;
         // Activate and flip together: the source released the slots and the destination holds
         // all their data, so the destination may serve them before the map names it (only a
-        // request routed by the new map can reach it for these slots).
+        // request routed by the new map can reach it for these slots). The flip's epoch is
+        // above `map`'s: the destination owns the slots from `map.epoch + 1` on, and refuses a
+        // request routed under an older map.
         let activate = propose(
             state,
             to,
             id,
-            Command::Activate {
+            Command::ActivateAt {
                 slots: batch.slots.clone(),
+                epoch: map.epoch + 1,
             },
         );
         let flip = update_map(state, "view change: slots flipped", |m| {
@@ -191,13 +194,15 @@ pub(super) async fn move_slots(
         activated?;
         flipped?;
     } else {
-        // Flipped by a previous driver: Activate (idempotent) is all that may be missing.
+        // Flipped by a previous driver: Activate (idempotent) is all that may be missing. The
+        // flip's epoch is not known here (the map may have moved on since): 0, no epoch refused.
         propose(
             state,
             to,
             id,
-            Command::Activate {
+            Command::ActivateAt {
                 slots: batch.slots.clone(),
+                epoch: 0,
             },
         )
         .await?;
