@@ -815,10 +815,16 @@ impl Drop for Cluster {
         for m in &mut self.mounts {
             m.stop();
         }
-        if std::thread::panicking() {
+        let failed = std::thread::panicking();
+        if failed || std::env::var_os("KVORUM_TEST_KEEP").is_some() {
             if let Some(d) = self.dir.take() {
                 let p = d.keep();
-                eprintln!("test failed: cluster logs and data kept in {}", p.display());
+                let why = if failed {
+                    "test failed"
+                } else {
+                    "KVORUM_TEST_KEEP"
+                };
+                eprintln!("{why}: cluster logs and data kept in {}", p.display());
             }
         }
     }

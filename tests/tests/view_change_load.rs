@@ -168,6 +168,36 @@ async fn clients_run_through_a_move_without_errors() {
         v.sort_unstable();
         v
     };
+    // Each batch in the order moved: copied/released/pause ms (a slow batch stands out).
+    let per_batch: Vec<String> = c
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            n.log_text()
+                .lines()
+                .filter(|l| l.contains("batch moved"))
+                .map(|l| {
+                    let get = |name: &str| {
+                        l.split(&format!(" {name}="))
+                            .nth(1)
+                            .and_then(|v| v.split_whitespace().next())
+                            .unwrap_or("?")
+                            .to_string()
+                    };
+                    format!(
+                        "{}/{}/{}",
+                        get("copied_ms"),
+                        get("released_ms"),
+                        get("pause_ms")
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    println!(
+        "MOVE-BENCH batches copied/released/pause ms, in order: {}",
+        per_batch.join(" ")
+    );
     let server_pause = field("pause_ms");
     for name in ["copied_ms", "released_ms"] {
         let v = field(name);

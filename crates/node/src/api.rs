@@ -47,7 +47,7 @@ const MOVE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(5
 /// Longest wait between two tries of a request to a moving slot: a batch's frozen window is tens
 /// of milliseconds, and a longer wait would add up to itself to the request's pause (each try
 /// also asks for the newest map).
-const MOVE_RETRY_MAX: std::time::Duration = std::time::Duration::from_millis(20);
+const MOVE_RETRY_MAX: std::time::Duration = std::time::Duration::from_millis(10);
 /// A request forwarded this many times is refused: the cluster disagrees on its leader.
 const MAX_HOPS: u32 = 3;
 /// Largest body of an internal Raft RPC (append batches and snapshot chunks), in bytes.
