@@ -143,33 +143,10 @@ async fn clients_run_through_a_move_without_errors() {
         .filter_map(|slot| s.slot_pause.get(slot).copied())
         .collect();
     client_pause.sort_unstable();
-    // The metadata leader's per-batch timings (ms from the Freeze): copied, released, flipped,
-    // and the pause (to Activate).
-    let field = |name: &str| -> Vec<u64> {
-        let key = format!(" {name}=");
-        let mut v: Vec<u64> = c
-            .nodes
-            .iter()
-            .flat_map(|n| {
-                n.log_text()
-                    .lines()
-                    .filter(|l| l.contains("batch moved"))
-                    .filter_map(|l| {
-                        l.split(&key)
-                            .nth(1)?
-                            .split_whitespace()
-                            .next()?
-                            .parse()
-                            .ok()
-                    })
-                    .collect::<Vec<u64>>()
-            })
-            .collect();
-        v.sort_unstable();
-        v
-    };
-    // Each batch in the order moved: copied/released/pause ms (a slow batch stands out).
-    let per_batch: Vec<String> = c
+    // The metadata leader's per-batch timings (ms from the Freeze): copied, released, and the
+    // pause (to Activate and the flip), one `[copied, released, pause]` per batch moved, in order.
+    let names = ["copied_ms", "released_ms", "pause_ms"];
+    let batches: Vec<[Option<u64>; 3]> = c
         .nodes
         .iter()
         .flat_map(|n| {
@@ -177,21 +154,33 @@ async fn clients_run_through_a_move_without_errors() {
                 .lines()
                 .filter(|l| l.contains("batch moved"))
                 .map(|l| {
-                    let get = |name: &str| {
+                    names.map(|name| {
                         l.split(&format!(" {name}="))
-                            .nth(1)
-                            .and_then(|v| v.split_whitespace().next())
-                            .unwrap_or("?")
-                            .to_string()
-                    };
-                    format!(
-                        "{}/{}/{}",
-                        get("copied_ms"),
-                        get("released_ms"),
-                        get("pause_ms")
-                    )
+                            .nth(1)?
+                            .split_whitespace()
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
                 })
                 .collect::<Vec<_>>()
+        })
+        .collect();
+    let field = |name: &str| -> Vec<u64> {
+        let i = names
+            .iter()
+            .position(|n| *n == name)
+            .expect("a batch field");
+        let mut v: Vec<u64> = batches.iter().filter_map(|b| b[i]).collect();
+        v.sort_unstable();
+        v
+    };
+    // Each batch in the order moved (a slow batch stands out).
+    let per_batch: Vec<String> = batches
+        .iter()
+        .map(|b| {
+            b.map(|v| v.map_or("?".to_string(), |v| v.to_string()))
+                .join("/")
         })
         .collect();
     println!(
