@@ -576,6 +576,25 @@ mod moves {
         Ok(run(sm, vec![cmd]).await?.remove(0))
     }
 
+    /// The end of a move: `slots` released at the source `from`, activated at the destination
+    /// `to` (results not checked).
+    async fn hand_over(
+        from: &mut StateMachineStore,
+        to: &mut StateMachineStore,
+        slots: &[(u16, u16)],
+    ) -> anyhow::Result<()> {
+        let slots = slots.to_vec();
+        run1(
+            from,
+            Command::Release {
+                slots: slots.clone(),
+            },
+        )
+        .await?;
+        run1(to, Command::Activate { slots }).await?;
+        Ok(())
+    }
+
     fn one(s: u16) -> Vec<(u16, u16)> {
         vec![(s, s)]
     }
@@ -836,20 +855,7 @@ mod moves {
         }
         assert_eq!(store.slot_stats(a, &moving)?, store.slot_stats(b, &moving)?);
         assert_stats_right(&store, b)?;
-        run1(
-            &mut sa,
-            Command::Release {
-                slots: moving.clone(),
-            },
-        )
-        .await?;
-        run1(
-            &mut sb,
-            Command::Activate {
-                slots: moving.clone(),
-            },
-        )
-        .await?;
+        hand_over(&mut sa, &mut sb, &moving).await?;
         // A key deleted at A and created again at B gets a version above every one A gave.
         let gone = keys
             .iter()
@@ -950,20 +956,7 @@ mod moves {
         assert_eq!(copied, expected, "in {chunks} chunks");
         assert!(chunks > 5, "only {chunks} chunks");
         assert_eq!(store.slot_stats(a, &moving)?, store.slot_stats(b, &moving)?);
-        run1(
-            &mut sa,
-            Command::Release {
-                slots: moving.clone(),
-            },
-        )
-        .await?;
-        run1(
-            &mut sb,
-            Command::Activate {
-                slots: moving.clone(),
-            },
-        )
-        .await?;
+        hand_over(&mut sa, &mut sb, &moving).await?;
         run1(
             &mut sa,
             Command::DropSlots {
