@@ -670,7 +670,9 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
         opts.seed,
         dir.display()
     );
-    let partitioner = if opts.nemeses.contains(&Nemesis::Partition) {
+    let partitioner = if opts.nemeses.contains(&Nemesis::Partition)
+        || opts.nemeses.contains(&Nemesis::IsolateMetadataLeader)
+    {
         Some(Partitioner::new().expect("partitions unavailable; the caller checks first"))
     } else {
         None
@@ -933,6 +935,40 @@ pub async fn run_with(opts: JepsenOptions, scenario: Option<Scenario>) -> Outcom
                 ));
                 p.cut(&ips, |a, b| connected(shape, n, &side, a, b))
                     .expect("nft rules");
+                tokio::time::sleep(length).await;
+                timeline.log("heal partition");
+                p.heal().expect("nft heal");
+            }
+            Nemesis::IsolateMetadataLeader => {
+                let p = partitioner.as_ref().expect("partitioner");
+                let present = members.present();
+                let n = present.len();
+                let ips: Vec<IpAddr> = present.iter().map(|(_, a)| a.ip()).collect();
+                let leader = cluster.lock().await.metadata_leader().await;
+                let voters = match members.admin().map().await {
+                    Ok((m, _)) => m.config_voters,
+                    Err(_) => Default::default(),
+                };
+                let Some(x) = leader.and_then(|l| present.iter().position(|(i, _)| *i == l)) else {
+                    timeline.log("isolate the metadata leader: skipped (no leader known)");
+                    continue;
+                };
+                let side: Vec<bool> = present
+                    .iter()
+                    .map(|(i, _)| voters.contains(i) && Some(*i) != leader)
+                    .collect();
+                timeline.log(&format!(
+                    "isolate the metadata leader {} from config voters {:?} for {length:?}",
+                    present[x].0,
+                    voters
+                        .iter()
+                        .filter(|v| Some(**v) != leader)
+                        .collect::<Vec<_>>()
+                ));
+                p.cut(&ips, |a, b| {
+                    connected(PartitionShape::Sever(x), n, &side, a, b)
+                })
+                .expect("nft rules");
                 tokio::time::sleep(length).await;
                 timeline.log("heal partition");
                 p.heal().expect("nft heal");

@@ -15,27 +15,8 @@ use std::time::Duration;
 
 use kvorum_tests::jepsen::{self, JepsenOptions};
 use kvorum_tests::mount::lazyfs_available;
-use kvorum_tests::nemesis::{Nemesis, Partitioner};
+use kvorum_tests::nemesis::{available_or_skip, partitions_available, Nemesis};
 use kvorum_tests::{kvnode_bin, lazyfs_bin, ONE_AT_A_TIME};
-
-/// Whether a test that needs `what` can run: true if it is there; else, with
-/// `KVORUM_ALLOW_SKIP=1`, prints `SKIPPED test: why` on stdout (the test summary shows it) and
-/// returns false; without it, fails the test.
-fn available_or_skip(test: &str, what: Result<(), String>) -> bool {
-    match what {
-        Ok(()) => true,
-        Err(why) if std::env::var("KVORUM_ALLOW_SKIP").is_ok_and(|v| v == "1") => {
-            println!("SKIPPED {test}: {why}");
-            false
-        }
-        Err(why) => panic!("{test} cannot run: {why} (KVORUM_ALLOW_SKIP=1 skips it)"),
-    }
-}
-
-/// Whether partitions can be done here (see [`available_or_skip`]).
-fn partitions_available(test: &str) -> bool {
-    available_or_skip(test, Partitioner::new().map(|_| ()))
-}
 
 async fn assert_linearizable(name: &str, nemeses: &[Nemesis]) {
     let _guard = ONE_AT_A_TIME.lock().await;
@@ -324,6 +305,26 @@ async fn jepsen_membership_with_partition_is_linearizable() {
     assert_membership(
         "membership-partition",
         &[Nemesis::Membership, Nemesis::Partition],
+    )
+    .await;
+}
+
+// View changes while the metadata leader is cut off from the other config voters only (it still
+// reaches every data node): a new metadata leader takes the change over, and the deposed one's
+// late steps are refused by the groups' fences (and it stops acting once it cannot confirm its
+// leadership). Mixed with kills, so group leaders change under both drivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jepsen_membership_with_metadata_leader_isolated_is_linearizable() {
+    if !partitions_available("jepsen_membership_with_metadata_leader_isolated_is_linearizable") {
+        return;
+    }
+    assert_membership(
+        "membership-isolate-meta",
+        &[
+            Nemesis::Membership,
+            Nemesis::IsolateMetadataLeader,
+            Nemesis::Kill,
+        ],
     )
     .await;
 }

@@ -43,6 +43,39 @@ async fn call(
     (code, retry, body)
 }
 
+/// A settled cluster of 3 nodes (K=3) and a node started with `--join` that waits to be added;
+/// with the cluster's id and its settled epoch.
+async fn three_and_a_joiner() -> (Cluster, ExtraNode, String, u64) {
+    let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 3, 3)).await;
+    let cluster = cluster_id(&c).await;
+    let epoch = c.wait_settled(WAIT).await.epoch;
+    let first = c.nodes[0].addr.to_string();
+    let mut joiner = c.spawn_extra(Cluster::free_addr("127.0.0.4"), &["--join", &first], &[]);
+    assert_waits(&c, &mut joiner, &cluster, epoch, "the --join node").await;
+    (c, joiner, cluster, epoch)
+}
+
+/// Waits until the node at `addr` answers `GET /v1/join` as a member.
+async fn wait_member(c: &Cluster, addr: SocketAddr) {
+    c.wait_until(
+        WAIT,
+        "the joiner answering /v1/join as a member",
+        || async move {
+            let Ok(r) = reqwest::Client::new()
+                .get(format!("http://{addr}/v1/join"))
+                .send()
+                .await
+            else {
+                return false;
+            };
+            r.json::<Value>()
+                .await
+                .is_ok_and(|v| v["state"] == "member")
+        },
+    )
+    .await;
+}
+
 /// The cluster status as node 1 answers it, as JSON.
 async fn status(c: &Cluster) -> Value {
     c.get_json(0, "/v1/cluster/status").await.unwrap()
@@ -121,13 +154,7 @@ async fn assert_waits(c: &Cluster, joiner: &mut ExtraNode, cluster: &str, epoch:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_nodes_wait_to_be_added() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 3, 3)).await;
-    let cluster = cluster_id(&c).await;
-    let epoch = c.wait_settled(WAIT).await.epoch;
-
-    let first = c.nodes[0].addr.to_string();
-    let mut joiner = c.spawn_extra(Cluster::free_addr("127.0.0.4"), &["--join", &first], &[]);
-    assert_waits(&c, &mut joiner, &cluster, epoch, "the --join node").await;
+    let (c, mut joiner, cluster, epoch) = three_and_a_joiner().await;
     joiner.kill();
 
     let addr = Cluster::free_addr("127.0.0.4");
@@ -221,12 +248,8 @@ async fn joiner_at_a_members_address_refuses_and_a_removed_address_comes_back_ne
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_joiner_becomes_a_spare() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 3, 3)).await;
-    let cluster = cluster_id(&c).await;
-    let epoch = c.wait_settled(WAIT).await.epoch;
+    let (c, mut joiner, cluster, _) = three_and_a_joiner().await;
     let first = c.nodes[0].addr.to_string();
-    let mut joiner = c.spawn_extra(Cluster::free_addr("127.0.0.4"), &["--join", &first], &[]);
-    assert_waits(&c, &mut joiner, &cluster, epoch, "the --join node").await;
     let addr = joiner.addr;
 
     let http = reqwest::Client::new();
@@ -250,23 +273,7 @@ async fn added_joiner_becomes_a_spare() {
         },
     )
     .await;
-    c.wait_until(
-        WAIT,
-        "the joiner answering /v1/join as a member",
-        || async move {
-            let Ok(r) = reqwest::Client::new()
-                .get(format!("http://{addr}/v1/join"))
-                .send()
-                .await
-            else {
-                return false;
-            };
-            r.json::<Value>()
-                .await
-                .is_ok_and(|v| v["state"] == "member")
-        },
-    )
-    .await;
+    wait_member(&c, addr).await;
     let (_, _, state) = call(reqwest::Method::GET, addr, "/v1/join").await;
     assert_eq!(state["node"], 4, "{state}");
     assert_eq!(state["cluster_id"], cluster, "{state}");
@@ -289,5 +296,49 @@ async fn added_joiner_becomes_a_spare() {
     // It serves the client API now (forwarding to the group's leader).
     let (code, _, body) = call(reqwest::Method::PUT, addr, "/v1/keys/k").await;
     assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(joiner.exited().is_none());
+}
+
+// A metadata leader killed as a joiner becomes a member: the next metadata leader may not have
+// installed the epoch that added it when its first heartbeats arrive. It must not answer them
+// `node_removed` (the joiner would exit for good): the joiner is still running 10 s later, and an
+// alive spare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiner_survives_the_metadata_leader_killed_as_it_is_added() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (mut c, mut joiner, _, _) = three_and_a_joiner().await;
+    let first = c.nodes[0].addr.to_string();
+    let addr = joiner.addr;
+    let leader = status(&c).await["metadata_leader"].as_u64().unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{first}/v1/cluster/nodes"))
+        .json(&serde_json::json!({ "addr": addr.to_string() }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    // The moment the joiner learns it is a member, its metadata leader dies.
+    wait_member(&c, addr).await;
+    c.kill(leader as usize - 1);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        assert!(
+            joiner.exited().is_none(),
+            "the joiner exited after the metadata leader died:\n{}",
+            joiner.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let other = if leader == 1 { 1 } else { 0 };
+    c.wait_until(WAIT, "node 4 an alive spare", || async {
+        c.get_json(other, "/v1/cluster/status")
+            .await
+            .is_ok_and(|s| {
+                s["nodes"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|n| n["id"] == 4 && n["state"] == "alive"))
+            })
+    })
+    .await;
     assert!(joiner.exited().is_none());
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use kvorum_client::TaskState;
 use kvorum_router::{ClusterMap, Step, ViewChange};
 use kvorum_tests::jepsen::{self, keys_in_slots, Ctx, JepsenOptions, Scenario};
-use kvorum_tests::nemesis::Partitioner;
+use kvorum_tests::nemesis::{partitions_available, Partitioner};
 use kvorum_tests::{direct_client, kvnode_bin, ONE_AT_A_TIME};
 
 /// How long every move batch is held at the fault's point.
@@ -60,6 +60,11 @@ enum Fault {
     /// longer than the step failure limit: past Release a batch only rolls forward, so the
     /// change waits for the destination and ends `done`.
     DestinationDownPastRelease,
+    /// The metadata leader, holding a frozen batch, cut off from the other config voters only;
+    /// a new metadata leader resumes the batch and is held in turn; the leaders of the source
+    /// and destination groups are killed and restarted; then the cut heals while the deposed
+    /// leader may still send its steps. Every preloaded key of the moving slots must read back.
+    IsolateMetadataLeader,
 }
 
 impl Fault {
@@ -67,6 +72,16 @@ impl Fault {
         match self {
             Fault::KillDestinationLeader | Fault::DestinationDownPastRelease => "before_activate",
             _ => "after_freeze",
+        }
+    }
+
+    /// How long every batch is held at [`Fault::point`].
+    fn hold_ms(self) -> u64 {
+        match self {
+            // Long enough for a new metadata leader to be elected, resume the batch and be
+            // held in turn while the deposed one is still held.
+            Fault::IsolateMetadataLeader => ISOLATED_HOLD_MS,
+            _ => HOLD_MS,
         }
     }
 
@@ -79,6 +94,14 @@ impl Fault {
         )
     }
 }
+
+/// How long every batch is held in the run that isolates the metadata leader.
+const ISOLATED_HOLD_MS: u64 = 10_000;
+/// Keys (of [`PRELOAD_VALUE_BYTES`] each) written into the first batch's slots of every move
+/// before the change in the run that isolates the metadata leader, so that a copy takes a
+/// while; each must read back afterwards.
+const PRELOAD_KEYS: usize = 400;
+const PRELOAD_VALUE_BYTES: usize = 4096;
 
 /// The step failure limit (`KVORUM_FAULT_STEP_FAIL_LIMIT_MS`) of the runs whose fault outlasts
 /// it; the node is kept down for [`LONG_FAULT_FOR`].
@@ -122,10 +145,37 @@ async fn holds(ctx: &Ctx, point: &str) -> Vec<usize> {
         .collect()
 }
 
+/// The leader of `group` as the cluster's status shows it (from its replicas' heartbeats): asked
+/// again for a moment if the answering node has not heard one yet (the holds last seconds).
+async fn group_leader(ctx: &Ctx, group: kvorum_router::GroupId) -> u64 {
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    loop {
+        let status = ctx.members.admin().status().await;
+        let leader = status.ok().and_then(|s| {
+            s.groups
+                .iter()
+                .find(|g| g.id == group)
+                .and_then(|g| g.leader)
+        });
+        match leader {
+            Some(l) => return l,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            None => panic!("no leader of group {group} known within 1.5 s"),
+        }
+    }
+}
+
 /// The scenario: add a node, wait for the first held batch, inject `fault`, heal it, wait for
 /// the change to end, and check the map. Returns a summary.
 async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
     let point = fault.point();
+    let preloaded = if fault == Fault::IsolateMetadataLeader {
+        preload(&ctx).await
+    } else {
+        Vec::new()
+    };
     let addr = ctx.start_joiner().await.expect("joiner up");
     let before = holds(&ctx, point).await;
     let p = ctx
@@ -152,7 +202,7 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
     // The batch in flight, from the metadata leader's own map (another node's may lag).
     let leader = ctx.cluster.lock().await.nodes[held_by].addr;
     let leader = direct_client(leader, Duration::from_secs(2), Duration::ZERO);
-    let deadline = Instant::now() + Duration::from_millis(HOLD_MS);
+    let deadline = Instant::now() + Duration::from_millis(fault.hold_ms());
     let (map, batch) = loop {
         if let Ok((m, _)) = leader.map().await {
             if let Some(b) = m.view_change().and_then(|(_, v)| v.batch.clone()) {
@@ -182,32 +232,14 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
             } else {
                 batch.to
             };
-            // The status shows a group's leader from its replicas' heartbeats: ask again for a
-            // moment if the answering node has not heard one yet (the hold lasts seconds).
-            let deadline = Instant::now() + Duration::from_millis(1500);
-            let leader = loop {
-                let status = ctx.members.admin().status().await;
-                let leader = status.ok().and_then(|s| {
-                    s.groups
-                        .iter()
-                        .find(|g| g.id == group)
-                        .and_then(|g| g.leader)
-                });
-                match leader {
-                    Some(l) => break l,
-                    None if Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(50)).await
-                    }
-                    None => panic!("no leader of group {group} known within 1.5 s"),
-                }
-            };
+            let leader = group_leader(&ctx, group).await;
             Some(
                 map.addr(leader)
                     .unwrap_or_else(|| panic!("no address of node {leader}"))
                     .to_string(),
             )
         }
-        Fault::IsolateSource => None,
+        Fault::IsolateSource | Fault::IsolateMetadataLeader => None,
     };
     match victim {
         Some(a) if fault == Fault::CancelWithDestinationDown => {
@@ -238,6 +270,9 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
             tokio::time::sleep(down).await;
             ctx.log(&format!("fault test: restart {a}"));
             ctx.restart_addr(&a).await;
+        }
+        None if fault == Fault::IsolateMetadataLeader => {
+            isolate_metadata_leader(&ctx, &map, &batch, held_by, point, &before).await;
         }
         None => {
             let members = map.members_of(batch.from).cloned().unwrap_or_default();
@@ -334,6 +369,23 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
             }
         }
     }
+    // Every preloaded key reads back with its value (the linearizable final reads of the
+    // workload's keys are checked with the history).
+    let client = ctx.members.admin();
+    let mut lost = Vec::new();
+    for (k, v) in &preloaded {
+        match client.get(k, false).await {
+            Ok(r) if &r.value == v => {}
+            other => lost.push(format!("{k}: {:?}", other.map(|r| r.value.len()))),
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} preloaded keys lost after the change: {:?}",
+        lost.len(),
+        preloaded.len(),
+        &lost[..lost.len().min(10)]
+    );
     format!(
         "{fault:?}: task ended {:?} ({}/{} slots); map {}",
         done.state,
@@ -341,6 +393,131 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
         done.slots_total,
         map.summary()
     )
+}
+
+/// Writes [`PRELOAD_KEYS`] keys into the first batch's slots of every move the add will make;
+/// returns them with their values.
+async fn preload(ctx: &Ctx) -> Vec<(String, String)> {
+    let map = ctx.map().await.expect("a map");
+    let change = ViewChange::AddNode {
+        addr: "127.0.0.250:1".into(),
+    };
+    let plan = kvorum_router::plan(&map, &change).expect("adding a node is planned");
+    let first: Vec<u16> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::MoveSlots { ranges, .. } => Some(ranges),
+            _ => None,
+        })
+        .flat_map(|ranges| {
+            let slots: Vec<u16> = ranges.iter().flat_map(|(a, b)| *a..=*b).collect();
+            slots[..usize::from(BATCH_SLOTS).min(slots.len())].to_vec()
+        })
+        .collect();
+    let keys = keys_in_slots("bulk-", PRELOAD_KEYS, |s| first.contains(&s));
+    let client = ctx.members.admin();
+    let mut out = Vec::new();
+    for (i, k) in keys.into_iter().enumerate() {
+        let v = format!("{i:08}{}", "x".repeat(PRELOAD_VALUE_BYTES - 8));
+        client.put(&k, &v, None).await.expect("preload put");
+        out.push((k, v));
+    }
+    ctx.log(&format!(
+        "fault test: preloaded {} keys of {PRELOAD_VALUE_BYTES} bytes into the first batches",
+        out.len()
+    ));
+    out
+}
+
+/// The metadata leader (node `held_by`, holding `batch` at `point`) is cut off from the other
+/// config voters; once another node holds the batch in turn, the leaders of the batch's source
+/// and destination are killed and restarted, and the cut heals after the deposed leader's hold
+/// has ended (so whatever it still sends arrives).
+async fn isolate_metadata_leader(
+    ctx: &Ctx,
+    map: &ClusterMap,
+    batch: &kvorum_router::MoveBatch,
+    held_by: usize,
+    point: &str,
+    before: &[usize],
+) {
+    let started = Instant::now();
+    let nodes: Vec<(u64, IpAddr)> = map
+        .nodes
+        .iter()
+        .filter(|(id, _)| map.is_active(**id))
+        .filter_map(|(id, n)| Some((*id, n.addr.parse::<std::net::SocketAddr>().ok()?.ip())))
+        .collect();
+    let leader_addr = ctx.cluster.lock().await.nodes[held_by].addr;
+    let x = nodes
+        .iter()
+        .position(|(_, ip)| *ip == leader_addr.ip())
+        .expect("the metadata leader is in the map");
+    let side: Vec<bool> = nodes
+        .iter()
+        .map(|(id, _)| map.config_voters.contains(id) && *id != nodes[x].0)
+        .collect();
+    let ips: Vec<IpAddr> = nodes.iter().map(|(_, ip)| *ip).collect();
+    let p = Partitioner::new().expect("partitions (checked by the test)");
+    ctx.log(&format!(
+        "fault test: cut metadata leader {} off from config voters {:?}",
+        nodes[x].0, map.config_voters
+    ));
+    p.cut(&ips, |a, b| {
+        kvorum_tests::nemesis::connected(
+            kvorum_tests::nemesis::PartitionShape::Sever(x),
+            ips.len(),
+            &side,
+            a,
+            b,
+        )
+    })
+    .expect("nft");
+    // A new metadata leader resumes the batch and is held in turn.
+    let deadline = Instant::now() + HOLD_WITHIN;
+    let second = loop {
+        let now = holds(ctx, point).await;
+        if let Some(i) = (0..now.len()).find(|i| *i != held_by && now[*i] > before[*i]) {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no second metadata leader held the batch within {HOLD_WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    ctx.log(&format!(
+        "fault test: node {} resumed the batch and is held",
+        second + 1
+    ));
+    // Kill the leaders of both groups (known from the status, asked of any node).
+    let mut victims = Vec::new();
+    for group in [batch.from, batch.to] {
+        let leader = group_leader(ctx, group).await;
+        if let Some(a) = map.addr(leader).map(str::to_string) {
+            if !victims.contains(&a) {
+                victims.push(a);
+            }
+        }
+    }
+    for a in &victims {
+        ctx.log(&format!("fault test: kill group leader {a}"));
+        ctx.kill_addr(a).await;
+    }
+    tokio::time::sleep(FAULT_FOR).await;
+    for a in &victims {
+        ctx.log(&format!("fault test: restart {a}"));
+        ctx.restart_addr(a).await;
+    }
+    // Heal only after the deposed leader's hold ended: its late steps meet the groups' new
+    // leaders.
+    let held_until = Duration::from_millis(ISOLATED_HOLD_MS) + Duration::from_secs(2);
+    if let Some(rest) = held_until.checked_sub(started.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    p.heal().expect("nft heal");
+    ctx.log("fault test: healed");
 }
 
 async fn run_fault(name: &str, fault: Fault) {
@@ -353,7 +530,7 @@ async fn run_fault(name: &str, fault: Fault) {
     opts.env = vec![
         (
             "KVORUM_FAULT_MOVE_HOLD".into(),
-            format!("{}:{HOLD_MS}", fault.point()),
+            format!("{}:{}", fault.point(), fault.hold_ms()),
         ),
         (
             "KVORUM_FAULT_MOVE_BATCH_SLOTS".into(),
@@ -450,17 +627,24 @@ async fn destination_down_too_long_past_release_rolls_forward() {
     .await;
 }
 
+// (h) A deposed metadata leader's steps: the metadata leader, holding a frozen batch of 1.6 MB,
+// is cut off from the other config voters only; a new metadata leader resumes the batch and is
+// held in turn; the leaders of the source and destination groups are killed and restarted; the
+// cut heals after the deposed leader's hold ended. The change completes or rolls back, and every
+// preloaded key and every acknowledged write reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deposed_metadata_leader_cannot_complete_a_batch() {
+    if !partitions_available("deposed_metadata_leader_cannot_complete_a_batch") {
+        return;
+    }
+    run_fault("vc-fault-isolate-meta", Fault::IsolateMetadataLeader).await;
+}
+
 // (d) The source group cut off from every other node while its batch is frozen, then healed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn source_group_partitioned_after_freeze() {
-    if let Err(why) = Partitioner::new() {
-        if std::env::var("KVORUM_ALLOW_SKIP").is_ok_and(|v| v == "1") {
-            println!("SKIPPED source_group_partitioned_after_freeze: {why}");
-            return;
-        }
-        panic!(
-            "source_group_partitioned_after_freeze cannot run: {why} (KVORUM_ALLOW_SKIP=1 skips it)"
-        );
+    if !partitions_available("source_group_partitioned_after_freeze") {
+        return;
     }
     run_fault("vc-fault-isolate-source", Fault::IsolateSource).await;
 }

@@ -651,9 +651,11 @@ fn write_response(key: String, slot: Slot, result: CommandResult) -> Result<Resp
             slot,
             detail: "the group no longer, or not yet, owns it".into(),
         }),
-        CommandResult::SlotState { .. } | CommandResult::Ingested { .. } => Err(
-            ApiError::Internal("a key write applied as a slot command".into()),
-        ),
+        CommandResult::SlotState { .. }
+        | CommandResult::Ingested { .. }
+        | CommandResult::Fenced { .. } => Err(ApiError::Internal(
+            "a key write applied as a slot command".into(),
+        )),
         // This node and the group's state machine disagree on the key's slot: a bug, or nodes
         // that hash keys differently. Nothing was written.
         CommandResult::Misrouted { .. } => Err(ApiError::Internal(format!(

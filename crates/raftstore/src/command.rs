@@ -160,6 +160,54 @@ pub enum Command {
         /// The first epoch at which the group owns them.
         epoch: u64,
     },
+    /// Raises the group's fence to `token` (see [`FenceToken`]): from this entry on, every
+    /// [`Command::Fenced`] step with a lower token is refused. Refused itself, with
+    /// [`CommandResult::Fenced`] and no change, when the group's fence is already higher. A
+    /// driver that resumes a task sends it to every group it touches before any other step.
+    Fence {
+        /// The driver's token.
+        token: FenceToken,
+    },
+    /// A step of a view change or repair (a slot command, never a key write) sent by the driver
+    /// holding `token`: refused with [`CommandResult::Fenced`], writing nothing, when the group's
+    /// fence is above `token`; otherwise the fence is raised to `token` and `step` applies as it
+    /// would alone. A `step` that is not a slot command is refused with
+    /// [`CommandResult::Misrouted`] (nothing written). Nodes send every slot command in this form.
+    Fenced {
+        /// The driver's token.
+        token: FenceToken,
+        /// The slot command.
+        step: Box<Command>,
+    },
+}
+
+/// The token of a task driver (a metadata leader driving one view change or repair): the config
+/// group term in which it claimed the task, and the task's id. Tokens are ordered by `term`
+/// alone: one metadata leader holds a term, and its drivers of different tasks never touch the
+/// same group at once, so only a driver of an older term (a deposed metadata leader) is fenced
+/// out. `task` names the driver in refusals and logs. Zero: no driver yet.
+///
+/// Persistent (in log entries, the `meta` column family and snapshots): MUST NOT change; add
+/// fields only in a new type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FenceToken {
+    /// The config group term in which the driver claimed its task.
+    pub term: u64,
+    /// The task's id.
+    pub task: u64,
+}
+
+impl FenceToken {
+    /// Whether a group whose fence is `self` refuses a step carrying `token`.
+    pub fn refuses(&self, token: &FenceToken) -> bool {
+        token.term < self.term
+    }
+}
+
+impl std::fmt::Display for FenceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "term {} task {}", self.term, self.task)
+    }
 }
 
 impl Command {
@@ -181,18 +229,36 @@ impl Command {
                 Command::Routed { .. } => None,
                 w => w.written_key(),
             },
+            // Slot commands, fences: no one key.
+            _ => None,
+        }
+    }
+
+    /// Whether this is a slot command (a move's step, see `slots`): what a [`Command::Fenced`]
+    /// may carry.
+    pub fn is_slot_command(&self) -> bool {
+        matches!(
+            self,
             Command::InitSlots { .. }
-            | Command::Freeze { .. }
-            | Command::Unfreeze { .. }
-            | Command::Release { .. }
-            | Command::DropSlots { .. }
-            | Command::BeginIncoming { .. }
-            | Command::Ingest { .. }
-            | Command::CatchUp { .. }
-            | Command::Activate { .. }
-            | Command::ActivateAt { .. }
-            | Command::AbortIncoming { .. }
-            | Command::RaiseVersionBase { .. } => None,
+                | Command::Freeze { .. }
+                | Command::Unfreeze { .. }
+                | Command::Release { .. }
+                | Command::DropSlots { .. }
+                | Command::BeginIncoming { .. }
+                | Command::Ingest { .. }
+                | Command::CatchUp { .. }
+                | Command::Activate { .. }
+                | Command::ActivateAt { .. }
+                | Command::AbortIncoming { .. }
+                | Command::RaiseVersionBase { .. }
+        )
+    }
+
+    /// This slot command as sent by the driver holding `token` (see [`Command::Fenced`]).
+    pub fn fenced(self, token: FenceToken) -> Command {
+        Command::Fenced {
+            token,
+            step: Box::new(self),
         }
     }
 
@@ -320,6 +386,12 @@ pub enum CommandResult {
         slot: u16,
         /// The key's slot (`None`: the write is not a key write).
         key_slot: Option<u16>,
+    },
+    /// A [`Command::Fence`] or [`Command::Fenced`] step carrying a token below the group's
+    /// fence `current`: it comes from a deposed driver. Nothing changed; the driver stops.
+    Fenced {
+        /// The group's fence.
+        current: FenceToken,
     },
 }
 

@@ -25,6 +25,8 @@ pub(crate) mod tag {
     pub const VERSION_BASE: u8 = 10;
     /// The slot epochs (`slots::encode_epochs`); absent: none.
     pub const SLOT_EPOCHS: u8 = 11;
+    /// The fence: the highest driver token applied (bincode `FenceToken`); absent: zero.
+    pub const FENCE: u8 = 12;
 }
 
 /// Prefix (after the group) of the special snapshot records; never a data key, whose slot is
@@ -36,6 +38,8 @@ pub(crate) const SNAP_SLOTS: [u8; 3] = [0xff, 0xff, 1];
 pub(crate) const SNAP_VERSION_BASE: [u8; 3] = [0xff, 0xff, 2];
 /// Snapshot record (after the group prefix) carrying the slot epochs (`slots::encode_epochs`).
 pub(crate) const SNAP_SLOT_EPOCHS: [u8; 3] = [0xff, 0xff, 3];
+/// Snapshot record (after the group prefix) carrying the fence (bincode `FenceToken`).
+pub(crate) const SNAP_FENCE: [u8; 3] = [0xff, 0xff, 4];
 
 /// `group ++ index`, both big-endian so that the log sorts by index.
 pub(crate) fn log_key(group: GroupId, index: u64) -> [u8; 16] {

@@ -58,9 +58,13 @@ mod state_machine;
 mod store;
 
 #[cfg(test)]
+mod fence_tests;
+#[cfg(test)]
 mod tests;
 
-pub use command::{Command, CommandResult, Condition, Record, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use command::{
+    Command, CommandResult, Condition, FenceToken, Record, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+};
 pub use log_store::LogStore;
 pub use slots::SlotState;
 pub use state_machine::StateMachineStore;

@@ -1,10 +1,14 @@
 //! The slot table of a data group: which slots it serves, and the pure transitions of the slot
 //! admin commands that change it (a move's steps).
 //!
-//! Steps of a move, as the metadata server drives them (each a log entry, each idempotent):
-//! source `Freeze` → destination `BeginIncoming` → copy (`Store::scan_slots` at the source,
-//! `Ingest` at the destination) → source `Release` → flip in the config group → destination
-//! `Activate` → source `DropSlots`. Rollback: destination `AbortIncoming`, source `Unfreeze`.
+//! Steps of a move, as the metadata server drives them (each a log entry, each idempotent, each
+//! a [`Command::Fenced`] step carrying the driver's token, see `FenceToken`): both groups fenced
+//! (`Fence`) → destination `BeginIncoming` → copy while the source still serves
+//! (`Store::scan_slots` at the source, `Ingest` at the destination) → source `Freeze` → catch-up
+//! (`CatchUp` at the destination: what changed since the copy) → source `Release` → destination
+//! `ActivateAt` together with the flip in the config group → source `DropSlots`. Rollback of a
+//! batch not yet released: source `Unfreeze` first (the gate: refused once the source released),
+//! then destination `AbortIncoming`; a released batch only rolls forward.
 //!
 //! Invariants: the table changes only by log entries (the same on every replica, also when an
 //! entry is re-applied after a crash); a command is checked for every slot it names before any is

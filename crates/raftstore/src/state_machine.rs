@@ -35,7 +35,7 @@ use crate::command::{self, Effect};
 use crate::keys::{self, tag, CF_DATA, CF_META};
 use crate::slots::{self, SlotEpochs, SlotTable};
 use crate::snapshot::{durable_rename, CurrentSnapshot, SnapshotReader, SnapshotWriter};
-use crate::{Command, SlotState, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use crate::{Command, FenceToken, SlotState, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::{CommandResult, Entry, GroupId, NodeId, Record, Store, TypeConfig};
 use kvorum_router::slot_of;
 
@@ -147,6 +147,8 @@ struct SmState {
     since: SlotEpochs,
     /// Added to a write's log index to make its version (see [`Command::Ingest`]).
     base: u64,
+    /// The highest driver token applied (see [`Command::Fence`]); zero: none.
+    fence: FenceToken,
 }
 
 /// The group's slot table as recorded (`None`: uninitialized).
@@ -221,6 +223,7 @@ impl StateMachineStore {
         let slots = read_slots(get, group)?;
         let since = read_epochs(get, group)?;
         let base = read_meta(get, group, tag::VERSION_BASE)?.unwrap_or(0);
+        let fence = read_meta(get, group, tag::FENCE)?.unwrap_or_default();
         store.set_slot_table(group, slots.clone(), since.clone());
         Ok(StateMachineStore {
             store,
@@ -232,6 +235,7 @@ impl StateMachineStore {
                 slots,
                 since,
                 base,
+                fence,
             },
         })
     }
@@ -345,6 +349,7 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
     let mut table: Option<SlotTable> = None;
     let mut since: SlotEpochs = Vec::new();
     let mut base: u64 = 0;
+    let mut fence = FenceToken::default();
     while let Some((k, v)) = reader
         .next_record()
         .map_err(|e| snap_err(ErrorVerb::Read, e))?
@@ -364,6 +369,9 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
                     .try_into()
                     .map_err(|_| snap_err(ErrorVerb::Read, "corrupt version base"))?;
                 base = u64::from_be_bytes(b);
+            } else if k == keys::SNAP_FENCE {
+                fence = bincode::deserialize(&v)
+                    .map_err(|_| snap_err(ErrorVerb::Read, "corrupt fence token"))?;
             } else {
                 return Err(snap_err(ErrorVerb::Read, "unknown special snapshot record"));
             }
@@ -409,6 +417,7 @@ fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -> Result<()
         keys::meta_key(group, tag::VERSION_BASE),
         encode(&base)?,
     );
+    batch.put_cf(meta_cf, keys::meta_key(group, tag::FENCE), encode(&fence)?);
     batch.delete_cf(meta_cf, keys::meta_key(group, tag::INSTALLING));
     let mut wo = WriteOptions::default();
     // Durable before openraft learns the snapshot is installed (it may then purge its log).
@@ -625,6 +634,13 @@ fn write_snapshot(
         out.record(&keys::SNAP_SLOT_EPOCHS, &slots::encode_epochs(&since))
             .map_err(w)?;
     }
+    // The fence travels with the slot table it guards: a replica that installs this snapshot
+    // refuses a deposed driver's steps as the others do.
+    let fence: FenceToken =
+        read_meta(|k| snap.get_cf(meta_cf, k), group, tag::FENCE)?.unwrap_or_default();
+    if fence != FenceToken::default() {
+        out.record(&keys::SNAP_FENCE, &encode(&fence)?).map_err(w)?;
+    }
     let written = out.finish().map_err(w)?;
     let reader = std::fs::File::open(tmp).map_err(|e| snap_err(ErrorVerb::Read, e))?;
     Ok((written, reader))
@@ -683,6 +699,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             slots: read_slots(get, self.group)?,
             since: read_epochs(get, self.group)?,
             base: read_meta(get, self.group, tag::VERSION_BASE)?.unwrap_or(0),
+            fence: read_meta(get, self.group, tag::FENCE)?.unwrap_or_default(),
         };
         tracing::info!(group = %self.group, snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
@@ -714,7 +731,7 @@ fn apply_entries(
 ) -> Result<(Vec<CommandResult>, SmState)> {
     let mut pending = Pending::new(store, group);
     let mut slots_changed = false;
-    let old_base = state.base;
+    let (old_base, old_fence) = (state.base, state.fence);
     let mut results = Vec::new();
     for entry in entries {
         state.applied = Some(entry.log_id);
@@ -725,62 +742,8 @@ fn apply_entries(
                 state.membership = StoredMembership::new(Some(entry.log_id), m);
                 CommandResult::None
             }
-            EntryPayload::Normal(Command::Ingest { records }) => {
-                ingest_records(&mut pending, &mut state, index, records)?
-            }
-            EntryPayload::Normal(Command::RaiseVersionBase { above }) => {
-                raise_base(&mut state, index, above);
-                CommandResult::None
-            }
-            EntryPayload::Normal(Command::CatchUp {
-                records,
-                removed,
-                above,
-            }) => {
-                let ingested = ingest_records(&mut pending, &mut state, index, records)?;
-                let gone = remove_incoming(&mut pending, &mut state, removed)?;
-                raise_base(&mut state, index, above);
-                match (ingested, gone) {
-                    (
-                        CommandResult::Ingested { written, skipped },
-                        CommandResult::Ingested {
-                            written: w,
-                            skipped: s,
-                        },
-                    ) => CommandResult::Ingested {
-                        written: written + w,
-                        skipped: skipped + s,
-                    },
-                    (other, _) => other,
-                }
-            }
-            EntryPayload::Normal(Command::Routed { slot, epoch, write }) => {
-                routed_write(&mut pending, &mut state, index, slot, epoch, &write)?
-            }
             EntryPayload::Normal(cmd) => {
-                if let Some(t) = slots::transition(state.slots.as_deref(), &cmd) {
-                    if let Some(table) = t.table {
-                        state.slots = Some(table);
-                        slots_changed = true;
-                    }
-                    if !t.owned_since.is_empty() {
-                        if state.since.is_empty() {
-                            state.since = vec![0; usize::from(kvorum_router::SLOT_COUNT)];
-                        }
-                        for (slot, epoch) in t.owned_since {
-                            state.since[usize::from(slot)] = epoch;
-                        }
-                        slots_changed = true;
-                    }
-                    pending.clear_slots(&t.clear, &mut state.stats)?;
-                    t.result
-                } else {
-                    let slot = slot_of(cmd.key().as_bytes()).0;
-                    match slots::check_write(state.slots.as_deref(), slot) {
-                        Some(refused) => refused,
-                        None => write_key(&mut pending, &mut state, index, &cmd)?,
-                    }
-                }
+                apply_command(&mut pending, &mut state, index, cmd, &mut slots_changed)?
             }
         };
         results.push(result);
@@ -821,6 +784,13 @@ fn apply_entries(
             encode(&state.base)?,
         );
     }
+    if state.fence != old_fence {
+        batch.put_cf(
+            meta_cf,
+            keys::meta_key(group, tag::FENCE),
+            encode(&state.fence)?,
+        );
+    }
     // Data, slot table and last-applied in one batch: a crash never half-applies. An error here
     // stops the replica (openraft treats it as fatal), so it never diverges.
     store.stall_point();
@@ -833,6 +803,104 @@ fn apply_entries(
         store.set_slot_table(group, state.slots.clone(), state.since.clone());
     }
     Ok((results, state))
+}
+
+/// Applies one command at log `index`; `slots_changed` is set when the slot table or the slot
+/// epochs changed. Deterministic (see [`apply_entries`]).
+fn apply_command(
+    pending: &mut Pending<'_>,
+    state: &mut SmState,
+    index: u64,
+    cmd: Command,
+    slots_changed: &mut bool,
+) -> Result<CommandResult> {
+    Ok(match cmd {
+        Command::Ingest { records } => ingest_records(pending, state, index, records)?,
+        Command::RaiseVersionBase { above } => {
+            raise_base(state, index, above);
+            CommandResult::None
+        }
+        Command::CatchUp {
+            records,
+            removed,
+            above,
+        } => {
+            let ingested = ingest_records(pending, state, index, records)?;
+            let gone = remove_incoming(pending, state, removed)?;
+            raise_base(state, index, above);
+            match (ingested, gone) {
+                (
+                    CommandResult::Ingested { written, skipped },
+                    CommandResult::Ingested {
+                        written: w,
+                        skipped: s,
+                    },
+                ) => CommandResult::Ingested {
+                    written: written + w,
+                    skipped: skipped + s,
+                },
+                (other, _) => other,
+            }
+        }
+        Command::Routed { slot, epoch, write } => {
+            routed_write(pending, state, index, slot, epoch, &write)?
+        }
+        Command::Fence { token } => match raise_fence(state, token) {
+            Some(refused) => refused,
+            None => CommandResult::None,
+        },
+        Command::Fenced { token, step } => {
+            if let Some(refused) = raise_fence(state, token) {
+                refused
+            } else if !step.is_slot_command() {
+                CommandResult::Misrouted {
+                    slot: 0,
+                    key_slot: None,
+                }
+            } else {
+                apply_command(pending, state, index, *step, slots_changed)?
+            }
+        }
+        cmd => {
+            if let Some(t) = slots::transition(state.slots.as_deref(), &cmd) {
+                if let Some(table) = t.table {
+                    state.slots = Some(table);
+                    *slots_changed = true;
+                }
+                if !t.owned_since.is_empty() {
+                    if state.since.is_empty() {
+                        state.since = vec![0; usize::from(kvorum_router::SLOT_COUNT)];
+                    }
+                    for (slot, epoch) in t.owned_since {
+                        state.since[usize::from(slot)] = epoch;
+                    }
+                    *slots_changed = true;
+                }
+                pending.clear_slots(&t.clear, &mut state.stats)?;
+                t.result
+            } else {
+                let slot = slot_of(cmd.key().as_bytes()).0;
+                match slots::check_write(state.slots.as_deref(), slot) {
+                    Some(refused) => refused,
+                    None => write_key(pending, state, index, &cmd)?,
+                }
+            }
+        }
+    })
+}
+
+/// Raises the group's fence to `token`, or refuses it (the fence is higher: a deposed driver's
+/// step) with the result to answer, changing nothing.
+fn raise_fence(state: &mut SmState, token: FenceToken) -> Option<CommandResult> {
+    if state.fence.refuses(&token) {
+        return Some(CommandResult::Fenced {
+            current: state.fence,
+        });
+    }
+    if token.term > state.fence.term {
+        state.fence = token;
+    }
+    None
 }
 
 /// A [`Command::Routed`] key write at log `index`: refused if it is not a key write of `slot`,

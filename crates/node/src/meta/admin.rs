@@ -21,7 +21,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kvorum_raftstore::{Command, CommandResult, GroupId, NodeId, Record, SlotState};
+use kvorum_raftstore::{Command, CommandResult, FenceToken, GroupId, NodeId, Record, SlotState};
 use openraft::error::{InitializeError, RaftError};
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
@@ -84,6 +84,10 @@ pub enum AdminOp {
         /// Inclusive slot ranges.
         slots: Vec<(u16, u16)>,
     },
+    /// Raise the group's fence to the request's token ([`Command::Fence`]): asked of every
+    /// group a driver touches before its first other step, so a deposed driver's later steps are
+    /// refused by the group's state machine. Answers the command's result.
+    Fence,
 }
 
 /// `POST /internal/v1/groups/{group}/admin`, bincode.
@@ -91,6 +95,9 @@ pub enum AdminOp {
 pub struct AdminRequest {
     /// The view-change task the operation belongs to.
     pub task: u64,
+    /// The driver's token: every command the operation proposes is a [`Command::Fenced`] step
+    /// under it, so the group's state machine refuses it once a newer driver fenced the group.
+    pub token: FenceToken,
     /// The epoch of the sender's map (see the module docs).
     pub epoch: u64,
     /// What to do.
@@ -152,13 +159,20 @@ pub(super) enum AdminError {
 pub(super) async fn admin(
     state: &Node,
     group: GroupId,
-    task: u64,
+    token: FenceToken,
     op: AdminOp,
     to: Option<&str>,
 ) -> Result<AdminReply, AdminError> {
+    if !super::acts_in(state, token.term).await {
+        return Err(AdminError::Stale(format!(
+            "this node no longer holds a confirmed metadata role in term {}",
+            token.term
+        )));
+    }
     let map = state.map();
     let req = AdminRequest {
-        task,
+        task: token.task,
+        token,
         epoch: map.epoch,
         op,
         map: serde_json::to_string(&*map).ok(),
@@ -190,8 +204,19 @@ pub(super) async fn admin(
         final_codes: &["stale_task"],
     };
     match call_leader(state, addrs, call).await {
-        Ok(Answer::Ok(bytes)) => bincode::deserialize(&bytes)
-            .map_err(|e| AdminError::Failed(format!("bad admin reply from group {group}: {e}"))),
+        Ok(Answer::Ok(bytes)) => match bincode::deserialize(&bytes) {
+            // The group's state machine refused the step: a newer driver fenced the group.
+            Ok(AdminReply::Result(CommandResult::Fenced { current })) => {
+                Err(AdminError::Stale(format!(
+                    "group {group} is fenced by the driver of {current}; this driver ({token}) \
+                     is deposed"
+                )))
+            }
+            Ok(reply) => Ok(reply),
+            Err(e) => Err(AdminError::Failed(format!(
+                "bad admin reply from group {group}: {e}"
+            ))),
+        },
         Ok(Answer::Refused(err)) => Err(AdminError::Stale(err.message)),
         Err(last) => Err(AdminError::Failed(format!(
             "slot operation on group {group} failed: {last}"
@@ -203,16 +228,31 @@ pub(super) async fn admin(
 pub(super) async fn propose(
     state: &Node,
     group: GroupId,
-    task: u64,
+    token: FenceToken,
     cmd: Command,
 ) -> Result<CommandResult, AdminError> {
-    match admin(state, group, task, AdminOp::Propose { cmd }, None).await? {
+    match admin(state, group, token, AdminOp::Propose { cmd }, None).await? {
         AdminReply::Result(CommandResult::SlotState { slot, state }) => {
             Err(AdminError::Refused { group, slot, state })
         }
         AdminReply::Result(r) => Ok(r),
         other => Err(AdminError::Failed(format!(
             "unexpected admin reply {other:?}"
+        ))),
+    }
+}
+
+/// Raises `group`'s fence to `token` (see [`AdminOp::Fence`]); a refusal (a newer driver fenced
+/// the group) is [`AdminError::Stale`].
+pub(super) async fn raise_fence(
+    state: &Node,
+    group: GroupId,
+    token: FenceToken,
+) -> Result<(), AdminError> {
+    match admin(state, group, token, AdminOp::Fence, None).await? {
+        AdminReply::Result(CommandResult::None) => Ok(()),
+        other => Err(AdminError::Failed(format!(
+            "unexpected reply to a fence: {other:?}"
         ))),
     }
 }
@@ -281,7 +321,7 @@ fn check_admin(
         )));
     }
     if let AdminOp::Propose { cmd } = &req.op {
-        if cmd.written_key().is_some() {
+        if !cmd.is_slot_command() {
             return Err(ApiError::BadRequest(
                 "only slot commands may be proposed here".into(),
             ));
@@ -334,14 +374,16 @@ pub async fn admin_handler(
         return Err(ApiError::NotLeader { leader });
     }
     admit(&state, &req).await?;
+    let token = req.token;
     match req.op {
         AdminOp::Initialize { .. } => Err(ApiError::Internal("unreachable".into())),
         AdminOp::Propose { cmd } => {
-            let r = tokio::time::timeout(ADMIN_TIMEOUT, raft.client_write(cmd))
-                .await
-                .map_err(|_| ApiError::Unavailable("slot command not committed in time".into()))?
-                .map_err(|e| ApiError::Unavailable(format!("slot command failed: {e}")))?;
-            Ok(reply(&AdminReply::Result(r.data)))
+            let r = fenced_write(&state, group, &raft, cmd.fenced(token)).await?;
+            Ok(reply(&AdminReply::Result(r)))
+        }
+        AdminOp::Fence => {
+            let r = fenced_write(&state, group, &raft, Command::Fence { token }).await?;
+            Ok(reply(&AdminReply::Result(r)))
         }
         AdminOp::Scan {
             slots,
@@ -354,12 +396,9 @@ pub async fn admin_handler(
                 let cmd = Command::Freeze {
                     slots: slots.clone(),
                 };
-                let r = tokio::time::timeout(ADMIN_TIMEOUT, raft.client_write(cmd))
-                    .await
-                    .map_err(|_| ApiError::Unavailable("Freeze not committed in time".into()))?
-                    .map_err(|e| ApiError::Unavailable(format!("Freeze failed: {e}")))?;
-                if r.data != CommandResult::None {
-                    return Ok(reply(&AdminReply::Result(r.data)));
+                let r = fenced_write(&state, group, &raft, cmd.fenced(token)).await?;
+                if r != CommandResult::None {
+                    return Ok(reply(&AdminReply::Result(r)));
                 }
             } else {
                 read_index(&raft).await?;
@@ -398,6 +437,28 @@ pub async fn admin_handler(
             Ok(reply(&AdminReply::States(states)))
         }
     }
+}
+
+/// Proposes a driver's step (a [`Command::Fence`] or [`Command::Fenced`]) on this group's
+/// leader and answers its result, holding the group's step lock (see
+/// [`super::MetaState::step_lock`]) so that it never lands between a membership step's fence
+/// and its membership change.
+async fn fenced_write(
+    state: &Node,
+    group: GroupId,
+    raft: &kvorum_raftstore::Raft,
+    cmd: Command,
+) -> Result<CommandResult, ApiError> {
+    let lock = state.meta.step_lock(group);
+    let _one = lock.lock().await;
+    let r = tokio::time::timeout(ADMIN_TIMEOUT, raft.client_write(cmd))
+        .await
+        .map_err(|_| ApiError::Unavailable("slot command not committed in time".into()))?
+        .map_err(|e| ApiError::Unavailable(format!("slot command failed: {e}")))?;
+    if let CommandResult::Fenced { current } = &r.data {
+        tracing::warn!(group = %group, fence = %current, "refused a deposed driver's step");
+    }
+    Ok(r.data)
 }
 
 /// A read-index round: this replica leads and has applied everything committed before it.

@@ -8,27 +8,33 @@
 //! (3) at the end (or on cancel, or on an error it cannot get past) the task leaves `tasks` for
 //! `finished`.
 //!
-//! A `MoveSlots` step moves its slots in batches of at most [`MOVE_BATCH_SLOTS`]; each batch:
-//! (a) recorded in the map (`batch`), (b) both groups' slot tables initialized from the map
-//! (a no-op after the first time), (c) BeginIncoming at the destination (its old copy of the
-//! slots, if any, dropped), (d) Freeze at the source: writes to the slots are refused from here
-//! on, (e) copy: chunks read at the source's leader after a read-index round (so after the
-//! Freeze) and proposed as Ingest entries at the destination, (f) Release at the source,
-//! (g) flip: the map names the destination (new epoch), (h) Activate at the destination: the
-//! slots serve again, (i) DropSlots at the source, (j) the batch leaves the map. A resumed batch
-//! that was not flipped asks the source's slot table: Released means the copy had completed, so
-//! it rolls forward from (g); otherwise it restarts at (b) (every step is idempotent) or, when a
-//! cancel was asked for, rolls back (AbortIncoming at the destination, Unfreeze at the source).
-//! A flipped batch only rolls forward.
+//! A `MoveSlots` step moves its slots in batches of at most [`MOVE_BATCH_SLOTS`] (`moves.rs`);
+//! each batch: (a) recorded in the map (`batch`), (b) both groups fenced with the driver's token
+//! (a `Fence` entry in each group's log; every later step is a `Fenced` entry, refused by the
+//! group's state machine if a newer driver fenced it since), (c) both groups' slot tables
+//! initialized from the map (a no-op after the first time), (d) BeginIncoming at the destination
+//! (its old copy of the slots, if any, dropped), (e) copy while the source still serves: chunks
+//! read at the source's leader after a read-index round, proposed as Ingest entries at the
+//! destination, (f) fence of the slots: Freeze at the source (writes to the slots refused from
+//! here on) and its final data read in the same call, (g) catch-up: one CatchUp entry at the
+//! destination with what changed since the copy, (h) Release at the source, (i) ActivateAt at
+//! the destination together with the flip (the map names the destination, new epoch),
+//! (j) DropSlots at the source, and the next batch recorded in the same map change. A resumed
+//! batch that was not flipped asks the source's slot table: Released means the copy had
+//! completed, so it rolls forward from (i); otherwise it restarts at (c) (every step is
+//! idempotent) or, when a cancel was asked for, rolls back: Unfreeze at the source first (the
+//! gate: refused once the source released, and then the batch only rolls forward), then
+//! AbortIncoming at the destination. A flipped batch only rolls forward.
 //!
-//! Requests to a slot between (d) and (h) are held by the node that received them and retried
-//! (see `api.rs`); the pause is one batch's copy plus three proposals and a map change.
+//! Requests to a slot between (f) and (i) are held by the node that received them and retried
+//! (see `api.rs`); the pause is the catch-up of what changed during the copy plus two proposals
+//! and a map change.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kvorum_raftstore::{Command, GroupId, NodeId};
+use kvorum_raftstore::{Command, FenceToken, GroupId, NodeId};
 use kvorum_router::{
     plan_with, ChangeOutcome, ClusterMap, FinishedChange, GroupInfo, NodeInfo, NodeLifecycle,
     PlanOptions, Step, Task, TaskKind, TaskStep, ViewChange, ViewChangeTask, CONFIG_GROUP,
@@ -203,6 +209,11 @@ pub(super) async fn drive_change(
 ) -> anyhow::Result<Next> {
     let v = view(task)?.clone();
     let id = task.id;
+    // Claimed by this driver's term (see `drive_step`): every step carries it.
+    let tok = FenceToken {
+        term: task.leader_term,
+        task: id,
+    };
     if v.next >= v.steps.len() {
         finish(state, id, ChangeOutcome::Done, None).await?;
         return Ok(Next::Done);
@@ -212,7 +223,7 @@ pub(super) async fn drive_change(
         return Ok(Next::Done);
     }
     let step = v.steps[v.next].clone();
-    let result = run_step(state, map, id, &v, &step).await;
+    let result = run_step(state, map, tok, &v, &step).await;
     match result {
         Ok(next) => {
             *failing = None;
@@ -241,7 +252,7 @@ pub(super) async fn drive_change(
                         tracing::warn!(task = id, error = %e, "{reason}; the batch was flipped: it rolls forward");
                         return Err(e);
                     }
-                    if super::moves::roll_back(state, id, b).await? == RollBack::PastRelease {
+                    if super::moves::roll_back(state, tok, b).await? == RollBack::PastRelease {
                         return Err(e);
                     }
                 }
@@ -287,11 +298,11 @@ pub(super) fn task_mut(m: &mut ClusterMap, id: u64) -> Option<&mut ViewChangeTas
 async fn run_step(
     state: &Node,
     map: &ClusterMap,
-    id: u64,
+    tok: FenceToken,
     v: &ViewChangeTask,
     step: &Step,
 ) -> anyhow::Result<Next> {
-    let index = v.next;
+    let (id, index) = (tok.task, v.next);
     match step {
         Step::AddNode { node, addr } => {
             let (node, addr) = (*node, addr.clone());
@@ -311,7 +322,7 @@ async fn run_step(
                 .context("the node is not in the map")?
                 .to_string();
             let op = MembershipOp::AddLearner { node: *node, addr };
-            membership(state, *group, id, &op).await?;
+            membership(state, *group, tok, &op).await?;
             step_done(state, id, index, "view change: learner added", |_| {}).await?;
         }
         Step::ReplaceVoter { group, old, new } => {
@@ -320,7 +331,7 @@ async fn run_step(
                 replacement: *new,
                 live: true,
             };
-            membership(state, *group, id, &op).await?;
+            membership(state, *group, tok, &op).await?;
             let (group, old, new) = (*group, *old, *new);
             step_done(state, id, index, "view change: voter replaced", |m| {
                 if let Some(g) = m.groups.get_mut(&group) {
@@ -331,7 +342,7 @@ async fn run_step(
             .await?;
         }
         Step::CreateGroup { group, members } => {
-            create_group(state, map, id, *group, members).await?;
+            create_group(state, map, tok, *group, members).await?;
             let group = *group;
             step_done(state, id, index, "view change: group created", |m| {
                 m.next_group_id = m.next_group_id.max(group.0 + 1);
@@ -339,7 +350,7 @@ async fn run_step(
             .await?;
         }
         Step::MoveSlots { from, to, ranges } => {
-            return super::moves::move_slots(state, map, id, v, *from, *to, ranges).await;
+            return super::moves::move_slots(state, map, tok, v, *from, *to, ranges).await;
         }
         Step::DissolveGroup { group } => {
             let group = *group;
@@ -388,7 +399,7 @@ async fn run_step(
 async fn create_group(
     state: &Node,
     map: &ClusterMap,
-    id: u64,
+    tok: FenceToken,
     group: GroupId,
     members: &std::collections::BTreeSet<NodeId>,
 ) -> anyhow::Result<()> {
@@ -412,7 +423,7 @@ async fn create_group(
         let op = AdminOp::Initialize {
             members: addrs.clone(),
         };
-        match admin(state, group, id, op, Some(addr)).await {
+        match admin(state, group, tok, op, Some(addr)).await {
             Ok(_) => {
                 initialized = true;
                 break;
@@ -424,8 +435,8 @@ async fn create_group(
         anyhow::bail!("no member of group {group} could initialize it: {last:?}");
     }
     let cmd = Command::InitSlots { owned: Vec::new() };
-    propose(state, group, id, cmd).await?;
-    tracing::info!(task = id, group = %group, "view change: group {group} created on {members:?}");
+    propose(state, group, tok, cmd).await?;
+    tracing::info!(task = tok.task, group = %group, "view change: group {group} created on {members:?}");
     Ok(())
 }
 

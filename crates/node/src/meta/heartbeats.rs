@@ -140,10 +140,18 @@ pub enum Refused {
 
 /// Takes a heartbeat on the metadata leader.
 pub fn receive_heartbeat(state: &Node, beat: Heartbeat) -> Result<HeartbeatReply, Refused> {
-    if !is_metadata_leader(state) {
+    // Only a leader whose leadership a config read index confirmed recently (and that has
+    // installed the stored map since) answers: a leader cut off from its config peers, or one
+    // just elected, must not hand out its map or judge who was removed.
+    if !is_metadata_leader(state) || state.meta.confirmed_term(super::lease(state)).is_none() {
         return Err(Refused::NotLeader(config_leader_hint(state)));
     }
     let map = state.map();
+    if map.epoch < beat.epoch {
+        // The sender knows a newer map than this leader: whatever this map says of it (absent,
+        // removed) may be stale. Let it ask another node.
+        return Err(Refused::NotLeader(None));
+    }
     match map.nodes.get(&beat.node) {
         Some(n) if n.state == NodeLifecycle::Active => {
             if let (Some(recorded), Some(theirs)) = (&n.incarnation, &beat.incarnation) {

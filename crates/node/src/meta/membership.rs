@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use kvorum_raftstore::{GroupId, NodeId, Raft};
+use kvorum_raftstore::{Command, CommandResult, FenceToken, GroupId, NodeId, Raft};
 use kvorum_router::{ClusterMap, Step, TaskKind, CONFIG_GROUP};
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
@@ -66,6 +66,11 @@ pub struct MembershipRequest {
     /// The epoch of the sender's map. The group's leader refuses epochs older than its own
     /// map's, or than one it has accepted before: they come from a deposed metadata leader.
     pub epoch: u64,
+    /// The driver's token: the group's leader commits a [`Command::Fence`] with it before the
+    /// change, and refuses the step (`stale_task`) when the group's state machine refuses that
+    /// fence (a newer driver fenced the group). Absent from older senders: no fence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<FenceToken>,
     #[serde(flatten)]
     pub op: MembershipOp,
 }
@@ -100,9 +105,15 @@ impl From<ApiError> for StepError {
 pub(super) async fn membership(
     state: &Node,
     group: GroupId,
-    task: u64,
+    token: FenceToken,
     op: &MembershipOp,
 ) -> Result<(), StepError> {
+    if !super::acts_in(state, token.term).await {
+        return Err(StepError::Failed(format!(
+            "this node no longer holds a confirmed metadata role in term {}",
+            token.term
+        )));
+    }
     if group == CONFIG_GROUP {
         let raft = state
             .group(CONFIG_GROUP)
@@ -111,9 +122,10 @@ pub(super) async fn membership(
     }
     let map = state.map();
     let req = MembershipRequest {
-        task,
+        task: token.task,
         epoch: map.epoch,
         op: op.clone(),
+        token: Some(token),
     };
     let call = LeaderCall {
         group,
@@ -223,6 +235,28 @@ async fn admit(state: &Node, group: GroupId, req: &MembershipRequest) -> Result<
     Ok(())
 }
 
+/// Commits [`Command::Fence`] with `token` in the group's log: refused (`stale_task`) when a
+/// newer driver fenced the group.
+async fn fence(raft: &Raft, group: GroupId, token: FenceToken) -> Result<(), ApiError> {
+    let r = tokio::time::timeout(
+        MAP_LEARN_WAIT * 5,
+        raft.client_write(Command::Fence { token }),
+    )
+    .await
+    .map_err(|_| ApiError::Unavailable("the step's fence was not committed in time".into()))?
+    .map_err(|e| ApiError::Unavailable(format!("the step's fence failed: {e}")))?;
+    match r.data {
+        CommandResult::Fenced { current } => {
+            tracing::warn!(group = %group, fence = %current, token = %token, "refused a deposed driver's membership step");
+            Err(ApiError::StaleTask(format!(
+                "group {group} is fenced by the driver of {current}; this step ({token}) comes \
+                 from a deposed metadata leader"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs `op` on `raft`, which must lead its group. Idempotent: a change already in place is a
 /// success.
 async fn apply_membership(raft: &Raft, me: NodeId, op: &MembershipOp) -> Result<(), ApiError> {
@@ -326,6 +360,13 @@ pub async fn membership_handler(
         tracing::warn!(group = %group, task = req.task, epoch = req.epoch, error = %e, "membership request refused");
         return Err(e);
     }
+    // The fence and the change under the group's step lock: no newer driver's fence can land
+    // between them on this leader.
+    let lock = state.meta.step_lock(group);
+    let _one = lock.lock().await;
+    if let Some(token) = req.token {
+        fence(&raft, group, token).await?;
+    }
     match apply_membership(&raft, state.id(), &req.op).await {
         Ok(()) => Ok(Json(json!({ "ok": true }))),
         Err(e) => {
@@ -344,7 +385,12 @@ mod tests {
     use axum::http::StatusCode;
 
     fn request(task: u64, epoch: u64, op: MembershipOp) -> MembershipRequest {
-        MembershipRequest { task, epoch, op }
+        MembershipRequest {
+            task,
+            epoch,
+            op,
+            token: None,
+        }
     }
 
     // A group's leader accepts a step of a task in its newest map at that map's epoch, and

@@ -58,7 +58,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use kvorum_raftstore::{Command, CommandResult, Condition, NodeId};
 use kvorum_router::{ClusterMap, MapError, NodeLifecycle, CONFIG_GROUP};
 
@@ -83,6 +82,9 @@ pub(crate) struct Seen {
 pub(crate) struct MetaInner {
     /// The config group term this node leads in, while it does.
     pub(crate) led_term: Option<u64>,
+    /// The term and the start of the last config read index that confirmed this node's
+    /// leadership (see [`MetaState::confirmed_in`]).
+    confirmed: Option<(u64, Instant)>,
     pub(crate) seen: HashMap<NodeId, Seen>,
     last_summary: Option<Instant>,
     /// When the metadata loop last finished a tick.
@@ -113,11 +115,49 @@ pub struct MetaState {
     membership_epoch: AtomicU64,
     /// Serializes this node's map changes (see [`update_map`]).
     map_writes: tokio::sync::Mutex<()>,
+    /// As a group's leader: one lock per group, held while a driver's step is proposed and,
+    /// for a membership step, from its fence to its membership change (see
+    /// [`MetaState::step_lock`]).
+    step_locks: Mutex<HashMap<kvorum_raftstore::GroupId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl MetaState {
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, MetaInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lock of `group`'s driver steps on this node. A membership step holds it from its
+    /// [`Command::Fence`] to its membership change, and every other step while it is proposed,
+    /// so a newer driver's fence can never fall between a deposed driver's fence check and its
+    /// membership change on this leader (on another leader the change fails: it no longer
+    /// leads).
+    pub(crate) fn step_lock(
+        &self,
+        group: kvorum_raftstore::GroupId,
+    ) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.step_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(group).or_default().clone()
+    }
+
+    /// Whether this node holds the metadata role in `term` now: it leads the config group in
+    /// `term` and confirmed it with a quorum (a config read index) less than [`lease`] ago.
+    /// Drivers, heartbeat answers and map decisions act only while this holds.
+    pub(crate) fn confirmed_in(&self, term: u64, lease: Duration) -> bool {
+        let inner = self.lock();
+        inner.led_term == Some(term)
+            && inner
+                .confirmed
+                .is_some_and(|(t, at)| t == term && at.elapsed() < lease)
+    }
+
+    /// The term in which this node holds a confirmed metadata role (see
+    /// [`MetaState::confirmed_in`]), if any.
+    pub(crate) fn confirmed_term(&self, lease: Duration) -> Option<u64> {
+        let inner = self.lock();
+        match (inner.led_term, inner.confirmed) {
+            (Some(term), Some((t, at))) if t == term && at.elapsed() < lease => Some(term),
+            _ => None,
+        }
     }
 
     /// The metadata leader this node last heard from.
@@ -158,10 +198,21 @@ impl MetaState {
         true
     }
 
+    /// Gives the metadata role up at once: its drivers stop and no heartbeat is answered until
+    /// a read index confirms this node's leadership again.
     fn not_leading(&self) {
         let mut inner = self.lock();
+        if inner.led_term.is_some() {
+            tracing::warn!("this node no longer holds the metadata role");
+        }
         inner.led_term = None;
+        inner.confirmed = None;
         inner.stop_drivers();
+    }
+
+    /// Notes that a config read index started at `at` confirmed this node's leadership in `term`.
+    fn confirmed(&self, term: u64, at: Instant) {
+        self.lock().confirmed = Some((term, at));
     }
 
     /// Called at the start of a tick. When this node itself stalled between ticks for longer
@@ -187,6 +238,41 @@ impl MetaState {
     /// Called at the end of every tick, leading or not, successful or not.
     fn tick_done(&self) {
         self.lock().last_tick = Some(Instant::now());
+    }
+}
+
+/// How long a confirmation of the config group's leadership lets the metadata role act: four
+/// fifths of the election timeout, so it lapses before any other config voter can be elected
+/// (a voter starts an election no sooner than an election timeout after it last heard this
+/// leader, which is after the confirming round started). The metadata loop renews it every
+/// [`TICK`].
+pub(crate) fn lease(state: &Node) -> Duration {
+    state.cfg.election_timeout * 4 / 5
+}
+
+/// Whether this node still leads the config group in `term`, as its replica sees it.
+fn raft_leads_in(state: &Node, term: u64) -> bool {
+    state.group(CONFIG_GROUP).is_some_and(|r| {
+        let m = r.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(state.id()) && m.state.is_leader() && m.current_term == term
+    })
+}
+
+/// Whether this node may act as the metadata leader of `term` now: waits (at most two election
+/// timeouts) while its replica still leads in `term` but the last confirmation lapsed (a slow
+/// tick); `false` once it no longer leads in `term` or the confirmation does not come.
+pub(crate) async fn acts_in(state: &Node, term: u64) -> bool {
+    let lease = lease(state);
+    let deadline = Instant::now() + state.cfg.election_timeout * 2;
+    loop {
+        if state.meta.confirmed_in(term, lease) {
+            return true;
+        }
+        if !raft_leads_in(state, term) || Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -246,16 +332,30 @@ async fn meta_tick(state: &Arc<Node>) -> anyhow::Result<()> {
         }
         m.current_term
     };
-    tokio::time::timeout(state.cfg.request_timeout, raft.ensure_linearizable())
-        .await
-        .context("read index on the config group timed out")?
-        .context("read index on the config group")?;
+    // Confirm the leadership with a quorum before acting on it (openraft 0.9 has no
+    // check-quorum: a leader cut off from its config peers still believes it leads). A leader
+    // that cannot confirm gives the role up at once.
+    let started = Instant::now();
+    let confirmed = tokio::time::timeout(lease(state), raft.ensure_linearizable()).await;
+    match confirmed {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            state.meta.not_leading();
+            return Err(anyhow::Error::from(e).context("read index on the config group"));
+        }
+        Err(_) => {
+            state.meta.not_leading();
+            anyhow::bail!("read index on the config group timed out: leadership not confirmed");
+        }
+    }
     let (map, _) = current_map(state)?;
     state.install_map(map.clone()).await?;
     state.meta.set_known_leader(Some(state.id()));
     if state.meta.leading(term, &map) {
         tracing::info!(term, map = %map.summary(), "this node is the metadata leader");
     }
+    // Only now (the stored map installed): heartbeats are answered and drivers act.
+    state.meta.confirmed(term, started);
     state.meta.tick(state.cfg.suspect_after);
     let health = state.meta.health(
         &map,

@@ -16,12 +16,12 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use kvorum_raftstore::{Command, CommandResult, GroupId, SlotState};
+use kvorum_raftstore::{Command, CommandResult, FenceToken, GroupId, SlotState};
 use kvorum_router::{slot_of, ClusterMap, MoveBatch, ViewChangeTask};
 
 use crate::node::Node;
 
-use super::admin::{admin, propose, AdminError, AdminOp, AdminReply};
+use super::admin::{admin, propose, raise_fence, AdminError, AdminOp, AdminReply};
 use super::change::{step_done, task_mut};
 use super::tasks::Next;
 use super::update_map;
@@ -102,7 +102,7 @@ fn count(slots: &[(u16, u16)]) -> u64 {
 pub(super) async fn move_slots(
     state: &Node,
     map: &ClusterMap,
-    id: u64,
+    tok: FenceToken,
     v: &ViewChangeTask,
     from: GroupId,
     to: GroupId,
@@ -115,11 +115,11 @@ pub(super) async fn move_slots(
         let slots = next_batch(map, from, ranges);
         let index = v.next;
         if slots.is_empty() {
-            step_done(state, id, index, "view change: slots moved", |_| {}).await?;
+            step_done(state, tok.task, index, "view change: slots moved", |_| {}).await?;
             return Ok(Next::Now);
         }
         update_map(state, "view change: move batch started", |m| {
-            if let Some(v) = task_mut(m, id) {
+            if let Some(v) = task_mut(m, tok.task) {
                 v.batch = Some(MoveBatch {
                     from,
                     to,
@@ -131,34 +131,40 @@ pub(super) async fn move_slots(
         .await?;
         return Ok(Next::Now);
     };
+    // Fence both groups before any other step of the batch: from these entries on, their state
+    // machines refuse every step of a deposed driver (an older term), whatever that driver's
+    // map or the receiving leader's memory says. A batch resumed by a new metadata leader thus
+    // never interleaves with the old one's.
+    raise_fence(state, from, tok).await?;
+    raise_fence(state, to, tok).await?;
     // What this driver copied (a batch resumed after its release was copied by another).
     let mut copied: Option<Copied> = None;
     if !batch.flipped {
-        let states = slot_states(state, id, from, &batch.slots).await?;
+        let states = slot_states(state, tok, from, &batch.slots).await?;
         let released = states.iter().all(|s| *s == SlotState::Released);
         if !released {
             if v.cancel {
                 // Past Release (another driver released it meanwhile) the next round finds the
                 // slots released and rolls forward.
-                roll_back(state, id, &batch).await?;
+                roll_back(state, tok, &batch).await?;
                 return Ok(Next::Now);
             }
-            copied = Some(copy_batch(state, map, id, &batch).await?);
+            copied = Some(copy_batch(state, map, tok, &batch).await?);
         } else {
             // Copied, caught up and released by a previous driver (Release comes only after
             // the whole catch-up), which may not have raised the destination's version base
             // yet: raise it (idempotent) before the flip.
             let AdminReply::HighWater(above) =
-                admin(state, from, id, AdminOp::VersionHighWater, None).await?
+                admin(state, from, tok, AdminOp::VersionHighWater, None).await?
             else {
                 anyhow::bail!("unexpected reply to a version high-water read");
             };
-            propose(state, to, id, Command::RaiseVersionBase { above }).await?;
+            propose(state, to, tok, Command::RaiseVersionBase { above }).await?;
         }
         let n = count(&batch.slots);
         let (keys, bytes) = copied.as_ref().map_or((0, 0), |c| (c.keys, c.bytes));
         let slots = batch.slots.clone();
-        hold_at("before_activate", id).await;
+        hold_at("before_activate", tok.task).await;
         // Activate and flip together: the source released the slots and the destination holds
         // all their data, so the destination may serve them before the map names it (only a
         // request routed by the new map can reach it for these slots). The flip's epoch is
@@ -167,7 +173,7 @@ pub(super) async fn move_slots(
         let activate = propose(
             state,
             to,
-            id,
+            tok,
             Command::ActivateAt {
                 slots: batch.slots.clone(),
                 epoch: map.epoch + 1,
@@ -181,7 +187,7 @@ pub(super) async fn move_slots(
                     }
                 }
             }
-            if let Some(v) = task_mut(m, id) {
+            if let Some(v) = task_mut(m, tok.task) {
                 v.slots_moved += n;
                 v.keys_moved += keys;
                 v.bytes_moved += bytes;
@@ -199,7 +205,7 @@ pub(super) async fn move_slots(
         propose(
             state,
             to,
-            id,
+            tok,
             Command::ActivateAt {
                 slots: batch.slots.clone(),
                 epoch: 0,
@@ -213,7 +219,7 @@ pub(super) async fn move_slots(
     propose(
         state,
         from,
-        id,
+        tok,
         Command::DropSlots {
             slots: batch.slots.clone(),
         },
@@ -221,7 +227,7 @@ pub(super) async fn move_slots(
     .await?;
     if let Some(c) = &copied {
         tracing::info!(
-            task = id,
+            task = tok.task,
             from = %from,
             to = %to,
             slots = ?batch.slots,
@@ -237,7 +243,7 @@ pub(super) async fn move_slots(
     // The next batch starts in the same map change (one epoch less per batch).
     let next = next_batch(&state.map(), from, ranges);
     update_map(state, "view change: move batch done", |m| {
-        if let Some(v) = task_mut(m, id) {
+        if let Some(v) = task_mut(m, tok.task) {
             v.batch = (!v.cancel && !next.is_empty()).then_some(MoveBatch {
                 from,
                 to,
@@ -255,35 +261,35 @@ pub(super) async fn move_slots(
 async fn init_slots_once(
     state: &Node,
     map: &ClusterMap,
-    id: u64,
+    tok: FenceToken,
     group: GroupId,
 ) -> anyhow::Result<()> {
     static DONE: std::sync::Mutex<Vec<(u64, GroupId)>> = std::sync::Mutex::new(Vec::new());
-    let done = |d: &Vec<(u64, GroupId)>| d.contains(&(id, group));
+    let done = |d: &Vec<(u64, GroupId)>| d.contains(&(tok.task, group));
     if done(&DONE.lock().unwrap_or_else(|p| p.into_inner())) {
         return Ok(());
     }
     let cmd = Command::InitSlots {
         owned: map.slot_ranges(group),
     };
-    propose(state, group, id, cmd).await?;
+    propose(state, group, tok, cmd).await?;
     DONE.lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push((id, group));
+        .push((tok.task, group));
     Ok(())
 }
 
 /// The source's slot states of `slots`.
 async fn slot_states(
     state: &Node,
-    id: u64,
+    tok: FenceToken,
     group: GroupId,
     slots: &[(u16, u16)],
 ) -> anyhow::Result<Vec<SlotState>> {
     let op = AdminOp::SlotStates {
         slots: slots.to_vec(),
     };
-    match admin(state, group, id, op, None).await? {
+    match admin(state, group, tok, op, None).await? {
         AdminReply::States(s) => Ok(s),
         other => anyhow::bail!("unexpected reply {other:?}"),
     }
@@ -313,7 +319,7 @@ struct Chunk {
 /// copied keys).
 async fn scan(
     state: &Node,
-    id: u64,
+    tok: FenceToken,
     group: GroupId,
     b: &MoveBatch,
     after: Option<Vec<u8>>,
@@ -327,7 +333,7 @@ async fn scan(
         since,
         freeze,
     };
-    match admin(state, group, id, op, None).await? {
+    match admin(state, group, tok, op, None).await? {
         AdminReply::Chunk {
             records,
             unchanged,
@@ -355,8 +361,8 @@ async fn scan(
 
 /// Proposes a copy command (`Ingest` or `CatchUp`) at the destination; every record and key
 /// must land (their slots are Incoming there).
-async fn ingest(state: &Node, id: u64, to: GroupId, cmd: Command) -> anyhow::Result<()> {
-    match propose(state, to, id, cmd).await? {
+async fn ingest(state: &Node, tok: FenceToken, to: GroupId, cmd: Command) -> anyhow::Result<()> {
+    match propose(state, to, tok, cmd).await? {
         CommandResult::Ingested { skipped: 0, .. } => Ok(()),
         CommandResult::Ingested { skipped, .. } => {
             anyhow::bail!("group {to} skipped {skipped} records of the copy")
@@ -376,11 +382,11 @@ struct Copy {
 
 /// Copies all data of the batch's slots from the source to the destination (cleared first, by
 /// `BeginIncoming`), in chunks; the source may still be serving them.
-async fn copy_all(state: &Node, id: u64, b: &MoveBatch) -> anyhow::Result<Copy> {
+async fn copy_all(state: &Node, tok: FenceToken, b: &MoveBatch) -> anyhow::Result<Copy> {
     propose(
         state,
         b.to,
-        id,
+        tok,
         Command::BeginIncoming {
             slots: b.slots.clone(),
         },
@@ -390,12 +396,12 @@ async fn copy_all(state: &Node, id: u64, b: &MoveBatch) -> anyhow::Result<Copy> 
     let mut mark = None;
     let mut after = None;
     loop {
-        let c = scan(state, id, b.from, b, after.take(), 0, false).await?;
+        let c = scan(state, tok, b.from, b, after.take(), 0, false).await?;
         mark.get_or_insert(c.high_water);
         if !c.records.is_empty() {
             keys += c.records.len() as u64;
             bytes += c.bytes;
-            ingest(state, id, b.to, Command::Ingest { records: c.records }).await?;
+            ingest(state, tok, b.to, Command::Ingest { records: c.records }).await?;
         }
         match c.next {
             Some(n) => after = Some(n),
@@ -418,7 +424,7 @@ fn storage_order(key: &str) -> (u16, &[u8]) {
 /// memory holds one chunk, whatever the batch's size.
 struct DestKeys<'a> {
     state: &'a Node,
-    id: u64,
+    tok: FenceToken,
     batch: &'a MoveBatch,
     buf: VecDeque<String>,
     /// Where the next chunk starts; `None` with `done` at the end.
@@ -427,10 +433,10 @@ struct DestKeys<'a> {
 }
 
 impl<'a> DestKeys<'a> {
-    fn new(state: &'a Node, id: u64, batch: &'a MoveBatch) -> DestKeys<'a> {
+    fn new(state: &'a Node, tok: FenceToken, batch: &'a MoveBatch) -> DestKeys<'a> {
         DestKeys {
             state,
-            id,
+            tok,
             batch,
             buf: VecDeque::new(),
             after: None,
@@ -444,7 +450,7 @@ impl<'a> DestKeys<'a> {
             // Every record at or below u64::MAX: keys only.
             let c = scan(
                 self.state,
-                self.id,
+                self.tok,
                 self.batch.to,
                 self.batch,
                 self.after.take(),
@@ -505,23 +511,23 @@ impl<'a> DestKeys<'a> {
 async fn copy_batch(
     state: &Node,
     map: &ClusterMap,
-    id: u64,
+    tok: FenceToken,
     b: &MoveBatch,
 ) -> anyhow::Result<Copied> {
     let (from, to) = (b.from, b.to);
-    init_slots_once(state, map, id, from).await?;
-    init_slots_once(state, map, id, to).await?;
-    let copy = copy_all(state, id, b).await?;
+    init_slots_once(state, map, tok, from).await?;
+    init_slots_once(state, map, tok, to).await?;
+    let copy = copy_all(state, tok, b).await?;
     let (mut keys, mut bytes, mark) = (copy.keys, copy.bytes, copy.mark);
     // The destination's copied keys, read ahead: they change only by this driver's entries, and
     // the first chunk is then at hand when the frozen window starts.
-    let mut copied = DestKeys::new(state, id, b);
+    let mut copied = DestKeys::new(state, tok, b);
     copied.fill().await?;
     // The fence and the catch-up: what changed since the mark, the source frozen.
     let frozen_at = Instant::now();
-    let mut c = scan(state, id, from, b, None, mark, true).await?;
+    let mut c = scan(state, tok, from, b, None, mark, true).await?;
     let copied_ms = frozen_at.elapsed().as_millis() as u64;
-    hold_at("after_freeze", id).await;
+    hold_at("after_freeze", tok.task).await;
     let above = c.high_water;
     loop {
         // Keys the copy brought that the source no longer has, up to this chunk's last key
@@ -552,14 +558,14 @@ async fn copy_batch(
                     removed,
                     above,
                 };
-                ingest(state, id, to, cmd).await?;
+                ingest(state, tok, to, cmd).await?;
             }
             if !more {
                 break;
             }
         }
         match c.next {
-            Some(n) => c = scan(state, id, from, b, Some(n), mark, false).await?,
+            Some(n) => c = scan(state, tok, from, b, Some(n), mark, false).await?,
             None => break,
         }
     }
@@ -568,7 +574,7 @@ async fn copy_batch(
     propose(
         state,
         from,
-        id,
+        tok,
         Command::Release {
             slots: b.slots.clone(),
         },
@@ -576,7 +582,7 @@ async fn copy_batch(
     .await?;
     let released_ms = frozen_at.elapsed().as_millis() as u64;
     tracing::info!(
-        task = id,
+        task = tok.task,
         from = %from,
         to = %to,
         slots = ?b.slots,
@@ -609,18 +615,22 @@ pub(super) enum RollBack {
 /// copy. The source goes first because Unfreeze is the gate: it is refused once the source
 /// released the slots (another driver may have finished the copy and released them since this
 /// one looked), and then the destination's copy is the only one and must stay.
-pub(super) async fn roll_back(state: &Node, id: u64, b: &MoveBatch) -> anyhow::Result<RollBack> {
+pub(super) async fn roll_back(
+    state: &Node,
+    tok: FenceToken,
+    b: &MoveBatch,
+) -> anyhow::Result<RollBack> {
     let unfreeze = Command::Unfreeze {
         slots: b.slots.clone(),
     };
-    match propose(state, b.from, id, unfreeze).await {
+    match propose(state, b.from, tok, unfreeze).await {
         Ok(_) => {}
         Err(AdminError::Refused {
             state: SlotState::Released,
             ..
         }) => {
             tracing::warn!(
-                task = id,
+                task = tok.task,
                 slots = ?b.slots,
                 "view change: the batch cannot roll back, the source released it: it rolls forward"
             );
@@ -631,17 +641,17 @@ pub(super) async fn roll_back(state: &Node, id: u64, b: &MoveBatch) -> anyhow::R
     let abort = Command::AbortIncoming {
         slots: b.slots.clone(),
     };
-    if let Err(e) = propose(state, b.to, id, abort).await {
+    if let Err(e) = propose(state, b.to, tok, abort).await {
         // The destination never serves Incoming slots; its copy is dropped by the next move.
-        tracing::warn!(task = id, error = %e, "rollback: the destination could not drop its copy");
+        tracing::warn!(task = tok.task, error = %e, "rollback: the destination could not drop its copy");
     }
     update_map(state, "view change: batch rolled back", |m| {
-        if let Some(v) = task_mut(m, id) {
+        if let Some(v) = task_mut(m, tok.task) {
             v.batch = None;
         }
     })
     .await?;
-    tracing::warn!(task = id, slots = ?b.slots, "view change: batch rolled back");
+    tracing::warn!(task = tok.task, slots = ?b.slots, "view change: batch rolled back");
     Ok(RollBack::Done)
 }
 

@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kvorum_raftstore::NodeId;
+use kvorum_raftstore::{FenceToken, NodeId};
 use kvorum_router::{ClusterMap, NodeLifecycle, Task, TaskKind, TaskStep, CONFIG_GROUP};
 
 use crate::node::Node;
 
 use super::membership::{membership, MembershipOp, StepError};
-use super::{is_map_conflict, update_map, Health, MetaState, TICK};
+use super::{acts_in, is_map_conflict, update_map, Health, MetaState, TICK};
 
 /// Longest a repair may run before its swap; past it the task is abandoned (its learner removed)
 /// and planned afresh. Counted from the task's recorded start, so a new metadata leader keeps it.
@@ -124,15 +124,6 @@ pub(super) fn start_drivers(state: &Arc<Node>, map: &ClusterMap, term: u64) {
     }
 }
 
-/// Whether this node still leads the config group in `term`.
-fn leads_in(state: &Node, term: u64) -> bool {
-    state.group(CONFIG_GROUP).is_some_and(|r| {
-        let m = r.metrics();
-        let m = m.borrow();
-        m.current_leader == Some(state.id()) && m.state.is_leader() && m.current_term == term
-    })
-}
-
 /// Why a task that has not swapped yet must be abandoned, if it must. Pure.
 /// `heard_recently`: nodes whose own heartbeat reached this leader within `suspect_after`.
 fn abandon_reason(
@@ -196,7 +187,7 @@ async fn drive_task(state: Arc<Node>, id: u64, term: u64) {
     // A view change's step that keeps failing, and since when.
     let mut failing: Option<(usize, Instant)> = None;
     loop {
-        if !leads_in(&state, term) {
+        if !acts_in(&state, term).await {
             return;
         }
         let map = state.map();
@@ -250,6 +241,7 @@ async fn drive_step(
     else {
         return super::change::drive_change(state, map, task, failing).await;
     };
+    let tok = FenceToken { term, task: id };
     if task.step == TaskStep::AddLearner {
         if let Some(reason) = should_abandon(state, map, task) {
             abandon(state, task, &reason).await?;
@@ -282,13 +274,13 @@ async fn drive_step(
             };
             // The catch-up may take long: meanwhile, look every tick whether to give up.
             let outcome = {
-                let call = membership(state, group, id, &op);
+                let call = membership(state, group, tok, &op);
                 tokio::pin!(call);
                 loop {
                     tokio::select! {
                         r = &mut call => break Ok(r),
                         _ = tokio::time::sleep(TICK) => {
-                            if !leads_in(state, term) {
+                            if !acts_in(state, term).await {
                                 return Ok(Next::Done);
                             }
                             let map = state.map();
@@ -320,7 +312,7 @@ async fn drive_step(
                 replacement,
                 live: false,
             };
-            match membership(state, group, id, &op).await {
+            match membership(state, group, tok, &op).await {
                 Ok(()) => {}
                 Err(StepError::Refused { code, message }) if code == "replica_alive" => {
                     state.meta.veto(dead);
@@ -373,7 +365,11 @@ async fn abandon(state: &Node, task: &Task, reason: &str) -> anyhow::Result<()> 
         return Ok(());
     };
     let remove = MembershipOp::RemoveLearner { node: replacement };
-    if let Err(e) = membership(state, group, task.id, &remove).await {
+    let tok = FenceToken {
+        term: task.leader_term,
+        task: task.id,
+    };
+    if let Err(e) = membership(state, group, tok, &remove).await {
         tracing::warn!(group = %group, replacement, error = %e, "could not remove the learner");
     }
     update_map(state, "repair abandoned", |m| {
