@@ -35,4 +35,4 @@ pub mod status;
 pub mod transport;
 
 pub use config::Config;
-pub use server::run;
+pub use server::{run, run_with_faults};
