@@ -5,7 +5,7 @@
 //! Only builds with the `test-faults` feature have them, and only the test suite's
 //! `kvnode-test` binary (package `kvorum-tests`) turns that feature on; the `kvnode` that users
 //! build has no hook and names no fault variable. `kvnode-test` builds the value once at start
-//! from the environment ([`Faults::from_env`]) and passes it to [`crate::run_with_faults`]: the
+//! from the environment (`Faults::from_env`) and passes it to [`crate::run_with_faults`]: the
 //! store's part goes to [`kvorum_raftstore::Store::open_with`], the node's part is kept by
 //! [`crate::node::Node`]. No hook reads the environment afterwards (the no-heartbeats fault reads
 //! the file it names before each heartbeat, so a test can pick the node at run time). Each fault
@@ -18,7 +18,7 @@
 //!   acknowledged write can then be missed by a read that follows it, reordered with a
 //!   concurrent write, refused at apply (a cas whose condition a pending write broke), or lost
 //!   with the leader. A write the prediction refuses takes the honest path.
-//! - `KVORUM_FAULT_FAIL_PROPOSED=1`: one write proposal in [`FAIL_PROPOSED_EVERY`] on each node
+//! - `KVORUM_FAULT_FAIL_PROPOSED=1`: one write proposal in `FAIL_PROPOSED_EVERY` (3) on each node
 //!   is answered 503 `unavailable` — a definite failure, "nothing was written" — after
 //!   `client_write` committed it.
 //! - `KVORUM_FAULT_STALE_READS=1`: linearizable reads are served from the local replica without

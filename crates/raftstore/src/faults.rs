@@ -2,7 +2,7 @@
 //!
 //! Only builds with the `test-faults` feature have them, and only the test suite's `kvnode-test`
 //! binary turns that feature on. There the value is built once at start from the environment
-//! ([`StoreFaults::from_env`]) and handed to [`Store::open_with`](crate::Store::open_with); no
+//! (`StoreFaults::from_env`) and handed to [`Store::open_with`](crate::Store::open_with); no
 //! hook reads the environment afterwards. Without the feature [`StoreFaults`] has no fields,
 //! its hooks do nothing, and no fault variable's name is compiled in.
 //!
