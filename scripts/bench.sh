@@ -13,9 +13,10 @@ bin="${1:-${CARGO_TARGET_DIR:-target}/release}"
 secs="${2:-10}"
 nodes="${NODES:-3}"
 k="${K:-3}"
-kvnode="$bin/kvnode"; [ -x "$kvnode" ] || kvnode="$bin/kvnode-test"
+# The shipped kvnode, never the test suite's kvnode-test (it carries the planted faults).
+kvnode="$bin/kvnode"
 kvctl="$bin/kvctl"
-[ -x "$kvnode" ] && [ -x "$kvctl" ] || { echo "bench: no kvnode/kvctl in $bin; build with: cargo build --release --bins" >&2; exit 1; }
+[ -x "$kvnode" ] && [ -x "$kvctl" ] || { echo "bench: no kvnode/kvctl in $bin; build with: cargo build --release --bin kvnode --bin kvctl" >&2; exit 1; }
 dir="$(mktemp -d /tmp/kvorum-bench.XXXXXX)"
 pids=()
 stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }

@@ -13,15 +13,16 @@ fi
 if [ -n "${KVORUM_BIN_DIR:-}" ]; then
   bin="$(cd "$KVORUM_BIN_DIR" && pwd)"   # prebuilt kvnode and kvctl
 else
-  scripts/prereqs.sh
+  # Prerequisites: installed here when run as root; as another user, a missing one stops this
+  # at once with the one sudo command to run.
+  if [ "$(id -u)" = 0 ]; then scripts/prereqs.sh --install; else scripts/prereqs.sh; fi
   # The dev profile (RocksDB itself optimized, see Cargo.toml) shares its compiled RocksDB with
   # scripts/test.sh; PROFILE=release builds optimized binaries (a second RocksDB build).
   profile="${PROFILE:-dev}"
-  # The whole workspace, as scripts/test.sh builds it: a build of fewer packages resolves other
-  # features for shared dependencies and would compile RocksDB again. So these binaries include
-  # the test suite's fault injection (feature `test-faults`), inert unless its KVORUM_FAULT_*
-  # variables are set; `cargo build --release -p kvorum-node -p kvorum-client` builds without it.
-  cargo build --profile "$profile" --workspace --bins
+  # The shipped binaries only: the workspace's default members leave out the test package, whose
+  # `test-faults` feature would otherwise put the fault hooks in them. Third-party dependencies
+  # resolve to the same features as in scripts/test.sh's build, so RocksDB is not compiled again.
+  cargo build --profile "$profile" --bin kvnode --bin kvctl
   dir="$profile"; [ "$profile" = dev ] && dir=debug
   bin="$(cd "${CARGO_TARGET_DIR:-target}/$dir" && pwd)"
 fi

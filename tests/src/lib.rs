@@ -2,8 +2,10 @@
 //! fresh data directory, stopped by PID when the cluster is dropped.
 //!
 //! The binary is `kvnode-test`, this package's build of the kvnode program (see
-//! [`kvnode_bin!`]), so `cargo test` builds it with everything else. It carries the `stale-reads`
-//! fault, off unless a cluster asks for it.
+//! [`kvnode_bin!`]), so `cargo test` builds it with everything else. It alone carries the planted
+//! faults (feature `test-faults` of `kvorum-node`), read from `KVORUM_FAULT_*` variables once at
+//! its start and all off unless a cluster sets them ([`ClusterOptions::with_env`]); the shipped
+//! `kvnode` has none.
 //!
 //! [`Cluster::start`] returns only when the cluster serves: every node answers
 //! `GET /v1/cluster/status`, and some node's status knows the metadata leader and its health

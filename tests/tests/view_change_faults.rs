@@ -497,7 +497,9 @@ async fn isolate_metadata_leader(
         // kill what is known.
         let leader = group_leader(ctx, group, Duration::from_secs(5)).await;
         if leader.is_none() {
-            ctx.log(&format!("fault test: no leader of group {group} known; not killed"));
+            ctx.log(&format!(
+                "fault test: no leader of group {group} known; not killed"
+            ));
         }
         if let Some(a) = leader.and_then(|l| map.addr(l)).map(str::to_string) {
             if !victims.contains(&a) {

@@ -565,23 +565,22 @@ async fn write_once(state: &Node, inc: &Incoming, cmd: Command) -> Result<Respon
     match leader_target(state, group).await? {
         Target::Forward(addrs) => forward(state, &addrs, inc, slot, true).await,
         Target::Local(replica) => {
-            let faults = crate::faults::faults();
-            if faults.ack_before_commit {
+            #[cfg(feature = "test-faults")]
+            if state.faults.ack_before_commit() {
                 if let Some(result) =
                     ack_before_commit(state, &replica.raft, group, &cmd, slot, epoch).await?
                 {
                     return write_response(key, slot, result);
                 }
             }
-            let fail = faults.fail_this_proposal();
+            #[cfg(feature = "test-faults")]
+            let fail = state.faults.fail_this_proposal();
             let result = propose(state, &replica.raft, cmd.routed(slot.0, epoch)).await?;
-            if fail {
+            #[cfg(feature = "test-faults")]
+            if let Some(message) = fail {
                 // Planted fault: a definite failure for a write that was proposed (and here
                 // committed).
-                return Err(ApiError::Unavailable(format!(
-                    "planted fault {}: this committed write is reported as not done",
-                    crate::faults::FAIL_PROPOSED_ENV
-                )));
+                return Err(ApiError::Unavailable(message));
             }
             write_response(key, slot, result)
         }
@@ -593,6 +592,7 @@ async fn write_once(state: &Node, inc: &Incoming, cmd: Command) -> Result<Respon
 /// with the version the entry would get (the log index it was appended at, plus the group's
 /// version base). `None` when the prediction is a refusal: the caller proposes honestly. The
 /// entry is `cmd` routed as `(slot, epoch)`, as honest proposals are.
+#[cfg(feature = "test-faults")]
 async fn ack_before_commit(
     state: &Node,
     raft: &Raft,
@@ -738,7 +738,7 @@ async fn read_once(
     let state = state.clone();
     let (slot, group, epoch) = resolve(&state, inc, key).await?;
     let local = member_replica(&state, group).is_some();
-    if q.stale || (state.fault_stale_reads && local) {
+    if q.stale || (state.faults.stale_reads() && local) {
         // A stale read (or the injected fault): whatever this replica has applied.
         return if local {
             local_read(&state, group, slot, epoch, key)

@@ -19,44 +19,15 @@ use crate::node::Node;
 /// Most metadata-leader candidates tried per heartbeat.
 const MAX_TRIES: usize = 4;
 
-/// Test-only fault (feature `test-faults`): whether this node sends no heartbeat now, because the
-/// file named by `KVORUM_FAULT_NO_HEARTBEATS` lists its id (ids separated by commas or white
-/// space; read before every heartbeat, so a test can silence a node chosen at run time). Its
-/// replicas keep running, so the metadata leader sees it dead while its groups still replicate to
-/// it. Always false in production builds.
-fn heartbeats_muted(me: NodeId) -> bool {
-    if !cfg!(feature = "test-faults") {
-        return false;
-    }
-    let Some(path) = std::env::var_os("KVORUM_FAULT_NO_HEARTBEATS") else {
-        return false;
-    };
-    let listed = std::fs::read_to_string(path).unwrap_or_default();
-    let muted = listed
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .any(|id| id.parse::<NodeId>().is_ok_and(|id| id == me));
-    if muted {
-        tracing::error!(
-            "FAULT INJECTED: this node sends no heartbeats (KVORUM_FAULT_NO_HEARTBEATS)"
-        );
-    }
-    muted
-}
-
 /// Runs the heartbeat loop for the node's lifetime.
 pub async fn run(state: Arc<Node>) {
-    let muted = heartbeats_muted(state.id());
-    if muted {
-        tracing::error!(
-            "FAULT INJECTED: this node sends no heartbeats (KVORUM_FAULT_NO_HEARTBEATS)"
-        );
-    }
     loop {
         tokio::select! {
             _ = tokio::time::sleep(state.cfg.node_heartbeat) => {}
             _ = state.refresh.notified() => {}
         }
-        if heartbeats_muted(state.id()) {
+        // The test suite's no-heartbeats fault (never in `kvnode`).
+        if state.faults.heartbeats_muted(state.id()) {
             continue;
         }
         if let Err(e) = beat(&state).await {

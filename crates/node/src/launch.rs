@@ -1,10 +1,11 @@
 //! The `kvnode` command: parses flags, environment and config file, installs tracing, binds the
-//! listener and runs the node until SIGTERM or SIGINT. In the library so that the test harness
-//! can build the same binary in its own package.
+//! listener and runs the node until SIGTERM or SIGINT. In the library so that the test suite's
+//! `kvnode-test` binary runs the same program with its planted faults ([`main_with_faults`]).
 
 use std::path::PathBuf;
 
 use crate::config::{Config, FileConfig};
+use crate::faults::Faults;
 use anyhow::Context;
 use clap::Parser;
 
@@ -114,8 +115,14 @@ async fn shutdown_signal() {
     }
 }
 
-/// The whole `kvnode` program; `main` of every kvnode binary calls it.
+/// The whole `kvnode` program, without faults; `kvnode`'s `main`.
 pub fn main() -> std::process::ExitCode {
+    main_with_faults(Faults::default())
+}
+
+/// The `kvnode` program with the test suite's planted `faults` (see `faults.rs`), which the
+/// `kvnode-test` binary reads from its environment once at start.
+pub fn main_with_faults(faults: Faults) -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -131,7 +138,7 @@ pub fn main() -> std::process::ExitCode {
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-            crate::run(cfg, listener, shutdown_signal()).await
+            crate::run_with_faults(cfg, faults, listener, shutdown_signal()).await
         })
     })();
     match result {

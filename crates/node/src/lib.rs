@@ -9,7 +9,10 @@
 //!   local state only after a read-index round (unless the client asked for a stale read);
 //! - an error is definite only when raised before the write was proposed; otherwise the answer
 //!   is `outcome_unknown` and no layer retries the write;
-//! - no input panics the node: every request body, path and query is validated first.
+//! - no input panics the node: every request body, path and query is validated first;
+//! - `kvnode` carries no planted fault: `faults` is empty without the `test-faults` feature,
+//!   which only the test package's `kvnode-test` enables, and even there only `kvnode-test`'s
+//!   `main` reads the faults' variables (once, at start).
 //!
 //! Not implemented / caveats (see docs/architecture.md):
 //! - no view changes (add/remove node) and no slot moves yet: the slot table is the initial one
@@ -35,4 +38,4 @@ pub mod status;
 pub mod transport;
 
 pub use config::Config;
-pub use server::run;
+pub use server::{run, run_with_faults};

@@ -22,6 +22,7 @@ use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
+use crate::faults::NodeFaults;
 use crate::identity::Identity;
 use crate::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::meta::MetaState;
@@ -68,9 +69,8 @@ pub struct Node {
     /// Serializes map installs with their writes of [`MAP_FILE`], so that an older map never
     /// overwrites a newer one.
     map_file: std::sync::Mutex<()>,
-    /// Injected fault (feature `stale-reads` and `KVORUM_FAULT_STALE_READS=1`): serve
-    /// linearizable reads from local state without read index. Tests must catch it.
-    pub fault_stale_reads: bool,
+    /// The test suite's planted faults (none in `kvnode`; see `faults.rs`), read once at start.
+    pub faults: NodeFaults,
 }
 
 fn raft_config(cfg: &Config, cluster_id: &str) -> anyhow::Result<openraft::Config> {
@@ -216,7 +216,7 @@ impl Node {
         store: Store,
         map: ClusterMap,
         http: reqwest::Client,
-        fault_stale_reads: bool,
+        faults: NodeFaults,
     ) -> Node {
         let incarnations = Incarnations::default();
         incarnations.update(&map);
@@ -236,7 +236,7 @@ impl Node {
             incarnations,
             http,
             map_file: std::sync::Mutex::new(()),
-            fault_stale_reads,
+            faults,
         }
     }
 
@@ -617,7 +617,7 @@ mod tests {
             store,
             map_at(1),
             http_client(&cfg)?,
-            false,
+            NodeFaults::default(),
         );
         assert_eq!(read_map_file(dir.path())?, None);
         assert!(node.install_map(map_at(4)).await?);

@@ -24,6 +24,7 @@ use kvorum_router::ClusterMap;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::faults::Faults;
 use crate::identity::Identity;
 use crate::join::{self, Start};
 use crate::node::{
@@ -35,6 +36,17 @@ use crate::node::{
 /// when the node had to stop because it was removed from the cluster.
 pub async fn run(
     cfg: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_with_faults(cfg, Faults::default(), listener, shutdown).await
+}
+
+/// [`run`] with the test suite's planted `faults`, read once at start by its `kvnode-test`
+/// binary (see `faults.rs`); `kvnode` runs with none.
+pub async fn run_with_faults(
+    cfg: Config,
+    faults: Faults,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -61,7 +73,14 @@ pub async fn run(
     } else {
         tracing::info!("internal routes authenticated by the cluster secret");
     }
-    let store = Store::open(&cfg.data_dir)
+    for line in faults.announcements() {
+        tracing::error!("{line}");
+    }
+    let Faults {
+        store: store_faults,
+        node: node_faults,
+    } = faults;
+    let store = Store::open_with(&cfg.data_dir, store_faults)
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
     let initial = initial_map_to_use(&identity)?;
     let stored = stored_map_in(&store)?.map(|(m, _)| m);
@@ -78,14 +97,6 @@ pub async fn run(
     if map.epoch > file_epoch {
         write_map_file(&cfg.data_dir, &map)?;
     }
-    let fault_stale_reads = cfg!(feature = "stale-reads")
-        && std::env::var("KVORUM_FAULT_STALE_READS").is_ok_and(|v| v == "1");
-    if fault_stale_reads {
-        tracing::error!(
-            "FAULT INJECTED: reads skip read index and may be stale (KVORUM_FAULT_STALE_READS=1)"
-        );
-    }
-    crate::faults::announce();
     let initialize_from = initial_to_initialize(&map, initial);
     let state = Arc::new(Node::new(
         cfg.clone(),
@@ -93,7 +104,7 @@ pub async fn run(
         store,
         map,
         http,
-        fault_stale_reads,
+        node_faults,
     ));
     let map = state.map();
     if !map.is_active(identity.node_id) {

@@ -50,6 +50,7 @@
 #![allow(clippy::result_large_err)]
 
 mod command;
+pub mod faults;
 mod keys;
 mod log_store;
 mod slots;
@@ -65,6 +66,7 @@ mod tests;
 pub use command::{
     Command, CommandResult, Condition, FenceToken, Record, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
+pub use faults::StoreFaults;
 pub use log_store::LogStore;
 pub use slots::SlotState;
 pub use state_machine::StateMachineStore;

@@ -13,6 +13,7 @@ use std::path::Path;
 use openraft::{BasicNode, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 
+use crate::faults::{Fsync, StoreFaults};
 use crate::NodeId;
 
 const MAGIC: &[u8; 8] = b"KVSNAP1\n";
@@ -73,9 +74,15 @@ impl SnapshotWriter {
 }
 
 /// Makes `file` (open at `from`) durable at `to`: fsyncs it, renames it and fsyncs the directory,
-/// so that the new name survives a crash before any meta points at it.
-pub(crate) fn durable_rename(file: &File, from: &Path, to: &Path) -> std::io::Result<()> {
-    if let Some(r) = crate::store::faults::fsync(from, "snapshot") {
+/// so that the new name survives a crash before any meta points at it. `faults` may replace
+/// the file's fsync (test builds only).
+pub(crate) fn durable_rename(
+    file: &File,
+    from: &Path,
+    to: &Path,
+    faults: &StoreFaults,
+) -> std::io::Result<()> {
+    if let Some(r) = faults.fsync(from, Fsync::Snapshot) {
         r?;
     }
     file.sync_all()?;
@@ -213,7 +220,7 @@ mod tests {
         let mut w = SnapshotWriter::create(&tmp, &meta())?;
         w.record(b"k1", b"v1")?;
         w.record(b"k2", b"")?;
-        durable_rename(&w.finish()?, &tmp, &path)?;
+        durable_rename(&w.finish()?, &tmp, &path, &StoreFaults::default())?;
         let (mut r, m) = SnapshotReader::open(File::open(&path)?)?;
         assert_eq!(m.snapshot_id, "t");
         assert_eq!(r.next_record()?, Some((b"k1".to_vec(), b"v1".to_vec())));

@@ -108,24 +108,6 @@ pub(crate) fn load_stats(store: &Store, group: GroupId) -> Result<GroupStats> {
     }
 }
 
-/// Injected fault (feature `test-faults`): a write of the key named by
-/// `KVORUM_FAULT_APPLY_FAIL_KEY` fails to apply with a storage error, as a failing disk would.
-#[cfg(feature = "test-faults")]
-fn fault_apply(cmd: &crate::Command) -> Result<()> {
-    match std::env::var("KVORUM_FAULT_APPLY_FAIL_KEY") {
-        Ok(k) if k == cmd.key() => Err(sm_err(
-            ErrorVerb::Write,
-            "FAULT INJECTED: apply failed (KVORUM_FAULT_APPLY_FAIL_KEY)",
-        )),
-        _ => Ok(()),
-    }
-}
-
-#[cfg(not(feature = "test-faults"))]
-fn fault_apply(_: &crate::Command) -> Result<()> {
-    Ok(())
-}
-
 /// The state machine of one group. Keeps last-applied, membership, stats, the slot table and the
 /// version base in memory (a copy of what is in the meta CF); data in RocksDB.
 pub struct StateMachineStore {
@@ -442,7 +424,8 @@ fn publish(
 ) -> Result<bool> {
     let _guard = lock_snapshots(store);
     let path = store.inner.snapshot_dir.join(&current.file);
-    durable_rename(file, tmp, &path).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    durable_rename(file, tmp, &path, &store.inner.faults)
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
     let db = store.db();
     let meta_cf = store.cf(CF_META);
     let old: Option<CurrentSnapshot> = read_meta(|k| db.get_cf(meta_cf, k), group, tag::SNAPSHOT)?;
@@ -937,7 +920,9 @@ fn write_key(
     index: u64,
     cmd: &Command,
 ) -> Result<CommandResult> {
-    fault_apply(cmd)?;
+    if let Some(message) = pending.store.inner.faults.apply(cmd.key()) {
+        return Err(sm_err(ErrorVerb::Write, message));
+    }
     let key = cmd.key().as_bytes();
     let dk = keys::data_key(pending.group, key);
     let current = pending.current(&dk)?;

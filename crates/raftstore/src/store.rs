@@ -10,6 +10,7 @@ use openraft::storage::LogFlushed;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 
 use crate::command::RecordCodec;
+use crate::faults::{Fsync, StoreFaults};
 use crate::keys::{self, CF_DATA, CF_LOG, CF_META};
 use crate::slots::{self, SlotEpochs, SlotTable};
 use crate::{GroupId, LogStore, Record, SlotState, StateMachineStore, TypeConfig};
@@ -75,6 +76,8 @@ pub(crate) struct Inner {
     pub(crate) snapshot_dir: PathBuf,
     /// Queue of the WAL flusher: appends waiting to be reported durable.
     flush_tx: std::sync::Mutex<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    /// The planted faults of the test suite (none outside its `kvnode-test` binary).
+    pub(crate) faults: StoreFaults,
     /// Serializes updates of the groups' current-snapshot records.
     pub(crate) snapshot_lock: std::sync::Mutex<()>,
     /// Per group, a count of snapshot install starts and ends: odd while the group's data range
@@ -99,6 +102,12 @@ impl Store {
     /// finishes every interrupted snapshot install (a group whose install cannot be finished
     /// refuses reads, and its state machine fails to open).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, StoreFaults::default())
+    }
+
+    /// [`Store::open`] with the test suite's planted `faults` (built once at start; see
+    /// [`StoreFaults`]).
+    pub fn open_with(dir: &Path, faults: StoreFaults) -> Result<Store, StoreError> {
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
         let mut opts = Options::default();
@@ -115,6 +124,7 @@ impl Store {
             db,
             snapshot_dir,
             flush_tx: std::sync::Mutex::new(tx),
+            faults,
             snapshot_lock: std::sync::Mutex::new(()),
             installs: std::sync::Mutex::new(HashMap::new()),
             slots: std::sync::RwLock::new(HashMap::new()),
@@ -516,7 +526,7 @@ fn flusher(store: std::sync::Weak<Inner>, rx: mpsc::Receiver<LogFlushed<TypeConf
         batch.extend(rx.try_iter());
         let result = match store.upgrade() {
             // Appended entries become durable here; only now may openraft count them.
-            Some(inner) => match faults::fsync(&inner.snapshot_dir, "WAL") {
+            Some(inner) => match inner.faults.fsync(&inner.snapshot_dir, Fsync::Wal) {
                 Some(r) => r,
                 None => inner.db.flush_wal(true).map_err(std::io::Error::other),
             },
@@ -529,39 +539,5 @@ fn flusher(store: std::sync::Weak<Inner>, rx: mpsc::Receiver<LogFlushed<TypeConf
             };
             cb.log_io_completed(r);
         }
-    }
-}
-
-/// Injected faults of fsyncs (feature `test-faults`, compiled out of production builds):
-/// - `KVORUM_FAULT_SKIP_WAL_FSYNC=1`: the WAL flusher reports appends durable without fsyncing
-///   the WAL (a disk that lies), so a power cut loses acknowledged entries;
-/// - `KVORUM_FAULT_FSYNC_EIO=<1 or a path substring>`: the first WAL or snapshot fsync of this
-///   process under a matching path fails with EIO (once: a node that retried would then carry on,
-///   which the tests must catch).
-pub(crate) mod faults {
-    use std::path::Path;
-
-    /// `Some(result)` replaces the fsync of `what` (under `path`); `None`: fsync as usual.
-    #[cfg(feature = "test-faults")]
-    pub(crate) fn fsync(path: &Path, what: &str) -> Option<std::io::Result<()>> {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        static EIO_FIRED: AtomicBool = AtomicBool::new(false);
-        if let Ok(v) = std::env::var("KVORUM_FAULT_FSYNC_EIO") {
-            if (v == "1" || path.to_string_lossy().contains(v.as_str()))
-                && !EIO_FIRED.swap(true, Ordering::SeqCst)
-            {
-                tracing::error!(path = %path.display(), "FAULT INJECTED: {what} fsync fails with EIO (KVORUM_FAULT_FSYNC_EIO)");
-                return Some(Err(std::io::Error::from_raw_os_error(5)));
-            }
-        }
-        if what == "WAL" && std::env::var("KVORUM_FAULT_SKIP_WAL_FSYNC").is_ok_and(|v| v == "1") {
-            return Some(Ok(()));
-        }
-        None
-    }
-
-    #[cfg(not(feature = "test-faults"))]
-    pub(crate) fn fsync(_: &Path, _: &str) -> Option<std::io::Result<()>> {
-        None
     }
 }

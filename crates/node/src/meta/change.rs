@@ -55,19 +55,6 @@ use super::{update_map, Health};
 /// rolls back first; a batch past its Release never fails: it rolls forward, retrying).
 const STEP_FAIL_LIMIT: Duration = Duration::from_secs(120);
 
-/// [`STEP_FAIL_LIMIT`], or (feature `test-faults` only) `KVORUM_FAULT_STEP_FAIL_LIMIT_MS`, which
-/// lets end-to-end tests see a step fail for longer than the limit in seconds.
-fn step_fail_limit() -> Duration {
-    static LIMIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *LIMIT.get_or_init(|| {
-        std::env::var("KVORUM_FAULT_STEP_FAIL_LIMIT_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|_| cfg!(feature = "test-faults"))
-            .map_or(STEP_FAIL_LIMIT, Duration::from_millis)
-    })
-}
-
 /// Plans `change` on the current map and records it as a task. Refused, with nothing changed,
 /// when a change is already running or the planner refuses it.
 pub async fn start_change(state: &Node, change: ViewChange) -> Result<Task, ApiError> {
@@ -237,7 +224,8 @@ pub(super) async fn drive_change(
                     Instant::now()
                 }
             };
-            if since.elapsed() > step_fail_limit() {
+            let limit = state.faults.step_fail_limit().unwrap_or(STEP_FAIL_LIMIT);
+            if since.elapsed() > limit {
                 let reason = format!(
                     "step {} ({}) kept failing: {e:#}",
                     v.next + 1,

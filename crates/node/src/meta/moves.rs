@@ -14,11 +14,12 @@
 //! (Unfreeze, then AbortIncoming). A flipped batch only rolls forward.
 
 use std::collections::{HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kvorum_raftstore::{Command, CommandResult, FenceToken, GroupId, SlotState};
 use kvorum_router::{slot_of, ClusterMap, MoveBatch, ViewChangeTask};
 
+use crate::faults::MovePoint;
 use crate::node::Node;
 
 use super::admin::{admin, propose, raise_fence, AdminError, AdminOp, AdminReply};
@@ -30,56 +31,27 @@ use super::update_map;
 /// frozen window. The window holds the catch-up of what changed during the batch's copy, not
 /// the batch's data, so larger batches cost little pause and save per-batch rounds.
 pub const MOVE_BATCH_SLOTS: u16 = 64;
-/// Slots per move batch: [`MOVE_BATCH_SLOTS`], or (feature `test-faults` only)
-/// `KVORUM_FAULT_MOVE_BATCH_SLOTS=<n>`, which lets end-to-end tests of changes under faults move
-/// a group's slots in a few batches on a slow machine.
-fn batch_slots() -> u16 {
-    static SLOTS: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
-    *SLOTS.get_or_init(|| {
-        std::env::var("KVORUM_FAULT_MOVE_BATCH_SLOTS")
-            .ok()
-            .and_then(|v| v.parse::<u16>().ok())
-            .filter(|n| cfg!(feature = "test-faults") && *n > 0)
-            .unwrap_or(MOVE_BATCH_SLOTS)
-    })
+/// Slots per move batch: [`MOVE_BATCH_SLOTS`], or the test suite's batch-size fault's.
+fn batch_slots(state: &Node) -> u16 {
+    state.faults.move_batch_slots().unwrap_or(MOVE_BATCH_SLOTS)
 }
 
 /// Bytes of slot data per copy chunk (one Ingest entry; at least one record).
 const COPY_CHUNK_BYTES: usize = 256 << 10;
 
-/// Test-only fault (feature `test-faults`): `KVORUM_FAULT_MOVE_HOLD=<point>:<ms>` makes every
-/// move batch wait `ms` at `point` (`after_freeze`: the source is frozen, the copy made, nothing caught up yet;
-/// `before_activate`: flipped in the map, the destination not yet serving), logging
-/// `FAULT INJECTED: move held at <point>` first, so that a test can kill or cut nodes in that
-/// window. Nothing in production builds.
-async fn hold_at(point: &str, task: u64) {
-    static HOLD: std::sync::OnceLock<Option<(String, Duration)>> = std::sync::OnceLock::new();
-    let hold = HOLD.get_or_init(|| {
-        let v = std::env::var("KVORUM_FAULT_MOVE_HOLD").ok()?;
-        let (p, ms) = v.split_once(':')?;
-        let ms: u64 = ms.parse().ok()?;
-        cfg!(feature = "test-faults").then(|| (p.to_string(), Duration::from_millis(ms)))
-    });
-    if let Some((p, d)) = hold {
-        if p == point {
-            tracing::error!(
-                task,
-                "FAULT INJECTED: move held at {point} for {} ms",
-                d.as_millis()
-            );
-            tokio::time::sleep(*d).await;
-        }
-    }
-}
-
-/// The next batch of a move: up to [`MOVE_BATCH_SLOTS`] slots of `ranges` that `from` still
-/// owns, in slot order, as ranges. Pure.
-pub fn next_batch(map: &ClusterMap, from: GroupId, ranges: &[(u16, u16)]) -> Vec<(u16, u16)> {
+/// The next batch of a move: up to `max_slots` slots (in production [`MOVE_BATCH_SLOTS`]) of
+/// `ranges` that `from` still owns, in slot order, as ranges. Pure.
+pub fn next_batch(
+    map: &ClusterMap,
+    from: GroupId,
+    ranges: &[(u16, u16)],
+    max_slots: u16,
+) -> Vec<(u16, u16)> {
     let mut out: Vec<(u16, u16)> = Vec::new();
     let mut n = 0;
     for (a, b) in ranges {
         for s in *a..=*b {
-            if n == batch_slots() {
+            if n == max_slots {
                 return out;
             }
             if map.slots.get(usize::from(s)) != Some(&from) {
@@ -112,7 +84,7 @@ pub(super) async fn move_slots(
         if v.cancel {
             return Ok(Next::Now);
         }
-        let slots = next_batch(map, from, ranges);
+        let slots = next_batch(map, from, ranges, batch_slots(state));
         let index = v.next;
         if slots.is_empty() {
             step_done(state, tok.task, index, "view change: slots moved", |_| {}).await?;
@@ -164,7 +136,10 @@ pub(super) async fn move_slots(
         let n = count(&batch.slots);
         let (keys, bytes) = copied.as_ref().map_or((0, 0), |c| (c.keys, c.bytes));
         let slots = batch.slots.clone();
-        hold_at("before_activate", tok.task).await;
+        state
+            .faults
+            .hold_move_at(MovePoint::BeforeActivate, tok.task)
+            .await;
         // Activate and flip together: the source released the slots and the destination holds
         // all their data, so the destination may serve them before the map names it (only a
         // request routed by the new map can reach it for these slots). The flip's epoch is
@@ -241,7 +216,7 @@ pub(super) async fn move_slots(
         );
     }
     // The next batch starts in the same map change (one epoch less per batch).
-    let next = next_batch(&state.map(), from, ranges);
+    let next = next_batch(&state.map(), from, ranges, batch_slots(state));
     update_map(state, "view change: move batch done", |m| {
         if let Some(v) = task_mut(m, tok.task) {
             v.batch = (!v.cancel && !next.is_empty()).then_some(MoveBatch {
@@ -527,7 +502,10 @@ async fn copy_batch(
     let frozen_at = Instant::now();
     let mut c = scan(state, tok, from, b, None, mark, true).await?;
     let copied_ms = frozen_at.elapsed().as_millis() as u64;
-    hold_at("after_freeze", tok.task).await;
+    state
+        .faults
+        .hold_move_at(MovePoint::AfterFreeze, tok.task)
+        .await;
     let above = c.high_water;
     loop {
         // Keys the copy brought that the source no longer has, up to this chunk's last key
@@ -669,14 +647,20 @@ mod tests {
         let n = MOVE_BATCH_SLOTS;
         let ranges = vec![(0u16, 9u16), (20, 20 + 2 * n)];
         // 10 slots of the first range, the rest of a batch from the second.
-        assert_eq!(next_batch(&m, g1, &ranges), vec![(0, 9), (20, 20 + n - 11)]);
+        assert_eq!(
+            next_batch(&m, g1, &ranges, n),
+            vec![(0, 9), (20, 20 + n - 11)]
+        );
         for s in 0..=5 {
             m.slots[s] = GroupId(2);
         }
-        assert_eq!(next_batch(&m, g1, &ranges), vec![(6, 9), (20, 20 + n - 5)]);
+        assert_eq!(
+            next_batch(&m, g1, &ranges, n),
+            vec![(6, 9), (20, 20 + n - 5)]
+        );
         for s in (6..=9).chain(20..=20 + usize::from(2 * n)) {
             m.slots[s] = GroupId(2);
         }
-        assert!(next_batch(&m, g1, &ranges).is_empty());
+        assert!(next_batch(&m, g1, &ranges, n).is_empty());
     }
 }

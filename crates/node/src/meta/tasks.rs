@@ -28,23 +28,6 @@ const TASK_TIME_LIMIT: Duration = Duration::from_secs(600);
 /// replicating while its heartbeats said it was dead.
 const ALIVE_VETO: Duration = Duration::from_secs(30);
 
-/// Test-only fault (feature `test-faults`): how long every repair step waits before it runs,
-/// from `KVORUM_FAULT_TASK_STEP_DELAY_MS`. Zero in production builds.
-fn step_delay() -> Duration {
-    static DELAY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *DELAY.get_or_init(|| {
-        let ms = std::env::var("KVORUM_FAULT_TASK_STEP_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|_| cfg!(feature = "test-faults"))
-            .unwrap_or(0);
-        if ms > 0 {
-            tracing::error!("FAULT INJECTED: every repair step waits {ms} ms before it runs");
-        }
-        Duration::from_millis(ms)
-    })
-}
-
 impl MetaState {
     /// Notes that a group's leader saw `node` still replicating.
     fn veto(&self, node: NodeId) {
@@ -248,7 +231,8 @@ async fn drive_step(
             return Ok(Next::Done);
         }
     }
-    let delay = step_delay();
+    // The test suite's step-delay fault (zero in `kvnode`).
+    let delay = state.faults.task_step_delay();
     if !delay.is_zero() {
         let since = match *held {
             Some((step, at)) if step == task.step => at,
