@@ -64,7 +64,7 @@ pub use command::{Command, CommandResult, Condition, Record, MAX_KEY_BYTES, MAX_
 pub use log_store::LogStore;
 pub use slots::SlotState;
 pub use state_machine::StateMachineStore;
-pub use store::{SlotChunk, Store, StoreError};
+pub use store::{ServedRead, SlotChunk, Store, StoreError};
 
 pub use kvorum_router::{GroupId, NodeId};
 
