@@ -31,6 +31,20 @@ use super::probe::{confirm_gone, matched};
 
 /// Longest wait for a new learner to catch up, per attempt.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
+
+/// [`CATCH_UP_WAIT`], or (feature `test-faults` only) `KVORUM_FAULT_CATCH_UP_WAIT_MS`, which lets
+/// end-to-end tests see a learner that never catches up fail its step in seconds.
+fn catch_up_wait() -> Duration {
+    static WAIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *WAIT.get_or_init(|| {
+        std::env::var("KVORUM_FAULT_CATCH_UP_WAIT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|_| cfg!(feature = "test-faults"))
+            .map_or(CATCH_UP_WAIT, Duration::from_millis)
+    })
+}
+
 /// Longest wait of a group's leader to learn the newer map a membership request names.
 const MAP_LEARN_WAIT: Duration = Duration::from_secs(2);
 
@@ -120,7 +134,7 @@ pub(super) async fn membership(
         path: format!("/internal/v1/groups/{}/membership", group.0),
         content_type: "application/json",
         body: serde_json::to_vec(&req).map_err(|e| StepError::Failed(e.to_string()))?,
-        timeout: CATCH_UP_WAIT + Duration::from_secs(5),
+        timeout: catch_up_wait() + Duration::from_secs(5),
         final_codes: &["stale_task", "replica_alive", "no_learner"],
     };
     match call_leader(state, state.group_addrs(group), call).await {
@@ -191,6 +205,10 @@ fn check_request(
                     dead, replacement, ..
                 },
             ) => *g == group && dead == old && replacement == new,
+            // The clean-up of a change that stops: a learner one of its steps so far added.
+            (_, MembershipOp::RemoveLearner { node: n }) => v.steps.iter().take(v.next + 1).any(
+                |s| matches!(s, Step::AddLearner { group: g, node } if *g == group && node == n),
+            ),
             _ => false,
         },
     };
@@ -248,7 +266,7 @@ async fn apply_membership(raft: &Raft, me: NodeId, op: &MembershipOp) -> Result<
                     .index
             };
             let node = *node;
-            raft.wait(Some(CATCH_UP_WAIT))
+            raft.wait(Some(catch_up_wait()))
                 .metrics(
                     move |mm| matched(mm, node).is_some_and(|i| i >= index),
                     "the learner caught up",
