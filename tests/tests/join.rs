@@ -342,3 +342,81 @@ async fn joiner_survives_the_metadata_leader_killed_as_it_is_added() {
     .await;
     assert!(joiner.exited().is_none());
 }
+
+/// How long a re-added node must stay up while the group that listed the old node's learner
+/// keeps replicating (its leader sends an append or heartbeat every 250 ms).
+const STAYS_UP_FOR: Duration = Duration::from_secs(5);
+
+// A change that fails after its AddLearner step, then the spare it tried to add removed, wiped
+// and its address added again: the failed change's learner is removed from the group, and a
+// Raft RPC still addressed to the old id would be refused, not obeyed, by the new node. So the
+// new node stays up (before, every append of the group's leader for the old id stopped it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readded_address_of_a_failed_changes_learner_stays_up() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Groups {1,2} and {3,4}, spare 5; config voters 1, 2, 3. A learner that never catches up
+    // fails its step within seconds.
+    let mut c = Cluster::start(
+        ClusterOptions::new(kvnode_bin!(), 5, 2)
+            .with_env("KVORUM_FAULT_CATCH_UP_WAIT_MS", "1500")
+            .with_env("KVORUM_FAULT_STEP_FAIL_LIMIT_MS", "2000"),
+    )
+    .await;
+    c.wait_settled(WAIT).await;
+    let client = c.client();
+    let addr5 = c.nodes[4].addr;
+
+    // Removing node 4 replaces it by spare 5: AddLearner(group 2, 5), then the swap. With node 5
+    // paused, the learner never catches up and the change fails after adding it.
+    c.pause(4, true);
+    let p = client.remove_node(4).await.expect("remove accepted");
+    let done = client
+        .wait_task(p.id, Duration::from_millis(200), |_| {})
+        .await
+        .expect("wait");
+    assert_eq!(done.state, kvorum_client::TaskState::Failed, "{done:?}");
+    c.pause(4, false);
+
+    // The spare leaves, learns it was removed and exits.
+    let p = client.remove_node(5).await.expect("remove of the spare");
+    let done = client
+        .wait_task(p.id, Duration::from_millis(200), |_| {})
+        .await
+        .expect("wait");
+    assert_eq!(done.state, kvorum_client::TaskState::Done, "{done:?}");
+    let exit = c.wait_for_exit(4, WAIT).await;
+    assert!(exit.is_some(), "node 5 did not exit once removed");
+
+    // A new node (a new data directory) at node 5's address is added under id 6.
+    let first = c.nodes[0].addr.to_string();
+    let mut joiner = c.spawn_extra(addr5, &["--join", &first], &[]);
+    c.wait_joining(addr5, WAIT, "the new node at node 5's address waiting")
+        .await;
+    let p = client.add_node(&addr5.to_string()).await.expect("add");
+    let done = client
+        .wait_task(p.id, Duration::from_millis(200), |_| {})
+        .await
+        .expect("wait");
+    assert_eq!(done.state, kvorum_client::TaskState::Done, "{done:?}");
+    assert_eq!(done.node, Some(6), "{done:?}");
+    c.wait_for_status(WAIT, "node 6 alive at node 5's old address", |s| {
+        s.nodes.iter().any(|n| {
+            n.id == 6 && n.addr == addr5.to_string() && n.state == kvorum_wire::NodeState::Alive
+        })
+    })
+    .await;
+    let until = std::time::Instant::now() + STAYS_UP_FOR;
+    while std::time::Instant::now() < until {
+        assert!(
+            joiner.exited().is_none(),
+            "node 6 stopped: {}",
+            joiner.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !joiner.log_text().contains("not the incarnation"),
+        "{}",
+        joiner.log_text()
+    );
+}

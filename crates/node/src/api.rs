@@ -24,7 +24,9 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{middleware, Json, Router};
-use kvorum_raftstore::{Command, CommandResult, Condition, GroupId, NodeId, Raft, StoreError};
+use kvorum_raftstore::{
+    Command, CommandResult, Condition, GroupId, NodeId, Raft, ServedRead, StoreError,
+};
 use kvorum_router::{slot_of, ClusterMap, Slot};
 use kvorum_wire::{
     AppendBody, ClusterStatus, ConditionConflict, DeleteQuery, DeleteReply, GetQuery, JoinPhase,
@@ -685,7 +687,8 @@ fn write_response(key: String, slot: Slot, result: CommandResult) -> Result<Resp
 }
 
 /// Reads `key` from this node's replica of `group`, which must own its slot at map `epoch`
-/// (checked after the read index, where the slot table is current).
+/// (checked after the read index, where the slot table is current, and again after the read:
+/// a move's Release or DropSlots, or the group's drop, may apply in between).
 fn local_read(
     state: &Node,
     group: GroupId,
@@ -693,14 +696,8 @@ fn local_read(
     epoch: u64,
     key: &str,
 ) -> Result<Response, ApiError> {
-    if !state.store.serves_read(group, slot.0, epoch) {
-        return Err(ApiError::SlotMoving {
-            slot,
-            detail: "the group no longer, or not yet, owns it".into(),
-        });
-    }
-    match state.store.read(group, key) {
-        Ok(Some(r)) => {
+    match state.store.read_served(group, slot.0, epoch, key) {
+        Ok(ServedRead::Found(r)) => {
             let reply = KeyReply {
                 key: key.to_string(),
                 value: r.value,
@@ -708,7 +705,11 @@ fn local_read(
             };
             Ok(Json(reply).into_response())
         }
-        Ok(None) => Err(ApiError::KeyNotFound(key.to_string())),
+        Ok(ServedRead::Absent) => Err(ApiError::KeyNotFound(key.to_string())),
+        Ok(ServedRead::NotServed) => Err(ApiError::SlotMoving {
+            slot,
+            detail: "the group no longer, or not yet, owns it".into(),
+        }),
         // Only a follower installs snapshots: a stale read can retry here or at another replica.
         Err(e @ StoreError::Installing { .. }) => Err(ApiError::Unavailable(e.to_string())),
         Err(e) => {

@@ -51,8 +51,8 @@ pub async fn add_node(
     }
     let change = ViewChange::AddNode { addr: addr.clone() };
     meta::check_change(&state, &change)?;
-    probe_joiner(&state, &addr).await?;
-    let task = meta::start_change(&state, change).await?;
+    let joiner = probe_joiner(&state, &addr).await?;
+    let task = meta::start_change(&state, change, Some(joiner.incarnation)).await?;
     accepted(&state, task.id)
 }
 
@@ -69,7 +69,7 @@ pub async fn remove_node(
         let path = format!("/v1/cluster/nodes/{node}");
         return forward(&state, Method::DELETE, &path, &headers, Bytes::new()).await;
     }
-    let task = meta::start_change(&state, ViewChange::RemoveNode { node }).await?;
+    let task = meta::start_change(&state, ViewChange::RemoveNode { node }, None).await?;
     accepted(&state, task.id)
 }
 
@@ -121,8 +121,8 @@ fn accepted(state: &Node, id: u64) -> Result<Response, ApiError> {
     Ok((StatusCode::ACCEPTED, Json(p)).into_response())
 }
 
-/// Checks that `addr` answers `GET /v1/join` as a node waiting to join.
-async fn probe_joiner(state: &Node, addr: &str) -> Result<(), ApiError> {
+/// Checks that `addr` answers `GET /v1/join` as a node waiting to join; returns its answer.
+async fn probe_joiner(state: &Node, addr: &str) -> Result<kvorum_wire::JoinState, ApiError> {
     let unreachable = |why: String| {
         ApiError::Unreachable(format!(
             "{addr} does not answer as a node waiting to join ({why}); start it first with \
@@ -146,7 +146,7 @@ async fn probe_joiner(state: &Node, addr: &str) -> Result<(), ApiError> {
     if join.state != kvorum_wire::JoinPhase::Waiting {
         return Err(unreachable("it is already a member of a cluster".into()));
     }
-    Ok(())
+    Ok(join)
 }
 
 /// Forwards a change call to the metadata leader and passes its answer through.

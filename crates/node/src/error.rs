@@ -72,6 +72,10 @@ pub enum ApiError {
     /// The wiped node must join as a new node.
     #[error("{0}")]
     IncarnationMismatch(String),
+    /// An internal request addressed to another node id reached this node (it took the address
+    /// of a removed node the sender still knows). Refused; the sender should drop that node.
+    #[error("{0}")]
+    WrongNode(String),
     /// This node does not lead the group a leader-only internal call needs.
     #[error("this node is not the leader; the leader is {leader:?}")]
     NotLeader { leader: Option<NodeId> },
@@ -151,6 +155,7 @@ impl ApiError {
             ApiError::ReplicaAlive { .. } => "replica_alive",
             ApiError::NoLearner(_) => "no_learner",
             ApiError::IncarnationMismatch(_) => "incarnation_mismatch",
+            ApiError::WrongNode(_) => "wrong_node",
             ApiError::NotLeader { .. } => "not_leader",
             ApiError::NotOwner { .. } => "not_owner",
             ApiError::KeyNotFound(_) => "key_not_found",
@@ -197,6 +202,7 @@ impl ApiError {
             ApiError::NodeGone(_) => StatusCode::GONE,
             ApiError::ConditionFailed { .. }
             | ApiError::IncarnationMismatch(_)
+            | ApiError::WrongNode(_)
             | ApiError::StaleTask(_)
             | ApiError::ReplicaAlive { .. }
             | ApiError::NoLearner(_) => StatusCode::CONFLICT,

@@ -32,6 +32,9 @@
 //!   [`crate::meta::MOVE_BATCH_SLOTS`].
 //! - `KVORUM_FAULT_STEP_FAIL_LIMIT_MS=<ms>`: a view-change step fails the change after this long
 //!   instead of the production limit.
+//! - `KVORUM_FAULT_CATCH_UP_WAIT_MS=<ms>`: a group's leader waits this long (instead of the
+//!   production wait) for a new learner to catch up, so a learner that never does fails its step
+//!   in seconds.
 
 use std::time::Duration;
 
@@ -64,6 +67,9 @@ pub const MOVE_BATCH_SLOTS_ENV: &str = "KVORUM_FAULT_MOVE_BATCH_SLOTS";
 /// Environment variable of the view-change step failure limit, in ms.
 #[cfg(feature = "test-faults")]
 pub const STEP_FAIL_LIMIT_ENV: &str = "KVORUM_FAULT_STEP_FAIL_LIMIT_MS";
+/// Environment variable of the learner catch-up wait, in ms.
+#[cfg(feature = "test-faults")]
+pub const CATCH_UP_WAIT_ENV: &str = "KVORUM_FAULT_CATCH_UP_WAIT_MS";
 
 /// Under the fail-proposed fault, every this-many-th write proposal of a node (the 3rd, 6th, ...)
 /// is answered `unavailable` although it was committed: often enough that a run of a few
@@ -131,6 +137,9 @@ pub struct NodeFaults {
     /// How long a view-change step may keep failing.
     #[cfg(feature = "test-faults")]
     step_fail_limit: Option<Duration>,
+    /// How long a group's leader waits for a new learner to catch up.
+    #[cfg(feature = "test-faults")]
+    catch_up_wait: Option<Duration>,
 }
 
 #[cfg(feature = "test-faults")]
@@ -190,6 +199,7 @@ impl NodeFaults {
                 .and_then(|v| v.parse().ok())
                 .filter(|n| *n > 0),
             step_fail_limit: ms(STEP_FAIL_LIMIT_ENV),
+            catch_up_wait: ms(CATCH_UP_WAIT_ENV),
         }
     }
 
@@ -242,6 +252,12 @@ impl NodeFaults {
             lines.push(format!(
                 "FAULT INJECTED: a view-change step fails the change after {} ms \
                  ({STEP_FAIL_LIMIT_ENV})",
+                d.as_millis()
+            ));
+        }
+        if let Some(d) = self.catch_up_wait {
+            lines.push(format!(
+                "FAULT INJECTED: a new learner gets {} ms to catch up ({CATCH_UP_WAIT_ENV})",
                 d.as_millis()
             ));
         }
@@ -357,6 +373,18 @@ impl NodeFaults {
         #[cfg(feature = "test-faults")]
         {
             self.step_fail_limit
+        }
+        #[cfg(not(feature = "test-faults"))]
+        {
+            None
+        }
+    }
+
+    /// The learner catch-up wait when the fault sets it; `None`: the production wait.
+    pub fn catch_up_wait(&self) -> Option<Duration> {
+        #[cfg(feature = "test-faults")]
+        {
+            self.catch_up_wait
         }
         #[cfg(not(feature = "test-faults"))]
         {

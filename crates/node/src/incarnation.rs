@@ -5,17 +5,20 @@
 //!
 //! The rules:
 //! 1. The incarnation is created with the identity file and never changes (`identity.rs`).
-//! 2. The metadata leader records each node's incarnation in the map the first time a heartbeat
-//!    brings it; a recorded incarnation never changes (a wiped node is a new node).
+//! 2. The metadata leader records each node's incarnation in the map: a node added by a view
+//!    change with the incarnation it answered when the add was accepted, any other the first time
+//!    a heartbeat brings it; a recorded incarnation never changes (a wiped node is a new node).
 //! 3. A node starting on an empty data directory first asks the peers of its view (or, joining,
 //!    the addresses it was given) for their map; if one records another incarnation for its
 //!    address (the cluster knows it as a member), the node refuses to start (`join.rs`): a wiped
 //!    node may join only as a new node, after the old one is removed.
-//! 4. Every Raft RPC carries the sender's incarnation and the incarnation the sender's map records
-//!    for the receiver. A receiver refuses a sender whose incarnation differs from its own map's
-//!    record, and a receiver that is not the incarnation the sender expects refuses and stops:
-//!    so a wiped node that started anyway (its peers were unreachable) can neither vote nor be
-//!    voted for. Heartbeats are checked the same way by the metadata leader.
+//! 4. Every Raft RPC carries the sender's incarnation, the id of the node it is addressed to and
+//!    the incarnation the sender's map records for that node. A receiver refuses a sender whose
+//!    incarnation differs from its own map's record; a receiver whose id is not the addressed one
+//!    refuses the RPC (a new node at a removed node's address, which a group may still list);
+//!    and a receiver that is the addressed node but not the incarnation the sender expects
+//!    refuses and stops: so a wiped node that started anyway (its peers were unreachable) can
+//!    neither vote nor be voted for. Heartbeats are checked the same way by the metadata leader.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -26,7 +29,7 @@ use kvorum_router::ClusterMap;
 
 use crate::error::ApiError;
 
-pub use kvorum_wire::headers::{INCARNATION_HEADER, TO_INCARNATION_HEADER};
+pub use kvorum_wire::headers::{INCARNATION_HEADER, TO_INCARNATION_HEADER, TO_NODE_HEADER};
 
 /// A new random incarnation id: 128 bits, hex.
 pub fn new_incarnation() -> String {
@@ -64,23 +67,37 @@ impl Incarnations {
 pub enum Mismatch {
     /// The sender is not the incarnation the map records for its id: it was wiped.
     Sender { node: NodeId },
-    /// This node is not the incarnation the sender's map records for it: this node was wiped.
+    /// This node is the one addressed, but not the incarnation the sender's map records for it:
+    /// this node was wiped. It stops.
     Receiver,
+    /// The request is addressed to another node id (`to`; `None`: it names none, and expects
+    /// another incarnation): this node took over the address of a node that was removed and
+    /// that the sender still knows. Refused; this node goes on.
+    OtherNode { to: Option<NodeId> },
 }
 
-/// Checks the incarnation headers of an internal request from `from` against this node's
-/// incarnation `mine` and its known `recorded` incarnations. Headers that are absent are not
-/// checked (a map that records nothing yet, in a cluster's first seconds).
+/// Checks the incarnation headers of an internal request from `from` against this node's id `me`,
+/// its incarnation `mine` and its known `recorded` incarnations. Headers that are absent are not
+/// checked (a map that records nothing yet, in a cluster's first seconds), except that a request
+/// expecting another incarnation without naming its target is refused, not obeyed.
 pub fn check(
     headers: &HeaderMap,
     from: Option<NodeId>,
+    me: NodeId,
     mine: &str,
     recorded: &Incarnations,
 ) -> Result<(), Mismatch> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let to = header(TO_NODE_HEADER).and_then(|v| v.parse::<NodeId>().ok());
+    if to.is_some_and(|to| to != me) {
+        return Err(Mismatch::OtherNode { to });
+    }
     if let Some(expected) = header(TO_INCARNATION_HEADER) {
         if expected != mine {
-            return Err(Mismatch::Receiver);
+            return Err(match to {
+                Some(_) => Mismatch::Receiver,
+                None => Mismatch::OtherNode { to: None },
+            });
         }
     }
     if let (Some(from), Some(theirs)) = (from, header(INCARNATION_HEADER)) {
@@ -113,17 +130,24 @@ pub fn wiped_message(node: NodeId, data_dir: &std::path::Path) -> String {
 
 impl From<Mismatch> for ApiError {
     fn from(m: Mismatch) -> ApiError {
-        ApiError::IncarnationMismatch(match m {
-            Mismatch::Sender { node } => format!(
+        match m {
+            Mismatch::Sender { node } => ApiError::IncarnationMismatch(format!(
                 "node {node} is not the incarnation the cluster map records (its data directory \
                  was wiped); it must join as a new node"
-            ),
-            Mismatch::Receiver => {
+            )),
+            Mismatch::Receiver => ApiError::IncarnationMismatch(
                 "this node is not the incarnation the cluster map records (its data directory was \
                  wiped); it stops"
-                    .to_string()
-            }
-        })
+                    .to_string(),
+            ),
+            Mismatch::OtherNode { to: Some(to) } => ApiError::WrongNode(format!(
+                "this RPC is for node {to}, which no longer runs at this address; refused"
+            )),
+            Mismatch::OtherNode { to: None } => ApiError::WrongNode(
+                "this RPC names no node and expects another incarnation than this node's; refused"
+                    .to_string(),
+            ),
+        }
     }
 }
 
@@ -148,7 +172,10 @@ mod tests {
     // Requests that name no incarnations (a map that records none yet) pass.
     #[test]
     fn absent_headers_pass() {
-        assert_eq!(check(&headers(&[]), Some(2), "me", &recorded(&[])), Ok(()));
+        assert_eq!(
+            check(&headers(&[]), Some(2), 1, "me", &recorded(&[])),
+            Ok(())
+        );
     }
 
     // A sender whose incarnation differs from the recorded one was wiped: refused.
@@ -157,25 +184,47 @@ mod tests {
         let rec = recorded(&[(2, "old")]);
         let h = headers(&[(INCARNATION_HEADER, "new")]);
         assert_eq!(
-            check(&h, Some(2), "me", &rec),
+            check(&h, Some(2), 1, "me", &rec),
             Err(Mismatch::Sender { node: 2 })
         );
         let h = headers(&[(INCARNATION_HEADER, "old")]);
-        assert_eq!(check(&h, Some(2), "me", &rec), Ok(()));
+        assert_eq!(check(&h, Some(2), 1, "me", &rec), Ok(()));
         // Not recorded yet: accepted (it is recorded from its first heartbeat).
         let h = headers(&[(INCARNATION_HEADER, "x")]);
-        assert_eq!(check(&h, Some(3), "me", &rec), Ok(()));
+        assert_eq!(check(&h, Some(3), 1, "me", &rec), Ok(()));
     }
 
-    // A receiver that is not the incarnation the sender expects was wiped: refused.
+    // A receiver that is the node addressed but not the incarnation the sender expects was
+    // wiped: refused, and it stops.
     #[test]
     fn wiped_receiver_refuses() {
-        let h = headers(&[(TO_INCARNATION_HEADER, "old")]);
+        let h = headers(&[(TO_NODE_HEADER, "4"), (TO_INCARNATION_HEADER, "old")]);
         assert_eq!(
-            check(&h, Some(1), "new", &recorded(&[])),
+            check(&h, Some(1), 4, "new", &recorded(&[])),
             Err(Mismatch::Receiver)
         );
-        assert_eq!(check(&h, Some(1), "old", &recorded(&[])), Ok(()));
+        assert_eq!(check(&h, Some(1), 4, "old", &recorded(&[])), Ok(()));
+    }
+
+    // An RPC addressed to another node id (a removed node whose address a new node took, still
+    // listed by a group's leader) is refused without stopping the receiver, whatever
+    // incarnation it expects; one that names no node but expects another incarnation too.
+    #[test]
+    fn rpc_for_another_node_id_is_refused_without_stopping() {
+        for expected in [Some("old"), Some("new"), None] {
+            let mut pairs = vec![(TO_NODE_HEADER, "4")];
+            pairs.extend(expected.map(|e| (TO_INCARNATION_HEADER, e)));
+            assert_eq!(
+                check(&headers(&pairs), Some(1), 6, "new", &recorded(&[])),
+                Err(Mismatch::OtherNode { to: Some(4) }),
+                "{expected:?}"
+            );
+        }
+        let h = headers(&[(TO_INCARNATION_HEADER, "old")]);
+        assert_eq!(
+            check(&h, Some(1), 6, "new", &recorded(&[])),
+            Err(Mismatch::OtherNode { to: None })
+        );
     }
 
     // Incarnations are 128 random bits, so two data directories never share one.

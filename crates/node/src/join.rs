@@ -5,8 +5,8 @@
 //! 1. With `--join ADDR,...` the node is a joiner. With a VIEW of several nodes it first asks the
 //!    view's other nodes for their map (`GET /v1/cluster/map`, [`probe`]) and decides with
 //!    [`classify_start`]: a peer of another cluster (its cluster id is not the one this view
-//!    implies) makes it a joiner; a peer of its own cluster that records this address as removed
-//!    or under another incarnation makes it refuse (a wiped member, see `incarnation.rs`);
+//!    implies) makes it a joiner; a peer of its own cluster that lists its view id as removed or
+//!    records an incarnation for it makes it refuse (a wiped member, see `incarnation.rs`);
 //!    otherwise it creates its identity from the view (a new cluster, or a late initial member of
 //!    its own cluster, which then starts from that peer's newest map).
 //! 2. A joiner never bootstraps or initializes anything. It serves only `/healthz` and
@@ -14,9 +14,11 @@
 //!    given every [`JOIN_POLL`] ([`wait_until_added`]) until the newest map among their answers
 //!    lists its address as an active node with no incarnation recorded, or its own ([`listed`]).
 //! 3. It then adopts that id: writes the map to `cluster-map.json` and its identity (`joined`,
-//!    node id from the map, cluster id from the peer), and starts like any node; its first
-//!    heartbeat records its incarnation. An address the map lists as removed, or as a member with
-//!    another incarnation, makes it refuse to start; nothing else bounds the wait.
+//!    node id from the map, cluster id from the peer), and starts like any node. The add recorded
+//!    the incarnation the joiner answered (kept in the data directory while it waits, so a
+//!    restart keeps it): a joiner wiped after the add has another one and is refused the id. An
+//!    address the map lists as a member with another incarnation makes it refuse to start; nothing
+//!    else bounds the wait.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +37,9 @@ pub const JOIN_POLL: Duration = Duration::from_millis(500);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Interval of the "waiting to be added" line in a joining node's log.
 const WAITING_LOG_EVERY: Duration = Duration::from_secs(30);
+/// File in the data directory holding a joining node's incarnation while it waits, so a restart
+/// (not a wipe) keeps the incarnation an accepted add recorded for it.
+const JOINING_INCARNATION_FILE: &str = "kvorum-joining-incarnation";
 
 /// What a cluster map says about an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,17 +88,22 @@ pub enum Start {
     Refuse(String),
 }
 
-/// Decides how a node at `me`, whose view implies the cluster id `own_cluster_id`, starts on an
-/// empty data directory, given the maps its view's peers answered. A peer that reports no cluster
-/// id (an older kvnode) counts as one of its own cluster. Any peer of another cluster makes it
-/// a joiner, even when peers of its own cluster answer too: a node that cannot tell which
-/// cluster it belongs to must not help form one.
+/// Decides how a node at `me`, whose view gives it the id `own_id` and implies the cluster id
+/// `own_cluster_id`, starts on an empty data directory, given the maps its view's peers
+/// answered. A peer that reports no cluster id (an older kvnode) counts as one of its own
+/// cluster. Any peer of another cluster makes it a joiner, even when peers of its own cluster
+/// answer too: a node that cannot tell which cluster it belongs to must not help form one.
+///
+/// A map of its own cluster is judged by the entry of `own_id`, the id the node would take, not
+/// by other entries at its address: removed, or recorded with an incarnation (this empty data
+/// directory is not that one), makes it refuse, even when the address was added again under a
+/// new id (that id is a joiner's to take, with `--join`).
 pub fn classify_start(
     me: SocketAddr,
+    own_id: NodeId,
     own_cluster_id: &str,
     answers: &[(SocketAddr, MapReply)],
 ) -> Start {
-    let me_str = me.to_string();
     let mut newest: Option<&ClusterMap> = None;
     let mut other = false;
     for (peer, reply) in answers {
@@ -106,25 +116,8 @@ pub fn classify_start(
             continue;
         }
         let map = &reply.map;
-        match listed(map, &me_str, "") {
-            Listed::Removed(id) => {
-                return Start::Refuse(format!(
-                    "{me} was node {id} of this cluster, which removed it (peer {peer}, epoch {}); \
-                     it cannot rejoin under that id. Wipe the data directory and start it at a new \
-                     address with --join, or add this address again with `kvctl add-node {me}` \
-                     and then start it with --join",
-                    map.epoch
-                ))
-            }
-            Listed::OtherIncarnation(id) => {
-                return Start::Refuse(format!(
-                    "refusing to start: the cluster (peer {peer}, epoch {}) knows {me} as member \
-                     node {id}, but this node's data directory is empty. {}",
-                    map.epoch,
-                    crate::incarnation::wiped_message_short(id)
-                ))
-            }
-            Listed::Adopt(_) | Listed::NotListed => {}
+        if let Some(reason) = refusal(map, me, own_id, *peer) {
+            return Start::Refuse(reason);
         }
         if newest.is_none_or(|n| n.epoch < map.epoch) {
             newest = Some(map);
@@ -136,6 +129,41 @@ pub fn classify_start(
         Start::Create {
             newest: newest.cloned(),
         }
+    }
+}
+
+/// Why a VIEW node at `me` with the empty data directory must not start as node `own_id` of
+/// `map` (answered by `peer`), if it must not.
+fn refusal(map: &ClusterMap, me: SocketAddr, own_id: NodeId, peer: SocketAddr) -> Option<String> {
+    let node = map.nodes.get(&own_id)?;
+    match (node.state, node.incarnation.as_deref()) {
+        (NodeLifecycle::Removed, _) => {
+            let again = map
+                .nodes
+                .iter()
+                .find(|(id, n)| {
+                    **id != own_id && n.addr == me.to_string() && n.state == NodeLifecycle::Active
+                })
+                .map(|(id, _)| *id);
+            let how = match again {
+                Some(id) => format!(
+                    "This address was added again as node {id}: start it with --join to take                      that id"
+                ),
+                None => format!(
+                    "Wipe the data directory and start it at a new address with --join, or add                      this address again with `kvctl add-node {me}` and then start it with --join"
+                ),
+            };
+            Some(format!(
+                "{me} was node {own_id} of this cluster, which removed it (peer {peer}, epoch {});                  it cannot rejoin under that id. {how}",
+                map.epoch
+            ))
+        }
+        (NodeLifecycle::Active, Some(_)) => Some(format!(
+            "refusing to start: the cluster (peer {peer}, epoch {}) knows {me} as member node              {own_id}, but this node's data directory is empty. {}",
+            map.epoch,
+            crate::incarnation::wiped_message_short(own_id)
+        )),
+        (NodeLifecycle::Active, None) => None,
     }
 }
 
@@ -287,6 +315,23 @@ fn adopt(
     Ok(Joined { identity, map })
 }
 
+/// The incarnation of a joining node's data directory: the one a previous start of this joiner
+/// wrote there, or a new one, written durably before the node answers `GET /v1/join` with it (an
+/// add records what that answer says, see `meta/change.rs`).
+fn joining_incarnation(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join(JOINING_INCARNATION_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+    let incarnation = crate::incarnation::new_incarnation();
+    std::fs::create_dir_all(dir)?;
+    crate::identity::write_file_durably(dir, JOINING_INCARNATION_FILE, incarnation.as_bytes())?;
+    Ok(incarnation)
+}
+
 /// Runs a joining node: serves the joining routes on `listener` and waits until the node is
 /// added (see the module overview). Returns what it learned and the listener to serve the full
 /// API on, or `None` when `stop` fired first.
@@ -297,7 +342,7 @@ pub async fn run_joiner(
     listener: tokio::net::TcpListener,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<(Joined, tokio::net::TcpListener)>> {
-    let incarnation = crate::incarnation::new_incarnation();
+    let incarnation = joining_incarnation(&cfg.data_dir)?;
     let (status, _) = watch::channel(waiting_state(cfg, &incarnation));
     let status = Arc::new(status);
     // Two handles of one listening socket: this phase serves on one and closes it when it ends;
@@ -405,7 +450,7 @@ mod tests {
         let me = peer(3);
         // No peer answers: a new cluster (the remaining window, see docs/architecture.md).
         assert_eq!(
-            classify_start(me, "own", &[]),
+            classify_start(me, 3, "own", &[]),
             Start::Create { newest: None }
         );
         // A peer of its own cluster lists it with no incarnation: a late initial member, which
@@ -417,14 +462,14 @@ mod tests {
             (peer(2), reply(later.clone(), Some("own"))),
         ];
         assert_eq!(
-            classify_start(me, "own", &answers),
+            classify_start(me, 3, "own", &answers),
             Start::Create {
                 newest: Some(later)
             }
         );
         // An older peer that reports no cluster id counts as its own cluster.
         assert_eq!(
-            classify_start(me, "own", &[(peer(1), reply(map3(), None))]),
+            classify_start(me, 3, "own", &[(peer(1), reply(map3(), None))]),
             Start::Create {
                 newest: Some(map3())
             }
@@ -434,18 +479,59 @@ mod tests {
             (peer(1), reply(map3(), Some("other"))),
             (peer(2), reply(map3(), Some("own"))),
         ];
-        assert_eq!(classify_start(peer(4), "own", &answers), Start::Join);
+        assert_eq!(classify_start(peer(4), 4, "own", &answers), Start::Join);
         // Its own cluster knows it under an incarnation, or removed it: refuse.
         let mut known = map3();
         known.nodes.get_mut(&3).expect("node 3").incarnation = Some("x".into());
         assert!(matches!(
-            classify_start(me, "own", &[(peer(1), reply(known.clone(), Some("own")))]),
+            classify_start(
+                me,
+                3,
+                "own",
+                &[(peer(1), reply(known.clone(), Some("own")))]
+            ),
             Start::Refuse(_)
         ));
         known.nodes.get_mut(&3).expect("node 3").state = NodeLifecycle::Removed;
         assert!(matches!(
-            classify_start(me, "own", &[(peer(1), reply(known, Some("own")))]),
+            classify_start(me, 3, "own", &[(peer(1), reply(known, Some("own")))]),
             Start::Refuse(m) if m.contains("removed")
         ));
+    }
+
+    // A VIEW node judges a map by its own view id: once that id was removed, an entry that added
+    // its address again (no incarnation recorded yet) does not hide the removal. Starting under
+    // the removed id would only end at install, when the node learns it was removed.
+    #[test]
+    fn view_node_whose_id_was_removed_refuses_even_when_its_address_was_added_again() {
+        let me = peer(3);
+        let mut removed = map3();
+        removed.nodes.get_mut(&3).expect("node 3").state = NodeLifecycle::Removed;
+        removed.epoch += 1;
+        let again = with_node(removed, &me.to_string(), None);
+        assert_eq!(listed(&again, &me.to_string(), "new"), Listed::Adopt(4));
+        match classify_start(me, 3, "own", &[(peer(1), reply(again, Some("own")))]) {
+            Start::Refuse(m) => assert!(
+                m.contains("removed") && m.contains("added again as node 4"),
+                "{m}"
+            ),
+            Start::Create { newest } => panic!(
+                "a removed id must not start: Create from the map at epoch {:?}",
+                newest.map(|m| m.epoch)
+            ),
+            Start::Join => panic!("a removed id must not start: Join"),
+        }
+    }
+
+    // A joiner keeps its incarnation across restarts while it waits (an accepted add recorded
+    // it), and a wiped one gets a new one.
+    #[test]
+    fn a_waiting_joiner_keeps_its_incarnation_until_wiped() -> anyhow::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let first = joining_incarnation(dir.path())?;
+        assert_eq!(joining_incarnation(dir.path())?, first);
+        std::fs::remove_file(dir.path().join(JOINING_INCARNATION_FILE))?;
+        assert_ne!(joining_incarnation(dir.path())?, first);
+        Ok(())
     }
 }

@@ -185,7 +185,7 @@ async fn start_identity(
         } else {
             let own = Identity::from_config(cfg)?;
             let answers = join::probe(http, &peers).await;
-            match join::classify_start(cfg.listen, &own.cluster_id, &answers) {
+            match join::classify_start(cfg.listen, own.node_id, &own.cluster_id, &answers) {
                 Start::Refuse(reason) => anyhow::bail!("{reason}"),
                 Start::Create { newest } => newest,
                 Start::Join => {

@@ -34,7 +34,9 @@ use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::ApiError;
-use crate::incarnation::{self, Incarnations, Mismatch, INCARNATION_HEADER, TO_INCARNATION_HEADER};
+use crate::incarnation::{
+    self, Incarnations, Mismatch, INCARNATION_HEADER, TO_INCARNATION_HEADER, TO_NODE_HEADER,
+};
 use crate::node::Node;
 
 pub use kvorum_wire::headers::{CLUSTER_HEADER, FROM_HEADER, SECRET_HEADER};
@@ -95,7 +97,10 @@ impl Connection {
             .header(SECRET_HEADER, &*self.net.secret)
             .header(CLUSTER_HEADER, &*self.net.cluster_id)
             .header(FROM_HEADER, self.net.from.to_string())
-            .header(INCARNATION_HEADER, &*self.net.incarnation);
+            .header(INCARNATION_HEADER, &*self.net.incarnation)
+            // A node at the address with another id refuses; only the addressed node stops when
+            // it is not the incarnation we know.
+            .header(TO_NODE_HEADER, self.target.to_string());
         // The receiver refuses (and stops) if it is not the incarnation we know: a wiped node
         // must not vote or be voted for under its old id.
         let req = match self.net.recorded.of(self.target) {
@@ -315,6 +320,7 @@ pub async fn handle_rpc(
     if let Err(m) = incarnation::check(
         &headers,
         from,
+        state.id(),
         &state.identity.incarnation,
         &state.incarnations,
     ) {

@@ -70,7 +70,7 @@ pub use faults::StoreFaults;
 pub use log_store::LogStore;
 pub use slots::SlotState;
 pub use state_machine::StateMachineStore;
-pub use store::{SlotChunk, Store, StoreError};
+pub use store::{ServedRead, SlotChunk, Store, StoreError};
 
 pub use kvorum_router::{GroupId, NodeId};
 

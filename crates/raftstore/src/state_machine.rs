@@ -776,6 +776,10 @@ fn apply_entries(
     }
     // Data, slot table and last-applied in one batch: a crash never half-applies. An error here
     // stops the replica (openraft treats it as fatal), so it never diverges.
+    if slots_changed {
+        // Reads overlapping the write and the publish below retry (`Store::read_served`).
+        store.begin_slot_change(group);
+    }
     store.stall_point();
     store
         .db()

@@ -32,6 +32,46 @@ pub struct SlotChunk {
     pub unchanged: Vec<String>,
 }
 
+/// The answer of [`Store::read_served`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServedRead {
+    /// The group served the slot before and after the read, and the key has this record.
+    Found(Record),
+    /// The group served the slot before and after the read, and the key is absent.
+    Absent,
+    /// The group does not serve the slot at the caller's epoch (or its slot table changed under
+    /// the read): the caller refreshes its map and retries where the map now routes the key.
+    NotServed,
+}
+
+/// Reads a slot-table change can interrupt before [`Store::read_served`] gives up with
+/// [`ServedRead::NotServed`] (the caller then retries after refreshing its map).
+const SERVED_READ_ATTEMPTS: usize = 3;
+
+/// What the store publishes in memory of one group's slot table (see [`Inner::slots`]).
+#[derive(Default)]
+struct Published {
+    /// The table as last applied; `None`: uninitialized, every slot owned.
+    table: Option<SlotTable>,
+    /// The epochs from which the group owns its slots (`slots::SlotEpochs`).
+    since: SlotEpochs,
+    /// The group was dropped ([`Store::drop_group`]): a tombstone, it serves nothing until its
+    /// state machine is opened again.
+    dropped: bool,
+    /// Counts slot-table changes: odd from before the write that changes the table until the new
+    /// table is published, so a read can tell that a change overlapped it.
+    seq: u64,
+}
+
+impl Published {
+    fn serves_read(&self, slot: u16, epoch: u64) -> bool {
+        let state = slots::state_of(self.table.as_deref(), slot);
+        !self.dropped
+            && matches!(state, SlotState::Owned | SlotState::Frozen)
+            && epoch >= slots::since_of(&self.since, slot)
+    }
+}
+
 /// Errors of the store's own read API.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -83,11 +123,10 @@ pub(crate) struct Inner {
     /// Per group, a count of snapshot install starts and ends: odd while the group's data range
     /// is being replaced (or an install failed half way), so reads can tell they overlapped one.
     installs: std::sync::Mutex<HashMap<GroupId, u64>>,
-    /// Per group, its slot table as last applied (absent: uninitialized, every slot owned). Kept
-    /// current by apply and snapshot installs, after their writes, so that ownership can be
-    /// re-checked after a read index.
-    /// With each table, the epochs from which the group owns its slots (`slots::SlotEpochs`).
-    slots: std::sync::RwLock<HashMap<GroupId, (SlotTable, SlotEpochs)>>,
+    /// Per group, its slot table as last applied (absent: uninitialized, every slot owned), or
+    /// the tombstone of a dropped group. Kept current by apply and snapshot installs, after
+    /// their writes, so that ownership can be re-checked after a read index.
+    slots: std::sync::RwLock<HashMap<GroupId, Published>>,
     /// Test hook: the next write that reaches [`Store::stall_point`] signals the first channel
     /// and waits on the second.
     #[cfg(test)]
@@ -243,41 +282,110 @@ impl Store {
     }
 
     /// The state of `slot` in `group`'s slot table, as applied locally (an uninitialized table,
-    /// or a group this store does not know, owns every slot). From memory, no I/O: call it after
-    /// a read index to re-check that the group still serves the slot.
+    /// or a group this store does not know, owns every slot; a dropped group's slots are all
+    /// `Released`). From memory, no I/O: call it after a read index to re-check that the group
+    /// still serves the slot.
     pub fn slot_state(&self, group: GroupId, slot: u16) -> SlotState {
-        let tables = self.inner.slots.read().unwrap_or_else(|p| p.into_inner());
-        slots::state_of(tables.get(&group).map(|(t, _)| t.as_slice()), slot)
+        let tables = self.slot_tables();
+        match tables.get(&group) {
+            Some(p) if p.dropped => SlotState::Released,
+            p => slots::state_of(p.and_then(|p| p.table.as_deref()), slot),
+        }
     }
 
     /// Whether `group`, as applied locally, serves reads of `slot` to a request routed under map
     /// `epoch`: the slot is Owned or Frozen, and owned since that epoch or an earlier one (see
-    /// [`crate::Command::ActivateAt`]). From memory, no I/O: call it after a read index.
+    /// [`crate::Command::ActivateAt`]). A dropped group serves nothing. From memory, no I/O: call
+    /// it after a read index.
     pub fn serves_read(&self, group: GroupId, slot: u16, epoch: u64) -> bool {
-        let tables = self.inner.slots.read().unwrap_or_else(|p| p.into_inner());
-        let entry = tables.get(&group);
-        let state = slots::state_of(entry.map(|(t, _)| t.as_slice()), slot);
-        let since = entry.map_or(0, |(_, e)| slots::since_of(e, slot));
-        matches!(state, SlotState::Owned | SlotState::Frozen) && epoch >= since
+        let tables = self.slot_tables();
+        tables
+            .get(&group)
+            .is_none_or(|p| p.serves_read(slot, epoch))
     }
 
-    /// `group`'s slot table as applied locally, indexed by slot; `None` when uninitialized.
+    /// Reads `key` (of `slot`) from `group` if the group serves the slot at map `epoch` both
+    /// before and after the read, and no slot-table change of the group overlapped the read: a
+    /// `Release`, `ActivateAt` or `DropSlots` applied in between would otherwise turn a key that
+    /// moved away into an answer of "absent". Like [`Store::read`], a local read: linearizable
+    /// only after a read index.
+    pub fn read_served(
+        &self,
+        group: GroupId,
+        slot: u16,
+        epoch: u64,
+        key: &str,
+    ) -> Result<ServedRead, StoreError> {
+        for _ in 0..SERVED_READ_ATTEMPTS {
+            let (served, seq) = self.served_at(group, slot, epoch);
+            if !served {
+                return Ok(ServedRead::NotServed);
+            }
+            if seq & 1 == 1 {
+                // A change is being written: its table is not published yet.
+                continue;
+            }
+            self.stall_point();
+            let record = self.read(group, key)?;
+            match self.served_at(group, slot, epoch) {
+                (false, _) => return Ok(ServedRead::NotServed),
+                (true, after) if after == seq => {
+                    return Ok(record.map_or(ServedRead::Absent, ServedRead::Found))
+                }
+                // The table changed (another slot, or this one and back): read again.
+                (true, _) => {}
+            }
+        }
+        Ok(ServedRead::NotServed)
+    }
+
+    /// [`Store::serves_read`] and the group's slot-table sequence number, read together.
+    fn served_at(&self, group: GroupId, slot: u16, epoch: u64) -> (bool, u64) {
+        let tables = self.slot_tables();
+        tables
+            .get(&group)
+            .map_or((true, 0), |p| (p.serves_read(slot, epoch), p.seq))
+    }
+
+    /// `group`'s slot table as applied locally, indexed by slot; `None` when uninitialized or
+    /// dropped.
     pub fn slot_table(&self, group: GroupId) -> Option<Vec<SlotState>> {
-        let tables = self.inner.slots.read().unwrap_or_else(|p| p.into_inner());
-        tables.get(&group).map(|(t, _)| t.clone())
+        let tables = self.slot_tables();
+        tables.get(&group).and_then(|p| p.table.clone())
     }
 
-    /// Publishes `group`'s slot table and slot epochs after the write that made them current.
+    fn slot_tables(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupId, Published>> {
+        self.inner.slots.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks `group`'s slot table as changing: call it before the write that changes the table,
+    /// which [`Store::set_slot_table`] then publishes. Reads that overlap the two calls are
+    /// retried ([`Store::read_served`]).
+    pub(crate) fn begin_slot_change(&self, group: GroupId) {
+        let mut tables = self.inner.slots.write().unwrap_or_else(|p| p.into_inner());
+        tables.entry(group).or_default().seq |= 1;
+    }
+
+    /// Publishes `group`'s slot table and slot epochs after the write that made them current (a
+    /// dropped group's tombstone goes: its state machine was opened again).
     pub(crate) fn set_slot_table(
         &self,
         group: GroupId,
         table: Option<SlotTable>,
         epochs: SlotEpochs,
     ) {
+        self.publish(group, table, epochs, false);
+    }
+
+    fn publish(&self, group: GroupId, table: Option<SlotTable>, since: SlotEpochs, dropped: bool) {
         let mut tables = self.inner.slots.write().unwrap_or_else(|p| p.into_inner());
-        match table {
-            Some(t) => tables.insert(group, (t, epochs)),
-            None => tables.remove(&group),
+        let p = tables.entry(group).or_default();
+        *p = Published {
+            table,
+            since,
+            dropped,
+            // Even again, and different from every value a reader may hold.
+            seq: (p.seq | 1) + 1,
         };
     }
 
@@ -422,6 +530,7 @@ impl Store {
         let mut wo = rocksdb::WriteOptions::default();
         // The group is gone for good once this returns: no restart brings it back.
         wo.set_sync(true);
+        self.begin_slot_change(group);
         {
             // Under the snapshot lock: no build or install publishes a file of the group meanwhile.
             let _guard = self
@@ -438,7 +547,9 @@ impl Store {
                 }
             }
         }
-        self.set_slot_table(group, None, Vec::new());
+        // A tombstone, not an uninitialized table (which would serve every slot): a read that
+        // reached the group's replica before it stopped must not answer from the empty range.
+        self.publish(group, None, Vec::new(), true);
         self.installs().remove(&group);
         tracing::info!(group = %group, "dropped the group's log, meta, data and snapshots");
         Ok(())
@@ -470,7 +581,8 @@ impl Store {
         (entered_rx, release_tx)
     }
 
-    /// Where a blocking write may stall (test hook; nothing in other builds).
+    /// Where a blocking write, or a served read between its first check and its read, may stall
+    /// (test hook; nothing in other builds).
     pub(crate) fn stall_point(&self) {
         #[cfg(test)]
         {

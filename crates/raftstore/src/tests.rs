@@ -1331,6 +1331,47 @@ mod moves {
         Ok(())
     }
 
+    // A read checks ownership before and after it reads: when the slot is released and its data
+    // dropped between the first check and the read (as a move's Release and DropSlots can apply
+    // meanwhile), the key is not served, rather than answered as absent.
+    #[tokio::test]
+    async fn a_read_overlapping_a_release_and_drop_is_not_served() -> anyhow::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let store = Store::open(dir.path())?;
+        let g = GroupId(57);
+        let s = slot("k");
+        let mut sm = store.state_machine(g).await?;
+        run1(&mut sm, Command::InitSlots { owned: vec![ALL] }).await?;
+        run1(&mut sm, put("k", "v")).await?;
+        assert!(matches!(
+            store.read_served(g, s, 1, "k")?,
+            crate::ServedRead::Found(_)
+        ));
+        // The reader passes its first check, then stalls before reading.
+        let (entered, release) = store.arm_write_stall();
+        let reader = {
+            let store = store.clone();
+            std::thread::spawn(move || store.read_served(g, s, 1, "k"))
+        };
+        entered.recv_timeout(std::time::Duration::from_secs(5))?;
+        run(
+            &mut sm,
+            vec![
+                Command::Freeze { slots: one(s) },
+                Command::Release { slots: one(s) },
+                Command::DropSlots { slots: one(s) },
+            ],
+        )
+        .await?;
+        assert_eq!(store.read(g, "k")?, None, "dropped");
+        release.send(())?;
+        let answer = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        assert_eq!(answer, crate::ServedRead::NotServed);
+        Ok(())
+    }
+
     // A key deleted at the source and re-created at the destination gets a version above every
     // version the source gave, once the move raised the destination's base to the source's
     // high water.
@@ -1437,7 +1478,16 @@ mod moves {
         assert!(files.iter().all(|f| !f.starts_with("g60-")), "{files:?}");
         assert!(files.iter().any(|f| f.starts_with("g61-")), "{files:?}");
         assert_eq!(store.slot_table(g), None);
+        // A tombstone: the dropped group serves nothing (an uninitialized table would serve
+        // every slot, answering "absent" for keys that live elsewhere now).
+        assert!(!store.serves_read(g, slot("a"), u64::MAX));
+        assert_eq!(store.slot_state(g, slot("a")), SlotState::Released);
+        assert_eq!(
+            store.read_served(g, slot("a"), u64::MAX, "a")?,
+            crate::ServedRead::NotServed
+        );
         assert!(store.slot_table(other).is_some());
+        assert!(store.serves_read(other, slot("a"), u64::MAX));
         assert!(store.read(other, "a")?.is_some());
         let mut sm = store.state_machine(g).await?;
         assert_eq!(sm.applied_state().await?.0, None);

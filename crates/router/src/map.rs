@@ -145,6 +145,11 @@ pub struct ViewChangeTask {
     /// A cancel was asked for: a batch not yet released rolls back, then the change stops.
     #[serde(default)]
     pub cancel: bool,
+    /// An add only: the incarnation the node answered (`GET /v1/join`) when the change was
+    /// accepted. The `AddNode` step records it with the node, so only that data directory can
+    /// take the new id (a joiner wiped before its first heartbeat has another one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
 }
 
 /// Slots moving together from one group to another: frozen, copied, released and activated as

@@ -15,3 +15,7 @@ pub const FROM_HEADER: &str = "x-kvorum-node";
 pub const INCARNATION_HEADER: &str = "x-kvorum-incarnation";
 /// Header carrying the incarnation the sender's map records for the receiver, when it has one.
 pub const TO_INCARNATION_HEADER: &str = "x-kvorum-to-incarnation";
+/// Header carrying the id of the node a Raft RPC is addressed to, next to
+/// [`TO_INCARNATION_HEADER`]: a receiver with another id (its address was reused by a new node)
+/// refuses the RPC, and only a receiver with this id stops when the incarnation is not its own.
+pub const TO_NODE_HEADER: &str = "x-kvorum-to-node";

@@ -56,8 +56,13 @@ use super::{update_map, Health};
 const STEP_FAIL_LIMIT: Duration = Duration::from_secs(120);
 
 /// Plans `change` on the current map and records it as a task. Refused, with nothing changed,
-/// when a change is already running or the planner refuses it.
-pub async fn start_change(state: &Node, change: ViewChange) -> Result<Task, ApiError> {
+/// when a change is already running or the planner refuses it. `incarnation`: for an add, the
+/// one the node answered when asked to join, recorded with it by the `AddNode` step.
+pub async fn start_change(
+    state: &Node,
+    change: ViewChange,
+    incarnation: Option<String>,
+) -> Result<Task, ApiError> {
     let opts = check_change(state, &change)?;
     let mut outcome: Result<Task, ApiError> = Err(ApiError::Internal("not planned".into()));
     update_map(state, "view change accepted", |m| {
@@ -96,6 +101,7 @@ pub async fn start_change(state: &Node, change: ViewChange) -> Result<Task, ApiE
                 keys_moved: 0,
                 bytes_moved: 0,
                 cancel: false,
+                incarnation: incarnation.clone(),
             })),
             step: TaskStep::Running,
             started_ms: now_ms(),
@@ -206,6 +212,7 @@ pub(super) async fn drive_change(
         return Ok(Next::Done);
     }
     if v.cancel && v.batch.is_none() {
+        remove_added_learners(state, map, id, &v, v.next).await;
         finish(state, id, ChangeOutcome::Cancelled, None).await?;
         return Ok(Next::Done);
     }
@@ -244,10 +251,58 @@ pub(super) async fn drive_change(
                         return Err(e);
                     }
                 }
+                // The failing step itself may have added its learner.
+                remove_added_learners(state, map, id, &v, v.next + 1).await;
                 finish(state, id, ChangeOutcome::Failed, Some(reason)).await?;
                 return Ok(Next::Done);
             }
             Err(e)
+        }
+    }
+}
+
+/// The learners that the first `ran` steps of change `v` may have added and that `map` does not
+/// list as members of their group (no later step made them voters): `(group, node)`.
+fn added_learners(map: &ClusterMap, v: &ViewChangeTask, ran: usize) -> Vec<(GroupId, NodeId)> {
+    v.steps
+        .iter()
+        .take(ran)
+        .filter_map(|s| match s {
+            Step::AddLearner { group, node } => Some((*group, *node)),
+            _ => None,
+        })
+        .filter(|(group, node)| {
+            if *group == CONFIG_GROUP {
+                !map.config_voters.contains(node)
+            } else {
+                map.groups
+                    .get(group)
+                    .is_none_or(|g| !g.members.contains(node))
+            }
+        })
+        .collect()
+}
+
+/// Removes from their groups the learners a change that stops (failed or cancelled) added with
+/// its first `ran` steps, while the task is still in the map (the groups' leaders admit the
+/// removal as a step of it). Best effort, logged: a learner left behind holds no vote, but its
+/// group's leader keeps sending it the log, at an address a new node may take.
+async fn remove_added_learners(
+    state: &Node,
+    map: &ClusterMap,
+    id: u64,
+    v: &ViewChangeTask,
+    ran: usize,
+) {
+    for (group, node) in added_learners(map, v, ran) {
+        let op = MembershipOp::RemoveLearner { node };
+        match membership(state, group, id, &op).await {
+            Ok(()) => {
+                tracing::info!(task = id, group = %group, node, "view change stops: learner removed")
+            }
+            Err(e) => {
+                tracing::warn!(task = id, group = %group, node, error = %e, "view change stops: could not remove the learner it added")
+            }
         }
     }
 }
@@ -293,13 +348,9 @@ async fn run_step(
     let (id, index) = (tok.task, v.next);
     match step {
         Step::AddNode { node, addr } => {
-            let (node, addr) = (*node, addr.clone());
+            let (node, addr, incarnation) = (*node, addr.clone(), v.incarnation.clone());
             step_done(state, id, index, "view change: node added", |m| {
-                m.nodes.entry(node).or_insert(NodeInfo {
-                    addr,
-                    state: NodeLifecycle::Active,
-                    incarnation: None,
-                });
+                add_node(m, node, addr, incarnation)
             })
             .await?;
             tracing::info!(task = id, node, "view change: node {node} added as a spare");
@@ -382,6 +433,18 @@ async fn run_step(
     Ok(Next::Now)
 }
 
+/// The map change of an `AddNode` step: `node` enters `m` as an active spare at `addr`, with
+/// the incarnation it answered when the change was accepted, so that a joiner wiped before its
+/// first heartbeat (a new incarnation) is refused the id instead of taking it without its log
+/// and vote. Idempotent: an entry already there is kept.
+fn add_node(m: &mut ClusterMap, node: NodeId, addr: String, incarnation: Option<String>) {
+    m.nodes.entry(node).or_insert(NodeInfo {
+        addr,
+        state: NodeLifecycle::Active,
+        incarnation,
+    });
+}
+
 /// Puts group `group` in the map with `members` (no slot), has one member initialize it, and
 /// gives it an empty slot table once it has a leader. Idempotent.
 async fn create_group(
@@ -461,4 +524,73 @@ async fn finish(
         _ => tracing::warn!(task = id, ?outcome, error = ?error, "view change stopped"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::join::{listed, Listed};
+
+    const ADDR: &str = "127.0.0.4:7070";
+
+    // A node added by a view change is recorded with the incarnation it answered when asked to
+    // join: that data directory takes the id, and a joiner wiped before its first heartbeat (a
+    // new incarnation) is refused it rather than taking it without its log and vote.
+    #[test]
+    fn an_added_node_is_recorded_with_the_incarnation_that_asked_to_join() {
+        let view: Vec<String> = (1..=3).map(|i| format!("127.0.0.{i}:7070")).collect();
+        let mut m = ClusterMap::initial(&view, 3).expect("valid view");
+        add_node(&mut m, 4, ADDR.into(), Some("joiner".into()));
+        assert_eq!(listed(&m, ADDR, "joiner"), Listed::Adopt(4));
+        assert_eq!(listed(&m, ADDR, "wiped"), Listed::OtherIncarnation(4));
+        // Idempotent: a repeated step keeps the entry.
+        add_node(&mut m, 4, ADDR.into(), None);
+        assert_eq!(listed(&m, ADDR, "wiped"), Listed::OtherIncarnation(4));
+    }
+
+    // A change that stops removes the learners its steps so far added, except those a later
+    // step made members (voters) of their group.
+    #[test]
+    fn a_stopped_change_removes_the_learners_it_added_and_not_the_voters() {
+        let view: Vec<String> = (1..=4).map(|i| format!("127.0.0.{i}:7070")).collect();
+        let mut m = ClusterMap::initial(&view, 3).expect("valid view");
+        let g = GroupId(1);
+        let v = ViewChangeTask {
+            change: ViewChange::RemoveNode { node: 3 },
+            node: 3,
+            steps: vec![
+                Step::AddLearner {
+                    group: CONFIG_GROUP,
+                    node: 4,
+                },
+                Step::SetConfigVoters {
+                    voters: [1, 2, 4].into(),
+                },
+                Step::AddLearner { group: g, node: 4 },
+                Step::ReplaceVoter {
+                    group: g,
+                    old: 3,
+                    new: 4,
+                },
+                Step::RemoveNode { node: 3 },
+            ],
+            next: 0,
+            batch: None,
+            slots_total: 0,
+            slots_moved: 0,
+            keys_moved: 0,
+            bytes_moved: 0,
+            cancel: false,
+            incarnation: None,
+        };
+        assert_eq!(added_learners(&m, &v, 0), vec![]);
+        assert_eq!(added_learners(&m, &v, 1), vec![(CONFIG_GROUP, 4)]);
+        assert_eq!(added_learners(&m, &v, 3), vec![(CONFIG_GROUP, 4), (g, 4)]);
+        // Once the voters are set and the swap done, nothing is left to remove.
+        m.config_voters = [1, 2, 4].into();
+        let members = &mut m.groups.get_mut(&g).expect("group 1").members;
+        members.remove(&3);
+        members.insert(4);
+        assert_eq!(added_learners(&m, &v, 5), vec![]);
+    }
 }

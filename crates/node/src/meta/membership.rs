@@ -31,6 +31,12 @@ use super::probe::{confirm_gone, matched};
 
 /// Longest wait for a new learner to catch up, per attempt.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
+
+/// [`CATCH_UP_WAIT`], or the test binary's catch-up fault.
+fn catch_up_wait(state: &Node) -> Duration {
+    state.faults.catch_up_wait().unwrap_or(CATCH_UP_WAIT)
+}
+
 /// Longest wait of a group's leader to learn the newer map a membership request names.
 const MAP_LEARN_WAIT: Duration = Duration::from_secs(2);
 
@@ -118,7 +124,7 @@ pub(super) async fn membership(
         let raft = state
             .group(CONFIG_GROUP)
             .ok_or_else(|| StepError::Failed("no config replica".into()))?;
-        return Ok(apply_membership(&raft, state.id(), op).await?);
+        return Ok(apply_membership(&raft, state.id(), op, catch_up_wait(state)).await?);
     }
     let map = state.map();
     let req = MembershipRequest {
@@ -132,7 +138,7 @@ pub(super) async fn membership(
         path: format!("/internal/v1/groups/{}/membership", group.0),
         content_type: "application/json",
         body: serde_json::to_vec(&req).map_err(|e| StepError::Failed(e.to_string()))?,
-        timeout: CATCH_UP_WAIT + Duration::from_secs(5),
+        timeout: catch_up_wait(state) + Duration::from_secs(5),
         final_codes: &["stale_task", "replica_alive", "no_learner"],
     };
     match call_leader(state, state.group_addrs(group), call).await {
@@ -203,6 +209,10 @@ fn check_request(
                     dead, replacement, ..
                 },
             ) => *g == group && dead == old && replacement == new,
+            // The clean-up of a change that stops: a learner one of its steps so far added.
+            (_, MembershipOp::RemoveLearner { node: n }) => v.steps.iter().take(v.next + 1).any(
+                |s| matches!(s, Step::AddLearner { group: g, node } if *g == group && node == n),
+            ),
             _ => false,
         },
     };
@@ -257,9 +267,15 @@ async fn fence(raft: &Raft, group: GroupId, token: FenceToken) -> Result<(), Api
     }
 }
 
-/// Runs `op` on `raft`, which must lead its group. Idempotent: a change already in place is a
+/// Runs `op` on `raft`, which must lead its group, waiting at most `wait` for a new learner to
+/// catch up. Idempotent: a change already in place is a
 /// success.
-async fn apply_membership(raft: &Raft, me: NodeId, op: &MembershipOp) -> Result<(), ApiError> {
+async fn apply_membership(
+    raft: &Raft,
+    me: NodeId,
+    op: &MembershipOp,
+    wait: Duration,
+) -> Result<(), ApiError> {
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(me) || !m.state.is_leader() {
         return Err(ApiError::NotLeader {
@@ -282,7 +298,7 @@ async fn apply_membership(raft: &Raft, me: NodeId, op: &MembershipOp) -> Result<
                     .index
             };
             let node = *node;
-            raft.wait(Some(CATCH_UP_WAIT))
+            raft.wait(Some(wait))
                 .metrics(
                     move |mm| matched(mm, node).is_some_and(|i| i >= index),
                     "the learner caught up",
@@ -367,7 +383,7 @@ pub async fn membership_handler(
     if let Some(token) = req.token {
         fence(&raft, group, token).await?;
     }
-    match apply_membership(&raft, state.id(), &req.op).await {
+    match apply_membership(&raft, state.id(), &req.op, catch_up_wait(&state)).await {
         Ok(()) => Ok(Json(json!({ "ok": true }))),
         Err(e) => {
             if matches!(e, ApiError::ReplicaAlive { .. }) {
