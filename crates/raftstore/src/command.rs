@@ -160,6 +160,11 @@ pub enum Command {
         /// The first epoch at which the group owns them.
         epoch: u64,
     },
+    /// Every replica hashes its group's applied state at this entry's index and records the
+    /// hash ([`crate::Store::state_hash`]), so that replicas can be compared at the same index
+    /// (the consistency check). Changes nothing; answers [`CommandResult::Hashed`]. Must stay
+    /// after every older variant (bincode encodes the variant's position).
+    ComputeHash,
 }
 
 impl Command {
@@ -192,7 +197,8 @@ impl Command {
             | Command::Activate { .. }
             | Command::ActivateAt { .. }
             | Command::AbortIncoming { .. }
-            | Command::RaiseVersionBase { .. } => None,
+            | Command::RaiseVersionBase { .. }
+            | Command::ComputeHash => None,
         }
     }
 
@@ -320,6 +326,13 @@ pub enum CommandResult {
         slot: u16,
         /// The key's slot (`None`: the write is not a key write).
         key_slot: Option<u16>,
+    },
+    /// A [`Command::ComputeHash`] applied: this replica's hash of the group's state at `index`.
+    Hashed {
+        /// The entry's log index.
+        index: u64,
+        /// The hash ([`crate::StateHash::hash`]).
+        hash: u64,
     },
 }
 

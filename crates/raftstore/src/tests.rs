@@ -91,7 +91,7 @@ mod stats {
 }
 
 /// Helpers shared by the safety tests below.
-mod util {
+pub(crate) mod util {
     use openraft::storage::RaftStateMachine;
     use openraft::testing::log_id;
     use openraft::{Entry, EntryPayload};
