@@ -86,16 +86,26 @@ async fn sst_corruption_on_a_group_leader_gets_the_replica_replaced() {
         .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .unwrap_or_else(|| panic!("no data SST file in {}", c.nodes[li].data_dir.display()))
         .clone();
-    let len = std::fs::metadata(&sst).unwrap().len();
+    // In the middle of group 1's records (the file also holds the config group's map, a large
+    // value): at the middle one of our values, stored uncompressed.
+    let bytes = std::fs::read(&sst).unwrap();
+    let ours: Vec<usize> = bytes
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"v-c-")
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!ours.is_empty(), "no value of ours in {}", sst.display());
+    let at = ours[ours.len() / 2] as u64;
     let mut f = std::fs::OpenOptions::new().write(true).open(&sst).unwrap();
-    f.seek(SeekFrom::Start(len / 2)).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
     f.write_all(&[0x5A; FLIPPED]).unwrap();
     f.sync_all().unwrap();
     drop(f);
     eprintln!(
-        "flipped {FLIPPED} bytes at {} of {} ({len} bytes) on node {leader}, group 1's leader",
-        len / 2,
-        sst.display()
+        "flipped {FLIPPED} bytes at {at} of {} ({} bytes) on node {leader}, group 1's leader",
+        sst.display(),
+        bytes.len()
     );
 
     // Read every key through the leader: the damaged block's keys fail there, and the node leaves.
