@@ -301,7 +301,7 @@ impl Node {
         }
         self.stop_with(format!("{reason}; {}", kvorum_raftstore::WIPE_ADVICE));
         ApiError::Unavailable(format!(
-            "the replica of group {group} on node {} found corrupt data and left service; retry \
+            "the replica of group {group} on node {} found corrupt data and left service \
              (another replica answers)",
             self.id()
         ))
