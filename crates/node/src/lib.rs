@@ -9,7 +9,11 @@
 //!   local state only after a read-index round (unless the client asked for a stale read);
 //! - an error is definite only when raised before the write was proposed; otherwise the answer
 //!   is `outcome_unknown` and no layer retries the write;
-//! - no input panics the node: every request body, path and query is validated first.
+//! - no input panics the node: every request body, path and query is validated first;
+//! - a node never serves from a store it found corrupt: the read that finds it marks the store
+//!   (`Store::mark_corrupt`) and stops the node, which then refuses to start until it is wiped;
+//!   the cluster replaces it like a dead node. Replicas' state hashes are compared by the
+//!   metadata leader (`meta/consistency.rs`).
 //!
 //! Not implemented / caveats (see docs/architecture.md):
 //! - no view changes (add/remove node) and no slot moves yet: the slot table is the initial one
