@@ -55,7 +55,7 @@ pub use kvorum_router::{ClusterMap, NodeId, Route, ViewChange};
 pub use kvorum_wire::{AddNodeBody, TaskProgress, TaskState};
 /// A write's condition ([`Condition::Value`]`(None)`, "absent", is sent as version 0) and a
 /// value with its version: the types the node and the Raft log use.
-pub use kvorum_wire::{ClusterStatus, Condition, Versioned};
+pub use kvorum_wire::{ClusterStatus, Condition, ConsistencyReport, GroupConsistency, Versioned};
 pub use routing::{route_header, ROUTE_HEADER};
 
 use routing::{Routing, MAP_FETCH_BUDGET, MAX_REROUTES};
@@ -357,6 +357,18 @@ impl Client {
     pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
         let v = self
             .call(None, Method::GET, "/v1/cluster/status", None, false)
+            .await?;
+        serde_json::from_value(v).map_err(bad_reply)
+    }
+
+    /// Runs a consistency check now (`POST /v1/cluster/consistency`, answered by the metadata
+    /// leader): every group's replicas hash their applied state at a new log index, and the
+    /// report compares them per group. Harmless to repeat, so retried freely. Takes up to a few
+    /// seconds plus the time a replica needs to hash its group: give a large cluster a longer
+    /// request timeout.
+    pub async fn check_consistency(&self) -> Result<ConsistencyReport, ClientError> {
+        let v = self
+            .call(None, Method::POST, "/v1/cluster/consistency", None, false)
             .await?;
         serde_json::from_value(v).map_err(bad_reply)
     }

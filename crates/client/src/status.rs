@@ -1,4 +1,5 @@
-//! `kvctl status`: renders a [`ClusterStatus`] (`GET /v1/cluster/status`) for people.
+//! `kvctl status`: renders a [`ClusterStatus`] (`GET /v1/cluster/status`) for people; and
+//! `kvctl check-consistency`: renders a [`ConsistencyReport`].
 //!
 //! Sections, in order: the header (cluster id, epoch, K, slots, metadata leader, whether health is
 //! known), nodes, data groups, spares, the config group, and tasks in progress. A null field
@@ -6,7 +7,9 @@
 
 use std::fmt::Display;
 
-use kvorum_wire::{ClusterStatus, TaskStatus, REPLACE_REPLICA, VIEW_CHANGE};
+use kvorum_wire::{
+    ClusterStatus, ConsistencyReport, GroupConsistency, TaskStatus, REPLACE_REPLICA, VIEW_CHANGE,
+};
 use serde_json::Value;
 
 /// Text for one JSON cell (the fields of unknown task kinds): `-` for null, strings bare,
@@ -255,6 +258,21 @@ pub fn render(s: &ClusterStatus) -> String {
         opt(c.term),
     ));
 
+    let mismatches: Vec<&GroupConsistency> =
+        s.consistency.iter().filter(|c| c.is_mismatch()).collect();
+    if !mismatches.is_empty() {
+        out.push_str("CONSISTENCY MISMATCH\n");
+        for c in mismatches {
+            out.push_str(&format!(
+                "  group {} at index {}: nodes {} differ from nodes {}\n",
+                c.group,
+                c.index,
+                list(&c.mismatched),
+                list(&c.agreeing)
+            ));
+        }
+    }
+
     if s.tasks.is_empty() {
         out.push_str("TASKS none\n");
     } else {
@@ -262,6 +280,59 @@ pub fn render(s: &ClusterStatus) -> String {
         for t in &s.tasks {
             out.push_str(&format!("  {}\n", task(t)));
         }
+    }
+    out
+}
+
+/// The human rendering of a consistency check: one row per group, then the verdict and, for a
+/// mismatch, what to do.
+pub fn render_consistency(r: &ConsistencyReport) -> String {
+    let rows: Vec<Vec<String>> = r
+        .groups
+        .iter()
+        .map(|c| {
+            let result = match (&c.error, c.is_mismatch()) {
+                (Some(e), _) => format!("not checked: {e}"),
+                (None, true) => "MISMATCH".into(),
+                (None, false) => "ok".into(),
+            };
+            vec![
+                c.group.to_string(),
+                c.index.to_string(),
+                list(&c.agreeing),
+                list(&c.mismatched),
+                list(&c.missing),
+                result,
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "GROUP",
+            "INDEX",
+            "AGREEING",
+            "MISMATCHED",
+            "MISSING",
+            "RESULT",
+        ],
+        &rows,
+    );
+    let bad: Vec<String> = r
+        .groups
+        .iter()
+        .flat_map(|c| c.mismatched.iter().map(ToString::to_string))
+        .collect();
+    if !bad.is_empty() {
+        out.push_str(&format!(
+            "INCONSISTENT: node(s) {} hold data that differs from their group's at the same log \
+             index. Stop each (the cluster replaces it like a dead node), wipe it and add it back \
+             as a new node\n",
+            bad.join(",")
+        ));
+    } else if r.consistent() {
+        out.push_str("consistent\n");
+    } else {
+        out.push_str("not every group could be checked\n");
     }
     out
 }
@@ -391,5 +462,40 @@ TASKS none
         for (v, want) in cases {
             assert_eq!(bytes(v), want, "{v:?}");
         }
+    }
+
+    // A consistency report shows a row per group; a mismatched replica is named with what to do,
+    // and the status gets a CONSISTENCY MISMATCH section.
+    #[test]
+    fn consistency_mismatch_is_named() {
+        let g = |group: u64, mismatched: Vec<u64>| GroupConsistency {
+            agreeing: vec![1, 3],
+            error: None,
+            group: kvorum_router::GroupId(group),
+            index: 40,
+            mismatched,
+            missing: vec![],
+        };
+        let ok = ConsistencyReport {
+            groups: vec![g(0, vec![])],
+        };
+        assert!(render_consistency(&ok).ends_with("consistent\n"));
+        let bad = ConsistencyReport {
+            groups: vec![g(0, vec![]), g(1, vec![2])],
+        };
+        let text = render_consistency(&bad);
+        let expected = "\
+GROUP  INDEX  AGREEING  MISMATCHED  MISSING  RESULT
+0      40     1,3       -           -        ok
+1      40     1,3       2           -        MISMATCH
+INCONSISTENT: node(s) 2 hold data that differs from their group's at the same log index. Stop \
+each (the cluster replaces it like a dead node), wipe it and add it back as a new node
+";
+        assert_eq!(text, expected);
+        let mut s = sample();
+        s.consistency = bad.groups;
+        assert!(render(&s).contains(
+            "CONSISTENCY MISMATCH\n  group 1 at index 40: nodes 2 differ from nodes 1,3\n"
+        ));
     }
 }

@@ -106,6 +106,10 @@ pub fn router(state: Arc<Node>) -> Router {
             "/v1/cluster/tasks/:id/cancel",
             post(crate::changes::cancel).fallback(method_not_allowed),
         )
+        .route(
+            "/v1/cluster/consistency",
+            post(crate::meta::consistency_handler).fallback(method_not_allowed),
+        )
         .route("/v1/join", get(join_state).fallback(method_not_allowed))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -138,6 +142,10 @@ pub fn router(state: Arc<Node>) -> Router {
         .route(
             "/internal/v1/groups/:group/membership",
             post(crate::meta::membership_handler),
+        )
+        .route(
+            "/internal/v1/groups/:group/hash",
+            post(crate::meta::hash_handler),
         )
         .route("/internal/v1/status", get(crate::status::status_handler));
     let internal = guarded(raft, RAFT_BODY_LIMIT).merge(guarded(control, CONTROL_BODY_LIMIT));
@@ -680,9 +688,11 @@ fn write_response(key: String, slot: Slot, result: CommandResult) -> Result<Resp
             max: usize::try_from(limit).unwrap_or(usize::MAX),
         }),
         // Refused at apply by the group's slot table (a move is under way): definite, retryable.
-        CommandResult::None | CommandResult::BadSlotRange { .. } => Err(ApiError::Internal(
-            format!("a write applied as a non-write entry: {result:?}"),
-        )),
+        CommandResult::None | CommandResult::BadSlotRange { .. } | CommandResult::Hashed { .. } => {
+            Err(ApiError::Internal(format!(
+                "a write applied as a non-write entry: {result:?}"
+            )))
+        }
     }
 }
 
@@ -712,10 +722,7 @@ fn local_read(
         }),
         // Only a follower installs snapshots: a stale read can retry here or at another replica.
         Err(e @ StoreError::Installing { .. }) => Err(ApiError::Unavailable(e.to_string())),
-        Err(e) => {
-            tracing::error!(error = %e, "local read failed");
-            Err(ApiError::Internal(e.to_string()))
-        }
+        Err(e) => Err(state.store_failed(group, e)),
     }
 }
 
@@ -926,6 +933,25 @@ async fn metrics(State(state): State<Arc<Node>>) -> Response {
         "Last applied log index of this replica.",
         &|r| r.metrics().borrow().last_applied.map_or(0, |l| l.index),
     );
+    out.push_str("# HELP kvorum_state_hash_index Log index of this replica's newest state hash (consistency check; 0: none).\n# TYPE kvorum_state_hash_index gauge\n");
+    for g in replicas.keys() {
+        let index = state.store.state_hash(*g).map_or(0, |h| h.index);
+        out.push_str(&format!(
+            "kvorum_state_hash_index{{group=\"{g}\"}} {index}\n"
+        ));
+    }
+    if crate::meta::is_metadata_leader(&state) {
+        // Only the metadata leader compares the replicas' hashes.
+        let compared = crate::meta::comparisons(&state.meta.lock(), &state.map());
+        out.push_str("# HELP kvorum_consistency_mismatched_replicas Replicas whose state hash differs from their group's at the last compared index (metadata leader only).\n# TYPE kvorum_consistency_mismatched_replicas gauge\n");
+        for c in compared {
+            out.push_str(&format!(
+                "kvorum_consistency_mismatched_replicas{{group=\"{}\"}} {}\n",
+                c.group,
+                c.mismatched.len()
+            ));
+        }
+    }
     out.push_str("# HELP kvorum_map_epoch Epoch of the cluster map this node knows.\n# TYPE kvorum_map_epoch gauge\n");
     out.push_str(&format!("kvorum_map_epoch {}\n", state.map().epoch));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

@@ -149,8 +149,9 @@ async fn probe_joiner(state: &Node, addr: &str) -> Result<kvorum_wire::JoinState
     Ok(join)
 }
 
-/// Forwards a change call to the metadata leader and passes its answer through.
-async fn forward(
+/// Forwards a call of the metadata leader's (a view change, a consistency check) to it and
+/// passes its answer through.
+pub(crate) async fn forward(
     state: &Node,
     method: Method,
     path: &str,

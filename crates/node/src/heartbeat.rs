@@ -53,6 +53,7 @@ fn report(state: &Node) -> Heartbeat {
             keys,
             bytes,
             voters: meta::voter_sets(&m),
+            hash: state.store.state_hash(group),
         });
     }
     Heartbeat {

@@ -13,6 +13,10 @@
 //! - `kvnode` carries no planted fault: `faults` is empty without the `test-faults` feature,
 //!   which only the test package's `kvnode-test` enables, and even there only `kvnode-test`'s
 //!   `main` reads the faults' variables (once, at start).
+//! - a node never serves from a store it found corrupt: the read that finds it marks the store
+//!   (`Store::mark_corrupt`) and stops the node, which then refuses to start until it is wiped;
+//!   the cluster replaces it like a dead node. Replicas' state hashes are compared by the
+//!   metadata leader (`meta/consistency.rs`).
 //!
 //! Not implemented / caveats (see docs/architecture.md):
 //! - no view changes (add/remove node) and no slot moves yet: the slot table is the initial one

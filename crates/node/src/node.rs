@@ -15,13 +15,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use kvorum_raftstore::{GroupId, NodeId, Raft, Store};
+use kvorum_raftstore::{GroupId, NodeId, Raft, Store, StoreError};
 use kvorum_router::{ClusterMap, RoutingCache, Slot, Step, TaskKind, CONFIG_GROUP};
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::faults::NodeFaults;
 use crate::identity::Identity;
 use crate::incarnation::{Incarnations, INCARNATION_HEADER};
@@ -107,7 +108,17 @@ pub fn http_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
 /// silently stopped would leave its group a replica short while the node still looks alive, so
 /// the whole node exits instead: a supervisor restarts it (the replica resumes from its log), and
 /// if it stays down the metadata server sees it dead and replaces its replicas from the spares.
-async fn watch_replica(group: GroupId, raft: Raft, fatal: Arc<watch::Sender<Option<String>>>) {
+///
+/// A fatal error that reports corruption (a damaged block read by apply, a compaction or a
+/// snapshot build) also marks the store corrupt ([`Store::mark_corrupt`]): a restart would serve
+/// the same damaged files, so the node refuses to start until it is wiped, and stays down until
+/// the cluster replaced it.
+async fn watch_replica(
+    group: GroupId,
+    raft: Raft,
+    store: Store,
+    fatal: Arc<watch::Sender<Option<String>>>,
+) {
     let mut metrics = raft.metrics();
     loop {
         let stopped = match &metrics.borrow_and_update().running_state {
@@ -116,6 +127,12 @@ async fn watch_replica(group: GroupId, raft: Raft, fatal: Arc<watch::Sender<Opti
             Err(e) => Some(e.to_string()),
         };
         if let Some(error) = stopped {
+            if kvorum_raftstore::mentions_corruption(&error) {
+                let reason = format!("the replica of group {group} found corrupt data: {error}");
+                if let Err(e) = store.mark_corrupt(&reason) {
+                    tracing::error!(group = %group, error = %e, "cannot mark the store corrupt");
+                }
+            }
             let reason = format!(
                 "the replica of group {group} stopped on a fatal error ({error}); the node stops. \
                  Check the disk and restart it: the replica resumes from its log. If it stays \
@@ -265,6 +282,31 @@ impl Node {
         set_fatal(&self.fatal, reason);
     }
 
+    /// What a request does with a failed read of this node's store: corruption takes the node
+    /// out of service (the store is marked corrupt, so it stays down, and the node stops; the
+    /// cluster then replaces its replicas like a dead node's) and answers 503 `unavailable`, so
+    /// that the client retries at a healthy replica; any other error is internal.
+    pub fn store_failed(&self, group: GroupId, e: StoreError) -> ApiError {
+        if !e.is_corruption() {
+            tracing::error!(group = %group, error = %e, "store read failed");
+            return ApiError::Internal(e.to_string());
+        }
+        let reason = format!(
+            "node {} found corrupt data in its replica of group {group}: {e}",
+            self.id()
+        );
+        tracing::error!(group = %group, error = %e, "corrupt data found; taking the node out of service");
+        if let Err(m) = self.store.mark_corrupt(&reason) {
+            tracing::error!(group = %group, error = %m, "cannot mark the store corrupt");
+        }
+        self.stop_with(format!("{reason}; {}", kvorum_raftstore::WIPE_ADVICE));
+        ApiError::Unavailable(format!(
+            "the replica of group {group} on node {} found corrupt data and left service \
+             (another replica answers)",
+            self.id()
+        ))
+    }
+
     /// This node's replica of `group`, if hosted here.
     pub fn replica(&self, group: GroupId) -> Option<Replica> {
         self.groups
@@ -272,6 +314,28 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner())
             .get(&group)
             .cloned()
+    }
+
+    /// This node's replica of `group` if it is the group's leader; else `not_leader` with the
+    /// leader it knows (what a group leader's internal route answers a misdirected call).
+    pub fn leading_replica(&self, group: GroupId) -> Result<Raft, ApiError> {
+        let Some(raft) = self.group(group) else {
+            return Err(ApiError::NotLeader { leader: None });
+        };
+        let leader = raft.metrics().borrow().current_leader;
+        if leader != Some(self.id()) {
+            return Err(ApiError::NotLeader { leader });
+        }
+        Ok(raft)
+    }
+
+    /// Whether this node's replica of `group` leads it.
+    pub fn leads(&self, group: GroupId) -> bool {
+        self.group(group).is_some_and(|r| {
+            let m = r.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(self.id()) && m.state.is_leader()
+        })
     }
 
     /// This node's replica of `group`, if hosted here.
@@ -474,7 +538,12 @@ impl Node {
         .await
         .with_context(|| format!("cannot start the replica of group {group}"))?;
         tracing::info!(group = %group, "replica started");
-        tokio::spawn(watch_replica(group, raft.clone(), self.fatal.clone()));
+        tokio::spawn(watch_replica(
+            group,
+            raft.clone(),
+            self.store.clone(),
+            self.fatal.clone(),
+        ));
         Ok(Replica {
             reads: ReadBatcher::spawn(raft.clone()),
             raft,

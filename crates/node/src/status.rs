@@ -15,11 +15,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kvorum_router::{ClusterMap, GroupId, NodeId, NodeLifecycle, TaskKind, CONFIG_GROUP};
 use kvorum_wire::{
-    ClusterStatus, ConfigStatus, GroupStatus, NodeRole, NodeState, NodeStatus, TaskStatus,
-    REPLACE_REPLICA, VIEW_CHANGE,
+    ClusterStatus, ConfigStatus, GroupConsistency, GroupStatus, NodeRole, NodeState, NodeStatus,
+    TaskStatus, REPLACE_REPLICA, VIEW_CHANGE,
 };
 
-use crate::meta::{best_reports, is_metadata_leader, voter_sets, Health, ReplicaReport};
+use crate::meta::{
+    best_reports, comparisons, is_metadata_leader, voter_sets, Health, ReplicaReport,
+};
 use crate::node::Node;
 use crate::transport::check_internal;
 
@@ -59,6 +61,8 @@ pub struct StatusInputs<'a> {
     pub best: BTreeMap<GroupId, ReplicaReport>,
     /// The metadata leader this node last heard of, if any.
     pub known_leader: Option<NodeId>,
+    /// The last comparison of each group's replica hashes (the metadata leader's only).
+    pub consistency: Vec<GroupConsistency>,
 }
 
 /// The cluster status from `inputs`. Pure: same inputs, same status.
@@ -71,6 +75,7 @@ pub fn assemble(inputs: &StatusInputs<'_>) -> ClusterStatus {
         ref health,
         ref best,
         known_leader,
+        ref consistency,
     } = *inputs;
     let nodes = map
         .nodes
@@ -189,6 +194,7 @@ pub fn assemble(inputs: &StatusInputs<'_>) -> ClusterStatus {
             term: config.map(|r| r.term),
             voters: map.config_voters.iter().copied().collect(),
         },
+        consistency: consistency.clone(),
         epoch: map.epoch,
         groups,
         hash: map.hash.clone(),
@@ -263,10 +269,16 @@ pub fn status(state: &Node) -> ClusterStatus {
                     keys: None,
                     bytes: None,
                     voters: voter_sets(&m),
+                    hash: None,
                 };
                 Some((g, r))
             })
             .collect()
+    };
+    let consistency = if health_known {
+        comparisons(&inner, &map)
+    } else {
+        Vec::new()
     };
     drop(inner);
     assemble(&StatusInputs {
@@ -277,6 +289,7 @@ pub fn status(state: &Node) -> ClusterStatus {
         health,
         best,
         known_leader: state.meta.known_leader(),
+        consistency,
     })
 }
 
@@ -309,6 +322,7 @@ mod tests {
             keys: Some(5),
             bytes: Some(500),
             voters,
+            hash: None,
         }
     }
 
@@ -321,6 +335,7 @@ mod tests {
             health,
             best: BTreeMap::new(),
             known_leader: None,
+            consistency: Vec::new(),
         }
     }
 

@@ -179,6 +179,11 @@ pub enum Command {
         /// The slot command.
         step: Box<Command>,
     },
+    /// Every replica hashes its group's applied state at this entry's index and records the
+    /// hash ([`crate::Store::state_hash`]), so that replicas can be compared at the same index
+    /// (the consistency check). Changes nothing; answers [`CommandResult::Hashed`]. Must stay
+    /// after every older variant (bincode encodes the variant's position).
+    ComputeHash,
 }
 
 /// The token of a task driver (a metadata leader driving one view change or repair): the config
@@ -392,6 +397,13 @@ pub enum CommandResult {
     Fenced {
         /// The group's fence.
         current: FenceToken,
+    },
+    /// A [`Command::ComputeHash`] applied: this replica's hash of the group's state at `index`.
+    Hashed {
+        /// The entry's log index.
+        index: u64,
+        /// The hash ([`crate::StateHash::hash`]).
+        hash: u64,
     },
 }
 

@@ -33,7 +33,13 @@
 //! - the slot table (see the `slots` module) and the version base change only by log entries,
 //!   in the apply's WriteBatch, and are carried by snapshots; a write at index i gets version
 //!   i + base, and an ingest raises the base above every ingested version;
-//! - RocksDB writes and fsyncs run on tokio's blocking threads, never on the async workers.
+//! - RocksDB writes and fsyncs run on tokio's blocking threads, never on the async workers;
+//! - integrity (the `integrity` module): the WAL is recovered tolerating only a torn final
+//!   record, so a damaged WAL fails the open ([`StoreError::CorruptAtOpen`], naming the file)
+//!   instead of silently dropping acknowledged entries and the vote; a damaged block read while
+//!   running answers [`StoreError::Corruption`], and [`Store::mark_corrupt`] makes the store
+//!   refuse to open again; [`Command::ComputeHash`] makes every replica hash its group's state at
+//!   the same index ([`Store::state_hash`]), for the consistency check.
 //!
 //! Not implemented / caveats:
 //! - slot ownership is checked by `apply` against the group's slot table (writes to a Frozen slot
@@ -50,7 +56,9 @@
 #![allow(clippy::result_large_err)]
 
 mod command;
+mod consistency;
 pub mod faults;
+mod integrity;
 mod keys;
 mod log_store;
 mod slots;
@@ -59,6 +67,8 @@ mod state_machine;
 mod store;
 
 #[cfg(test)]
+mod corruption_tests;
+#[cfg(test)]
 mod fence_tests;
 #[cfg(test)]
 mod tests;
@@ -66,7 +76,9 @@ mod tests;
 pub use command::{
     Command, CommandResult, Condition, FenceToken, Record, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
+pub use consistency::StateHash;
 pub use faults::StoreFaults;
+pub use integrity::{is_rocks_corruption, mentions_corruption, CORRUPT_MARKER, WIPE_ADVICE};
 pub use log_store::LogStore;
 pub use slots::SlotState;
 pub use state_machine::StateMachineStore;

@@ -699,13 +699,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
-/// Applies `entries` in one WriteBatch, from the `state` the previous batch left, and returns
+/// Applies `entries` in one WriteBatch (one more per [`Command::ComputeHash`], which writes what
+/// came before it first; each a consistent state), from the `state` the previous batch left, and returns
 /// the results and the new state. Runs on a blocking thread; openraft applies one batch at a
 /// time, so batches keep their order.
 ///
 /// Deterministic: every replica computes the same results and state from the same entries, also
-/// when a batch is re-applied after a crash (nothing of it was written: data, slot table,
-/// version base and last-applied go in the one WriteBatch).
+/// when a batch is re-applied after a crash (each WriteBatch holds its entries' data, slot table,
+/// version base and last-applied together: a crash never half-applies one).
 fn apply_entries(
     store: &Store,
     group: GroupId,
@@ -714,7 +715,7 @@ fn apply_entries(
 ) -> Result<(Vec<CommandResult>, SmState)> {
     let mut pending = Pending::new(store, group);
     let mut slots_changed = false;
-    let (old_base, old_fence) = (state.base, state.fence);
+    let (mut old_base, mut old_fence) = (state.base, state.fence);
     let mut results = Vec::new();
     for entry in entries {
         state.applied = Some(entry.log_id);
@@ -725,12 +726,47 @@ fn apply_entries(
                 state.membership = StoredMembership::new(Some(entry.log_id), m);
                 CommandResult::None
             }
+            EntryPayload::Normal(Command::ComputeHash) => {
+                // The hash is of the state at this index: write the batch so far (last-applied
+                // is this entry, which changes nothing else), then read it back.
+                let written = std::mem::replace(&mut pending, Pending::new(store, group));
+                write_batch(store, &state, written, slots_changed, (old_base, old_fence))?;
+                slots_changed = false;
+                (old_base, old_fence) = (state.base, state.fence);
+                let hash = crate::consistency::hash_group(
+                    store,
+                    group,
+                    state.slots.as_deref(),
+                    &state.since,
+                    state.base,
+                )
+                .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                store.record_hash(group, crate::StateHash { index, hash });
+                tracing::info!(group = %group, index, hash = %format!("{hash:016x}"), "state hash computed");
+                CommandResult::Hashed { index, hash }
+            }
             EntryPayload::Normal(cmd) => {
                 apply_command(&mut pending, &mut state, index, cmd, &mut slots_changed)?
             }
         };
         results.push(result);
     }
+    write_batch(store, &state, pending, slots_changed, (old_base, old_fence))?;
+    Ok((results, state))
+}
+
+/// Writes the batch `pending` of an apply with the group's meta as `state` holds it
+/// (last-applied, membership, counts, and the slot table, version base and fence when they
+/// changed since the previous write: `slots_changed`, `old` = the base and fence written last)
+/// in one WriteBatch, then publishes the slot table.
+fn write_batch(
+    store: &Store,
+    state: &SmState,
+    pending: Pending<'_>,
+    slots_changed: bool,
+    (old_base, old_fence): (u64, FenceToken),
+) -> Result<()> {
+    let group = pending.group;
     let mut batch = pending.batch;
     let meta_cf = store.cf(CF_META);
     batch.put_cf(
@@ -789,7 +825,7 @@ fn apply_entries(
         // Only after the write: a reader never sees a table the store could lose.
         store.set_slot_table(group, state.slots.clone(), state.since.clone());
     }
-    Ok((results, state))
+    Ok(())
 }
 
 /// Applies one command at log `index`; `slots_changed` is set when the slot table or the slot

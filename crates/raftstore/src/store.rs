@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use openraft::storage::LogFlushed;
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, Options, DB};
 
 use crate::command::RecordCodec;
 use crate::faults::{Fsync, StoreFaults};
@@ -77,7 +77,27 @@ impl Published {
 pub enum StoreError {
     /// RocksDB failed; the node's disk or data directory needs an operator.
     #[error("storage: {0}")]
-    Rocks(#[from] rocksdb::Error),
+    Rocks(rocksdb::Error),
+    /// RocksDB found a damaged file while reading (a block or record checksum mismatch). The
+    /// replica must stop serving from this store: mark it ([`Store::mark_corrupt`]) and stop; the
+    /// cluster replaces it like a dead node. Another replica answers the request.
+    #[error("corrupt data: {0}")]
+    Corruption(rocksdb::Error),
+    /// The store cannot open because a file is corrupt (or it was marked corrupt while running):
+    /// the node must not start on it. Carries what to do ([`crate::WIPE_ADVICE`]).
+    #[error(
+        "refusing to start: corrupt data in {file} ({detail}); {advice} (data directory {path})",
+        advice = crate::WIPE_ADVICE,
+        path = .dir.display()
+    )]
+    CorruptAtOpen {
+        /// The data directory.
+        dir: PathBuf,
+        /// The damaged file, as RocksDB reported it, or the corruption marker.
+        file: String,
+        /// RocksDB's message, or the reason the store was marked.
+        detail: String,
+    },
     /// Bytes on disk do not decode: corruption. The replica must not serve them.
     #[error("corrupt record for key {key:?}")]
     Corrupt {
@@ -112,6 +132,8 @@ pub struct Store {
 
 pub(crate) struct Inner {
     pub(crate) db: DB,
+    /// The data directory the store was opened in (RocksDB is in `dir/db`).
+    pub(crate) dir: PathBuf,
     /// Where snapshot files live.
     pub(crate) snapshot_dir: PathBuf,
     /// Queue of the WAL flusher: appends waiting to be reported durable.
@@ -127,6 +149,8 @@ pub(crate) struct Inner {
     /// the tombstone of a dropped group. Kept current by apply and snapshot installs, after
     /// their writes, so that ownership can be re-checked after a read index.
     slots: std::sync::RwLock<HashMap<GroupId, Published>>,
+    /// Per group, the last hash of its applied state (the consistency check).
+    pub(crate) hashes: crate::consistency::Hashes,
     /// Test hook: the next write that reaches [`Store::stall_point`] signals the first channel
     /// and waits on the second.
     #[cfg(test)]
@@ -140,6 +164,9 @@ impl Store {
     /// Then recovers what a crash left: deletes snapshot files no group's record names, and
     /// finishes every interrupted snapshot install (a group whose install cannot be finished
     /// refuses reads, and its state machine fails to open).
+    ///
+    /// A corrupt file (see the `integrity` module), or a store marked corrupt while it ran
+    /// ([`Store::mark_corrupt`]), is refused with [`StoreError::CorruptAtOpen`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         Store::open_with(dir, StoreFaults::default())
     }
@@ -147,6 +174,7 @@ impl Store {
     /// [`Store::open`] with the test suite's planted `faults` (built once at start; see
     /// [`StoreFaults`]).
     pub fn open_with(dir: &Path, faults: StoreFaults) -> Result<Store, StoreError> {
+        crate::integrity::refuse_if_marked(dir)?;
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
         let mut opts = Options::default();
@@ -154,19 +182,30 @@ impl Store {
         opts.create_missing_column_families(true);
         // Bound the WAL so a quiet group does not keep old WAL files alive forever.
         opts.set_max_total_wal_size(256 << 20);
+        // Only a torn final record (a crash mid-write, never acknowledged) is tolerated: a bad
+        // record anywhere else fails the open instead of dropping the WAL after it, which would
+        // lose acknowledged log entries and the vote (point-in-time recovery, the default).
+        opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+        // Corruption found in the MANIFEST, SST files or in the background stops the DB
+        // (RocksDB's default, stated here because integrity depends on it).
+        opts.set_paranoid_checks(true);
         let cfs = [CF_LOG, CF_META, CF_DATA]
             .into_iter()
             .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?;
+        let db_dir = dir.join("db");
+        let db = DB::open_cf_descriptors(&opts, &db_dir, cfs)
+            .map_err(|e| crate::integrity::open_error(dir, &db_dir, e))?;
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
         let inner = Arc::new(Inner {
             db,
+            dir: dir.to_path_buf(),
             snapshot_dir,
             flush_tx: std::sync::Mutex::new(tx),
             faults,
             snapshot_lock: std::sync::Mutex::new(()),
             installs: std::sync::Mutex::new(HashMap::new()),
             slots: std::sync::RwLock::new(HashMap::new()),
+            hashes: Default::default(),
             #[cfg(test)]
             stall: std::sync::Mutex::new(None),
         });
@@ -551,6 +590,7 @@ impl Store {
         // reached the group's replica before it stopped must not answer from the empty range.
         self.publish(group, None, Vec::new(), true);
         self.installs().remove(&group);
+        self.forget_hash(group);
         tracing::info!(group = %group, "dropped the group's log, meta, data and snapshots");
         Ok(())
     }

@@ -36,6 +36,6 @@ pub use keys::{
 pub use map::MapReply;
 pub use route::{RouteHeader, RouteParseError};
 pub use status::{
-    ClusterStatus, ConfigStatus, GroupStatus, NodeRole, NodeState, NodeStatus, TaskStatus,
-    REPLACE_REPLICA, VIEW_CHANGE,
+    ClusterStatus, ConfigStatus, ConsistencyReport, GroupConsistency, GroupStatus, NodeRole,
+    NodeState, NodeStatus, TaskStatus, REPLACE_REPLICA, VIEW_CHANGE,
 };

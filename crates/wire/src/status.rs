@@ -27,6 +27,12 @@ pub struct ClusterStatus {
     pub cluster_id: String,
     /// The config group (group 0, the metadata server's Raft group).
     pub config: ConfigStatus,
+    /// The last comparison of each group's replica state hashes (the consistency check), for
+    /// the groups whose replicas reported a hash; only the metadata leader knows them (empty
+    /// otherwise; left out of the JSON when empty, so the status of a cluster that never
+    /// checked keeps its bytes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consistency: Vec<GroupConsistency>,
     /// The epoch of the answering node's cluster map.
     pub epoch: u64,
     /// Every data group of the map, by id.
@@ -220,6 +226,53 @@ pub const REPLACE_REPLICA: &str = "replace_replica";
 /// [`TaskStatus::kind`] of a view change (its `step` describes the running step).
 pub const VIEW_CHANGE: &str = "view_change";
 
+/// The comparison of one group's replica state hashes at one log index (the consistency check:
+/// every replica hashes its applied state at the same log entry). Replicas that applied the same
+/// log hold the same state, so a replica in `mismatched` holds data that changed behind Raft's
+/// back (a damaged disk, a bug): take it out (stop it; the cluster replaces it like a dead
+/// node), wipe it and add it back as a new node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupConsistency {
+    /// Members whose hash at `index` is the one most members have.
+    pub agreeing: Vec<NodeId>,
+    /// Why the group could not be checked (its leader did not answer), if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The group (0: the config group).
+    pub group: GroupId,
+    /// The log index at which the hashes were computed.
+    pub index: u64,
+    /// Members whose hash at `index` differs from the one most members have (all members that
+    /// reported one, when no hash has more holders than every other).
+    pub mismatched: Vec<NodeId>,
+    /// Members that reported no hash at `index` (not applied yet, down, or already past it).
+    pub missing: Vec<NodeId>,
+}
+
+impl GroupConsistency {
+    /// Whether the group's replicas disagree.
+    pub fn is_mismatch(&self) -> bool {
+        !self.mismatched.is_empty()
+    }
+}
+
+/// The answer of `POST /v1/cluster/consistency` (`kvctl check-consistency`): every group's
+/// comparison, the config group's first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyReport {
+    /// One comparison per group.
+    pub groups: Vec<GroupConsistency>,
+}
+
+impl ConsistencyReport {
+    /// Whether every group was checked and no replica disagrees.
+    pub fn consistent(&self) -> bool {
+        self.groups
+            .iter()
+            .all(|g| !g.is_mismatch() && g.error.is_none())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +287,7 @@ mod tests {
                 term: Some(3),
                 voters: vec![1, 2, 3],
             },
+            consistency: vec![],
             epoch: 3,
             groups: vec![
                 GroupStatus {
@@ -379,6 +433,34 @@ mod tests {
         assert_eq!(v["tasks"], json!([]));
         let back: ClusterStatus = serde_json::from_value(v).expect("parses");
         assert_eq!(back, status);
+    }
+
+    // A status with consistency comparisons round-trips, and one without (an older node's, or
+    // a cluster never checked) reads with none.
+    #[test]
+    fn consistency_comparisons_round_trip() {
+        let mut status = full();
+        status.consistency = vec![GroupConsistency {
+            agreeing: vec![1, 3],
+            error: None,
+            group: GroupId(1),
+            index: 42,
+            mismatched: vec![2],
+            missing: vec![],
+        }];
+        let v = serde_json::to_value(&status).expect("serializes");
+        assert_eq!(
+            v["consistency"],
+            json!([{"agreeing": [1, 3], "group": 1, "index": 42, "mismatched": [2],
+                    "missing": []}])
+        );
+        let back: ClusterStatus = serde_json::from_value(v).expect("parses");
+        assert_eq!(back, status);
+        assert!(back.consistency[0].is_mismatch());
+        let old: ClusterStatus =
+            serde_json::from_value(serde_json::to_value(full()).expect("serializes"))
+                .expect("parses");
+        assert!(old.consistency.is_empty());
     }
 
     // A newer node's status reads: unknown fields are ignored, a task of an unknown kind keeps

@@ -184,12 +184,7 @@ pub(super) async fn admin(
             // The group's leader first: this node when its own replica leads (the metadata
             // leader often leads a data group too), else the leader hint, then the members.
             let mut addrs = state.group_addrs(group);
-            let leads = state.replica(group).is_some_and(|r| {
-                let m = r.raft.metrics();
-                let m = m.borrow();
-                m.current_leader == Some(state.id()) && m.state.is_leader()
-            });
-            if let (true, Some(me)) = (leads, map.addr(state.id())) {
+            if let (true, Some(me)) = (state.leads(group), map.addr(state.id())) {
                 addrs.insert(0, me.to_string());
             }
             addrs
@@ -410,7 +405,7 @@ pub async fn admin_handler(
             let chunk = state
                 .store
                 .scan_slots_since(group, &slots, after.as_deref(), max_bytes, since)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+                .map_err(|e| state.store_failed(group, e))?;
             Ok(reply(&AdminReply::Chunk {
                 records: chunk.records,
                 unchanged: chunk.unchanged,

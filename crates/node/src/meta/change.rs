@@ -212,7 +212,7 @@ pub(super) async fn drive_change(
         return Ok(Next::Done);
     }
     if v.cancel && v.batch.is_none() {
-        remove_added_learners(state, map, id, &v, v.next).await;
+        remove_added_learners(state, map, tok, &v, v.next).await;
         finish(state, id, ChangeOutcome::Cancelled, None).await?;
         return Ok(Next::Done);
     }
@@ -252,7 +252,7 @@ pub(super) async fn drive_change(
                     }
                 }
                 // The failing step itself may have added its learner.
-                remove_added_learners(state, map, id, &v, v.next + 1).await;
+                remove_added_learners(state, map, tok, &v, v.next + 1).await;
                 finish(state, id, ChangeOutcome::Failed, Some(reason)).await?;
                 return Ok(Next::Done);
             }
@@ -290,13 +290,14 @@ fn added_learners(map: &ClusterMap, v: &ViewChangeTask, ran: usize) -> Vec<(Grou
 async fn remove_added_learners(
     state: &Node,
     map: &ClusterMap,
-    id: u64,
+    tok: FenceToken,
     v: &ViewChangeTask,
     ran: usize,
 ) {
+    let id = tok.task;
     for (group, node) in added_learners(map, v, ran) {
         let op = MembershipOp::RemoveLearner { node };
-        match membership(state, group, id, &op).await {
+        match membership(state, group, tok, &op).await {
             Ok(()) => {
                 tracing::info!(task = id, group = %group, node, "view change stops: learner removed")
             }

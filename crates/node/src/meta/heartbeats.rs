@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use kvorum_raftstore::{GroupId, NodeId};
+use kvorum_raftstore::{GroupId, NodeId, StateHash};
 use kvorum_router::{ClusterMap, NodeLifecycle};
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,10 @@ pub struct ReplicaReport {
     /// a joint membership change is under way.
     #[serde(default)]
     pub voters: Vec<Vec<NodeId>>,
+    /// The replica's newest hash of its applied state (the consistency check), if it computed
+    /// one since it started.
+    #[serde(default)]
+    pub hash: Option<StateHash>,
 }
 
 /// A node's heartbeat to the metadata leader.

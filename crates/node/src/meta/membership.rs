@@ -365,13 +365,7 @@ pub async fn membership_handler(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_internal(&state, &headers)?;
     let group = GroupId(group);
-    let Some(raft) = state.group(group) else {
-        return Err(ApiError::NotLeader { leader: None });
-    };
-    let leader = raft.metrics().borrow().current_leader;
-    if leader != Some(state.id()) {
-        return Err(ApiError::NotLeader { leader });
-    }
+    let raft = state.leading_replica(group)?;
     if let Err(e) = admit(&state, group, &req).await {
         tracing::warn!(group = %group, task = req.task, epoch = req.epoch, error = %e, "membership request refused");
         return Err(e);

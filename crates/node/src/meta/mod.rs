@@ -33,6 +33,7 @@
 
 mod admin;
 mod change;
+mod consistency;
 mod heartbeats;
 mod leader_call;
 mod membership;
@@ -43,6 +44,8 @@ mod tasks;
 
 pub use admin::{admin_handler, AdminOp, AdminReply, AdminRequest};
 pub use change::{cancel_change, check_change, start_change};
+pub(crate) use consistency::comparisons;
+pub use consistency::{consistency_handler, hash_handler};
 pub(crate) use heartbeats::best_reports;
 pub use heartbeats::{
     heartbeat_handler, receive_heartbeat, voter_sets, Health, Heartbeat, HeartbeatReply, Refused,
@@ -93,6 +96,8 @@ pub(crate) struct MetaInner {
     drivers: HashMap<u64, tokio::task::JoinHandle<()>>,
     /// Nodes a group's leader saw still replicating when asked to remove them, and when.
     vetoed: HashMap<NodeId, Instant>,
+    /// The consistency check's schedule and the mismatches it logged.
+    check: consistency::CheckState,
 }
 
 impl MetaInner {
@@ -364,6 +369,7 @@ async fn meta_tick(state: &Arc<Node>) -> anyhow::Result<()> {
         state.cfg.dead_after,
     );
     log_summary(state, &map, &health);
+    consistency::tick(state, &map);
     let unrecorded = state.meta.unrecorded_incarnations(&map);
     if !unrecorded.is_empty() {
         // Recorded once, never changed: from now on a wiped node is refused under its old id.
