@@ -450,7 +450,8 @@ mod tests {
         let all = |n: &str| match n {
             MOVE_HOLD_ENV => Some("before_activate:250".into()),
             NO_HEARTBEATS_ENV => Some("/nonexistent".into()),
-            MOVE_BATCH_SLOTS_ENV | TASK_STEP_DELAY_ENV | STEP_FAIL_LIMIT_ENV => Some("5".into()),
+            MOVE_BATCH_SLOTS_ENV | TASK_STEP_DELAY_ENV | STEP_FAIL_LIMIT_ENV
+            | CATCH_UP_WAIT_ENV => Some("5".into()),
             _ => Some("1".into()),
         };
         let f = NodeFaults::from_vars(all);
@@ -462,9 +463,10 @@ mod tests {
         assert_eq!(f.move_batch_slots(), Some(5));
         assert_eq!(f.task_step_delay(), Duration::from_millis(5));
         assert_eq!(f.step_fail_limit(), Some(Duration::from_millis(5)));
+        assert_eq!(f.catch_up_wait(), Some(Duration::from_millis(5)));
         assert!(!f.heartbeats_muted(1), "an unreadable file lists nobody");
         let lines = f.announcements();
-        assert_eq!(lines.len(), 8, "{lines:?}");
+        assert_eq!(lines.len(), 9, "{lines:?}");
         assert!(
             lines.iter().all(|l| l.starts_with("FAULT INJECTED: ")),
             "{lines:?}"
@@ -475,6 +477,7 @@ mod tests {
         assert!(!off.ack_before_commit() && !off.stale_reads());
         assert_eq!(off.task_step_delay(), Duration::ZERO);
         assert!(off.move_batch_slots().is_none() && off.step_fail_limit().is_none());
+        assert!(off.catch_up_wait().is_none());
         let other = NodeFaults::from_vars(|_| Some("true".into()));
         assert!(!other.ack_before_commit() && !other.stale_reads());
         assert!(other.move_hold.is_none() && other.fail_this_proposal().is_none());
