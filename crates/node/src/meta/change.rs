@@ -10,8 +10,9 @@
 //!
 //! A `MoveSlots` step moves its slots in batches of at most [`MOVE_BATCH_SLOTS`] (`moves.rs`);
 //! each batch: (a) recorded in the map (`batch`), (b) both groups fenced with the driver's token
-//! (a `Fence` entry in each group's log; every later step is a `Fenced` entry, refused by the
-//! group's state machine if a newer driver fenced it since), (c) both groups' slot tables
+//! (a `Fence` entry in the source's log first, in the destination's before the copy; every later
+//! step is a `Fenced` entry, refused by the group's state machine if a newer driver fenced it
+//! since), (c) both groups' slot tables
 //! initialized from the map (a no-op after the first time), (d) BeginIncoming at the destination
 //! (its old copy of the slots, if any, dropped), (e) copy while the source still serves: chunks
 //! read at the source's leader after a read-index round, proposed as Ingest entries at the

@@ -103,12 +103,14 @@ pub(super) async fn move_slots(
         .await?;
         return Ok(Next::Now);
     };
-    // Fence both groups before any other step of the batch: from these entries on, their state
+    // Fence the groups before any other step of the batch: from these entries on, their state
     // machines refuse every step of a deposed driver (an older term), whatever that driver's
     // map or the receiving leader's memory says. A batch resumed by a new metadata leader thus
     // never interleaves with the old one's.
+    // The destination is fenced before the copy (below), not here: a rollback must not wait
+    // for a destination that lost its quorum (its AbortIncoming is best effort, and a fenced
+    // step itself).
     raise_fence(state, from, tok).await?;
-    raise_fence(state, to, tok).await?;
     // What this driver copied (a batch resumed after its release was copied by another).
     let mut copied: Option<Copied> = None;
     if !batch.flipped {
@@ -121,6 +123,7 @@ pub(super) async fn move_slots(
                 roll_back(state, tok, &batch).await?;
                 return Ok(Next::Now);
             }
+            raise_fence(state, to, tok).await?;
             copied = Some(copy_batch(state, map, tok, &batch).await?);
         } else {
             // Copied, caught up and released by a previous driver (Release comes only after
