@@ -309,7 +309,7 @@ pub async fn hash_handler(
     }
 }
 
-/// `POST /v1/cluster/consistency`: an on-demand check ([`check_now`]), answered with a
+/// `POST /v1/cluster/consistency`: an on-demand check (`check_now`), answered with a
 /// [`ConsistencyReport`]; any node forwards it to the metadata leader.
 pub async fn consistency_handler(
     State(state): State<Arc<Node>>,
