@@ -4,7 +4,8 @@
 //! never has more than K voters while a replica is replaced; repairs of different groups run at
 //! once; a node that comes back before the swap keeps its seat; a node cut off from the metadata
 //! leader but still replicating with its group is not removed; a long repair step does not hold
-//! up the metadata loop; a stale membership request is refused.
+//! up the metadata loop; a stale membership request is refused; a replica that dies during a
+//! view change is repaired before the change ends.
 //!
 //! Tests run one at a time (each cluster wants both cores). Every wait is a condition with a
 //! deadline, mostly on `GET /v1/cluster/status`. Random choices print their seed;
@@ -835,4 +836,106 @@ async fn repair_resumes_after_metadata_failover() {
     );
     let live: Vec<usize> = c.running();
     assert_readable(&c, &keys, &live, seed).await;
+}
+
+// A replica that dies during a view change is repaired before the change ends, from a spare the
+// change does not need. 8 nodes K=3 (groups 1–3 and 4–6, spares 7 and 8); node 6 is removed, so
+// the change adds spare 7 to group 2 as a learner, swaps it for node 6 and marks node 6
+// removed. Node 7 is paused first, which holds the change at its catch-up. Then a replica of
+// group 1 (not the metadata leader) is killed: spare 8 replaces it while the change still
+// waits (before, no repair ran during a change). Node 7 resumes, the change completes, and
+// every key written before reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_dead_during_a_change_is_repaired_from_a_free_spare() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("replica_dead_during_a_change_is_repaired_from_a_free_spare");
+    let (mut c, keys) = start_with_keys(repair_options(8), seed, "rc-").await;
+    let map = c.initial_map();
+    assert_eq!(map.spares(), vec![7, 8]);
+    assert!(
+        !map.config_voters.contains(&6),
+        "node 6 is a config voter: {map:?}"
+    );
+    let leader = c
+        .wait_for_status(Duration::from_secs(20), "a metadata leader", |s| {
+            s.metadata_leader.is_some()
+        })
+        .await
+        .metadata_leader
+        .unwrap();
+    let victim = [1u64, 2, 3].into_iter().find(|n| *n != leader).unwrap();
+
+    // Asked of the metadata leader directly: no request waits on the paused node.
+    let client = direct_client(
+        c.nodes[c.index_of(leader)].addr,
+        Duration::from_secs(10),
+        Duration::from_secs(20),
+    );
+    c.pause(c.index_of(7), true);
+    let task = client
+        .remove_node(6)
+        .await
+        .unwrap_or_else(|e| panic!("remove node 6 refused: {e}"));
+    c.kill(c.index_of(victim));
+    eprintln!(
+        "replica_dead_during_a_change_is_repaired_from_a_free_spare: node 7 paused, change {} \
+         started, node {victim} of group 1 killed (metadata leader: {leader})",
+        task.id
+    );
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(45),
+            &format!("spare 8 to replace node {victim} in group 1 during the change"),
+            |s| {
+                status_group(s, 1)
+                    .is_some_and(|g| g.members.contains(&8) && !g.members.contains(&victim))
+                    && node_state(s, victim) == "removed"
+            },
+        )
+        .await;
+    assert!(
+        s.tasks.iter().any(|t| t.id == task.id),
+        "the change ended before the repair: {:?}",
+        s.tasks
+    );
+    assert_eq!(
+        status_group(&s, 2).unwrap().members,
+        vec![4, 5, 6],
+        "group 2 is the change's: {s:?}"
+    );
+
+    c.pause(c.index_of(7), false);
+    let done = tokio::time::timeout(
+        Duration::from_secs(120),
+        client.wait_task(task.id, Duration::from_millis(200), |_| {}),
+    )
+    .await
+    .expect("the change ends within 120 s after node 7 resumes")
+    .unwrap_or_else(|e| panic!("waiting for change {}: {e}", task.id));
+    assert_eq!(
+        done.state,
+        kvorum_client::TaskState::Done,
+        "change ended {:?}: {:?}; logs in {}",
+        done.state,
+        done.error,
+        c.path().display()
+    );
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(20),
+            "groups {4,5,7} and node 6 removed",
+            |s| {
+                status_group(s, 2).is_some_and(|g| g.members == vec![4, 5, 7])
+                    && node_state(s, 6) == "removed"
+            },
+        )
+        .await;
+    assert!(status_group(&s, 1).unwrap().members.contains(&8), "{s:?}");
+    let i6 = c.index_of(6);
+    assert!(
+        c.wait_for_exit(i6, Duration::from_secs(15)).await.is_some(),
+        "the removed node 6 kept running"
+    );
+    let via: Vec<usize> = c.running().into_iter().filter(|i| *i != i6).collect();
+    assert_readable(&c, &keys, &via, seed).await;
 }

@@ -99,7 +99,8 @@ pub enum TaskKind {
 
 impl TaskKind {
     /// The one group a repair changes (at most one repair per group runs at a time); `None` for
-    /// a view change, which may change any group (no repair is planned while one runs).
+    /// a view change, whose groups are those of its remaining steps
+    /// ([`ViewChangeTask::holds`]).
     pub fn group(&self) -> Option<GroupId> {
         match self {
             TaskKind::ReplaceReplica { group, .. } => Some(*group),
@@ -150,6 +151,80 @@ pub struct ViewChangeTask {
     /// take the new id (a joiner wiped before its first heartbeat has another one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incarnation: Option<String>,
+}
+
+impl ViewChangeTask {
+    /// A change about to start: `plan`'s steps, none run yet. The node is the one removed, or
+    /// for an add the id its `AddNode` step gives (0 if the plan has none).
+    pub fn planned(change: ViewChange, plan: crate::Plan, incarnation: Option<String>) -> Self {
+        let node = match &change {
+            ViewChange::RemoveNode { node } => *node,
+            ViewChange::AddNode { .. } => plan
+                .steps
+                .iter()
+                .find_map(|s| match s {
+                    Step::AddNode { node, .. } => Some(*node),
+                    _ => None,
+                })
+                .unwrap_or(0),
+        };
+        ViewChangeTask {
+            change,
+            node,
+            slots_total: plan.moved_slots() as u64,
+            steps: plan.steps,
+            next: 0,
+            batch: None,
+            slots_moved: 0,
+            keys_moved: 0,
+            bytes_moved: 0,
+            cancel: false,
+            incarnation,
+        }
+    }
+
+    /// The groups and nodes this change still needs as its plan fixed them: a repair leaves
+    /// them alone while the change runs. Groups: those of the remaining membership steps
+    /// (`AddLearner`, `ReplaceVoter`, `CreateGroup`, `DissolveGroup`; the config group for
+    /// `SetConfigVoters` and config learners) and both groups of the batch in flight, if any
+    /// (a later `MoveSlots` step holds nothing: its driver waits at each batch boundary for a
+    /// repair of its groups to end). Nodes: the node added or removed and every node a remaining
+    /// step names, so that a repair neither replaces one nor takes one as a replacement.
+    pub fn holds(&self) -> (BTreeSet<GroupId>, BTreeSet<NodeId>) {
+        let mut groups = BTreeSet::new();
+        let mut nodes = BTreeSet::from([self.node]);
+        for step in self.steps.iter().skip(self.next) {
+            match step {
+                Step::AddNode { node, .. } | Step::RemoveNode { node } => {
+                    nodes.insert(*node);
+                }
+                Step::AddLearner { group, node } => {
+                    groups.insert(*group);
+                    nodes.insert(*node);
+                }
+                Step::ReplaceVoter { group, old, new } => {
+                    groups.insert(*group);
+                    nodes.extend([*old, *new]);
+                }
+                Step::CreateGroup { group, members } => {
+                    groups.insert(*group);
+                    nodes.extend(members.iter().copied());
+                }
+                Step::DissolveGroup { group } => {
+                    groups.insert(*group);
+                }
+                Step::SetConfigVoters { voters } => {
+                    groups.insert(crate::CONFIG_GROUP);
+                    nodes.extend(voters.iter().copied());
+                }
+                Step::MoveSlots { .. } => {}
+            }
+        }
+        if let Some(b) = &self.batch {
+            groups.extend([b.from, b.to]);
+        }
+        (groups, nodes)
+    }
 }
 
 /// Slots moving together from one group to another: frozen, copied, released and activated as

@@ -11,6 +11,10 @@
 //!   voter, or, once the node is removed (it will never come back), by any alive active
 //!   non-voter; at most one config voter is replaced at a time;
 //! - a node is the replacement of one task at a time (existing tasks' replacements included);
+//! - while a view change runs, the groups and nodes its remaining steps need
+//!   ([`crate::ViewChangeTask::holds`]: the groups of its membership steps and of the slot batch
+//!   in flight, the nodes its steps name) get no repair, are not replaced and replace nobody;
+//!   every other group is repaired as without a change;
 //! - a node a group's leader saw still replicating (`vetoed`: dead by heartbeats, alive by its
 //!   log) is left alone while the veto holds; the caller decides how long it holds.
 
@@ -66,11 +70,13 @@ pub fn plan_repairs(
     vetoed: &BTreeSet<NodeId>,
 ) -> Vec<Repair> {
     let alive = |n: &NodeId| health.get(n) == Some(&Health::Alive);
-    if map.view_change().is_some() {
-        // A view change owns the cluster's shape while it runs; its own steps replace replicas.
-        return Vec::new();
-    }
-    let busy: BTreeSet<GroupId> = map.tasks.iter().filter_map(|t| t.kind.group()).collect();
+    // A view change keeps what its remaining steps need; everything else may be repaired.
+    let (held_groups, held_nodes) = map
+        .view_change()
+        .map(|(_, v)| v.holds())
+        .unwrap_or_default();
+    let mut busy: BTreeSet<GroupId> = map.tasks.iter().filter_map(|t| t.kind.group()).collect();
+    busy.extend(held_groups);
     let mut used: BTreeSet<NodeId> = map
         .tasks
         .iter()
@@ -79,9 +85,16 @@ pub fn plan_repairs(
             TaskKind::ViewChange(_) => None,
         })
         .collect();
-    let replaceable =
-        |n: NodeId| needs_replacing(map, health, n) && !(map.is_active(n) && vetoed.contains(&n));
-    let spares: Vec<NodeId> = map.spares().into_iter().filter(alive).collect();
+    let replaceable = |n: NodeId| {
+        needs_replacing(map, health, n)
+            && !(map.is_active(n) && vetoed.contains(&n))
+            && !held_nodes.contains(&n)
+    };
+    let spares: Vec<NodeId> = map
+        .spares()
+        .into_iter()
+        .filter(|n| alive(n) && !held_nodes.contains(n))
+        .collect();
     let mut picks = Vec::new();
     for (gid, g) in map.groups.iter().filter(|(gid, _)| !busy.contains(gid)) {
         let Some(dead) = g.members.iter().copied().find(|m| replaceable(*m)) else {
@@ -103,7 +116,9 @@ pub fn plan_repairs(
             .copied()
             .filter(|v| replaceable(*v))
         {
-            let free = |n: &NodeId| !used.contains(n) && !map.config_voters.contains(n);
+            let free = |n: &NodeId| {
+                !used.contains(n) && !map.config_voters.contains(n) && !held_nodes.contains(n)
+            };
             // A node that is merely dead may come back; only a spare may take its seat (which
             // removes it). A removed node's seat goes to any alive non-voter.
             let candidate = spares.iter().copied().find(free).or_else(|| {

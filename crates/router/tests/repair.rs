@@ -13,8 +13,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use kvorum_router::{
-    plan_repairs, ClusterMap, GroupId, Health, NodeId, NodeLifecycle, Repair, Task, TaskKind,
-    TaskStep, CONFIG_GROUP,
+    plan, plan_repairs, ClusterMap, GroupId, Health, MoveBatch, NodeId, NodeLifecycle, Repair,
+    Step, Task, TaskKind, TaskStep, ViewChange, ViewChangeTask, CONFIG_GROUP,
 };
 use proptest::prelude::*;
 
@@ -161,6 +161,149 @@ fn a_config_task_does_not_block_data_groups() {
         plan_repairs(&m, &health(&m, &[1]), &none()),
         vec![repair(1, 1, 8)]
     );
+}
+
+/// `m` with view change `change` recorded as task 1 at step `next` (the planner's steps), with
+/// `batch` in flight.
+fn with_change(
+    mut m: ClusterMap,
+    change: ViewChange,
+    next: usize,
+    batch: Option<MoveBatch>,
+) -> ClusterMap {
+    let plan = plan(&m, &change).expect("a valid change");
+    let mut v = ViewChangeTask::planned(change, plan, None);
+    v.next = next;
+    v.batch = batch;
+    m.tasks.push(Task {
+        id: 1,
+        kind: TaskKind::ViewChange(Box::new(v)),
+        step: TaskStep::Running,
+        started_ms: 1_000_000,
+        leader_term: 1,
+    });
+    m.next_task_id = 2;
+    m
+}
+
+// 8 nodes (groups 1-3 and 4-6, spares 7 and 8), node 6 being removed (spare 7 takes its place
+// in group 2): a dead replica of group 1 is repaired by spare 8 during the change; group 2, the
+// change's own, is not repaired, and spare 7, which the change needs, replaces nobody.
+#[test]
+fn a_change_keeps_its_groups_and_nodes_and_others_are_repaired() {
+    let m = with_change(map(8), ViewChange::RemoveNode { node: 6 }, 0, None);
+    assert_eq!(
+        plan_repairs(&m, &health(&m, &[2]), &none()),
+        vec![repair(1, 2, 8)]
+    );
+    assert!(plan_repairs(&m, &health(&m, &[5]), &none()).is_empty());
+    // With spare 8 dead too, spare 7 (named by the change) is not taken.
+    assert!(plan_repairs(&m, &health(&m, &[2, 8]), &none()).is_empty());
+    // Node 6 itself, even dead, is the change's to remove.
+    assert!(plan_repairs(&m, &health(&m, &[6]), &none()).is_empty());
+}
+
+// 8 nodes plus a spare 10 (made up beside the change that adds node 9 and forms group 3 of
+// {7, 8, 9}): while a batch moves slots from group 1 to group 3, group 1's dead replica waits
+// for the batch boundary (no batch in flight), while group 2, whose move is a later step, is
+// repaired at once.
+#[test]
+fn a_batch_holds_its_groups_until_its_boundary() {
+    let planned = with_change(
+        map(8),
+        ViewChange::AddNode {
+            addr: "127.0.0.9:7000".into(),
+        },
+        0,
+        None,
+    );
+    let mut task = planned.tasks[0].clone();
+    let TaskKind::ViewChange(v) = &mut task.kind else {
+        panic!("no change recorded");
+    };
+    let first_move = v
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::MoveSlots { .. }))
+        .expect("the add moves slots");
+    let Step::MoveSlots { from, to, .. } = v.steps[first_move].clone() else {
+        unreachable!()
+    };
+    assert_eq!((from, to), (GroupId(1), GroupId(3)), "{:?}", v.steps);
+    v.next = first_move;
+    v.batch = Some(MoveBatch {
+        from,
+        to,
+        slots: vec![(4000, 4095)],
+        flipped: false,
+    });
+    // The map as the change's earlier steps left it (node 9 added, group 3 of {7, 8, 9}
+    // created), plus a spare 10 made up for the test.
+    let mut m = map(8);
+    for id in [9u64, 10] {
+        m.nodes.insert(
+            id,
+            kvorum_router::NodeInfo {
+                addr: format!("127.0.0.{id}:7000"),
+                state: NodeLifecycle::Active,
+                incarnation: None,
+            },
+        );
+    }
+    m.groups.insert(
+        GroupId(3),
+        kvorum_router::GroupInfo {
+            members: BTreeSet::from([7, 8, 9]),
+        },
+    );
+    m.tasks.push(task);
+    m.next_task_id = 2;
+    // (Node 2 is a config voter too: its config seat, which the change does not hold, is.)
+    assert_eq!(
+        plan_repairs(&m, &health(&m, &[2]), &none()),
+        vec![repair(0, 2, 10)]
+    );
+    assert!(plan_repairs(&m, &health(&m, &[8]), &none()).is_empty());
+    assert_eq!(
+        plan_repairs(&m, &health(&m, &[5]), &none()),
+        vec![repair(2, 5, 10)]
+    );
+    // At the batch boundary both of its groups may be repaired.
+    if let TaskKind::ViewChange(v) = &mut m.tasks[0].kind {
+        v.batch = None;
+    }
+    assert_eq!(
+        plan_repairs(&m, &health(&m, &[2]), &none()),
+        vec![repair(1, 2, 10)]
+    );
+    assert_eq!(
+        plan_repairs(&m, &health(&m, &[8]), &none()),
+        vec![repair(3, 8, 10)]
+    );
+    // Node 9, the node the change adds, is the change's.
+    assert!(plan_repairs(&m, &health(&m, &[9]), &none()).is_empty());
+}
+
+// A change that still has config steps holds the config group: its dead voter waits.
+#[test]
+fn a_change_with_config_steps_holds_the_config_group() {
+    let m = map(8);
+    let voter = *m.config_voters.iter().next().expect("a config voter");
+    let m = with_change(m, ViewChange::RemoveNode { node: voter }, 0, None);
+    let Some(TaskKind::ViewChange(v)) = m.tasks.first().map(|t| &t.kind) else {
+        panic!("no change recorded");
+    };
+    assert!(
+        v.steps
+            .iter()
+            .any(|s| matches!(s, Step::SetConfigVoters { .. })),
+        "{:?}",
+        v.steps
+    );
+    let other = *m.config_voters.iter().nth(1).expect("a second voter");
+    assert!(plan_repairs(&m, &health(&m, &[other]), &none())
+        .iter()
+        .all(|r| r.group != CONFIG_GROUP));
 }
 
 // ---------------------------------------------------------------------------------------------

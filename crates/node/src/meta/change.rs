@@ -78,32 +78,13 @@ pub async fn start_change(
                 return;
             }
         };
-        let node = match &change {
-            ViewChange::RemoveNode { node } => *node,
-            ViewChange::AddNode { .. } => plan
-                .steps
-                .iter()
-                .find_map(|s| match s {
-                    Step::AddNode { node, .. } => Some(*node),
-                    _ => None,
-                })
-                .unwrap_or(0),
-        };
         let task = Task {
             id: m.next_task_id,
-            kind: TaskKind::ViewChange(Box::new(ViewChangeTask {
-                change: change.clone(),
-                node,
-                slots_total: plan.moved_slots() as u64,
-                steps: plan.steps,
-                next: 0,
-                batch: None,
-                slots_moved: 0,
-                keys_moved: 0,
-                bytes_moved: 0,
-                cancel: false,
-                incarnation: incarnation.clone(),
-            })),
+            kind: TaskKind::ViewChange(Box::new(ViewChangeTask::planned(
+                change.clone(),
+                plan,
+                incarnation.clone(),
+            ))),
             step: TaskStep::Running,
             started_ms: now_ms(),
             leader_term: 0,

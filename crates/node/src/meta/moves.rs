@@ -24,7 +24,7 @@ use crate::node::Node;
 
 use super::admin::{admin, propose, raise_fence, AdminError, AdminOp, AdminReply};
 use super::change::{step_done, task_mut};
-use super::tasks::Next;
+use super::tasks::{repair_due, repair_running, Next};
 use super::update_map;
 
 /// Most slots moved in one batch: a request to one of them waits for at most one batch's
@@ -90,7 +90,15 @@ pub(super) async fn move_slots(
             step_done(state, tok.task, index, "view change: slots moved", |_| {}).await?;
             return Ok(Next::Now);
         }
+        // A batch boundary: a repair of either group runs (or starts) first.
+        if repair_due(state, map, tok.task, [from, to]) {
+            tracing::debug!(task = tok.task, from = %from, to = %to, "view change: waiting for a repair before the next batch");
+            return Ok(Next::Later);
+        }
         update_map(state, "view change: move batch started", |m| {
+            if repair_running(m, [from, to]) {
+                return;
+            }
             if let Some(v) = task_mut(m, tok.task) {
                 v.batch = Some(MoveBatch {
                     from,
@@ -218,11 +226,23 @@ pub(super) async fn move_slots(
              Activate and flip)"
         );
     }
-    // The next batch starts in the same map change (one epoch less per batch).
-    let next = next_batch(&state.map(), from, ranges, batch_slots(state));
+    // The next batch starts in the same map change (one epoch less per batch), unless a repair
+    // of either group is due: then the batch boundary is left open for it.
+    let now = state.map();
+    let next = next_batch(&now, from, ranges, batch_slots(state));
+    let repair = repair_due(state, &now, tok.task, [from, to]);
+    if repair {
+        tracing::info!(
+            task = tok.task,
+            from = %from,
+            to = %to,
+            "view change: a replica of group {from} or {to} needs a repair; it runs before the next batch"
+        );
+    }
     update_map(state, "view change: move batch done", |m| {
+        let repair = repair || repair_running(m, [from, to]);
         if let Some(v) = task_mut(m, tok.task) {
-            v.batch = (!v.cancel && !next.is_empty()).then_some(MoveBatch {
+            v.batch = (!v.cancel && !next.is_empty() && !repair).then_some(MoveBatch {
                 from,
                 to,
                 slots: next,

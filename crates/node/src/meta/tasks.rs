@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kvorum_raftstore::{FenceToken, NodeId};
+use kvorum_raftstore::{FenceToken, GroupId, NodeId};
 use kvorum_router::{ClusterMap, NodeLifecycle, Task, TaskKind, TaskStep, CONFIG_GROUP};
 
 use crate::node::Node;
@@ -58,12 +58,15 @@ pub(super) async fn plan(
     term: u64,
 ) -> anyhow::Result<()> {
     let vetoed = state.meta.vetoed();
-    let picks = kvorum_router::plan_repairs(map, health, &vetoed);
-    if picks.is_empty() {
+    if kvorum_router::plan_repairs(map, health, &vetoed).is_empty() {
         return Ok(());
     }
     let started_ms = now_ms();
+    let mut picks = Vec::new();
     let map = update_map(state, "repair planned", |m| {
+        // Chosen again on the map this change applies to: a view change's driver may have
+        // started a batch since (its groups are then held).
+        picks = kvorum_router::plan_repairs(m, health, &vetoed);
         for p in &picks {
             m.tasks.push(Task {
                 id: m.next_task_id,
@@ -137,6 +140,37 @@ fn abandon_reason(
         ));
     }
     None
+}
+
+/// Whether a repair of `from` or `to` runs, or would start if view change `id` had no batch in
+/// flight: the change's driver then starts no batch of those groups until the repair ends (a
+/// batch's groups are repaired only between its batches).
+pub(super) fn repair_due(state: &Node, map: &ClusterMap, id: u64, groups: [GroupId; 2]) -> bool {
+    if repair_running(map, groups) {
+        return true;
+    }
+    let mut between = map.clone();
+    if let Some(v) = super::change::task_mut(&mut between, id) {
+        v.batch = None;
+    }
+    let health = state.meta.health(
+        map,
+        state.id(),
+        state.cfg.suspect_after,
+        state.cfg.dead_after,
+    );
+    kvorum_router::plan_repairs(&between, &health, &state.meta.vetoed())
+        .iter()
+        .any(|r| groups.contains(&r.group))
+}
+
+/// Whether `map` has a repair task of one of `groups`. A driver checks it again inside the map
+/// change that records a batch: repairs are planned on the map they are recorded in, so one of
+/// the two map changes sees the other.
+pub(super) fn repair_running(map: &ClusterMap, groups: [GroupId; 2]) -> bool {
+    map.tasks
+        .iter()
+        .any(|t| t.kind.group().is_some_and(|g| groups.contains(&g)))
 }
 
 /// Why a task must be abandoned now, from this leader's view, if it must.
