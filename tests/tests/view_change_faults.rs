@@ -5,7 +5,9 @@
 //! leader logs `FAULT INJECTED: move held at <point>`), which gives the window the fault hits:
 //! (a) the metadata leader killed during a copy, (b) the source group's leader killed after
 //! Freeze, (c) the destination group's leader killed before Activate, (d) the source group cut
-//! off from every other node while its batch is frozen, healed later.
+//! off from every other node while its batch is frozen, healed later; and so on for the other
+//! faults below. The deposed-metadata-leader run has its own shape: 8 nodes K=3 get node 9, with
+//! the copy-chunk delay `KVORUM_FAULT_COPY_CHUNK_DELAY_MS` so that a copy spans seconds.
 //!
 //! Each run asserts: the change ends `done`, `cancelled` or `failed` within [`CHANGE_WITHIN`]
 //! (never stuck), the map is valid afterwards (every slot owned by one existing group, no view
@@ -60,10 +62,14 @@ enum Fault {
     /// longer than the step failure limit: past Release a batch only rolls forward, so the
     /// change waits for the destination and ends `done`.
     DestinationDownPastRelease,
-    /// The metadata leader, holding a frozen batch, cut off from the other config voters only;
-    /// a new metadata leader resumes the batch and is held in turn; the leaders of the source
-    /// and destination groups are killed and restarted; then the cut heals while the deposed
-    /// leader may still send its steps. Every preloaded key of the moving slots must read back.
+    /// The issue's sequence, on 8 nodes K=3 (groups {1,2,3} = the config voters, {4,5,6}, spares
+    /// 7 and 8) getting node 9, which forms group 3: the metadata leader, holding the frozen
+    /// batch of group 2 (no config voter in it) after its copy, is cut off from the other config
+    /// voters only; a new metadata leader resumes the batch and starts its own copy (slowed to
+    /// seconds by the copy-chunk delay); the leaders of the source and destination groups are
+    /// killed and restarted, so that their successors know only the deposed leader's map; the
+    /// deposed leader's hold ends in the middle of the new leader's copy; the cut heals later.
+    /// Every preloaded key of the moving slots must read back.
     IsolateMetadataLeader,
 }
 
@@ -85,6 +91,24 @@ impl Fault {
         }
     }
 
+    /// Nodes and K of the run: 8 nodes K=3 for the deposed-leader sequence (groups of 3, so a
+    /// killed leader has a successor at once), 7 nodes K=2 otherwise.
+    fn shape(self) -> (usize, usize) {
+        match self {
+            Fault::IsolateMetadataLeader => (8, 3),
+            _ => (7, 2),
+        }
+    }
+
+    /// Slots per move batch: one batch per move for the deposed-leader sequence (the batch it
+    /// attacks holds all the preloaded data), [`BATCH_SLOTS`] otherwise.
+    fn batch_slots(self) -> u16 {
+        match self {
+            Fault::IsolateMetadataLeader => 4096,
+            _ => BATCH_SLOTS,
+        }
+    }
+
     /// Faults that outlast the metadata server's step failure limit, shortened for them to
     /// [`STEP_FAIL_LIMIT_MS`].
     fn outlasts_the_step_limit(self) -> bool {
@@ -97,6 +121,10 @@ impl Fault {
 
 /// How long every batch is held in the run that isolates the metadata leader.
 const ISOLATED_HOLD_MS: u64 = 10_000;
+/// The copy-chunk delay (`KVORUM_FAULT_COPY_CHUNK_DELAY_MS`) of that run: the preloaded 1.6 MB
+/// are 7 chunks of 256 KB, so a copy takes about 17 s, and the deposed leader's hold ends in
+/// the middle of the new leader's copy.
+const COPY_CHUNK_DELAY_MS: u64 = 2500;
 /// Keys (of [`PRELOAD_VALUE_BYTES`] each) written into the first batch's slots of every move
 /// before the change in the run that isolates the metadata leader, so that a copy takes a
 /// while; each must read back afterwards.
@@ -112,7 +140,7 @@ const LONG_FAULT_FOR: Duration = Duration::from_secs(8);
 /// The run's keys: for every move of the first planned change (adding a node), 2 keys in its
 /// first batch's slots and 1 in its other slots if it has more than one batch, plus 2 in slots
 /// that stay.
-fn chosen_keys(map: &ClusterMap) -> Vec<String> {
+fn chosen_keys(map: &ClusterMap, batch_slots: u16) -> Vec<String> {
     let change = ViewChange::AddNode {
         addr: "127.0.0.250:1".into(),
     };
@@ -123,7 +151,7 @@ fn chosen_keys(map: &ClusterMap) -> Vec<String> {
             continue;
         };
         let slots: Vec<u16> = ranges.iter().flat_map(|(a, b)| *a..=*b).collect();
-        let (first, rest) = slots.split_at(usize::from(BATCH_SLOTS).min(slots.len()));
+        let (first, rest) = slots.split_at(usize::from(batch_slots).min(slots.len()));
         keys.extend(keys_in_slots(&format!("f{i}-"), 2, |s| first.contains(&s)));
         if !rest.is_empty() {
             keys.extend(keys_in_slots(&format!("r{i}-"), 1, |s| rest.contains(&s)));
@@ -137,11 +165,15 @@ fn chosen_keys(map: &ClusterMap) -> Vec<String> {
 
 /// Times `FAULT INJECTED: move held at <point>` appears in each initial node's log.
 async fn holds(ctx: &Ctx, point: &str) -> Vec<usize> {
-    let mark = format!("FAULT INJECTED: move held at {point}");
+    log_counts(ctx, &format!("FAULT INJECTED: move held at {point}")).await
+}
+
+/// Times `mark` appears in each initial node's log.
+async fn log_counts(ctx: &Ctx, mark: &str) -> Vec<usize> {
     let c = ctx.cluster.lock().await;
     c.nodes
         .iter()
-        .map(|n| n.log_text().matches(&mark).count())
+        .map(|n| n.log_text().matches(mark).count())
         .collect()
 }
 
@@ -169,12 +201,12 @@ async fn group_leader(ctx: &Ctx, group: kvorum_router::GroupId, within: Duration
 async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
     let point = fault.point();
     let preloaded = if fault == Fault::IsolateMetadataLeader {
-        preload(&ctx).await
+        preload(&ctx, fault.batch_slots()).await
     } else {
         Vec::new()
     };
     let addr = ctx.start_joiner().await.expect("joiner up");
-    let before = holds(&ctx, point).await;
+    let mut before = holds(&ctx, point).await;
     let p = ctx
         .members
         .admin()
@@ -183,31 +215,46 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
         .expect("add accepted");
     ctx.log(&format!("fault test: add {addr}: task {} started", p.id));
 
-    // The first hold: its log line names the metadata leader.
-    let deadline = Instant::now() + HOLD_WITHIN;
-    let held_by = loop {
-        let now = holds(&ctx, point).await;
-        if let Some(i) = (0..now.len()).find(|i| now[*i] > before[*i]) {
-            break i;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no batch held at {point} within {HOLD_WITHIN:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    // The batch in flight, from the metadata leader's own map (another node's may lag).
-    let leader = ctx.cluster.lock().await.nodes[held_by].addr;
-    let leader = direct_client(leader, Duration::from_secs(2), Duration::ZERO);
-    let deadline = Instant::now() + Duration::from_millis(fault.hold_ms());
-    let (map, batch) = loop {
-        if let Ok((m, _)) = leader.map().await {
-            if let Some(b) = m.view_change().and_then(|(_, v)| v.batch.clone()) {
-                break (m, b);
+    // The first hold (for the deposed-leader sequence: the first of a batch whose source has no
+    // config voter): its log line names the metadata leader.
+    let (held_by, map, batch) = loop {
+        let deadline = Instant::now() + HOLD_WITHIN;
+        let held_by = loop {
+            let now = holds(&ctx, point).await;
+            if let Some(i) = (0..now.len()).find(|i| now[*i] > before[*i]) {
+                break i;
             }
+            assert!(
+                Instant::now() < deadline,
+                "no batch held at {point} within {HOLD_WITHIN:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // The batch in flight, from the metadata leader's own map (another node's may lag).
+        let leader = ctx.cluster.lock().await.nodes[held_by].addr;
+        let leader = direct_client(leader, Duration::from_secs(2), Duration::ZERO);
+        let deadline = Instant::now() + Duration::from_millis(fault.hold_ms());
+        let (map, batch) = loop {
+            if let Ok((m, _)) = leader.map().await {
+                if let Some(b) = m.view_change().and_then(|(_, v)| v.batch.clone()) {
+                    break (m, b);
+                }
+            }
+            assert!(Instant::now() < deadline, "no batch in flight while held");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let voters_in_source = map
+            .members_of(batch.from)
+            .is_some_and(|m| m.iter().any(|n| map.config_voters.contains(n)));
+        if fault == Fault::IsolateMetadataLeader && voters_in_source {
+            ctx.log(&format!(
+                "fault test: batch from group {} (config voters in it) held; waiting for the next",
+                batch.from.0
+            ));
+            before = holds(&ctx, point).await;
+            continue;
         }
-        assert!(Instant::now() < deadline, "no batch in flight while held");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        break (held_by, map, batch);
     };
     let moved_at_fault = map.view_change().map_or(0, |(_, v)| v.slots_moved);
     ctx.log(&format!(
@@ -271,7 +318,7 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
             ctx.restart_addr(&a).await;
         }
         None if fault == Fault::IsolateMetadataLeader => {
-            isolate_metadata_leader(&ctx, &map, &batch, held_by, point, &before).await;
+            isolate_metadata_leader(&ctx, &map, &batch, held_by).await;
         }
         None => {
             let members = map.members_of(batch.from).cloned().unwrap_or_default();
@@ -343,7 +390,8 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
     );
     assert!(map.view_change().is_none(), "{}", map.summary());
     if done.state == TaskState::Done {
-        assert_eq!(map.groups.len(), 4, "{}", map.summary());
+        let (nodes, k) = fault.shape();
+        assert_eq!(map.groups.len(), (nodes + 1) / k, "{}", map.summary());
     }
     match fault {
         Fault::DestinationDownBeforeRelease => {
@@ -394,9 +442,9 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
     )
 }
 
-/// Writes [`PRELOAD_KEYS`] keys into the first batch's slots of every move the add will make;
-/// returns them with their values.
-async fn preload(ctx: &Ctx) -> Vec<(String, String)> {
+/// Writes [`PRELOAD_KEYS`] keys into the first batch (of `batch_slots`) of every move the add
+/// will make out of a group without a config voter; returns them with their values.
+async fn preload(ctx: &Ctx, batch_slots: u16) -> Vec<(String, String)> {
     let map = ctx.map().await.expect("a map");
     let change = ViewChange::AddNode {
         addr: "127.0.0.250:1".into(),
@@ -406,12 +454,16 @@ async fn preload(ctx: &Ctx) -> Vec<(String, String)> {
         .steps
         .iter()
         .filter_map(|s| match s {
-            Step::MoveSlots { ranges, .. } => Some(ranges),
+            Step::MoveSlots { from, ranges, .. } => Some((from, ranges)),
             _ => None,
         })
-        .flat_map(|ranges| {
+        .filter(|(from, _)| {
+            map.members_of(**from)
+                .is_some_and(|m| m.iter().all(|n| !map.config_voters.contains(n)))
+        })
+        .flat_map(|(_, ranges)| {
             let slots: Vec<u16> = ranges.iter().flat_map(|(a, b)| *a..=*b).collect();
-            slots[..usize::from(BATCH_SLOTS).min(slots.len())].to_vec()
+            slots[..usize::from(batch_slots).min(slots.len())].to_vec()
         })
         .collect();
     let keys = keys_in_slots("bulk-", PRELOAD_KEYS, |s| first.contains(&s));
@@ -423,25 +475,27 @@ async fn preload(ctx: &Ctx) -> Vec<(String, String)> {
         out.push((k, v));
     }
     ctx.log(&format!(
-        "fault test: preloaded {} keys of {PRELOAD_VALUE_BYTES} bytes into the first batches",
+        "fault test: preloaded {} keys of {PRELOAD_VALUE_BYTES} bytes into the first batches \
+         of the moves out of groups without a config voter",
         out.len()
     ));
     out
 }
 
-/// The metadata leader (node `held_by`, holding `batch` at `point`) is cut off from the other
-/// config voters; once another node holds the batch in turn, the leaders of the batch's source
-/// and destination are killed and restarted, and the cut heals after the deposed leader's hold
-/// has ended (so whatever it still sends arrives).
+/// The metadata leader (node `held_by`, holding `batch`) is cut off from the other config
+/// voters; once another node copies the batch in turn, the leaders of the batch's source and
+/// destination are killed and restarted (their successors learnt maps from the deposed leader's
+/// heartbeat answers only), and the cut heals after the deposed leader's hold has ended (so
+/// whatever it still sends arrives, in the middle of the new leader's copy).
 async fn isolate_metadata_leader(
     ctx: &Ctx,
     map: &ClusterMap,
     batch: &kvorum_router::MoveBatch,
     held_by: usize,
-    point: &str,
-    before: &[usize],
 ) {
     let started = Instant::now();
+    let copying = "FAULT INJECTED: copy chunk delayed";
+    let before = log_counts(ctx, copying).await;
     let nodes: Vec<(u64, IpAddr)> = map
         .nodes
         .iter()
@@ -473,13 +527,12 @@ async fn isolate_metadata_leader(
         )
     })
     .expect("nft");
-    // A new metadata leader resumes the batch and is held in turn, unless the cut leaves it no
-    // way to the batch's groups (the deposed leader leads a group with a config voter in it,
-    // K=2: that group has no quorum until the cut heals); then the groups' leaders are not
-    // killed, and the new leader resumes after the heal.
+    // A new metadata leader resumes the batch and copies it in turn, unless the cut leaves it no
+    // way to the batch's groups; then the groups' leaders are not killed, and the new leader
+    // resumes after the heal.
     let deadline = Instant::now() + Duration::from_millis(ISOLATED_HOLD_MS);
     let second = loop {
-        let now = holds(ctx, point).await;
+        let now = log_counts(ctx, copying).await;
         if let Some(i) = (0..now.len()).find(|i| *i != held_by && now[*i] > before[*i]) {
             break Some(i);
         }
@@ -490,11 +543,11 @@ async fn isolate_metadata_leader(
     };
     match second {
         Some(i) => ctx.log(&format!(
-            "fault test: node {} resumed the batch and is held",
+            "fault test: node {} resumed the batch and copies it",
             i + 1
         )),
         None => ctx.log(
-            "fault test: no other node held the batch while the metadata leader was cut off \
+            "fault test: no other node copied the batch while the metadata leader was cut off \
              (a batch group without quorum under the cut); the group leaders are not killed",
         ),
     }
@@ -543,8 +596,7 @@ async fn run_fault(name: &str, fault: Fault) {
     let _guard = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
     let mut opts = JepsenOptions::short(kvnode_bin!(), name, &[]);
-    opts.nodes = 7;
-    opts.k = 2;
+    (opts.nodes, opts.k) = fault.shape();
     opts.duration = Duration::from_secs(15);
     opts.env = vec![
         (
@@ -553,9 +605,15 @@ async fn run_fault(name: &str, fault: Fault) {
         ),
         (
             "KVORUM_FAULT_MOVE_BATCH_SLOTS".into(),
-            BATCH_SLOTS.to_string(),
+            fault.batch_slots().to_string(),
         ),
     ];
+    if fault == Fault::IsolateMetadataLeader {
+        opts.env.push((
+            "KVORUM_FAULT_COPY_CHUNK_DELAY_MS".into(),
+            COPY_CHUNK_DELAY_MS.to_string(),
+        ));
+    }
     if fault.outlasts_the_step_limit() {
         opts.env.push((
             "KVORUM_FAULT_STEP_FAIL_LIMIT_MS".into(),
@@ -570,7 +628,7 @@ async fn run_fault(name: &str, fault: Fault) {
     )
     .expect("map");
     // The planner's choice does not depend on ports: pick keys on a map of the same shape.
-    opts.chosen_keys = Some(chosen_keys(&map));
+    opts.chosen_keys = Some(chosen_keys(&map, fault.batch_slots()));
     let s: Scenario = Box::new(move |ctx| Box::pin(scenario(ctx, fault)));
     let out = jepsen::run_with(opts, Some(s)).await;
     eprintln!(
@@ -646,11 +704,13 @@ async fn destination_down_too_long_past_release_rolls_forward() {
     .await;
 }
 
-// (h) A deposed metadata leader's steps: the metadata leader, holding a frozen batch of 1.6 MB,
-// is cut off from the other config voters only; a new metadata leader resumes the batch and is
-// held in turn; the leaders of the source and destination groups are killed and restarted; the
-// cut heals after the deposed leader's hold ended. The change completes or rolls back, and every
-// preloaded key and every acknowledged write reads back.
+// (h) A deposed metadata leader's steps (8 nodes K=3 getting a ninth): the metadata leader,
+// holding the frozen batch of 1.6 MB out of the group without a config voter, is cut off from
+// the other config voters only; a new metadata leader resumes the batch and copies it (each
+// chunk delayed 2.5 s); the leaders of the source and destination groups are killed and
+// restarted; the deposed leader's hold ends during the new leader's copy; the cut heals. The
+// change completes or rolls back, and every preloaded key and every acknowledged write reads
+// back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deposed_metadata_leader_cannot_complete_a_batch() {
     if !partitions_available("deposed_metadata_leader_cannot_complete_a_batch") {

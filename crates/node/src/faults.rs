@@ -35,6 +35,9 @@
 //! - `KVORUM_FAULT_CATCH_UP_WAIT_MS=<ms>`: a group's leader waits this long (instead of the
 //!   production wait) for a new learner to catch up, so a learner that never does fails its step
 //!   in seconds.
+//! - `KVORUM_FAULT_COPY_CHUNK_DELAY_MS=<ms>`: a move's copy waits this long before each chunk it
+//!   sends to the destination (logged `FAULT INJECTED: copy chunk delayed`), so that a copy of a
+//!   few chunks spans seconds.
 
 use std::time::Duration;
 
@@ -70,6 +73,10 @@ pub const STEP_FAIL_LIMIT_ENV: &str = "KVORUM_FAULT_STEP_FAIL_LIMIT_MS";
 /// Environment variable of the learner catch-up wait, in ms.
 #[cfg(feature = "test-faults")]
 pub const CATCH_UP_WAIT_ENV: &str = "KVORUM_FAULT_CATCH_UP_WAIT_MS";
+
+/// Environment variable of the copy-chunk delay fault (milliseconds).
+#[cfg(feature = "test-faults")]
+pub const COPY_CHUNK_DELAY_ENV: &str = "KVORUM_FAULT_COPY_CHUNK_DELAY_MS";
 
 /// Under the fail-proposed fault, every this-many-th write proposal of a node (the 3rd, 6th, ...)
 /// is answered `unavailable` although it was committed: often enough that a run of a few
@@ -140,6 +147,9 @@ pub struct NodeFaults {
     /// How long a group's leader waits for a new learner to catch up.
     #[cfg(feature = "test-faults")]
     catch_up_wait: Option<Duration>,
+    /// Wait before each copy chunk of a move.
+    #[cfg(feature = "test-faults")]
+    copy_chunk_delay: Option<Duration>,
 }
 
 #[cfg(feature = "test-faults")]
@@ -200,6 +210,7 @@ impl NodeFaults {
                 .filter(|n| *n > 0),
             step_fail_limit: ms(STEP_FAIL_LIMIT_ENV),
             catch_up_wait: ms(CATCH_UP_WAIT_ENV),
+            copy_chunk_delay: ms(COPY_CHUNK_DELAY_ENV),
         }
     }
 
@@ -258,6 +269,12 @@ impl NodeFaults {
         if let Some(d) = self.catch_up_wait {
             lines.push(format!(
                 "FAULT INJECTED: a new learner gets {} ms to catch up ({CATCH_UP_WAIT_ENV})",
+                d.as_millis()
+            ));
+        }
+        if let Some(d) = self.copy_chunk_delay {
+            lines.push(format!(
+                "FAULT INJECTED: every copy chunk of a move waits {} ms ({COPY_CHUNK_DELAY_ENV})",
                 d.as_millis()
             ));
         }
@@ -380,6 +397,22 @@ impl NodeFaults {
         }
     }
 
+    /// Waits before a copy chunk of task `task`: nothing but under the copy-chunk delay fault,
+    /// which logs `FAULT INJECTED: copy chunk delayed` first.
+    pub async fn hold_copy_chunk(&self, task: u64) {
+        #[cfg(feature = "test-faults")]
+        if let Some(d) = self.copy_chunk_delay {
+            tracing::error!(
+                task,
+                "FAULT INJECTED: copy chunk delayed {} ms",
+                d.as_millis()
+            );
+            tokio::time::sleep(d).await;
+        }
+        #[cfg(not(feature = "test-faults"))]
+        let _ = task;
+    }
+
     /// The learner catch-up wait when the fault sets it; `None`: the production wait.
     pub fn catch_up_wait(&self) -> Option<Duration> {
         #[cfg(feature = "test-faults")]
@@ -451,7 +484,7 @@ mod tests {
             MOVE_HOLD_ENV => Some("before_activate:250".into()),
             NO_HEARTBEATS_ENV => Some("/nonexistent".into()),
             MOVE_BATCH_SLOTS_ENV | TASK_STEP_DELAY_ENV | STEP_FAIL_LIMIT_ENV
-            | CATCH_UP_WAIT_ENV => Some("5".into()),
+            | CATCH_UP_WAIT_ENV | COPY_CHUNK_DELAY_ENV => Some("5".into()),
             _ => Some("1".into()),
         };
         let f = NodeFaults::from_vars(all);
@@ -464,9 +497,10 @@ mod tests {
         assert_eq!(f.task_step_delay(), Duration::from_millis(5));
         assert_eq!(f.step_fail_limit(), Some(Duration::from_millis(5)));
         assert_eq!(f.catch_up_wait(), Some(Duration::from_millis(5)));
+        assert_eq!(f.copy_chunk_delay, Some(Duration::from_millis(5)));
         assert!(!f.heartbeats_muted(1), "an unreadable file lists nobody");
         let lines = f.announcements();
-        assert_eq!(lines.len(), 9, "{lines:?}");
+        assert_eq!(lines.len(), 10, "{lines:?}");
         assert!(
             lines.iter().all(|l| l.starts_with("FAULT INJECTED: ")),
             "{lines:?}"

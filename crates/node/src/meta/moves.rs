@@ -399,6 +399,7 @@ async fn copy_all(state: &Node, tok: FenceToken, b: &MoveBatch) -> anyhow::Resul
         if !c.records.is_empty() {
             keys += c.records.len() as u64;
             bytes += c.bytes;
+            state.faults.hold_copy_chunk(tok.task).await;
             ingest(state, tok, b.to, Command::Ingest { records: c.records }).await?;
         }
         match c.next {
