@@ -65,11 +65,11 @@ enum Fault {
     /// The issue's sequence, on 8 nodes K=3 (groups {1,2,3} = the config voters, {4,5,6}, spares
     /// 7 and 8) getting node 9, which forms group 3: the metadata leader, holding the frozen
     /// batch of group 2 (no config voter in it) after its copy, is cut off from the other config
-    /// voters only; a new metadata leader resumes the batch and starts its own copy (slowed to
-    /// seconds by the copy-chunk delay); the leaders of the source and destination groups are
-    /// killed and restarted, so that their successors know only the deposed leader's map; the
-    /// deposed leader's hold ends in the middle of the new leader's copy; the cut heals later.
-    /// Every preloaded key of the moving slots must read back.
+    /// voters only; a new metadata leader resumes the batch, copies it (slowed to seconds by the
+    /// copy-chunk delay) and is held in turn; the leaders of the source and destination groups
+    /// are killed and restarted, so that their successors know only the deposed leader's map;
+    /// the cut heals after the new leader's hold. Every preloaded key of the moving slots must
+    /// read back.
     IsolateMetadataLeader,
 }
 
@@ -122,9 +122,14 @@ impl Fault {
 /// How long every batch is held in the run that isolates the metadata leader.
 const ISOLATED_HOLD_MS: u64 = 10_000;
 /// The copy-chunk delay (`KVORUM_FAULT_COPY_CHUNK_DELAY_MS`) of that run: the preloaded 1.6 MB
-/// are 7 chunks of 256 KB, so a copy takes about 17 s, and the deposed leader's hold ends in
-/// the middle of the new leader's copy.
-const COPY_CHUNK_DELAY_MS: u64 = 2500;
+/// are 7 chunks of 256 KB, so a copy takes about 9 s. The new metadata leader (elected about
+/// 3 s into the deposed one's hold) is held after its copy, 2 s after the deposed one's hold
+/// ended; the groups' leaders are killed then, so the deposed leader's steps fail until their
+/// successors are elected, and it starts its copy afresh (wiping the destination's): the new
+/// leader wakes in the middle of that copy.
+const COPY_CHUNK_DELAY_MS: u64 = 1300;
+/// When the cut heals in that run, counted from the cut: after the new leader's hold.
+const ISOLATED_CUT_FOR: Duration = Duration::from_secs(35);
 /// Keys (of [`PRELOAD_VALUE_BYTES`] each) written into the first batch's slots of every move
 /// before the change in the run that isolates the metadata leader, so that a copy takes a
 /// while; each must read back afterwards.
@@ -318,7 +323,7 @@ async fn scenario(ctx: Arc<Ctx>, fault: Fault) -> String {
             ctx.restart_addr(&a).await;
         }
         None if fault == Fault::IsolateMetadataLeader => {
-            isolate_metadata_leader(&ctx, &map, &batch, held_by).await;
+            isolate_metadata_leader(&ctx, &map, &batch, held_by, point).await;
         }
         None => {
             let members = map.members_of(batch.from).cloned().unwrap_or_default();
@@ -482,20 +487,19 @@ async fn preload(ctx: &Ctx, batch_slots: u16) -> Vec<(String, String)> {
     out
 }
 
-/// The metadata leader (node `held_by`, holding `batch`) is cut off from the other config
-/// voters; once another node copies the batch in turn, the leaders of the batch's source and
-/// destination are killed and restarted (their successors learnt maps from the deposed leader's
-/// heartbeat answers only), and the cut heals after the deposed leader's hold has ended (so
-/// whatever it still sends arrives, in the middle of the new leader's copy).
+/// The metadata leader (node `held_by`, holding `batch` at `point`) is cut off from the other
+/// config voters; once another node holds the batch in turn (after its own copy), the leaders of
+/// the batch's source and destination are killed and restarted (their successors never heard
+/// from the new metadata leader), and the cut heals after [`ISOLATED_CUT_FOR`].
 async fn isolate_metadata_leader(
     ctx: &Ctx,
     map: &ClusterMap,
     batch: &kvorum_router::MoveBatch,
     held_by: usize,
+    point: &str,
 ) {
     let started = Instant::now();
-    let copying = "FAULT INJECTED: copy chunk delayed";
-    let before = log_counts(ctx, copying).await;
+    let before = holds(ctx, point).await;
     let nodes: Vec<(u64, IpAddr)> = map
         .nodes
         .iter()
@@ -527,12 +531,12 @@ async fn isolate_metadata_leader(
         )
     })
     .expect("nft");
-    // A new metadata leader resumes the batch and copies it in turn, unless the cut leaves it no
-    // way to the batch's groups; then the groups' leaders are not killed, and the new leader
-    // resumes after the heal.
-    let deadline = Instant::now() + Duration::from_millis(ISOLATED_HOLD_MS);
+    // A new metadata leader resumes the batch, copies it and is held in turn, unless the cut
+    // leaves it no way to the batch's groups; then the groups' leaders are not killed, and the
+    // new leader resumes after the heal.
+    let deadline = Instant::now() + Duration::from_millis(2 * ISOLATED_HOLD_MS);
     let second = loop {
-        let now = log_counts(ctx, copying).await;
+        let now = holds(ctx, point).await;
         if let Some(i) = (0..now.len()).find(|i| *i != held_by && now[*i] > before[*i]) {
             break Some(i);
         }
@@ -543,11 +547,11 @@ async fn isolate_metadata_leader(
     };
     match second {
         Some(i) => ctx.log(&format!(
-            "fault test: node {} resumed the batch and copies it",
+            "fault test: node {} resumed the batch, copied it and is held",
             i + 1
         )),
         None => ctx.log(
-            "fault test: no other node copied the batch while the metadata leader was cut off \
+            "fault test: no other node held the batch while the metadata leader was cut off \
              (a batch group without quorum under the cut); the group leaders are not killed",
         ),
     }
@@ -582,10 +586,9 @@ async fn isolate_metadata_leader(
         ctx.log(&format!("fault test: restart {a}"));
         ctx.restart_addr(a).await;
     }
-    // Heal only after the deposed leader's hold ended: its late steps meet the groups' new
-    // leaders.
-    let held_until = Duration::from_millis(ISOLATED_HOLD_MS) + Duration::from_secs(2);
-    if let Some(rest) = held_until.checked_sub(started.elapsed()) {
+    // Heal only after the new leader's hold ended: the deposed leader's late steps meet the
+    // groups' new leaders while it still believes it leads.
+    if let Some(rest) = ISOLATED_CUT_FOR.checked_sub(started.elapsed()) {
         tokio::time::sleep(rest).await;
     }
     p.heal().expect("nft heal");
@@ -706,11 +709,10 @@ async fn destination_down_too_long_past_release_rolls_forward() {
 
 // (h) A deposed metadata leader's steps (8 nodes K=3 getting a ninth): the metadata leader,
 // holding the frozen batch of 1.6 MB out of the group without a config voter, is cut off from
-// the other config voters only; a new metadata leader resumes the batch and copies it (each
-// chunk delayed 2.5 s); the leaders of the source and destination groups are killed and
-// restarted; the deposed leader's hold ends during the new leader's copy; the cut heals. The
-// change completes or rolls back, and every preloaded key and every acknowledged write reads
-// back.
+// the other config voters only; a new metadata leader resumes the batch, copies it (each chunk
+// delayed 1.3 s) and is held in turn; the leaders of the source and destination groups are
+// killed and restarted; the cut heals 35 s later. The change completes or rolls back, and every
+// preloaded key and every acknowledged write reads back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deposed_metadata_leader_cannot_complete_a_batch() {
     if !partitions_available("deposed_metadata_leader_cannot_complete_a_batch") {
