@@ -420,3 +420,81 @@ async fn readded_address_of_a_failed_changes_learner_stays_up() {
         joiner.log_text()
     );
 }
+
+// A metadata leader cut off from the other config voters (but not from the other nodes) still
+// leads in its own eyes (openraft 0.9 has no check-quorum), with a map that stops at the cut. A
+// joiner that the new metadata leader adds, and that then loses its way to the new leader, sends
+// its heartbeats to the others, the old leader included: it must not be told `node_removed` by a
+// map older than the one that added it (before, the old leader answered `node_removed` and the
+// joiner exited for good). It is still running 10 s later, and an alive spare after the heal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiner_is_not_removed_by_a_deposed_metadata_leader() {
+    if !kvorum_tests::nemesis::partitions_available(
+        "joiner_is_not_removed_by_a_deposed_metadata_leader",
+    ) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (c, mut joiner, _, _) = three_and_a_joiner().await;
+    let addr = joiner.addr;
+    let old = status(&c).await["metadata_leader"].as_u64().unwrap() as usize - 1;
+    let ips: Vec<std::net::IpAddr> = c
+        .nodes
+        .iter()
+        .map(|n| n.addr.ip())
+        .chain([addr.ip()])
+        .collect();
+    let j = ips.len() - 1;
+    let pair = |a: usize, b: usize, x: usize, y: usize| (a == x && b == y) || (a == y && b == x);
+    let p = kvorum_tests::nemesis::Partitioner::new().expect("partitions (checked above)");
+    // The old leader loses the other config voters (nodes 0..3 are all voters).
+    let cut_old = move |a: usize, b: usize| !(a < 3 && b < 3 && a != b && (a == old || b == old));
+    p.cut(&ips, cut_old).expect("nft");
+    let other = (0..3).find(|i| *i != old).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let new = loop {
+        let s = c.get_json(other, "/v1/cluster/status").await;
+        let l = s.ok().and_then(|s| s["metadata_leader"].as_u64());
+        if let Some(l) = l.map(|l| l as usize - 1).filter(|l| *l != old) {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new metadata leader on the majority side within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/cluster/nodes", c.nodes[new].addr))
+        .json(&serde_json::json!({ "addr": addr.to_string() }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    wait_member(&c, addr).await;
+    // Now the joiner loses the new leader too: its heartbeats go to the other nodes.
+    p.cut(&ips, |a, b| cut_old(a, b) && !pair(a, b, j, new))
+        .expect("nft");
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        assert!(
+            joiner.exited().is_none(),
+            "the joiner exited while the deposed metadata leader {} was reachable:\n{}",
+            old + 1,
+            joiner.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.heal().expect("nft heal");
+    c.wait_until(WAIT, "node 4 an alive spare", || async {
+        c.get_json(other, "/v1/cluster/status")
+            .await
+            .is_ok_and(|s| {
+                s["nodes"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|n| n["id"] == 4 && n["state"] == "alive"))
+            })
+    })
+    .await;
+    assert!(joiner.exited().is_none());
+}

@@ -216,10 +216,15 @@ async fn drive_task(state: Arc<Node>, id: u64, term: u64) {
             Ok(Next::Later) => tokio::time::sleep(TICK).await,
             Ok(Next::Done) => return,
             Err(e) => {
+                // Repairs and view changes share this loop: name which one failed.
+                let what = match &task.kind {
+                    TaskKind::ReplaceReplica { .. } => "repair",
+                    TaskKind::ViewChange(_) => "view change",
+                };
                 if is_map_conflict(&e) {
-                    tracing::info!(task = id, error = %format!("{e:#}"), "repair step lost a map race; retrying");
+                    tracing::info!(task = id, error = %format!("{e:#}"), "{what} step lost a map race; retrying");
                 } else {
-                    tracing::warn!(task = id, error = %format!("{e:#}"), "repair step failed; retrying");
+                    tracing::warn!(task = id, error = %format!("{e:#}"), "{what} step failed; retrying");
                 }
                 tokio::time::sleep(TICK).await;
             }
