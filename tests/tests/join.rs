@@ -1,4 +1,4 @@
-//! Joining a running cluster (DESIGN.md "Bootstrap", docs/architecture.md "Cluster formation"),
+//! Joining a running cluster (docs/architecture.md "Cluster formation"),
 //! with real processes: a node started with `--join`, or with a VIEW of its own on an empty data
 //! directory while another cluster runs at those addresses, never creates a cluster. It waits to
 //! be added, serving only `/healthz` and `GET /v1/join` (503 `joining` everywhere else), and the

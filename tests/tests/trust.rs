@@ -1,4 +1,4 @@
-//! Trust of the internal routes (DESIGN.md "Trust"), with real processes:
+//! Trust of the internal routes (docs/architecture.md, "Trust"), with real processes:
 //! - every internal call is authenticated before its body is read, and the control routes take
 //!   small bodies only;
 //! - with a cluster secret, an internal call from any address must carry it;

@@ -137,6 +137,7 @@ pub const DEFINITE_CODES: &[&str] = &[
     "no_leader",
     "unavailable",
     "joining",
+    "metadata_leader_changing",
     // Refused at apply, or nothing to do.
     "condition_failed",
     "key_not_found",
@@ -161,7 +162,12 @@ pub const DEFINITE_CODES: &[&str] = &[
 ];
 
 /// The 503 codes that are definite and worth retrying (at another node or after a pause).
-const RETRYABLE_503_CODES: &[&str] = &["no_leader", "unavailable", "joining"];
+const RETRYABLE_503_CODES: &[&str] = &[
+    "no_leader",
+    "unavailable",
+    "joining",
+    "metadata_leader_changing",
+];
 
 impl ClientError {
     /// Whether the operation definitely did not take effect: only for the errors whose meaning

@@ -36,6 +36,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::courier::{self, Attempt, Undelivered};
 use crate::error::ApiError;
 use crate::node::{Node, Replica};
 use crate::reads::ReadIndex;
@@ -43,6 +44,9 @@ use crate::reads::ReadIndex;
 pub use kvorum_wire::headers::{HOPS_HEADER, ROUTE_HEADER};
 /// Longest wait for a newer map that a request's route announced.
 const MAP_REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest wait for the metadata leader's status (assembled from its memory): a node that gets
+/// no answer in time reports its own view instead, marked `health_known: false`.
+const STATUS_PROXY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// First wait before a request to a moving slot is tried again; it doubles up to
 /// [`MOVE_RETRY_MAX`].
 const MOVE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(5);
@@ -302,14 +306,7 @@ fn node_addr(raft: &Raft, node: NodeId) -> Option<String> {
 
 /// Waits (briefly) until this node knows a map of at least `epoch`, asking for one at once.
 async fn await_epoch(state: &Node, epoch: u64) {
-    if state.map().epoch >= epoch {
-        return;
-    }
-    state.refresh.notify_one();
-    let deadline = tokio::time::Instant::now() + MAP_REFRESH_WAIT;
-    while state.map().epoch < epoch && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    state.learn_epoch(epoch, MAP_REFRESH_WAIT).await;
 }
 
 /// What a request's route says against this node's map.
@@ -459,7 +456,8 @@ async fn forward(
         None => return Err(ApiError::Internal(format!("slot {slot} has no owner"))),
     };
     let path = inc.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    for addr in addrs {
+    let (map, route) = (&map, &route);
+    let answer = courier::deliver(addrs.iter().cloned(), |addr: String| async move {
         let mut req = state
             .http
             .request(inc.method.clone(), format!("http://{addr}{path}"))
@@ -475,21 +473,23 @@ async fn forward(
             // Not connected: nothing was sent, so trying the next address is safe.
             Err(e) if e.is_connect() => {
                 tracing::debug!(%addr, error = %e, "forward target unreachable");
-                continue;
+                return Attempt::Next(format!("{addr}: {e}"));
             }
             Err(e) if write => {
-                return Err(ApiError::OutcomeUnknown(format!(
+                return Attempt::Fail(ApiError::OutcomeUnknown(format!(
                     "forwarding to {addr}: {e}"
                 )))
             }
-            Err(e) => return Err(ApiError::Unavailable(format!("forwarding to {addr}: {e}"))),
+            Err(e) => {
+                return Attempt::Fail(ApiError::Unavailable(format!("forwarding to {addr}: {e}")))
+            }
         };
         let status = resp.status();
         if status == StatusCode::MISDIRECTED_REQUEST {
             // Our map is older than the target's (a slot moved): nothing was proposed. Learn the
             // new map and route again.
             state.refresh.notify_one();
-            return Err(ApiError::SlotMoving {
+            return Attempt::Fail(ApiError::SlotMoving {
                 slot,
                 detail: format!("the cluster map changed (epoch {} here)", map.epoch),
             });
@@ -499,12 +499,12 @@ async fn forward(
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) if write => {
-                return Err(ApiError::OutcomeUnknown(format!(
+                return Attempt::Fail(ApiError::OutcomeUnknown(format!(
                     "reply from {addr} lost: {e}"
                 )))
             }
             Err(e) => {
-                return Err(ApiError::Unavailable(format!(
+                return Attempt::Fail(ApiError::Unavailable(format!(
                     "reply from {addr} lost: {e}"
                 )))
             }
@@ -516,11 +516,16 @@ async fn forward(
         if let Some(r) = retry {
             out.headers_mut().insert(header::RETRY_AFTER, r);
         }
-        return Ok(out);
+        Attempt::Done(out)
+    })
+    .await;
+    match answer {
+        Ok(out) => Ok(out),
+        Err(Undelivered::Failed(e)) => Err(e),
+        Err(Undelivered::Exhausted(last)) => Err(ApiError::Unavailable(format!(
+            "no replica reachable among {addrs:?} ({last})"
+        ))),
     }
-    Err(ApiError::Unavailable(format!(
-        "no replica reachable among {addrs:?}"
-    )))
 }
 
 /// Proposes `cmd` through `raft`'s log and waits for it to apply.
@@ -852,26 +857,41 @@ async fn healthz() -> Json<serde_json::Value> {
 /// node that cannot reach it answers from its own map with `health_known: false`.
 async fn status(State(state): State<Arc<Node>>) -> Json<ClusterStatus> {
     if !crate::meta::is_metadata_leader(&state) {
+        // The metadata leader's view, from the leader this node knows (or its config replica
+        // names); its own otherwise.
         let map = state.map();
-        let leader = state
+        let candidates: Vec<NodeId> = state
             .meta
             .known_leader()
+            .into_iter()
+            .chain(crate::meta::config_leader_hint(&state))
             .filter(|l| *l != state.id())
-            .and_then(|l| map.addr(l).map(str::to_string));
-        if let Some(addr) = leader {
+            .collect();
+        let (state, map) = (&state, &map);
+        let leaders = courier::deliver(candidates, |leader: NodeId| async move {
+            let Some(addr) = map.addr(leader) else {
+                return Attempt::Next(format!("node {leader} has no address in the map"));
+            };
             let resp = state
-                .internal_request(reqwest::Method::GET, &addr, "/internal/v1/status")
-                .timeout(std::time::Duration::from_secs(2))
+                .internal_request(reqwest::Method::GET, addr, "/internal/v1/status")
+                .timeout(STATUS_PROXY_TIMEOUT)
                 .send()
                 .await;
-            if let Ok(r) = resp.and_then(|r| r.error_for_status()) {
-                if let Ok(mut v) = r.json::<ClusterStatus>().await {
-                    if v.health_known {
-                        v.answered_by = state.id();
-                        return Json(v);
-                    }
+            let status = match resp.and_then(|r| r.error_for_status()) {
+                Ok(r) => r.json::<ClusterStatus>().await.ok(),
+                Err(_) => None,
+            };
+            match status {
+                Some(mut v) if v.health_known => {
+                    v.answered_by = state.id();
+                    Attempt::<_, std::convert::Infallible, _>::Done(v)
                 }
+                _ => Attempt::Next(format!("node {leader} gave no metadata leader's status")),
             }
+        })
+        .await;
+        if let Ok(v) = leaders {
+            return Json(v);
         }
     }
     Json(crate::status::status(&state))

@@ -20,6 +20,7 @@ use axum::Json;
 use kvorum_router::{NodeId, ViewChange, CONFIG_GROUP};
 use kvorum_wire::{AddNodeBody, TaskProgress};
 
+use crate::courier::{self, Attempt};
 use crate::error::ApiError;
 use crate::meta;
 use crate::node::Node;
@@ -159,57 +160,54 @@ pub(crate) async fn forward(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if headers.contains_key(FORWARDED_HEADER) {
-        return Err(ApiError::Unavailable(
-            "the metadata leader is changing; retry".into(),
-        ));
+        return Err(ApiError::MetadataLeaderChanging);
     }
     let map = state.map();
     let mut candidates: Vec<NodeId> = Vec::new();
     candidates.extend(state.meta.known_leader());
     candidates.extend(meta::config_leader_hint(state));
     candidates.extend(map.members_of(CONFIG_GROUP).into_iter().flatten().copied());
-    candidates.dedup();
-    let mut last = String::from("no metadata leader known");
-    for node in candidates {
-        if node == state.id() {
-            continue;
-        }
-        let Some(addr) = map.addr(node) else { continue };
-        let resp = state
-            .http
-            .request(method.clone(), format!("http://{addr}{path}"))
-            .header(FORWARDED_HEADER, "1")
-            .header(header::CONTENT_TYPE, "application/json")
-            .timeout(FORWARD_TIMEOUT)
-            .body(body.clone())
-            .send()
-            .await;
-        let r = match resp {
-            Ok(r) => r,
-            Err(e) => {
-                last = format!("{addr}: {e}");
-                continue;
+    let (map, body) = (&map, &body);
+    courier::deliver(candidates, |node: NodeId| {
+        let method = method.clone();
+        async move {
+            if node == state.id() {
+                return Attempt::Next("this node is not the metadata leader".into());
             }
-        };
-        let status = r.status();
-        let bytes = r.bytes().await.unwrap_or_default();
-        let err: Option<kvorum_wire::ErrorBody> = serde_json::from_slice(&bytes).ok();
-        if status == StatusCode::SERVICE_UNAVAILABLE
-            && err
+            let Some(addr) = map.addr(node) else {
+                return Attempt::Next(format!("node {node} has no address in the map"));
+            };
+            let req = state
+                .http
+                .request(method, format!("http://{addr}{path}"))
+                .header(FORWARDED_HEADER, "1")
+                .header(header::CONTENT_TYPE, "application/json")
+                .timeout(FORWARD_TIMEOUT)
+                .body(body.clone());
+            let (status, bytes) = match courier::exchange(req, addr).await {
+                Ok(answer) => answer,
+                Err(why) => return Attempt::Next(why),
+            };
+            let err: Option<kvorum_wire::ErrorBody> = serde_json::from_slice(&bytes).ok();
+            if err
                 .as_ref()
-                .is_some_and(|e| e.message.contains("metadata leader is changing"))
-        {
-            last = format!("{addr}: not the metadata leader");
-            continue;
+                .is_some_and(|e| e.code == ApiError::MetadataLeaderChanging.code())
+            {
+                return Attempt::Next(format!("{addr}: not the metadata leader"));
+            }
+            let mut out = (status, bytes).into_response();
+            out.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            Attempt::Done(out)
         }
-        let mut out = (status, bytes).into_response();
-        out.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-        return Ok(out);
-    }
-    Err(ApiError::Unavailable(format!(
-        "could not reach the metadata leader: {last}"
-    )))
+    })
+    .await
+    .map_err(|e| {
+        ApiError::Unavailable(format!(
+            "could not reach the metadata leader: {}",
+            e.reason()
+        ))
+    })
 }

@@ -101,6 +101,10 @@ pub enum ApiError {
     /// proposed. Retry, possibly at another node.
     #[error("unavailable: {0}; retry shortly or at another node")]
     Unavailable(String),
+    /// A call of the metadata leader's reached, already forwarded once, a node that is not the
+    /// metadata leader (it is changing). Definite: nothing was done. Retry shortly.
+    #[error("the metadata leader is changing; retry shortly")]
+    MetadataLeaderChanging,
     /// The write may or may not have been applied (timeout, lost connection or leader change
     /// after proposing). Read the key before deciding to retry.
     #[error("outcome unknown: {0}; read the key to learn whether the write happened")]
@@ -162,6 +166,7 @@ impl ApiError {
             ApiError::ConditionFailed { .. } => "condition_failed",
             ApiError::NoLeader { .. } => "no_leader",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::MetadataLeaderChanging => "metadata_leader_changing",
             ApiError::OutcomeUnknown(_) => "outcome_unknown",
             ApiError::SlotMoving { .. } => "slot_moving",
             ApiError::ChangeRefused { code, .. } => code,
@@ -208,6 +213,7 @@ impl ApiError {
             | ApiError::NoLearner(_) => StatusCode::CONFLICT,
             ApiError::NoLeader { .. }
             | ApiError::Unavailable(_)
+            | ApiError::MetadataLeaderChanging
             | ApiError::SlotMoving { .. }
             | ApiError::Joining { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,

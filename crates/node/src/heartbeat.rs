@@ -13,11 +13,14 @@ use kvorum_raftstore::NodeId;
 use kvorum_wire::ErrorBody;
 use reqwest::StatusCode;
 
+use crate::courier::{self, Attempt, Undelivered};
 use crate::meta::{self, Heartbeat, HeartbeatReply, Refused, ReplicaReport};
 use crate::node::Node;
 
-/// Most metadata-leader candidates tried per heartbeat.
-const MAX_TRIES: usize = 4;
+/// Shortest wait for a heartbeat's answer, whatever the heartbeat interval: the metadata leader
+/// answers from memory, but on a busy machine its answer can take a few hundred ms, and a beat
+/// given up too early looks like a dead leader.
+const MIN_ANSWER_WAIT: Duration = Duration::from_millis(500);
 
 /// Runs the heartbeat loop for the node's lifetime.
 pub async fn run(state: Arc<Node>) {
@@ -64,7 +67,8 @@ fn report(state: &Node) -> Heartbeat {
     }
 }
 
-/// One heartbeat, to whichever candidate is the metadata leader.
+/// One heartbeat, to whichever candidate is the metadata leader (delivered by the leader
+/// courier).
 async fn beat(state: &Node) -> anyhow::Result<()> {
     let hb = report(state);
     let map = state.map();
@@ -72,55 +76,48 @@ async fn beat(state: &Node) -> anyhow::Result<()> {
     candidates.extend(state.meta.known_leader());
     candidates.extend(meta::config_leader_hint(state));
     candidates.extend(map.config_voters.iter().copied());
-    let mut tried = Vec::new();
-    let mut last = String::from("no config voter known");
-    while let Some(target) = candidates.first().copied() {
-        candidates.remove(0);
-        if tried.contains(&target) {
-            continue;
-        }
-        if tried.len() >= MAX_TRIES {
-            break;
-        }
-        tried.push(target);
+    let (hb, map) = (&hb, &map);
+    let answer = courier::deliver(candidates, |target: NodeId| async move {
         let reply = if target == state.id() {
             meta::receive_heartbeat(state, hb.clone())
         } else {
             let Some(addr) = map.addr(target) else {
-                continue;
+                return Attempt::Next(format!("node {target} has no address in the map"));
             };
-            match send(state, addr, &hb).await {
+            match send(state, addr, hb).await {
                 Ok(r) => r,
-                Err(e) => {
-                    last = format!("node {target}: {e}");
-                    continue;
-                }
+                Err(e) => return Attempt::Next(format!("node {target}: {e}")),
             }
         };
         match reply {
-            Ok(r) => {
-                state.meta.set_known_leader(Some(r.metadata_leader));
-                state.set_leaders(&r.leaders);
-                if let Some(m) = r.map {
-                    state.install_map(m).await?;
-                }
-                return Ok(());
+            Ok(r) => Attempt::Done(r),
+            Err(Refused::NotLeader(hint)) => Attempt::NotLeader {
+                hint,
+                why: format!("node {target} is not the metadata leader"),
+            },
+            Err(Refused::Removed(reason)) => Attempt::Fail(reason),
+        }
+    })
+    .await;
+    match answer {
+        Ok(r) => {
+            state.meta.set_known_leader(Some(r.metadata_leader));
+            state.set_leaders(&r.leaders);
+            if let Some(m) = r.map {
+                state.install_map(m).await?;
             }
-            Err(Refused::NotLeader(hint)) => {
-                if let Some(l) = hint.filter(|l| !tried.contains(l)) {
-                    candidates.insert(0, l);
-                }
-                last = format!("node {target} is not the metadata leader");
-            }
-            Err(Refused::Removed(reason)) => {
-                tracing::error!("{reason}");
-                state.fatal.send_replace(Some(reason));
-                return Ok(());
-            }
+            Ok(())
+        }
+        Err(Undelivered::Failed(reason)) => {
+            tracing::error!("{reason}");
+            state.fatal.send_replace(Some(reason));
+            Ok(())
+        }
+        Err(Undelivered::Exhausted(last)) => {
+            state.meta.set_known_leader(None);
+            anyhow::bail!("no metadata leader reachable: {last}")
         }
     }
-    state.meta.set_known_leader(None);
-    anyhow::bail!("no metadata leader reachable: {last}")
 }
 
 /// Sends `hb` to `addr`; maps its refusals.
@@ -131,7 +128,7 @@ async fn send(
 ) -> anyhow::Result<Result<HeartbeatReply, Refused>> {
     let resp = state
         .internal_request(reqwest::Method::POST, addr, "/internal/v1/heartbeat")
-        .timeout(state.cfg.node_heartbeat.max(Duration::from_millis(500)))
+        .timeout(state.cfg.node_heartbeat.max(MIN_ANSWER_WAIT))
         .json(hb)
         .send()
         .await?;

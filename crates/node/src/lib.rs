@@ -19,14 +19,14 @@
 //!   metadata leader (`meta/consistency.rs`).
 //!
 //! Not implemented / caveats (see docs/architecture.md):
-//! - no view changes (add/remove node) and no slot moves yet: the slot table is the initial one
-//!   (a joining node waits to be added, `join.rs`, but nothing adds it yet);
-//! - repairs replace replicas on dead nodes from spares; they do not create or dissolve groups;
+//! - repairs replace replicas on dead nodes from spares; groups are created and dissolved only
+//!   by view changes (`kvctl add-node` / `remove-node`, `meta/change.rs`);
 //! - no disk quota; no TLS on either API (run on a trusted network).
 
 pub mod api;
 pub mod changes;
 pub mod config;
+pub mod courier;
 pub mod error;
 pub mod faults;
 pub mod heartbeat;

@@ -1,4 +1,5 @@
-//! `kvnode`: one node of a kvorum cluster. See `kvorum_node::cli`.
+//! `kvnode`: one node of a kvorum cluster. The program (flags, configuration, start and stop)
+//! is `kvorum_node::launch`.
 
 fn main() -> std::process::ExitCode {
     kvorum_node::launch::main()

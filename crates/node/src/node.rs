@@ -39,6 +39,15 @@ pub const MAP_FILE: &str = "cluster-map.json";
 
 /// Largest number of log entries per append RPC: bounds an RPC at this many max-size values.
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
+/// Timeout of one snapshot chunk RPC, ms (openraft sends a snapshot in chunks of up to 3 MiB):
+/// such a chunk crosses a link of about 2.5 Mbit/s within it.
+const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
+/// How long an idle pooled connection to a peer is kept: steady Raft and heartbeat traffic
+/// reuses its connections, and a peer gone for a minute is forgotten.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a TCP connect to a peer may take: a live peer on a LAN answers in milliseconds, so a
+/// connect still pending after a second is to a dead or cut-off host, and the caller moves on.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One replica hosted by this node.
 #[derive(Clone)]
@@ -60,6 +69,8 @@ pub struct Node {
     pub meta: MetaState,
     /// Wakes the heartbeat loop early (a request saw a newer epoch).
     pub refresh: Notify,
+    /// The epoch of the installed map, for [`Node::learn_epoch`] to wait on.
+    epoch: watch::Sender<u64>,
     /// Set when the node must stop (it was removed from the cluster, or one of its replicas
     /// stopped on a fatal error); carries the reason.
     pub fatal: Arc<watch::Sender<Option<String>>>,
@@ -84,7 +95,7 @@ fn raft_config(cfg: &Config, cluster_id: &str) -> anyhow::Result<openraft::Confi
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
         max_in_snapshot_log_to_keep: cfg.snapshot_logs_kept,
-        install_snapshot_timeout: 10_000,
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
         ..Default::default()
     };
     c.validate().context("invalid Raft settings")
@@ -97,8 +108,8 @@ pub fn http_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
         // can partition loopback clusters.
         .local_address(cfg.listen.ip())
         .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .connect_timeout(Duration::from_secs(1))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
         .build()
         .context("cannot build HTTP client")
 }
@@ -237,6 +248,7 @@ impl Node {
     ) -> Node {
         let incarnations = Incarnations::default();
         incarnations.update(&map);
+        let (epoch, _) = watch::channel(map.epoch);
         let mut routing = RoutingCache::new();
         routing.update_map(Arc::new(map));
         let (fatal, _) = watch::channel(None);
@@ -249,6 +261,7 @@ impl Node {
             routing: RwLock::new(routing),
             meta: MetaState::default(),
             refresh: Notify::new(),
+            epoch,
             fatal,
             incarnations,
             http,
@@ -371,6 +384,19 @@ impl Node {
             .clone()
     }
 
+    /// Waits until this node knows a map of at least `epoch` (asking for one at once with a
+    /// heartbeat), for at most `within`; whether it does.
+    pub async fn learn_epoch(&self, epoch: u64, within: Duration) -> bool {
+        let mut seen = self.epoch.subscribe();
+        if *seen.borrow_and_update() >= epoch {
+            return true;
+        }
+        self.refresh.notify_one();
+        tokio::time::timeout(within, seen.wait_for(|e| *e >= epoch))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// Records leader hints (from a heartbeat reply).
     pub fn set_leaders(&self, leaders: &BTreeMap<GroupId, NodeId>) {
         let mut r = self.routing.write().unwrap_or_else(|p| p.into_inner());
@@ -399,6 +425,7 @@ impl Node {
         };
         if newer {
             let m = self.map();
+            self.epoch.send_replace(m.epoch);
             self.incarnations.update(&m);
             tracing::info!(map = %m.summary(), "cluster map updated");
             if !m.is_active(self.id()) {

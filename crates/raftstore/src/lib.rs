@@ -44,7 +44,8 @@
 //! Not implemented / caveats:
 //! - slot ownership is checked by `apply` against the group's slot table (writes to a Frozen slot
 //!   answer [`CommandResult::Frozen`], to a Released or Incoming one [`CommandResult::NotOwner`]);
-//!   epochs are not: the nodes check `(slot, epoch)` before proposing.
+//!   a [`Command::Routed`] write also carries the proposer's map epoch, refused at apply when the
+//!   group owns the slot only since a later epoch; other commands carry no epoch.
 //! - `Ingest` carries records only: a key deleted at the source after the copy read it is not
 //!   deleted at the destination. A copy made before `Freeze` must be completed by a `CatchUp`
 //!   after it (changed records, removed keys, the final version high-water mark).

@@ -3,7 +3,7 @@
 //! change and options always give the same plan, so any config leader that resumes a change
 //! recomputes the same steps.
 //!
-//! Rules (DESIGN.md, "View changes"): partitions = floor(N/K) at all times (N = active nodes);
+//! Rules (docs/architecture.md, "View changes"): partitions = floor(N/K) at all times (N = active nodes);
 //! nodes beyond that are spares.
 //! - **Add**: the node gets id max(existing ids) + 1 and becomes a spare. When K spares exist,
 //!   the K lowest-id spares (alive ones first) form a new data group (id max(group ids) + 1) and

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -31,9 +31,8 @@ use crate::node::Node;
 use crate::transport::check_internal;
 
 use super::leader_call::{call_leader, Answer, LeaderCall};
+use super::MAP_LEARN_WAIT;
 
-/// Longest wait of a group's leader to learn the newer map an admin request names.
-const MAP_LEARN_WAIT: Duration = Duration::from_secs(2);
 /// Longest an admin call may take (a proposal, a read-index round and a chunk read).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -269,13 +268,7 @@ async fn admit(state: &Node, req: &AdminRequest) -> Result<(), ApiError> {
             }
         }
     }
-    if state.map().epoch < req.epoch {
-        state.refresh.notify_one();
-        let deadline = Instant::now() + MAP_LEARN_WAIT;
-        while state.map().epoch < req.epoch && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    state.learn_epoch(req.epoch, MAP_LEARN_WAIT).await;
     let accepted = state.meta.membership_epoch.load(Ordering::SeqCst);
     check_admin(&state.map(), accepted, req)?;
     state

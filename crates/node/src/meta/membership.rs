@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -27,6 +27,11 @@ use crate::node::Node;
 use crate::transport::check_internal;
 
 use super::leader_call::{call_leader, Answer, LeaderCall};
+use super::MAP_LEARN_WAIT;
+
+/// Time a membership call gets beyond the leader's catch-up wait: the membership change itself
+/// (a joint and a final entry) and the round trips to and from the group's leader.
+const CALL_SLACK: Duration = Duration::from_secs(5);
 use super::probe::{confirm_gone, matched};
 
 /// Longest wait for a new learner to catch up, per attempt.
@@ -36,9 +41,6 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
 fn catch_up_wait(state: &Node) -> Duration {
     state.faults.catch_up_wait().unwrap_or(CATCH_UP_WAIT)
 }
-
-/// Longest wait of a group's leader to learn the newer map a membership request names.
-const MAP_LEARN_WAIT: Duration = Duration::from_secs(2);
 
 /// A membership change of one group, run by its leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,7 +140,7 @@ pub(super) async fn membership(
         path: format!("/internal/v1/groups/{}/membership", group.0),
         content_type: "application/json",
         body: serde_json::to_vec(&req).map_err(|e| StepError::Failed(e.to_string()))?,
-        timeout: catch_up_wait(state) + Duration::from_secs(5),
+        timeout: catch_up_wait(state) + CALL_SLACK,
         final_codes: &["stale_task", "replica_alive", "no_learner"],
     };
     match call_leader(state, state.group_addrs(group), call).await {
@@ -229,13 +231,7 @@ fn check_request(
 /// local map (a heartbeat at once, waited for briefly), then [`check_request`]; an admitted
 /// epoch becomes the oldest this node accepts from now on.
 async fn admit(state: &Node, group: GroupId, req: &MembershipRequest) -> Result<(), ApiError> {
-    if state.map().epoch < req.epoch {
-        state.refresh.notify_one();
-        let deadline = Instant::now() + MAP_LEARN_WAIT;
-        while state.map().epoch < req.epoch && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    state.learn_epoch(req.epoch, MAP_LEARN_WAIT).await;
     let accepted = state.meta.membership_epoch.load(Ordering::SeqCst);
     check_request(&state.map(), accepted, group, req)?;
     state

@@ -66,6 +66,9 @@ use kvorum_router::{ClusterMap, MapError, NodeLifecycle, CONFIG_GROUP};
 
 use crate::node::{initial_map, Node, MAP_KEY};
 
+/// Longest wait of a group's leader to learn the newer map an admin or membership request
+/// names (a heartbeat round to the metadata leader, with room for a slow one).
+pub(crate) const MAP_LEARN_WAIT: Duration = Duration::from_secs(2);
 /// Interval of the metadata loop.
 const TICK: Duration = Duration::from_millis(500);
 /// Interval of the one-line health summary in the log.
@@ -277,9 +280,13 @@ pub(crate) async fn acts_in(state: &Node, term: u64) -> bool {
         if !raft_leads_in(state, term) || Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(CONFIRM_POLL).await;
     }
 }
+
+/// How often [`acts_in`] looks again for a renewed confirmation (the loop renews it every
+/// [`TICK`]; a driver waits at most one poll past it).
+const CONFIRM_POLL: Duration = Duration::from_millis(20);
 
 /// Whether this node currently leads the config group.
 pub fn is_metadata_leader(state: &Node) -> bool {
