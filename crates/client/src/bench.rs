@@ -121,7 +121,7 @@ pub async fn run(
     }
     let client = Arc::new(if args.target == "etcd" {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(kvorum_client::DEFAULT_REQUEST_TIMEOUT)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| ClientError::Unavailable(format!("cannot build HTTP client: {e}")))?;

@@ -203,11 +203,20 @@ pub struct ClientOptions {
     pub local_address: Option<std::net::IpAddr>,
 }
 
+/// Default of [`ClientOptions::request_timeout`]: above a node's own request timeout (5 s by
+/// default), so a node answers `outcome_unknown` before the client gives up on it.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`ClientOptions::retry_for`]: covers a leader election and a map change or two.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(10);
+/// Longest a TCP connect to a node may take: a live node answers a connect in milliseconds, so
+/// one still pending after a second is to a dead or cut-off node, and the client tries another.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            request_timeout: Duration::from_secs(10),
-            retry_for: Duration::from_secs(10),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            retry_for: DEFAULT_RETRY_FOR,
             local_address: None,
         }
     }
@@ -248,7 +257,7 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .timeout(opts.request_timeout)
-            .connect_timeout(Duration::from_secs(1))
+            .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .local_address(opts.local_address)
             .build()
