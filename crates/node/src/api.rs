@@ -981,9 +981,9 @@ async fn metrics(State(state): State<Arc<Node>>) -> Response {
 mod tests {
     use super::*;
 
+    /// 7 nodes, K=3: groups {1,2,3} and {4,5,6}, spare 7.
     fn map3() -> ClusterMap {
-        let view: Vec<String> = (1..=7).map(|i| format!("10.0.0.{i}:7070")).collect();
-        ClusterMap::initial(&view, 3).expect("valid view")
+        kvorum_router::testing::map(7, 3)
     }
 
     // A route that agrees with the map is served by the slot's owner, whatever its (older or

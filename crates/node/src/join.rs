@@ -387,8 +387,7 @@ mod tests {
     use super::*;
 
     fn map3() -> ClusterMap {
-        let view: Vec<String> = (1..=3).map(|i| format!("127.0.0.{i}:7070")).collect();
-        ClusterMap::initial(&view, 3).expect("valid view")
+        kvorum_router::testing::map_at("127.0.0.", 7070, 3, 3)
     }
 
     /// `map` with a node added at `addr` under the next id.

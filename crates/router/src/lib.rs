@@ -26,6 +26,8 @@ pub mod cache;
 pub mod map;
 pub mod planner;
 pub mod repair;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use cache::{Route, RoutingCache};
 pub use map::{

@@ -18,39 +18,11 @@ use kvorum_router::{
 };
 use proptest::prelude::*;
 
+use kvorum_router::testing::{health, repair_task as task};
+
 /// The initial map of `n` nodes (ids 1..=n) with K=3 on made-up addresses.
 fn map(n: usize) -> ClusterMap {
-    let view: Vec<String> = (1..=n).map(|i| format!("127.0.0.{i}:7000")).collect();
-    ClusterMap::initial(&view, 3).expect("a valid view")
-}
-
-/// Every node of `map` alive except `dead`.
-fn health(map: &ClusterMap, dead: &[NodeId]) -> BTreeMap<NodeId, Health> {
-    map.nodes
-        .keys()
-        .map(|id| {
-            let h = if dead.contains(id) {
-                Health::Dead
-            } else {
-                Health::Alive
-            };
-            (*id, h)
-        })
-        .collect()
-}
-
-fn task(id: u64, group: GroupId, dead: NodeId, replacement: NodeId) -> Task {
-    Task {
-        id,
-        kind: TaskKind::ReplaceReplica {
-            group,
-            dead,
-            replacement,
-        },
-        step: TaskStep::AddLearner,
-        started_ms: 1_000_000,
-        leader_term: 1,
-    }
+    kvorum_router::testing::map_at("127.0.0.", 7000, n, 3)
 }
 
 fn repair(group: u64, dead: NodeId, replacement: NodeId) -> Repair {

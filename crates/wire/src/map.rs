@@ -40,9 +40,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// 7 nodes, K=3: groups {1,2,3} and {4,5,6}, spare 7.
     fn map3() -> ClusterMap {
-        let view: Vec<String> = (1..=7).map(|i| format!("10.0.0.{i}:7070")).collect();
-        ClusterMap::initial(&view, 3).expect("valid view")
+        kvorum_router::testing::map(7, 3)
     }
 
     // The reply has the fields the node wrote with `json!`; bad hints are skipped on reading.

@@ -518,40 +518,17 @@ pub async fn update_map(
 pub(crate) mod fixtures {
     use super::*;
     use kvorum_raftstore::GroupId;
-    use kvorum_router::{Task, TaskKind, TaskStep};
+    pub(crate) use kvorum_router::testing::health;
+    use kvorum_router::Task;
+
     /// The initial map of `n` nodes with K=3 on made-up addresses.
     pub(crate) fn map(n: usize) -> ClusterMap {
-        let view: Vec<String> = (1..=n).map(|i| format!("127.0.0.{i}:7000")).collect();
-        ClusterMap::initial(&view, 3).expect("a valid view")
+        kvorum_router::testing::map_at("127.0.0.", 7000, n, 3)
     }
 
-    /// Every node of `map` alive except `dead`.
-    pub(crate) fn health(map: &ClusterMap, dead: &[NodeId]) -> BTreeMap<NodeId, Health> {
-        map.nodes
-            .keys()
-            .map(|id| {
-                let h = if dead.contains(id) {
-                    Health::Dead
-                } else {
-                    Health::Alive
-                };
-                (*id, h)
-            })
-            .collect()
-    }
-
+    /// A repair task of data group `group` at its first step.
     pub(crate) fn task(id: u64, group: u64, dead: NodeId, replacement: NodeId) -> Task {
-        Task {
-            id,
-            kind: TaskKind::ReplaceReplica {
-                group: GroupId(group),
-                dead,
-                replacement,
-            },
-            step: TaskStep::AddLearner,
-            started_ms: 1_000_000,
-            leader_term: 1,
-        }
+        kvorum_router::testing::repair_task(id, GroupId(group), dead, replacement)
     }
 
     // A lost compare-and-set is recognized as such, also under added context; other map errors
