@@ -38,6 +38,8 @@
 //! Not implemented: binary keys and values (keys and values are UTF-8 strings); learning leader
 //! changes from replies (hints come only from map fetches, refetched after a routed failure).
 
+#![warn(missing_docs)]
+
 mod cluster;
 mod routing;
 
@@ -79,6 +81,8 @@ pub const SLOT_MOVING_BACKOFF_MAX: Duration = Duration::from_millis(200);
 
 /// Errors of the client. Each says what the caller can do.
 #[derive(Debug, thiserror::Error)]
+// The variant docs name and describe each field.
+#[allow(missing_docs)]
 pub enum ClientError {
     /// The key does not exist.
     #[error("key not found")]

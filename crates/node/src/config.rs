@@ -47,6 +47,9 @@ pub const DEFAULT_DEAD_AFTER_MS: u64 = 10_000;
 /// The file form of the configuration: every field optional, unknown fields rejected.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Each field is the setting of the same name, documented on [`Config`] (milliseconds where the
+// name ends in `_ms`) and in deploy/kvnode.toml.
+#[allow(missing_docs)]
 pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,

@@ -8,6 +8,8 @@ use kvorum_wire::{ErrorBody, Versioned};
 
 /// Errors of the node API.
 #[derive(Debug, thiserror::Error)]
+// The variant docs name and describe each field.
+#[allow(missing_docs)]
 pub enum ApiError {
     /// The request is malformed. Fix it; retrying as is will fail again.
     #[error("{0}")]

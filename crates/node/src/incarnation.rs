@@ -64,6 +64,8 @@ impl Incarnations {
 
 /// Why a request's incarnation headers were refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// The variant docs name and describe each field.
+#[allow(missing_docs)]
 pub enum Mismatch {
     /// The sender is not the incarnation the map records for its id: it was wiped.
     Sender { node: NodeId },

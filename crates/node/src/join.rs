@@ -78,6 +78,8 @@ pub fn listed(map: &ClusterMap, addr: &str, incarnation: &str) -> Listed {
 
 /// How a node of a VIEW starting on an empty data directory proceeds.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// The variant docs name and describe each field.
+#[allow(missing_docs)]
 pub enum Start {
     /// Create the identity from the view. `newest` is the newest map a peer of this view's own
     /// cluster answered (a late initial member starts from it), `None` when no such peer answered.

@@ -23,6 +23,8 @@
 //!   by view changes (`kvctl add-node` / `remove-node`, `meta/change.rs`);
 //! - no disk quota; no TLS on either API (run on a trusted network).
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod changes;
 pub mod config;

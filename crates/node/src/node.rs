@@ -52,14 +52,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// One replica hosted by this node.
 #[derive(Clone)]
 pub struct Replica {
+    /// The replica's Raft instance.
     pub raft: Raft,
+    /// Its read-index batcher (one round serves the reads that queued meanwhile).
     pub reads: ReadBatcher,
 }
 
 /// Shared state of a running node.
 pub struct Node {
+    /// The node's settings, fixed at start.
     pub cfg: Config,
+    /// Who this node is: its id, cluster, address and incarnation.
     pub identity: Identity,
+    /// The node's RocksDB store, shared by all its replicas.
     pub store: Store,
     /// Replicas hosted here, by group.
     groups: RwLock<HashMap<GroupId, Replica>>,

@@ -12,6 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Outcome of a read-index round.
 #[derive(Debug, Clone)]
+// The variant docs name and describe each field.
+#[allow(missing_docs)]
 pub enum ReadIndex {
     /// This replica is the leader and has applied everything committed before the read began.
     Ready,

@@ -44,11 +44,15 @@ pub use kvorum_wire::headers::{CLUSTER_HEADER, FROM_HEADER, SECRET_HEADER};
 /// Creates connections to peers for one group.
 #[derive(Clone)]
 pub struct Network {
+    /// The node's HTTP client (bound to its own address).
     pub http: reqwest::Client,
+    /// The group whose RPCs these connections carry.
     pub group: GroupId,
     /// This node's id, sent with every RPC.
     pub from: NodeId,
+    /// The cluster secret, sent with every RPC.
     pub secret: Arc<str>,
+    /// The cluster's id, sent with every RPC.
     pub cluster_id: Arc<str>,
     /// This node's incarnation, sent with every RPC.
     pub incarnation: Arc<str>,
@@ -270,6 +274,7 @@ pub fn authenticate(
 /// What [`guard`] needs for one set of internal routes.
 #[derive(Clone)]
 pub struct InternalGuard {
+    /// The node whose routes these are.
     pub state: Arc<Node>,
     /// The largest body these routes take, in bytes.
     pub body_limit: usize,

@@ -45,6 +45,8 @@ fn catch_up_wait(state: &Node) -> Duration {
 /// A membership change of one group, run by its leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "op")]
+// The variant docs name and describe each field.
+#[allow(missing_docs)]
 pub enum MembershipOp {
     /// Add `node` as a learner (if not yet a member) and wait until it has caught up.
     AddLearner { node: NodeId, addr: String },
@@ -79,6 +81,7 @@ pub struct MembershipRequest {
     /// fence (a newer driver fenced the group). Absent from older senders: no fence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<FenceToken>,
+    /// The change asked for.
     #[serde(flatten)]
     pub op: MembershipOp,
 }

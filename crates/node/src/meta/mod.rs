@@ -173,6 +173,7 @@ impl MetaState {
         *self.known_leader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records the metadata leader this node last heard from (`None`: none answered).
     pub fn set_known_leader(&self, l: Option<NodeId>) {
         *self.known_leader.lock().unwrap_or_else(|p| p.into_inner()) = l;
     }
