@@ -372,7 +372,12 @@ async fn run_step(
             .await?;
         }
         Step::MoveSlots { from, to, ranges } => {
-            return super::moves::move_slots(state, map, tok, v, *from, *to, ranges).await;
+            let step = super::moves::SlotMove {
+                from: *from,
+                to: *to,
+                ranges,
+            };
+            return super::moves::move_slots(state, map, tok, v, step).await;
         }
         Step::DissolveGroup { group } => {
             let group = *group;

@@ -71,137 +71,192 @@ fn count(slots: &[(u16, u16)]) -> u64 {
     slots.iter().map(|(a, b)| u64::from(b - a) + 1).sum()
 }
 
+/// One round of the `MoveSlots` step of a view change (see the module docs): at a batch
+/// boundary it starts the next batch ([`start_batch`]); with a batch in flight it fences the
+/// source, hands the batch over ([`hand_over`], or only Activate for a batch another driver
+/// flipped) and ends it ([`end_batch`]).
 pub(super) async fn move_slots(
     state: &Node,
     map: &ClusterMap,
     tok: FenceToken,
     v: &ViewChangeTask,
-    from: GroupId,
-    to: GroupId,
-    ranges: &[(u16, u16)],
+    step: SlotMove<'_>,
 ) -> anyhow::Result<Next> {
     let Some(batch) = v.batch.clone() else {
-        if v.cancel {
-            return Ok(Next::Now);
-        }
-        let slots = next_batch(map, from, ranges, batch_slots(state));
-        let index = v.next;
-        if slots.is_empty() {
-            step_done(state, tok.task, index, "view change: slots moved", |_| {}).await?;
-            return Ok(Next::Now);
-        }
-        // A batch boundary: a repair of either group runs (or starts) first.
-        if repair_due(state, map, tok.task, [from, to]) {
-            tracing::debug!(task = tok.task, from = %from, to = %to, "view change: waiting for a repair before the next batch");
-            return Ok(Next::Later);
-        }
-        update_map(state, "view change: move batch started", |m| {
-            if repair_running(m, [from, to]) {
-                return;
-            }
-            if let Some(v) = task_mut(m, tok.task) {
-                v.batch = Some(MoveBatch {
-                    from,
-                    to,
-                    slots,
-                    flipped: false,
-                });
-            }
-        })
-        .await?;
-        return Ok(Next::Now);
+        return start_batch(state, map, tok, v, step).await;
     };
+    let (from, to) = (step.from, step.to);
     // Fence the groups before any other step of the batch: from these entries on, their state
     // machines refuse every step of a deposed driver (an older term), whatever that driver's
     // map or the receiving leader's memory says. A batch resumed by a new metadata leader thus
     // never interleaves with the old one's.
-    // The destination is fenced before the copy (below), not here: a rollback must not wait
-    // for a destination that lost its quorum (its AbortIncoming is best effort, and a fenced
-    // step itself).
+    // The destination is fenced before the copy (in `hand_over`), not here: a rollback must not
+    // wait for a destination that lost its quorum (its AbortIncoming is best effort, and a
+    // fenced step itself).
     raise_fence(state, from, tok).await?;
-    // What this driver copied (a batch resumed after its release was copied by another).
-    let mut copied: Option<Copied> = None;
-    if !batch.flipped {
-        let states = slot_states(state, tok, from, &batch.slots).await?;
-        let released = states.iter().all(|s| *s == SlotState::Released);
-        if !released {
-            if v.cancel {
-                // Past Release (another driver released it meanwhile) the next round finds the
-                // slots released and rolls forward.
-                roll_back(state, tok, &batch).await?;
-                return Ok(Next::Now);
-            }
-            raise_fence(state, to, tok).await?;
-            copied = Some(copy_batch(state, map, tok, &batch).await?);
-        } else {
-            // Copied, caught up and released by a previous driver (Release comes only after
-            // the whole catch-up), which may not have raised the destination's version base
-            // yet: raise it (idempotent) before the flip.
-            let AdminReply::HighWater(above) =
-                admin(state, from, tok, AdminOp::VersionHighWater, None).await?
-            else {
-                anyhow::bail!("unexpected reply to a version high-water read");
-            };
-            propose(state, to, tok, Command::RaiseVersionBase { above }).await?;
-        }
-        let n = count(&batch.slots);
-        let (keys, bytes) = copied.as_ref().map_or((0, 0), |c| (c.keys, c.bytes));
-        let slots = batch.slots.clone();
-        state
-            .faults
-            .hold_move_at(MovePoint::BeforeActivate, tok.task)
-            .await;
-        // Activate and flip together: the source released the slots and the destination holds
-        // all their data, so the destination may serve them before the map names it (only a
-        // request routed by the new map can reach it for these slots). The flip's epoch is
-        // above `map`'s: the destination owns the slots from `map.epoch + 1` on, and refuses a
-        // request routed under an older map.
-        let activate = propose(
-            state,
-            to,
-            tok,
-            Command::ActivateAt {
-                slots: batch.slots.clone(),
-                epoch: map.epoch + 1,
-            },
-        );
-        let flip = update_map(state, "view change: slots flipped", |m| {
-            for (a, b) in &slots {
-                for s in *a..=*b {
-                    if let Some(o) = m.slots.get_mut(usize::from(s)) {
-                        *o = to;
-                    }
-                }
-            }
-            if let Some(v) = task_mut(m, tok.task) {
-                v.slots_moved += n;
-                v.keys_moved += keys;
-                v.bytes_moved += bytes;
-                if let Some(b) = &mut v.batch {
-                    b.flipped = true;
-                }
-            }
-        });
-        let (activated, flipped) = tokio::join!(activate, flip);
-        activated?;
-        flipped?;
-    } else {
+    let copied = if batch.flipped {
         // Flipped by a previous driver: Activate (idempotent) is all that may be missing. The
         // flip's epoch is not known here (the map may have moved on since): 0, no epoch refused.
-        propose(
-            state,
-            to,
-            tok,
-            Command::ActivateAt {
-                slots: batch.slots.clone(),
-                epoch: 0,
-            },
-        )
-        .await?;
+        let slots = batch.slots.clone();
+        propose(state, to, tok, Command::ActivateAt { slots, epoch: 0 }).await?;
+        None
+    } else {
+        match hand_over(state, map, tok, v, &batch).await? {
+            HandOver::RolledBack => return Ok(Next::Now),
+            HandOver::Flipped(copied) => copied,
+        }
+    };
+    end_batch(state, tok, &batch, copied.as_ref(), step.ranges).await
+}
+
+/// The move a `MoveSlots` step makes: slots of `ranges` from group `from` to group `to`.
+#[derive(Clone, Copy)]
+pub(super) struct SlotMove<'a> {
+    pub from: GroupId,
+    pub to: GroupId,
+    pub ranges: &'a [(u16, u16)],
+}
+
+/// Step (a) of a batch, at a batch boundary: records the next batch of the move in the task, or
+/// the step done when no slot is left; waits instead while a repair of either group runs or is
+/// due (a batch's groups are repaired only between its batches).
+async fn start_batch(
+    state: &Node,
+    map: &ClusterMap,
+    tok: FenceToken,
+    v: &ViewChangeTask,
+    step: SlotMove<'_>,
+) -> anyhow::Result<Next> {
+    let SlotMove { from, to, ranges } = step;
+    if v.cancel {
+        return Ok(Next::Now);
     }
-    let paused_ms = copied
-        .as_ref()
-        .map(|c| c.frozen_at.elapsed().as_millis() as u64);
+    let slots = next_batch(map, from, ranges, batch_slots(state));
+    if slots.is_empty() {
+        step_done(state, tok.task, v.next, "view change: slots moved", |_| {}).await?;
+        return Ok(Next::Now);
+    }
+    if repair_due(state, map, tok.task, [from, to]) {
+        tracing::debug!(task = tok.task, from = %from, to = %to, "view change: waiting for a repair before the next batch");
+        return Ok(Next::Later);
+    }
+    update_map(state, "view change: move batch started", |m| {
+        if repair_running(m, [from, to]) {
+            return;
+        }
+        if let Some(v) = task_mut(m, tok.task) {
+            v.batch = Some(MoveBatch {
+                from,
+                to,
+                slots,
+                flipped: false,
+            });
+        }
+    })
+    .await?;
+    Ok(Next::Now)
+}
+
+/// How [`hand_over`] left a batch that was not flipped yet.
+enum HandOver {
+    /// Cancelled before its Release: rolled back, the batch gone from the task.
+    RolledBack,
+    /// Activated at the destination and flipped in the map; with what this driver copied (a
+    /// batch resumed after its Release was copied by another driver).
+    Flipped(Option<Copied>),
+}
+
+/// Steps (b)-(h) of a batch not yet flipped: from the source's slot table, either the copy →
+/// fence → catch-up → Release (or, when cancelled before the Release, the rollback), or, when a
+/// previous driver released it, the destination's version base raised; then Activate at the
+/// destination together with the flip.
+async fn hand_over(
+    state: &Node,
+    map: &ClusterMap,
+    tok: FenceToken,
+    v: &ViewChangeTask,
+    batch: &MoveBatch,
+) -> anyhow::Result<HandOver> {
+    let (from, to) = (batch.from, batch.to);
+    let states = slot_states(state, tok, from, &batch.slots).await?;
+    let released = states.iter().all(|s| *s == SlotState::Released);
+    let copied = if !released {
+        if v.cancel {
+            // Past Release (another driver released it meanwhile) the next round finds the
+            // slots released and rolls forward.
+            roll_back(state, tok, batch).await?;
+            return Ok(HandOver::RolledBack);
+        }
+        raise_fence(state, to, tok).await?;
+        Some(copy_batch(state, map, tok, batch).await?)
+    } else {
+        // Copied, caught up and released by a previous driver (Release comes only after the
+        // whole catch-up), which may not have raised the destination's version base yet: raise
+        // it (idempotent) before the flip.
+        let AdminReply::HighWater(above) =
+            admin(state, from, tok, AdminOp::VersionHighWater, None).await?
+        else {
+            anyhow::bail!("unexpected reply to a version high-water read");
+        };
+        propose(state, to, tok, Command::RaiseVersionBase { above }).await?;
+        None
+    };
+    let n = count(&batch.slots);
+    let (keys, bytes) = copied.as_ref().map_or((0, 0), |c| (c.keys, c.bytes));
+    let slots = batch.slots.clone();
+    state
+        .faults
+        .hold_move_at(MovePoint::BeforeActivate, tok.task)
+        .await;
+    // Activate and flip together: the source released the slots and the destination holds all
+    // their data, so the destination may serve them before the map names it (only a request
+    // routed by the new map can reach it for these slots). The flip's epoch is above `map`'s:
+    // the destination owns the slots from `map.epoch + 1` on, and refuses a request routed under
+    // an older map.
+    let activate = propose(
+        state,
+        to,
+        tok,
+        Command::ActivateAt {
+            slots: batch.slots.clone(),
+            epoch: map.epoch + 1,
+        },
+    );
+    let flip = update_map(state, "view change: slots flipped", |m| {
+        for (a, b) in &slots {
+            for s in *a..=*b {
+                if let Some(o) = m.slots.get_mut(usize::from(s)) {
+                    *o = to;
+                }
+            }
+        }
+        if let Some(v) = task_mut(m, tok.task) {
+            v.slots_moved += n;
+            v.keys_moved += keys;
+            v.bytes_moved += bytes;
+            if let Some(b) = &mut v.batch {
+                b.flipped = true;
+            }
+        }
+    });
+    let (activated, flipped) = tokio::join!(activate, flip);
+    activated?;
+    flipped?;
+    Ok(HandOver::Flipped(copied))
+}
+
+/// Step (i) of a batch, flipped and activated: DropSlots at the source, then the next batch
+/// recorded in the same map change (one epoch less per batch), unless a repair of either group
+/// is due: then the batch boundary is left open for it.
+async fn end_batch(
+    state: &Node,
+    tok: FenceToken,
+    batch: &MoveBatch,
+    copied: Option<&Copied>,
+    ranges: &[(u16, u16)],
+) -> anyhow::Result<Next> {
+    let (from, to) = (batch.from, batch.to);
+    let paused_ms = copied.map(|c| c.frozen_at.elapsed().as_millis() as u64);
     propose(
         state,
         from,
@@ -211,7 +266,7 @@ pub(super) async fn move_slots(
         },
     )
     .await?;
-    if let Some(c) = &copied {
+    if let Some(c) = copied {
         tracing::info!(
             task = tok.task,
             from = %from,
@@ -226,8 +281,6 @@ pub(super) async fn move_slots(
              Activate and flip)"
         );
     }
-    // The next batch starts in the same map change (one epoch less per batch), unless a repair
-    // of either group is due: then the batch boundary is left open for it.
     let now = state.map();
     let next = next_batch(&now, from, ranges, batch_slots(state));
     let repair = repair_due(state, &now, tok.task, [from, to]);
