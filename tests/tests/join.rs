@@ -320,27 +320,35 @@ async fn joiner_survives_the_metadata_leader_killed_as_it_is_added() {
     // The moment the joiner learns it is a member, its metadata leader dies.
     wait_member(&c, addr).await;
     c.kill(leader as usize - 1);
+    stays_up(&mut joiner, "after the metadata leader died").await;
+    let other = if leader == 1 { 1 } else { 0 };
+    wait_alive_spare(&c, other).await;
+    assert!(joiner.exited().is_none());
+}
+
+/// Asserts that `joiner` keeps running for 10 s (`when` completes the failure message).
+async fn stays_up(joiner: &mut ExtraNode, when: &str) {
     let until = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < until {
         assert!(
             joiner.exited().is_none(),
-            "the joiner exited after the metadata leader died:\n{}",
+            "the joiner exited {when}:\n{}",
             joiner.log_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let other = if leader == 1 { 1 } else { 0 };
+}
+
+/// Waits until node `via`'s status shows node 4 (the joiner) alive.
+async fn wait_alive_spare(c: &Cluster, via: usize) {
     c.wait_until(WAIT, "node 4 an alive spare", || async {
-        c.get_json(other, "/v1/cluster/status")
-            .await
-            .is_ok_and(|s| {
-                s["nodes"]
-                    .as_array()
-                    .is_some_and(|n| n.iter().any(|n| n["id"] == 4 && n["state"] == "alive"))
-            })
+        c.get_json(via, "/v1/cluster/status").await.is_ok_and(|s| {
+            s["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n["id"] == 4 && n["state"] == "alive"))
+        })
     })
     .await;
-    assert!(joiner.exited().is_none());
 }
 
 /// How long a re-added node must stay up while the group that listed the old node's learner
@@ -475,26 +483,12 @@ async fn joiner_is_not_removed_by_a_deposed_metadata_leader() {
     // Now the joiner loses the new leader too: its heartbeats go to the other nodes.
     p.cut(&ips, |a, b| cut_old(a, b) && !pair(a, b, j, new))
         .expect("nft");
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < until {
-        assert!(
-            joiner.exited().is_none(),
-            "the joiner exited while the deposed metadata leader {} was reachable:\n{}",
-            old + 1,
-            joiner.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let when = format!(
+        "while the deposed metadata leader {} was reachable",
+        old + 1
+    );
+    stays_up(&mut joiner, &when).await;
     p.heal().expect("nft heal");
-    c.wait_until(WAIT, "node 4 an alive spare", || async {
-        c.get_json(other, "/v1/cluster/status")
-            .await
-            .is_ok_and(|s| {
-                s["nodes"]
-                    .as_array()
-                    .is_some_and(|n| n.iter().any(|n| n["id"] == 4 && n["state"] == "alive"))
-            })
-    })
-    .await;
+    wait_alive_spare(&c, other).await;
     assert!(joiner.exited().is_none());
 }
