@@ -14,23 +14,18 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kvorum_router::{NodeId, ViewChange, CONFIG_GROUP};
+use kvorum_router::{NodeId, ViewChange};
 use kvorum_wire::{AddNodeBody, TaskProgress};
 
-use crate::courier::{self, Attempt};
 use crate::error::ApiError;
 use crate::meta;
 use crate::node::Node;
 
 /// Longest wait for a new node's answer to `GET /v1/join`.
 const JOIN_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest wait for the metadata leader's answer to a forwarded call.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(20);
-/// Header marking a call forwarded to the metadata leader (it is not forwarded again).
-const FORWARDED_HEADER: &str = "x-kvorum-forwarded";
 
 /// `POST /v1/cluster/nodes`: add the node at `addr`.
 pub async fn add_node(
@@ -48,7 +43,7 @@ pub async fn add_node(
         )));
     }
     if !meta::is_metadata_leader(&state) {
-        return forward(&state, Method::POST, "/v1/cluster/nodes", &headers, body).await;
+        return meta::forward(&state, Method::POST, "/v1/cluster/nodes", &headers, body).await;
     }
     let change = ViewChange::AddNode { addr: addr.clone() };
     meta::check_change(&state, &change)?;
@@ -68,7 +63,7 @@ pub async fn remove_node(
         .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a node id")))?;
     if !meta::is_metadata_leader(&state) {
         let path = format!("/v1/cluster/nodes/{node}");
-        return forward(&state, Method::DELETE, &path, &headers, Bytes::new()).await;
+        return meta::forward(&state, Method::DELETE, &path, &headers, Bytes::new()).await;
     }
     let task = meta::start_change(&state, ViewChange::RemoveNode { node }, None).await?;
     accepted(&state, task.id)
@@ -89,7 +84,7 @@ pub async fn task(
         Some(p) => Ok(Json::<TaskProgress>(p).into_response()),
         None if id >= map.next_task_id && !meta::is_metadata_leader(&state) => {
             let path = format!("/v1/cluster/tasks/{id}");
-            forward(&state, Method::GET, &path, &headers, Bytes::new()).await
+            meta::forward(&state, Method::GET, &path, &headers, Bytes::new()).await
         }
         None => Err(ApiError::UnknownTask(id)),
     }
@@ -104,7 +99,7 @@ pub async fn cancel(
     let id = task_id(&id)?;
     if !meta::is_metadata_leader(&state) {
         let path = format!("/v1/cluster/tasks/{id}/cancel");
-        return forward(&state, Method::POST, &path, &headers, Bytes::new()).await;
+        return meta::forward(&state, Method::POST, &path, &headers, Bytes::new()).await;
     }
     meta::cancel_change(&state, id).await?;
     let p = meta::progress(&state.map(), id).ok_or(ApiError::UnknownTask(id))?;
@@ -148,66 +143,4 @@ async fn probe_joiner(state: &Node, addr: &str) -> Result<kvorum_wire::JoinState
         return Err(unreachable("it is already a member of a cluster".into()));
     }
     Ok(join)
-}
-
-/// Forwards a call of the metadata leader's (a view change, a consistency check) to it and
-/// passes its answer through.
-pub(crate) async fn forward(
-    state: &Node,
-    method: Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    if headers.contains_key(FORWARDED_HEADER) {
-        return Err(ApiError::MetadataLeaderChanging);
-    }
-    let map = state.map();
-    let mut candidates: Vec<NodeId> = Vec::new();
-    candidates.extend(state.meta.known_leader());
-    candidates.extend(meta::config_leader_hint(state));
-    candidates.extend(map.members_of(CONFIG_GROUP).into_iter().flatten().copied());
-    let (map, body) = (&map, &body);
-    courier::deliver(candidates, |node: NodeId| {
-        let method = method.clone();
-        async move {
-            if node == state.id() {
-                return Attempt::Next("this node is not the metadata leader".into());
-            }
-            let Some(addr) = map.addr(node) else {
-                return Attempt::Next(format!("node {node} has no address in the map"));
-            };
-            let req = state
-                .http
-                .request(method, format!("http://{addr}{path}"))
-                .header(FORWARDED_HEADER, "1")
-                .header(header::CONTENT_TYPE, "application/json")
-                .timeout(FORWARD_TIMEOUT)
-                .body(body.clone());
-            let (status, bytes) = match courier::exchange(req, addr).await {
-                Ok(answer) => answer,
-                Err(why) => return Attempt::Next(why),
-            };
-            let err: Option<kvorum_wire::ErrorBody> = serde_json::from_slice(&bytes).ok();
-            if err
-                .as_ref()
-                .is_some_and(|e| e.code == ApiError::MetadataLeaderChanging.code())
-            {
-                return Attempt::Next(format!("{addr}: not the metadata leader"));
-            }
-            let mut out = (status, bytes).into_response();
-            out.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            Attempt::Done(out)
-        }
-    })
-    .await
-    .map_err(|e| {
-        ApiError::Unavailable(format!(
-            "could not reach the metadata leader: {}",
-            e.reason()
-        ))
-    })
 }

@@ -29,7 +29,7 @@ const _: () = assert!(MAX_CONFIGURABLE_VALUE_BYTES <= kvorum_raftstore::MAX_VALU
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// Default Raft heartbeat interval, in ms. openraft 0.9 also uses it as the time limit of an
 /// append RPC and of a read-index round, so it must let one append RPC (at most
-/// `transport::MAX_APPEND_BYTES`, 1 MiB) cross the link: 250 ms holds down to ~35 Mbit/s.
+/// `network::MAX_APPEND_BYTES`, 1 MiB) cross the link: 250 ms holds down to ~35 Mbit/s.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 250;
 /// Default minimum Raft election timeout, in ms (the maximum is twice this): five heartbeats.
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1_250;

@@ -37,6 +37,7 @@ pub mod incarnation;
 pub mod join;
 pub mod launch;
 pub mod meta;
+pub mod network;
 pub mod node;
 pub mod reads;
 pub mod server;

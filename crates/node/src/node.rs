@@ -7,7 +7,7 @@
 //! changes and never dropped while the node runs.
 //!
 //! The map itself lives in the config group's state machine as the value of [`MAP_KEY`], written
-//! only by the metadata leader with a compare-and-set on its version (see `meta/mod.rs`). Nodes learn
+//! only by the metadata leader with a compare-and-set on its version (see `meta/record.rs`). Nodes learn
 //! newer maps from heartbeat replies; config voters also read it from their own replica.
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,9 +26,10 @@ use crate::error::ApiError;
 use crate::faults::NodeFaults;
 use crate::identity::Identity;
 use crate::incarnation::{Incarnations, INCARNATION_HEADER};
-use crate::meta::MetaState;
+use crate::meta::state::MetaState;
+use crate::network::Network;
 use crate::reads::ReadBatcher;
-use crate::transport::{Network, CLUSTER_HEADER, SECRET_HEADER};
+use kvorum_wire::headers::{CLUSTER_HEADER, SECRET_HEADER};
 
 /// Key of the cluster map in the config group's state machine.
 pub const MAP_KEY: &str = "cluster_map";

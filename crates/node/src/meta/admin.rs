@@ -31,7 +31,7 @@ use crate::node::Node;
 use crate::transport::check_internal;
 
 use super::leader_call::{call_leader, Answer, LeaderCall};
-use super::MAP_LEARN_WAIT;
+use super::record::MAP_LEARN_WAIT;
 
 /// Longest an admin call may take (a proposal, a read-index round and a chunk read).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -162,7 +162,7 @@ pub(super) async fn admin(
     op: AdminOp,
     to: Option<&str>,
 ) -> Result<AdminReply, AdminError> {
-    if !super::acts_in(state, token.term).await {
+    if !super::lease::acts_in(state, token.term).await {
         return Err(AdminError::Stale(format!(
             "this node no longer holds a confirmed metadata role in term {}",
             token.term

@@ -46,11 +46,12 @@ use crate::error::ApiError;
 use crate::node::Node;
 
 use super::admin::{admin, propose, AdminOp};
+use super::driver::{now_ms, step_done, Next};
 use super::membership::{membership, MembershipOp};
 use super::moves::RollBack;
 use super::progress::describe;
-use super::tasks::{now_ms, Next};
-use super::{update_map, Health};
+use super::record::update_map;
+use super::Health;
 
 /// Longest a step may keep failing before the change stops as failed (a batch not yet released
 /// rolls back first; a batch past its Release never fails: it rolls forward, retrying).
@@ -288,37 +289,6 @@ async fn remove_added_learners(
             }
         }
     }
-}
-
-/// Records that step `index` of task `id` completed, with `also` applied to the map in the same
-/// change.
-pub(super) async fn step_done(
-    state: &Node,
-    id: u64,
-    index: usize,
-    what: &str,
-    also: impl FnOnce(&mut ClusterMap),
-) -> anyhow::Result<()> {
-    update_map(state, what, |m| {
-        also(m);
-        if let Some(v) = task_mut(m, id) {
-            if v.next == index {
-                v.next += 1;
-            }
-        }
-    })
-    .await?;
-    Ok(())
-}
-
-pub(super) fn task_mut(m: &mut ClusterMap, id: u64) -> Option<&mut ViewChangeTask> {
-    m.tasks
-        .iter_mut()
-        .find(|t| t.id == id)
-        .and_then(|t| match &mut t.kind {
-            TaskKind::ViewChange(v) => Some(v.as_mut()),
-            TaskKind::ReplaceReplica { .. } => None,
-        })
 }
 
 async fn run_step(

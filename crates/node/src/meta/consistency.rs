@@ -18,7 +18,7 @@
 //! damaged replicas, there is none), so the operator takes a mismatched node out (stops it: the
 //! cluster replaces it like a dead node), wipes it and adds it back as a new one.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,8 @@ use crate::node::Node;
 use crate::transport::check_internal;
 
 use super::leader_call::{call_leader, Answer, LeaderCall};
-use super::{is_metadata_leader, MetaInner};
+use super::lease::is_metadata_leader;
+use super::state::MetaInner;
 
 /// Interval of the scheduled consistency check.
 pub const CHECK_EVERY: Duration = Duration::from_secs(600);
@@ -46,16 +47,6 @@ const CHECK_WAIT: Duration = Duration::from_secs(5);
 const CHECK_POLL: Duration = Duration::from_millis(100);
 /// Longest wait of a group's leader for its `ComputeHash` to apply (it scans the group).
 const HASH_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The consistency check's memory on the metadata leader.
-#[derive(Default)]
-pub(crate) struct CheckState {
-    /// When the last scheduled check started (`None`: not yet leading; the first waits a full
-    /// interval).
-    last: Option<Instant>,
-    /// The (group, index) mismatches already logged, so each is logged once.
-    logged: HashSet<(GroupId, u64)>,
-}
 
 /// Every group of `map` with its members: the config group (its voters) first, then the data
 /// groups.
@@ -316,7 +307,7 @@ pub async fn consistency_handler(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !is_metadata_leader(&state) {
-        return crate::changes::forward(
+        return super::forward::forward(
             &state,
             Method::POST,
             "/v1/cluster/consistency",

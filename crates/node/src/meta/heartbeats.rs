@@ -6,7 +6,7 @@
 //! heartbeat (its silence starts now); (4) reply with the map when the sender's is older, and the
 //! leader of each group from the replicas' reports. Health: alive under `suspect_after` of
 //! silence, suspect under `dead_after`, dead beyond; the metadata leader itself is always alive.
-//! Incarnations the map does not record yet are recorded by the tick (`mod.rs`).
+//! Incarnations the map does not record yet are recorded by the tick (`tick.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,70 +15,17 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use kvorum_raftstore::{GroupId, NodeId, StateHash};
+use kvorum_raftstore::{GroupId, NodeId};
 use kvorum_router::{ClusterMap, NodeLifecycle};
 use openraft::BasicNode;
-use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::transport::check_internal;
 
-use super::{config_leader_hint, is_metadata_leader, MetaInner, MetaState, Seen};
-
-/// One replica's state, as its node reports it in a heartbeat.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReplicaReport {
-    /// The replica's group.
-    pub group: GroupId,
-    /// Whether this replica leads its group.
-    pub is_leader: bool,
-    /// The group's leader as this replica knows it.
-    pub leader: Option<NodeId>,
-    /// The replica's Raft term.
-    pub term: u64,
-    /// The replica's last applied log index.
-    pub applied: Option<u64>,
-    /// Keys of this replica's applied data.
-    pub keys: Option<u64>,
-    /// Bytes (keys and values) of this replica's applied data.
-    pub bytes: Option<u64>,
-    /// The voter sets of the replica's current membership: one set, or two (old and new) while
-    /// a joint membership change is under way.
-    #[serde(default)]
-    pub voters: Vec<Vec<NodeId>>,
-    /// The replica's newest hash of its applied state (the consistency check), if it computed
-    /// one since it started.
-    #[serde(default)]
-    pub hash: Option<StateHash>,
-}
-
-/// A node's heartbeat to the metadata leader.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// The sender's node id.
-    pub node: NodeId,
-    /// The epoch of the sender's map: the reply carries the map when it is older.
-    pub epoch: u64,
-    /// Every replica the sender hosts.
-    pub replicas: Vec<ReplicaReport>,
-    /// The sender's incarnation (see `incarnation.rs`); absent from nodes of older versions.
-    #[serde(default)]
-    pub incarnation: Option<String>,
-}
-
-/// The metadata leader's answer to a heartbeat.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HeartbeatReply {
-    /// The answering metadata leader.
-    pub metadata_leader: NodeId,
-    /// The epoch of its map.
-    pub epoch: u64,
-    /// The current map, when the sender's is older.
-    pub map: Option<ClusterMap>,
-    /// The leader of each group, as its replicas report it.
-    pub leaders: BTreeMap<GroupId, NodeId>,
-}
+use super::lease::{config_leader_hint, is_metadata_leader, lease};
+use super::messages::{Heartbeat, HeartbeatReply, ReplicaReport};
+use super::state::{MetaInner, MetaState, Seen};
 
 pub use kvorum_router::Health;
 
@@ -157,7 +104,7 @@ pub fn receive_heartbeat(state: &Node, beat: Heartbeat) -> Result<HeartbeatReply
     // Only a leader whose leadership a config read index confirmed recently (and that has
     // installed the stored map since) answers: a leader cut off from its config peers, or one
     // just elected, must not hand out its map or judge who was removed.
-    if !is_metadata_leader(state) || state.meta.confirmed_term(super::lease(state)).is_none() {
+    if !is_metadata_leader(state) || state.meta.confirmed_term(lease(state)).is_none() {
         return Err(Refused::NotLeader(config_leader_hint(state)));
     }
     let map = state.map();

@@ -27,7 +27,7 @@ use crate::node::Node;
 use crate::transport::check_internal;
 
 use super::leader_call::{call_leader, Answer, LeaderCall};
-use super::MAP_LEARN_WAIT;
+use super::record::MAP_LEARN_WAIT;
 
 /// Time a membership call gets beyond the leader's catch-up wait: the membership change itself
 /// (a joint and a final entry) and the round trips to and from the group's leader.
@@ -119,7 +119,7 @@ pub(super) async fn membership(
     token: FenceToken,
     op: &MembershipOp,
 ) -> Result<(), StepError> {
-    if !super::acts_in(state, token.term).await {
+    if !super::lease::acts_in(state, token.term).await {
         return Err(StepError::Failed(format!(
             "this node no longer holds a confirmed metadata role in term {}",
             token.term

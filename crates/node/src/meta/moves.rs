@@ -23,9 +23,8 @@ use crate::faults::MovePoint;
 use crate::node::Node;
 
 use super::admin::{admin, propose, raise_fence, AdminError, AdminOp, AdminReply};
-use super::change::{step_done, task_mut};
-use super::tasks::{repair_due, repair_running, Next};
-use super::update_map;
+use super::driver::{repair_running, step_done, task_mut, Next};
+use super::record::update_map;
 
 /// Most slots moved in one batch: a request to one of them waits for at most one batch's
 /// frozen window. The window holds the catch-up of what changed during the batch's copy, not
@@ -653,6 +652,28 @@ async fn copy_batch(
         copied_ms,
         released_ms,
     })
+}
+
+/// Whether a repair of `from` or `to` runs, or would start if view change `id` had no batch in
+/// flight: the change's driver then starts no batch of those groups until the repair ends (a
+/// batch's groups are repaired only between its batches).
+fn repair_due(state: &Node, map: &ClusterMap, id: u64, groups: [GroupId; 2]) -> bool {
+    if repair_running(map, groups) {
+        return true;
+    }
+    let mut between = map.clone();
+    if let Some(v) = task_mut(&mut between, id) {
+        v.batch = None;
+    }
+    let health = state.meta.health(
+        map,
+        state.id(),
+        state.cfg.suspect_after,
+        state.cfg.dead_after,
+    );
+    kvorum_router::plan_repairs(&between, &health, &state.meta.vetoed())
+        .iter()
+        .any(|r| groups.contains(&r.group))
 }
 
 /// What [`roll_back`] found.

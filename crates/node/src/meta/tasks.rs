@@ -13,13 +13,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kvorum_raftstore::{FenceToken, GroupId, NodeId};
+use kvorum_raftstore::{FenceToken, NodeId};
 use kvorum_router::{ClusterMap, NodeLifecycle, Task, TaskKind, TaskStep, CONFIG_GROUP};
 
 use crate::node::Node;
 
+use super::driver::{now_ms, Next};
+use super::lease::acts_in;
 use super::membership::{membership, MembershipOp, StepError};
-use super::{acts_in, is_map_conflict, update_map, Health, MetaState, TICK};
+use super::record::{is_map_conflict, update_map};
+use super::state::{MetaState, TICK};
+use super::Health;
 
 /// Longest a repair may run before its swap; past it the task is abandoned (its learner removed)
 /// and planned afresh. Counted from the task's recorded start, so a new metadata leader keeps it.
@@ -35,19 +39,11 @@ impl MetaState {
     }
 
     /// Nodes not to repair for now (see [`ALIVE_VETO`]).
-    fn vetoed(&self) -> BTreeSet<NodeId> {
+    pub(super) fn vetoed(&self) -> BTreeSet<NodeId> {
         let mut inner = self.lock();
         inner.vetoed.retain(|_, at| at.elapsed() < ALIVE_VETO);
         inner.vetoed.keys().copied().collect()
     }
-}
-
-/// Milliseconds since the Unix epoch (the clock of [`Task::started_ms`]); 0 if the clock is
-/// before 1970.
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Starts the repairs [`kvorum_router::plan_repairs`] picks, all in one map change.
@@ -142,37 +138,6 @@ fn abandon_reason(
     None
 }
 
-/// Whether a repair of `from` or `to` runs, or would start if view change `id` had no batch in
-/// flight: the change's driver then starts no batch of those groups until the repair ends (a
-/// batch's groups are repaired only between its batches).
-pub(super) fn repair_due(state: &Node, map: &ClusterMap, id: u64, groups: [GroupId; 2]) -> bool {
-    if repair_running(map, groups) {
-        return true;
-    }
-    let mut between = map.clone();
-    if let Some(v) = super::change::task_mut(&mut between, id) {
-        v.batch = None;
-    }
-    let health = state.meta.health(
-        map,
-        state.id(),
-        state.cfg.suspect_after,
-        state.cfg.dead_after,
-    );
-    kvorum_router::plan_repairs(&between, &health, &state.meta.vetoed())
-        .iter()
-        .any(|r| groups.contains(&r.group))
-}
-
-/// Whether `map` has a repair task of one of `groups`. A driver checks it again inside the map
-/// change that records a batch: repairs are planned on the map they are recorded in, so one of
-/// the two map changes sees the other.
-pub(super) fn repair_running(map: &ClusterMap, groups: [GroupId; 2]) -> bool {
-    map.tasks
-        .iter()
-        .any(|t| t.kind.group().is_some_and(|g| groups.contains(&g)))
-}
-
 /// Why a task must be abandoned now, from this leader's view, if it must.
 fn should_abandon(state: &Node, map: &ClusterMap, task: &Task) -> Option<String> {
     let health = state.meta.health(
@@ -183,16 +148,6 @@ fn should_abandon(state: &Node, map: &ClusterMap, task: &Task) -> Option<String>
     );
     let heard = state.meta.heard_within(state.cfg.suspect_after);
     abandon_reason(task, map, &health, &heard, now_ms())
-}
-
-/// What a driver does after a step.
-pub(super) enum Next {
-    /// Run the next step at once.
-    Now,
-    /// Look again after a tick.
-    Later,
-    /// The task is finished, abandoned, or no longer this driver's.
-    Done,
 }
 
 /// Drives task `id` while this node leads the config group in `term`: claims it, runs its

@@ -1,0 +1,138 @@
+//! The metadata loop: every [`TICK`] on every node, acting only while this node leads the config
+//! group (see the steps in the module `meta`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvorum_raftstore::NodeId;
+use kvorum_router::{ClusterMap, NodeLifecycle, CONFIG_GROUP};
+
+use crate::node::Node;
+
+use super::consistency;
+use super::lease::lease;
+use super::record::{current_map, is_map_conflict, update_map};
+use super::state::TICK;
+use super::tasks::{plan, start_drivers};
+use super::Health;
+
+/// Interval of the one-line health summary in the log.
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs the metadata loop for the node's lifetime; it acts only while the node leads the
+/// config group.
+pub async fn run(state: Arc<Node>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = meta_tick(&state).await {
+            if is_map_conflict(&e) {
+                tracing::info!(error = %format!("{e:#}"), "metadata server: lost a map race; retrying");
+            } else {
+                tracing::warn!(error = %format!("{e:#}"), "metadata server: step failed; retrying");
+            }
+        }
+        state.meta.tick_done();
+    }
+}
+
+async fn meta_tick(state: &Arc<Node>) -> anyhow::Result<()> {
+    let Some(raft) = state.group(CONFIG_GROUP) else {
+        return Ok(());
+    };
+    let term = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        if m.current_leader != Some(state.id()) || !m.state.is_leader() {
+            state.meta.not_leading();
+            return Ok(());
+        }
+        m.current_term
+    };
+    // Confirm the leadership with a quorum before acting on it (openraft 0.9 has no
+    // check-quorum: a leader cut off from its config peers still believes it leads). A leader
+    // that cannot confirm gives the role up at once.
+    let started = Instant::now();
+    let confirmed = tokio::time::timeout(lease(state), raft.ensure_linearizable()).await;
+    match confirmed {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            state.meta.not_leading();
+            return Err(anyhow::Error::from(e).context("read index on the config group"));
+        }
+        Err(_) => {
+            state.meta.not_leading();
+            anyhow::bail!("read index on the config group timed out: leadership not confirmed");
+        }
+    }
+    let (map, _) = current_map(state)?;
+    state.install_map(map.clone()).await?;
+    state.meta.set_known_leader(Some(state.id()));
+    if state.meta.leading(term, &map) {
+        tracing::info!(term, map = %map.summary(), "this node is the metadata leader");
+    }
+    // Only now (the stored map installed): heartbeats are answered and drivers act.
+    state.meta.confirmed(term, started);
+    state.meta.tick(state.cfg.suspect_after);
+    let health = state.meta.health(
+        &map,
+        state.id(),
+        state.cfg.suspect_after,
+        state.cfg.dead_after,
+    );
+    log_summary(state, &map, &health);
+    consistency::tick(state, &map);
+    let unrecorded = state.meta.unrecorded_incarnations(&map);
+    if !unrecorded.is_empty() {
+        // Recorded once, never changed: from now on a wiped node is refused under its old id.
+        update_map(state, "record node incarnations", |m| {
+            for (id, inc) in unrecorded {
+                if let Some(n) = m.nodes.get_mut(&id) {
+                    n.incarnation.get_or_insert(inc);
+                }
+            }
+        })
+        .await?;
+        return Ok(());
+    }
+    start_drivers(state, &map, term);
+    plan(state, &map, &health, term).await
+}
+
+fn log_summary(state: &Node, map: &ClusterMap, health: &BTreeMap<NodeId, Health>) {
+    {
+        let mut inner = state.meta.lock();
+        if inner
+            .last_summary
+            .is_some_and(|t| t.elapsed() < SUMMARY_EVERY)
+        {
+            return;
+        }
+        inner.last_summary = Some(Instant::now());
+    }
+    let of = |h: Health| -> Vec<NodeId> {
+        health
+            .iter()
+            .filter(|(_, x)| **x == h)
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    let removed: Vec<NodeId> = map
+        .nodes
+        .iter()
+        .filter(|(_, n)| n.state == NodeLifecycle::Removed)
+        .map(|(id, _)| *id)
+        .collect();
+    tracing::info!(
+        "health: epoch {} alive {:?} suspect {:?} dead {:?} removed {:?} spares {:?} tasks {}",
+        map.epoch,
+        of(Health::Alive),
+        of(Health::Suspect),
+        of(Health::Dead),
+        removed,
+        map.spares(),
+        map.tasks.len()
+    );
+}
