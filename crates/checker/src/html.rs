@@ -95,8 +95,21 @@ document.querySelectorAll('[data-op]').forEach(function(el){
 });
 "#;
 
+impl Report {
+    /// A self-contained HTML page (inline CSS and a few lines of JS, no
+    /// external assets). For each failing key: a timeline with one lane
+    /// per process, operations as bars from invoke to completion (info ops
+    /// run to the right edge) labelled with f/args/result, the prefix
+    /// numbered in linearization order, the offending op in red, a legend
+    /// and a table of the operations shown; then a table of all keys.
+    /// Every user string is HTML-escaped.
+    pub fn to_html(&self) -> String {
+        render(self)
+    }
+}
+
 /// Renders the whole report page.
-pub(crate) fn render(report: &Report) -> String {
+fn render(report: &Report) -> String {
     let mut h = String::new();
     let (class, title) = match &report.verdict {
         Verdict::Linearizable => ("good", "LINEARIZABLE".to_string()),

@@ -94,6 +94,7 @@ mod budget;
 mod check;
 mod command;
 mod explain;
+mod hash;
 mod history;
 mod html;
 mod memo;

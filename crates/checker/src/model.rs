@@ -8,8 +8,8 @@
 
 use std::rc::Rc;
 
+use crate::hash::FastMap;
 use crate::history::{Command, Operation, Outcome};
-use crate::memo::FastMap;
 
 /// Interned state id; [`ABSENT`] is the key being absent.
 pub(crate) type StateId = u32;

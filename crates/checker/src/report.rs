@@ -422,17 +422,6 @@ impl Report {
         }
         v
     }
-
-    /// A self-contained HTML page (inline CSS and a few lines of JS, no
-    /// external assets). For each failing key: a timeline with one lane
-    /// per process, operations as bars from invoke to completion (info ops
-    /// run to the right edge) labelled with f/args/result, the prefix
-    /// numbered in linearization order, the offending op in red, a legend
-    /// and a table of the operations shown; then a table of all keys.
-    /// Every user string is HTML-escaped.
-    pub fn to_html(&self) -> String {
-        crate::html::render(self)
-    }
 }
 
 /// Milliseconds, as a float, for JSON.

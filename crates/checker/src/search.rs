@@ -63,7 +63,8 @@
 use std::collections::BTreeSet;
 
 use crate::budget::{Account, Budget, Stop};
-use crate::memo::{FastMap, Linearized, Memo};
+use crate::hash::FastMap;
+use crate::memo::{Linearized, Memo};
 use crate::model::{Model, StateId, Step, ABSENT};
 
 /// How often (in loop iterations) the search polls the budget. A poll costs

@@ -26,6 +26,7 @@ pub mod cache;
 pub mod map;
 pub mod planner;
 pub mod repair;
+pub mod step;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -34,8 +35,9 @@ pub use map::{
     ChangeOutcome, ClusterMap, FinishedChange, GroupInfo, MapError, MoveBatch, NodeInfo,
     NodeLifecycle, Task, TaskKind, TaskStep, ViewChangeTask, FINISHED_KEPT,
 };
-pub use planner::{plan, plan_with, Plan, PlanError, PlanOptions, Step, ViewChange};
+pub use planner::{plan, plan_with, Plan, PlanError, PlanOptions};
 pub use repair::{plan_repairs, Health, Repair};
+pub use step::{Step, ViewChange};
 
 /// Number of slots of a cluster. Recorded with the cluster; MUST NOT change for a cluster.
 pub const SLOT_COUNT: u16 = 4096;

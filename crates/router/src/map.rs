@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::planner::{Step, ViewChange};
+use crate::step::{Step, ViewChange};
 use crate::{GroupId, NodeId, Slot, FIRST_DATA_GROUP, SLOT_COUNT};
 
 /// Name of the slot hash, recorded in the map. Never changes for a cluster.
