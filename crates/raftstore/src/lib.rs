@@ -56,11 +56,14 @@
 // every helper would only move the allocation.
 #![allow(clippy::result_large_err)]
 
+mod applied;
+mod apply;
 mod command;
 mod consistency;
 pub mod faults;
 mod integrity;
 mod keys;
+mod lifecycle;
 mod log_store;
 mod slots;
 mod snapshot;

@@ -269,3 +269,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await
     }
 }
+
+impl Store {
+    /// The log storage of `group` for openraft.
+    pub fn log_store(&self, group: GroupId) -> LogStore {
+        LogStore::new(self.clone(), group)
+    }
+}

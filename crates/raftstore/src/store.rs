@@ -13,7 +13,7 @@ use crate::command::RecordCodec;
 use crate::faults::{Fsync, StoreFaults};
 use crate::keys::{self, CF_DATA, CF_LOG, CF_META};
 use crate::slots::{self, SlotEpochs, SlotTable};
-use crate::{GroupId, LogStore, Record, SlotState, StateMachineStore, TypeConfig};
+use crate::{GroupId, Record, SlotState, TypeConfig};
 
 /// A chunk of a slot scan ([`Store::scan_slots`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,22 +158,9 @@ pub(crate) struct Inner {
 }
 
 impl Store {
-    /// Opens (creating if needed) the RocksDB under `dir` (`dir/db`, snapshots in
-    /// `dir/snapshots`) and starts its WAL flusher thread, which ends when the store is dropped.
-    ///
-    /// Then recovers what a crash left: deletes snapshot files no group's record names, and
-    /// finishes every interrupted snapshot install (a group whose install cannot be finished
-    /// refuses reads, and its state machine fails to open).
-    ///
-    /// A corrupt file (see the `integrity` module), or a store marked corrupt while it ran
-    /// ([`Store::mark_corrupt`]), is refused with [`StoreError::CorruptAtOpen`].
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with(dir, StoreFaults::default())
-    }
-
-    /// [`Store::open`] with the test suite's planted `faults` (built once at start; see
-    /// [`StoreFaults`]).
-    pub fn open_with(dir: &Path, faults: StoreFaults) -> Result<Store, StoreError> {
+    /// Opens the RocksDB under `dir` and starts its WAL flusher; [`Store::open_with`] (in
+    /// `lifecycle`) then recovers what a crash left.
+    pub(crate) fn open_db(dir: &Path, faults: StoreFaults) -> Result<Store, StoreError> {
         crate::integrity::refuse_if_marked(dir)?;
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
@@ -213,23 +200,7 @@ impl Store {
         std::thread::Builder::new()
             .name("kvorum-wal-flush".into())
             .spawn(move || flusher(weak, rx))?;
-        let store = Store { inner };
-        crate::state_machine::recover(&store)?;
-        Ok(store)
-    }
-
-    /// The log storage of `group` for openraft.
-    pub fn log_store(&self, group: GroupId) -> LogStore {
-        LogStore::new(self.clone(), group)
-    }
-
-    /// The state machine of `group` for openraft. Finishes a snapshot install that a crash
-    /// interrupted before returning.
-    pub async fn state_machine(
-        &self,
-        group: GroupId,
-    ) -> Result<StateMachineStore, openraft::StorageError<u64>> {
-        StateMachineStore::open(self.clone(), group).await
+        Ok(Store { inner })
     }
 
     /// The current record of `key` in `group`'s state machine, as applied locally.
@@ -293,14 +264,6 @@ impl Store {
         if *seq & 1 == 1 {
             *seq += 1;
         }
-    }
-
-    /// Number of keys of `group` and their bytes (data keys plus encoded records), as applied
-    /// locally. Kept by the state machine in the same batches as the data: no scan.
-    pub fn group_stats(&self, group: GroupId) -> Result<(u64, u64), StoreError> {
-        let s = crate::state_machine::load_stats(self, group)
-            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
-        Ok((s.keys, s.bytes))
     }
 
     /// Number of keys and their bytes in `group`, counted by a scan of the group.
@@ -520,14 +483,6 @@ impl Store {
             return Err(StoreError::Installing { group });
         }
         Ok(chunk)
-    }
-
-    /// A version at least as high as every version `group` has given a write so far: its last
-    /// applied index plus its version base (ingested records are below it too). Read from this
-    /// replica's applied state.
-    pub fn version_high_water(&self, group: GroupId) -> Result<u64, StoreError> {
-        crate::state_machine::version_high_water(self, group)
-            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))
     }
 
     /// Number of keys of `slots` (inclusive ranges) in `group` and their bytes (counted as
