@@ -14,8 +14,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use kvorum_node::api::{CONTROL_BODY_LIMIT, RAFT_BODY_LIMIT};
 use kvorum_node::config::DEV_CLUSTER_SECRET;
+use kvorum_node::http::{CONTROL_BODY_LIMIT, RAFT_BODY_LIMIT};
 use kvorum_node::transport::{CLUSTER_HEADER, SECRET_HEADER};
 use kvorum_tests::{kvnode_bin, Cluster, ClusterOptions};
 use reqwest::StatusCode;

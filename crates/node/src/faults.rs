@@ -281,7 +281,7 @@ impl NodeFaults {
         lines
     }
 
-    /// Whether writes are acknowledged before they commit (see `api::ack_before_commit`).
+    /// Whether writes are acknowledged before they commit (see `serve::write::ack_before_commit`).
     pub fn ack_before_commit(&self) -> bool {
         self.ack_before_commit
     }

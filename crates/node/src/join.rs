@@ -353,7 +353,7 @@ pub async fn run_joiner(
     let later = std_listener.try_clone()?;
     let now = tokio::net::TcpListener::from_std(std_listener)?;
     let (done_tx, mut done_rx) = watch::channel(false);
-    let app = crate::api::joining_router(status.clone());
+    let app = crate::http::joining_router(status.clone());
     let server = tokio::spawn(async move {
         axum::serve(now, app)
             .with_graceful_shutdown(async move {

@@ -25,13 +25,12 @@
 
 #![warn(missing_docs)]
 
-pub mod api;
-pub mod changes;
 pub mod config;
 pub mod courier;
 pub mod error;
 pub mod faults;
 pub mod heartbeat;
+pub mod http;
 pub mod identity;
 pub mod incarnation;
 pub mod join;
@@ -39,7 +38,7 @@ pub mod launch;
 pub mod meta;
 pub mod network;
 pub mod node;
-pub mod reads;
+pub mod serve;
 pub mod server;
 pub mod status;
 pub mod transport;

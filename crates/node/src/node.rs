@@ -28,7 +28,7 @@ use crate::identity::Identity;
 use crate::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::meta::state::MetaState;
 use crate::network::Network;
-use crate::reads::ReadBatcher;
+use crate::serve::read_index::ReadBatcher;
 use kvorum_wire::headers::{CLUSTER_HEADER, SECRET_HEADER};
 
 /// Key of the cluster map in the config group's state machine.

@@ -135,7 +135,8 @@ pub async fn run_with_faults(
         }
     };
     // Served with the caller's address, which protected mode checks on internal routes.
-    let app = crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app =
+        crate::http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(stopped)
         // Replies (Raft RPC answers above all) go out at once, not held back by Nagle's algorithm
