@@ -98,6 +98,7 @@ pub struct ClusterOptions {
 }
 
 impl ClusterOptions {
+    /// `nodes` nodes of `bin` with K=`k`: no faults, no extra environment, no lazyfs.
     pub fn new(bin: PathBuf, nodes: usize, k: usize) -> Self {
         ClusterOptions {
             bin,

@@ -15,8 +15,11 @@ use crate::Cluster;
 pub struct Node {
     /// Node id: 1-based position in the view.
     pub id: u64,
+    /// The node's address.
     pub addr: SocketAddr,
+    /// Its data directory.
     pub data_dir: PathBuf,
+    /// Its log: stdout and stderr of every run.
     pub log: PathBuf,
     /// The running process; `None` while the node is down.
     pub(crate) child: Option<Child>,
@@ -28,6 +31,7 @@ impl Node {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// Whether the node's process runs (it may be paused).
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -41,8 +45,11 @@ impl Node {
 /// A kvnode process started next to a cluster with settings of its own (a node that joins it,
 /// see [`Cluster::spawn_extra`]); killed by PID when dropped.
 pub struct ExtraNode {
+    /// The process's address.
     pub addr: SocketAddr,
+    /// Its data directory.
     pub data_dir: PathBuf,
+    /// Its log: stdout and stderr of every run.
     pub log: PathBuf,
     child: Option<Child>,
     /// How it was started, to start it again ([`ExtraNode::restart`]).

@@ -25,7 +25,9 @@ const JOINER_UP_WITHIN: Duration = Duration::from_secs(20);
 /// A node the workers may use: its id, address, and a plain and a smart client of it.
 #[derive(Clone)]
 pub struct Endpoint {
+    /// The node's id.
     pub id: u64,
+    /// The node's address.
     pub addr: SocketAddr,
     pub(super) plain: Arc<Client>,
     pub(super) smart: Arc<Client>,
@@ -173,9 +175,13 @@ pub(super) fn client_ip() -> IpAddr {
 /// What a scenario (see [`run_with`](super::run_with)) gets: the cluster, the nodes the workers use, the run's
 /// keys and seed, and the nemesis timeline.
 pub struct Ctx {
+    /// The cluster of the initial view.
     pub cluster: Arc<tokio::sync::Mutex<Cluster>>,
+    /// The nodes the workers use, and which a fault or a change holds.
     pub members: Arc<Members>,
+    /// The run's keys.
     pub keys: Vec<String>,
+    /// The run's seed.
     pub seed: u64,
     pub(super) timeline: Arc<Timeline>,
     /// Addresses of nodes started to join, in order: 127.0.0.{nodes+1}, …

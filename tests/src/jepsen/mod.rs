@@ -75,13 +75,21 @@ pub const MIN_OK_WRITES_PER_KEY: usize = 30;
 /// Settings of a run.
 #[derive(Debug, Clone)]
 pub struct JepsenOptions {
+    /// The run's name: its folder is `{name}-{seed}`.
     pub name: String,
+    /// The seed of the run's schedule of operations and faults.
     pub seed: u64,
+    /// Nodes of the initial view.
     pub nodes: usize,
+    /// Replicas per data group.
     pub k: usize,
+    /// Shortest time the workers run.
     pub duration: Duration,
+    /// Concurrent client workers.
     pub clients: usize,
+    /// Keys the run chooses (unless `chosen_keys`).
     pub keys: usize,
+    /// The faults the run strikes, in turn.
     pub nemeses: Vec<Nemesis>,
     /// The kvnode binary: `kvnode_bin!()`.
     pub bin: PathBuf,
@@ -149,7 +157,9 @@ pub fn seed_from_env() -> u64 {
 
 /// What a run found.
 pub struct Outcome {
+    /// The run's folder: history, nemesis timeline, node logs, report.
     pub dir: PathBuf,
+    /// The checker's report.
     pub report: Report,
     /// Operations invoked (whatever their outcome).
     pub ops: usize,
@@ -160,11 +170,13 @@ pub struct Outcome {
     /// Acknowledged writes no final read shows although nothing could have overwritten them
     /// (see [`lost_acks`]), described.
     pub lost_acks: Vec<String>,
+    /// Faults that struck, membership changes started included.
     pub faults: usize,
     /// Total time faults were in force (from each fault's start to its heal).
     pub fault_time: Duration,
-    /// "built snapshot" / "installed snapshot" lines in the node logs.
+    /// "built snapshot" lines in the node logs.
     pub snapshots_built: usize,
+    /// "installed snapshot" lines in the node logs.
     pub snapshots_installed: usize,
     /// Nodes that stopped because a replica hit a fatal (storage) error: one entry per
     /// "replica stopped on a fatal error" line in the node logs, `file: line`.
@@ -180,11 +192,14 @@ pub struct Outcome {
 /// Operations of one key that completed `ok`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct KeyOps {
+    /// `get`s.
     pub reads: usize,
+    /// Puts, appends, deletes and cas.
     pub writes: usize,
 }
 
 impl Outcome {
+    /// Whether the checker judged the history linearizable.
     pub fn linearizable(&self) -> bool {
         matches!(self.report.verdict, Verdict::Linearizable)
     }
