@@ -17,10 +17,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use kvorum_client::{Client, ClientError, ClientOptions};
@@ -71,107 +70,15 @@ macro_rules! lazyfs_bin {
     };
 }
 
+mod keys;
 pub mod mount;
+mod process;
+mod status;
 
-/// One kvnode process of a test cluster.
-pub struct Node {
-    /// Node id: 1-based position in the view.
-    pub id: u64,
-    pub addr: SocketAddr,
-    pub data_dir: PathBuf,
-    pub log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Node {
-    /// The PID of the running process, if running.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
-    /// The node's log (stdout and stderr of every run), or "" if it cannot be read.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// A kvnode process started next to a cluster with settings of its own (a node that joins it,
-/// see [`Cluster::spawn_extra`]); killed by PID when dropped.
-pub struct ExtraNode {
-    pub addr: SocketAddr,
-    pub data_dir: PathBuf,
-    pub log: PathBuf,
-    child: Option<Child>,
-    /// How it was started, to start it again ([`ExtraNode::restart`]).
-    bin: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-}
-
-impl ExtraNode {
-    /// The process's log (stdout and stderr), or "" if it cannot be read.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The exit status if the process has exited (reaping it), `None` while it runs.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().ok()??;
-        self.child = None;
-        Some(status)
-    }
-
-    /// Waits up to `within` for the process to exit by itself; returns its exit status, or
-    /// `None` if it still runs at the deadline.
-    pub async fn wait_for_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.exited() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline || self.child.is_none() {
-                return None;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// SIGKILL the process and reap it.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts the process again as it was first started, with its data directory; its output
-    /// goes on in the same log.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "{} already running", self.addr);
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open log");
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone log"))
-            .stderr(out);
-        self.child = Some(cmd.spawn().expect("spawn kvnode"));
-    }
-}
-
-impl Drop for ExtraNode {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+pub use keys::{group_of_key, keys_by_group, spread_keys};
+use process::free_port;
+pub use process::{ExtraNode, Node};
+pub use status::{assert_map_is, brief, id_list, node_state, status_group, status_node};
 
 /// Settings of a test cluster.
 #[derive(Debug, Clone)]
@@ -191,6 +98,7 @@ pub struct ClusterOptions {
 }
 
 impl ClusterOptions {
+    /// `nodes` nodes of `bin` with K=`k`: no faults, no extra environment, no lazyfs.
     pub fn new(bin: PathBuf, nodes: usize, k: usize) -> Self {
         ClusterOptions {
             bin,
@@ -231,12 +139,6 @@ pub struct Cluster {
     /// One client per node for status probes: short timeout, no retries, no failover.
     probes: Vec<Client>,
     http: reqwest::Client,
-}
-
-/// A free port on `ip`, found by binding port 0.
-fn free_port(ip: &str) -> u16 {
-    let l = TcpListener::bind(format!("{ip}:0")).expect("bind port 0");
-    l.local_addr().expect("local addr").port()
 }
 
 /// A client of `addr` only: smart routing off (the node serves or forwards every request), no
@@ -480,82 +382,6 @@ impl Cluster {
             cmd.env(k, v);
         }
         node.child = Some(cmd.spawn().expect("spawn kvnode"));
-    }
-
-    /// A free address on `ip` for a process started with [`Self::spawn_extra`].
-    pub fn free_addr(ip: &str) -> SocketAddr {
-        format!("{ip}:{}", free_port(ip)).parse().expect("addr")
-    }
-
-    /// Starts a new node at a free port of `ip` with `--join` (node 1's address) and waits until
-    /// it answers `GET /v1/join` as waiting to be added.
-    pub async fn start_joiner(&self, ip: &str) -> ExtraNode {
-        let first = self.nodes[0].addr.to_string();
-        let j = self.spawn_extra(Cluster::free_addr(ip), &["--join", &first], &[]);
-        self.wait_joining(
-            j.addr,
-            Duration::from_secs(20),
-            "the new node waiting to join",
-        )
-        .await;
-        j
-    }
-
-    /// Waits until the node at `addr` answers `GET /v1/join` as waiting to be added (with the
-    /// cluster's id it found), or panics after `within` naming `what`.
-    pub async fn wait_joining(&self, addr: SocketAddr, within: Duration, what: &str) {
-        self.wait_until(within, what, || async move {
-            match reqwest::get(format!("http://{addr}/v1/join")).await {
-                Ok(r) => r
-                    .json::<Value>()
-                    .await
-                    .is_ok_and(|v| v["state"] == "waiting" && v["cluster_id"].is_string()),
-                Err(_) => false,
-            }
-        })
-        .await;
-    }
-
-    /// Starts one more kvnode process at `addr`, with a fresh data directory and log in the
-    /// cluster's folder, the cluster's secret, K and environment, but no VIEW: `env` and `args`
-    /// say how it starts (e.g. `--join ADDR`, or a `VIEW` of its own).
-    pub fn spawn_extra(
-        &self,
-        addr: SocketAddr,
-        args: &[&str],
-        env_extra: &[(&str, &str)],
-    ) -> ExtraNode {
-        // Unique even when a test starts two processes at one address.
-        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("extra{n}-{}-{}", addr.ip(), addr.port());
-        let data_dir = self.path().join(&name);
-        let log = self.path().join(format!("{name}.log"));
-        let mut env: Vec<(String, String)> = vec![
-            ("IPPORT".into(), addr.to_string()),
-            ("K".into(), self.opts.k.to_string()),
-            ("KVORUM_DATA_DIR".into(), data_dir.display().to_string()),
-            ("KVORUM_CLUSTER_SECRET".into(), "test-secret".into()),
-            ("RUST_LOG".into(), "info,openraft=warn".into()),
-        ];
-        env.extend(self.opts.env.iter().cloned());
-        env.extend(
-            env_extra
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
-        let mut x = ExtraNode {
-            addr,
-            data_dir,
-            log,
-            child: None,
-            bin: self.opts.bin.clone(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            env,
-        };
-        let _ = std::fs::File::create(&x.log).expect("create log");
-        x.restart();
-        x
     }
 
     /// If node `i`'s process has exited, reaps it and returns its exit status.
@@ -830,115 +656,6 @@ impl Drop for Cluster {
             }
         }
     }
-}
-
-/// A status (its JSON) shortened for error messages; `null` for none.
-pub fn brief(s: Option<&ClusterStatus>) -> String {
-    const MAX_CHARS: usize = 4000;
-    let text = serde_json::to_string(&s).unwrap_or_default();
-    if text.chars().count() > MAX_CHARS {
-        format!("{}…", text.chars().take(MAX_CHARS).collect::<String>())
-    } else {
-        text
-    }
-}
-
-/// The entry of data group `id` in a status's `groups`.
-pub fn status_group(s: &ClusterStatus, id: u64) -> Option<&GroupStatus> {
-    s.groups.iter().find(|g| g.id.0 == id)
-}
-
-/// The entry of node `id` in a status's `nodes`.
-pub fn status_node(s: &ClusterStatus, id: u64) -> Option<&NodeStatus> {
-    s.nodes.iter().find(|n| n.id == id)
-}
-
-/// The health state of node `id` in a status ("alive", "suspect", "dead", "removed",
-/// "unknown"), or "" if the status does not list it.
-pub fn node_state(s: &ClusterStatus, id: u64) -> &'static str {
-    status_node(s, id).map_or("", |n| n.state.as_str())
-}
-
-/// A JSON array of node ids as numbers, sorted; empty if `v` is not one.
-pub fn id_list(v: &Value) -> Vec<u64> {
-    let mut ids: Vec<u64> = v
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default();
-    ids.sort_unstable();
-    ids
-}
-
-/// Asserts a `GET /v1/cluster/map` answer holds `map`'s slot table and group members, and that
-/// any leader hint names a member of its group.
-pub fn assert_map_is(m: &Value, map: &ClusterMap, what: &str) {
-    let slots: Vec<u64> = m["map"]["slots"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{what}: no slot table: {m}"))
-        .iter()
-        .map(|g| g.as_u64().unwrap_or(0))
-        .collect();
-    let want: Vec<u64> = map.slots.iter().map(|g| g.0).collect();
-    assert!(
-        slots == want,
-        "{what}: slot table differs from the initial map"
-    );
-    for (gid, info) in &map.groups {
-        let members: Vec<u64> = info.members.iter().copied().collect();
-        assert_eq!(
-            id_list(&m["map"]["groups"][gid.0.to_string()]["members"]),
-            members,
-            "{what}: group {gid}: {m}"
-        );
-        if let Some(l) = m["leaders"][gid.0.to_string()].as_u64() {
-            assert!(
-                members.contains(&l),
-                "{what}: leader hint {l} of group {gid}"
-            );
-        }
-    }
-}
-
-/// The data group of `key` in `map`.
-pub fn group_of_key(map: &ClusterMap, key: &str) -> u64 {
-    map.route_key(key.as_bytes())
-        .map(|(_, g)| g.0)
-        .expect("every slot has an owner")
-}
-
-/// `per_group` key names `{prefix}{n}` for every data group of `map`, found by hashing
-/// `n = 0, 1, …` (deterministic).
-pub fn keys_by_group(
-    map: &ClusterMap,
-    prefix: &str,
-    per_group: usize,
-) -> BTreeMap<u64, Vec<String>> {
-    let mut out: BTreeMap<u64, Vec<String>> =
-        map.groups.keys().map(|g| (g.0, Vec::new())).collect();
-    let mut n = 0u64;
-    while out.values().any(|v| v.len() < per_group) {
-        let key = format!("{prefix}{n}");
-        n += 1;
-        let keys = out
-            .get_mut(&group_of_key(map, &key))
-            .expect("a group of the map");
-        if keys.len() < per_group {
-            keys.push(key);
-        }
-    }
-    out
-}
-
-/// `count` key names spread round-robin over the data groups of `map`: with at least as many
-/// keys as groups, every group owns one.
-pub fn spread_keys(map: &ClusterMap, prefix: &str, count: usize) -> Vec<String> {
-    let groups = map.groups.len().max(1);
-    let by_group: Vec<Vec<String>> = keys_by_group(map, prefix, count.div_ceil(groups))
-        .into_values()
-        .collect();
-    (0..count)
-        .map(|i| by_group[i % groups][i / groups].clone())
-        .collect()
 }
 
 pub mod jepsen;
