@@ -28,7 +28,7 @@
 //! AbortIncoming at the destination. A flipped batch only rolls forward.
 //!
 //! Requests to a slot between (f) and (i) are held by the node that received them and retried
-//! (see `api.rs`); the pause is the catch-up of what changed during the copy plus two proposals
+//! (see `serve/write.rs`); the pause is the catch-up of what changed during the copy plus two proposals
 //! and a map change.
 
 use std::collections::BTreeMap;
