@@ -17,7 +17,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kvorum_node::transport::{CLUSTER_HEADER, SECRET_HEADER};
 use kvorum_tests::workload::{
     assert_readable, longest_gap, read_checked, run_all, wait_acked, write_all, Load,
 };
@@ -25,6 +24,7 @@ use kvorum_tests::{
     assert_map_is, direct_client, keys_by_group, kvnode_bin, node_state, seed, status_group,
     status_node, Cluster, ClusterOptions, ClusterStatus, ONE_AT_A_TIME,
 };
+use kvorum_wire::headers::{CLUSTER_HEADER, SECRET_HEADER};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use kvorum_node::config::DEV_CLUSTER_SECRET;
 use kvorum_node::http::{CONTROL_BODY_LIMIT, RAFT_BODY_LIMIT};
-use kvorum_node::transport::{CLUSTER_HEADER, SECRET_HEADER};
 use kvorum_tests::{kvnode_bin, Cluster, ClusterOptions};
+use kvorum_wire::headers::{CLUSTER_HEADER, SECRET_HEADER};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,7 +1,9 @@
 //! Errors of the client API and their one mapping to HTTP. Each variant says what the client
 //! should do; the `code` strings are stable and documented in README.md.
 
-use axum::http::{header, StatusCode};
+use axum::http::header;
+/// The HTTP status an error maps to (see [`ApiError::status`]).
+pub use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kvorum_router::{GroupId, NodeId, Slot};
 use kvorum_wire::{ErrorBody, Versioned};

@@ -29,6 +29,9 @@ pub mod config;
 pub mod courier;
 pub mod error;
 pub mod faults;
+#[cfg(test)]
+mod fixtures;
+pub mod group;
 pub mod heartbeat;
 pub mod http;
 pub mod identity;
@@ -41,7 +44,6 @@ pub mod node;
 pub mod serve;
 pub mod server;
 pub mod status;
-pub mod transport;
 
 pub use config::Config;
 pub use server::{run, run_with_faults};

@@ -24,6 +24,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::faults::NodeFaults;
+use crate::group::steps::GroupSteps;
 use crate::identity::Identity;
 use crate::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::meta::state::MetaState;
@@ -73,6 +74,8 @@ pub struct Node {
     routing: RwLock<RoutingCache>,
     /// The metadata role's state (used while this node leads the config group).
     pub meta: MetaState,
+    /// What this node keeps as a group's leader about the steps drivers send it.
+    pub steps: GroupSteps,
     /// Wakes the heartbeat loop early (a request saw a newer epoch).
     pub refresh: Notify,
     /// The epoch of the installed map, for [`Node::learn_epoch`] to wait on.
@@ -266,6 +269,7 @@ impl Node {
             groups: RwLock::new(HashMap::new()),
             routing: RwLock::new(routing),
             meta: MetaState::default(),
+            steps: GroupSteps::default(),
             refresh: Notify::new(),
             epoch,
             fatal,

@@ -6,13 +6,8 @@
 //! (3) [`assemble`], a pure function, builds the [`ClusterStatus`] from them.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use kvorum_router::{ClusterMap, GroupId, NodeId, NodeLifecycle, TaskKind, CONFIG_GROUP};
 use kvorum_wire::{
     ClusterStatus, ConfigStatus, GroupConsistency, GroupStatus, NodeRole, NodeState, NodeStatus,
@@ -23,7 +18,6 @@ use crate::meta::{
     best_reports, comparisons, is_metadata_leader, voter_sets, Health, ReplicaReport,
 };
 use crate::node::Node;
-use crate::transport::check_internal;
 
 /// The metadata leader's view of the nodes, which only it has.
 #[derive(Debug, Clone, Default)]
@@ -291,14 +285,6 @@ pub fn status(state: &Node) -> ClusterStatus {
         known_leader: state.meta.known_leader(),
         consistency,
     })
-}
-
-/// `GET /internal/v1/status`: the status as this node knows it (the metadata leader's is full).
-pub async fn status_handler(State(state): State<Arc<Node>>, headers: HeaderMap) -> Response {
-    if let Err(e) = check_internal(&state, &headers) {
-        return e.into_response();
-    }
-    Json(status(&state)).into_response()
 }
 
 #[cfg(test)]

@@ -43,7 +43,14 @@ pub async fn add_node(
         )));
     }
     if !meta::is_metadata_leader(&state) {
-        return meta::forward(&state, Method::POST, "/v1/cluster/nodes", &headers, body).await;
+        return crate::http::forward::forward(
+            &state,
+            Method::POST,
+            "/v1/cluster/nodes",
+            &headers,
+            body,
+        )
+        .await;
     }
     let change = ViewChange::AddNode { addr: addr.clone() };
     meta::check_change(&state, &change)?;
@@ -63,7 +70,14 @@ pub async fn remove_node(
         .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a node id")))?;
     if !meta::is_metadata_leader(&state) {
         let path = format!("/v1/cluster/nodes/{node}");
-        return meta::forward(&state, Method::DELETE, &path, &headers, Bytes::new()).await;
+        return crate::http::forward::forward(
+            &state,
+            Method::DELETE,
+            &path,
+            &headers,
+            Bytes::new(),
+        )
+        .await;
     }
     let task = meta::start_change(&state, ViewChange::RemoveNode { node }, None).await?;
     accepted(&state, task.id)
@@ -84,7 +98,7 @@ pub async fn task(
         Some(p) => Ok(Json::<TaskProgress>(p).into_response()),
         None if id >= map.next_task_id && !meta::is_metadata_leader(&state) => {
             let path = format!("/v1/cluster/tasks/{id}");
-            meta::forward(&state, Method::GET, &path, &headers, Bytes::new()).await
+            crate::http::forward::forward(&state, Method::GET, &path, &headers, Bytes::new()).await
         }
         None => Err(ApiError::UnknownTask(id)),
     }
@@ -99,7 +113,8 @@ pub async fn cancel(
     let id = task_id(&id)?;
     if !meta::is_metadata_leader(&state) {
         let path = format!("/v1/cluster/tasks/{id}/cancel");
-        return meta::forward(&state, Method::POST, &path, &headers, Bytes::new()).await;
+        return crate::http::forward::forward(&state, Method::POST, &path, &headers, Bytes::new())
+            .await;
     }
     meta::cancel_change(&state, id).await?;
     let p = meta::progress(&state.map(), id).ok_or(ApiError::UnknownTask(id))?;

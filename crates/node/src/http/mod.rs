@@ -4,7 +4,10 @@
 //! `serve` module's; the one error mapping is `crate::error`.
 
 pub mod cluster;
+pub mod forward;
+pub mod internal;
 pub mod keys;
+pub mod transport;
 
 use keys::{append_key, body_limit, delete_key, get_key, put_key};
 
@@ -35,7 +38,7 @@ pub const CONTROL_BODY_LIMIT: usize = 1 << 20;
 /// The router of the client API and the internal transport.
 ///
 /// The client routes are open. Every internal route (`/internal/...`) sits behind
-/// [`crate::transport::guard`], a route layer that authenticates the call (the cluster secret,
+/// [`transport::guard`], a route layer that authenticates the call (the cluster secret,
 /// or in protected mode the caller's address) and checks the announced body size before any
 /// handler or extractor runs; Raft RPCs take bodies up to [`RAFT_BODY_LIMIT`], the control
 /// routes up to [`CONTROL_BODY_LIMIT`].
@@ -82,46 +85,39 @@ pub fn router(state: Arc<Node>) -> Router {
         )
         .route(
             "/v1/cluster/consistency",
-            post(crate::meta::consistency_handler).fallback(method_not_allowed),
+            post(internal::consistency_handler).fallback(method_not_allowed),
         )
         .route("/v1/join", get(join_state).fallback(method_not_allowed))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit));
-    let guarded =
-        |routes: Router<Arc<Node>>, body_limit: usize| {
-            let guard = crate::transport::InternalGuard {
-                state: state.clone(),
-                body_limit,
-            };
-            routes.layer(DefaultBodyLimit::max(body_limit)).route_layer(
-                middleware::from_fn_with_state(guard, crate::transport::guard),
-            )
+    let guarded = |routes: Router<Arc<Node>>, body_limit: usize| {
+        let guard = transport::InternalGuard {
+            state: state.clone(),
+            body_limit,
         };
+        routes
+            .layer(DefaultBodyLimit::max(body_limit))
+            .route_layer(middleware::from_fn_with_state(guard, transport::guard))
+    };
     // Slot copies carry values up to the value limit, like Raft appends.
     let raft = Router::new()
-        .route(
-            "/internal/v1/raft/:group/:rpc",
-            post(crate::transport::handle_rpc),
-        )
+        .route("/internal/v1/raft/:group/:rpc", post(transport::handle_rpc))
         .route(
             "/internal/v1/groups/:group/admin",
-            post(crate::meta::admin_handler),
+            post(internal::admin_handler),
         );
     let control = Router::new()
-        .route(
-            "/internal/v1/heartbeat",
-            post(crate::meta::heartbeat_handler),
-        )
+        .route("/internal/v1/heartbeat", post(internal::heartbeat_handler))
         .route(
             "/internal/v1/groups/:group/membership",
-            post(crate::meta::membership_handler),
+            post(internal::membership_handler),
         )
         .route(
             "/internal/v1/groups/:group/hash",
-            post(crate::meta::hash_handler),
+            post(internal::hash_handler),
         )
-        .route("/internal/v1/status", get(crate::status::status_handler));
+        .route("/internal/v1/status", get(internal::status_handler));
     let internal = guarded(raft, RAFT_BODY_LIMIT).merge(guarded(control, CONTROL_BODY_LIMIT));
     client.merge(internal).fallback(no_route).with_state(state)
 }

@@ -45,13 +45,15 @@ use kvorum_router::{
 use crate::error::ApiError;
 use crate::node::Node;
 
-use super::admin::{admin, propose, AdminOp};
+use super::admin::{admin, propose};
 use super::driver::{now_ms, step_done, Next};
-use super::membership::{membership, MembershipOp};
+use super::membership::membership;
 use super::moves::RollBack;
 use super::progress::describe;
 use super::record::update_map;
 use super::Health;
+use crate::group::AdminOp;
+use crate::group::MembershipOp;
 
 /// Longest a step may keep failing before the change stops as failed (a batch not yet released
 /// rolls back first; a batch past its Release never fails: it rolls forward, retrying).

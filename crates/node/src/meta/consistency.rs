@@ -22,21 +22,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use kvorum_raftstore::{Command, CommandResult, GroupId, NodeId, StateHash};
+use kvorum_raftstore::{GroupId, NodeId, StateHash};
 use kvorum_router::{ClusterMap, CONFIG_GROUP};
 use kvorum_wire::{ConsistencyReport, GroupConsistency};
 
-use crate::error::ApiError;
+use crate::group::hash::HASH_TIMEOUT;
 use crate::node::Node;
-use crate::transport::check_internal;
 
 use super::leader_call::{call_leader, Answer, LeaderCall};
-use super::lease::is_metadata_leader;
 use super::state::MetaInner;
 
 /// Interval of the scheduled consistency check.
@@ -45,8 +38,6 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(600);
 const CHECK_WAIT: Duration = Duration::from_secs(5);
 /// Interval at which an on-demand check looks at the heartbeats for the members' hashes.
 const CHECK_POLL: Duration = Duration::from_millis(100);
-/// Longest wait of a group's leader for its `ComputeHash` to apply (it scans the group).
-const HASH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Every group of `map` with its members: the config group (its voters) first, then the data
 /// groups.
@@ -274,49 +265,6 @@ pub async fn check_now(state: &Arc<Node>) -> ConsistencyReport {
     };
     tick(state, &map);
     ConsistencyReport { groups }
-}
-
-/// `POST /internal/v1/groups/{group}/hash`, on the group's leader: proposes
-/// `Command::ComputeHash` and answers the leader's [`StateHash`] (JSON) once it applied.
-pub async fn hash_handler(
-    State(state): State<Arc<Node>>,
-    Path(group): Path<u64>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    check_internal(&state, &headers)?;
-    let group = GroupId(group);
-    let raft = state.leading_replica(group)?;
-    let r = tokio::time::timeout(HASH_TIMEOUT, raft.client_write(Command::ComputeHash))
-        .await
-        .map_err(|_| ApiError::Unavailable("ComputeHash not applied in time".into()))?
-        .map_err(|e| ApiError::Unavailable(format!("ComputeHash failed: {e}")))?;
-    match r.data {
-        CommandResult::Hashed { index, hash } => {
-            Ok(Json(StateHash { index, hash }).into_response())
-        }
-        other => Err(ApiError::Internal(format!(
-            "ComputeHash answered {other:?}"
-        ))),
-    }
-}
-
-/// `POST /v1/cluster/consistency`: an on-demand check (`check_now`), answered with a
-/// [`ConsistencyReport`]; any node forwards it to the metadata leader.
-pub async fn consistency_handler(
-    State(state): State<Arc<Node>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    if !is_metadata_leader(&state) {
-        return super::forward::forward(
-            &state,
-            Method::POST,
-            "/v1/cluster/consistency",
-            &headers,
-            Bytes::new(),
-        )
-        .await;
-    }
-    Ok(Json(check_now(&state).await).into_response())
 }
 
 #[cfg(test)]

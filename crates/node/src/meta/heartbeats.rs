@@ -9,19 +9,14 @@
 //! Incarnations the map does not record yet are recorded by the tick (`tick.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::Json;
 use kvorum_raftstore::{GroupId, NodeId};
 use kvorum_router::{ClusterMap, NodeLifecycle};
 use openraft::BasicNode;
 
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::transport::check_internal;
 
 use super::lease::{config_leader_hint, is_metadata_leader, lease};
 use super::messages::{Heartbeat, HeartbeatReply, ReplicaReport};
@@ -191,16 +186,6 @@ pub fn voter_sets(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Vec<Vec<NodeI
         .collect()
 }
 
-/// `POST /internal/v1/heartbeat`.
-pub async fn heartbeat_handler(
-    State(state): State<Arc<Node>>,
-    headers: HeaderMap,
-    Json(beat): Json<Heartbeat>,
-) -> Result<Json<HeartbeatReply>, ApiError> {
-    check_internal(&state, &headers)?;
-    Ok(Json(receive_heartbeat(&state, beat)?))
-}
-
 impl From<Refused> for ApiError {
     fn from(r: Refused) -> ApiError {
         match r {
@@ -213,7 +198,7 @@ impl From<Refused> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::StatusCode;
+    use crate::error::StatusCode;
 
     // Heartbeat refusals keep the status and code the sender's heartbeat loop reads: 421
     // `not_leader` (with the hint), 410 `node_removed`.

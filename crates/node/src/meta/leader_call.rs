@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use kvorum_raftstore::GroupId;
 use kvorum_wire::ErrorBody;
 

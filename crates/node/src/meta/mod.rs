@@ -33,40 +33,34 @@
 //!
 //! Files, from the bottom up (none imports a file above it): `state` (the role's soft state),
 //! `messages` (the heartbeat messages), `lease` (leading and acting), `record` (the map's one
-//! writer), `driver` (what task drivers share), `leader_call` and `forward` (calls to a group's
-//! leader and to the metadata leader); then one file per operation (`heartbeats`, `tasks`,
-//! `membership`, `probe`, `change`, `moves`, `progress`, `admin`, `consistency`); and `tick`,
-//! the loop on top.
+//! writer), `driver` (what task drivers share), `leader_call` (calls to a group's leader); then
+//! one file per operation (`heartbeats`, `tasks`, `membership` and `admin` — the driver side of
+//! a group leader's steps, which `crate::group` runs —, `change`, `moves`, `progress`,
+//! `consistency`); and `tick`, the loop on top. No file here imports axum: the routes are in
+//! `crate::http`.
 
 mod admin;
 mod change;
 mod consistency;
 mod driver;
-#[cfg(test)]
-mod fixtures;
-mod forward;
 mod heartbeats;
 mod leader_call;
 mod lease;
 mod membership;
 mod messages;
 mod moves;
-mod probe;
 mod progress;
 mod record;
 pub mod state;
 mod tasks;
 mod tick;
 
-pub use admin::{admin_handler, AdminOp, AdminReply, AdminRequest};
 pub use change::{cancel_change, check_change, start_change};
+pub(crate) use consistency::check_now;
 pub(crate) use consistency::comparisons;
-pub use consistency::{consistency_handler, hash_handler};
-pub use forward::forward;
 pub(crate) use heartbeats::best_reports;
-pub use heartbeats::{heartbeat_handler, receive_heartbeat, voter_sets, Health, Refused};
+pub use heartbeats::{receive_heartbeat, voter_sets, Health, Refused};
 pub use lease::{config_leader_hint, is_metadata_leader};
-pub use membership::{membership_handler, MembershipOp, MembershipRequest};
 pub use messages::{Heartbeat, HeartbeatReply, ReplicaReport};
 pub use moves::{next_batch, MOVE_BATCH_SLOTS};
 pub use progress::{describe, progress};

@@ -22,9 +22,10 @@ use kvorum_router::{slot_of, ClusterMap, MoveBatch, ViewChangeTask};
 use crate::faults::MovePoint;
 use crate::node::Node;
 
-use super::admin::{admin, propose, raise_fence, AdminError, AdminOp, AdminReply};
+use super::admin::{admin, propose, raise_fence, AdminError};
 use super::driver::{repair_running, step_done, task_mut, Next};
 use super::record::update_map;
+use crate::group::{AdminOp, AdminReply};
 
 /// Most slots moved in one batch: a request to one of them waits for at most one batch's
 /// frozen window. The window holds the catch-up of what changed during the batch's copy, not
@@ -734,7 +735,7 @@ pub(super) async fn roll_back(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::fixtures::map;
+    use crate::fixtures::map;
 
     // Batches take the source's slots of the step's ranges in order, at most
     // MOVE_BATCH_SLOTS, skipping slots that already moved.

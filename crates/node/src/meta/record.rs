@@ -1,16 +1,10 @@
 //! The cluster map's record in the config group: the one way it is changed (a compare-and-set
 //! on its record version) and read.
 
-use std::time::Duration;
-
 use kvorum_raftstore::{Command, CommandResult, Condition};
 use kvorum_router::{ClusterMap, MapError, CONFIG_GROUP};
 
 use crate::node::{initial_map, Node, MAP_KEY};
-
-/// Longest wait of a group's leader to learn the newer map an admin or membership request
-/// names (a heartbeat round to the metadata leader, with room for a slow one).
-pub(crate) const MAP_LEARN_WAIT: Duration = Duration::from_secs(2);
 
 /// The current map: the config group's stored record, or the initial map before the first
 /// change; with the record version to compare-and-set against (0: absent).

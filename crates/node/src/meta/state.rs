@@ -4,8 +4,7 @@
 //! afresh.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kvorum_raftstore::{GroupId, NodeId};
@@ -60,33 +59,13 @@ pub struct MetaState {
     pub(super) inner: Mutex<MetaInner>,
     /// The metadata leader, as last learned from a heartbeat reply.
     pub(super) known_leader: Mutex<Option<NodeId>>,
-    /// As a group's leader: the newest epoch of a membership request accepted; older ones are
-    /// refused.
-    pub(super) membership_epoch: AtomicU64,
     /// Serializes this node's map changes (see [`update_map`]).
     pub(super) map_writes: tokio::sync::Mutex<()>,
-    /// As a group's leader: one lock per group, held while a driver's step is proposed and,
-    /// for a membership step, from its fence to its membership change (see
-    /// [`MetaState::step_lock`]).
-    pub(super) step_locks: Mutex<HashMap<kvorum_raftstore::GroupId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl MetaState {
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, MetaInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The lock of `group`'s driver steps on this node. A membership step holds it from its
-    /// [`Command::Fence`] to its membership change, and every other step while it is proposed,
-    /// so a newer driver's fence can never fall between a deposed driver's fence check and its
-    /// membership change on this leader (on another leader the change fails: it no longer
-    /// leads).
-    pub(crate) fn step_lock(
-        &self,
-        group: kvorum_raftstore::GroupId,
-    ) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.step_locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(group).or_default().clone()
     }
 
     /// Whether this node holds the metadata role in `term` now: it leads the config group in

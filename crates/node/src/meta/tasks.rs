@@ -20,10 +20,11 @@ use crate::node::Node;
 
 use super::driver::{now_ms, Next};
 use super::lease::acts_in;
-use super::membership::{membership, MembershipOp, StepError};
+use super::membership::{membership, StepError};
 use super::record::{is_map_conflict, update_map};
 use super::state::{MetaState, TICK};
 use super::Health;
+use crate::group::MembershipOp;
 
 /// Longest a repair may run before its swap; past it the task is abandoned (its learner removed)
 /// and planned afresh. Counted from the task's recorded start, so a new metadata leader keeps it.
@@ -376,7 +377,7 @@ async fn set_step(state: &Node, id: u64, step: TaskStep) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::fixtures::*;
+    use crate::fixtures::*;
 
     // Before the swap, a task is abandoned when its replacement died, when its dead node is
     // heard from again, or when it is over its time limit; otherwise it goes on.

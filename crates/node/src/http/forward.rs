@@ -12,7 +12,7 @@ use crate::courier::{self, Attempt};
 use crate::error::ApiError;
 use crate::node::Node;
 
-use super::lease::config_leader_hint;
+use crate::meta::config_leader_hint;
 
 /// Longest wait for the metadata leader's answer to a forwarded call.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(20);

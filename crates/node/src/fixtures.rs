@@ -1,4 +1,4 @@
-//! Maps, health views and tasks the metadata role's unit tests share.
+//! Maps, health views and tasks the node's unit tests share.
 
 use kvorum_raftstore::GroupId;
 use kvorum_router::{ClusterMap, NodeId, Task};
