@@ -9,8 +9,8 @@
 //! delete and re-create (the new write has a later index), and 0 means "absent", so
 //! `Condition::Version(0)` is create-if-absent.
 //!
-//! [`Condition`] and [`Record`] are defined in kvorum-wire (the client sends the one and reads
-//! the other); their encodings are pinned by the tests here.
+//! [`Condition`] and [`Record`] are defined in kvorum-record (the wire re-exports them: the
+//! client sends the one and reads the other); their encodings are pinned by the tests here.
 
 use serde::{Deserialize, Serialize};
 
@@ -277,11 +277,12 @@ impl Command {
     }
 }
 
-pub use kvorum_wire::Condition;
+pub use kvorum_record::Condition;
 
-/// A stored value with its version: the wire's [`kvorum_wire::Versioned`], under the name the
-/// store uses. Its serde shape is pinned by a test (it travels in [`CommandResult`]).
-pub use kvorum_wire::Versioned as Record;
+/// A stored value with its version: [`kvorum_record::Versioned`] (which the wire re-exports),
+/// under the name the store uses. Its serde shape is pinned by a test (it travels in
+/// [`CommandResult`]).
+pub use kvorum_record::Versioned as Record;
 
 /// The `data` column family encoding of a [`Record`]: `version (8 bytes BE) ++ value`. MUST NOT
 /// change.

@@ -5,7 +5,7 @@
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::tests::util::{apply, put};
+use crate::test_support::{apply, put};
 use crate::{GroupId, Store, StoreError};
 
 /// Keys written before the WAL is damaged: enough batches that the WAL's middle is far from
@@ -108,7 +108,7 @@ async fn wal_with_a_torn_final_record_opens() -> anyhow::Result<()> {
 mod consistency {
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 
-    use crate::tests::util::{apply, put};
+    use crate::test_support::{apply, put};
     use crate::{Command, CommandResult, GroupId, Store};
 
     /// The hash a `ComputeHash` answered.

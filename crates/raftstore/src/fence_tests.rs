@@ -6,18 +6,11 @@
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 
-use crate::tests::util::{apply, put};
+use crate::test_support::{move_setup, put, run1, MoveSetup, ALL};
 use crate::{Command, CommandResult, FenceToken, GroupId, Record, StateMachineStore, Store};
 
-const ALL: (u16, u16) = (0, 4095);
 /// The slots that move from A to D.
 const MOVING: (u16, u16) = (0, 2047);
-
-/// Applies `cmd` after `sm`'s applied index.
-async fn run1(sm: &mut StateMachineStore, cmd: Command) -> anyhow::Result<CommandResult> {
-    let mut index = sm.applied_state().await?.0.map_or(0, |l| l.index);
-    Ok(apply(sm, &mut index, vec![cmd]).await?.remove(0))
-}
 
 /// Everything a step could change in `group`: its slot table, every record, and the version
 /// base (the high-water mark less the applied index, which every entry advances).
@@ -84,19 +77,17 @@ fn every_step(records: Vec<(String, Record)>) -> Vec<Command> {
 // completes with every key at D; the fences survive a restart and travel in snapshots.
 #[tokio::test]
 async fn a_deposed_drivers_steps_are_refused_and_change_nothing() -> anyhow::Result<()> {
-    let dir = tempfile::TempDir::new()?;
-    let store = Store::open(dir.path())?;
     let (a, d) = (GroupId(41), GroupId(42));
-    let mut sa = store.state_machine(a).await?;
-    let mut sd = store.state_machine(d).await?;
     let m1 = FenceToken { term: 5, task: 7 };
     let m2 = FenceToken { term: 6, task: 7 };
     let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
-    run1(&mut sa, Command::InitSlots { owned: vec![ALL] }.fenced(m1)).await?;
-    run1(&mut sd, Command::InitSlots { owned: vec![] }.fenced(m1)).await?;
-    for k in &keys {
-        run1(&mut sa, put(k, "v1")).await?;
-    }
+    let writes = keys.iter().map(|k| put(k, "v1")).collect();
+    let MoveSetup {
+        dir,
+        store,
+        mut sa,
+        sb: mut sd,
+    } = move_setup((a, d), Some(m1), writes).await?;
     // M1: fence, BeginIncoming, copy, Freeze.
     for sm in [&mut sa, &mut sd] {
         assert_eq!(

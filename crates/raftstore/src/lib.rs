@@ -73,9 +73,17 @@ mod store;
 #[cfg(test)]
 mod corruption_tests;
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 mod fence_tests;
 #[cfg(test)]
-mod tests;
+mod move_tests;
+#[cfg(test)]
+mod slot_tests;
+#[cfg(test)]
+mod storage_tests;
+#[cfg(test)]
+mod test_support;
 
 pub use command::{
     Command, CommandResult, Condition, FenceToken, Record, MAX_KEY_BYTES, MAX_VALUE_BYTES,

@@ -1,5 +1,6 @@
 //! The key API, `/v1/keys/{key}` and `/v1/append/{key}`: request bodies and queries, replies,
-//! and the two values both ends (and the Raft log) share: [`Versioned`] and [`Condition`].
+//! and the two values both ends (and the Raft log) share: [`Versioned`] and [`Condition`],
+//! defined in kvorum-record and re-exported here.
 //!
 //! Replies are serialized by the node and deserialized by the client. Their fields are declared
 //! in alphabetical order, the order the node wrote them in before these types existed, so the
@@ -8,59 +9,28 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A value with its version. Also the stored record of the data state machine (raftstore's
-/// `Record`), inside [`Condition`] results in the Raft pipeline: its serde shape (`value`, then
-/// `version`) MUST NOT change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Versioned {
-    /// The value, UTF-8.
-    pub value: String,
-    /// The log index of the write that produced the value; strictly increases per key, never 0
-    /// for a stored value.
-    pub version: u64,
+pub use kvorum_record::{Condition, Versioned};
+
+/// The `expected_version` / `expected_value` pair that expresses `condition` over HTTP.
+/// "Absent" by value is sent as version 0, which means the same.
+fn to_expected(condition: &Condition) -> (Option<u64>, Option<String>) {
+    match condition {
+        Condition::Version(v) => (Some(*v), None),
+        Condition::Value(Some(v)) => (None, Some(v.clone())),
+        Condition::Value(None) => (Some(0), None),
+    }
 }
 
-/// A precondition of a conditional write, checked against the key's current value at apply
-/// time. It travels inside commands in the Raft log (bincode): its variants, their order and
-/// their payloads are a persistent format and MUST NOT change; add a new variant instead.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Condition {
-    /// The key's version equals this (0: the key is absent).
-    Version(u64),
-    /// The key's value equals this (`None`: the key is absent).
-    Value(Option<String>),
-}
-
-impl Condition {
-    /// Whether the condition holds for `current` (`None`: the key is absent).
-    pub fn holds(&self, current: Option<&Versioned>) -> bool {
-        match self {
-            Condition::Version(v) => current.map_or(0, |r| r.version) == *v,
-            Condition::Value(expected) => current.map(|r| &r.value) == expected.as_ref(),
-        }
-    }
-
-    /// The `expected_version` / `expected_value` pair that expresses this condition over HTTP.
-    /// "Absent" by value is sent as version 0, which means the same.
-    pub fn to_expected(&self) -> (Option<u64>, Option<String>) {
-        match self {
-            Condition::Version(v) => (Some(*v), None),
-            Condition::Value(Some(v)) => (None, Some(v.clone())),
-            Condition::Value(None) => (Some(0), None),
-        }
-    }
-
-    /// The condition an `expected_version` / `expected_value` pair asks for, if any.
-    pub fn from_expected(
-        expected_version: Option<u64>,
-        expected_value: Option<String>,
-    ) -> Result<Option<Condition>, ConditionConflict> {
-        match (expected_version, expected_value) {
-            (Some(_), Some(_)) => Err(ConditionConflict),
-            (Some(v), None) => Ok(Some(Condition::Version(v))),
-            (None, Some(v)) => Ok(Some(Condition::Value(Some(v)))),
-            (None, None) => Ok(None),
-        }
+/// The condition an `expected_version` / `expected_value` pair asks for, if any.
+fn from_expected(
+    expected_version: Option<u64>,
+    expected_value: Option<String>,
+) -> Result<Option<Condition>, ConditionConflict> {
+    match (expected_version, expected_value) {
+        (Some(_), Some(_)) => Err(ConditionConflict),
+        (Some(v), None) => Ok(Some(Condition::Version(v))),
+        (None, Some(v)) => Ok(Some(Condition::Value(Some(v)))),
+        (None, None) => Ok(None),
     }
 }
 
@@ -95,8 +65,7 @@ pub struct PutBody {
 impl PutBody {
     /// The body setting `value` if `condition` holds.
     pub fn new(value: &str, condition: Option<&Condition>) -> PutBody {
-        let (expected_version, expected_value) =
-            condition.map(Condition::to_expected).unwrap_or_default();
+        let (expected_version, expected_value) = condition.map(to_expected).unwrap_or_default();
         PutBody {
             value: value.to_string(),
             expected_version,
@@ -106,7 +75,7 @@ impl PutBody {
 
     /// The condition this body asks for.
     pub fn condition(&self) -> Result<Option<Condition>, ConditionConflict> {
-        Condition::from_expected(self.expected_version, self.expected_value.clone())
+        from_expected(self.expected_version, self.expected_value.clone())
     }
 }
 
@@ -125,8 +94,7 @@ pub struct DeleteQuery {
 impl DeleteQuery {
     /// The query deleting if `condition` holds.
     pub fn new(condition: Option<&Condition>) -> DeleteQuery {
-        let (expected_version, expected_value) =
-            condition.map(Condition::to_expected).unwrap_or_default();
+        let (expected_version, expected_value) = condition.map(to_expected).unwrap_or_default();
         DeleteQuery {
             expected_version,
             expected_value,
@@ -135,7 +103,7 @@ impl DeleteQuery {
 
     /// The condition this query asks for.
     pub fn condition(&self) -> Result<Option<Condition>, ConditionConflict> {
-        Condition::from_expected(self.expected_version, self.expected_value.clone())
+        from_expected(self.expected_version, self.expected_value.clone())
     }
 }
 
@@ -261,20 +229,5 @@ mod tests {
             serde_json::from_str(r#"{"value":"v","expected_version":1,"expected_value":"a"}"#);
         assert_eq!(both.expect("parses").condition(), Err(ConditionConflict));
         assert!(serde_json::from_str::<PutBody>(r#"{"value":"v","x":1}"#).is_err());
-    }
-
-    // A condition holds against the current value (absent: version 0, value None).
-    #[test]
-    fn conditions_hold() {
-        let cur = Versioned {
-            value: "a".into(),
-            version: 5,
-        };
-        assert!(Condition::Version(5).holds(Some(&cur)));
-        assert!(!Condition::Version(0).holds(Some(&cur)));
-        assert!(Condition::Version(0).holds(None));
-        assert!(Condition::Value(Some("a".into())).holds(Some(&cur)));
-        assert!(Condition::Value(None).holds(None));
-        assert!(!Condition::Value(None).holds(Some(&cur)));
     }
 }

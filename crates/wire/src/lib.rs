@@ -8,7 +8,8 @@
 //! - [`headers`]: the `x-kvorum-*` header names.
 //! - [`route`]: [`RouteHeader`], the `x-kvorum-route` value `<slot>:<epoch>:<group>`.
 //! - [`keys`]: the key API's bodies, queries and replies, and [`Versioned`] and [`Condition`],
-//!   which the Raft log shares (their serde shape is a persistent format).
+//!   which the Raft log shares (their serde shape is a persistent format; defined in
+//!   kvorum-record, re-exported here).
 //! - [`error`]: [`ErrorBody`], the body of every error answer.
 //! - [`map`]: [`MapReply`], `GET /v1/cluster/map`.
 //! - [`join`]: [`JoinState`], `GET /v1/join` (a node waiting to be added, or a member).
