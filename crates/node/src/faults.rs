@@ -44,7 +44,7 @@ use std::time::Duration;
 use kvorum_raftstore::{NodeId, StoreFaults};
 
 #[cfg(feature = "test-faults")]
-use kvorum_raftstore::{Command, CommandResult, Record};
+use kvorum_raftstore::{Command, CommandResult, Versioned};
 
 /// Environment variable of the ack-before-commit fault (`1`: on).
 #[cfg(feature = "test-faults")]
@@ -440,7 +440,7 @@ pub fn fails(n: u64) -> bool {
 pub fn predicted_result(
     cmd: &Command,
     version: u64,
-    current: Option<&Record>,
+    current: Option<&Versioned>,
 ) -> Option<CommandResult> {
     let holds =
         |c: &Option<kvorum_raftstore::Condition>| c.as_ref().is_none_or(|c| c.holds(current));
@@ -469,8 +469,8 @@ mod tests {
     use super::*;
     use kvorum_raftstore::Condition;
 
-    fn rec(value: &str, version: u64) -> Record {
-        Record {
+    fn rec(value: &str, version: u64) -> Versioned {
+        Versioned {
             value: value.into(),
             version,
         }

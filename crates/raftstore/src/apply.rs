@@ -12,7 +12,7 @@ use crate::command::{self, Effect};
 use crate::keys::{self, tag, CF_DATA, CF_META};
 use crate::slots::{self};
 use crate::{Command, FenceToken, SlotState, MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use crate::{CommandResult, Entry, GroupId, NodeId, Record, Store};
+use crate::{CommandResult, Entry, GroupId, NodeId, Store, Versioned};
 use kvorum_router::slot_of;
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
@@ -299,7 +299,7 @@ pub(crate) fn ingest_records(
     pending: &mut Pending<'_>,
     state: &mut SmState,
     index: u64,
-    records: Vec<(String, Record)>,
+    records: Vec<(String, Versioned)>,
 ) -> Result<CommandResult> {
     let (mut written, mut skipped) = (0u64, 0u64);
     for (key, record) in records {
@@ -356,7 +356,7 @@ pub(crate) struct Pending<'a> {
     group: GroupId,
     batch: WriteBatch,
     /// Keys written or deleted by this batch (`None`: deleted).
-    overlay: HashMap<Vec<u8>, Option<Record>>,
+    overlay: HashMap<Vec<u8>, Option<Versioned>>,
     /// Slots whose data this batch deleted (a range delete in `batch`): a key of one that is not
     /// in `overlay` is absent, whatever RocksDB still holds.
     cleared: HashSet<u16>,
@@ -374,7 +374,7 @@ impl<'a> Pending<'a> {
     }
 
     /// The current record of data key `dk`, as of the entries applied so far.
-    fn current(&self, dk: &[u8]) -> Result<Option<Record>> {
+    fn current(&self, dk: &[u8]) -> Result<Option<Versioned>> {
         if let Some(r) = self.overlay.get(dk) {
             return Ok(r.clone());
         }
@@ -388,13 +388,13 @@ impl<'a> Pending<'a> {
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         match raw {
             None => Ok(None),
-            Some(b) => Ok(Some(Record::decode(&b).ok_or_else(|| {
+            Some(b) => Ok(Some(Versioned::decode(&b).ok_or_else(|| {
                 sm_err(ErrorVerb::Read, format!("corrupt record {dk:?}"))
             })?)),
         }
     }
 
-    fn set(&mut self, dk: Vec<u8>, old: Option<&Record>, r: Record, stats: &mut GroupStats) {
+    fn set(&mut self, dk: Vec<u8>, old: Option<&Versioned>, r: Versioned, stats: &mut GroupStats) {
         if let Some(old) = old {
             stats.remove(dk.len(), old.encoded_len());
         }
@@ -403,7 +403,7 @@ impl<'a> Pending<'a> {
         self.overlay.insert(dk, Some(r));
     }
 
-    fn remove(&mut self, dk: Vec<u8>, old: Option<&Record>, stats: &mut GroupStats) {
+    fn remove(&mut self, dk: Vec<u8>, old: Option<&Versioned>, stats: &mut GroupStats) {
         if let Some(old) = old {
             stats.remove(dk.len(), old.encoded_len());
         }

@@ -9,7 +9,7 @@
 //! delete and re-create (the new write has a later index), and 0 means "absent", so
 //! `Condition::Version(0)` is create-if-absent.
 //!
-//! [`Condition`] and [`Record`] are defined in kvorum-record (the wire re-exports them: the
+//! [`Condition`] and [`Versioned`] are defined in kvorum-record (the wire re-exports them: the
 //! client sends the one and reads the other); their encodings are pinned by the tests here.
 
 use serde::{Deserialize, Serialize};
@@ -103,7 +103,7 @@ pub enum Command {
     /// Later writes of the group get versions above every ingested one.
     Ingest {
         /// `(key, record)` pairs copied from the source group.
-        records: Vec<(String, Record)>,
+        records: Vec<(String, Versioned)>,
     },
     /// Incoming → Owned (Owned stays): the group starts serving the slots.
     Activate {
@@ -129,7 +129,7 @@ pub enum Command {
     /// [`Command::RaiseVersionBase`] does.
     CatchUp {
         /// `(key, record)` pairs written at the source since the copy read them.
-        records: Vec<(String, Record)>,
+        records: Vec<(String, Versioned)>,
         /// Keys the copy brought that the source no longer has.
         removed: Vec<String>,
         /// A version every later write must exceed (the frozen source's high-water mark).
@@ -279,12 +279,11 @@ impl Command {
 
 pub use kvorum_record::Condition;
 
-/// A stored value with its version: [`kvorum_record::Versioned`] (which the wire re-exports),
-/// under the name the store uses. Its serde shape is pinned by a test (it travels in
-/// [`CommandResult`]).
-pub use kvorum_record::Versioned as Record;
+/// A stored value with its version (which the wire re-exports). Its serde shape is pinned by a
+/// test (it travels in [`CommandResult`]).
+pub use kvorum_record::Versioned;
 
-/// The `data` column family encoding of a [`Record`]: `version (8 bytes BE) ++ value`. MUST NOT
+/// The `data` column family encoding of a [`Versioned`]: `version (8 bytes BE) ++ value`. MUST NOT
 /// change.
 pub(crate) trait RecordCodec: Sized {
     /// The stored bytes.
@@ -295,7 +294,7 @@ pub(crate) trait RecordCodec: Sized {
     fn decode(bytes: &[u8]) -> Option<Self>;
 }
 
-impl RecordCodec for Record {
+impl RecordCodec for Versioned {
     fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(8 + self.value.len());
         v.extend_from_slice(&self.version.to_be_bytes());
@@ -307,10 +306,10 @@ impl RecordCodec for Record {
         8 + self.value.len()
     }
 
-    fn decode(bytes: &[u8]) -> Option<Record> {
+    fn decode(bytes: &[u8]) -> Option<Versioned> {
         let version = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
         let value = std::str::from_utf8(bytes.get(8..)?).ok()?.to_string();
-        Some(Record { value, version })
+        Some(Versioned { value, version })
     }
 }
 
@@ -332,7 +331,7 @@ pub enum CommandResult {
     /// The condition did not hold; nothing was written. `current` is what the key held.
     ConditionFailed {
         /// The key's record when the condition was checked (`None`: absent).
-        current: Option<Record>,
+        current: Option<Versioned>,
     },
     /// The write would make the key's value `len` bytes, more than `limit`; nothing was written.
     ValueTooLarge {
@@ -411,7 +410,7 @@ pub enum CommandResult {
 /// What applying a command does to its key: the new record (`None` deletes it), if any.
 pub(crate) enum Effect {
     Unchanged,
-    Set(Record),
+    Set(Versioned),
     Remove,
 }
 
@@ -425,7 +424,7 @@ pub(crate) enum Effect {
 pub(crate) fn apply(
     cmd: &Command,
     version: u64,
-    current: Option<&Record>,
+    current: Option<&Versioned>,
 ) -> (Effect, CommandResult) {
     let failed = || {
         (
@@ -457,7 +456,7 @@ pub(crate) fn apply(
             if condition.as_ref().is_some_and(|c| !c.holds(current)) {
                 return failed();
             }
-            let rec = Record {
+            let rec = Versioned {
                 value: value.clone(),
                 version,
             };
@@ -494,7 +493,7 @@ pub(crate) fn apply(
 /// An append of `suffix` at `version` whose result may be at most `limit` bytes.
 fn append(
     version: u64,
-    current: Option<&Record>,
+    current: Option<&Versioned>,
     suffix: &str,
     limit: usize,
 ) -> (Effect, CommandResult) {
@@ -510,7 +509,7 @@ fn append(
     let mut value = String::with_capacity(len);
     value.push_str(old);
     value.push_str(suffix);
-    let rec = Record { value, version };
+    let rec = Versioned { value, version };
     (Effect::Set(rec), CommandResult::Written { version })
 }
 
@@ -518,8 +517,8 @@ fn append(
 mod tests {
     use super::*;
 
-    fn rec(value: &str, version: u64) -> Record {
-        Record {
+    fn rec(value: &str, version: u64) -> Versioned {
+        Versioned {
             value: value.into(),
             version,
         }
@@ -667,8 +666,8 @@ mod tests {
     #[test]
     fn record_encoding_round_trips() {
         let r = rec("héllo", 42);
-        assert_eq!(Record::decode(&r.encode()), Some(r));
-        assert_eq!(Record::decode(b"short"), None);
+        assert_eq!(Versioned::decode(&r.encode()), Some(r));
+        assert_eq!(Versioned::decode(b"short"), None);
     }
 
     /// Bytes written as hex pairs, blanks ignored.

@@ -113,7 +113,7 @@ impl Store {
         value: &str,
     ) -> Result<(), StoreError> {
         use crate::command::RecordCodec;
-        let record = crate::Record {
+        let record = crate::Versioned {
             value: value.to_string(),
             version: 1,
         };

@@ -7,7 +7,7 @@
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 
 use crate::test_support::{move_setup, put, run1, MoveSetup, ALL};
-use crate::{Command, CommandResult, FenceToken, GroupId, Record, StateMachineStore, Store};
+use crate::{Command, CommandResult, FenceToken, GroupId, StateMachineStore, Store, Versioned};
 
 /// The slots that move from A to D.
 const MOVING: (u16, u16) = (0, 2047);
@@ -20,7 +20,7 @@ async fn observable(
     group: GroupId,
 ) -> anyhow::Result<impl PartialEq + std::fmt::Debug> {
     let chunk = store.scan_slots(group, &[ALL], None, usize::MAX)?;
-    let records: Vec<(String, Record)> = chunk.records;
+    let records: Vec<(String, Versioned)> = chunk.records;
     let applied = sm.applied_state().await?.0.map_or(0, |l| l.index);
     Ok((
         store.slot_table(group),
@@ -30,7 +30,7 @@ async fn observable(
 }
 
 /// Every step a driver can send, for the moving slots.
-fn every_step(records: Vec<(String, Record)>) -> Vec<Command> {
+fn every_step(records: Vec<(String, Versioned)>) -> Vec<Command> {
     let slots = vec![MOVING];
     vec![
         Command::InitSlots {

@@ -86,7 +86,7 @@ mod storage_tests;
 mod test_support;
 
 pub use command::{
-    Command, CommandResult, Condition, FenceToken, Record, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    Command, CommandResult, Condition, FenceToken, Versioned, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 pub use consistency::StateHash;
 pub use faults::StoreFaults;

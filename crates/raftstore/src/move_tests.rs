@@ -4,7 +4,7 @@
 use crate::test_support::{
     assert_stats_right, del, hand_over, move_setup, one, put, run, run1, slot, MoveSetup,
 };
-use crate::{Command, CommandResult, GroupId, Record, SlotState, Store};
+use crate::{Command, CommandResult, GroupId, SlotState, Store, Versioned};
 
 // Copy → fence → catch-up: B copies A's slots while A still takes writes (overwrites,
 // deletes, creates); after A freezes, a scan since the copy's high-water mark returns only
@@ -169,7 +169,7 @@ async fn a_move_between_two_groups_moves_every_key_with_its_version() -> anyhow:
     .await?;
     let moving = vec![(0u16, 1000u16), (3000, 4095)];
     let moves = |k: &str| moving.iter().any(|&(f, t)| (f..=t).contains(&slot(k)));
-    let before: Vec<Option<Record>> = keys
+    let before: Vec<Option<Versioned>> = keys
         .iter()
         .map(|k| store.read(a, k))
         .collect::<Result<_, _>>()?;

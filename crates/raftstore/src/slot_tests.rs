@@ -8,7 +8,7 @@ use crate::keys::{self, CF_DATA, CF_LOG, CF_META};
 use crate::test_support::{
     assert_stats_right, index_of, keys_in_distinct_slots, one, put, run, run1, slot, ALL,
 };
-use crate::{Command, CommandResult, GroupId, Record, SlotState, Store};
+use crate::{Command, CommandResult, GroupId, SlotState, Store, Versioned};
 
 // Writes of every kind to a Frozen slot answer Frozen, to a Released or Incoming slot
 // NotOwner, and write nothing; writes to Owned slots still apply.
@@ -49,7 +49,7 @@ async fn writes_to_unserved_slots_are_refused_and_write_nothing() -> anyhow::Res
             .all(|r| !matches!(r, CommandResult::SlotState { .. })),
         "{results:?}"
     );
-    let before: Vec<Option<Record>> = ks
+    let before: Vec<Option<Versioned>> = ks
         .iter()
         .map(|k| store.read(g, k))
         .collect::<Result<_, _>>()?;
@@ -89,7 +89,7 @@ async fn writes_to_unserved_slots_are_refused_and_write_nothing() -> anyhow::Res
             assert_eq!(r, expect, "{key}");
         }
     }
-    let after: Vec<Option<Record>> = ks
+    let after: Vec<Option<Versioned>> = ks
         .iter()
         .map(|k| store.read(g, k))
         .collect::<Result<_, _>>()?;
@@ -141,7 +141,7 @@ async fn uninitialized_groups_own_every_slot_and_init_is_idempotent() -> anyhow:
 async fn batched_and_single_application_agree() -> anyhow::Result<()> {
     let ks = keys_in_distinct_slots(3);
     let s: Vec<u16> = ks.iter().map(|k| slot(k)).collect();
-    let rec = |v: &str, version| Record {
+    let rec = |v: &str, version| Versioned {
         value: v.into(),
         version,
     };
@@ -200,7 +200,7 @@ async fn batched_and_single_application_agree() -> anyhow::Result<()> {
             }
             rs
         };
-        let data: Vec<Option<Record>> = ks
+        let data: Vec<Option<Versioned>> = ks
             .iter()
             .map(|k| store.read(g, k))
             .collect::<Result<_, _>>()?;
@@ -244,7 +244,7 @@ async fn table_and_version_base_survive_restart_and_snapshots() -> anyhow::Resul
         let mut sm = store.state_machine(g).await?;
         run1(&mut sm, Command::InitSlots { owned: vec![] }).await?;
         run1(&mut sm, Command::BeginIncoming { slots: one(s) }).await?;
-        let rec = Record {
+        let rec = Versioned {
             value: "old".into(),
             version: 10_000,
         };

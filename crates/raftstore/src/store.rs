@@ -13,13 +13,13 @@ use crate::command::RecordCodec;
 use crate::faults::{Fsync, StoreFaults};
 use crate::keys::{self, CF_DATA, CF_LOG, CF_META};
 use crate::slots::{self, SlotEpochs, SlotTable};
-use crate::{GroupId, Record, SlotState, TypeConfig};
+use crate::{GroupId, SlotState, TypeConfig, Versioned};
 
 /// A chunk of a slot scan ([`Store::scan_slots`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotChunk {
     /// `(key, record)` pairs in key order (slot, then key bytes).
-    pub records: Vec<(String, Record)>,
+    pub records: Vec<(String, Versioned)>,
     /// Where the next chunk starts (pass it as `after`); `None` when the scan is done. It may be
     /// `Some` when nothing remains: the next chunk is then empty with `None`.
     pub next: Option<Vec<u8>>,
@@ -36,7 +36,7 @@ pub struct SlotChunk {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServedRead {
     /// The group served the slot before and after the read, and the key has this record.
-    Found(Record),
+    Found(Versioned),
     /// The group served the slot before and after the read, and the key is absent.
     Absent,
     /// The group does not serve the slot at the caller's epoch (or its slot table changed under
@@ -210,7 +210,7 @@ impl Store {
     /// snapshot install of the group is refused ([`StoreError::Installing`]): the install
     /// replaces the data range in several batches, and in between it holds a state that never
     /// existed.
-    pub fn read(&self, group: GroupId, key: &str) -> Result<Option<Record>, StoreError> {
+    pub fn read(&self, group: GroupId, key: &str) -> Result<Option<Versioned>, StoreError> {
         let seq = self.install_seq(group);
         if seq & 1 == 1 {
             return Err(StoreError::Installing { group });
@@ -221,7 +221,7 @@ impl Store {
             .get_pinned_cf(self.cf(CF_DATA), keys::data_key(group, key.as_bytes()))?;
         let record = match raw {
             None => None,
-            Some(b) => Some(Record::decode(&b).ok_or_else(|| StoreError::Corrupt {
+            Some(b) => Some(Versioned::decode(&b).ok_or_else(|| StoreError::Corrupt {
                 key: key.to_string(),
             })?),
         };
@@ -460,7 +460,7 @@ impl Store {
                     .map_err(|_| StoreError::Corrupt { key: lossy() })?
                     .to_string();
                 let record =
-                    Record::decode(v).ok_or_else(|| StoreError::Corrupt { key: lossy() })?;
+                    Versioned::decode(v).ok_or_else(|| StoreError::Corrupt { key: lossy() })?;
                 if record.version <= since {
                     chunk.bytes += k.len() as u64;
                     chunk.unchanged.push(key);

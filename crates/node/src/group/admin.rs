@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kvorum_raftstore::{Command, CommandResult, FenceToken, GroupId, NodeId, Record, SlotState};
+use kvorum_raftstore::{Command, CommandResult, FenceToken, GroupId, NodeId, SlotState, Versioned};
 use openraft::error::{InitializeError, RaftError};
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
@@ -107,7 +107,7 @@ pub enum AdminReply {
     /// A chunk of slot data; `next` is `None` at the end.
     Chunk {
         /// Keys and records, in key order.
-        records: Vec<(String, Record)>,
+        records: Vec<(String, Versioned)>,
         /// Keys present whose version is at most the scan's `since`, without their records.
         unchanged: Vec<String>,
         /// Where to resume.

@@ -359,7 +359,7 @@ struct Copied {
 
 /// One scan chunk at the source (see [`AdminOp::Scan`]).
 struct Chunk {
-    records: Vec<(String, kvorum_raftstore::Record)>,
+    records: Vec<(String, kvorum_raftstore::Versioned)>,
     unchanged: Vec<String>,
     next: Option<Vec<u8>>,
     bytes: u64,
