@@ -62,17 +62,7 @@ pub async fn run_with_faults(
             // Stopped while waiting to be added.
             None => return Ok(()),
         };
-    if cfg.protected_mode {
-        tracing::warn!(
-            "PROTECTED MODE: no cluster secret is configured (KVORUM_CLUSTER_SECRET), so the \
-             internal routes (Raft, heartbeats, membership, /internal) accept calls only from \
-             the addresses of the cluster's nodes and from loopback (127.0.0.1, ::1); the client \
-             API stays open. Set the same secret on every node to authenticate internal calls \
-             instead (needed when nodes reach each other through NAT or a proxy)"
-        );
-    } else {
-        tracing::info!("internal routes authenticated by the cluster secret");
-    }
+    log_trust_mode(&cfg);
     for line in faults.announcements() {
         tracing::error!("{line}");
     }
@@ -82,21 +72,7 @@ pub async fn run_with_faults(
     } = faults;
     let store = Store::open_with(&cfg.data_dir, store_faults)
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
-    let initial = initial_map_to_use(&identity)?;
-    let stored = stored_map_in(&store)?.map(|(m, _)| m);
-    let file = read_map_file(&cfg.data_dir)?;
-    let file_epoch = file.as_ref().map_or(0, |m| m.epoch);
-    let Some(map) = newest_map([stored, file, from_peer, initial.clone()]) else {
-        anyhow::bail!(
-            "node {} joined its cluster but {} holds no cluster map; wipe the data directory and \
-             join it again as a new node",
-            identity.node_id,
-            cfg.data_dir.display()
-        );
-    };
-    if map.epoch > file_epoch {
-        write_map_file(&cfg.data_dir, &map)?;
-    }
+    let (map, initial) = starting_map(&cfg, &identity, &store, from_peer)?;
     let initialize_from = initial_to_initialize(&map, initial);
     let state = Arc::new(Node::new(
         cfg.clone(),
@@ -152,6 +128,49 @@ pub async fn run_with_faults(
         anyhow::bail!("{reason}");
     }
     Ok(())
+}
+
+/// Logs how internal calls are trusted: by the cluster secret, or in protected mode by the
+/// caller's address.
+fn log_trust_mode(cfg: &Config) {
+    if cfg.protected_mode {
+        tracing::warn!(
+            "PROTECTED MODE: no cluster secret is configured (KVORUM_CLUSTER_SECRET), so the \
+         internal routes (Raft, heartbeats, membership, /internal) accept calls only from \
+         the addresses of the cluster's nodes and from loopback (127.0.0.1, ::1); the client \
+         API stays open. Set the same secret on every node to authenticate internal calls \
+         instead (needed when nodes reach each other through NAT or a proxy)"
+        );
+    } else {
+        tracing::info!("internal routes authenticated by the cluster secret");
+    }
+}
+
+/// The map a starting node serves from: the newest of its store's, its map file's, the one a
+/// peer answered while it started, and the initial one of a new cluster (also returned: a new
+/// cluster's first node initializes its groups from it). The map file is brought up to date.
+fn starting_map(
+    cfg: &Config,
+    identity: &Identity,
+    store: &Store,
+    from_peer: Option<ClusterMap>,
+) -> anyhow::Result<(ClusterMap, Option<ClusterMap>)> {
+    let initial = initial_map_to_use(identity)?;
+    let stored = stored_map_in(store)?.map(|(m, _)| m);
+    let file = read_map_file(&cfg.data_dir)?;
+    let file_epoch = file.as_ref().map_or(0, |m| m.epoch);
+    let Some(map) = newest_map([stored, file, from_peer, initial.clone()]) else {
+        anyhow::bail!(
+            "node {} joined its cluster but {} holds no cluster map; wipe the data directory and \
+             join it again as a new node",
+            identity.node_id,
+            cfg.data_dir.display()
+        );
+    };
+    if map.epoch > file_epoch {
+        write_map_file(&cfg.data_dir, &map)?;
+    }
+    Ok((map, initial))
 }
 
 /// How a node starts: its identity, the newest map a peer answered when it decided how to start

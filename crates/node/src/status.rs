@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use kvorum_router::{ClusterMap, GroupId, NodeId, NodeLifecycle, TaskKind, CONFIG_GROUP};
+use kvorum_router::map::{GroupInfo, NodeInfo};
+use kvorum_router::{ClusterMap, GroupId, NodeId, NodeLifecycle, Task, TaskKind, CONFIG_GROUP};
 use kvorum_wire::{
     ClusterStatus, ConfigStatus, GroupConsistency, GroupStatus, NodeRole, NodeState, NodeStatus,
     TaskStatus, REPLACE_REPLICA, VIEW_CHANGE,
@@ -74,107 +75,15 @@ pub fn assemble(inputs: &StatusInputs<'_>) -> ClusterStatus {
     let nodes = map
         .nodes
         .iter()
-        .map(|(id, n)| {
-            let state = if n.state == NodeLifecycle::Removed {
-                NodeState::Removed
-            } else {
-                health
-                    .as_ref()
-                    .and_then(|h| h.health.get(id))
-                    .map_or(NodeState::Unknown, |h| match h {
-                        Health::Alive => NodeState::Alive,
-                        Health::Suspect => NodeState::Suspect,
-                        Health::Dead => NodeState::Dead,
-                    })
-            };
-            let group = map.group_of_node(*id);
-            let beat = health.as_ref().and_then(|h| h.beats.get(id));
-            NodeStatus {
-                addr: n.addr.clone(),
-                config_voter: map.config_voters.contains(id),
-                data_bytes: beat.map(|b| b.data_bytes),
-                groups: group.into_iter().collect(),
-                id: *id,
-                last_heartbeat_ms: beat.map(|b| b.ago_ms),
-                role: if group.is_some() {
-                    NodeRole::Replica
-                } else {
-                    NodeRole::Spare
-                },
-                state,
-            }
-        })
+        .map(|(id, n)| node_status(map, health.as_ref(), *id, n))
         .collect();
     let groups = map
         .groups
         .iter()
-        .map(|(gid, g)| {
-            let r = best.get(gid);
-            let ranges: Vec<String> = map
-                .slot_ranges(*gid)
-                .iter()
-                .map(|(a, b)| {
-                    if a == b {
-                        a.to_string()
-                    } else {
-                        format!("{a}-{b}")
-                    }
-                })
-                .collect();
-            GroupStatus {
-                applied: r.and_then(|r| r.applied),
-                bytes: r.and_then(|r| r.bytes),
-                id: *gid,
-                keys: r.and_then(|r| r.keys),
-                leader: r.and_then(|r| r.leader),
-                members: g.members.iter().copied().collect(),
-                slot_count: map.slot_count_of(*gid),
-                slots: ranges.join(","),
-                term: r.map(|r| r.term),
-                voters: r.map(|r| r.voters.clone()),
-            }
-        })
+        .map(|(gid, g)| group_status(map, best.get(gid), *gid, g))
         .collect();
     let config = best.get(&CONFIG_GROUP);
-    let tasks = map
-        .tasks
-        .iter()
-        .map(|t| match &t.kind {
-            TaskKind::ReplaceReplica {
-                group,
-                dead,
-                replacement,
-            } => TaskStatus {
-                change: None,
-                dead: Some(*dead),
-                group: Some(*group),
-                id: t.id,
-                kind: REPLACE_REPLICA.into(),
-                replacement: Some(*replacement),
-                slots_moved: None,
-                slots_total: None,
-                started_ms: Some(t.started_ms),
-                step: t.step.to_string(),
-                other: BTreeMap::new(),
-            },
-            TaskKind::ViewChange(v) => TaskStatus {
-                change: Some(v.change.clone()),
-                dead: None,
-                group: None,
-                id: t.id,
-                kind: VIEW_CHANGE.into(),
-                replacement: None,
-                slots_moved: Some(v.slots_moved),
-                slots_total: Some(v.slots_total),
-                started_ms: Some(t.started_ms),
-                step: v
-                    .steps
-                    .get(v.next)
-                    .map_or_else(|| "finishing".to_string(), crate::meta::describe),
-                other: BTreeMap::new(),
-            },
-        })
-        .collect();
+    let tasks = map.tasks.iter().map(task_status).collect();
     let config_leader = if leading {
         Some(me)
     } else {
@@ -203,6 +112,115 @@ pub fn assemble(inputs: &StatusInputs<'_>) -> ClusterStatus {
         slot_count: map.slot_count,
         spares: map.spares(),
         tasks,
+    }
+}
+
+/// One node's line of the status: its role and groups from `map`, its state from the metadata
+/// leader's `health` view (unknown without one).
+fn node_status(
+    map: &ClusterMap,
+    health: Option<&HealthView>,
+    id: NodeId,
+    n: &NodeInfo,
+) -> NodeStatus {
+    let state = if n.state == NodeLifecycle::Removed {
+        NodeState::Removed
+    } else {
+        health
+            .and_then(|h| h.health.get(&id))
+            .map_or(NodeState::Unknown, |h| match h {
+                Health::Alive => NodeState::Alive,
+                Health::Suspect => NodeState::Suspect,
+                Health::Dead => NodeState::Dead,
+            })
+    };
+    let group = map.group_of_node(id);
+    let beat = health.and_then(|h| h.beats.get(&id));
+    NodeStatus {
+        addr: n.addr.clone(),
+        config_voter: map.config_voters.contains(&id),
+        data_bytes: beat.map(|b| b.data_bytes),
+        groups: group.into_iter().collect(),
+        id,
+        last_heartbeat_ms: beat.map(|b| b.ago_ms),
+        role: if group.is_some() {
+            NodeRole::Replica
+        } else {
+            NodeRole::Spare
+        },
+        state,
+    }
+}
+
+/// One group's line of the status: members and slots from `map`, leader, term and counts from
+/// its best leader report `r`.
+fn group_status(
+    map: &ClusterMap,
+    r: Option<&ReplicaReport>,
+    gid: GroupId,
+    g: &GroupInfo,
+) -> GroupStatus {
+    let ranges: Vec<String> = map
+        .slot_ranges(gid)
+        .iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    GroupStatus {
+        applied: r.and_then(|r| r.applied),
+        bytes: r.and_then(|r| r.bytes),
+        id: gid,
+        keys: r.and_then(|r| r.keys),
+        leader: r.and_then(|r| r.leader),
+        members: g.members.iter().copied().collect(),
+        slot_count: map.slot_count_of(gid),
+        slots: ranges.join(","),
+        term: r.map(|r| r.term),
+        voters: r.map(|r| r.voters.clone()),
+    }
+}
+
+/// One task's line of the status.
+fn task_status(t: &Task) -> TaskStatus {
+    match &t.kind {
+        TaskKind::ReplaceReplica {
+            group,
+            dead,
+            replacement,
+        } => TaskStatus {
+            change: None,
+            dead: Some(*dead),
+            group: Some(*group),
+            id: t.id,
+            kind: REPLACE_REPLICA.into(),
+            replacement: Some(*replacement),
+            slots_moved: None,
+            slots_total: None,
+            started_ms: Some(t.started_ms),
+            step: t.step.to_string(),
+            other: BTreeMap::new(),
+        },
+        TaskKind::ViewChange(v) => TaskStatus {
+            change: Some(v.change.clone()),
+            dead: None,
+            group: None,
+            id: t.id,
+            kind: VIEW_CHANGE.into(),
+            replacement: None,
+            slots_moved: Some(v.slots_moved),
+            slots_total: Some(v.slots_total),
+            started_ms: Some(t.started_ms),
+            step: v
+                .steps
+                .get(v.next)
+                .map_or_else(|| "finishing".to_string(), crate::meta::describe),
+            other: BTreeMap::new(),
+        },
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kvorum_raftstore::{FenceToken, NodeId};
+use kvorum_raftstore::{FenceToken, GroupId, NodeId};
 use kvorum_router::{ClusterMap, NodeLifecycle, Task, TaskKind, TaskStep, CONFIG_GROUP};
 
 use crate::node::Node;
@@ -199,16 +199,7 @@ async fn drive_step(
 ) -> anyhow::Result<Next> {
     let id = task.id;
     if task.leader_term != term || task.started_ms == 0 {
-        // Claim the task: the epoch this bumps is newer than any a deposed leader can send.
-        update_map(state, "repair claimed", |m| {
-            if let Some(t) = m.tasks.iter_mut().find(|t| t.id == id) {
-                t.leader_term = term;
-                if t.started_ms == 0 {
-                    t.started_ms = now_ms();
-                }
-            }
-        })
-        .await?;
+        claim(state, id, term).await?;
         return Ok(Next::Now);
     }
     let TaskKind::ReplaceReplica {
@@ -219,117 +210,185 @@ async fn drive_step(
     else {
         return super::change::drive_change(state, map, task, failing).await;
     };
-    let tok = FenceToken { term, task: id };
+    let r = RepairStep {
+        id,
+        group,
+        dead,
+        replacement,
+        tok: FenceToken { term, task: id },
+    };
     if task.step == TaskStep::AddLearner {
         if let Some(reason) = should_abandon(state, map, task) {
             abandon(state, task, &reason).await?;
             return Ok(Next::Done);
         }
     }
-    // The test suite's step-delay fault (zero in `kvnode`).
-    let delay = state.faults.task_step_delay();
-    if !delay.is_zero() {
-        let since = match *held {
-            Some((step, at)) if step == task.step => at,
-            _ => {
-                let now = Instant::now();
-                *held = Some((task.step, now));
-                now
-            }
-        };
-        if since.elapsed() < delay {
-            return Ok(Next::Later);
-        }
+    if held_by_fault(state, task, held) {
+        return Ok(Next::Later);
     }
     match task.step {
-        TaskStep::AddLearner => {
-            let addr = map
-                .addr(replacement)
-                .context("the replacement is not in the map")?
-                .to_string();
-            let op = MembershipOp::AddLearner {
-                node: replacement,
-                addr,
-            };
-            // The catch-up may take long: meanwhile, look every tick whether to give up.
-            let outcome = {
-                let call = membership(state, group, tok, &op);
-                tokio::pin!(call);
-                loop {
-                    tokio::select! {
-                        r = &mut call => break Ok(r),
-                        _ = tokio::time::sleep(TICK) => {
-                            if !acts_in(state, term).await {
-                                return Ok(Next::Done);
-                            }
-                            let map = state.map();
-                            let Some(t) = map.tasks.iter().find(|t| t.id == id) else {
-                                return Ok(Next::Done);
-                            };
-                            if let Some(reason) = should_abandon(state, &map, t) {
-                                break Err(reason);
-                            }
-                        }
+        TaskStep::AddLearner => add_learner(state, map, task, &r).await,
+        TaskStep::Running => Ok(Next::Done),
+        TaskStep::Swap => swap(state, task, &r).await,
+    }
+}
+
+/// What the steps of one repair task act on.
+struct RepairStep {
+    /// The task's id.
+    id: u64,
+    /// The group repaired.
+    group: GroupId,
+    /// The node whose replica is replaced.
+    dead: NodeId,
+    /// The node that gets the new replica.
+    replacement: NodeId,
+    /// The driver's token for its membership steps.
+    tok: FenceToken,
+}
+
+/// Claims task `id` for this leader's `term` (and starts its clock): the epoch this bumps is
+/// newer than any a deposed leader can send.
+async fn claim(state: &Node, id: u64, term: u64) -> anyhow::Result<()> {
+    update_map(state, "repair claimed", |m| {
+        if let Some(t) = m.tasks.iter_mut().find(|t| t.id == id) {
+            t.leader_term = term;
+            if t.started_ms == 0 {
+                t.started_ms = now_ms();
+            }
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// Whether the test suite's step-delay fault (zero in `kvnode`) still holds `task`'s step.
+fn held_by_fault(state: &Node, task: &Task, held: &mut Option<(TaskStep, Instant)>) -> bool {
+    let delay = state.faults.task_step_delay();
+    if delay.is_zero() {
+        return false;
+    }
+    let since = match *held {
+        Some((step, at)) if step == task.step => at,
+        _ => {
+            let now = Instant::now();
+            *held = Some((task.step, now));
+            now
+        }
+    };
+    since.elapsed() < delay
+}
+
+/// The AddLearner step: the replacement joins the group as a learner and catches up; meanwhile
+/// the driver looks every tick whether to give up.
+async fn add_learner(
+    state: &Node,
+    map: &ClusterMap,
+    task: &Task,
+    r: &RepairStep,
+) -> anyhow::Result<Next> {
+    let RepairStep {
+        id,
+        group,
+        replacement,
+        tok,
+        ..
+    } = *r;
+    let term = tok.term;
+    let addr = map
+        .addr(replacement)
+        .context("the replacement is not in the map")?
+        .to_string();
+    let op = MembershipOp::AddLearner {
+        node: replacement,
+        addr,
+    };
+    // The catch-up may take long: meanwhile, look every tick whether to give up.
+    let outcome = {
+        let call = membership(state, group, tok, &op);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                r = &mut call => break Ok(r),
+                _ = tokio::time::sleep(TICK) => {
+                    if !acts_in(state, term).await {
+                        return Ok(Next::Done);
+                    }
+                    let map = state.map();
+                    let Some(t) = map.tasks.iter().find(|t| t.id == id) else {
+                        return Ok(Next::Done);
+                    };
+                    if let Some(reason) = should_abandon(state, &map, t) {
+                        break Err(reason);
                     }
                 }
-            };
-            match outcome {
-                Ok(r) => r?,
-                Err(reason) => {
-                    abandon(state, task, &reason).await?;
-                    return Ok(Next::Done);
-                }
             }
-            set_step(state, id, TaskStep::Swap).await?;
-            tracing::info!(group = %group, replacement, "repair: learner caught up");
-            Ok(Next::Now)
         }
-        TaskStep::Running => Ok(Next::Done),
-        TaskStep::Swap => {
-            let op = MembershipOp::ReplaceVoter {
-                dead,
-                replacement,
-                live: false,
-            };
-            match membership(state, group, tok, &op).await {
-                Ok(()) => {}
-                Err(StepError::Refused { code, message }) if code == "replica_alive" => {
-                    state.meta.veto(dead);
-                    abandon(state, task, &message).await?;
-                    return Ok(Next::Done);
-                }
-                Err(StepError::Refused { code, .. }) if code == "no_learner" => {
-                    set_step(state, id, TaskStep::AddLearner).await?;
-                    return Ok(Next::Now);
-                }
-                Err(e) => return Err(e.into()),
-            }
-            let map = update_map(state, "repair finished", |m| {
-                let members = if group == CONFIG_GROUP {
-                    Some(&mut m.config_voters)
-                } else {
-                    m.groups.get_mut(&group).map(|g| &mut g.members)
-                };
-                if let Some(members) = members {
-                    members.remove(&dead);
-                    members.insert(replacement);
-                }
-                if let Some(n) = m.nodes.get_mut(&dead) {
-                    n.state = NodeLifecycle::Removed;
-                }
-                m.tasks.retain(|t| t.id != id);
-            })
-            .await?;
-            tracing::warn!(
-                group = %group,
-                dead,
-                replacement,
-                epoch = map.epoch,
-                "repair finished: node {replacement} replaced node {dead} in group {group}; node {dead} is removed"
-            );
-            Ok(Next::Done)
+    };
+    match outcome {
+        Ok(r) => r?,
+        Err(reason) => {
+            abandon(state, task, &reason).await?;
+            return Ok(Next::Done);
         }
     }
+    set_step(state, id, TaskStep::Swap).await?;
+    tracing::info!(group = %group, replacement, "repair: learner caught up");
+    Ok(Next::Now)
+}
+
+/// The Swap step: one membership change replaces the dead voter by the caught-up learner, then
+/// the map lists the replacement and marks the dead node removed.
+async fn swap(state: &Node, task: &Task, r: &RepairStep) -> anyhow::Result<Next> {
+    let RepairStep {
+        id,
+        group,
+        dead,
+        replacement,
+        tok,
+    } = *r;
+    let op = MembershipOp::ReplaceVoter {
+        dead,
+        replacement,
+        live: false,
+    };
+    match membership(state, group, tok, &op).await {
+        Ok(()) => {}
+        Err(StepError::Refused { code, message }) if code == "replica_alive" => {
+            state.meta.veto(dead);
+            abandon(state, task, &message).await?;
+            return Ok(Next::Done);
+        }
+        Err(StepError::Refused { code, .. }) if code == "no_learner" => {
+            set_step(state, id, TaskStep::AddLearner).await?;
+            return Ok(Next::Now);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let map = update_map(state, "repair finished", |m| {
+        let members = if group == CONFIG_GROUP {
+            Some(&mut m.config_voters)
+        } else {
+            m.groups.get_mut(&group).map(|g| &mut g.members)
+        };
+        if let Some(members) = members {
+            members.remove(&dead);
+            members.insert(replacement);
+        }
+        if let Some(n) = m.nodes.get_mut(&dead) {
+            n.state = NodeLifecycle::Removed;
+        }
+        m.tasks.retain(|t| t.id != id);
+    })
+    .await?;
+    tracing::warn!(
+        group = %group,
+        dead,
+        replacement,
+        epoch = map.epoch,
+        "repair finished: node {replacement} replaced node {dead} in group {group}; node {dead} is removed"
+    );
+    Ok(Next::Done)
 }
 
 /// Drops `task`, which has not swapped: removes its learner (best effort; a learner left behind
