@@ -319,7 +319,7 @@ fn adopt(
 
 /// The incarnation of a joining node's data directory: the one a previous start of this joiner
 /// wrote there, or a new one, written durably before the node answers `GET /v1/join` with it (an
-/// add records what that answer says, see `meta/change.rs`).
+/// add records what that answer says, see `meta/view_change.rs`).
 fn joining_incarnation(dir: &std::path::Path) -> anyhow::Result<String> {
     let path = dir.join(JOINING_INCARNATION_FILE);
     match std::fs::read_to_string(&path) {

@@ -20,7 +20,7 @@
 //!
 //! Not implemented / caveats (see docs/architecture.md):
 //! - repairs replace replicas on dead nodes from spares; groups are created and dissolved only
-//!   by view changes (`kvctl add-node` / `remove-node`, `meta/change.rs`);
+//!   by view changes (`kvctl add-node` / `remove-node`, `meta/view_change.rs`);
 //! - no disk quota; no TLS on either API (run on a trusted network).
 
 #![warn(missing_docs)]

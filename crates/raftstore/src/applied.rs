@@ -9,7 +9,7 @@ use openraft::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::keys::{self, tag, CF_META};
+use crate::layout::{self, tag, CF_META};
 use crate::slots::{self, SlotEpochs, SlotTable};
 use crate::FenceToken;
 use crate::StoreError;
@@ -102,7 +102,7 @@ pub(crate) fn read_slots(
     get: impl FnOnce(&[u8]) -> std::result::Result<Option<Vec<u8>>, rocksdb::Error>,
     group: GroupId,
 ) -> Result<Option<SlotTable>> {
-    let raw = get(&keys::meta_key(group, tag::SLOTS)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    let raw = get(&layout::meta_key(group, tag::SLOTS)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
     raw.map(|b| {
         slots::decode_table(&b).ok_or_else(|| {
             sm_err(
@@ -120,7 +120,7 @@ pub(crate) fn read_epochs(
     group: GroupId,
 ) -> Result<SlotEpochs> {
     let raw =
-        get(&keys::meta_key(group, tag::SLOT_EPOCHS)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        get(&layout::meta_key(group, tag::SLOT_EPOCHS)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
     match raw {
         None => Ok(Vec::new()),
         Some(b) => slots::decode_epochs(&b).ok_or_else(|| {
@@ -137,7 +137,7 @@ pub(crate) fn read_meta<T: DeserializeOwned>(
     group: GroupId,
     t: u8,
 ) -> Result<Option<T>> {
-    let raw = get(&keys::meta_key(group, t)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    let raw = get(&layout::meta_key(group, t)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
     raw.map(|b| bincode::deserialize(&b).map_err(|e| sm_err(ErrorVerb::Read, e)))
         .transpose()
 }

@@ -9,7 +9,7 @@ use rocksdb::WriteBatch;
 use crate::applied::{encode, sm_err, GroupStats, SmState};
 use crate::command::RecordCodec;
 use crate::command::{self, Effect};
-use crate::keys::{self, tag, CF_DATA, CF_META};
+use crate::layout::{self, tag, CF_DATA, CF_META};
 use crate::slots::{self};
 use crate::{Command, FenceToken, SlotState, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::{CommandResult, Entry, GroupId, NodeId, Store, Versioned};
@@ -89,42 +89,42 @@ pub(crate) fn write_batch(
     let meta_cf = store.cf(CF_META);
     batch.put_cf(
         meta_cf,
-        keys::meta_key(group, tag::APPLIED),
+        layout::meta_key(group, tag::APPLIED),
         encode(&state.applied)?,
     );
     batch.put_cf(
         meta_cf,
-        keys::meta_key(group, tag::MEMBERSHIP),
+        layout::meta_key(group, tag::MEMBERSHIP),
         encode(&state.membership)?,
     );
     batch.put_cf(
         meta_cf,
-        keys::meta_key(group, tag::STATS),
+        layout::meta_key(group, tag::STATS),
         encode(&state.stats)?,
     );
     if let (true, Some(table)) = (slots_changed, &state.slots) {
         batch.put_cf(
             meta_cf,
-            keys::meta_key(group, tag::SLOTS),
+            layout::meta_key(group, tag::SLOTS),
             slots::encode_table(table),
         );
         batch.put_cf(
             meta_cf,
-            keys::meta_key(group, tag::SLOT_EPOCHS),
+            layout::meta_key(group, tag::SLOT_EPOCHS),
             slots::encode_epochs(&state.since),
         );
     }
     if state.base != old_base {
         batch.put_cf(
             meta_cf,
-            keys::meta_key(group, tag::VERSION_BASE),
+            layout::meta_key(group, tag::VERSION_BASE),
             encode(&state.base)?,
         );
     }
     if state.fence != old_fence {
         batch.put_cf(
             meta_cf,
-            keys::meta_key(group, tag::FENCE),
+            layout::meta_key(group, tag::FENCE),
             encode(&state.fence)?,
         );
     }
@@ -282,7 +282,7 @@ pub(crate) fn write_key(
         return Err(sm_err(ErrorVerb::Write, message));
     }
     let key = cmd.key().as_bytes();
-    let dk = keys::data_key(pending.group, key);
+    let dk = layout::data_key(pending.group, key);
     let current = pending.current(&dk)?;
     let (effect, result) = command::apply(cmd, index + state.base, current.as_ref());
     match effect {
@@ -314,7 +314,7 @@ pub(crate) fn ingest_records(
         }
         // A later write at index j > index gets j + base > record.version.
         state.base = state.base.max(record.version.saturating_sub(index));
-        let dk = keys::data_key(pending.group, key.as_bytes());
+        let dk = layout::data_key(pending.group, key.as_bytes());
         let current = pending.current(&dk)?;
         pending.set(dk, current.as_ref(), record, &mut state.stats);
         written += 1;
@@ -341,7 +341,7 @@ pub(crate) fn remove_incoming(
             skipped += 1;
             continue;
         }
-        let dk = keys::data_key(pending.group, key.as_bytes());
+        let dk = layout::data_key(pending.group, key.as_bytes());
         let current = pending.current(&dk)?;
         pending.remove(dk, current.as_ref(), &mut state.stats);
         written += 1;
@@ -378,7 +378,7 @@ impl<'a> Pending<'a> {
         if let Some(r) = self.overlay.get(dk) {
             return Ok(r.clone());
         }
-        if keys::data_key_slot(dk).is_some_and(|s| self.cleared.contains(&s)) {
+        if layout::data_key_slot(dk).is_some_and(|s| self.cleared.contains(&s)) {
             return Ok(None);
         }
         let raw = self
@@ -428,8 +428,8 @@ impl<'a> Pending<'a> {
                 to += 1;
             }
             i += 1;
-            let start = keys::slot_start(self.group, from).to_vec();
-            let end = keys::slot_start(self.group, to + 1).to_vec();
+            let start = layout::slot_start(self.group, from).to_vec();
+            let end = layout::slot_start(self.group, to + 1).to_vec();
             let mut ro = rocksdb::ReadOptions::default();
             ro.set_iterate_lower_bound(start.clone());
             ro.set_iterate_upper_bound(end.clone());
@@ -437,7 +437,7 @@ impl<'a> Pending<'a> {
             it.seek_to_first();
             while let (Some(k), Some(v)) = (it.key(), it.value()) {
                 // Keys this batch already wrote or cleared are counted through the overlay.
-                let cleared = keys::data_key_slot(k).is_some_and(|s| self.cleared.contains(&s));
+                let cleared = layout::data_key_slot(k).is_some_and(|s| self.cleared.contains(&s));
                 if !cleared && !self.overlay.contains_key(k) {
                     stats.remove(k.len(), v.len());
                 }
@@ -448,7 +448,7 @@ impl<'a> Pending<'a> {
         }
         let set: HashSet<u16> = sorted.into_iter().collect();
         for (k, r) in self.overlay.iter_mut() {
-            if keys::data_key_slot(k).is_some_and(|s| set.contains(&s)) {
+            if layout::data_key_slot(k).is_some_and(|s| set.contains(&s)) {
                 if let Some(old) = r.take() {
                     stats.remove(k.len(), old.encoded_len());
                 }

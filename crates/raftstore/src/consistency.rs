@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::keys::{self, CF_DATA};
+use crate::layout::{self, CF_DATA};
 use crate::slots;
 use crate::{GroupId, SlotState, Store, StoreError};
 
@@ -57,8 +57,8 @@ pub(crate) fn hash_group(
 ) -> Result<u64, StoreError> {
     let mut h = Xxh3::new();
     let mut ro = rocksdb::ReadOptions::default();
-    ro.set_iterate_lower_bound(keys::group_start(group).to_vec());
-    ro.set_iterate_upper_bound(keys::group_end(group));
+    ro.set_iterate_lower_bound(layout::group_start(group).to_vec());
+    ro.set_iterate_upper_bound(layout::group_end(group));
     let mut it = store.db().raw_iterator_cf_opt(store.cf(CF_DATA), ro);
     it.seek_to_first();
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -69,15 +69,15 @@ pub(crate) fn hash_group(
     it.status()?;
     // The special records, as a snapshot writes them (after every data key).
     if let Some(t) = table {
-        field(&mut h, &keys::SNAP_SLOTS);
+        field(&mut h, &layout::SNAP_SLOTS);
         field(&mut h, &slots::encode_table(t));
     }
     if base != 0 {
-        field(&mut h, &keys::SNAP_VERSION_BASE);
+        field(&mut h, &layout::SNAP_VERSION_BASE);
         field(&mut h, &base.to_be_bytes());
     }
     if since.iter().any(|e| *e != 0) {
-        field(&mut h, &keys::SNAP_SLOT_EPOCHS);
+        field(&mut h, &layout::SNAP_SLOT_EPOCHS);
         field(&mut h, &slots::encode_epochs(since));
     }
     Ok(h.digest())
@@ -121,7 +121,7 @@ impl Store {
         wo.set_sync(true);
         self.db().put_cf_opt(
             self.cf(CF_DATA),
-            keys::data_key(group, key.as_bytes()),
+            layout::data_key(group, key.as_bytes()),
             record.encode(),
             &wo,
         )?;

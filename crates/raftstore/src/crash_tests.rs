@@ -8,7 +8,7 @@ use std::time::Duration;
 use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::Vote;
 
-use crate::keys::{self, tag, CF_DATA, CF_META};
+use crate::layout::{self, tag, CF_DATA, CF_META};
 use crate::test_support::{apply, put};
 use crate::{GroupId, Store, StoreError};
 
@@ -243,10 +243,10 @@ async fn an_interrupted_install_is_finished_at_store_open() -> anyhow::Result<()
         let db = store.db();
         db.put_cf(
             store.cf(CF_META),
-            keys::meta_key(group, tag::INSTALLING),
+            layout::meta_key(group, tag::INSTALLING),
             bincode::serialize(&true)?,
         )?;
-        db.delete_cf(store.cf(CF_DATA), keys::data_key(group, b"b"))?;
+        db.delete_cf(store.cf(CF_DATA), layout::data_key(group, b"b"))?;
     }
     let store = Store::open(dir.path())?;
     assert_eq!(store.read(group, "b")?.map(|r| r.value), Some("new".into()));

@@ -62,7 +62,7 @@ mod command;
 mod consistency;
 pub mod faults;
 mod integrity;
-mod keys;
+mod layout;
 mod lifecycle;
 mod log_store;
 mod slots;
@@ -70,6 +70,8 @@ mod snapshot;
 mod state_machine;
 mod store;
 
+#[cfg(test)]
+mod command_tests;
 #[cfg(test)]
 mod corruption_tests;
 #[cfg(test)]

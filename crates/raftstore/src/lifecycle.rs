@@ -26,7 +26,7 @@ use openraft::{
 use rocksdb::{WriteBatch, WriteOptions};
 
 use crate::applied::{blocking, encode, read_epochs, read_meta, read_slots, snap_err, GroupStats};
-use crate::keys::{self, tag, CF_DATA, CF_META};
+use crate::layout::{self, tag, CF_DATA, CF_META};
 use crate::slots::{self, SlotEpochs, SlotTable};
 use crate::snapshot::{durable_rename, CurrentSnapshot, SnapshotReader, SnapshotWriter};
 use crate::FenceToken;
@@ -148,10 +148,10 @@ pub(crate) fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -
     let mut batch = WriteBatch::default();
     batch.delete_range_cf(
         data_cf,
-        keys::group_start(group).to_vec(),
-        keys::group_end(group),
+        layout::group_start(group).to_vec(),
+        layout::group_end(group),
     );
-    let prefix = keys::group_start(group);
+    let prefix = layout::group_start(group);
     let mut stats = GroupStats::default();
     // Snapshots written before slot tables existed carry neither: uninitialized, base 0.
     let mut table: Option<SlotTable> = None;
@@ -162,22 +162,22 @@ pub(crate) fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -
         .next_record()
         .map_err(|e| snap_err(ErrorVerb::Read, e))?
     {
-        if k.starts_with(&keys::SNAP_SPECIAL) {
-            if k == keys::SNAP_SLOTS {
+        if k.starts_with(&layout::SNAP_SPECIAL) {
+            if k == layout::SNAP_SLOTS {
                 table = Some(
                     slots::decode_table(&v)
                         .ok_or_else(|| snap_err(ErrorVerb::Read, "corrupt slot table"))?,
                 );
-            } else if k == keys::SNAP_SLOT_EPOCHS {
+            } else if k == layout::SNAP_SLOT_EPOCHS {
                 since = slots::decode_epochs(&v)
                     .ok_or_else(|| snap_err(ErrorVerb::Read, "corrupt slot epochs"))?;
-            } else if k == keys::SNAP_VERSION_BASE {
+            } else if k == layout::SNAP_VERSION_BASE {
                 let b: [u8; 8] = v
                     .as_slice()
                     .try_into()
                     .map_err(|_| snap_err(ErrorVerb::Read, "corrupt version base"))?;
                 base = u64::from_be_bytes(b);
-            } else if k == keys::SNAP_FENCE {
+            } else if k == layout::SNAP_FENCE {
                 fence = bincode::deserialize(&v)
                     .map_err(|_| snap_err(ErrorVerb::Read, "corrupt fence token"))?;
             } else {
@@ -198,35 +198,43 @@ pub(crate) fn ingest(store: &Store, group: GroupId, current: &CurrentSnapshot) -
     let meta_cf = store.cf(CF_META);
     batch.put_cf(
         meta_cf,
-        keys::meta_key(group, tag::APPLIED),
+        layout::meta_key(group, tag::APPLIED),
         encode(&current.meta.last_log_id)?,
     );
     batch.put_cf(
         meta_cf,
-        keys::meta_key(group, tag::MEMBERSHIP),
+        layout::meta_key(group, tag::MEMBERSHIP),
         encode(&current.meta.last_membership)?,
     );
-    batch.put_cf(meta_cf, keys::meta_key(group, tag::STATS), encode(&stats)?);
+    batch.put_cf(
+        meta_cf,
+        layout::meta_key(group, tag::STATS),
+        encode(&stats)?,
+    );
     match &table {
         Some(t) => batch.put_cf(
             meta_cf,
-            keys::meta_key(group, tag::SLOTS),
+            layout::meta_key(group, tag::SLOTS),
             slots::encode_table(t),
         ),
-        None => batch.delete_cf(meta_cf, keys::meta_key(group, tag::SLOTS)),
+        None => batch.delete_cf(meta_cf, layout::meta_key(group, tag::SLOTS)),
     }
     batch.put_cf(
         meta_cf,
-        keys::meta_key(group, tag::SLOT_EPOCHS),
+        layout::meta_key(group, tag::SLOT_EPOCHS),
         slots::encode_epochs(&since),
     );
     batch.put_cf(
         meta_cf,
-        keys::meta_key(group, tag::VERSION_BASE),
+        layout::meta_key(group, tag::VERSION_BASE),
         encode(&base)?,
     );
-    batch.put_cf(meta_cf, keys::meta_key(group, tag::FENCE), encode(&fence)?);
-    batch.delete_cf(meta_cf, keys::meta_key(group, tag::INSTALLING));
+    batch.put_cf(
+        meta_cf,
+        layout::meta_key(group, tag::FENCE),
+        encode(&fence)?,
+    );
+    batch.delete_cf(meta_cf, layout::meta_key(group, tag::INSTALLING));
     let mut wo = WriteOptions::default();
     // Durable before openraft learns the snapshot is installed (it may then purge its log).
     wo.set_sync(true);
@@ -267,13 +275,13 @@ pub(crate) fn publish(
     let mut batch = WriteBatch::default();
     batch.put_cf(
         meta_cf,
-        keys::meta_key(group, tag::SNAPSHOT),
+        layout::meta_key(group, tag::SNAPSHOT),
         encode(current)?,
     );
     if installing {
         batch.put_cf(
             meta_cf,
-            keys::meta_key(group, tag::INSTALLING),
+            layout::meta_key(group, tag::INSTALLING),
             encode(&true)?,
         );
     }
@@ -419,8 +427,8 @@ pub(crate) fn write_snapshot(
     let mut out = SnapshotWriter::create(tmp, meta).map_err(w)?;
     let mut ro = rocksdb::ReadOptions::default();
     ro.set_snapshot(snap);
-    ro.set_iterate_lower_bound(keys::group_start(group).to_vec());
-    ro.set_iterate_upper_bound(keys::group_end(group));
+    ro.set_iterate_lower_bound(layout::group_start(group).to_vec());
+    ro.set_iterate_upper_bound(layout::group_end(group));
     let mut it = store.db().raw_iterator_cf_opt(store.cf(CF_DATA), ro);
     it.seek_to_first();
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -433,17 +441,17 @@ pub(crate) fn write_snapshot(
     // (special keys sort after every data key).
     let meta_cf = store.cf(CF_META);
     if let Some(table) = read_slots(|k| snap.get_cf(meta_cf, k), group)? {
-        out.record(&keys::SNAP_SLOTS, &slots::encode_table(&table))
+        out.record(&layout::SNAP_SLOTS, &slots::encode_table(&table))
             .map_err(w)?;
     }
     let base: u64 = read_meta(|k| snap.get_cf(meta_cf, k), group, tag::VERSION_BASE)?.unwrap_or(0);
     if base != 0 {
-        out.record(&keys::SNAP_VERSION_BASE, &base.to_be_bytes())
+        out.record(&layout::SNAP_VERSION_BASE, &base.to_be_bytes())
             .map_err(w)?;
     }
     let since = read_epochs(|k| snap.get_cf(meta_cf, k), group)?;
     if since.iter().any(|e| *e != 0) {
-        out.record(&keys::SNAP_SLOT_EPOCHS, &slots::encode_epochs(&since))
+        out.record(&layout::SNAP_SLOT_EPOCHS, &slots::encode_epochs(&since))
             .map_err(w)?;
     }
     // The fence travels with the slot table it guards: a replica that installs this snapshot
@@ -451,7 +459,8 @@ pub(crate) fn write_snapshot(
     let fence: FenceToken =
         read_meta(|k| snap.get_cf(meta_cf, k), group, tag::FENCE)?.unwrap_or_default();
     if fence != FenceToken::default() {
-        out.record(&keys::SNAP_FENCE, &encode(&fence)?).map_err(w)?;
+        out.record(&layout::SNAP_FENCE, &encode(&fence)?)
+            .map_err(w)?;
     }
     let written = out.finish().map_err(w)?;
     let reader = std::fs::File::open(tmp).map_err(|e| snap_err(ErrorVerb::Read, e))?;

@@ -19,7 +19,7 @@ use openraft::{
 use rocksdb::{WriteBatch, WriteOptions};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::keys::{self, tag, CF_LOG, CF_META};
+use crate::layout::{self, tag, CF_LOG, CF_META};
 use crate::{Entry, GroupId, NodeId, Store, TypeConfig};
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
@@ -54,7 +54,7 @@ impl LogStore {
     fn meta<T: DeserializeOwned>(&self, t: u8, subject: ErrorSubject<NodeId>) -> Result<Option<T>> {
         let db = self.store.db();
         let raw = db
-            .get_cf(self.store.cf(CF_META), keys::meta_key(self.group, t))
+            .get_cf(self.store.cf(CF_META), layout::meta_key(self.group, t))
             .map_err(|e| io(subject.clone(), ErrorVerb::Read, e))?;
         raw.map(|b| bincode::deserialize(&b).map_err(|e| io(subject, ErrorVerb::Read, e)))
             .transpose()
@@ -74,7 +74,7 @@ impl LogStore {
             .db()
             .put_cf_opt(
                 self.store.cf(CF_META),
-                keys::meta_key(self.group, t),
+                layout::meta_key(self.group, t),
                 bytes,
                 &wo,
             )
@@ -83,8 +83,8 @@ impl LogStore {
 
     fn last_entry(&self) -> Result<Option<Entry>> {
         let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_lower_bound(keys::group_start(self.group).to_vec());
-        ro.set_iterate_upper_bound(keys::group_end(self.group));
+        ro.set_iterate_lower_bound(layout::group_start(self.group).to_vec());
+        ro.set_iterate_upper_bound(layout::group_end(self.group));
         let mut it = self
             .store
             .db()
@@ -112,15 +112,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::group_end(self.group));
+        ro.set_iterate_upper_bound(layout::group_end(self.group));
         let mut it = self
             .store
             .db()
             .raw_iterator_cf_opt(self.store.cf(CF_LOG), ro);
-        it.seek(keys::log_key(self.group, start));
+        it.seek(layout::log_key(self.group, start));
         let mut out = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let Some(index) = keys::log_index(k) else {
+            let Some(index) = layout::log_index(k) else {
                 break;
             };
             if !range.contains(&index) {
@@ -210,7 +210,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             for entry in entries {
                 let bytes = bincode::serialize(&entry)
                     .map_err(|e| io(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
-                batch.put_cf(cf, keys::log_key(this.group, entry.log_id.index), bytes);
+                batch.put_cf(cf, layout::log_key(this.group, entry.log_id.index), bytes);
             }
             // Written but not yet durable; the flusher fsyncs and then calls back.
             this.store
@@ -232,8 +232,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut batch = WriteBatch::default();
             batch.delete_range_cf(
                 this.store.cf(CF_LOG),
-                keys::log_key(this.group, log_id.index).to_vec(),
-                keys::group_end(this.group),
+                layout::log_key(this.group, log_id.index).to_vec(),
+                layout::group_end(this.group),
             );
             this.store
                 .db()
@@ -253,13 +253,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut batch = WriteBatch::default();
             batch.put_cf(
                 this.store.cf(CF_META),
-                keys::meta_key(this.group, tag::PURGED),
+                layout::meta_key(this.group, tag::PURGED),
                 bytes,
             );
             batch.delete_range_cf(
                 this.store.cf(CF_LOG),
-                keys::log_key(this.group, 0),
-                keys::log_key(this.group, log_id.index.saturating_add(1)),
+                layout::log_key(this.group, 0),
+                layout::log_key(this.group, log_id.index.saturating_add(1)),
             );
             this.store
                 .db()

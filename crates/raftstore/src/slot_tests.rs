@@ -4,7 +4,7 @@
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 
-use crate::keys::{self, CF_DATA, CF_LOG, CF_META};
+use crate::layout::{self, CF_DATA, CF_LOG, CF_META};
 use crate::test_support::{
     assert_stats_right, index_of, keys_in_distinct_slots, one, put, run, run1, slot, ALL,
 };
@@ -494,8 +494,8 @@ async fn drop_group_leaves_nothing_behind() -> anyhow::Result<()> {
     store.drop_group(g)?;
     for cf in [CF_LOG, CF_META, CF_DATA] {
         let mut it = store.db().raw_iterator_cf(store.cf(cf));
-        it.seek(keys::group_start(g));
-        let left = it.key().filter(|k| k.starts_with(&keys::group_start(g)));
+        it.seek(layout::group_start(g));
+        let left = it.key().filter(|k| k.starts_with(&layout::group_start(g)));
         assert!(
             left.is_none(),
             "{cf}: key {left:?} of the dropped group left"

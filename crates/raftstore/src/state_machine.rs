@@ -10,7 +10,7 @@ use openraft::{BasicNode, ErrorVerb, LogId, SnapshotMeta, StorageError, StoredMe
 
 use crate::applied::{blocking, load_stats, read_epochs, read_meta, read_slots, snap_err, SmState};
 use crate::apply::apply_entries;
-use crate::keys::{tag, CF_META};
+use crate::layout::{tag, CF_META};
 use crate::lifecycle::{finish_install, install, open_current, SnapshotBuilder};
 use crate::{CommandResult, Entry, GroupId, NodeId, Store, TypeConfig};
 

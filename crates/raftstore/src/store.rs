@@ -11,7 +11,7 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, Options, DB}
 
 use crate::command::RecordCodec;
 use crate::faults::{Fsync, StoreFaults};
-use crate::keys::{self, CF_DATA, CF_LOG, CF_META};
+use crate::layout::{self, CF_DATA, CF_LOG, CF_META};
 use crate::slots::{self, SlotEpochs, SlotTable};
 use crate::{GroupId, SlotState, TypeConfig, Versioned};
 
@@ -218,7 +218,7 @@ impl Store {
         let raw = self
             .inner
             .db
-            .get_pinned_cf(self.cf(CF_DATA), keys::data_key(group, key.as_bytes()))?;
+            .get_pinned_cf(self.cf(CF_DATA), layout::data_key(group, key.as_bytes()))?;
         let record = match raw {
             None => None,
             Some(b) => Some(Versioned::decode(&b).ok_or_else(|| StoreError::Corrupt {
@@ -269,8 +269,8 @@ impl Store {
     /// Number of keys and their bytes in `group`, counted by a scan of the group.
     pub fn scan_stats(&self, group: GroupId) -> Result<(u64, u64), StoreError> {
         let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_lower_bound(keys::group_start(group).to_vec());
-        ro.set_iterate_upper_bound(keys::group_end(group));
+        ro.set_iterate_lower_bound(layout::group_start(group).to_vec());
+        ro.set_iterate_upper_bound(layout::group_end(group));
         let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(CF_DATA), ro);
         it.seek_to_first();
         let (mut n, mut bytes) = (0u64, 0u64);
@@ -431,13 +431,13 @@ impl Store {
         };
         // The cursor is a data key without its group prefix: `slot ++ key`.
         let cursor: Option<Vec<u8>> = after.map(|a| {
-            let mut k = keys::group_start(group).to_vec();
+            let mut k = layout::group_start(group).to_vec();
             k.extend_from_slice(a);
             k
         });
         for (from, to) in merge_ranges(slots)? {
-            let start = keys::slot_start(group, from).to_vec();
-            let end = keys::slot_start(group, to + 1).to_vec();
+            let start = layout::slot_start(group, from).to_vec();
+            let end = layout::slot_start(group, to + 1).to_vec();
             if cursor.as_ref().is_some_and(|c| *c >= end) {
                 continue;
             }
@@ -495,8 +495,8 @@ impl Store {
         let (mut n, mut bytes) = (0u64, 0u64);
         for (from, to) in merge_ranges(slots)? {
             let mut ro = rocksdb::ReadOptions::default();
-            ro.set_iterate_lower_bound(keys::slot_start(group, from).to_vec());
-            ro.set_iterate_upper_bound(keys::slot_start(group, to + 1).to_vec());
+            ro.set_iterate_lower_bound(layout::slot_start(group, from).to_vec());
+            ro.set_iterate_upper_bound(layout::slot_start(group, to + 1).to_vec());
             let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(CF_DATA), ro);
             it.seek_to_first();
             while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -517,8 +517,8 @@ impl Store {
         for cf in [CF_LOG, CF_META, CF_DATA] {
             batch.delete_range_cf(
                 self.cf(cf),
-                keys::group_start(group).to_vec(),
-                keys::group_end(group),
+                layout::group_start(group).to_vec(),
+                layout::group_end(group),
             );
         }
         let mut wo = rocksdb::WriteOptions::default();

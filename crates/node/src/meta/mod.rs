@@ -34,16 +34,15 @@
 //! Files, from the bottom up (none imports a file above it): `state` (the role's soft state),
 //! `messages` (the heartbeat messages), `lease` (leading and acting), `record` (the map's one
 //! writer), `driver` (what task drivers share), `leader_call` (calls to a group's leader); then
-//! one file per operation (`heartbeats`, `tasks`, `membership` and `admin` — the driver side of
-//! a group leader's steps, which `crate::group` runs —, `change`, `moves`, `progress`,
+//! one file per operation (`health`, `tasks`, `membership` and `admin` — the driver side of
+//! a group leader's steps, which `crate::group` runs —, `view_change`, `moves`, `progress`,
 //! `consistency`); and `tick`, the loop on top. No file here imports axum: the routes are in
 //! `crate::http`.
 
 mod admin;
-mod change;
 mod consistency;
 mod driver;
-mod heartbeats;
+mod health;
 mod leader_call;
 mod lease;
 mod membership;
@@ -54,12 +53,12 @@ mod record;
 pub mod state;
 mod tasks;
 mod tick;
+mod view_change;
 
-pub use change::{cancel_change, check_change, start_change};
 pub(crate) use consistency::check_now;
 pub(crate) use consistency::comparisons;
-pub(crate) use heartbeats::best_reports;
-pub use heartbeats::{receive_heartbeat, voter_sets, Health, Refused};
+pub(crate) use health::best_reports;
+pub use health::{receive_heartbeat, voter_sets, Health, Refused};
 pub use lease::{config_leader_hint, is_metadata_leader};
 pub use messages::{Heartbeat, HeartbeatReply, ReplicaReport};
 pub use moves::{next_batch, MOVE_BATCH_SLOTS};
@@ -67,3 +66,4 @@ pub use progress::{describe, progress};
 pub use record::{update_map, MapUpdateError};
 pub use state::MetaState;
 pub use tick::run;
+pub use view_change::{cancel_change, check_change, start_change};

@@ -208,7 +208,7 @@ async fn drive_step(
         replacement,
     } = task.kind.clone()
     else {
-        return super::change::drive_change(state, map, task, failing).await;
+        return super::view_change::drive_change(state, map, task, failing).await;
     };
     let r = RepairStep {
         id,
