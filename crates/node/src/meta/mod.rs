@@ -41,6 +41,7 @@
 
 mod admin;
 mod consistency;
+mod copy;
 mod driver;
 mod health;
 mod leader_call;
