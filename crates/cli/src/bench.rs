@@ -106,6 +106,8 @@ pub struct BenchArgs {
     target: String,
 }
 
+/// Runs the benchmark: checks the arguments, prefills the keys of a `get` run, runs the clients
+/// until the duration has passed, and prints the report.
 pub async fn run(
     client: Client,
     endpoints: Vec<String>,
@@ -119,20 +121,7 @@ pub async fn run(
             message: "--clients, --keys and --duration-secs must be positive".into(),
         });
     }
-    let client = Arc::new(if args.target == "etcd" {
-        let http = reqwest::Client::builder()
-            .timeout(kvorum_client::DEFAULT_REQUEST_TIMEOUT)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| ClientError::Unavailable(format!("cannot build HTTP client: {e}")))?;
-        let first = endpoints.first().cloned().unwrap_or_default();
-        Target::Etcd {
-            http,
-            base: format!("http://{first}"),
-        }
-    } else {
-        Target::Kvorum(Box::new(client))
-    });
+    let client = Arc::new(target(client, &endpoints, &args)?);
     let value: Arc<str> = "x".repeat(args.value_bytes).into();
     if args.op == "get" {
         eprintln!("prefilling {} keys...", args.keys);
@@ -146,34 +135,9 @@ pub async fn run(
     );
     let until = Instant::now() + Duration::from_secs(args.duration_secs);
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..args.clients {
-        let client = client.clone();
-        let value = value.clone();
-        let op = args.op.clone();
-        let (keys, stale, seed) = (args.keys, args.stale, args.seed.wrapping_add(c as u64));
-        tasks.push(tokio::spawn(async move {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let mut hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
-            let mut errors = 0u64;
-            while Instant::now() < until {
-                let key = format!("bench-{}", rng.gen_range(0..keys));
-                let t = Instant::now();
-                let r = if op == "put" {
-                    client.put(&key, &value).await
-                } else {
-                    client.get(&key, stale).await
-                };
-                match r {
-                    Ok(()) => {
-                        let _ = hist.record(t.elapsed().as_micros() as u64);
-                    }
-                    Err(_) => errors += 1,
-                }
-            }
-            (hist, errors)
-        }));
-    }
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|c| tokio::spawn(load(client.clone(), value.clone(), &args, c, until)))
+        .collect();
     let mut hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
     let mut errors = 0;
     for t in tasks {
@@ -182,7 +146,63 @@ pub async fn run(
             errors += e;
         }
     }
-    let secs = start.elapsed().as_secs_f64();
+    report(&args, start.elapsed().as_secs_f64(), &hist, errors, as_json);
+    Ok(())
+}
+
+/// The system under load: the kvorum `client`, or etcd at the first endpoint.
+fn target(client: Client, endpoints: &[String], args: &BenchArgs) -> Result<Target, ClientError> {
+    if args.target != "etcd" {
+        return Ok(Target::Kvorum(Box::new(client)));
+    }
+    let http = reqwest::Client::builder()
+        .timeout(kvorum_client::DEFAULT_REQUEST_TIMEOUT)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| ClientError::Unavailable(format!("cannot build HTTP client: {e}")))?;
+    let first = endpoints.first().cloned().unwrap_or_default();
+    Ok(Target::Etcd {
+        http,
+        base: format!("http://{first}"),
+    })
+}
+
+/// Client number `c`: one request at a time on random keys until `until`; returns its latency
+/// histogram (microseconds) and its error count.
+fn load(
+    client: Arc<Target>,
+    value: Arc<str>,
+    args: &BenchArgs,
+    c: usize,
+    until: Instant,
+) -> impl std::future::Future<Output = (Histogram<u64>, u64)> {
+    let op = args.op.clone();
+    let (keys, stale, seed) = (args.keys, args.stale, args.seed.wrapping_add(c as u64));
+    async move {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+        let mut errors = 0u64;
+        while Instant::now() < until {
+            let key = format!("bench-{}", rng.gen_range(0..keys));
+            let t = Instant::now();
+            let r = if op == "put" {
+                client.put(&key, &value).await
+            } else {
+                client.get(&key, stale).await
+            };
+            match r {
+                Ok(()) => {
+                    let _ = hist.record(t.elapsed().as_micros() as u64);
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        (hist, errors)
+    }
+}
+
+/// Prints the run's throughput and latencies, as JSON or as one line.
+fn report(args: &BenchArgs, secs: f64, hist: &Histogram<u64>, errors: u64, as_json: bool) {
     let ops = hist.len();
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     if as_json {
@@ -209,5 +229,4 @@ pub async fn run(
             hist.max() as f64 / 1000.0
         );
     }
-    Ok(())
 }

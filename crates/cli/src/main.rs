@@ -9,7 +9,7 @@
 //! unknown; 130 interrupted while waiting (the task goes on in the cluster).
 
 mod bench;
-mod change;
+mod nodes;
 mod status;
 
 use std::process::ExitCode;
@@ -188,31 +188,10 @@ fn json_text(v: &impl serde::Serialize, pretty: bool) -> Result<String, ClientEr
 
 /// Runs a command and returns its exit code.
 async fn run(cli: Cli) -> Result<u8, ClientError> {
-    let endpoints = parse_endpoints(&cli.endpoints).map_err(|m| ClientError::Api {
-        status: 0,
-        code: "bad_endpoints".into(),
-        message: m,
-    })?;
-    let opts = ClientOptions {
-        request_timeout: Duration::from_millis(cli.timeout_ms.max(1000)),
-        retry_for: Duration::from_millis(cli.timeout_ms),
-        local_address: None,
-    };
-    let client = Client::new(endpoints.clone(), opts)?.with_smart_routing(!cli.no_smart_routing);
+    let (client, endpoints) = connect(&cli)?;
+    let json = cli.json;
     match cli.cmd {
-        Cmd::Get { key, stale } => {
-            let v = client.get(&key, stale).await?;
-            if cli.json {
-                let reply = KeyReply {
-                    key,
-                    value: v.value,
-                    version: v.version,
-                };
-                println!("{}", json_text(&reply, false)?);
-            } else {
-                println!("{}", v.value);
-            }
-        }
+        Cmd::Get { key, stale } => get(&client, key, stale, json).await?,
         Cmd::Put {
             key,
             value,
@@ -227,11 +206,7 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
                 _ => None,
             };
             let version = client.put(&key, &value, expect).await?;
-            if cli.json {
-                println!("{}", json_text(&WriteReply { key, version }, false)?);
-            } else {
-                println!("OK version={version}");
-            }
+            print_version(key, version, json)?;
         }
         Cmd::Delete {
             key,
@@ -241,30 +216,15 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
             let expect = expected_version
                 .map(Condition::Version)
                 .or(expected_value.map(|v| Condition::Value(Some(v))));
-            let existed = client.delete(&key, expect).await?;
-            if cli.json {
-                let reply = DeleteReply {
-                    deleted: existed,
-                    key,
-                };
-                println!("{}", json_text(&reply, false)?);
-            } else if existed {
-                println!("OK deleted");
-            } else {
-                println!("OK (the key did not exist)");
-            }
+            delete(&client, key, expect, json).await?;
         }
         Cmd::Append { key, value } => {
             let version = client.append(&key, &value).await?;
-            if cli.json {
-                println!("{}", json_text(&WriteReply { key, version }, false)?);
-            } else {
-                println!("OK version={version}");
-            }
+            print_version(key, version, json)?;
         }
         Cmd::Status => {
             let s = client.status().await?;
-            if cli.json {
+            if json {
                 println!("{}", json_text(&s, true)?);
             } else {
                 print!("{}", status::render(&s));
@@ -272,26 +232,90 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         }
         Cmd::CheckConsistency => {
             let report = client.check_consistency().await?;
-            if cli.json {
+            if json {
                 println!("{}", json_text(&report, true)?);
             } else {
                 print!("{}", status::render_consistency(&report));
             }
             return Ok(if report.consistent() { 0 } else { 1 });
         }
-        Cmd::Bench(args) => bench::run(client, endpoints, args, cli.json).await?,
+        Cmd::Bench(args) => bench::run(client, endpoints, args, json).await?,
         Cmd::AddNode { addr, no_wait } => {
-            return change::add_node(&client, &addr, no_wait, cli.json).await
+            return nodes::add_node(&client, &addr, no_wait, json).await
         }
         Cmd::RemoveNode { node, no_wait } => {
-            return change::remove_node(&client, &node, no_wait, cli.json).await
+            return nodes::remove_node(&client, &node, no_wait, json).await
         }
         Cmd::Task { id, wait, cancel } => {
-            return change::task(&client, id, wait, cancel, cli.json).await
+            return nodes::task(&client, id, wait, cancel, json).await
         }
         Cmd::Check { .. } => unreachable!("handled in main before connecting"),
     }
     Ok(0)
+}
+
+/// The client the global options describe, and the endpoints it was given.
+fn connect(cli: &Cli) -> Result<(Client, Vec<String>), ClientError> {
+    let endpoints = parse_endpoints(&cli.endpoints).map_err(|m| ClientError::Api {
+        status: 0,
+        code: "bad_endpoints".into(),
+        message: m,
+    })?;
+    let opts = ClientOptions {
+        request_timeout: Duration::from_millis(cli.timeout_ms.max(1000)),
+        retry_for: Duration::from_millis(cli.timeout_ms),
+        local_address: None,
+    };
+    let client = Client::new(endpoints.clone(), opts)?.with_smart_routing(!cli.no_smart_routing);
+    Ok((client, endpoints))
+}
+
+/// `kvctl get`: the value alone, or the key reply as JSON.
+async fn get(client: &Client, key: String, stale: bool, json: bool) -> Result<(), ClientError> {
+    let v = client.get(&key, stale).await?;
+    if json {
+        let reply = KeyReply {
+            key,
+            value: v.value,
+            version: v.version,
+        };
+        println!("{}", json_text(&reply, false)?);
+    } else {
+        println!("{}", v.value);
+    }
+    Ok(())
+}
+
+/// `kvctl delete`: whether the key existed.
+async fn delete(
+    client: &Client,
+    key: String,
+    expect: Option<Condition>,
+    json: bool,
+) -> Result<(), ClientError> {
+    let existed = client.delete(&key, expect).await?;
+    if json {
+        let reply = DeleteReply {
+            deleted: existed,
+            key,
+        };
+        println!("{}", json_text(&reply, false)?);
+    } else if existed {
+        println!("OK deleted");
+    } else {
+        println!("OK (the key did not exist)");
+    }
+    Ok(())
+}
+
+/// The outcome of `kvctl put` or `append`: the key's new version.
+fn print_version(key: String, version: u64, json: bool) -> Result<(), ClientError> {
+    if json {
+        println!("{}", json_text(&WriteReply { key, version }, false)?);
+    } else {
+        println!("OK version={version}");
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -157,6 +157,15 @@ fn task(t: &TaskStatus) -> String {
 
 /// The human rendering of a cluster status.
 pub fn render(s: &ClusterStatus) -> String {
+    let mut out = header(s);
+    out.push_str(&nodes_section(s));
+    out.push_str(&groups_section(s));
+    out.push_str(&other_sections(s));
+    out
+}
+
+/// The header: cluster id, epoch, K, slots, metadata leader, whether health is known.
+fn header(s: &ClusterStatus) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "cluster {}  epoch {}  K={}  slots {} ({})\n",
@@ -178,7 +187,12 @@ pub fn render(s: &ClusterStatus) -> String {
              are unknown\n",
         );
     }
+    out
+}
 
+/// The NODES table.
+fn nodes_section(s: &ClusterStatus) -> String {
+    let mut out = String::new();
     let nodes: Vec<Vec<String>> = s
         .nodes
         .iter()
@@ -209,7 +223,12 @@ pub fn render(s: &ClusterStatus) -> String {
         ],
         &nodes,
     ));
+    out
+}
 
+/// The GROUPS table.
+fn groups_section(s: &ClusterStatus) -> String {
+    let mut out = String::new();
     let groups: Vec<Vec<String>> = s
         .groups
         .iter()
@@ -242,7 +261,12 @@ pub fn render(s: &ClusterStatus) -> String {
         ],
         &groups,
     ));
+    out
+}
 
+/// Spares, the config group, consistency mismatches if any, and tasks in progress.
+fn other_sections(s: &ClusterStatus) -> String {
+    let mut out = String::new();
     let spares = if s.spares.is_empty() {
         "none".to_string()
     } else {

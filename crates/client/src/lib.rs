@@ -22,7 +22,8 @@
 //! the move is over the old group answers 421 `not_owner` and the request follows the new map.
 //!
 //! View changes (add or remove a node) and their tasks: see `cluster.rs`
-//! ([`Client::add_node`], [`Client::remove_node`], [`Client::wait_task`]).
+//! ([`Client::add_node`], [`Client::remove_node`], [`Client::wait_task`]). The errors and the
+//! node codes that are definite are in `error.rs`, the settings in `options.rs`.
 //!
 //! Invariants:
 //! - a write is retried (at any address) only after a definite failure: a connect error (nothing
@@ -41,6 +42,8 @@
 #![warn(missing_docs)]
 
 mod cluster;
+mod error;
+mod options;
 mod routing;
 
 use std::collections::BTreeMap;
@@ -48,18 +51,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use kvorum_wire::{AppendBody, DeleteQuery, DeleteReply, ErrorBody, KeyReply, PutBody, WriteReply};
+use kvorum_wire::{AppendBody, DeleteQuery, DeleteReply, KeyReply, PutBody, WriteReply};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 
+pub use error::{ClientError, DEFINITE_CODES};
 pub use kvorum_router::{ClusterMap, NodeId, Route, ViewChange};
 /// The view-change contract: the add-node body and a task's progress.
 pub use kvorum_wire::{AddNodeBody, TaskProgress, TaskState};
 /// A write's condition ([`Condition::Value`]`(None)`, "absent", is sent as version 0) and a
 /// value with its version: the types the node and the Raft log use.
 pub use kvorum_wire::{ClusterStatus, Condition, ConsistencyReport, GroupConsistency, Versioned};
+pub use options::{parse_endpoints, ClientOptions, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_FOR};
 pub use routing::{route_header, ROUTE_HEADER};
 
+use error::{bad_reply, interpret, Reply};
+use options::CONNECT_TIMEOUT;
 use routing::{Routing, MAP_FETCH_BUDGET, MAX_REROUTES};
 
 /// Characters of a key left unescaped in a URL path: RFC 3986 unreserved.
@@ -79,153 +86,6 @@ pub const SLOT_MOVING_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause between retries of a request refused with 503 `slot_moving`.
 pub const SLOT_MOVING_BACKOFF_MAX: Duration = Duration::from_millis(200);
 
-/// Errors of the client. Each says what the caller can do.
-#[derive(Debug, thiserror::Error)]
-// The variant docs name and describe each field.
-#[allow(missing_docs)]
-pub enum ClientError {
-    /// The key does not exist.
-    #[error("key not found")]
-    NotFound,
-    /// A condition did not hold; nothing was written.
-    #[error("condition failed; the key {}", describe(current))]
-    ConditionFailed { current: Option<Versioned> },
-    /// The write may or may not have happened. Read the key before retrying.
-    #[error("outcome unknown: {0}")]
-    OutcomeUnknown(String),
-    /// No node could serve the request before the deadline. Nothing was written.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// The node refused the request (bad input, limits, a view change it cannot make, internal
-    /// error), or the client did before sending it (`status` 0). `code` is the error body's
-    /// stable code.
-    #[error("{code}: {message}")]
-    Api {
-        status: u16,
-        code: String,
-        message: String,
-    },
-    /// A view change was refused because another one, task `task`, is running (409
-    /// `change_in_progress`). Nothing was started: follow that task, and retry once it ends.
-    #[error("change_in_progress: {message}")]
-    ChangeInProgress { task: u64, message: String },
-}
-
-fn describe(current: &Option<Versioned>) -> String {
-    match current {
-        Some(v) => format!("holds {:?} at version {}", v.value, v.version),
-        None => "does not exist".into(),
-    }
-}
-
-/// The error codes a node answers only when nothing was written: the request was refused before
-/// it was proposed (validation, routing, no leader, the serving replica unreachable) or refused
-/// at apply (a failed condition, an append past the limit), or it changed nothing (a read's
-/// `key_not_found`, a view change refused by the planner). An error is definite only if its code
-/// is listed here (see [`ClientError::is_definite`]); any other code (`internal`, one this client
-/// does not know) and any reply it cannot parse leave a write's outcome unknown.
-pub const DEFINITE_CODES: &[&str] = &[
-    // Validation, before anything is proposed.
-    "bad_request",
-    "empty_key",
-    "key_too_large",
-    "value_too_large",
-    "body_too_large",
-    "unsupported_media_type",
-    "no_route",
-    "method_not_allowed",
-    // Routing and availability, before proposing.
-    "not_owner",
-    "not_leader",
-    "slot_moving",
-    "no_leader",
-    "unavailable",
-    "joining",
-    "metadata_leader_changing",
-    // Refused at apply, or nothing to do.
-    "condition_failed",
-    "key_not_found",
-    // Refused by the guard of internal routes.
-    "unauthorized",
-    "wrong_cluster",
-    "protected_mode",
-    "node_removed",
-    // View changes refused: nothing started.
-    "change_in_progress",
-    "unknown_task",
-    "unreachable",
-    "address_in_use",
-    "below_quorum",
-    "dead_node",
-    "empty_address",
-    "invalid_map",
-    "invalid_target",
-    "task_in_progress",
-    "too_few_nodes",
-    "unknown_node",
-];
-
-/// The 503 codes that are definite and worth retrying (at another node or after a pause).
-const RETRYABLE_503_CODES: &[&str] = &[
-    "no_leader",
-    "unavailable",
-    "joining",
-    "metadata_leader_changing",
-];
-
-impl ClientError {
-    /// Whether the operation definitely did not take effect: only for the errors whose meaning
-    /// is "nothing was written" — a failed condition, a missing key, the client's own
-    /// `Unavailable` (it gives up only after definite refusals or unsent requests), a running
-    /// view change, a refusal the client made before sending (`status` 0), or a node's answer
-    /// whose code is in [`DEFINITE_CODES`]. Everything else — `outcome_unknown`, `internal`,
-    /// an unknown code, a reply that could not be parsed — is not definite.
-    pub fn is_definite(&self) -> bool {
-        match self {
-            ClientError::NotFound
-            | ClientError::ConditionFailed { .. }
-            | ClientError::Unavailable(_)
-            | ClientError::ChangeInProgress { .. } => true,
-            ClientError::OutcomeUnknown(_) => false,
-            ClientError::Api { status: 0, .. } => true,
-            ClientError::Api { code, .. } => DEFINITE_CODES.contains(&code.as_str()),
-        }
-    }
-}
-
-/// Settings of a [`Client`].
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    /// Time for one HTTP exchange.
-    pub request_timeout: Duration,
-    /// How long to keep retrying definite failures (unreachable, 503) before giving up. A
-    /// request whose slot is being moved (503 `slot_moving`) is retried for up to the larger of
-    /// this and `request_timeout`; [`Client::wait_task`] gives up after that long without any
-    /// answer.
-    pub retry_for: Duration,
-    /// Local address to bind outgoing connections to (default: chosen by the OS).
-    pub local_address: Option<std::net::IpAddr>,
-}
-
-/// Default of [`ClientOptions::request_timeout`]: above a node's own request timeout (5 s by
-/// default), so a node answers `outcome_unknown` before the client gives up on it.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default of [`ClientOptions::retry_for`]: covers a leader election and a map change or two.
-pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(10);
-/// Longest a TCP connect to a node may take: a live node answers a connect in milliseconds, so
-/// one still pending after a second is to a dead or cut-off node, and the client tries another.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions {
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            retry_for: DEFAULT_RETRY_FOR,
-            local_address: None,
-        }
-    }
-}
-
 /// A client of a kvorum cluster. Cheap to share across tasks (`Arc<Client>`).
 pub struct Client {
     endpoints: Vec<String>,
@@ -238,19 +98,6 @@ pub struct Client {
     routing: Mutex<Routing>,
     /// Held while the map is fetched, so that concurrent requests fetch it once.
     fetching: tokio::sync::Mutex<()>,
-}
-
-/// Splits a comma-separated `host:port` list, rejecting empty entries and URLs.
-pub fn parse_endpoints(list: &str) -> Result<Vec<String>, String> {
-    let eps: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
-    for e in &eps {
-        if e.is_empty() || e.contains('/') || !e.contains(':') {
-            return Err(format!(
-                "endpoint {e:?} is not host:port (e.g. 127.0.0.1:7070)"
-            ));
-        }
-    }
-    Ok(eps)
 }
 
 impl Client {
@@ -438,10 +285,13 @@ impl Client {
         body: Option<serde_json::Value>,
         write: bool,
     ) -> Result<serde_json::Value, ClientError> {
-        let start = Instant::now();
-        let deadline = start + self.opts.retry_for;
-        let moving_deadline = start + self.patience();
-        let mut moving_pause = SLOT_MOVING_BACKOFF_MIN;
+        let req = Request {
+            method: &method,
+            path,
+            body: body.as_ref(),
+            write,
+        };
+        let mut pauses = Pauses::new(Instant::now(), self.opts.retry_for, self.patience());
         let mut last = String::from("no node tried");
         let mut routed = self.smart && key.is_some();
         let mut reroutes = 0;
@@ -451,101 +301,119 @@ impl Client {
                 _ => None,
             };
             let mut tried: Vec<&str> = Vec::new();
-            let mut reroute = false;
-            let mut moving = false;
-            if let Some(r) = &route {
-                let header = route_header(r);
-                for addr in &r.addrs {
-                    tried.push(addr);
-                    let sent = self
-                        .send(addr, Some(&header), &method, path, body.as_ref(), write)
-                        .await;
-                    match sent {
-                        Attempt::Done(result) => {
-                            self.routing().addr_ok(addr);
-                            return result;
-                        }
-                        Attempt::Unknown(m) => {
-                            self.routing().addr_failed(addr, Instant::now());
-                            return Err(ClientError::OutcomeUnknown(m));
-                        }
-                        Attempt::Failed(m) => {
-                            self.routing().addr_failed(addr, Instant::now());
-                            last = m;
-                        }
-                        Attempt::Retry(m) => {
-                            // No leader there: the hints may be old.
-                            self.routing().mark_stale();
-                            last = m;
-                        }
-                        Attempt::SlotMoving(m) => {
-                            // The group's leader answered: the other members would forward.
-                            self.routing().addr_ok(addr);
-                            last = m;
-                            moving = true;
-                            break;
-                        }
-                        Attempt::NotOwner { epoch, message } => {
-                            // Definite: the node refused before proposing.
-                            last = message;
-                            reroutes += 1;
-                            routed = reroutes <= MAX_REROUTES
-                                && self.refresh_after_not_owner(addr, epoch, r.epoch).await;
-                            reroute = true;
-                            break;
-                        }
-                    }
+            let mut pass = match &route {
+                Some(r) => self.try_route(r, &req, &mut tried, &mut last).await,
+                None => Pass::Exhausted,
+            };
+            if let Pass::Exhausted = pass {
+                pass = self.try_endpoint(&tried, &req, &mut last).await;
+            }
+            let go_on = match pass {
+                Pass::Answer(result) => return result,
+                Pass::NotOwner {
+                    addr,
+                    epoch,
+                    route_epoch,
+                } => {
+                    reroutes += 1;
+                    routed = reroutes <= MAX_REROUTES
+                        && self.refresh_after_not_owner(addr, epoch, route_epoch).await;
+                    continue;
                 }
-            }
-            if reroute {
-                continue;
-            }
-            if let Some(ep) = self.pick_endpoint(&tried).filter(|_| !moving) {
-                match self
-                    .send(&ep, None, &method, path, body.as_ref(), write)
-                    .await
-                {
-                    Attempt::Done(result) => return result,
-                    Attempt::Unknown(m) => return Err(ClientError::OutcomeUnknown(m)),
-                    Attempt::SlotMoving(m) => {
-                        last = m;
-                        moving = true;
-                    }
-                    Attempt::Failed(m)
-                    | Attempt::Retry(m)
-                    | Attempt::NotOwner { message: m, .. } => {
-                        last = m;
-                        self.next.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            if moving {
-                // Definite (nothing was done), and over once the move is: retry soon.
-                let now = Instant::now();
-                if now >= moving_deadline {
-                    return Err(ClientError::Unavailable(last));
-                }
-                tokio::time::sleep(moving_pause.min(moving_deadline - now)).await;
-                moving_pause = (moving_pause * 2).min(SLOT_MOVING_BACKOFF_MAX);
-                continue;
-            }
-            if Instant::now() >= deadline {
+                Pass::Moving => pauses.moving().await,
+                Pass::Exhausted => pauses.retry().await,
+            };
+            if !go_on {
                 return Err(ClientError::Unavailable(last));
             }
-            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// The routed step of a pass: sends to the route's addresses in turn with the route header,
+    /// noting each in `tried` and each failure in `last`, until one answers or refuses in a way
+    /// that ends the pass.
+    async fn try_route<'r>(
+        &self,
+        r: &'r Route,
+        req: &Request<'_>,
+        tried: &mut Vec<&'r str>,
+        last: &mut String,
+    ) -> Pass<'r> {
+        let header = route_header(r);
+        for addr in &r.addrs {
+            tried.push(addr);
+            match self.send(addr, Some(&header), req).await {
+                Attempt::Done(result) => {
+                    self.routing().addr_ok(addr);
+                    return Pass::Answer(result);
+                }
+                Attempt::Unknown(m) => {
+                    self.routing().addr_failed(addr, Instant::now());
+                    return Pass::Answer(Err(ClientError::OutcomeUnknown(m)));
+                }
+                Attempt::Failed(m) => {
+                    self.routing().addr_failed(addr, Instant::now());
+                    *last = m;
+                }
+                Attempt::Retry(m) => {
+                    // No leader there: the hints may be old.
+                    self.routing().mark_stale();
+                    *last = m;
+                }
+                Attempt::SlotMoving(m) => {
+                    // The group's leader answered: the other members would forward.
+                    self.routing().addr_ok(addr);
+                    *last = m;
+                    return Pass::Moving;
+                }
+                Attempt::NotOwner { epoch, message } => {
+                    // Definite: the node refused before proposing.
+                    *last = message;
+                    return Pass::NotOwner {
+                        addr,
+                        epoch,
+                        route_epoch: r.epoch,
+                    };
+                }
+            }
+        }
+        Pass::Exhausted
+    }
+
+    /// The plain step of a pass: sends to one configured endpoint not yet `tried`, without the
+    /// route header, and rotates the endpoints after a definite failure.
+    async fn try_endpoint(
+        &self,
+        tried: &[&str],
+        req: &Request<'_>,
+        last: &mut String,
+    ) -> Pass<'static> {
+        let Some(ep) = self.pick_endpoint(tried) else {
+            return Pass::Exhausted;
+        };
+        match self.send(&ep, None, req).await {
+            Attempt::Done(result) => Pass::Answer(result),
+            Attempt::Unknown(m) => Pass::Answer(Err(ClientError::OutcomeUnknown(m))),
+            Attempt::SlotMoving(m) => {
+                *last = m;
+                Pass::Moving
+            }
+            Attempt::Failed(m) | Attempt::Retry(m) | Attempt::NotOwner { message: m, .. } => {
+                *last = m;
+                self.next.fetch_add(1, Ordering::Relaxed);
+                Pass::Exhausted
+            }
         }
     }
 
     /// One HTTP exchange with `addr`, with the route header if given.
-    async fn send(
-        &self,
-        addr: &str,
-        route: Option<&str>,
-        method: &Method,
-        path: &str,
-        body: Option<&serde_json::Value>,
-        write: bool,
-    ) -> Attempt {
+    async fn send(&self, addr: &str, route: Option<&str>, req: &Request<'_>) -> Attempt {
+        let Request {
+            method,
+            path,
+            body,
+            write,
+        } = *req;
         let mut req = self
             .http
             .request(method.clone(), format!("http://{addr}{path}"));
@@ -680,6 +548,75 @@ impl Client {
     }
 }
 
+/// What one request sends, whichever address it goes to.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    method: &'a Method,
+    path: &'a str,
+    body: Option<&'a serde_json::Value>,
+    /// Whether it may change state (then an exchange without an answer is an unknown outcome).
+    write: bool,
+}
+
+/// How a step of a pass ended.
+enum Pass<'r> {
+    /// An answer to return: a success, an error retrying cannot fix, or an unknown outcome.
+    Answer(Result<serde_json::Value, ClientError>),
+    /// The key's slot is frozen by a move (503 `slot_moving`): end the pass, retry after a
+    /// backoff.
+    Moving,
+    /// A 421 `not_owner` from `addr` to a route of epoch `route_epoch`, with the epoch of the
+    /// node's map if it said: refresh the map and route again at once.
+    NotOwner {
+        addr: &'r str,
+        epoch: Option<u64>,
+        route_epoch: u64,
+    },
+    /// Every address of the step failed definitely (or there was none): go on.
+    Exhausted,
+}
+
+/// The pauses between passes of one request and its deadlines: [`RETRY_PAUSE`] until
+/// `retry_for` has passed, and for a slot being moved a backoff from
+/// [`SLOT_MOVING_BACKOFF_MIN`] doubling to [`SLOT_MOVING_BACKOFF_MAX`] until the client's
+/// patience has.
+struct Pauses {
+    deadline: Instant,
+    moving_deadline: Instant,
+    moving_pause: Duration,
+}
+
+impl Pauses {
+    fn new(start: Instant, retry_for: Duration, patience: Duration) -> Pauses {
+        Pauses {
+            deadline: start + retry_for,
+            moving_deadline: start + patience,
+            moving_pause: SLOT_MOVING_BACKOFF_MIN,
+        }
+    }
+
+    /// Sleeps before the next pass after a definite failure; false if the deadline has passed.
+    async fn retry(&self) -> bool {
+        if Instant::now() >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+        true
+    }
+
+    /// Sleeps before the next pass after a `slot_moving` refusal (definite, and over once the
+    /// move is: retry soon); false if the patience has run out.
+    async fn moving(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.moving_deadline {
+            return false;
+        }
+        tokio::time::sleep(self.moving_pause.min(self.moving_deadline - now)).await;
+        self.moving_pause = (self.moving_pause * 2).min(SLOT_MOVING_BACKOFF_MAX);
+        true
+    }
+}
+
 /// The result of one HTTP exchange, as the retry loop sees it.
 enum Attempt {
     /// An answer to return: a success, or an error retrying cannot fix.
@@ -696,77 +633,8 @@ enum Attempt {
     Unknown(String),
 }
 
-/// What to do with an HTTP answer.
-#[derive(Debug)]
-enum Reply {
-    Done(Result<serde_json::Value, ClientError>),
-    /// A definite, retryable failure (503).
-    Retry(String),
-    /// 503 `slot_moving`: the slot is frozen by a move; nothing was done.
-    SlotMoving(String),
-    /// 421 `not_owner`, with the epoch of the answering node's map if it said.
-    NotOwner {
-        epoch: Option<u64>,
-        message: String,
-    },
-}
-
-fn interpret(status: StatusCode, bytes: &[u8]) -> Reply {
-    if status.is_success() {
-        return Reply::Done(serde_json::from_slice(bytes).map_err(bad_reply));
-    }
-    if status == StatusCode::MISDIRECTED_REQUEST {
-        // Raised before proposing, so definite even without a readable body.
-        let body = serde_json::from_slice::<ErrorBody>(bytes).ok();
-        return Reply::NotOwner {
-            epoch: body.as_ref().and_then(|b| b.epoch),
-            message: body.map_or_else(|| "not the owner of the slot".to_string(), |b| b.message),
-        };
-    }
-    let Ok(err) = serde_json::from_slice::<ErrorBody>(bytes) else {
-        return Reply::Done(Err(ClientError::Api {
-            status: status.as_u16(),
-            code: "unexpected_reply".into(),
-            message: String::from_utf8_lossy(bytes).chars().take(200).collect(),
-        }));
-    };
-    if let (StatusCode::CONFLICT, "change_in_progress", Some(task)) =
-        (status, err.code.as_str(), err.task)
-    {
-        return Reply::Done(Err(ClientError::ChangeInProgress {
-            task,
-            message: err.message,
-        }));
-    }
-    Reply::Done(Err(match (status, err.code.as_str()) {
-        (StatusCode::NOT_FOUND, "key_not_found") => ClientError::NotFound,
-        // Other 409s (`change_in_progress`) are refusals.
-        (StatusCode::CONFLICT, "condition_failed") => ClientError::ConditionFailed {
-            current: err.current.flatten(),
-        },
-        (_, "outcome_unknown") => ClientError::OutcomeUnknown(err.message),
-        (StatusCode::SERVICE_UNAVAILABLE, "slot_moving") => return Reply::SlotMoving(err.message),
-        (StatusCode::SERVICE_UNAVAILABLE, code) if RETRYABLE_503_CODES.contains(&code) => {
-            return Reply::Retry(err.message)
-        }
-        _ => ClientError::Api {
-            status: status.as_u16(),
-            code: err.code,
-            message: err.message,
-        },
-    }))
-}
-
 fn key_path(kind: &str, key: &str, query: &str) -> String {
     format!("/v1/{kind}/{}{query}", utf8_percent_encode(key, KEY_ESCAPE))
-}
-
-fn bad_reply(e: impl std::fmt::Display) -> ClientError {
-    ClientError::Api {
-        status: 200,
-        code: "unexpected_reply".into(),
-        message: e.to_string(),
-    }
 }
 
 /// The new version a write reply carries.
@@ -786,79 +654,6 @@ mod cluster_tests;
 mod tests {
     use super::*;
 
-    // A 421 is a definite not_owner answer carrying the node's epoch; without a readable body
-    // it is still definite.
-    #[test]
-    fn misdirected_request_is_not_owner() {
-        let body = br#"{"code":"not_owner","message":"slot 7 is owned by group 2","slot":7,"group":2,"epoch":5}"#;
-        match interpret(StatusCode::MISDIRECTED_REQUEST, body) {
-            Reply::NotOwner { epoch, message } => {
-                assert_eq!(epoch, Some(5));
-                assert_eq!(message, "slot 7 is owned by group 2");
-            }
-            other => panic!("expected NotOwner, got {other:?}"),
-        }
-        assert!(matches!(
-            interpret(StatusCode::MISDIRECTED_REQUEST, b"<html>"),
-            Reply::NotOwner { epoch: None, .. }
-        ));
-    }
-
-    // The other answers keep their meaning: 503 retries, 404/409 are final, outcome_unknown is
-    // never definite, and a success is the JSON body.
-    #[test]
-    fn answers_map_to_client_errors() {
-        let err = |code: &str| format!(r#"{{"code":"{code}","message":"m"}}"#).into_bytes();
-        assert!(matches!(
-            interpret(StatusCode::SERVICE_UNAVAILABLE, &err("no_leader")),
-            Reply::Retry(_)
-        ));
-        assert!(matches!(
-            interpret(StatusCode::NOT_FOUND, &err("key_not_found")),
-            Reply::Done(Err(ClientError::NotFound))
-        ));
-        assert!(matches!(
-            interpret(StatusCode::CONFLICT, &err("condition_failed")),
-            Reply::Done(Err(ClientError::ConditionFailed { current: None }))
-        ));
-        match interpret(StatusCode::GATEWAY_TIMEOUT, &err("outcome_unknown")) {
-            Reply::Done(Err(e)) => assert!(!e.is_definite()),
-            other => panic!("expected an unknown outcome, got {other:?}"),
-        }
-        assert!(matches!(
-            interpret(StatusCode::OK, br#"{"version":3}"#),
-            Reply::Done(Ok(v)) if v["version"] == 3
-        ));
-        assert!(matches!(
-            interpret(StatusCode::BAD_GATEWAY, b"oops"),
-            Reply::Done(Err(ClientError::Api { status: 502, .. }))
-        ));
-    }
-
-    // A frozen slot (503 slot_moving) is told apart from other 503s, and a 409 other than
-    // condition_failed (a view change already running) is a refusal carrying the task's id.
-    #[test]
-    fn slot_moving_and_change_in_progress_have_their_own_meaning() {
-        let body = br#"{"code":"slot_moving","message":"slot 7 is being moved; retry"}"#;
-        assert!(matches!(
-            interpret(StatusCode::SERVICE_UNAVAILABLE, body),
-            Reply::SlotMoving(m) if m == "slot 7 is being moved; retry"
-        ));
-        let body = br#"{"code":"change_in_progress","message":"task 3 is running","task":3}"#;
-        match interpret(StatusCode::CONFLICT, body) {
-            Reply::Done(Err(e @ ClientError::ChangeInProgress { task: 3, .. })) => {
-                assert_eq!(e.to_string(), "change_in_progress: task 3 is running");
-            }
-            other => panic!("expected a change_in_progress refusal, got {other:?}"),
-        }
-        // Without the task's id it is still a refusal, with its code.
-        let body = br#"{"code":"change_in_progress","message":"busy"}"#;
-        assert!(matches!(
-            interpret(StatusCode::CONFLICT, body),
-            Reply::Done(Err(ClientError::Api { status: 409, .. }))
-        ));
-    }
-
     // Keys are percent-encoded so any UTF-8 key, slashes included, is one path segment.
     #[test]
     fn keys_are_escaped_in_paths() {
@@ -867,17 +662,5 @@ mod tests {
             key_path("keys", "k-1_.~", "?stale=true"),
             "/v1/keys/k-1_.~?stale=true"
         );
-    }
-
-    // Endpoint lists must be host:port entries.
-    #[test]
-    fn endpoint_lists_are_checked() {
-        assert_eq!(
-            parse_endpoints("127.0.0.1:1, 127.0.0.2:2").ok(),
-            Some(vec!["127.0.0.1:1".to_string(), "127.0.0.2:2".to_string()])
-        );
-        assert!(parse_endpoints("http://x:1").is_err());
-        assert!(parse_endpoints("a:1,,b:2").is_err());
-        assert!(parse_endpoints("nohost").is_err());
     }
 }

@@ -46,6 +46,7 @@ pub mod cache;
 pub mod cli;
 pub mod fs;
 pub mod namespace;
+mod state;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
