@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::budget::Budget;
 use crate::explain::{explain, prefix_before};
-use crate::history::History;
-use crate::model::Model;
+use crate::history::{History, Operation};
+use crate::model::{Model, StateId};
 use crate::replay::replay;
 use crate::report::{Cause, KeyReport, KeyVerdict, Report, Verdict, Violation};
 use crate::search::{search, SearchOp, SearchResult};
@@ -87,31 +87,185 @@ impl KeyOutcome {
     }
 }
 
-fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutcome {
-    let t0 = Instant::now();
-    let mut model = Model::default();
-    // Number ops in call order so the search's bitset is a dense prefix.
-    let mut order = task.ops.clone();
-    order.sort_by_key(|&i| history.ops.get(i).map(|o| (o.invoke_time, i)));
-    let mut ops = Vec::with_capacity(order.len());
-    let mut global = Vec::with_capacity(order.len());
-    for &i in &order {
-        let Some(op) = history.ops.get(i) else {
-            continue;
-        };
-        if let Some(p) = model.prepare(op) {
-            ops.push(SearchOp {
-                step: p.step,
-                required: p.required,
-                call: op.invoke_time,
-                ret: p.deadline,
-            });
-            global.push(op.id);
+/// One key's ops as the search sees them, with the way back to the
+/// history's operations.
+struct KeyCheck<'a> {
+    history: &'a History,
+    task: &'a KeyTask<'a>,
+    budget: &'a Budget,
+    model: Model,
+    /// The key's indices into `History::ops`, in call order.
+    order: Vec<usize>,
+    ops: Vec<SearchOp>,
+    /// `History::ops` index of each entry of `ops`.
+    global: Vec<usize>,
+}
+
+/// Where a violation is pinned, in positions of `KeyCheck::ops`.
+struct Failure {
+    prefix: Vec<usize>,
+    offending: usize,
+    /// State after `prefix`.
+    state: StateId,
+    cause: Cause,
+}
+
+impl<'a> KeyCheck<'a> {
+    fn new(history: &'a History, task: &'a KeyTask<'a>, budget: &'a Budget) -> Self {
+        let mut model = Model::default();
+        // Number ops in call order so the search's bitset is a dense prefix.
+        let mut order = task.ops.clone();
+        order.sort_by_key(|&i| history.ops.get(i).map(|o| (o.invoke_time, i)));
+        let mut ops = Vec::with_capacity(order.len());
+        let mut global = Vec::with_capacity(order.len());
+        for &i in &order {
+            let Some(op) = history.ops.get(i) else {
+                continue;
+            };
+            if let Some(p) = model.prepare(op) {
+                ops.push(SearchOp {
+                    step: p.step,
+                    required: p.required,
+                    call: op.invoke_time,
+                    ret: p.deadline,
+                });
+                global.push(op.id);
+            }
+        }
+        KeyCheck {
+            history,
+            task,
+            budget,
+            model,
+            order,
+            ops,
+            global,
         }
     }
+
+    /// The key's operations, as a violation shows them.
+    fn operations(&self) -> Vec<Operation> {
+        self.task
+            .ops
+            .iter()
+            .filter_map(|&i| self.history.ops.get(i).cloned())
+            .collect()
+    }
+
+    /// A contradiction among the recorded versions, if any.
+    fn version_violation(&self) -> Option<Violation> {
+        let key_ops: Vec<&Operation> = self
+            .order
+            .iter()
+            .filter_map(|&i| self.history.ops.get(i))
+            .collect();
+        let (offending, evidence) = version_violation(&key_ops)?;
+        self.budget.cancel.store(true, Ordering::Relaxed);
+        Some(Violation {
+            operations: self.operations(),
+            prefix: Vec::new(),
+            offending,
+            cause: Cause::Version,
+            evidence: Some(evidence),
+            value_after_prefix: None,
+        })
+    }
+
+    /// Searches the key; a positive answer whose witness does not replay
+    /// becomes `Unknown`.
+    fn search(&mut self) -> SearchResult {
+        let mut result = search(&self.ops, &mut self.model, self.budget);
+        // Every positive answer is checked again: its witness must replay.
+        if let SearchResult::Linearizable { states, witness } = &result {
+            if let Err(why) = replay(&self.ops, &mut self.model, witness) {
+                result = SearchResult::Unknown {
+                    reason: format!(
+                        "internal error: the search's witness failed its replay: {why}"
+                    ),
+                    states: *states,
+                };
+            }
+        }
+        result
+    }
+
+    /// Improves `failure` where the time allows (see the constants above);
+    /// sets `outcome.explain_elapsed` and returns the states the
+    /// explanation visited. `up_front`, `overwritten`: as the search's
+    /// violation says.
+    fn explain(
+        &mut self,
+        failure: &mut Failure,
+        up_front: bool,
+        overwritten: bool,
+        outcome: &mut KeyOutcome,
+    ) -> usize {
+        let budget = self.budget;
+        // A better explanation, if it can be had in a share of the
+        // search's own time (and before the check's deadline).
+        let cap = (outcome.search_elapsed / EXPLAIN_SHARE).clamp(EXPLAIN_MIN, EXPLAIN_MAX);
+        let mut deadline = Instant::now() + cap;
+        if let Some(limit) = budget.deadline() {
+            deadline = deadline.min(limit);
+        }
+        let t_explain = Instant::now();
+        let mut explain_states = 0;
+        if up_front {
+            // The reads-from argument is the explanation; only the
+            // prefix (what completed before the op) is searched for.
+            if overwritten {
+                failure.cause = Cause::Overwritten;
+            }
+            if let Some((p, s)) = prefix_before(
+                &self.ops,
+                &mut self.model,
+                failure.offending,
+                budget,
+                deadline,
+                &mut explain_states,
+            ) {
+                failure.prefix = p;
+                failure.state = s;
+            }
+        } else if let Some(e) = explain(
+            &self.ops,
+            &mut self.model,
+            budget,
+            deadline,
+            &mut explain_states,
+        ) {
+            failure.prefix = e.prefix;
+            failure.offending = e.offending;
+            failure.state = e.state;
+            failure.cause = Cause::FirstFailure;
+        }
+        outcome.explain_elapsed = t_explain.elapsed();
+        explain_states
+    }
+
+    /// The violation to report, in `History::ops` ids.
+    fn violation(&self, failure: Failure, overwritten_by: Option<usize>) -> Violation {
+        let id = |local: usize| self.global.get(local).copied().unwrap_or(usize::MAX);
+        let cause = failure.cause;
+        Violation {
+            operations: self.operations(),
+            prefix: failure.prefix.into_iter().map(id).collect(),
+            offending: id(failure.offending),
+            cause,
+            evidence: overwritten_by
+                .filter(|_| cause == Cause::Overwritten)
+                .map(id),
+            value_after_prefix: self.model.value(failure.state).map(str::to_string),
+        }
+    }
+}
+
+fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutcome {
+    let t0 = Instant::now();
+    let mut key = KeyCheck::new(history, task, budget);
     let mut outcome = KeyOutcome {
         verdict: KeyVerdict::Linearizable,
-        checked_ops: ops.len(),
+        checked_ops: key.ops.len(),
         states: 0,
         elapsed: Duration::ZERO,
         search_elapsed: Duration::ZERO,
@@ -119,106 +273,47 @@ fn check_key(history: &History, task: &KeyTask<'_>, budget: &Budget) -> KeyOutco
         violation: None,
     };
     // Recorded versions first: a contradiction needs no search.
-    let key_ops: Vec<&crate::history::Operation> =
-        order.iter().filter_map(|&i| history.ops.get(i)).collect();
-    if let Some((offending, evidence)) = version_violation(&key_ops) {
-        budget.cancel.store(true, Ordering::Relaxed);
+    if let Some(violation) = key.version_violation() {
         outcome.verdict = KeyVerdict::NotLinearizable;
-        outcome.violation = Some(Violation {
-            operations: task
-                .ops
-                .iter()
-                .filter_map(|&i| history.ops.get(i).cloned())
-                .collect(),
-            prefix: Vec::new(),
-            offending,
-            cause: Cause::Version,
-            evidence: Some(evidence),
-            value_after_prefix: None,
-        });
+        outcome.violation = Some(violation);
         outcome.elapsed = t0.elapsed();
         return outcome;
     }
     let t_search = Instant::now();
-    let mut result = search(&ops, &mut model, budget);
-    // Every positive answer is checked again: its witness must replay.
-    if let SearchResult::Linearizable { states, witness } = &result {
-        if let Err(why) = replay(&ops, &mut model, witness) {
-            result = SearchResult::Unknown {
-                reason: format!("internal error: the search's witness failed its replay: {why}"),
-                states: *states,
-            };
-        }
-    }
+    let result = key.search();
     outcome.search_elapsed = t_search.elapsed();
     match result {
         SearchResult::Linearizable { states, .. } => outcome.states = states,
         SearchResult::Violation {
-            mut prefix,
-            mut offending,
+            prefix,
+            offending,
             unreachable,
-            mut state,
+            state,
             states,
             up_front,
             overwritten_by,
         } => {
             budget.cancel.store(true, Ordering::Relaxed);
-            let mut cause = if unreachable {
+            let cause = if unreachable {
                 Cause::Unreachable
             } else {
                 Cause::Blocked
             };
-            // A better explanation, if it can be had in a share of the
-            // search's own time (and before the check's deadline).
-            let cap = (outcome.search_elapsed / EXPLAIN_SHARE).clamp(EXPLAIN_MIN, EXPLAIN_MAX);
-            let mut deadline = Instant::now() + cap;
-            if let Some(limit) = budget.deadline() {
-                deadline = deadline.min(limit);
-            }
-            let t_explain = Instant::now();
-            let mut explain_states = 0;
-            if up_front {
-                // The reads-from argument is the explanation; only the
-                // prefix (what completed before the op) is searched for.
-                if overwritten_by.is_some() {
-                    cause = Cause::Overwritten;
-                }
-                if let Some((p, s)) = prefix_before(
-                    &ops,
-                    &mut model,
-                    offending,
-                    budget,
-                    deadline,
-                    &mut explain_states,
-                ) {
-                    prefix = p;
-                    state = s;
-                }
-            } else if let Some(e) = explain(&ops, &mut model, budget, deadline, &mut explain_states)
-            {
-                prefix = e.prefix;
-                offending = e.offending;
-                state = e.state;
-                cause = Cause::FirstFailure;
-            }
-            outcome.explain_elapsed = t_explain.elapsed();
-            let id = |local: usize| global.get(local).copied().unwrap_or(usize::MAX);
+            let mut failure = Failure {
+                prefix,
+                offending,
+                state,
+                cause,
+            };
+            let explain_states = key.explain(
+                &mut failure,
+                up_front,
+                overwritten_by.is_some(),
+                &mut outcome,
+            );
             outcome.verdict = KeyVerdict::NotLinearizable;
             outcome.states = states + explain_states;
-            outcome.violation = Some(Violation {
-                operations: task
-                    .ops
-                    .iter()
-                    .filter_map(|&i| history.ops.get(i).cloned())
-                    .collect(),
-                prefix: prefix.into_iter().map(id).collect(),
-                offending: id(offending),
-                cause,
-                evidence: overwritten_by
-                    .filter(|_| cause == Cause::Overwritten)
-                    .map(id),
-                value_after_prefix: model.value(state).map(str::to_string),
-            });
+            outcome.violation = Some(key.violation(failure, overwritten_by));
         }
         SearchResult::Unknown { reason, states } => {
             outcome.verdict = KeyVerdict::Unknown { reason };

@@ -254,36 +254,51 @@ struct Bar<'a> {
     row: usize,
 }
 
-fn render_timeline(
-    h: &mut String,
-    window: &[&Operation],
+/// The window's time range and its mapping to x coordinates.
+struct Scale {
+    t0: u64,
+    t1: u64,
+    span: f64,
+}
+
+impl Scale {
+    fn new(window: &[&Operation]) -> Self {
+        let t0 = window.iter().map(|o| o.invoke_time).min().unwrap_or(0);
+        let t1 = window
+            .iter()
+            .flat_map(|o| [Some(o.invoke_time), o.complete_time])
+            .flatten()
+            .max()
+            .unwrap_or(t0)
+            .max(t0.saturating_add(1));
+        let span = ((t1 - t0) as f64).max(1.0);
+        Scale { t0, t1, span }
+    }
+
+    fn x(&self, t: u64) -> f64 {
+        LEFT + (t.saturating_sub(self.t0) as f64 / self.span) * PLOT_W
+    }
+}
+
+/// Right end of open-ended (info) bars.
+const RIGHT_EDGE: f64 = LEFT + PLOT_W + INFO_TAIL;
+
+/// One bar per operation, grouped by process.
+fn bars_by_process<'a>(
+    window: &[&'a Operation],
     positions: &HashMap<usize, usize>,
     offending: usize,
-) {
-    let t0 = window.iter().map(|o| o.invoke_time).min().unwrap_or(0);
-    let t1 = window
-        .iter()
-        .flat_map(|o| [Some(o.invoke_time), o.complete_time])
-        .flatten()
-        .max()
-        .unwrap_or(t0)
-        .max(t0.saturating_add(1));
-    let span = ((t1 - t0) as f64).max(1.0);
-    let x = |t: u64| LEFT + (t.saturating_sub(t0) as f64 / span) * PLOT_W;
-    let right_edge = LEFT + PLOT_W + INFO_TAIL;
-
-    // Group by process; inside a lane, pack bars into sub-rows so that
-    // neither bars nor their labels overlap (info ops run to the edge and
-    // would otherwise cover the process's later ops).
+    scale: &Scale,
+) -> BTreeMap<u64, Vec<Bar<'a>>> {
     let mut lanes: BTreeMap<u64, Vec<Bar<'_>>> = BTreeMap::new();
     for &o in window {
         let role = role(o, positions, offending);
         let open_ended = o.outcome == Outcome::Info;
-        let x0 = x(o.invoke_time);
+        let x0 = scale.x(o.invoke_time);
         let x1 = if open_ended {
-            right_edge
+            RIGHT_EDGE
         } else {
-            x(o.complete_time.unwrap_or(t1)).max(x0 + 4.0)
+            scale.x(o.complete_time.unwrap_or(scale.t1)).max(x0 + 4.0)
         };
         let label = truncate(&o.label(), LABEL_MAX);
         lanes.entry(o.process).or_default().push(Bar {
@@ -296,6 +311,12 @@ fn render_timeline(
             row: 0,
         });
     }
+    lanes
+}
+
+/// Packs each lane's bars into sub-rows (sets `Bar::row`); returns each
+/// process with its number of rows.
+fn pack_rows(lanes: &mut BTreeMap<u64, Vec<Bar<'_>>>) -> Vec<(u64, usize)> {
     let mut lane_rows: Vec<(u64, usize)> = Vec::new();
     for (&p, bars) in lanes.iter_mut() {
         bars.sort_by(|a, b| a.x0.total_cmp(&b.x0));
@@ -323,10 +344,12 @@ fn render_timeline(
         }
         lane_rows.push((p, row_end.len().max(1)));
     }
-    let total_rows: usize = lane_rows.iter().map(|&(_, r)| r).sum();
-    let height = TOP + total_rows as f64 * ROW_H + 20.0;
-    let width = right_edge + 20.0;
+    lane_rows
+}
 
+/// Opens the SVG element and draws the time axis.
+fn draw_axis(h: &mut String, scale: &Scale, width: f64, height: f64) {
+    let (t0, t1) = (scale.t0, scale.t1);
     let _ = writeln!(
         h,
         "<div class=\"timeline\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" \
@@ -348,12 +371,32 @@ fn render_timeline(
             "<line class=\"axis\" x1=\"{xx:.1}\" y1=\"{a:.1}\" x2=\"{xx:.1}\" y2=\"{b:.1}\"/>\
              <text class=\"tick\" x=\"{xx:.1}\" y=\"{ty:.1}\" text-anchor=\"middle\">+{}</text>",
             esc(&fmt_ns(t - t0)),
-            xx = x(t),
+            xx = scale.x(t),
             a = TOP - 12.0,
             b = TOP - 4.0,
             ty = TOP - 16.0,
         );
     }
+}
+
+fn render_timeline(
+    h: &mut String,
+    window: &[&Operation],
+    positions: &HashMap<usize, usize>,
+    offending: usize,
+) {
+    let scale = Scale::new(window);
+
+    // Group by process; inside a lane, pack bars into sub-rows so that
+    // neither bars nor their labels overlap (info ops run to the edge and
+    // would otherwise cover the process's later ops).
+    let mut lanes = bars_by_process(window, positions, offending, &scale);
+    let lane_rows = pack_rows(&mut lanes);
+    let total_rows: usize = lane_rows.iter().map(|&(_, r)| r).sum();
+    let height = TOP + total_rows as f64 * ROW_H + 20.0;
+    let width = RIGHT_EDGE + 20.0;
+
+    draw_axis(h, &scale, width, height);
 
     let mut y = TOP;
     for (p, rows) in &lane_rows {

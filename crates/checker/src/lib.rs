@@ -90,9 +90,11 @@
 
 #![warn(missing_docs)]
 
+mod assemble;
 mod budget;
 mod check;
-mod command;
+mod cli;
+mod event;
 mod explain;
 mod hash;
 mod history;
@@ -105,11 +107,10 @@ mod report;
 mod search;
 mod versions;
 
+pub use assemble::{parse_history, HistoryBuilder};
 pub use check::{check, CheckOptions};
-pub use command::run_cli;
-pub use history::{
-    parse_history, write_event, Command, Event, EventType, History, HistoryBuilder, OpFn,
-    Operation, Outcome, ParseError, ParseErrorKind,
-};
+pub use cli::run_cli;
+pub use event::{write_event, Event, EventType, OpFn, ParseError, ParseErrorKind};
+pub use history::{Command, History, Operation, Outcome};
 pub use recorder::Recorder;
 pub use report::{Cause, KeyReport, KeyVerdict, Report, Verdict, Violation};

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::history::{write_event, Command, Event, EventType, OpFn};
+use crate::event::{write_event, Event, EventType, OpFn};
+use crate::history::Command;
 
 struct Inner {
     out: BufWriter<Box<dyn Write + Send>>,

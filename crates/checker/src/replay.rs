@@ -67,8 +67,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::assemble::HistoryBuilder;
     use crate::budget::Budget;
-    use crate::history::{Command, HistoryBuilder};
+    use crate::history::Command;
     use crate::search::{search, SearchResult};
     use std::time::{Duration, Instant};
 

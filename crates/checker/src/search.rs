@@ -694,138 +694,180 @@ impl<'a> Searcher<'a> {
     }
 }
 
-/// Decides whether `ops` (one key's history) is linearizable.
-pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> SearchResult {
-    let mut account = Account::new(budget);
-    if budget.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-        return SearchResult::Cancelled;
-    }
-    if !ops.iter().any(|o| o.required) {
-        return SearchResult::Linearizable {
-            states: 0,
-            witness: Vec::new(),
-        };
-    }
-    // Node ids are u32; a single key with more than 2^31 ops would not fit
-    // in memory anyway.
-    if ops.len() >= (u32::MAX / 2 - 2) as usize {
-        return SearchResult::Unknown {
-            reason: "too many operations on one key".to_string(),
-            states: 0,
-        };
-    }
-    if let Some(op) = impossible_observer(ops, model) {
-        return SearchResult::Violation {
-            prefix: Vec::new(),
-            offending: op,
-            unreachable: true,
-            state: ABSENT,
-            states: 0,
-            up_front: true,
-            overwritten_by: overwriter(ops, op),
-        };
-    }
-    let mut s = Searcher::new(ops, model);
+/// What exploring a configuration did.
+enum Explored {
+    /// Linearized a candidate: the search moves to the new configuration.
+    Pushed,
+    /// No (further) candidate can be linearized here. `doom`: the pending
+    /// op whose value was found unreachable, if that is why.
+    DeadEnd { doom: Option<usize> },
+}
 
-    let mut fresh = true;
-    let mut next_idx = 0usize;
-    let mut iterations: u64 = 0;
-    loop {
-        iterations += 1;
-        if iterations % POLL_EVERY == 0 {
-            let bytes = s.memo.bytes + s.model.bytes();
-            if let Err(stop) = account.poll(s.memo.len, bytes) {
-                return match stop {
-                    Stop::Cancelled => SearchResult::Cancelled,
-                    Stop::Unknown(reason) => SearchResult::Unknown {
-                        reason,
-                        states: s.memo.len,
-                    },
-                };
-            }
-        }
+impl Searcher<'_> {
+    /// Publishes the search's totals and checks the budget; `Err` carries
+    /// the answer to stop with.
+    fn poll(&self, account: &mut Account<'_>) -> Result<(), SearchResult> {
+        let bytes = self.memo.bytes + self.model.bytes();
+        account
+            .poll(self.memo.len, bytes)
+            .map_err(|stop| match stop {
+                Stop::Cancelled => SearchResult::Cancelled,
+                Stop::Unknown(reason) => SearchResult::Unknown {
+                    reason,
+                    states: self.memo.len,
+                },
+            })
+    }
 
-        // On arriving at a configuration: a forced read, if any, is the
-        // only child; a configuration whose forced child failed is dead.
-        let mut dead = false;
-        if fresh {
-            fresh = false;
-            next_idx = 0;
-            if let Some(op) = s.forced_candidate() {
-                if s.try_push(op, true, 0) == Push::Pushed {
-                    if s.remaining == 0 {
-                        return s.success();
-                    }
-                    fresh = true;
-                    continue;
-                }
-                dead = true;
-            }
-        }
-
-        let blocker = if dead { None } else { s.candidates() };
+    /// Tries the current configuration's candidates from position `from`
+    /// on (0 on first arrival), after the reachability check.
+    fn explore(&mut self, from: usize) -> Explored {
+        let ops = self.ops;
+        let blocker = self.candidates();
         // The reachability check, once per configuration, unless the last
         // step left the value and the pending resets and appends as they
         // were (a read or failed cas), so nothing it depends on changed.
-        let mut doom = None;
-        let changed = s
+        let changed = self
             .calls
             .last()
             .is_none_or(|f| !matches!(ops[f.op].step, Step::Read(_) | Step::CasFail { .. }));
-        if !dead && next_idx == 0 && changed {
-            if let Some(op) = s.doomed() {
-                s.snapshot(op, true);
-                doom = Some(op);
-                dead = true;
+        if from == 0 && changed {
+            if let Some(op) = self.doomed() {
+                self.snapshot(op, true);
+                return Explored::DeadEnd { doom: Some(op) };
             }
         }
-        if !dead {
-            let level = s.current_level();
-            let mut i = next_idx;
-            let mut pushed = false;
-            while let Some(&op) = s.cands.get(i) {
-                let o = &ops[op];
-                if Searcher::allowed(level, o.step)
-                    && (o.required || s.optional_useful(op))
-                    && s.try_push(op, false, i) == Push::Pushed
-                {
-                    pushed = true;
-                    break;
-                }
-                i += 1;
+        let level = self.current_level();
+        let mut i = from;
+        while let Some(&op) = self.cands.get(i) {
+            let o = &ops[op];
+            if Searcher::allowed(level, o.step)
+                && (o.required || self.optional_useful(op))
+                && self.try_push(op, false, i) == Push::Pushed
+            {
+                return Explored::Pushed;
             }
-            if pushed {
-                if s.remaining == 0 {
-                    return s.success();
-                }
-                fresh = true;
-                continue;
-            }
-            if let Some(op) = blocker {
-                s.snapshot(op, false);
-            }
+            i += 1;
         }
+        if let Some(op) = blocker {
+            self.snapshot(op, false);
+        }
+        Explored::DeadEnd { doom: None }
+    }
 
-        // Dead end: return to the nearest ancestor with untried
-        // candidates. A forced frame's parent has none. A doomed
-        // configuration's ancestors are doomed too while the same op's
-        // value stays unreachable there: jump over them.
+    /// Dead end: returns to the nearest ancestor with untried candidates
+    /// and gives the position to resume from there, or `None` when the
+    /// stack is empty (no linearization exists). A forced frame's parent
+    /// has none. A doomed configuration's ancestors are doomed too while
+    /// the same op's value stays unreachable there: jump over them.
+    fn backtrack(&mut self, mut doom: Option<usize>) -> Option<usize> {
         loop {
-            let Some(frame) = s.pop() else {
-                return s.violation();
-            };
+            let frame = self.pop()?;
             if let Some(op) = doom {
-                if s.unreachable(op) {
+                if self.unreachable(op) {
                     continue;
                 }
                 doom = None;
             }
             if !frame.forced {
-                next_idx = frame.idx + 1;
-                break;
+                return Some(frame.idx + 1);
             }
         }
     }
+
+    /// The depth-first search proper, from the empty configuration.
+    fn run(mut self, account: &mut Account<'_>) -> SearchResult {
+        let mut fresh = true;
+        let mut next_idx = 0usize;
+        let mut iterations: u64 = 0;
+        loop {
+            iterations += 1;
+            if iterations % POLL_EVERY == 0 {
+                if let Err(stop) = self.poll(account) {
+                    return stop;
+                }
+            }
+
+            // On arriving at a configuration: a forced read, if any, is the
+            // only child; a configuration whose forced child failed is dead.
+            let mut dead = false;
+            if fresh {
+                fresh = false;
+                next_idx = 0;
+                if let Some(op) = self.forced_candidate() {
+                    if self.try_push(op, true, 0) == Push::Pushed {
+                        if self.remaining == 0 {
+                            return self.success();
+                        }
+                        fresh = true;
+                        continue;
+                    }
+                    dead = true;
+                }
+            }
+
+            let doom = if dead {
+                None
+            } else {
+                match self.explore(next_idx) {
+                    Explored::Pushed => {
+                        if self.remaining == 0 {
+                            return self.success();
+                        }
+                        fresh = true;
+                        continue;
+                    }
+                    Explored::DeadEnd { doom } => doom,
+                }
+            };
+
+            match self.backtrack(doom) {
+                Some(idx) => next_idx = idx,
+                None => return self.violation(),
+            }
+        }
+    }
+}
+
+/// The answer when no search is needed: cancelled already, nothing
+/// required, too many ops, or refuted up front by the reads-from argument.
+fn answer_without_search(ops: &[SearchOp], model: &Model, budget: &Budget) -> Option<SearchResult> {
+    if budget.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Some(SearchResult::Cancelled);
+    }
+    if !ops.iter().any(|o| o.required) {
+        return Some(SearchResult::Linearizable {
+            states: 0,
+            witness: Vec::new(),
+        });
+    }
+    // Node ids are u32; a single key with more than 2^31 ops would not fit
+    // in memory anyway.
+    if ops.len() >= (u32::MAX / 2 - 2) as usize {
+        return Some(SearchResult::Unknown {
+            reason: "too many operations on one key".to_string(),
+            states: 0,
+        });
+    }
+    let op = impossible_observer(ops, model)?;
+    Some(SearchResult::Violation {
+        prefix: Vec::new(),
+        offending: op,
+        unreachable: true,
+        state: ABSENT,
+        states: 0,
+        up_front: true,
+        overwritten_by: overwriter(ops, op),
+    })
+}
+
+/// Decides whether `ops` (one key's history) is linearizable.
+pub(crate) fn search(ops: &[SearchOp], model: &mut Model, budget: &Budget) -> SearchResult {
+    let mut account = Account::new(budget);
+    if let Some(answer) = answer_without_search(ops, model, budget) {
+        return answer;
+    }
+    Searcher::new(ops, model).run(&mut account)
 }
 
 /// The distinct suffixes the appends of `ops` add, and their distinct lengths (sorted), for

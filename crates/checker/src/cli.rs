@@ -6,8 +6,9 @@ use std::path::Path;
 
 use serde_json::json;
 
+use crate::assemble::parse_history;
 use crate::check::{check, CheckOptions};
-use crate::history::{parse_history, Command, History, Outcome};
+use crate::history::{Command, History, Outcome};
 
 /// Exit code when there is nothing to check, the input is invalid or the
 /// verdict is unknown.
