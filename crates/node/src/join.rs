@@ -306,7 +306,7 @@ fn adopt(
         joined: true,
     };
     std::fs::create_dir_all(&cfg.data_dir)?;
-    crate::node::write_map_file(&cfg.data_dir, &map)?;
+    crate::map_copies::write_map_file(&cfg.data_dir, &map)?;
     Identity::create_joined(&cfg.data_dir, &identity)?;
     tracing::info!(
         node,

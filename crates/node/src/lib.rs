@@ -38,6 +38,7 @@ pub mod identity;
 pub mod incarnation;
 pub mod join;
 pub mod launch;
+pub mod map_copies;
 pub mod meta;
 pub mod network;
 pub mod node;

@@ -6,7 +6,7 @@
 //! lists it in, and every group a task is adding it to. Replicas are created when the map
 //! changes and never dropped while the node runs.
 //!
-//! The map itself lives in the config group's state machine as the value of [`MAP_KEY`], written
+//! The map itself lives in the config group's state machine as the value of [`crate::map_copies::MAP_KEY`], written
 //! only by the metadata leader with a compare-and-set on its version (see `meta/record.rs`). Nodes learn
 //! newer maps from heartbeat replies; config voters also read it from their own replica.
 
@@ -27,17 +27,11 @@ use crate::faults::NodeFaults;
 use crate::group::steps::GroupSteps;
 use crate::identity::Identity;
 use crate::incarnation::{Incarnations, INCARNATION_HEADER};
+use crate::map_copies::{stored_map_in, write_map_file};
 use crate::meta::state::MetaState;
 use crate::network::Network;
 use crate::serve::read_index::ReadBatcher;
 use kvorum_wire::headers::{CLUSTER_HEADER, SECRET_HEADER};
-
-/// Key of the cluster map in the config group's state machine.
-pub const MAP_KEY: &str = "cluster_map";
-/// File in the data directory holding the newest cluster map this node installed (JSON),
-/// replaced atomically and durably with every newer map, so that a restarted node starts from
-/// the newest map it ever knew even when it is not a config voter.
-pub const MAP_FILE: &str = "cluster-map.json";
 
 /// Largest number of log entries per append RPC: bounds an RPC at this many max-size values.
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
@@ -178,71 +172,6 @@ fn set_fatal(fatal: &watch::Sender<Option<String>>, reason: String) {
             false
         }
     });
-}
-
-/// The initial map of the cluster this node was created in (for a joined node: of the view it
-/// was started with, which is not its cluster's; see [`initial_map_to_use`]).
-pub fn initial_map(identity: &Identity) -> anyhow::Result<ClusterMap> {
-    let view: Vec<String> = identity.view.iter().map(|a| a.to_string()).collect();
-    ClusterMap::initial(&view, identity.k).map_err(|e| anyhow::anyhow!("initial map: {e}"))
-}
-
-/// The initial map a node takes into account at startup: its view's, or `None` for a node that
-/// joined a running cluster (its view is not its cluster's initial view).
-pub fn initial_map_to_use(identity: &Identity) -> anyhow::Result<Option<ClusterMap>> {
-    if identity.joined {
-        return Ok(None);
-    }
-    initial_map(identity).map(Some)
-}
-
-/// The map stored in `store`'s config replica and its record version, if any.
-pub fn stored_map_in(store: &Store) -> anyhow::Result<Option<(ClusterMap, u64)>> {
-    let Some(rec) = store.read(CONFIG_GROUP, MAP_KEY)? else {
-        return Ok(None);
-    };
-    let map: ClusterMap =
-        serde_json::from_str(&rec.value).context("the stored cluster map does not decode")?;
-    Ok(Some((map, rec.version)))
-}
-
-/// Replaces [`MAP_FILE`] in `dir` with `map`, atomically and durably.
-pub fn write_map_file(dir: &std::path::Path, map: &ClusterMap) -> anyhow::Result<()> {
-    crate::identity::write_file_durably(dir, MAP_FILE, &serde_json::to_vec(map)?)
-        .with_context(|| format!("cannot persist the cluster map (epoch {})", map.epoch))
-}
-
-/// The map [`MAP_FILE`] in `dir` holds, if the file exists.
-pub fn read_map_file(dir: &std::path::Path) -> anyhow::Result<Option<ClusterMap>> {
-    let path = dir.join(MAP_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            anyhow::anyhow!(
-                "{} is corrupt ({e}); delete it (the node then starts from its other maps)",
-                path.display()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
-    }
-}
-
-/// The newest (highest epoch) of the maps a node knows at startup: its config replica's stored
-/// map, its [`MAP_FILE`], and the initial map of its view (not for a joined node).
-pub fn newest_map(candidates: impl IntoIterator<Item = Option<ClusterMap>>) -> Option<ClusterMap> {
-    candidates.into_iter().flatten().max_by_key(|m| m.epoch)
-}
-
-/// The initial map to initialize pristine groups from, given the newest map the node knows:
-/// only while that map is still the initial one (epoch 1). A node that ever learned a later map
-/// never initializes from its view: after a view change the initial map is stale, and its groups
-/// may have been dissolved or given other members; replicas then join by the members' Raft
-/// (as learners), never by initializing.
-pub fn initial_to_initialize(
-    newest: &ClusterMap,
-    initial: Option<ClusterMap>,
-) -> Option<ClusterMap> {
-    initial.filter(|_| newest.epoch == 1)
 }
 
 impl Node {
@@ -418,7 +347,7 @@ impl Node {
     /// Installs `map` if it is newer than the known one, then hosts what it asks for. Returns
     /// whether it was newer.
     ///
-    /// A newer map is first written to [`MAP_FILE`], atomically and durably, and only then
+    /// A newer map is first written to [`crate::map_copies::MAP_FILE`], atomically and durably, and only then
     /// installed: a restarted node never starts from a map older than one it acted on. A map that
     /// cannot be written is not installed (an error; the next heartbeat brings it again).
     pub async fn install_map(&self, map: ClusterMap) -> anyhow::Result<bool> {
@@ -659,6 +588,7 @@ impl Node {
 mod tests {
     use super::*;
     use crate::config::FileConfig;
+    use crate::map_copies::{initial_map_to_use, initial_to_initialize, newest_map, read_map_file};
 
     fn map_at(epoch: u64) -> ClusterMap {
         let view: Vec<String> = (1..=3).map(|i| format!("127.0.0.{i}:7070")).collect();

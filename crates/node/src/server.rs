@@ -27,10 +27,11 @@ use crate::config::Config;
 use crate::faults::Faults;
 use crate::identity::Identity;
 use crate::join::{self, Start};
-use crate::node::{
-    http_client, initial_map_to_use, initial_to_initialize, newest_map, read_map_file,
-    stored_map_in, write_map_file, Node,
+use crate::map_copies::{
+    initial_map_to_use, initial_to_initialize, newest_map, read_map_file, stored_map_in,
+    write_map_file,
 };
+use crate::node::{http_client, Node};
 
 /// Runs a node on `listener` until `shutdown` resolves, then stops it cleanly. Returns an error
 /// when the node had to stop because it was removed from the cluster.

@@ -4,7 +4,8 @@
 use kvorum_raftstore::{Command, CommandResult, Condition};
 use kvorum_router::{ClusterMap, MapError, CONFIG_GROUP};
 
-use crate::node::{initial_map, Node, MAP_KEY};
+use crate::map_copies::{initial_map, MAP_KEY};
+use crate::node::Node;
 
 /// The current map: the config group's stored record, or the initial map before the first
 /// change; with the record version to compare-and-set against (0: absent).
