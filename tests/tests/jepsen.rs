@@ -154,7 +154,7 @@ async fn jepsen_power_loss_is_linearizable() {
 }
 
 // SIGKILL under load on 7 nodes (K=3, node 7 a spare) with failure detection much shorter than a
-// kill (heartbeats every 300 ms, suspect 1 s, dead 2 s; a kill lasts 12 s), so the metadata server
+// kill (heartbeats every 300 ms, suspect 1 s, dead 2 s; a kill lasts 12 s), so the metadata leader
 // replaces a killed replica by the spare — learner, then one swap of the dead voter for it —
 // while the workload runs; the history stays linearizable. The nemesis only hits nodes 4–6
 // (group 2; not config voters), so the first kill always starts a repair and no metadata

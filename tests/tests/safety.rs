@@ -19,7 +19,7 @@ fn options(nodes: usize, k: usize) -> ClusterOptions {
 }
 
 // A storage failure stops a replica for good (openraft never restarts it). The node must not
-// go on looking healthy with a dead replica: it exits with the reason, and the metadata server
+// go on looking healthy with a dead replica: it exits with the reason, and the metadata leader
 // replaces it from the spare like any dead node; the write that triggered it is not lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replica_stopped_by_storage_fault_stops_node_and_is_replaced() {

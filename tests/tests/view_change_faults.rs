@@ -36,7 +36,7 @@ const HOLD_MS: u64 = 3000;
 const BATCH_SLOTS: u16 = 512;
 /// How long a killed node stays down, or a partition stays.
 const FAULT_FOR: Duration = Duration::from_secs(3);
-/// Longest the change may take to end: above the metadata server's 120 s step failure limit,
+/// Longest the change may take to end: above the metadata leader's 120 s step failure limit,
 /// so that a change that fails is seen failing rather than taken for stuck.
 const CHANGE_WITHIN: Duration = Duration::from_secs(150);
 /// Longest wait for the first hold after the change starts (the new group is created first).
@@ -109,7 +109,7 @@ impl Fault {
         }
     }
 
-    /// Faults that outlast the metadata server's step failure limit, shortened for them to
+    /// Faults that outlast the metadata leader's step failure limit, shortened for them to
     /// [`STEP_FAIL_LIMIT_MS`].
     fn outlasts_the_step_limit(self) -> bool {
         matches!(

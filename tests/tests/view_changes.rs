@@ -386,7 +386,7 @@ async fn a_group_below_quorum_refuses_a_change() {
 // `--config-voters 5`: the config group grows from the initial 3 voters to 5 as nodes arrive,
 // and then survives the loss of two of them, the metadata leader included: the remaining three
 // elect a new metadata leader, which answers the status and keeps the cluster serving (with 3
-// voters, two lost would have stopped the metadata server).
+// voters, two lost would have stopped the metadata leader).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_config_voters_survive_two_lost() {
     let _one = ONE_AT_A_TIME.lock().await;

@@ -115,7 +115,7 @@ pub struct Config {
     /// (or a node started with `join`).
     pub view: Vec<SocketAddr>,
     /// Addresses of running nodes of the cluster this node joins (`--join`, `KVORUM_JOIN`):
-    /// a new node started with them waits until the metadata server adds it (`kvctl add-node`),
+    /// a new node started with them waits until the metadata leader adds it (`kvctl add-node`),
     /// then takes the id the map gives it. Exclusive with `view`. Default: none.
     pub join: Vec<SocketAddr>,
     /// Replicas per group. Default: min(N, 3); 1 with no view; with `join`, the cluster's.

@@ -1,7 +1,7 @@
 //! kvnode: one kvorum node. It hosts the replicas the cluster map gives it (a data group, the
 //! config group when it is a voter), serves the client HTTP API on every node, routes each key
 //! by slot to its group's leader (forwarding when it does not lead it), heartbeats to the
-//! metadata leader, acts as the metadata server while it leads the config group (`meta/`), and
+//! metadata leader, is the metadata leader while it leads the config group (`meta/`), and
 //! carries the internal Raft transport on routes of its own.
 //!
 //! Invariants:

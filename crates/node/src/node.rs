@@ -121,7 +121,7 @@ pub fn http_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
 /// whose storage failed, e.g. a write or fsync error, and never restarts it). A replica that
 /// silently stopped would leave its group a replica short while the node still looks alive, so
 /// the whole node exits instead: a supervisor restarts it (the replica resumes from its log), and
-/// if it stays down the metadata server sees it dead and replaces its replicas from the spares.
+/// if it stays down the metadata leader sees it dead and replaces its replicas from the spares.
 ///
 /// A fatal error that reports corruption (a damaged block read by apply, a compaction or a
 /// snapshot build) also marks the store corrupt ([`Store::mark_corrupt`]): a restart would serve
@@ -150,7 +150,7 @@ async fn watch_replica(
             let reason = format!(
                 "the replica of group {group} stopped on a fatal error ({error}); the node stops. \
                  Check the disk and restart it: the replica resumes from its log. If it stays \
-                 down, the metadata server replaces it like a dead node"
+                 down, the metadata leader replaces it like a dead node"
             );
             tracing::error!(group = %group, %error, "replica stopped on a fatal error; stopping the node");
             set_fatal(&fatal, reason);

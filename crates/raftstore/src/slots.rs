@@ -1,7 +1,7 @@
 //! The slot table of a data group: which slots it serves, and the pure transitions of the slot
 //! admin commands that change it (a move's steps).
 //!
-//! Steps of a move, as the metadata server drives them (each a log entry, each idempotent, each
+//! Steps of a move, as the metadata leader drives them (each a log entry, each idempotent, each
 //! a [`Command::Fenced`] step carrying the driver's token, see `FenceToken`): both groups fenced
 //! (`Fence`) → destination `BeginIncoming` → copy while the source still serves
 //! (`Store::scan_slots` at the source, `Ingest` at the destination) → source `Freeze` → catch-up

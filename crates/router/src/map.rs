@@ -22,7 +22,7 @@ pub const HASH_NAME: &str = "xxh3_64";
 pub const MAX_CONFIG_VOTERS: usize = 3;
 
 /// The lifecycle state of a node in the map. Health (alive, suspect, dead) is not part of the
-/// map: the metadata server derives it from heartbeats.
+/// map: the metadata leader derives it from heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeLifecycle {
@@ -54,7 +54,7 @@ pub struct GroupInfo {
     pub members: BTreeSet<NodeId>,
 }
 
-/// A resumable task of the metadata server, recorded in the map so that a new config leader
+/// A resumable task of the metadata leader, recorded in the map so that a new config leader
 /// continues it. Every step is idempotent.
 ///
 /// Fields added after the first release decode with defaults from older maps (`started_ms` 0:
@@ -117,7 +117,7 @@ impl TaskKind {
     }
 }
 
-/// A view change (adding or removing one node) being run by the metadata server: the plan's
+/// A view change (adding or removing one node) being run by the metadata leader: the plan's
 /// steps, fixed when the change was accepted, and how far it got. Resumable: a new metadata
 /// leader continues at `next`, and a slot batch in flight (`batch`) is finished or rolled back
 /// from what the groups' slot tables say.

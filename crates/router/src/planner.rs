@@ -44,7 +44,7 @@
 //! active node, a change leaving fewer than K active nodes, a map with a task in progress, a map
 //! that breaks its invariants.
 //!
-//! Not implemented here: executing the steps (tasks of the metadata server), slot moves
+//! Not implemented here: executing the steps (tasks of the metadata leader), slot moves
 //! themselves, disk-space checks ("no room for the data").
 //!
 //! Caveat: a new group gets max(existing group ids) + 1, so the id of a dissolved group can be

@@ -1,5 +1,5 @@
 //! The repair choice: which replicas on dead (or removed) nodes to replace now, and by which
-//! node. Pure and deterministic; the metadata server (crates/node, `meta/tasks.rs`) records the
+//! node. Pure and deterministic; the metadata leader (crates/node, `meta/tasks.rs`) records the
 //! choices as tasks and runs them.
 //!
 //! Rules, in the order [`plan_repairs`] applies them:
@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::map::{ClusterMap, TaskKind};
 use crate::{GroupId, NodeId, CONFIG_GROUP};
 
-/// Health of a node, as the metadata server derives it from the time since its last heartbeat.
+/// Health of a node, as the metadata leader derives it from the time since its last heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Health {
     /// Heard from within the suspect threshold.

@@ -2,7 +2,7 @@
 //! /v1/cluster/nodes/{id}` (remove one), `GET /v1/cluster/tasks/{id}` (a change's progress) and
 //! `POST /v1/cluster/tasks/{id}/cancel` (stop it safely).
 //!
-//! A change runs as a task of the metadata server, recorded in the cluster map, so it survives
+//! A change runs as a task of the metadata leader, recorded in the cluster map, so it survives
 //! the loss of the metadata leader and of the client that asked for it: the add and remove calls
 //! answer `202 Accepted` with the task's [`TaskProgress`] at once, and the client polls the task
 //! until [`TaskState::is_final`]. Any node answers these routes (a node that is not the metadata

@@ -2,7 +2,7 @@
 //!
 //! A node started with `--join ADDR,...` (or with a VIEW on an empty data directory while another
 //! cluster already runs at those addresses) serves only `/healthz` and this route until the
-//! metadata server adds it (`kvctl add-node ADDR`); every other route answers 503 `joining`. A
+//! metadata leader adds it (`kvctl add-node ADDR`); every other route answers 503 `joining`. A
 //! serving node answers it too, with [`JoinPhase::Member`] and its id.
 
 use kvorum_router::NodeId;

@@ -25,7 +25,7 @@ pub struct ClusterStatus {
     pub answered_by: NodeId,
     /// The cluster's id (hex), fixed at bootstrap.
     pub cluster_id: String,
-    /// The config group (group 0, the metadata server's Raft group).
+    /// The config group (group 0, the metadata leader's Raft group).
     pub config: ConfigStatus,
     /// The last comparison of each group's replica state hashes (the consistency check), for
     /// the groups whose replicas reported a hash; only the metadata leader knows them (empty
@@ -52,7 +52,7 @@ pub struct ClusterStatus {
     pub slot_count: u16,
     /// Active nodes that host no data group, by id.
     pub spares: Vec<NodeId>,
-    /// The metadata server's tasks in progress.
+    /// The metadata leader's tasks in progress.
     pub tasks: Vec<TaskStatus>,
 }
 
@@ -180,7 +180,7 @@ pub struct ConfigStatus {
     pub voters: Vec<NodeId>,
 }
 
-/// One task of the metadata server in progress.
+/// One task of the metadata leader in progress.
 ///
 /// Tolerant of task kinds this build does not know: `kind` and `step` are strings, the fields
 /// only some kinds have are optional (left out when `None`), and the fields of kinds this build

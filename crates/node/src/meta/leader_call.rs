@@ -1,4 +1,4 @@
-//! One internal request to a group's leader, for the metadata server's slot and membership
+//! One internal request to a group's leader, for the metadata leader's slot and membership
 //! calls, delivered by the leader courier ([`crate::courier`]): the members' addresses in order,
 //! a `not_leader` answer's hint next; an answer whose code the caller names as final ends the
 //! call; anything else (not delivered, another error) moves on to the next address.

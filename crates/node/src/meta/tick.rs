@@ -29,9 +29,9 @@ pub async fn run(state: Arc<Node>) {
         tick.tick().await;
         if let Err(e) = meta_tick(&state).await {
             if is_map_conflict(&e) {
-                tracing::info!(error = %format!("{e:#}"), "metadata server: lost a map race; retrying");
+                tracing::info!(error = %format!("{e:#}"), "metadata leader: lost a map race; retrying");
             } else {
-                tracing::warn!(error = %format!("{e:#}"), "metadata server: step failed; retrying");
+                tracing::warn!(error = %format!("{e:#}"), "metadata leader: step failed; retrying");
             }
         }
         state.meta.tick_done();

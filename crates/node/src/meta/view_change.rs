@@ -154,7 +154,7 @@ fn refused(e: kvorum_router::PlanError) -> ApiError {
     }
 }
 
-/// Nodes the metadata server sees dead now (none when this node is not its leader).
+/// Nodes the metadata leader sees dead now (none when this node is not its leader).
 fn dead_nodes(state: &Node, map: &ClusterMap) -> std::collections::BTreeSet<NodeId> {
     state
         .meta
