@@ -49,43 +49,43 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Replica {
     /// The replica's Raft instance.
-    pub raft: Raft,
+    pub(crate) raft: Raft,
     /// Its read-index batcher (one round serves the reads that queued meanwhile).
-    pub reads: ReadBatcher,
+    pub(crate) reads: ReadBatcher,
 }
 
 /// Shared state of a running node.
 pub struct Node {
     /// The node's settings, fixed at start.
-    pub cfg: Config,
+    pub(crate) cfg: Config,
     /// Who this node is: its id, cluster, address and incarnation.
-    pub identity: Identity,
+    pub(crate) identity: Identity,
     /// The node's RocksDB store, shared by all its replicas.
-    pub store: Store,
+    pub(crate) store: Store,
     /// Replicas hosted here, by group.
     groups: RwLock<HashMap<GroupId, Replica>>,
     /// The newest cluster map this node knows, and leader hints.
     routing: RwLock<RoutingCache>,
     /// The metadata role's state (used while this node leads the config group).
-    pub meta: MetaState,
+    pub(crate) meta: MetaState,
     /// What this node keeps as a group's leader about the steps drivers send it.
-    pub steps: GroupSteps,
+    pub(crate) steps: GroupSteps,
     /// Wakes the heartbeat loop early (a request saw a newer epoch).
-    pub refresh: Notify,
+    pub(crate) refresh: Notify,
     /// The epoch of the installed map, for [`Node::learn_epoch`] to wait on.
     epoch: watch::Sender<u64>,
     /// Set when the node must stop (it was removed from the cluster, or one of its replicas
     /// stopped on a fatal error); carries the reason.
-    pub fatal: Arc<watch::Sender<Option<String>>>,
+    pub(crate) fatal: Arc<watch::Sender<Option<String>>>,
     /// The incarnations the known map records, shared with the Raft transport.
-    pub incarnations: Incarnations,
+    pub(crate) incarnations: Incarnations,
     /// HTTP client for forwarding and the Raft transport; binds to this node's IP.
-    pub http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     /// Serializes map installs with their writes of [`MAP_FILE`], so that an older map never
     /// overwrites a newer one.
     map_file: std::sync::Mutex<()>,
     /// The test suite's planted faults (none in `kvnode`; see `faults.rs`), read once at start.
-    pub faults: NodeFaults,
+    pub(crate) faults: NodeFaults,
 }
 
 fn raft_config(cfg: &Config, cluster_id: &str) -> anyhow::Result<openraft::Config> {
