@@ -14,7 +14,7 @@ use kvorum_wire::ErrorBody;
 use reqwest::StatusCode;
 
 use crate::courier::{self, Attempt, Undelivered};
-use crate::meta::{self, Heartbeat, HeartbeatReply, Refused, ReplicaReport};
+use crate::meta::{self, Heartbeat, HeartbeatReply, Meta, Refused, ReplicaReport};
 use crate::node::Node;
 
 /// Shortest wait for a heartbeat's answer, whatever the heartbeat interval: the metadata leader
@@ -22,8 +22,9 @@ use crate::node::Node;
 /// given up too early looks like a dead leader.
 const MIN_ANSWER_WAIT: Duration = Duration::from_millis(500);
 
-/// Runs the heartbeat loop for the node's lifetime.
-pub async fn run(state: Arc<Node>) {
+/// Runs the heartbeat loop for the node's lifetime; a beat to this node itself goes straight to
+/// its metadata role `meta`.
+pub async fn run(state: Arc<Node>, meta: Arc<Meta>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(state.cfg.node_heartbeat) => {}
@@ -33,7 +34,7 @@ pub async fn run(state: Arc<Node>) {
         if state.faults.heartbeats_muted(state.id()) {
             continue;
         }
-        if let Err(e) = beat(&state).await {
+        if let Err(e) = beat(&state, &meta).await {
             tracing::debug!(error = %e, "heartbeat not delivered");
         }
     }
@@ -69,17 +70,17 @@ fn report(state: &Node) -> Heartbeat {
 
 /// One heartbeat, to whichever candidate is the metadata leader (delivered by the leader
 /// courier).
-async fn beat(state: &Node) -> anyhow::Result<()> {
+async fn beat(state: &Node, meta: &Meta) -> anyhow::Result<()> {
     let hb = report(state);
     let map = state.map();
     let mut candidates: Vec<NodeId> = Vec::new();
-    candidates.extend(state.meta.known_leader());
+    candidates.extend(state.known_metadata_leader());
     candidates.extend(meta::config_leader_hint(state));
     candidates.extend(map.config_voters.iter().copied());
     let (hb, map) = (&hb, &map);
     let answer = courier::deliver(candidates, |target: NodeId| async move {
         let reply = if target == state.id() {
-            meta::receive_heartbeat(state, hb.clone())
+            meta::receive_heartbeat(meta, hb.clone())
         } else {
             let Some(addr) = map.addr(target) else {
                 return Attempt::Next(format!("node {target} has no address in the map"));
@@ -101,7 +102,7 @@ async fn beat(state: &Node) -> anyhow::Result<()> {
     .await;
     match answer {
         Ok(r) => {
-            state.meta.set_known_leader(Some(r.metadata_leader));
+            state.set_known_metadata_leader(Some(r.metadata_leader));
             state.set_leaders(&r.leaders);
             if let Some(m) = r.map {
                 state.install_map(m).await?;
@@ -114,7 +115,7 @@ async fn beat(state: &Node) -> anyhow::Result<()> {
             Ok(())
         }
         Err(Undelivered::Exhausted(last)) => {
-            state.meta.set_known_leader(None);
+            state.set_known_metadata_leader(None);
             anyhow::bail!("no metadata leader reachable: {last}")
         }
     }

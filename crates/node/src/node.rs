@@ -28,7 +28,6 @@ use crate::group::steps::GroupSteps;
 use crate::identity::Identity;
 use crate::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::map_copies::{stored_map_in, write_map_file};
-use crate::meta::state::MetaState;
 use crate::network::Network;
 use crate::serve::read_index::ReadBatcher;
 use kvorum_wire::headers::{CLUSTER_HEADER, SECRET_HEADER};
@@ -66,8 +65,9 @@ pub struct Node {
     groups: RwLock<HashMap<GroupId, Replica>>,
     /// The newest cluster map this node knows, and leader hints.
     routing: RwLock<RoutingCache>,
-    /// The metadata role's state (used while this node leads the config group).
-    pub(crate) meta: MetaState,
+    /// The metadata leader as this node last learned it (from a heartbeat reply, or itself
+    /// while it holds the role): where requests for the metadata leader go first.
+    metadata_leader: std::sync::Mutex<Option<NodeId>>,
     /// What this node keeps as a group's leader about the steps drivers send it.
     pub(crate) steps: GroupSteps,
     /// Wakes the heartbeat loop early (a request saw a newer epoch).
@@ -197,7 +197,7 @@ impl Node {
             store,
             groups: RwLock::new(HashMap::new()),
             routing: RwLock::new(routing),
-            meta: MetaState::default(),
+            metadata_leader: std::sync::Mutex::new(None),
             steps: GroupSteps::default(),
             refresh: Notify::new(),
             epoch,
@@ -212,6 +212,22 @@ impl Node {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.identity.node_id
+    }
+
+    /// The metadata leader this node last heard from.
+    pub fn known_metadata_leader(&self) -> Option<NodeId> {
+        *self
+            .metadata_leader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the metadata leader this node last heard from (`None`: none answered).
+    pub fn set_known_metadata_leader(&self, leader: Option<NodeId>) {
+        *self
+            .metadata_leader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = leader;
     }
 
     /// A request to the internal route `path` of the node at `addr`, authenticated with the

@@ -31,6 +31,7 @@ use crate::map_copies::{
     initial_map_to_use, initial_to_initialize, newest_map, read_map_file, stored_map_in,
     write_map_file,
 };
+use crate::meta::Meta;
 use crate::node::{http_client, Node};
 
 /// Runs a node on `listener` until `shutdown` resolves, then stops it cleanly. Returns an error
@@ -101,8 +102,9 @@ pub async fn run_with_faults(
         map = %map.summary(),
         "kvnode serving"
     );
-    let heartbeats = tokio::spawn(crate::heartbeat::run(state.clone()));
-    let meta = tokio::spawn(crate::meta::run(state.clone()));
+    let role = Arc::new(Meta::new(state.clone()));
+    let heartbeats = tokio::spawn(crate::heartbeat::run(state.clone(), role.clone()));
+    let meta = tokio::spawn(crate::meta::run(role.clone()));
     let mut fatal = state.fatal.subscribe();
     let mut stop = stop;
     let stopped = async move {
@@ -112,8 +114,8 @@ pub async fn run_with_faults(
         }
     };
     // Served with the caller's address, which protected mode checks on internal routes.
-    let app =
-        crate::http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = crate::http::router(state.clone(), role)
+        .into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(stopped)
         // Replies (Raft RPC answers above all) go out at once, not held back by Nagle's algorithm

@@ -16,9 +16,8 @@ use kvorum_wire::{
 };
 
 use crate::meta::{
-    best_reports, comparisons, is_metadata_leader, voter_sets, Health, ReplicaReport,
+    best_reports, comparisons, is_metadata_leader, voter_sets, Health, Meta, ReplicaReport,
 };
-use crate::node::Node;
 
 /// The metadata leader's view of the nodes, which only it has.
 #[derive(Debug, Clone, Default)]
@@ -227,19 +226,20 @@ fn task_status(t: &Task) -> TaskStatus {
 /// The cluster status. Built by the metadata leader from heartbeats (`health_known`); a node
 /// that cannot reach it builds one from its own map and replicas, with every node's state
 /// "unknown".
-pub fn status(state: &Node) -> ClusterStatus {
+pub fn status(meta: &Meta) -> ClusterStatus {
+    let state = &*meta.node;
     let map = state.map();
     let leading = is_metadata_leader(state);
-    let health_known = leading && state.meta.lock().led_term.is_some();
+    let health_known = leading && meta.lock().led_term.is_some();
     let health = health_known.then(|| {
-        state.meta.health(
+        meta.health(
             &map,
             state.id(),
             state.cfg.suspect_after,
             state.cfg.dead_after,
         )
     });
-    let inner = state.meta.lock();
+    let inner = meta.lock();
     let now = Instant::now();
     let health = health.map(|health| HealthView {
         health,
@@ -300,7 +300,7 @@ pub fn status(state: &Node) -> ClusterStatus {
         leading,
         health,
         best,
-        known_leader: state.meta.known_leader(),
+        known_leader: state.known_metadata_leader(),
         consistency,
     })
 }

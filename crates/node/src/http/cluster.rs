@@ -22,6 +22,7 @@ use kvorum_wire::{AddNodeBody, TaskProgress};
 
 use crate::error::ApiError;
 use crate::meta;
+use crate::meta::Meta;
 use crate::node::Node;
 
 /// Longest wait for a new node's answer to `GET /v1/join`.
@@ -30,6 +31,7 @@ const JOIN_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// `POST /v1/cluster/nodes`: add the node at `addr`.
 pub async fn add_node(
     State(state): State<Arc<Node>>,
+    State(meta): State<Arc<Meta>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -53,15 +55,16 @@ pub async fn add_node(
         .await;
     }
     let change = ViewChange::AddNode { addr: addr.clone() };
-    meta::check_change(&state, &change)?;
+    meta::check_change(&meta, &change)?;
     let joiner = probe_joiner(&state, &addr).await?;
-    let task = meta::start_change(&state, change, Some(joiner.incarnation)).await?;
+    let task = meta::start_change(&meta, change, Some(joiner.incarnation)).await?;
     accepted(&state, task.id)
 }
 
 /// `DELETE /v1/cluster/nodes/{id}`: remove node `id`.
 pub async fn remove_node(
     State(state): State<Arc<Node>>,
+    State(meta): State<Arc<Meta>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -79,7 +82,7 @@ pub async fn remove_node(
         )
         .await;
     }
-    let task = meta::start_change(&state, ViewChange::RemoveNode { node }, None).await?;
+    let task = meta::start_change(&meta, ViewChange::RemoveNode { node }, None).await?;
     accepted(&state, task.id)
 }
 
@@ -107,6 +110,7 @@ pub async fn task(
 /// `POST /v1/cluster/tasks/{id}/cancel`: stop a view change safely.
 pub async fn cancel(
     State(state): State<Arc<Node>>,
+    State(meta): State<Arc<Meta>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -116,7 +120,7 @@ pub async fn cancel(
         return crate::http::forward::forward(&state, Method::POST, &path, &headers, Bytes::new())
             .await;
     }
-    meta::cancel_change(&state, id).await?;
+    meta::cancel_change(&meta, id).await?;
     let p = meta::progress(&state.map(), id).ok_or(ApiError::UnknownTask(id))?;
     Ok(Json(p).into_response())
 }

@@ -33,7 +33,7 @@ pub async fn forward(
     }
     let map = state.map();
     let mut candidates: Vec<NodeId> = Vec::new();
-    candidates.extend(state.meta.known_leader());
+    candidates.extend(state.known_metadata_leader());
     candidates.extend(config_leader_hint(state));
     candidates.extend(map.members_of(CONFIG_GROUP).into_iter().flatten().copied());
     let (map, body) = (&map, &body);

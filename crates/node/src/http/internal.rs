@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::group::{self, AdminReply, AdminRequest, MembershipRequest};
-use crate::meta::{self, Heartbeat, HeartbeatReply};
+use crate::meta::{self, Heartbeat, HeartbeatReply, Meta};
 use crate::node::Node;
 
 use super::forward::forward;
@@ -24,11 +24,12 @@ use super::transport::check_internal;
 /// `POST /internal/v1/heartbeat`.
 pub async fn heartbeat_handler(
     State(state): State<Arc<Node>>,
+    State(meta): State<Arc<Meta>>,
     headers: HeaderMap,
     Json(beat): Json<Heartbeat>,
 ) -> Result<Json<HeartbeatReply>, ApiError> {
     check_internal(&state, &headers)?;
-    Ok(Json(meta::receive_heartbeat(&state, beat)?))
+    Ok(Json(meta::receive_heartbeat(&meta, beat)?))
 }
 
 /// `POST /internal/v1/groups/{group}/admin` (bincode both ways): an admin step of a view
@@ -78,6 +79,7 @@ pub async fn hash_handler(
 /// [`kvorum_wire::ConsistencyReport`]; any node forwards it to the metadata leader.
 pub async fn consistency_handler(
     State(state): State<Arc<Node>>,
+    State(meta): State<Arc<Meta>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !meta::is_metadata_leader(&state) {
@@ -90,13 +92,17 @@ pub async fn consistency_handler(
         )
         .await;
     }
-    Ok(Json(meta::check_now(&state).await).into_response())
+    Ok(Json(meta::check_now(&meta).await).into_response())
 }
 
 /// `GET /internal/v1/status`: the status as this node knows it (the metadata leader's is full).
-pub async fn status_handler(State(state): State<Arc<Node>>, headers: HeaderMap) -> Response {
+pub async fn status_handler(
+    State(state): State<Arc<Node>>,
+    State(meta): State<Arc<Meta>>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(e) = check_internal(&state, &headers) {
         return e.into_response();
     }
-    Json(crate::status::status(&state)).into_response()
+    Json(crate::status::status(&meta)).into_response()
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRef, FromRequest, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use kvorum_raftstore::{Command, Condition};
@@ -25,11 +25,15 @@ pub(crate) fn body_limit(state: &Node) -> usize {
 }
 
 #[axum::async_trait]
-impl FromRequest<Arc<Node>> for Incoming {
+impl<S> FromRequest<S> for Incoming
+where
+    Arc<Node>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &Arc<Node>) -> Result<Self, ApiError> {
-        let max = body_limit(state);
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let max = body_limit(&Arc::<Node>::from_ref(state));
         let announced = req
             .headers()
             .get(header::CONTENT_LENGTH)

@@ -13,7 +13,7 @@ use keys::{append_key, body_limit, delete_key, get_key, put_key};
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::{header, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -24,6 +24,7 @@ use serde_json::json;
 
 use crate::courier::{self, Attempt};
 use crate::error::ApiError;
+use crate::meta::Meta;
 use crate::node::Node;
 
 /// Longest wait for the metadata leader's status (assembled from its memory): a node that gets
@@ -42,9 +43,9 @@ pub const CONTROL_BODY_LIMIT: usize = 1 << 20;
 /// or in protected mode the caller's address) and checks the announced body size before any
 /// handler or extractor runs; Raft RPCs take bodies up to [`RAFT_BODY_LIMIT`], the control
 /// routes up to [`CONTROL_BODY_LIMIT`].
-pub fn router(state: Arc<Node>) -> Router {
+pub fn router(state: Arc<Node>, meta: Arc<Meta>) -> Router {
     let body_limit = body_limit(&state);
-    let client = Router::new()
+    let client: Router<Shared> = Router::new()
         .route(
             "/v1/keys/*key",
             get(get_key)
@@ -91,7 +92,7 @@ pub fn router(state: Arc<Node>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit));
-    let guarded = |routes: Router<Arc<Node>>, body_limit: usize| {
+    let guarded = |routes: Router<Shared>, body_limit: usize| {
         let guard = transport::InternalGuard {
             state: state.clone(),
             body_limit,
@@ -119,7 +120,30 @@ pub fn router(state: Arc<Node>) -> Router {
         )
         .route("/internal/v1/status", get(internal::status_handler));
     let internal = guarded(raft, RAFT_BODY_LIMIT).merge(guarded(control, CONTROL_BODY_LIMIT));
-    client.merge(internal).fallback(no_route).with_state(state)
+    client
+        .merge(internal)
+        .fallback(no_route)
+        .with_state(Shared { node: state, meta })
+}
+
+/// What the routes share: the node, and its metadata role for the routes that only the metadata
+/// leader answers. A handler takes the part it needs (`State<Arc<Node>>` or `State<Arc<Meta>>`).
+#[derive(Clone)]
+pub struct Shared {
+    node: Arc<Node>,
+    meta: Arc<Meta>,
+}
+
+impl FromRef<Shared> for Arc<Node> {
+    fn from_ref(shared: &Shared) -> Arc<Node> {
+        shared.node.clone()
+    }
+}
+
+impl FromRef<Shared> for Arc<Meta> {
+    fn from_ref(shared: &Shared) -> Arc<Meta> {
+        shared.meta.clone()
+    }
 }
 
 /// The router of a node waiting to be added to a cluster (`join.rs`): `/healthz`, and
@@ -167,14 +191,16 @@ async fn healthz() -> Json<serde_json::Value> {
 /// `GET /v1/cluster/status`: nodes with their health, groups with leader, term, slots, keys and
 /// bytes, the epoch and the tasks in progress. Built by the metadata leader from heartbeats; a
 /// node that cannot reach it answers from its own map with `health_known: false`.
-async fn status(State(state): State<Arc<Node>>) -> Json<ClusterStatus> {
+async fn status(
+    State(state): State<Arc<Node>>,
+    State(meta): State<Arc<Meta>>,
+) -> Json<ClusterStatus> {
     if !crate::meta::is_metadata_leader(&state) {
         // The metadata leader's view, from the leader this node knows (or its config replica
         // names); its own otherwise.
         let map = state.map();
         let candidates: Vec<NodeId> = state
-            .meta
-            .known_leader()
+            .known_metadata_leader()
             .into_iter()
             .chain(crate::meta::config_leader_hint(&state))
             .filter(|l| *l != state.id())
@@ -206,7 +232,7 @@ async fn status(State(state): State<Arc<Node>>) -> Json<ClusterStatus> {
             return Json(v);
         }
     }
-    Json(crate::status::status(&state))
+    Json(crate::status::status(&meta))
 }
 
 /// `GET /v1/cluster/map`: this node's cluster map, its leader hints (group → node) and its
@@ -231,7 +257,7 @@ async fn join_state(State(state): State<Arc<Node>>) -> Json<JoinState> {
 }
 
 /// `GET /metrics`: Prometheus text format.
-async fn metrics(State(state): State<Arc<Node>>) -> Response {
+async fn metrics(State(state): State<Arc<Node>>, State(meta): State<Arc<Meta>>) -> Response {
     let mut out = String::new();
     let replicas = state.replicas();
     let series = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&Raft) -> u64| {
@@ -274,7 +300,7 @@ async fn metrics(State(state): State<Arc<Node>>) -> Response {
     }
     if crate::meta::is_metadata_leader(&state) {
         // Only the metadata leader compares the replicas' hashes.
-        let compared = crate::meta::comparisons(&state.meta.lock(), &state.map());
+        let compared = crate::meta::comparisons(&meta.lock(), &state.map());
         out.push_str("# HELP kvorum_consistency_mismatched_replicas Replicas whose state hash differs from their group's at the last compared index (metadata leader only).\n# TYPE kvorum_consistency_mismatched_replicas gauge\n");
         for c in compared {
             out.push_str(&format!(

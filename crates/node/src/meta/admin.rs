@@ -14,7 +14,7 @@
 
 use kvorum_raftstore::{Command, CommandResult, FenceToken, GroupId, SlotState};
 
-use crate::node::Node;
+use super::state::Meta;
 
 use super::leader_call::{call_leader, Answer, LeaderCall};
 use crate::group::admin::{AdminOp, AdminReply, AdminRequest, ADMIN_TIMEOUT};
@@ -42,19 +42,19 @@ pub(super) enum AdminError {
 /// Sends `op` of view-change `task` to `group`'s leader (the leader hint first, then every
 /// member) with the newest map's epoch. `Initialize` goes to `to` when given.
 pub(super) async fn admin(
-    state: &Node,
+    meta: &Meta,
     group: GroupId,
     token: FenceToken,
     op: AdminOp,
     to: Option<&str>,
 ) -> Result<AdminReply, AdminError> {
-    if !super::lease::acts_in(state, token.term).await {
+    if !super::lease::acts_in(meta, token.term).await {
         return Err(AdminError::Stale(format!(
             "this node no longer holds a confirmed metadata role in term {}",
             token.term
         )));
     }
-    let map = state.map();
+    let map = meta.node.map();
     let req = AdminRequest {
         task: token.task,
         token,
@@ -68,8 +68,8 @@ pub(super) async fn admin(
         None => {
             // The group's leader first: this node when its own replica leads (the metadata
             // leader often leads a data group too), else the leader hint, then the members.
-            let mut addrs = state.group_addrs(group);
-            if let (true, Some(me)) = (state.leads(group), map.addr(state.id())) {
+            let mut addrs = meta.node.group_addrs(group);
+            if let (true, Some(me)) = (meta.node.leads(group), map.addr(meta.node.id())) {
                 addrs.insert(0, me.to_string());
             }
             addrs
@@ -83,7 +83,7 @@ pub(super) async fn admin(
         timeout: ADMIN_TIMEOUT,
         final_codes: &["stale_task"],
     };
-    match call_leader(state, addrs, call).await {
+    match call_leader(meta, addrs, call).await {
         Ok(Answer::Ok(bytes)) => match bincode::deserialize(&bytes) {
             // The group's state machine refused the step: a newer driver fenced the group.
             Ok(AdminReply::Result(CommandResult::Fenced { current })) => {
@@ -106,12 +106,12 @@ pub(super) async fn admin(
 
 /// Proposes the slot command `cmd` on `group` and checks that it applied.
 pub(super) async fn propose(
-    state: &Node,
+    meta: &Meta,
     group: GroupId,
     token: FenceToken,
     cmd: Command,
 ) -> Result<CommandResult, AdminError> {
-    match admin(state, group, token, AdminOp::Propose { cmd }, None).await? {
+    match admin(meta, group, token, AdminOp::Propose { cmd }, None).await? {
         AdminReply::Result(CommandResult::SlotState { slot, state }) => {
             Err(AdminError::Refused { group, slot, state })
         }
@@ -125,11 +125,11 @@ pub(super) async fn propose(
 /// Raises `group`'s fence to `token` (see [`AdminOp::Fence`]); a refusal (a newer driver fenced
 /// the group) is [`AdminError::Stale`].
 pub(super) async fn raise_fence(
-    state: &Node,
+    meta: &Meta,
     group: GroupId,
     token: FenceToken,
 ) -> Result<(), AdminError> {
-    match admin(state, group, token, AdminOp::Fence, None).await? {
+    match admin(meta, group, token, AdminOp::Fence, None).await? {
         AdminReply::Result(CommandResult::None) => Ok(()),
         other => Err(AdminError::Failed(format!(
             "unexpected reply to a fence: {other:?}"

@@ -1,6 +1,6 @@
-//! The consistency check of the replicas' applied state, run by the metadata leader (etcd's
+//! The consistency check of the replicas' applied meta, run by the metadata leader (etcd's
 //! periodic corruption check, TiKV's consistency check): replicas that applied the same log hold
-//! the same state, so a replica whose hash differs at the same index holds data that changed
+//! the same meta, so a replica whose hash differs at the same index holds data that changed
 //! behind Raft's back (a damaged disk, a bug) and must be replaced.
 //!
 //! Steps: (1) every [`CHECK_EVERY`], and on demand (`POST /v1/cluster/consistency`, `kvctl
@@ -27,7 +27,8 @@ use kvorum_router::{ClusterMap, CONFIG_GROUP};
 use kvorum_wire::{ConsistencyReport, GroupConsistency};
 
 use crate::group::hash::HASH_TIMEOUT;
-use crate::node::Node;
+
+use super::state::Meta;
 
 use super::leader_call::{call_leader, Answer, LeaderCall};
 use super::state::MetaInner;
@@ -144,9 +145,9 @@ pub(crate) fn comparisons(inner: &MetaInner, map: &ClusterMap) -> Vec<GroupConsi
 
 /// The consistency part of a metadata tick: reports new mismatches, and starts the scheduled
 /// check when it is due (in its own task: the tick never waits for it).
-pub(super) fn tick(state: &Arc<Node>, map: &ClusterMap) {
+pub(super) fn tick(meta: &Arc<Meta>, map: &ClusterMap) {
     let (due, fresh) = {
-        let mut inner = state.meta.lock();
+        let mut inner = meta.lock();
         let now = Instant::now();
         let due = match inner.check.last {
             Some(t) if now.duration_since(t) < CHECK_EVERY => false,
@@ -179,10 +180,10 @@ pub(super) fn tick(state: &Arc<Node>, map: &ClusterMap) {
         );
     }
     if due {
-        let state = state.clone();
+        let meta = meta.clone();
         tokio::spawn(async move {
-            for (g, _) in groups_of(&state.map()) {
-                if let Err(e) = request_hash(&state, g).await {
+            for (g, _) in groups_of(&meta.node.map()) {
+                if let Err(e) = request_hash(&meta, g).await {
                     tracing::warn!(group = %g, error = %e, "scheduled consistency check: no hash");
                 }
             }
@@ -191,9 +192,9 @@ pub(super) fn tick(state: &Arc<Node>, map: &ClusterMap) {
 }
 
 /// Asks `group`'s leader to propose `ComputeHash`; returns the leader's hash and its index.
-async fn request_hash(state: &Node, group: GroupId) -> Result<StateHash, String> {
-    let mut addrs = state.group_addrs(group);
-    if let (true, Some(me)) = (state.leads(group), state.map().addr(state.id())) {
+async fn request_hash(meta: &Meta, group: GroupId) -> Result<StateHash, String> {
+    let mut addrs = meta.node.group_addrs(group);
+    if let (true, Some(me)) = (meta.node.leads(group), meta.node.map().addr(meta.node.id())) {
         addrs.insert(0, me.to_string());
     }
     let call = LeaderCall {
@@ -204,7 +205,7 @@ async fn request_hash(state: &Node, group: GroupId) -> Result<StateHash, String>
         timeout: HASH_TIMEOUT,
         final_codes: &[],
     };
-    match call_leader(state, addrs, call).await? {
+    match call_leader(meta, addrs, call).await? {
         Answer::Ok(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| format!("bad hash reply from group {group}: {e}")),
         Answer::Refused(e) => Err(e.message),
@@ -214,17 +215,17 @@ async fn request_hash(state: &Node, group: GroupId) -> Result<StateHash, String>
 /// Runs an on-demand check: every group hashes at a new index, then the members' hashes are
 /// compared once all reported (or [`CHECK_WAIT`] passed). Mismatches are logged like the
 /// scheduled check's.
-pub async fn check_now(state: &Arc<Node>) -> ConsistencyReport {
-    let map = state.map();
+pub async fn check_now(meta: &Arc<Meta>) -> ConsistencyReport {
+    let map = meta.node.map();
     let mut targets: Vec<(GroupId, Vec<NodeId>, Result<u64, String>)> = Vec::new();
     for (g, members) in groups_of(&map) {
-        let index = request_hash(state, g).await.map(|h| h.index);
+        let index = request_hash(meta, g).await.map(|h| h.index);
         targets.push((g, members, index));
     }
     let deadline = Instant::now() + CHECK_WAIT;
     loop {
         let all_in = {
-            let inner = state.meta.lock();
+            let inner = meta.lock();
             targets.iter().all(|(g, members, index)| {
                 let Ok(index) = index else { return true };
                 let r = reported(&inner, *g);
@@ -239,7 +240,7 @@ pub async fn check_now(state: &Arc<Node>) -> ConsistencyReport {
         tokio::time::sleep(CHECK_POLL).await;
     }
     let groups = {
-        let inner = state.meta.lock();
+        let inner = meta.lock();
         targets
             .into_iter()
             .map(|(g, members, index)| match index {
@@ -263,7 +264,7 @@ pub async fn check_now(state: &Arc<Node>) -> ConsistencyReport {
             })
             .collect()
     };
-    tick(state, &map);
+    tick(meta, &map);
     ConsistencyReport { groups }
 }
 

@@ -8,7 +8,8 @@ use kvorum_raftstore::{Command, CommandResult, FenceToken, GroupId};
 use kvorum_router::{slot_of, ClusterMap, MoveBatch};
 
 use crate::faults::MovePoint;
-use crate::node::Node;
+
+use super::state::Meta;
 
 use super::admin::{admin, propose, AdminError};
 use crate::group::{AdminOp, AdminReply};
@@ -19,7 +20,7 @@ const COPY_CHUNK_BYTES: usize = 256 << 10;
 /// Initializes `group`'s slot table from `map` unless this driver did so already for task `id`
 /// (the command is a no-op on an initialized table; this only saves a proposal per batch).
 async fn init_slots_once(
-    state: &Node,
+    meta: &Meta,
     map: &ClusterMap,
     tok: FenceToken,
     group: GroupId,
@@ -32,7 +33,7 @@ async fn init_slots_once(
     let cmd = Command::InitSlots {
         owned: map.slot_ranges(group),
     };
-    propose(state, group, tok, cmd).await?;
+    propose(meta, group, tok, cmd).await?;
     DONE.lock()
         .unwrap_or_else(|p| p.into_inner())
         .push((tok.task, group));
@@ -62,7 +63,7 @@ pub(super) struct Chunk {
 /// One scan chunk of the batch's slots at `group` (the source, or the destination for its
 /// copied keys).
 pub(super) async fn scan(
-    state: &Node,
+    meta: &Meta,
     tok: FenceToken,
     group: GroupId,
     b: &MoveBatch,
@@ -77,7 +78,7 @@ pub(super) async fn scan(
         since,
         freeze,
     };
-    match admin(state, group, tok, op, None).await? {
+    match admin(meta, group, tok, op, None).await? {
         AdminReply::Chunk {
             records,
             unchanged,
@@ -106,12 +107,12 @@ pub(super) async fn scan(
 /// Proposes a copy command (`Ingest` or `CatchUp`) at the destination; every record and key
 /// must land (their slots are Incoming there).
 pub(super) async fn ingest(
-    state: &Node,
+    meta: &Meta,
     tok: FenceToken,
     to: GroupId,
     cmd: Command,
 ) -> anyhow::Result<()> {
-    match propose(state, to, tok, cmd).await? {
+    match propose(meta, to, tok, cmd).await? {
         CommandResult::Ingested { skipped: 0, .. } => Ok(()),
         CommandResult::Ingested { skipped, .. } => {
             anyhow::bail!("group {to} skipped {skipped} records of the copy")
@@ -131,9 +132,9 @@ pub(super) struct Copy {
 
 /// Copies all data of the batch's slots from the source to the destination (cleared first, by
 /// `BeginIncoming`), in chunks; the source may still be serving them.
-pub(super) async fn copy_all(state: &Node, tok: FenceToken, b: &MoveBatch) -> anyhow::Result<Copy> {
+pub(super) async fn copy_all(meta: &Meta, tok: FenceToken, b: &MoveBatch) -> anyhow::Result<Copy> {
     propose(
-        state,
+        meta,
         b.to,
         tok,
         Command::BeginIncoming {
@@ -145,13 +146,13 @@ pub(super) async fn copy_all(state: &Node, tok: FenceToken, b: &MoveBatch) -> an
     let mut mark = None;
     let mut after = None;
     loop {
-        let c = scan(state, tok, b.from, b, after.take(), 0, false).await?;
+        let c = scan(meta, tok, b.from, b, after.take(), 0, false).await?;
         mark.get_or_insert(c.high_water);
         if !c.records.is_empty() {
             keys += c.records.len() as u64;
             bytes += c.bytes;
-            state.faults.hold_copy_chunk(tok.task).await;
-            ingest(state, tok, b.to, Command::Ingest { records: c.records }).await?;
+            meta.node.faults.hold_copy_chunk(tok.task).await;
+            ingest(meta, tok, b.to, Command::Ingest { records: c.records }).await?;
         }
         match c.next {
             Some(n) => after = Some(n),
@@ -173,7 +174,7 @@ pub(super) fn storage_order(key: &str) -> (u16, &[u8]) {
 /// The destination's keys of a batch (its copy), read in chunks of keys only, in storage order:
 /// memory holds one chunk, whatever the batch's size.
 pub(super) struct DestKeys<'a> {
-    state: &'a Node,
+    meta: &'a Meta,
     tok: FenceToken,
     batch: &'a MoveBatch,
     buf: VecDeque<String>,
@@ -183,9 +184,9 @@ pub(super) struct DestKeys<'a> {
 }
 
 impl<'a> DestKeys<'a> {
-    fn new(state: &'a Node, tok: FenceToken, batch: &'a MoveBatch) -> DestKeys<'a> {
+    fn new(meta: &'a Meta, tok: FenceToken, batch: &'a MoveBatch) -> DestKeys<'a> {
         DestKeys {
-            state,
+            meta,
             tok,
             batch,
             buf: VecDeque::new(),
@@ -199,7 +200,7 @@ impl<'a> DestKeys<'a> {
         while self.buf.is_empty() && !self.done {
             // Every record at or below u64::MAX: keys only.
             let c = scan(
-                self.state,
+                self.meta,
                 self.tok,
                 self.batch.to,
                 self.batch,
@@ -259,25 +260,25 @@ impl<'a> DestKeys<'a> {
 /// Memory: one chunk of the source's data and one of the destination's keys (the keys deleted
 /// since the copy are found by merging the two in storage order), whatever the batch's size.
 pub(super) async fn copy_batch(
-    state: &Node,
+    meta: &Meta,
     map: &ClusterMap,
     tok: FenceToken,
     b: &MoveBatch,
 ) -> anyhow::Result<Copied> {
     let (from, to) = (b.from, b.to);
-    init_slots_once(state, map, tok, from).await?;
-    init_slots_once(state, map, tok, to).await?;
-    let copy = copy_all(state, tok, b).await?;
+    init_slots_once(meta, map, tok, from).await?;
+    init_slots_once(meta, map, tok, to).await?;
+    let copy = copy_all(meta, tok, b).await?;
     let (mut keys, mut bytes, mark) = (copy.keys, copy.bytes, copy.mark);
     // The destination's copied keys, read ahead: they change only by this driver's entries, and
     // the first chunk is then at hand when the frozen window starts.
-    let mut copied = DestKeys::new(state, tok, b);
+    let mut copied = DestKeys::new(meta, tok, b);
     copied.fill().await?;
     // The fence and the catch-up: what changed since the mark, the source frozen.
     let frozen_at = Instant::now();
-    let mut c = scan(state, tok, from, b, None, mark, true).await?;
+    let mut c = scan(meta, tok, from, b, None, mark, true).await?;
     let copied_ms = frozen_at.elapsed().as_millis() as u64;
-    state
+    meta.node
         .faults
         .hold_move_at(MovePoint::AfterFreeze, tok.task)
         .await;
@@ -311,21 +312,21 @@ pub(super) async fn copy_batch(
                     removed,
                     above,
                 };
-                ingest(state, tok, to, cmd).await?;
+                ingest(meta, tok, to, cmd).await?;
             }
             if !more {
                 break;
             }
         }
         match c.next {
-            Some(n) => c = scan(state, tok, from, b, Some(n), mark, false).await?,
+            Some(n) => c = scan(meta, tok, from, b, Some(n), mark, false).await?,
             None => break,
         }
     }
     // Release only after the whole catch-up: before it the batch can still roll back (the
     // destination losing its quorum must not strand the slots), after it only forward.
     propose(
-        state,
+        meta,
         from,
         tok,
         Command::Release {

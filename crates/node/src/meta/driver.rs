@@ -4,7 +4,7 @@
 use kvorum_raftstore::GroupId;
 use kvorum_router::{ClusterMap, TaskKind, ViewChangeTask};
 
-use crate::node::Node;
+use super::state::Meta;
 
 use super::record::update_map;
 
@@ -38,13 +38,13 @@ pub(super) fn repair_running(map: &ClusterMap, groups: [GroupId; 2]) -> bool {
 /// Records that step `index` of task `id` completed, with `also` applied to the map in the same
 /// change.
 pub(super) async fn step_done(
-    state: &Node,
+    meta: &Meta,
     id: u64,
     index: usize,
     what: &str,
     also: impl FnOnce(&mut ClusterMap),
 ) -> anyhow::Result<()> {
-    update_map(state, what, |m| {
+    update_map(meta, what, |m| {
         also(m);
         if let Some(v) = task_mut(m, id) {
             if v.next == index {

@@ -16,15 +16,14 @@ use kvorum_router::{ClusterMap, NodeLifecycle};
 use openraft::BasicNode;
 
 use crate::error::ApiError;
-use crate::node::Node;
 
 use super::lease::{config_leader_hint, is_metadata_leader, lease};
 use super::messages::{Heartbeat, HeartbeatReply, ReplicaReport};
-use super::state::{MetaInner, MetaState, Seen};
+use super::state::{Meta, MetaInner, Seen};
 
 pub use kvorum_router::Health;
 
-impl MetaState {
+impl Meta {
     /// Incarnations brought by heartbeats of active nodes whose incarnation `map` does not
     /// record yet.
     pub(super) fn unrecorded_incarnations(&self, map: &ClusterMap) -> BTreeMap<NodeId, String> {
@@ -95,14 +94,14 @@ pub enum Refused {
 }
 
 /// Takes a heartbeat on the metadata leader.
-pub fn receive_heartbeat(state: &Node, beat: Heartbeat) -> Result<HeartbeatReply, Refused> {
+pub fn receive_heartbeat(meta: &Meta, beat: Heartbeat) -> Result<HeartbeatReply, Refused> {
     // Only a leader whose leadership a config read index confirmed recently (and that has
     // installed the stored map since) answers: a leader cut off from its config peers, or one
     // just elected, must not hand out its map or judge who was removed.
-    if !is_metadata_leader(state) || state.meta.confirmed_term(lease(state)).is_none() {
-        return Err(Refused::NotLeader(config_leader_hint(state)));
+    if !is_metadata_leader(&meta.node) || meta.confirmed_term(lease(&meta.node)).is_none() {
+        return Err(Refused::NotLeader(config_leader_hint(&meta.node)));
     }
-    let map = state.map();
+    let map = meta.node.map();
     if map.epoch < beat.epoch {
         // The sender knows a newer map than this leader: whatever this map says of it (absent,
         // removed) may be stale. Let it ask another node.
@@ -135,7 +134,7 @@ pub fn receive_heartbeat(state: &Node, beat: Heartbeat) -> Result<HeartbeatReply
             )))
         }
     }
-    let mut inner = state.meta.lock();
+    let mut inner = meta.lock();
     let now = Instant::now();
     inner.seen.insert(
         beat.node,
@@ -147,7 +146,7 @@ pub fn receive_heartbeat(state: &Node, beat: Heartbeat) -> Result<HeartbeatReply
     );
     let leaders = leaders_of(&inner);
     Ok(HeartbeatReply {
-        metadata_leader: state.id(),
+        metadata_leader: meta.node.id(),
         epoch: map.epoch,
         map: (beat.epoch < map.epoch).then(|| (*map).clone()),
         leaders,

@@ -10,7 +10,8 @@ use kvorum_raftstore::GroupId;
 use kvorum_wire::ErrorBody;
 
 use crate::courier::{self, Attempt};
-use crate::node::Node;
+
+use super::state::Meta;
 
 /// What a group's leader answered.
 pub(super) enum Answer {
@@ -35,11 +36,11 @@ pub(super) struct LeaderCall<'a> {
 /// Sends `call` to the first of `addrs` that answers it as the group's leader (see the module
 /// docs). `Err` carries the last failure, for the caller's message.
 pub(super) async fn call_leader(
-    state: &Node,
+    meta: &Meta,
     addrs: Vec<String>,
     call: LeaderCall<'_>,
 ) -> Result<Answer, String> {
-    let map = state.map();
+    let map = meta.node.map();
     if addrs.is_empty() {
         return Err(format!(
             "group {} has no member in epoch {}",
@@ -48,7 +49,8 @@ pub(super) async fn call_leader(
     }
     let (map, call) = (&map, &call);
     courier::deliver(addrs, |addr: String| async move {
-        let req = state
+        let req = meta
+            .node
             .internal_request(reqwest::Method::POST, &addr, &call.path)
             .timeout(call.timeout)
             .header(reqwest::header::CONTENT_TYPE, call.content_type)

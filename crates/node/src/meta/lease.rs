@@ -8,6 +8,8 @@ use kvorum_router::CONFIG_GROUP;
 
 use crate::node::Node;
 
+use super::state::Meta;
+
 /// How long a confirmation of the config group's leadership lets the metadata role act: four
 /// fifths of the election timeout, so it lapses before any other config voter can be elected
 /// (a voter starts an election no sooner than an election timeout after it last heard this
@@ -29,14 +31,14 @@ fn raft_leads_in(state: &Node, term: u64) -> bool {
 /// Whether this node may act as the metadata leader of `term` now: waits (at most two election
 /// timeouts) while its replica still leads in `term` but the last confirmation lapsed (a slow
 /// tick); `false` once it no longer leads in `term` or the confirmation does not come.
-pub(crate) async fn acts_in(state: &Node, term: u64) -> bool {
-    let lease = lease(state);
-    let deadline = Instant::now() + state.cfg.election_timeout * 2;
+pub(crate) async fn acts_in(meta: &Meta, term: u64) -> bool {
+    let lease = lease(&meta.node);
+    let deadline = Instant::now() + meta.node.cfg.election_timeout * 2;
     loop {
-        if state.meta.confirmed_in(term, lease) {
+        if meta.confirmed_in(term, lease) {
             return true;
         }
-        if !raft_leads_in(state, term) || Instant::now() >= deadline {
+        if !raft_leads_in(&meta.node, term) || Instant::now() >= deadline {
             return false;
         }
         tokio::time::sleep(CONFIRM_POLL).await;

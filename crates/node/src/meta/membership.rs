@@ -8,7 +8,8 @@ use kvorum_raftstore::{FenceToken, GroupId};
 use kvorum_router::CONFIG_GROUP;
 
 use crate::error::ApiError;
-use crate::node::Node;
+
+use super::state::Meta;
 
 use super::leader_call::{call_leader, Answer, LeaderCall};
 use crate::group::membership::{apply_membership, catch_up_wait, MembershipOp, MembershipRequest};
@@ -45,24 +46,25 @@ impl From<ApiError> for StepError {
 /// Runs `op` of task `task` on `group`'s leader: locally for the config group (this node leads
 /// it), else over HTTP with the newest map's epoch, at the leader hint, then the other members.
 pub(super) async fn membership(
-    state: &Node,
+    meta: &Meta,
     group: GroupId,
     token: FenceToken,
     op: &MembershipOp,
 ) -> Result<(), StepError> {
-    if !super::lease::acts_in(state, token.term).await {
+    if !super::lease::acts_in(meta, token.term).await {
         return Err(StepError::Failed(format!(
             "this node no longer holds a confirmed metadata role in term {}",
             token.term
         )));
     }
     if group == CONFIG_GROUP {
-        let raft = state
+        let raft = meta
+            .node
             .group(CONFIG_GROUP)
             .ok_or_else(|| StepError::Failed("no config replica".into()))?;
-        return Ok(apply_membership(&raft, state.id(), op, catch_up_wait(state)).await?);
+        return Ok(apply_membership(&raft, meta.node.id(), op, catch_up_wait(&meta.node)).await?);
     }
-    let map = state.map();
+    let map = meta.node.map();
     let req = MembershipRequest {
         task: token.task,
         epoch: map.epoch,
@@ -74,10 +76,10 @@ pub(super) async fn membership(
         path: format!("/internal/v1/groups/{}/membership", group.0),
         content_type: "application/json",
         body: serde_json::to_vec(&req).map_err(|e| StepError::Failed(e.to_string()))?,
-        timeout: catch_up_wait(state) + CALL_SLACK,
+        timeout: catch_up_wait(&meta.node) + CALL_SLACK,
         final_codes: &["stale_task", "replica_alive", "no_learner"],
     };
-    match call_leader(state, state.group_addrs(group), call).await {
+    match call_leader(meta, meta.node.group_addrs(group), call).await {
         Ok(Answer::Ok(_)) => Ok(()),
         Ok(Answer::Refused(err)) => Err(StepError::Refused {
             code: err.code,

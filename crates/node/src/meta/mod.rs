@@ -65,6 +65,6 @@ pub use messages::{Heartbeat, HeartbeatReply, ReplicaReport};
 pub use moves::{next_batch, MOVE_BATCH_SLOTS};
 pub use progress::{describe, progress};
 pub use record::{update_map, MapUpdateError};
-pub use state::MetaState;
+pub use state::Meta;
 pub use tick::run;
 pub use view_change::{cancel_change, check_change, start_change};

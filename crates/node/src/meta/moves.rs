@@ -17,7 +17,8 @@ use kvorum_raftstore::{Command, FenceToken, GroupId, SlotState};
 use kvorum_router::{ClusterMap, MoveBatch, ViewChangeTask};
 
 use crate::faults::MovePoint;
-use crate::node::Node;
+
+use super::state::Meta;
 
 use super::admin::{admin, propose, raise_fence, AdminError};
 use super::copy::{copy_batch, Copied};
@@ -30,8 +31,11 @@ use crate::group::{AdminOp, AdminReply};
 /// the batch's data, so larger batches cost little pause and save per-batch rounds.
 pub const MOVE_BATCH_SLOTS: u16 = 64;
 /// Slots per move batch: [`MOVE_BATCH_SLOTS`], or the test suite's batch-size fault's.
-fn batch_slots(state: &Node) -> u16 {
-    state.faults.move_batch_slots().unwrap_or(MOVE_BATCH_SLOTS)
+fn batch_slots(meta: &Meta) -> u16 {
+    meta.node
+        .faults
+        .move_batch_slots()
+        .unwrap_or(MOVE_BATCH_SLOTS)
 }
 
 /// The next batch of a move: up to `max_slots` slots (in production [`MOVE_BATCH_SLOTS`]) of
@@ -71,14 +75,14 @@ fn count(slots: &[(u16, u16)]) -> u64 {
 /// source, hands the batch over ([`hand_over`], or only Activate for a batch another driver
 /// flipped) and ends it ([`end_batch`]).
 pub(super) async fn move_slots(
-    state: &Node,
+    meta: &Meta,
     map: &ClusterMap,
     tok: FenceToken,
     v: &ViewChangeTask,
     step: SlotMove<'_>,
 ) -> anyhow::Result<Next> {
     let Some(batch) = v.batch.clone() else {
-        return start_batch(state, map, tok, v, step).await;
+        return start_batch(meta, map, tok, v, step).await;
     };
     let (from, to) = (step.from, step.to);
     // Fence the groups before any other step of the batch: from these entries on, their state
@@ -88,20 +92,20 @@ pub(super) async fn move_slots(
     // The destination is fenced before the copy (in `hand_over`), not here: a rollback must not
     // wait for a destination that lost its quorum (its AbortIncoming is best effort, and a
     // fenced step itself).
-    raise_fence(state, from, tok).await?;
+    raise_fence(meta, from, tok).await?;
     let copied = if batch.flipped {
         // Flipped by a previous driver: Activate (idempotent) is all that may be missing. The
         // flip's epoch is not known here (the map may have moved on since): 0, no epoch refused.
         let slots = batch.slots.clone();
-        propose(state, to, tok, Command::ActivateAt { slots, epoch: 0 }).await?;
+        propose(meta, to, tok, Command::ActivateAt { slots, epoch: 0 }).await?;
         None
     } else {
-        match hand_over(state, map, tok, v, &batch).await? {
+        match hand_over(meta, map, tok, v, &batch).await? {
             HandOver::RolledBack => return Ok(Next::Now),
             HandOver::Flipped(copied) => copied,
         }
     };
-    end_batch(state, tok, &batch, copied.as_ref(), step.ranges).await
+    end_batch(meta, tok, &batch, copied.as_ref(), step.ranges).await
 }
 
 /// The move a `MoveSlots` step makes: slots of `ranges` from group `from` to group `to`.
@@ -116,7 +120,7 @@ pub(super) struct SlotMove<'a> {
 /// the step done when no slot is left; waits instead while a repair of either group runs or is
 /// due (a batch's groups are repaired only between its batches).
 async fn start_batch(
-    state: &Node,
+    meta: &Meta,
     map: &ClusterMap,
     tok: FenceToken,
     v: &ViewChangeTask,
@@ -126,16 +130,16 @@ async fn start_batch(
     if v.cancel {
         return Ok(Next::Now);
     }
-    let slots = next_batch(map, from, ranges, batch_slots(state));
+    let slots = next_batch(map, from, ranges, batch_slots(meta));
     if slots.is_empty() {
-        step_done(state, tok.task, v.next, "view change: slots moved", |_| {}).await?;
+        step_done(meta, tok.task, v.next, "view change: slots moved", |_| {}).await?;
         return Ok(Next::Now);
     }
-    if repair_due(state, map, tok.task, [from, to]) {
+    if repair_due(meta, map, tok.task, [from, to]) {
         tracing::debug!(task = tok.task, from = %from, to = %to, "view change: waiting for a repair before the next batch");
         return Ok(Next::Later);
     }
-    update_map(state, "view change: move batch started", |m| {
+    update_map(meta, "view change: move batch started", |m| {
         if repair_running(m, [from, to]) {
             return;
         }
@@ -166,40 +170,40 @@ enum HandOver {
 /// previous driver released it, the destination's version base raised; then Activate at the
 /// destination together with the flip.
 async fn hand_over(
-    state: &Node,
+    meta: &Meta,
     map: &ClusterMap,
     tok: FenceToken,
     v: &ViewChangeTask,
     batch: &MoveBatch,
 ) -> anyhow::Result<HandOver> {
     let (from, to) = (batch.from, batch.to);
-    let states = slot_states(state, tok, from, &batch.slots).await?;
+    let states = slot_states(meta, tok, from, &batch.slots).await?;
     let released = states.iter().all(|s| *s == SlotState::Released);
     let copied = if !released {
         if v.cancel {
             // Past Release (another driver released it meanwhile) the next round finds the
             // slots released and rolls forward.
-            roll_back(state, tok, batch).await?;
+            roll_back(meta, tok, batch).await?;
             return Ok(HandOver::RolledBack);
         }
-        raise_fence(state, to, tok).await?;
-        Some(copy_batch(state, map, tok, batch).await?)
+        raise_fence(meta, to, tok).await?;
+        Some(copy_batch(meta, map, tok, batch).await?)
     } else {
         // Copied, caught up and released by a previous driver (Release comes only after the
         // whole catch-up), which may not have raised the destination's version base yet: raise
         // it (idempotent) before the flip.
         let AdminReply::HighWater(above) =
-            admin(state, from, tok, AdminOp::VersionHighWater, None).await?
+            admin(meta, from, tok, AdminOp::VersionHighWater, None).await?
         else {
             anyhow::bail!("unexpected reply to a version high-water read");
         };
-        propose(state, to, tok, Command::RaiseVersionBase { above }).await?;
+        propose(meta, to, tok, Command::RaiseVersionBase { above }).await?;
         None
     };
     let n = count(&batch.slots);
     let (keys, bytes) = copied.as_ref().map_or((0, 0), |c| (c.keys, c.bytes));
     let slots = batch.slots.clone();
-    state
+    meta.node
         .faults
         .hold_move_at(MovePoint::BeforeActivate, tok.task)
         .await;
@@ -209,7 +213,7 @@ async fn hand_over(
     // the destination owns the slots from `map.epoch + 1` on, and refuses a request routed under
     // an older map.
     let activate = propose(
-        state,
+        meta,
         to,
         tok,
         Command::ActivateAt {
@@ -217,7 +221,7 @@ async fn hand_over(
             epoch: map.epoch + 1,
         },
     );
-    let flip = update_map(state, "view change: slots flipped", |m| {
+    let flip = update_map(meta, "view change: slots flipped", |m| {
         for (a, b) in &slots {
             for s in *a..=*b {
                 if let Some(o) = m.slots.get_mut(usize::from(s)) {
@@ -244,7 +248,7 @@ async fn hand_over(
 /// recorded in the same map change (one epoch less per batch), unless a repair of either group
 /// is due: then the batch boundary is left open for it.
 async fn end_batch(
-    state: &Node,
+    meta: &Meta,
     tok: FenceToken,
     batch: &MoveBatch,
     copied: Option<&Copied>,
@@ -253,7 +257,7 @@ async fn end_batch(
     let (from, to) = (batch.from, batch.to);
     let paused_ms = copied.map(|c| c.frozen_at.elapsed().as_millis() as u64);
     propose(
-        state,
+        meta,
         from,
         tok,
         Command::DropSlots {
@@ -276,9 +280,9 @@ async fn end_batch(
              Activate and flip)"
         );
     }
-    let now = state.map();
-    let next = next_batch(&now, from, ranges, batch_slots(state));
-    let repair = repair_due(state, &now, tok.task, [from, to]);
+    let now = meta.node.map();
+    let next = next_batch(&now, from, ranges, batch_slots(meta));
+    let repair = repair_due(meta, &now, tok.task, [from, to]);
     if repair {
         tracing::info!(
             task = tok.task,
@@ -287,7 +291,7 @@ async fn end_batch(
             "view change: a replica of group {from} or {to} needs a repair; it runs before the next batch"
         );
     }
-    update_map(state, "view change: move batch done", |m| {
+    update_map(meta, "view change: move batch done", |m| {
         let repair = repair || repair_running(m, [from, to]);
         if let Some(v) = task_mut(m, tok.task) {
             v.batch = (!v.cancel && !next.is_empty() && !repair).then_some(MoveBatch {
@@ -304,7 +308,7 @@ async fn end_batch(
 
 /// The source's slot states of `slots`.
 async fn slot_states(
-    state: &Node,
+    meta: &Meta,
     tok: FenceToken,
     group: GroupId,
     slots: &[(u16, u16)],
@@ -312,7 +316,7 @@ async fn slot_states(
     let op = AdminOp::SlotStates {
         slots: slots.to_vec(),
     };
-    match admin(state, group, tok, op, None).await? {
+    match admin(meta, group, tok, op, None).await? {
         AdminReply::States(s) => Ok(s),
         other => anyhow::bail!("unexpected reply {other:?}"),
     }
@@ -321,7 +325,7 @@ async fn slot_states(
 /// Whether a repair of `from` or `to` runs, or would start if view change `id` had no batch in
 /// flight: the change's driver then starts no batch of those groups until the repair ends (a
 /// batch's groups are repaired only between its batches).
-fn repair_due(state: &Node, map: &ClusterMap, id: u64, groups: [GroupId; 2]) -> bool {
+fn repair_due(meta: &Meta, map: &ClusterMap, id: u64, groups: [GroupId; 2]) -> bool {
     if repair_running(map, groups) {
         return true;
     }
@@ -329,13 +333,13 @@ fn repair_due(state: &Node, map: &ClusterMap, id: u64, groups: [GroupId; 2]) -> 
     if let Some(v) = task_mut(&mut between, id) {
         v.batch = None;
     }
-    let health = state.meta.health(
+    let health = meta.health(
         map,
-        state.id(),
-        state.cfg.suspect_after,
-        state.cfg.dead_after,
+        meta.node.id(),
+        meta.node.cfg.suspect_after,
+        meta.node.cfg.dead_after,
     );
-    kvorum_router::plan_repairs(&between, &health, &state.meta.vetoed())
+    kvorum_router::plan_repairs(&between, &health, &meta.vetoed())
         .iter()
         .any(|r| groups.contains(&r.group))
 }
@@ -356,14 +360,14 @@ pub(super) enum RollBack {
 /// released the slots (another driver may have finished the copy and released them since this
 /// one looked), and then the destination's copy is the only one and must stay.
 pub(super) async fn roll_back(
-    state: &Node,
+    meta: &Meta,
     tok: FenceToken,
     b: &MoveBatch,
 ) -> anyhow::Result<RollBack> {
     let unfreeze = Command::Unfreeze {
         slots: b.slots.clone(),
     };
-    match propose(state, b.from, tok, unfreeze).await {
+    match propose(meta, b.from, tok, unfreeze).await {
         Ok(_) => {}
         Err(AdminError::Refused {
             state: SlotState::Released,
@@ -381,11 +385,11 @@ pub(super) async fn roll_back(
     let abort = Command::AbortIncoming {
         slots: b.slots.clone(),
     };
-    if let Err(e) = propose(state, b.to, tok, abort).await {
+    if let Err(e) = propose(meta, b.to, tok, abort).await {
         // The destination never serves Incoming slots; its copy is dropped by the next move.
         tracing::warn!(task = tok.task, error = %e, "rollback: the destination could not drop its copy");
     }
-    update_map(state, "view change: batch rolled back", |m| {
+    update_map(meta, "view change: batch rolled back", |m| {
         if let Some(v) = task_mut(m, tok.task) {
             v.batch = None;
         }

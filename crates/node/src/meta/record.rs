@@ -5,14 +5,15 @@ use kvorum_raftstore::{Command, CommandResult, Condition};
 use kvorum_router::{ClusterMap, MapError, CONFIG_GROUP};
 
 use crate::map_copies::{initial_map, MAP_KEY};
-use crate::node::Node;
+
+use super::state::Meta;
 
 /// The current map: the config group's stored record, or the initial map before the first
 /// change; with the record version to compare-and-set against (0: absent).
-pub(super) fn current_map(state: &Node) -> anyhow::Result<(ClusterMap, u64)> {
-    match state.stored_map()? {
+pub(super) fn current_map(meta: &Meta) -> anyhow::Result<(ClusterMap, u64)> {
+    match meta.node.stored_map()? {
         Some(x) => Ok(x),
-        None => Ok((initial_map(&state.identity)?, 0)),
+        None => Ok((initial_map(&meta.node.identity)?, 0)),
     }
 }
 
@@ -58,15 +59,15 @@ pub(crate) fn is_map_conflict(e: &anyhow::Error) -> bool {
 /// record version). Returns the new map, also installed locally. This node's changes are made
 /// one at a time, so that its task drivers do not fail each other's compare-and-set.
 pub async fn update_map(
-    state: &Node,
+    meta: &Meta,
     what: &str,
     change: impl FnOnce(&mut ClusterMap),
 ) -> Result<ClusterMap, MapUpdateError> {
-    let _one = state.meta.map_writes.lock().await;
-    let raft = state.group(CONFIG_GROUP).ok_or_else(|| {
+    let _one = meta.map_writes.lock().await;
+    let raft = meta.node.group(CONFIG_GROUP).ok_or_else(|| {
         MapUpdateError::NotCommitted("this node hosts no config replica".to_string())
     })?;
-    let (cur, version) = current_map(state)?;
+    let (cur, version) = current_map(meta)?;
     let mut next = cur.clone();
     change(&mut next);
     next.epoch = cur.epoch + 1;
@@ -79,7 +80,7 @@ pub async fn update_map(
         value: serde_json::to_string(&next).map_err(anyhow::Error::from)?,
         condition: Some(Condition::Version(version)),
     };
-    let resp = tokio::time::timeout(state.cfg.request_timeout, raft.client_write(cmd))
+    let resp = tokio::time::timeout(meta.node.cfg.request_timeout, raft.client_write(cmd))
         .await
         .map_err(|_| {
             MapUpdateError::NotCommitted("the map change was not committed in time".to_string())
@@ -88,7 +89,7 @@ pub async fn update_map(
     match resp.data {
         CommandResult::Written { .. } => {
             tracing::info!(epoch = next.epoch, "{what}: map {}", next.summary());
-            state.install_map(next.clone()).await?;
+            meta.node.install_map(next.clone()).await?;
             Ok(next)
         }
         CommandResult::ConditionFailed { .. } => Err(MapUpdateError::Conflict {

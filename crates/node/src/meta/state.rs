@@ -1,14 +1,16 @@
-//! The metadata role's soft state on this node: the heartbeats it saw, the term it leads and
-//! confirmed, its task drivers, vetoes and consistency-check schedule; and, on every node, its
-//! guess of the metadata leader. Nothing here is in the log: a new metadata leader starts it
-//! afresh.
+//! The metadata role on this node ([`Meta`]): the node it runs on and the role's soft state —
+//! the heartbeats it saw, the term it leads and confirmed, its task drivers, vetoes and
+//! consistency-check schedule. Nothing here is in the log: a new metadata leader starts it
+//! afresh. Every node has the role object; it acts only while the node leads the config group.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvorum_raftstore::{GroupId, NodeId};
 use kvorum_router::ClusterMap;
+
+use crate::node::Node;
 
 use super::messages::Heartbeat;
 
@@ -30,7 +32,7 @@ pub(crate) struct MetaInner {
     /// The config group term this node leads in, while it does.
     pub(crate) led_term: Option<u64>,
     /// The term and the start of the last config read index that confirmed this node's
-    /// leadership (see [`MetaState::confirmed_in`]).
+    /// leadership (see [`Meta::confirmed_in`]).
     pub(super) confirmed: Option<(u64, Instant)>,
     pub(crate) seen: HashMap<NodeId, Seen>,
     pub(super) last_summary: Option<Instant>,
@@ -53,17 +55,28 @@ impl MetaInner {
     }
 }
 
-/// State of the metadata role, plus the node's guess of who holds it.
-#[derive(Default)]
-pub struct MetaState {
-    pub(super) inner: Mutex<MetaInner>,
-    /// The metadata leader, as last learned from a heartbeat reply.
-    pub(super) known_leader: Mutex<Option<NodeId>>,
-    /// Serializes this node's map changes (see [`update_map`]).
+/// The metadata role on a node: what the metadata loop, its task drivers and the cluster routes
+/// that only the metadata leader answers share. Owned by the role (the server creates it beside
+/// the [`Node`] and hands it to the loop, the heartbeat sender and the routes); the node knows
+/// nothing of it.
+pub struct Meta {
+    /// The node the role runs on.
+    pub(crate) node: Arc<Node>,
+    inner: Mutex<MetaInner>,
+    /// Serializes this node's map changes (see [`update_map`](super::update_map)).
     pub(super) map_writes: tokio::sync::Mutex<()>,
 }
 
-impl MetaState {
+impl Meta {
+    /// The metadata role of `node`, not acting yet.
+    pub fn new(node: Arc<Node>) -> Meta {
+        Meta {
+            node,
+            inner: Mutex::default(),
+            map_writes: tokio::sync::Mutex::new(()),
+        }
+    }
+
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, MetaInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -80,23 +93,13 @@ impl MetaState {
     }
 
     /// The term in which this node holds a confirmed metadata role (see
-    /// [`MetaState::confirmed_in`]), if any.
+    /// [`Meta::confirmed_in`]), if any.
     pub(crate) fn confirmed_term(&self, lease: Duration) -> Option<u64> {
         let inner = self.lock();
         match (inner.led_term, inner.confirmed) {
             (Some(term), Some((t, at))) if t == term && at.elapsed() < lease => Some(term),
             _ => None,
         }
-    }
-
-    /// The metadata leader this node last heard from.
-    pub fn known_leader(&self) -> Option<NodeId> {
-        *self.known_leader.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records the metadata leader this node last heard from (`None`: none answered).
-    pub fn set_known_leader(&self, l: Option<NodeId>) {
-        *self.known_leader.lock().unwrap_or_else(|p| p.into_inner()) = l;
     }
 
     /// Notes that this node leads the config group in `term`: a new term starts every node's

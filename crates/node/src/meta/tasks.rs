@@ -16,13 +16,13 @@ use anyhow::Context;
 use kvorum_raftstore::{FenceToken, GroupId, NodeId};
 use kvorum_router::{ClusterMap, NodeLifecycle, Task, TaskKind, TaskStep, CONFIG_GROUP};
 
-use crate::node::Node;
+use super::state::Meta;
 
 use super::driver::{now_ms, Next};
 use super::lease::acts_in;
 use super::membership::{membership, StepError};
 use super::record::{is_map_conflict, update_map};
-use super::state::{MetaState, TICK};
+use super::state::TICK;
 use super::Health;
 use crate::group::MembershipOp;
 
@@ -33,7 +33,7 @@ const TASK_TIME_LIMIT: Duration = Duration::from_secs(600);
 /// replicating while its heartbeats said it was dead.
 const ALIVE_VETO: Duration = Duration::from_secs(30);
 
-impl MetaState {
+impl Meta {
     /// Notes that a group's leader saw `node` still replicating.
     fn veto(&self, node: NodeId) {
         self.lock().vetoed.insert(node, Instant::now());
@@ -49,18 +49,18 @@ impl MetaState {
 
 /// Starts the repairs [`kvorum_router::plan_repairs`] picks, all in one map change.
 pub(super) async fn plan(
-    state: &Node,
+    meta: &Meta,
     map: &ClusterMap,
     health: &BTreeMap<NodeId, Health>,
     term: u64,
 ) -> anyhow::Result<()> {
-    let vetoed = state.meta.vetoed();
+    let vetoed = meta.vetoed();
     if kvorum_router::plan_repairs(map, health, &vetoed).is_empty() {
         return Ok(());
     }
     let started_ms = now_ms();
     let mut picks = Vec::new();
-    let map = update_map(state, "repair planned", |m| {
+    let map = update_map(meta, "repair planned", |m| {
         // Chosen again on the map this change applies to: a view change's driver may have
         // started a batch since (its groups are then held).
         picks = kvorum_router::plan_repairs(m, health, &vetoed);
@@ -96,14 +96,14 @@ pub(super) async fn plan(
 }
 
 /// Starts a driver for every task of `map` that has none running on this leader.
-pub(super) fn start_drivers(state: &Arc<Node>, map: &ClusterMap, term: u64) {
-    let mut inner = state.meta.lock();
+pub(super) fn start_drivers(meta: &Arc<Meta>, map: &ClusterMap, term: u64) {
+    let mut inner = meta.lock();
     inner.drivers.retain(|_, h| !h.is_finished());
     for t in &map.tasks {
         inner
             .drivers
             .entry(t.id)
-            .or_insert_with(|| tokio::spawn(drive_task(state.clone(), t.id, term)));
+            .or_insert_with(|| tokio::spawn(drive_task(meta.clone(), t.id, term)));
     }
 }
 
@@ -140,34 +140,34 @@ fn abandon_reason(
 }
 
 /// Why a task must be abandoned now, from this leader's view, if it must.
-fn should_abandon(state: &Node, map: &ClusterMap, task: &Task) -> Option<String> {
-    let health = state.meta.health(
+fn should_abandon(meta: &Meta, map: &ClusterMap, task: &Task) -> Option<String> {
+    let health = meta.health(
         map,
-        state.id(),
-        state.cfg.suspect_after,
-        state.cfg.dead_after,
+        meta.node.id(),
+        meta.node.cfg.suspect_after,
+        meta.node.cfg.dead_after,
     );
-    let heard = state.meta.heard_within(state.cfg.suspect_after);
+    let heard = meta.heard_within(meta.node.cfg.suspect_after);
     abandon_reason(task, map, &health, &heard, now_ms())
 }
 
 /// Drives task `id` while this node leads the config group in `term`: claims it, runs its
 /// steps in order (each idempotent), and abandons it when it can no longer finish safely. Runs
 /// beside the metadata loop, one driver per task, so a long step holds up nothing else.
-async fn drive_task(state: Arc<Node>, id: u64, term: u64) {
+async fn drive_task(meta: Arc<Meta>, id: u64, term: u64) {
     // The test-only step delay: the step being held, and since when.
     let mut held: Option<(TaskStep, Instant)> = None;
     // A view change's step that keeps failing, and since when.
     let mut failing: Option<(usize, Instant)> = None;
     loop {
-        if !acts_in(&state, term).await {
+        if !acts_in(&meta, term).await {
             return;
         }
-        let map = state.map();
+        let map = meta.node.map();
         let Some(task) = map.tasks.iter().find(|t| t.id == id).cloned() else {
             return;
         };
-        match drive_step(&state, &map, &task, term, &mut held, &mut failing).await {
+        match drive_step(&meta, &map, &task, term, &mut held, &mut failing).await {
             Ok(Next::Now) => {}
             Ok(Next::Later) => tokio::time::sleep(TICK).await,
             Ok(Next::Done) => return,
@@ -190,7 +190,7 @@ async fn drive_task(state: Arc<Node>, id: u64, term: u64) {
 
 /// Runs the next step of `task`.
 async fn drive_step(
-    state: &Node,
+    meta: &Meta,
     map: &ClusterMap,
     task: &Task,
     term: u64,
@@ -199,7 +199,7 @@ async fn drive_step(
 ) -> anyhow::Result<Next> {
     let id = task.id;
     if task.leader_term != term || task.started_ms == 0 {
-        claim(state, id, term).await?;
+        claim(meta, id, term).await?;
         return Ok(Next::Now);
     }
     let TaskKind::ReplaceReplica {
@@ -208,7 +208,7 @@ async fn drive_step(
         replacement,
     } = task.kind.clone()
     else {
-        return super::view_change::drive_change(state, map, task, failing).await;
+        return super::view_change::drive_change(meta, map, task, failing).await;
     };
     let r = RepairStep {
         id,
@@ -218,18 +218,18 @@ async fn drive_step(
         tok: FenceToken { term, task: id },
     };
     if task.step == TaskStep::AddLearner {
-        if let Some(reason) = should_abandon(state, map, task) {
-            abandon(state, task, &reason).await?;
+        if let Some(reason) = should_abandon(meta, map, task) {
+            abandon(meta, task, &reason).await?;
             return Ok(Next::Done);
         }
     }
-    if held_by_fault(state, task, held) {
+    if held_by_fault(meta, task, held) {
         return Ok(Next::Later);
     }
     match task.step {
-        TaskStep::AddLearner => add_learner(state, map, task, &r).await,
+        TaskStep::AddLearner => add_learner(meta, map, task, &r).await,
         TaskStep::Running => Ok(Next::Done),
-        TaskStep::Swap => swap(state, task, &r).await,
+        TaskStep::Swap => swap(meta, task, &r).await,
     }
 }
 
@@ -249,8 +249,8 @@ struct RepairStep {
 
 /// Claims task `id` for this leader's `term` (and starts its clock): the epoch this bumps is
 /// newer than any a deposed leader can send.
-async fn claim(state: &Node, id: u64, term: u64) -> anyhow::Result<()> {
-    update_map(state, "repair claimed", |m| {
+async fn claim(meta: &Meta, id: u64, term: u64) -> anyhow::Result<()> {
+    update_map(meta, "repair claimed", |m| {
         if let Some(t) = m.tasks.iter_mut().find(|t| t.id == id) {
             t.leader_term = term;
             if t.started_ms == 0 {
@@ -263,8 +263,8 @@ async fn claim(state: &Node, id: u64, term: u64) -> anyhow::Result<()> {
 }
 
 /// Whether the test suite's step-delay fault (zero in `kvnode`) still holds `task`'s step.
-fn held_by_fault(state: &Node, task: &Task, held: &mut Option<(TaskStep, Instant)>) -> bool {
-    let delay = state.faults.task_step_delay();
+fn held_by_fault(meta: &Meta, task: &Task, held: &mut Option<(TaskStep, Instant)>) -> bool {
+    let delay = meta.node.faults.task_step_delay();
     if delay.is_zero() {
         return false;
     }
@@ -282,7 +282,7 @@ fn held_by_fault(state: &Node, task: &Task, held: &mut Option<(TaskStep, Instant
 /// The AddLearner step: the replacement joins the group as a learner and catches up; meanwhile
 /// the driver looks every tick whether to give up.
 async fn add_learner(
-    state: &Node,
+    meta: &Meta,
     map: &ClusterMap,
     task: &Task,
     r: &RepairStep,
@@ -305,20 +305,20 @@ async fn add_learner(
     };
     // The catch-up may take long: meanwhile, look every tick whether to give up.
     let outcome = {
-        let call = membership(state, group, tok, &op);
+        let call = membership(meta, group, tok, &op);
         tokio::pin!(call);
         loop {
             tokio::select! {
                 r = &mut call => break Ok(r),
                 _ = tokio::time::sleep(TICK) => {
-                    if !acts_in(state, term).await {
+                    if !acts_in(meta, term).await {
                         return Ok(Next::Done);
                     }
-                    let map = state.map();
+                    let map = meta.node.map();
                     let Some(t) = map.tasks.iter().find(|t| t.id == id) else {
                         return Ok(Next::Done);
                     };
-                    if let Some(reason) = should_abandon(state, &map, t) {
+                    if let Some(reason) = should_abandon(meta, &map, t) {
                         break Err(reason);
                     }
                 }
@@ -328,18 +328,18 @@ async fn add_learner(
     match outcome {
         Ok(r) => r?,
         Err(reason) => {
-            abandon(state, task, &reason).await?;
+            abandon(meta, task, &reason).await?;
             return Ok(Next::Done);
         }
     }
-    set_step(state, id, TaskStep::Swap).await?;
+    set_step(meta, id, TaskStep::Swap).await?;
     tracing::info!(group = %group, replacement, "repair: learner caught up");
     Ok(Next::Now)
 }
 
 /// The Swap step: one membership change replaces the dead voter by the caught-up learner, then
 /// the map lists the replacement and marks the dead node removed.
-async fn swap(state: &Node, task: &Task, r: &RepairStep) -> anyhow::Result<Next> {
+async fn swap(meta: &Meta, task: &Task, r: &RepairStep) -> anyhow::Result<Next> {
     let RepairStep {
         id,
         group,
@@ -352,20 +352,20 @@ async fn swap(state: &Node, task: &Task, r: &RepairStep) -> anyhow::Result<Next>
         replacement,
         live: false,
     };
-    match membership(state, group, tok, &op).await {
+    match membership(meta, group, tok, &op).await {
         Ok(()) => {}
         Err(StepError::Refused { code, message }) if code == "replica_alive" => {
-            state.meta.veto(dead);
-            abandon(state, task, &message).await?;
+            meta.veto(dead);
+            abandon(meta, task, &message).await?;
             return Ok(Next::Done);
         }
         Err(StepError::Refused { code, .. }) if code == "no_learner" => {
-            set_step(state, id, TaskStep::AddLearner).await?;
+            set_step(meta, id, TaskStep::AddLearner).await?;
             return Ok(Next::Now);
         }
         Err(e) => return Err(e.into()),
     }
-    let map = update_map(state, "repair finished", |m| {
+    let map = update_map(meta, "repair finished", |m| {
         let members = if group == CONFIG_GROUP {
             Some(&mut m.config_voters)
         } else {
@@ -393,7 +393,7 @@ async fn swap(state: &Node, task: &Task, r: &RepairStep) -> anyhow::Result<Next>
 
 /// Drops `task`, which has not swapped: removes its learner (best effort; a learner left behind
 /// holds no vote) while the task is still in the map, then the task.
-async fn abandon(state: &Node, task: &Task, reason: &str) -> anyhow::Result<()> {
+async fn abandon(meta: &Meta, task: &Task, reason: &str) -> anyhow::Result<()> {
     let TaskKind::ReplaceReplica {
         group,
         dead,
@@ -407,10 +407,10 @@ async fn abandon(state: &Node, task: &Task, reason: &str) -> anyhow::Result<()> 
         term: task.leader_term,
         task: task.id,
     };
-    if let Err(e) = membership(state, group, tok, &remove).await {
+    if let Err(e) = membership(meta, group, tok, &remove).await {
         tracing::warn!(group = %group, replacement, error = %e, "could not remove the learner");
     }
-    update_map(state, "repair abandoned", |m| {
+    update_map(meta, "repair abandoned", |m| {
         m.tasks.retain(|t| t.id != task.id)
     })
     .await?;
@@ -423,8 +423,8 @@ async fn abandon(state: &Node, task: &Task, reason: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn set_step(state: &Node, id: u64, step: TaskStep) -> anyhow::Result<()> {
-    update_map(state, "repair step", |m| {
+async fn set_step(meta: &Meta, id: u64, step: TaskStep) -> anyhow::Result<()> {
+    update_map(meta, "repair step", |m| {
         if let Some(t) = m.tasks.iter_mut().find(|t| t.id == id) {
             t.step = step;
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kvorum_raftstore::NodeId;
 use kvorum_router::{ClusterMap, NodeLifecycle, CONFIG_GROUP};
 
-use crate::node::Node;
+use super::state::Meta;
 
 use super::consistency;
 use super::lease::lease;
@@ -22,31 +22,31 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the metadata loop for the node's lifetime; it acts only while the node leads the
 /// config group.
-pub async fn run(state: Arc<Node>) {
+pub async fn run(meta: Arc<Meta>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = meta_tick(&state).await {
+        if let Err(e) = meta_tick(&meta).await {
             if is_map_conflict(&e) {
                 tracing::info!(error = %format!("{e:#}"), "metadata leader: lost a map race; retrying");
             } else {
                 tracing::warn!(error = %format!("{e:#}"), "metadata leader: step failed; retrying");
             }
         }
-        state.meta.tick_done();
+        meta.tick_done();
     }
 }
 
-async fn meta_tick(state: &Arc<Node>) -> anyhow::Result<()> {
-    let Some(raft) = state.group(CONFIG_GROUP) else {
+async fn meta_tick(meta: &Arc<Meta>) -> anyhow::Result<()> {
+    let Some(raft) = meta.node.group(CONFIG_GROUP) else {
         return Ok(());
     };
     let term = {
         let m = raft.metrics();
         let m = m.borrow();
-        if m.current_leader != Some(state.id()) || !m.state.is_leader() {
-            state.meta.not_leading();
+        if m.current_leader != Some(meta.node.id()) || !m.state.is_leader() {
+            meta.not_leading();
             return Ok(());
         }
         m.current_term
@@ -55,39 +55,39 @@ async fn meta_tick(state: &Arc<Node>) -> anyhow::Result<()> {
     // check-quorum: a leader cut off from its config peers still believes it leads). A leader
     // that cannot confirm gives the role up at once.
     let started = Instant::now();
-    let confirmed = tokio::time::timeout(lease(state), raft.ensure_linearizable()).await;
+    let confirmed = tokio::time::timeout(lease(&meta.node), raft.ensure_linearizable()).await;
     match confirmed {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            state.meta.not_leading();
+            meta.not_leading();
             return Err(anyhow::Error::from(e).context("read index on the config group"));
         }
         Err(_) => {
-            state.meta.not_leading();
+            meta.not_leading();
             anyhow::bail!("read index on the config group timed out: leadership not confirmed");
         }
     }
-    let (map, _) = current_map(state)?;
-    state.install_map(map.clone()).await?;
-    state.meta.set_known_leader(Some(state.id()));
-    if state.meta.leading(term, &map) {
+    let (map, _) = current_map(meta)?;
+    meta.node.install_map(map.clone()).await?;
+    meta.node.set_known_metadata_leader(Some(meta.node.id()));
+    if meta.leading(term, &map) {
         tracing::info!(term, map = %map.summary(), "this node is the metadata leader");
     }
     // Only now (the stored map installed): heartbeats are answered and drivers act.
-    state.meta.confirmed(term, started);
-    state.meta.tick(state.cfg.suspect_after);
-    let health = state.meta.health(
+    meta.confirmed(term, started);
+    meta.tick(meta.node.cfg.suspect_after);
+    let health = meta.health(
         &map,
-        state.id(),
-        state.cfg.suspect_after,
-        state.cfg.dead_after,
+        meta.node.id(),
+        meta.node.cfg.suspect_after,
+        meta.node.cfg.dead_after,
     );
-    log_summary(state, &map, &health);
-    consistency::tick(state, &map);
-    let unrecorded = state.meta.unrecorded_incarnations(&map);
+    log_summary(meta, &map, &health);
+    consistency::tick(meta, &map);
+    let unrecorded = meta.unrecorded_incarnations(&map);
     if !unrecorded.is_empty() {
         // Recorded once, never changed: from now on a wiped node is refused under its old id.
-        update_map(state, "record node incarnations", |m| {
+        update_map(meta, "record node incarnations", |m| {
             for (id, inc) in unrecorded {
                 if let Some(n) = m.nodes.get_mut(&id) {
                     n.incarnation.get_or_insert(inc);
@@ -97,13 +97,13 @@ async fn meta_tick(state: &Arc<Node>) -> anyhow::Result<()> {
         .await?;
         return Ok(());
     }
-    start_drivers(state, &map, term);
-    plan(state, &map, &health, term).await
+    start_drivers(meta, &map, term);
+    plan(meta, &map, &health, term).await
 }
 
-fn log_summary(state: &Node, map: &ClusterMap, health: &BTreeMap<NodeId, Health>) {
+fn log_summary(meta: &Meta, map: &ClusterMap, health: &BTreeMap<NodeId, Health>) {
     {
-        let mut inner = state.meta.lock();
+        let mut inner = meta.lock();
         if inner
             .last_summary
             .is_some_and(|t| t.elapsed() < SUMMARY_EVERY)

@@ -43,7 +43,8 @@ use kvorum_router::{
 };
 
 use crate::error::ApiError;
-use crate::node::Node;
+
+use super::state::Meta;
 
 use super::admin::{admin, propose};
 use super::driver::{now_ms, step_done, Next};
@@ -63,13 +64,13 @@ const STEP_FAIL_LIMIT: Duration = Duration::from_secs(120);
 /// when a change is already running or the planner refuses it. `incarnation`: for an add, the
 /// one the node answered when asked to join, recorded with it by the `AddNode` step.
 pub async fn start_change(
-    state: &Node,
+    meta: &Meta,
     change: ViewChange,
     incarnation: Option<String>,
 ) -> Result<Task, ApiError> {
-    let opts = check_change(state, &change)?;
+    let opts = check_change(meta, &change)?;
     let mut outcome: Result<Task, ApiError> = Err(ApiError::Internal("not planned".into()));
-    update_map(state, "view change accepted", |m| {
+    update_map(meta, "view change accepted", |m| {
         if let Some((t, _)) = m.view_change() {
             outcome = Err(ApiError::ChangeInProgress { task: t.id });
             return;
@@ -105,22 +106,22 @@ pub async fn start_change(
 
 /// Plans `change` on the current map without recording anything: the refusal it would get, or
 /// the planner's options to plan it with.
-pub fn check_change(state: &Node, change: &ViewChange) -> Result<PlanOptions, ApiError> {
-    let map = state.map();
+pub fn check_change(meta: &Meta, change: &ViewChange) -> Result<PlanOptions, ApiError> {
+    let map = meta.node.map();
     if let Some((t, _)) = map.view_change() {
         return Err(ApiError::ChangeInProgress { task: t.id });
     }
     let opts = PlanOptions {
-        dead: dead_nodes(state, &map),
-        max_config_voters: state.cfg.config_voters,
+        dead: dead_nodes(meta, &map),
+        max_config_voters: meta.node.cfg.config_voters,
     };
     plan_with(&map, change, &opts).map_err(refused)?;
     Ok(opts)
 }
 
 /// Asks the running change `id` to stop safely.
-pub async fn cancel_change(state: &Node, id: u64) -> Result<(), ApiError> {
-    let map = state.map();
+pub async fn cancel_change(meta: &Meta, id: u64) -> Result<(), ApiError> {
+    let map = meta.node.map();
     if !map
         .tasks
         .iter()
@@ -132,7 +133,7 @@ pub async fn cancel_change(state: &Node, id: u64) -> Result<(), ApiError> {
             Err(ApiError::UnknownTask(id))
         };
     }
-    update_map(state, "view change cancel asked", |m| {
+    update_map(meta, "view change cancel asked", |m| {
         if let Some(t) = m.tasks.iter_mut().find(|t| t.id == id) {
             if let TaskKind::ViewChange(v) = &mut t.kind {
                 v.cancel = true;
@@ -155,19 +156,17 @@ fn refused(e: kvorum_router::PlanError) -> ApiError {
 }
 
 /// Nodes the metadata leader sees dead now (none when this node is not its leader).
-fn dead_nodes(state: &Node, map: &ClusterMap) -> std::collections::BTreeSet<NodeId> {
-    state
-        .meta
-        .health(
-            map,
-            state.id(),
-            state.cfg.suspect_after,
-            state.cfg.dead_after,
-        )
-        .into_iter()
-        .filter(|(_, h)| *h == Health::Dead)
-        .map(|(n, _)| n)
-        .collect()
+fn dead_nodes(meta: &Meta, map: &ClusterMap) -> std::collections::BTreeSet<NodeId> {
+    meta.health(
+        map,
+        meta.node.id(),
+        meta.node.cfg.suspect_after,
+        meta.node.cfg.dead_after,
+    )
+    .into_iter()
+    .filter(|(_, h)| *h == Health::Dead)
+    .map(|(n, _)| n)
+    .collect()
 }
 
 /// The view change of `task`, if it is one.
@@ -180,7 +179,7 @@ fn view(task: &Task) -> anyhow::Result<&ViewChangeTask> {
 /// Runs the next step of view change `task` (claimed by this leader). `failing`: since when the
 /// current step has kept failing, kept by the driver.
 pub(super) async fn drive_change(
-    state: &Node,
+    meta: &Meta,
     map: &ClusterMap,
     task: &Task,
     failing: &mut Option<(usize, Instant)>,
@@ -193,16 +192,16 @@ pub(super) async fn drive_change(
         task: id,
     };
     if v.next >= v.steps.len() {
-        finish(state, id, ChangeOutcome::Done, None).await?;
+        finish(meta, id, ChangeOutcome::Done, None).await?;
         return Ok(Next::Done);
     }
     if v.cancel && v.batch.is_none() {
-        remove_added_learners(state, map, tok, &v, v.next).await;
-        finish(state, id, ChangeOutcome::Cancelled, None).await?;
+        remove_added_learners(meta, map, tok, &v, v.next).await;
+        finish(meta, id, ChangeOutcome::Cancelled, None).await?;
         return Ok(Next::Done);
     }
     let step = v.steps[v.next].clone();
-    let result = run_step(state, map, tok, &v, &step).await;
+    let result = run_step(meta, map, tok, &v, &step).await;
     match result {
         Ok(next) => {
             *failing = None;
@@ -216,7 +215,11 @@ pub(super) async fn drive_change(
                     Instant::now()
                 }
             };
-            let limit = state.faults.step_fail_limit().unwrap_or(STEP_FAIL_LIMIT);
+            let limit = meta
+                .node
+                .faults
+                .step_fail_limit()
+                .unwrap_or(STEP_FAIL_LIMIT);
             if since.elapsed() > limit {
                 let reason = format!(
                     "step {} ({}) kept failing: {e:#}",
@@ -232,13 +235,13 @@ pub(super) async fn drive_change(
                         tracing::warn!(task = id, error = %e, "{reason}; the batch was flipped: it rolls forward");
                         return Err(e);
                     }
-                    if super::moves::roll_back(state, tok, b).await? == RollBack::PastRelease {
+                    if super::moves::roll_back(meta, tok, b).await? == RollBack::PastRelease {
                         return Err(e);
                     }
                 }
                 // The failing step itself may have added its learner.
-                remove_added_learners(state, map, tok, &v, v.next + 1).await;
-                finish(state, id, ChangeOutcome::Failed, Some(reason)).await?;
+                remove_added_learners(meta, map, tok, &v, v.next + 1).await;
+                finish(meta, id, ChangeOutcome::Failed, Some(reason)).await?;
                 return Ok(Next::Done);
             }
             Err(e)
@@ -273,7 +276,7 @@ fn added_learners(map: &ClusterMap, v: &ViewChangeTask, ran: usize) -> Vec<(Grou
 /// removal as a step of it). Best effort, logged: a learner left behind holds no vote, but its
 /// group's leader keeps sending it the log, at an address a new node may take.
 async fn remove_added_learners(
-    state: &Node,
+    meta: &Meta,
     map: &ClusterMap,
     tok: FenceToken,
     v: &ViewChangeTask,
@@ -282,7 +285,7 @@ async fn remove_added_learners(
     let id = tok.task;
     for (group, node) in added_learners(map, v, ran) {
         let op = MembershipOp::RemoveLearner { node };
-        match membership(state, group, tok, &op).await {
+        match membership(meta, group, tok, &op).await {
             Ok(()) => {
                 tracing::info!(task = id, group = %group, node, "view change stops: learner removed")
             }
@@ -294,7 +297,7 @@ async fn remove_added_learners(
 }
 
 async fn run_step(
-    state: &Node,
+    meta: &Meta,
     map: &ClusterMap,
     tok: FenceToken,
     v: &ViewChangeTask,
@@ -304,7 +307,7 @@ async fn run_step(
     match step {
         Step::AddNode { node, addr } => {
             let (node, addr, incarnation) = (*node, addr.clone(), v.incarnation.clone());
-            step_done(state, id, index, "view change: node added", |m| {
+            step_done(meta, id, index, "view change: node added", |m| {
                 add_node(m, node, addr, incarnation)
             })
             .await?;
@@ -316,8 +319,8 @@ async fn run_step(
                 .context("the node is not in the map")?
                 .to_string();
             let op = MembershipOp::AddLearner { node: *node, addr };
-            membership(state, *group, tok, &op).await?;
-            step_done(state, id, index, "view change: learner added", |_| {}).await?;
+            membership(meta, *group, tok, &op).await?;
+            step_done(meta, id, index, "view change: learner added", |_| {}).await?;
         }
         Step::ReplaceVoter { group, old, new } => {
             let op = MembershipOp::ReplaceVoter {
@@ -325,9 +328,9 @@ async fn run_step(
                 replacement: *new,
                 live: true,
             };
-            membership(state, *group, tok, &op).await?;
+            membership(meta, *group, tok, &op).await?;
             let (group, old, new) = (*group, *old, *new);
-            step_done(state, id, index, "view change: voter replaced", |m| {
+            step_done(meta, id, index, "view change: voter replaced", |m| {
                 if let Some(g) = m.groups.get_mut(&group) {
                     g.members.remove(&old);
                     g.members.insert(new);
@@ -336,9 +339,9 @@ async fn run_step(
             .await?;
         }
         Step::CreateGroup { group, members } => {
-            create_group(state, map, tok, *group, members).await?;
+            create_group(meta, map, tok, *group, members).await?;
             let group = *group;
-            step_done(state, id, index, "view change: group created", |m| {
+            step_done(meta, id, index, "view change: group created", |m| {
                 m.next_group_id = m.next_group_id.max(group.0 + 1);
             })
             .await?;
@@ -349,14 +352,14 @@ async fn run_step(
                 to: *to,
                 ranges,
             };
-            return super::moves::move_slots(state, map, tok, v, step).await;
+            return super::moves::move_slots(meta, map, tok, v, step).await;
         }
         Step::DissolveGroup { group } => {
             let group = *group;
             if map.slot_count_of(group) > 0 {
                 anyhow::bail!("group {group} still owns slots; it cannot be dissolved");
             }
-            step_done(state, id, index, "view change: group dissolved", |m| {
+            step_done(meta, id, index, "view change: group dissolved", |m| {
                 m.groups.remove(&group);
                 m.next_group_id = m.next_group_id.max(group.0 + 1);
             })
@@ -364,7 +367,8 @@ async fn run_step(
             tracing::warn!(task = id, group = %group, "view change: group {group} dissolved");
         }
         Step::SetConfigVoters { voters } => {
-            let raft = state
+            let raft = meta
+                .node
                 .group(CONFIG_GROUP)
                 .context("this node hosts no config replica")?;
             raft.change_membership(
@@ -374,14 +378,14 @@ async fn run_step(
             .await
             .context("changing the config voters")?;
             let voters = voters.clone();
-            step_done(state, id, index, "view change: config voters set", |m| {
+            step_done(meta, id, index, "view change: config voters set", |m| {
                 m.config_voters = voters;
             })
             .await?;
         }
         Step::RemoveNode { node } => {
             let node = *node;
-            step_done(state, id, index, "view change: node removed", |m| {
+            step_done(meta, id, index, "view change: node removed", |m| {
                 if let Some(n) = m.nodes.get_mut(&node) {
                     n.state = NodeLifecycle::Removed;
                 }
@@ -408,7 +412,7 @@ fn add_node(m: &mut ClusterMap, node: NodeId, addr: String, incarnation: Option<
 /// Puts group `group` in the map with `members` (no slot), has one member initialize it, and
 /// gives it an empty slot table once it has a leader. Idempotent.
 async fn create_group(
-    state: &Node,
+    meta: &Meta,
     map: &ClusterMap,
     tok: FenceToken,
     group: GroupId,
@@ -416,7 +420,7 @@ async fn create_group(
 ) -> anyhow::Result<()> {
     if !map.groups.contains_key(&group) {
         let members2 = members.clone();
-        update_map(state, "view change: group listed", |m| {
+        update_map(meta, "view change: group listed", |m| {
             m.groups
                 .entry(group)
                 .or_insert(GroupInfo { members: members2 });
@@ -426,7 +430,7 @@ async fn create_group(
     }
     let addrs: BTreeMap<NodeId, String> = members
         .iter()
-        .filter_map(|n| state.map().addr(*n).map(|a| (*n, a.to_string())))
+        .filter_map(|n| meta.node.map().addr(*n).map(|a| (*n, a.to_string())))
         .collect();
     let mut last = None;
     let mut initialized = false;
@@ -434,7 +438,7 @@ async fn create_group(
         let op = AdminOp::Initialize {
             members: addrs.clone(),
         };
-        match admin(state, group, tok, op, Some(addr)).await {
+        match admin(meta, group, tok, op, Some(addr)).await {
             Ok(_) => {
                 initialized = true;
                 break;
@@ -446,21 +450,21 @@ async fn create_group(
         anyhow::bail!("no member of group {group} could initialize it: {last:?}");
     }
     let cmd = Command::InitSlots { owned: Vec::new() };
-    propose(state, group, tok, cmd).await?;
+    propose(meta, group, tok, cmd).await?;
     tracing::info!(task = tok.task, group = %group, "view change: group {group} created on {members:?}");
     Ok(())
 }
 
 /// Ends task `id`: it leaves `tasks` for `finished`.
 async fn finish(
-    state: &Node,
+    meta: &Meta,
     id: u64,
     outcome: ChangeOutcome,
     error: Option<String>,
 ) -> anyhow::Result<()> {
     let now = now_ms();
     let err2 = error.clone();
-    update_map(state, "view change finished", |m| {
+    update_map(meta, "view change finished", |m| {
         let Some(pos) = m.tasks.iter().position(|t| t.id == id) else {
             return;
         };
