@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use kvorum_raftstore::Store;
+use kvorum_raftstore::{Store, StoreOptions};
 use kvorum_router::ClusterMap;
 use tokio::sync::watch;
 
@@ -71,7 +71,11 @@ pub async fn run_with_faults(
         store: store_faults,
         node: node_faults,
     } = faults;
-    let store = Store::open_with(&cfg.data_dir, store_faults)
+    let store_options = StoreOptions {
+        faults: store_faults,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&cfg.data_dir, store_options)
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
     let (map, initial) = starting_map(&cfg, &identity, &store, from_peer)?;
     let initialize_from = initial_to_initialize(&map, initial);
