@@ -95,6 +95,9 @@ pub struct ClusterOptions {
     /// mount of its own (see [`mount::LazyMount`]), so [`Cluster::power_cut`] can drop what the
     /// node did not fsync.
     pub lazyfs: Option<PathBuf>,
+    /// When set, every node runs with this open-file limit, soft and hard (`ulimit -n` in a
+    /// shell that then execs the node, so the PID is the node's), as a small machine would.
+    pub open_files: Option<u64>,
 }
 
 impl ClusterOptions {
@@ -107,7 +110,14 @@ impl ClusterOptions {
             stale_reads: false,
             env: Vec::new(),
             lazyfs: None,
+            open_files: None,
         }
+    }
+
+    /// `self` with every node limited to `n` open files (soft and hard `RLIMIT_NOFILE`).
+    pub fn with_open_files(mut self, n: u64) -> Self {
+        self.open_files = Some(n);
+        self
     }
 
     /// `self` with every node's data directory on a lazyfs mount run by `bin`.
@@ -362,7 +372,17 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .expect("open log");
-        let mut cmd = Command::new(&self.opts.bin);
+        let mut cmd = match self.opts.open_files {
+            None => Command::new(&self.opts.bin),
+            Some(n) => {
+                // `exec` keeps the shell's PID, so the node is still stopped by this PID.
+                let mut sh = Command::new("/bin/sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\""))
+                    .arg(&self.opts.bin);
+                sh
+            }
+        };
         cmd.env("IPPORT", node.addr.to_string())
             .env("VIEW", &self.view)
             .env("K", self.opts.k.to_string())

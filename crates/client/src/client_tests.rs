@@ -341,6 +341,7 @@ async fn only_listed_codes_make_a_write_error_definite() {
         (503, err("unavailable"), true),
         (503, err("no_leader"), true),
         (503, err("joining"), true),
+        (503, err("too_many_connections"), true),
         (400, err("bad_request"), true),
         (413, err("value_too_large"), true),
         (

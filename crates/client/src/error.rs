@@ -67,6 +67,7 @@ pub const DEFINITE_CODES: &[&str] = &[
     "unavailable",
     "joining",
     "metadata_leader_changing",
+    "too_many_connections",
     // Refused at apply, or nothing to do.
     "condition_failed",
     "key_not_found",
@@ -96,6 +97,7 @@ const RETRYABLE_503_CODES: &[&str] = &[
     "unavailable",
     "joining",
     "metadata_leader_changing",
+    "too_many_connections",
 ];
 
 impl ClientError {

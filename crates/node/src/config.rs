@@ -43,6 +43,20 @@ pub const DEFAULT_SNAPSHOT_LOGS_KEPT: u64 = 5_000;
 pub const DEFAULT_SUSPECT_AFTER_MS: u64 = 3_000;
 /// Default time without a heartbeat after which a node is dead (and repaired), in ms.
 pub const DEFAULT_DEAD_AFTER_MS: u64 = 10_000;
+/// Default cap of client connections (Redis's `maxclients`); lowered at start to what the
+/// open-file limit leaves (see `http::budget`).
+pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 10_000;
+/// Default time a connection has to send a request's headers, in ms, counted from its opening
+/// or from the request's first byte.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Default time a keep-alive connection may stay idle between requests, in ms: longer than the
+/// idle timeout of reqwest's and most clients' connection pools (90 s), so that a client drops an
+/// idle connection before the node closes it under a request it is sending.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 120_000;
+
+/// Shortest `header_timeout_ms` and `idle_timeout_ms`: a peer across a LAN sends a request's
+/// headers in a few milliseconds, and a client needs a moment between two requests.
+pub const MIN_CONNECTION_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The file form of the configuration: every field optional, unknown fields rejected.
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +82,9 @@ pub struct FileConfig {
     pub suspect_after_ms: Option<u64>,
     pub dead_after_ms: Option<u64>,
     pub config_voters: Option<usize>,
+    pub max_client_connections: Option<usize>,
+    pub header_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -99,6 +116,9 @@ impl FileConfig {
             suspect_after_ms: over.suspect_after_ms.or(self.suspect_after_ms),
             dead_after_ms: over.dead_after_ms.or(self.dead_after_ms),
             config_voters: over.config_voters.or(self.config_voters),
+            max_client_connections: over.max_client_connections.or(self.max_client_connections),
+            header_timeout_ms: over.header_timeout_ms.or(self.header_timeout_ms),
+            idle_timeout_ms: over.idle_timeout_ms.or(self.idle_timeout_ms),
         }
     }
 }
@@ -155,6 +175,16 @@ pub struct Config {
     /// Voters of the config group once the cluster has that many nodes: 3 (default) or 5. View
     /// changes grow and shrink the config group towards min(N, this).
     pub config_voters: usize,
+    /// Most client connections open at once (connections from the cluster's nodes have a reserve
+    /// of their own); one more is refused at once with 503 `too_many_connections`. Lowered at
+    /// start to what the open-file limit leaves (`http::budget`). Default 10,000.
+    pub max_client_connections: usize,
+    /// Time a connection has to send a request's headers, from its opening or from the first
+    /// byte of its next request; then it is closed. Default 10 s.
+    pub header_timeout: Duration,
+    /// Time a keep-alive connection may stay idle between requests; then it is closed. The
+    /// node's own pool drops idle connections to its peers after half of it. Default 120 s.
+    pub idle_timeout: Duration,
 }
 
 fn parse_addr(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
@@ -222,6 +252,15 @@ impl Config {
             config_voters: f
                 .config_voters
                 .unwrap_or(kvorum_router::map::MAX_CONFIG_VOTERS),
+            max_client_connections: f
+                .max_client_connections
+                .unwrap_or(DEFAULT_MAX_CLIENT_CONNECTIONS),
+            header_timeout: Duration::from_millis(
+                f.header_timeout_ms.unwrap_or(DEFAULT_HEADER_TIMEOUT_MS),
+            ),
+            idle_timeout: Duration::from_millis(
+                f.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
+            ),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -334,6 +373,19 @@ impl Config {
         if self.snapshot_every == 0 {
             anyhow::bail!("snapshot_every must be positive");
         }
+        if self.max_client_connections == 0 {
+            anyhow::bail!("max_client_connections must be positive");
+        }
+        if self.header_timeout < MIN_CONNECTION_TIMEOUT
+            || self.idle_timeout < MIN_CONNECTION_TIMEOUT
+        {
+            anyhow::bail!(
+                "header_timeout_ms and idle_timeout_ms must be at least {} (got {} and {})",
+                MIN_CONNECTION_TIMEOUT.as_millis(),
+                self.header_timeout.as_millis(),
+                self.idle_timeout.as_millis()
+            );
+        }
         Ok(())
     }
 
@@ -406,6 +458,38 @@ mod tests {
         assert!(with(4096, MAX_CONFIGURABLE_VALUE_BYTES + 1).is_err());
         assert!(with(kvorum_raftstore::MAX_KEY_BYTES + 1, 1024).is_err());
         assert!(with(0, 1024).is_err());
+    }
+
+    // The connection settings default to Redis's maxclients and sane timers, and a zero cap or
+    // a timer under MIN_CONNECTION_TIMEOUT is refused.
+    #[test]
+    fn connection_settings_have_defaults_and_bounds() -> anyhow::Result<()> {
+        let c = Config::from_file_config(FileConfig::default())?;
+        assert_eq!(c.max_client_connections, DEFAULT_MAX_CLIENT_CONNECTIONS);
+        assert_eq!(
+            c.header_timeout,
+            Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS)
+        );
+        assert_eq!(
+            c.idle_timeout,
+            Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS)
+        );
+        let with = |max: usize, header: u64, idle: u64| {
+            Config::from_file_config(FileConfig {
+                max_client_connections: Some(max),
+                header_timeout_ms: Some(header),
+                idle_timeout_ms: Some(idle),
+                ..Default::default()
+            })
+        };
+        let c = with(50, 2_000, 4_000)?;
+        assert_eq!(c.max_client_connections, 50);
+        assert_eq!(c.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.idle_timeout, Duration::from_secs(4));
+        assert!(with(0, 2_000, 4_000).is_err());
+        assert!(with(50, 99, 4_000).is_err());
+        assert!(with(50, 2_000, 99).is_err());
+        Ok(())
     }
 
     // Impossible combinations are refused with a reason.

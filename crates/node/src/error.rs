@@ -138,6 +138,14 @@ pub enum ApiError {
          the request to a member, or add it with `kvctl add-node {addr}`"
     )]
     Joining { addr: String },
+    /// The node holds as many client connections as it takes (`max_client_connections`, or
+    /// what its open-file limit leaves) and refused this one before reading any request on it.
+    /// Definite: nothing was done. Retry shortly, or at another node.
+    #[error(
+        "this node serves {limit} client connections at most and all are in use; nothing was \
+         done: retry shortly or at another node"
+    )]
+    TooManyConnections { limit: usize },
     /// An internal error on this node; an operator should look at its log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -178,6 +186,7 @@ impl ApiError {
             ApiError::Unreachable(_) => "unreachable",
             ApiError::UnknownTask(_) => "unknown_task",
             ApiError::Joining { .. } => "joining",
+            ApiError::TooManyConnections { .. } => "too_many_connections",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -219,17 +228,17 @@ impl ApiError {
             | ApiError::Unavailable(_)
             | ApiError::MetadataLeaderChanging
             | ApiError::SlotMoving { .. }
-            | ApiError::Joining { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::Joining { .. }
+            | ApiError::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    /// The body of this error's answer: its code, its message and the fields its code adds.
+    pub fn body(&self) -> ErrorBody {
         let mut body = ErrorBody::new(self.code(), self.to_string());
-        match &self {
+        match self {
             ApiError::ConditionFailed { current } => body.current = Some(current.clone()),
             ApiError::NotLeader { leader } => body.leader = Some(*leader),
             ApiError::NotOwner { slot, group, epoch } => {
@@ -241,7 +250,13 @@ impl IntoResponse for ApiError {
             ApiError::ChangeInProgress { task } => body.task = Some(*task),
             _ => {}
         }
-        let mut resp = (self.status(), axum::Json(body)).into_response();
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status(), axum::Json(self.body())).into_response();
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));

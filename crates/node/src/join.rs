@@ -29,6 +29,7 @@ use kvorum_wire::{JoinPhase, JoinState, MapReply};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::http::listener::{Class, Connections};
 use crate::identity::Identity;
 
 /// Interval between two polls of the joining node's peers.
@@ -342,6 +343,7 @@ pub async fn run_joiner(
     http: &reqwest::Client,
     peers: &[SocketAddr],
     listener: tokio::net::TcpListener,
+    connections: &Arc<Connections>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<(Joined, tokio::net::TcpListener)>> {
     let incarnation = joining_incarnation(&cfg.data_dir)?;
@@ -354,13 +356,16 @@ pub async fn run_joiner(
     let now = tokio::net::TcpListener::from_std(std_listener)?;
     let (done_tx, mut done_rx) = watch::channel(false);
     let app = crate::http::joining_router(status.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(now, app)
-            .with_graceful_shutdown(async move {
-                let _ = done_rx.wait_for(|d| *d).await;
-            })
-            .await
-    });
+    // A joiner is in no map yet, so no caller is a peer: every connection is a client's.
+    let server = tokio::spawn(crate::http::listener::serve(
+        now,
+        app,
+        connections.clone(),
+        |_| Class::Client,
+        async move {
+            let _ = done_rx.wait_for(|d| *d).await;
+        },
+    ));
     tracing::info!(
         addr = %cfg.listen,
         peers = ?peers,
@@ -373,10 +378,8 @@ pub async fn run_joiner(
         _ = stop.wait_for(|s| *s) => None,
     };
     let _ = done_tx.send(true);
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(anyhow::anyhow!("HTTP server failed: {e}")),
-        Err(e) => return Err(anyhow::anyhow!("HTTP server task failed: {e}")),
+    if let Err(e) = server.await {
+        return Err(anyhow::anyhow!("HTTP server task failed: {e}"));
     }
     match outcome {
         None => Ok(None),

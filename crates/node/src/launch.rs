@@ -70,6 +70,16 @@ struct Args {
     /// Log entries kept after a snapshot (a follower further behind gets a snapshot) [default: 5000].
     #[arg(long, env = "KVORUM_SNAPSHOT_LOGS_KEPT")]
     snapshot_logs_kept: Option<u64>,
+    /// Most client connections at once; more are refused with 503 too_many_connections. Lowered
+    /// to what the open-file limit leaves [default: 10000].
+    #[arg(long, env = "KVORUM_MAX_CLIENT_CONNECTIONS")]
+    max_client_connections: Option<usize>,
+    /// Time a connection has to send a request's headers, ms [default: 10000].
+    #[arg(long, env = "KVORUM_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: Option<u64>,
+    /// Time a keep-alive connection may stay idle between requests, ms [default: 120000].
+    #[arg(long, env = "KVORUM_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
 }
 
 fn load_config(args: Args) -> anyhow::Result<Config> {
@@ -95,6 +105,9 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
         node_heartbeat_ms: args.node_heartbeat_ms,
         suspect_after_ms: args.suspect_after_ms,
         dead_after_ms: args.dead_after_ms,
+        max_client_connections: args.max_client_connections,
+        header_timeout_ms: args.header_timeout_ms,
+        idle_timeout_ms: args.idle_timeout_ms,
     };
     Config::from_file_config(file.overridden_by(over))
 }
@@ -133,6 +146,8 @@ pub fn main_with_faults(faults: Faults) -> std::process::ExitCode {
         .init();
     let result = (|| -> anyhow::Result<()> {
         let cfg = load_config(Args::parse())?;
+        // Before anything opens a file: the connection cap is sized from this limit.
+        crate::http::budget::raise_open_files_limit();
         let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
         rt.block_on(async {
             let listener = tokio::net::TcpListener::bind(cfg.listen)

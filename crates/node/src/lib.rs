@@ -17,6 +17,10 @@
 //!   (`Store::mark_corrupt`) and stops the node, which then refuses to start until it is wiped;
 //!   the cluster replaces it like a dead node. Replicas' state hashes are compared by the
 //!   metadata leader (`meta/consistency.rs`).
+//! - no client can stop a node or starve its Raft traffic: the open-file limit is shared
+//!   between RocksDB and connections (`http::budget`), client connections are capped, the
+//!   cluster's nodes have a reserve of their own, and slow or idle connections are closed
+//!   (`http::listener`).
 //!
 //! Not implemented / caveats (see docs/architecture.md):
 //! - repairs replace replicas on dead nodes from spares; groups are created and dissolved only

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::faults::NodeFaults;
 use crate::group::steps::GroupSteps;
+use crate::http::listener::Connections;
 use crate::identity::Identity;
 use crate::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::map_copies::{stored_map_in, write_map_file};
@@ -37,8 +38,10 @@ const MAX_PAYLOAD_ENTRIES: u64 = 64;
 /// Timeout of one snapshot chunk RPC, ms (openraft sends a snapshot in chunks of up to 3 MiB):
 /// such a chunk crosses a link of about 2.5 Mbit/s within it.
 const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
-/// How long an idle pooled connection to a peer is kept: steady Raft and heartbeat traffic
-/// reuses its connections, and a peer gone for a minute is forgotten.
+/// How long an idle pooled connection to a peer is kept, at most: steady Raft and heartbeat
+/// traffic reuses its connections, and a peer gone for a minute is forgotten. Never more than
+/// half the peers' `idle_timeout`, so that this node drops an idle connection before the peer
+/// closes it, which could be just as a request is sent on it.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a TCP connect to a peer may take: a live peer on a LAN answers in milliseconds, so a
 /// connect still pending after a second is to a dead or cut-off host, and the caller moves on.
@@ -86,6 +89,8 @@ pub struct Node {
     map_file: std::sync::Mutex<()>,
     /// The test suite's planted faults (none in `kvnode`; see `faults.rs`), read once at start.
     pub(crate) faults: NodeFaults,
+    /// The HTTP listener's counters (connections open, refused, timed out), for `/metrics`.
+    pub(crate) connections: Arc<Connections>,
 }
 
 fn raft_config(cfg: &Config, cluster_id: &str) -> anyhow::Result<openraft::Config> {
@@ -111,7 +116,7 @@ pub fn http_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
         // can partition loopback clusters.
         .local_address(cfg.listen.ip())
         .tcp_nodelay(true)
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT.min(cfg.idle_timeout / 2))
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
         .context("cannot build HTTP client")
@@ -183,6 +188,7 @@ impl Node {
         map: ClusterMap,
         http: reqwest::Client,
         faults: NodeFaults,
+        connections: Arc<Connections>,
     ) -> Node {
         let incarnations = Incarnations::default();
         incarnations.update(&map);
@@ -206,6 +212,7 @@ impl Node {
             http,
             map_file: std::sync::Mutex::new(()),
             faults,
+            connections,
         }
     }
 
@@ -670,6 +677,13 @@ mod tests {
             map_at(1),
             http_client(&cfg)?,
             NodeFaults::default(),
+            Arc::new(Connections::new(
+                crate::http::listener::Limits::of(
+                    &cfg,
+                    &crate::http::budget::FdBudget::plan(1024, cfg.max_client_connections)?,
+                ),
+                1024,
+            )),
         );
         assert_eq!(read_map_file(dir.path())?, None);
         assert!(node.install_map(map_at(4)).await?);

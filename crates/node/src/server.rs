@@ -1,7 +1,8 @@
 //! Starting and stopping a node: identity, store, the replicas the cluster map asks for, the
 //! heartbeat and metadata loops, the HTTP server, graceful shutdown.
 //!
-//! Steps of `run`: (1) load the identity from the data directory; on an empty one, decide how
+//! Steps of `run`: (0) share the open-file limit between RocksDB and connections
+//! (`http::budget`); (1) load the identity from the data directory; on an empty one, decide how
 //! the node starts (`join.rs`): create the identity from the view, or, joining a running cluster
 //! (`--join`, or a VIEW whose peers run another cluster), serve only the joining routes and wait
 //! until the cluster adds it, then take the id its map gives; (2) open RocksDB; (3) take the
@@ -11,20 +12,24 @@
 //! map asks for, initializing the pristine ones this node is an initial member of, only while
 //! that map is still the initial one (epoch 1; every initial member does so with the same
 //! membership, which openraft allows); (5) start the heartbeat loop and the metadata loop,
-//! (6) serve the client API and the internal routes until `shutdown` resolves or the node learns
-//! it was removed, (7) stop the replicas.
+//! (6) serve the client API and the internal routes (`http::listener`, with its connection caps
+//! and timers) until `shutdown` resolves or the node learns it was removed, (7) stop the
+//! replicas.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use kvorum_raftstore::Store;
+use kvorum_raftstore::{Store, StoreOptions};
 use kvorum_router::ClusterMap;
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::faults::Faults;
+use crate::http::budget::{open_files_limits, FdBudget};
+use crate::http::listener::{self, Class, Connections, Limits};
+use crate::http::transport::is_node_ip;
 use crate::identity::Identity;
 use crate::join::{self, Start};
 use crate::map_copies::{
@@ -57,9 +62,11 @@ pub async fn run_with_faults(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let budget = fd_budget(&cfg)?;
+    let connections = Arc::new(Connections::new(Limits::of(&cfg, &budget), budget.limit));
     let http = http_client(&cfg)?;
     let (identity, from_peer, listener) =
-        match start_identity(&cfg, &http, listener, stop.clone()).await? {
+        match start_identity(&cfg, &http, listener, &connections, stop.clone()).await? {
             Some(started) => started,
             // Stopped while waiting to be added.
             None => return Ok(()),
@@ -72,7 +79,11 @@ pub async fn run_with_faults(
         store: store_faults,
         node: node_faults,
     } = faults;
-    let store = Store::open_with(&cfg.data_dir, store_faults)
+    let store_options = StoreOptions {
+        max_open_files: budget.table_files,
+        faults: store_faults,
+    };
+    let store = Store::open_with(&cfg.data_dir, store_options)
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
     let (map, initial) = starting_map(&cfg, &identity, &store, from_peer)?;
     let initialize_from = initial_to_initialize(&map, initial);
@@ -83,6 +94,7 @@ pub async fn run_with_faults(
         map,
         http,
         node_faults,
+        connections.clone(),
     ));
     let map = state.map();
     if !map.is_active(identity.node_id) {
@@ -113,16 +125,23 @@ pub async fn run_with_faults(
             _ = fatal.wait_for(|f| f.is_some()) => {}
         }
     };
-    // Served with the caller's address, which protected mode checks on internal routes.
-    let app = crate::http::router(state.clone(), role)
-        .into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stopped)
-        // Replies (Raft RPC answers above all) go out at once, not held back by Nagle's algorithm
-        // waiting for the peer's delayed ACK.
-        .tcp_nodelay(true)
-        .await
-        .context("HTTP server failed")?;
+    // Connections from the map's nodes have a reserve of their own (the map can change).
+    let nodes = state.clone();
+    let class_of = move |ip| {
+        if is_node_ip(ip, &nodes.map()) {
+            Class::Peer
+        } else {
+            Class::Client
+        }
+    };
+    listener::serve(
+        listener,
+        crate::http::router(state.clone(), role),
+        connections,
+        class_of,
+        stopped,
+    )
+    .await;
     tracing::info!("shutting down");
     heartbeats.abort();
     meta.abort();
@@ -131,6 +150,31 @@ pub async fn run_with_faults(
         anyhow::bail!("{reason}");
     }
     Ok(())
+}
+
+/// Shares the open-file limit between RocksDB and connections (`http::budget`) and logs how.
+fn fd_budget(cfg: &Config) -> anyhow::Result<FdBudget> {
+    let (limit, _) = open_files_limits().context("cannot read the open-file limit")?;
+    let budget = FdBudget::plan(limit, cfg.max_client_connections)?;
+    tracing::info!(
+        open_files = budget.limit,
+        rocksdb_files = budget.table_files,
+        peer_connections = budget.peer_connections,
+        client_connections = budget.client_connections,
+        header_timeout_ms = cfg.header_timeout.as_millis() as u64,
+        idle_timeout_ms = cfg.idle_timeout.as_millis() as u64,
+        "file descriptors shared between storage and connections"
+    );
+    if let Some(configured) = budget.lowered_from {
+        tracing::warn!(
+            configured,
+            allowed = budget.client_connections,
+            open_files = budget.limit,
+            "max_client_connections lowered to what the open-file limit leaves; raise the hard \
+             limit (ulimit -Hn, LimitNOFILE= in the systemd unit) to allow more"
+        );
+    }
+    Ok(budget)
 }
 
 /// Logs how internal calls are trusted: by the cluster secret, or in protected mode by the
@@ -185,6 +229,7 @@ async fn start_identity(
     cfg: &Config,
     http: &reqwest::Client,
     listener: tokio::net::TcpListener,
+    connections: &Arc<Connections>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Started>> {
     if Identity::exists(&cfg.data_dir) {
@@ -216,14 +261,14 @@ async fn start_identity(
                         "another cluster runs at addresses of this node's view, so this node does \
                          not create one: it joins that cluster as a new node once it is added"
                     );
-                    return joiner(cfg, http, &peers, listener, stop).await;
+                    return joiner(cfg, http, &peers, listener, connections, stop).await;
                 }
             }
         };
         let identity = Identity::load_or_create(&cfg.data_dir, cfg)?;
         return Ok(Some((identity, newest, listener)));
     }
-    joiner(cfg, http, &peers, listener, stop).await
+    joiner(cfg, http, &peers, listener, connections, stop).await
 }
 
 /// [`join::run_joiner`], its outcome in the form of [`start_identity`]'s.
@@ -232,9 +277,12 @@ async fn joiner(
     http: &reqwest::Client,
     peers: &[SocketAddr],
     listener: tokio::net::TcpListener,
+    connections: &Arc<Connections>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Started>> {
-    Ok(join::run_joiner(cfg, http, peers, listener, stop)
-        .await?
-        .map(|(joined, listener)| (joined.identity, Some(joined.map), listener)))
+    Ok(
+        join::run_joiner(cfg, http, peers, listener, connections, stop)
+            .await?
+            .map(|(joined, listener)| (joined.identity, Some(joined.map), listener)),
+    )
 }

@@ -2,9 +2,10 @@
 //!
 //! Only builds with the `test-faults` feature have them, and only the test suite's `kvnode-test`
 //! binary turns that feature on. There the value is built once at start from the environment
-//! (`StoreFaults::from_env`) and handed to [`Store::open_with`](crate::Store::open_with); no
-//! hook reads the environment afterwards. Without the feature [`StoreFaults`] has no fields,
-//! its hooks do nothing, and no fault variable's name is compiled in.
+//! (`StoreFaults::from_env`) and handed to [`Store::open_with`](crate::Store::open_with) in its
+//! [`StoreOptions`](crate::StoreOptions); no hook reads the environment afterwards. Without the
+//! feature [`StoreFaults`] has no fields, its hooks do nothing, and no fault variable's name is
+//! compiled in.
 //!
 //! The faults (each logged as `FAULT INJECTED: ...`):
 //! - `KVORUM_FAULT_SKIP_WAL_FSYNC=1`: the WAL flusher reports appends durable without fsyncing

@@ -96,7 +96,10 @@ pub use integrity::{is_rocks_corruption, mentions_corruption, CORRUPT_MARKER, WI
 pub use log_store::LogStore;
 pub use slots::SlotState;
 pub use state_machine::StateMachineStore;
-pub use store::{ServedRead, SlotChunk, Store, StoreError};
+pub use store::{
+    ServedRead, SlotChunk, Store, StoreError, StoreOptions, DEFAULT_MAX_OPEN_FILES,
+    MIN_MAX_OPEN_FILES,
+};
 
 pub use kvorum_router::{GroupId, NodeId};
 

@@ -31,7 +31,7 @@ use crate::slots::{self, SlotEpochs, SlotTable};
 use crate::snapshot::{durable_rename, CurrentSnapshot, SnapshotReader, SnapshotWriter};
 use crate::FenceToken;
 use crate::{GroupId, NodeId, Store, TypeConfig};
-use crate::{StoreError, StoreFaults};
+use crate::{StoreError, StoreOptions};
 use std::path::Path;
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
@@ -525,13 +525,13 @@ impl Store {
     /// A corrupt file (see the `integrity` module), or a store marked corrupt while it ran
     /// ([`Store::mark_corrupt`]), is refused with [`StoreError::CorruptAtOpen`].
     pub fn open(dir: &Path) -> std::result::Result<Store, StoreError> {
-        Store::open_with(dir, StoreFaults::default())
+        Store::open_with(dir, StoreOptions::default())
     }
 
-    /// [`Store::open`] with the test suite's planted `faults` (built once at start; see
-    /// [`StoreFaults`]).
-    pub fn open_with(dir: &Path, faults: StoreFaults) -> std::result::Result<Store, StoreError> {
-        let store = Store::open_db(dir, faults)?;
+    /// [`Store::open`] with `options`: RocksDB's bound on open files, and the test suite's
+    /// planted faults (built once at start; see [`StoreFaults`](crate::StoreFaults)).
+    pub fn open_with(dir: &Path, options: StoreOptions) -> std::result::Result<Store, StoreError> {
+        let store = Store::open_db(dir, options)?;
         recover(&store)?;
         Ok(store)
     }

@@ -124,6 +124,34 @@ pub enum StoreError {
     },
 }
 
+/// Default of [`StoreOptions::max_open_files`]: the table files RocksDB keeps open.
+pub const DEFAULT_MAX_OPEN_FILES: u32 = 512;
+/// Fewest table files RocksDB is given: it keeps 10 descriptors of its `max_open_files` for
+/// other files, and a table cache of a few dozen files still serves a small store well.
+pub const MIN_MAX_OPEN_FILES: u32 = 32;
+
+/// How a store is opened.
+#[derive(Debug)]
+pub struct StoreOptions {
+    /// Most files RocksDB keeps open (its `max_open_files`: the table cache of SST files, less
+    /// 10 it keeps for other files; at least [`MIN_MAX_OPEN_FILES`]). Beyond it RocksDB closes
+    /// the least recently used table and reopens it when read, so the bound costs reads of a
+    /// large store some I/O and never fails one. The node sizes it from its file-descriptor
+    /// budget. Default [`DEFAULT_MAX_OPEN_FILES`].
+    pub max_open_files: u32,
+    /// The test suite's planted faults (none outside its `kvnode-test` binary).
+    pub faults: StoreFaults,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
+            faults: StoreFaults::default(),
+        }
+    }
+}
+
 /// The node's RocksDB, shared by all groups. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -160,7 +188,11 @@ pub(crate) struct Inner {
 impl Store {
     /// Opens the RocksDB under `dir` and starts its WAL flusher; [`Store::open_with`] (in
     /// `lifecycle`) then recovers what a crash left.
-    pub(crate) fn open_db(dir: &Path, faults: StoreFaults) -> Result<Store, StoreError> {
+    pub(crate) fn open_db(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        let StoreOptions {
+            max_open_files,
+            faults,
+        } = options;
         crate::integrity::refuse_if_marked(dir)?;
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
@@ -176,6 +208,10 @@ impl Store {
         // Corruption found in the MANIFEST, SST files or in the background stops the DB
         // (RocksDB's default, stated here because integrity depends on it).
         opts.set_paranoid_checks(true);
+        // Bounded, so that the node's file-descriptor budget holds however many SST files the
+        // store grows (RocksDB's default, -1, keeps every table open for good).
+        let max_open_files = max_open_files.max(MIN_MAX_OPEN_FILES);
+        opts.set_max_open_files(i32::try_from(max_open_files).unwrap_or(i32::MAX));
         let cfs = [CF_LOG, CF_META, CF_DATA]
             .into_iter()
             .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));

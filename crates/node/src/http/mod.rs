@@ -1,12 +1,16 @@
 //! The node's HTTP surface: the route table of the client API (`/v1`), health, status and
 //! metrics, and the internal routes; request extraction and the key handlers are in `keys`, the
 //! view-change routes in `cluster`. Serving a key request (routing, writes, reads) is the
-//! `serve` module's; the one error mapping is `crate::error`.
+//! `serve` module's; the one error mapping is `crate::error`. The listener that serves these
+//! routes, with its connection caps and timers, is `listener`; how the open-file limit is shared
+//! between storage and connections, `budget`.
 
+pub mod budget;
 pub mod cluster;
 pub mod forward;
 pub mod internal;
 pub mod keys;
+pub mod listener;
 pub mod transport;
 
 use keys::{append_key, body_limit, delete_key, get_key, put_key};
@@ -312,5 +316,6 @@ async fn metrics(State(state): State<Arc<Node>>, State(meta): State<Arc<Meta>>) 
     }
     out.push_str("# HELP kvorum_map_epoch Epoch of the cluster map this node knows.\n# TYPE kvorum_map_epoch gauge\n");
     out.push_str(&format!("kvorum_map_epoch {}\n", state.map().epoch));
+    state.connections.write_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -70,10 +70,18 @@ pub fn admitted_in_protected_mode(peer: IpAddr, map: &ClusterMap) -> bool {
     if peer == IpAddr::V4(Ipv4Addr::LOCALHOST) || peer == IpAddr::V6(Ipv6Addr::LOCALHOST) {
         return true;
     }
+    is_node_ip(peer, map)
+}
+
+/// Whether `ip` is the IP of a node `map` lists (removed nodes included). Nodes call each other
+/// from their own IP (`node::http_client` binds it), so this tells the cluster's connections
+/// from clients' unless nodes reach each other through NAT or a proxy.
+pub fn is_node_ip(ip: IpAddr, map: &ClusterMap) -> bool {
+    let ip = ip.to_canonical();
     map.nodes.values().any(|n| {
         n.addr
             .parse::<SocketAddr>()
-            .is_ok_and(|a| a.ip().to_canonical() == peer)
+            .is_ok_and(|a| a.ip().to_canonical() == ip)
     })
 }
 
