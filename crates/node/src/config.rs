@@ -31,8 +31,10 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// append RPC and of a read-index round, so it must let one append RPC (at most
 /// `network::MAX_APPEND_BYTES`, 1 MiB) cross the link: 250 ms holds down to ~35 Mbit/s.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 250;
-/// Default minimum Raft election timeout, in ms (the maximum is twice this): five heartbeats.
-pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1_250;
+/// Default election timeout, in ms: four heartbeats. A follower that has not heard its leader
+/// for this long plus a random part of up to half of it asks for pre-votes and, granted, campaigns
+/// (see `election`); it is also openraft's leader lease.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1_000;
 /// Default number of applied log entries between snapshots.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 20_000;
 /// Default interval of a node's heartbeat to the metadata leader, in ms.
@@ -158,7 +160,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Raft heartbeat interval (also openraft's time limit of an append RPC). Default 250 ms.
     pub heartbeat: Duration,
-    /// Minimum Raft election timeout (maximum is twice it). Default 1250 ms.
+    /// Election timeout: a follower campaigns after 1–1.5× this without hearing its leader (see
+    /// `election`); also openraft's leader lease. Default 1000 ms.
     pub election_timeout: Duration,
     /// Applied entries between snapshots. Default 20,000.
     pub snapshot_every: u64,

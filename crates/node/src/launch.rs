@@ -49,10 +49,10 @@ struct Args {
     /// Time a request may take before its outcome is reported unknown, ms [default: 5000].
     #[arg(long, env = "KVORUM_REQUEST_TIMEOUT_MS")]
     request_timeout_ms: Option<u64>,
-    /// Raft heartbeat interval, ms [default: 100].
+    /// Raft heartbeat interval, ms [default: 250].
     #[arg(long, env = "KVORUM_HEARTBEAT_MS")]
     heartbeat_ms: Option<u64>,
-    /// Minimum Raft election timeout, ms; the maximum is twice it [default: 750].
+    /// Election timeout, ms: a follower campaigns after 1–1.5× this without its leader [default: 1000].
     #[arg(long, env = "KVORUM_ELECTION_TIMEOUT_MS")]
     election_timeout_ms: Option<u64>,
     /// Applied log entries between snapshots [default: 20000].

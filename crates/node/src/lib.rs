@@ -31,6 +31,7 @@
 
 pub mod config;
 pub mod courier;
+pub mod election;
 pub mod error;
 pub mod faults;
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The Raft network of one node: openraft's RPCs between replicas, addressed to a (group, node)
 //! pair, as bincode over persistent HTTP/1.1 connections on routes separate from the client API
-//! (`/internal/v1/raft/{group}/{append|vote|snapshot}`). The receiving side, and the guard of every
+//! (`/internal/v1/raft/{group}/{append|vote|snapshot|prevote}`). The receiving side, and the guard of every
 //! internal route, is `transport`.
 //!
 //! Outgoing connections bind to this node's own IP, so that tests can cut the network between
@@ -20,6 +20,7 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::election::{PreVoteReply, PreVoteRequest};
 use crate::incarnation::{Incarnations, INCARNATION_HEADER, TO_INCARNATION_HEADER, TO_NODE_HEADER};
 
 use kvorum_wire::headers::{CLUSTER_HEADER, FROM_HEADER, SECRET_HEADER};
@@ -52,6 +53,24 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
         }
+    }
+}
+
+impl Network {
+    /// Asks `target` (at `addr`) for its pre-vote (see `election`), within `timeout`.
+    pub async fn pre_vote(
+        &self,
+        target: NodeId,
+        addr: &str,
+        req: &PreVoteRequest,
+        timeout: std::time::Duration,
+    ) -> Result<PreVoteReply, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let conn = Connection {
+            net: self.clone(),
+            target,
+            addr: addr.to_string(),
+        };
+        conn.call("prevote", req, &RPCOption::new(timeout)).await
     }
 }
 

@@ -22,6 +22,7 @@ use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
+use crate::election::{self, LeaderClock};
 use crate::error::ApiError;
 use crate::faults::NodeFaults;
 use crate::group::steps::GroupSteps;
@@ -54,6 +55,8 @@ pub struct Replica {
     pub(crate) raft: Raft,
     /// Its read-index batcher (one round serves the reads that queued meanwhile).
     pub(crate) reads: ReadBatcher,
+    /// When it last heard its leader (the transport notes it; elections and pre-votes read it).
+    pub(crate) clock: Arc<LeaderClock>,
 }
 
 /// Shared state of a running node.
@@ -98,8 +101,10 @@ fn raft_config(cfg: &Config, cluster_id: &str) -> anyhow::Result<openraft::Confi
     let c = openraft::Config {
         cluster_name: format!("kvorum-{cluster_id}"),
         heartbeat_interval: cfg.heartbeat.as_millis() as u64,
-        election_timeout_min: election,
-        election_timeout_max: election * 2,
+        // openraft's own election timer is off (see `election`): its maximum is only the
+        // leader lease, during which a voter refuses to vote for anyone else.
+        election_timeout_min: election / 2,
+        election_timeout_max: election,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
         max_in_snapshot_log_to_keep: cfg.snapshot_logs_kept,
@@ -512,6 +517,7 @@ impl Node {
             incarnation: self.identity.incarnation.as_str().into(),
             recorded: self.incarnations.clone(),
         };
+        let network_for_elections = network.clone();
         let sm = self
             .store
             .state_machine(group)
@@ -526,6 +532,15 @@ impl Node {
         )
         .await
         .with_context(|| format!("cannot start the replica of group {group}"))?;
+        // Elections are driven by `election::run`, after a pre-vote round.
+        raft.runtime_config().elect(false);
+        let clock = Arc::new(LeaderClock::new());
+        tokio::spawn(election::run(
+            raft.clone(),
+            clock.clone(),
+            network_for_elections,
+            self.cfg.election_timeout,
+        ));
         tracing::info!(group = %group, "replica started");
         tokio::spawn(watch_replica(
             group,
@@ -536,6 +551,7 @@ impl Node {
         Ok(Replica {
             reads: ReadBatcher::spawn(raft.clone()),
             raft,
+            clock,
         })
     }
 

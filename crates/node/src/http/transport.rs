@@ -19,12 +19,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kvorum_raftstore::{GroupId, NodeId, TypeConfig};
 use kvorum_router::ClusterMap;
+use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::election::{self, PreVoteRequest};
 use crate::error::ApiError;
 use crate::incarnation::{self, Mismatch};
-use crate::node::Node;
+use crate::node::{Node, Replica};
 
 pub use kvorum_wire::headers::{CLUSTER_HEADER, FROM_HEADER, SECRET_HEADER};
 
@@ -172,7 +174,7 @@ pub async fn handle_rpc(
         }
         return ApiError::from(m).into_response();
     }
-    let Some(raft) = state.group(GroupId(group)) else {
+    let Some(Replica { raft, clock, .. }) = state.replica(GroupId(group)) else {
         return (
             StatusCode::NOT_FOUND,
             format!("group {group} is not hosted here"),
@@ -189,9 +191,14 @@ pub async fn handle_rpc(
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         }
     }
+    // The leader of the current term (or a newer one) was heard: elections wait on this.
+    let heard = |term: u64| clock.heard(term, raft.metrics().borrow().current_term);
     match rpc.as_str() {
         "append" => match decode::<AppendEntriesRequest<TypeConfig>>(&body) {
-            Ok(req) => encode(&raft.append_entries(req).await),
+            Ok(req) => {
+                heard(req.vote.leader_id().term);
+                encode(&raft.append_entries(req).await)
+            }
             Err(m) => bad(m),
         },
         "vote" => match decode::<VoteRequest<NodeId>>(&body) {
@@ -199,7 +206,17 @@ pub async fn handle_rpc(
             Err(m) => bad(m),
         },
         "snapshot" => match decode::<InstallSnapshotRequest<TypeConfig>>(&body) {
-            Ok(req) => encode(&raft.install_snapshot(req).await),
+            Ok(req) => {
+                heard(req.vote.leader_id().term);
+                encode(&raft.install_snapshot(req).await)
+            }
+            Err(m) => bad(m),
+        },
+        "prevote" => match decode::<PreVoteRequest>(&body) {
+            Ok(req) => {
+                let reply = election::answer(&raft, &clock, state.cfg.election_timeout, &req);
+                encode(&Ok::<_, RaftError<NodeId>>(reply))
+            }
             Err(m) => bad(m),
         },
         other => (StatusCode::NOT_FOUND, format!("unknown rpc {other}")).into_response(),
