@@ -13,6 +13,9 @@ use kvorum_tests::{kvnode_bin, Cluster, ClusterOptions};
 /// How long the link is cut: ten election timeouts (1 s by default). openraft's own timer made
 /// the cut node campaign every 2–5 s.
 const CUT: Duration = Duration::from_secs(10);
+/// When writes through the cut node start: once it has not heard its leader for twice the
+/// election timeout.
+const RELAY_AFTER: Duration = Duration::from_secs(2);
 /// How long after the heal leaders and terms are watched.
 const WATCH_AFTER_HEAL: Duration = Duration::from_secs(5);
 
@@ -37,7 +40,8 @@ async fn terms(http: &reqwest::Client, addr: SocketAddr) -> BTreeMap<u64, u64> {
 
 // The link between the groups' leader and one follower is cut; the third node hears both. The
 // cut follower asks for pre-votes and is refused (the third node still hears the leader), so it
-// never campaigns: its terms do not rise, writes go on, and when the cut
+// never campaigns: its terms do not rise, writes go on (those sent to the cut node are relayed by
+// the third node, which reaches the leader), and when the cut
 // heals neither group changes its leader or term.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_cut_from_its_leader_deposes_no_one_when_it_returns() {
@@ -79,11 +83,34 @@ async fn a_node_cut_from_its_leader_deposes_no_one_when_it_returns() {
         .expect("nft");
     let cut_at = Instant::now();
     let mut writes = 0u64;
+    let mut relayed = Vec::new();
     while cut_at.elapsed() < CUT {
         client.put(&format!("w{writes}"), "v", None).await.unwrap();
         writes += 1;
+        if writes % 10 == 0 && cut_at.elapsed() > RELAY_AFTER {
+            // A write through the cut node: it has not heard the leader for an election timeout,
+            // so it sends the write to a peer first, which relays it to the leader. (Sooner, it
+            // may still try the leader on a kept-alive connection, and the write's outcome
+            // would be unknown.)
+            let key = format!("r{writes}");
+            let started = Instant::now();
+            let resp = http
+                .put(format!("http://{}/v1/keys/{key}", addr(cut)))
+                .json(&serde_json::json!({ "value": "v" }))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            assert!(
+                status.is_success(),
+                "a write through the cut node failed: {status} {}",
+                resp.text().await.unwrap_or_default()
+            );
+            relayed.push(started.elapsed().as_millis());
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    println!("writes through the cut node, relayed by a peer, took {relayed:?} ms");
     let during = terms(&http, addr(cut)).await;
     assert_eq!(
         during, before[&cut],

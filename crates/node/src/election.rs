@@ -57,6 +57,12 @@ impl LeaderClock {
         }
     }
 
+    /// Notes that this replica leads: when it steps down, its silence counts from its last act
+    /// as leader, not from an append of long before.
+    pub fn leading(&self) {
+        *self.heard.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
     /// How long since this replica last heard its leader.
     pub fn silence(&self) -> Duration {
         self.heard
@@ -182,7 +188,11 @@ pub async fn run(
             return;
         }
         let membership = m.membership_config.membership().clone();
-        if m.state.is_leader() || !membership.voter_ids().any(|v| v == me) {
+        if m.state.is_leader() {
+            clock.leading();
+            continue;
+        }
+        if !membership.voter_ids().any(|v| v == me) {
             continue;
         }
         let quiet = clock
@@ -218,6 +228,10 @@ pub async fn run(
                 }
                 Err(e) => refusals.push(format!("{id}: {e}")),
             }
+        }
+        if clock.silence() < timeout {
+            // A leader was heard while the pre-votes were out: it is alive, no campaign.
+            continue;
         }
         if !quorum(membership.get_joint_config(), &granted) {
             tracing::info!(

@@ -152,7 +152,20 @@ pub(crate) async fn leader_target(state: &Node, group: GroupId) -> Result<Target
     match leader {
         Some(id) if id == state.id() => Ok(Target::Local(replica.clone())),
         Some(id) => match node_addr(raft, id) {
-            Some(addr) => Ok(Target::Forward(vec![addr])),
+            Some(addr) => {
+                // The leader first, and the group's other members after it: they relay to the
+                // leader they reach when this node cannot connect to it. When this replica has
+                // not heard the leader for an election timeout, the link to it is likely cut
+                // (a request on a kept-alive connection would hang until its outcome is unknown):
+                // the other members are tried first.
+                let mut addrs = state.group_addrs(group);
+                addrs.retain(|a| *a != addr);
+                addrs.insert(0, addr);
+                if replica.clock.silence() >= state.cfg.election_timeout {
+                    addrs.rotate_left(1);
+                }
+                Ok(Target::Forward(addrs))
+            }
             None => Err(ApiError::NoLeader { group }),
         },
         None => Err(ApiError::NoLeader { group }),
