@@ -314,3 +314,103 @@ fn record_serde_shape_is_unchanged() {
         r#"{"value":"v","version":3}"#
     );
 }
+
+// A result is encoded as the flat enum it was before its outcomes were split into `WriteResult`
+// and `AdminResult` (see `result_encoding`): every outcome keeps its variant index and its JSON
+// shape, and decodes back to itself.
+#[test]
+fn results_keep_their_flat_encoding() {
+    use crate::{AdminResult, FenceToken, SlotState};
+    let write = |w| CommandResult::Write(w);
+    let admin = |a| CommandResult::Admin(a);
+    let cases: Vec<(u32, CommandResult, &str)> = vec![
+        (0, CommandResult::None, r#""None""#),
+        (
+            1,
+            write(WriteResult::Written { version: 9 }),
+            r#"{"Written":{"version":9}}"#,
+        ),
+        (
+            2,
+            write(WriteResult::Deleted { existed: true }),
+            r#"{"Deleted":{"existed":true}}"#,
+        ),
+        (
+            3,
+            write(WriteResult::ConditionFailed {
+                current: Some(rec("v", 3)),
+            }),
+            r#"{"ConditionFailed":{"current":{"value":"v","version":3}}}"#,
+        ),
+        (
+            4,
+            write(WriteResult::ValueTooLarge { len: 5, limit: 4 }),
+            r#"{"ValueTooLarge":{"len":5,"limit":4}}"#,
+        ),
+        (
+            5,
+            write(WriteResult::KeyTooLarge { len: 5, limit: 4 }),
+            r#"{"KeyTooLarge":{"len":5,"limit":4}}"#,
+        ),
+        (
+            6,
+            write(WriteResult::Frozen { slot: 1 }),
+            r#"{"Frozen":{"slot":1}}"#,
+        ),
+        (
+            7,
+            write(WriteResult::NotOwner { slot: 1 }),
+            r#"{"NotOwner":{"slot":1}}"#,
+        ),
+        (
+            8,
+            admin(AdminResult::SlotState {
+                slot: 2,
+                state: SlotState::Frozen,
+            }),
+            r#"{"SlotState":{"slot":2,"state":"frozen"}}"#,
+        ),
+        (
+            9,
+            admin(AdminResult::Ingested {
+                written: 3,
+                skipped: 1,
+            }),
+            r#"{"Ingested":{"written":3,"skipped":1}}"#,
+        ),
+        (
+            10,
+            admin(AdminResult::BadSlotRange { from: 5, to: 4 }),
+            r#"{"BadSlotRange":{"from":5,"to":4}}"#,
+        ),
+        (
+            11,
+            write(WriteResult::Misrouted {
+                slot: 1,
+                key_slot: Some(2),
+            }),
+            r#"{"Misrouted":{"slot":1,"key_slot":2}}"#,
+        ),
+        (
+            12,
+            admin(AdminResult::Fenced {
+                current: FenceToken { term: 4, task: 7 },
+            }),
+            r#"{"Fenced":{"current":{"term":4,"task":7}}}"#,
+        ),
+        (
+            13,
+            admin(AdminResult::Hashed { index: 8, hash: 6 }),
+            r#"{"Hashed":{"index":8,"hash":6}}"#,
+        ),
+    ];
+    for (index, res, json) in cases {
+        let bytes = bincode::serialize(&res).expect("encodes");
+        assert_eq!(bytes[..4], index.to_le_bytes(), "{res:?}");
+        let decoded: CommandResult = bincode::deserialize(&bytes).expect("decodes");
+        assert_eq!(decoded, res);
+        assert_eq!(serde_json::to_string(&res).expect("encodes"), json);
+        let decoded: CommandResult = serde_json::from_str(json).expect("decodes");
+        assert_eq!(decoded, res);
+    }
+}
