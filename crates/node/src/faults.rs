@@ -44,7 +44,7 @@ use std::time::Duration;
 use kvorum_raftstore::{NodeId, StoreFaults};
 
 #[cfg(feature = "test-faults")]
-use kvorum_raftstore::{Command, CommandResult, Versioned};
+use kvorum_raftstore::{Command, Versioned, WriteResult};
 
 /// Environment variable of the ack-before-commit fault (`1`: on).
 #[cfg(feature = "test-faults")]
@@ -441,24 +441,24 @@ pub fn predicted_result(
     cmd: &Command,
     version: u64,
     current: Option<&Versioned>,
-) -> Option<CommandResult> {
+) -> Option<WriteResult> {
     let holds =
         |c: &Option<kvorum_raftstore::Condition>| c.as_ref().is_none_or(|c| c.holds(current));
     match cmd {
         Command::Put { condition, .. } => {
-            holds(condition).then_some(CommandResult::Written { version })
+            holds(condition).then_some(WriteResult::Written { version })
         }
-        Command::Delete { condition, .. } => holds(condition).then_some(CommandResult::Deleted {
+        Command::Delete { condition, .. } => holds(condition).then_some(WriteResult::Deleted {
             existed: current.is_some(),
         }),
-        Command::Append { .. } => Some(CommandResult::Written { version }),
+        Command::Append { .. } => Some(WriteResult::Written { version }),
         Command::AppendBounded {
             suffix,
             max_value_bytes,
             ..
         } => {
             let len = current.map_or(0, |r| r.value.len()) + suffix.len();
-            (len as u64 <= *max_value_bytes).then_some(CommandResult::Written { version })
+            (len as u64 <= *max_value_bytes).then_some(WriteResult::Written { version })
         }
         _ => None,
     }
@@ -551,11 +551,11 @@ mod tests {
         };
         assert_eq!(
             predicted_result(&put(None), 9, Some(&cur)),
-            Some(CommandResult::Written { version: 9 })
+            Some(WriteResult::Written { version: 9 })
         );
         assert_eq!(
             predicted_result(&put(Some(Condition::Version(4))), 9, Some(&cur)),
-            Some(CommandResult::Written { version: 9 })
+            Some(WriteResult::Written { version: 9 })
         );
         assert_eq!(
             predicted_result(&put(Some(Condition::Version(3))), 9, Some(&cur)),
@@ -567,7 +567,7 @@ mod tests {
         );
         assert_eq!(
             predicted_result(&put(Some(Condition::Version(0))), 9, None),
-            Some(CommandResult::Written { version: 9 })
+            Some(WriteResult::Written { version: 9 })
         );
         let del = |condition| Command::Delete {
             key: "k".into(),
@@ -575,11 +575,11 @@ mod tests {
         };
         assert_eq!(
             predicted_result(&del(None), 9, Some(&cur)),
-            Some(CommandResult::Deleted { existed: true })
+            Some(WriteResult::Deleted { existed: true })
         );
         assert_eq!(
             predicted_result(&del(None), 9, None),
-            Some(CommandResult::Deleted { existed: false })
+            Some(WriteResult::Deleted { existed: false })
         );
         assert_eq!(
             predicted_result(
@@ -596,7 +596,7 @@ mod tests {
         };
         assert_eq!(
             predicted_result(&append(3), 9, Some(&cur)),
-            Some(CommandResult::Written { version: 9 })
+            Some(WriteResult::Written { version: 9 })
         );
         assert_eq!(predicted_result(&append(2), 9, Some(&cur)), None);
         assert_eq!(

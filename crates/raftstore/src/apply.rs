@@ -11,8 +11,8 @@ use crate::command::RecordCodec;
 use crate::command::{self, Effect};
 use crate::layout::{self, tag, CF_DATA, CF_META};
 use crate::slots::{self};
+use crate::{AdminResult, CommandResult, Entry, GroupId, NodeId, Store, Versioned, WriteResult};
 use crate::{Command, FenceToken, SlotState, MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use crate::{CommandResult, Entry, GroupId, NodeId, Store, Versioned};
 use kvorum_router::slot_of;
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
@@ -61,7 +61,7 @@ pub(crate) fn apply_entries(
                 .map_err(|e| sm_err(ErrorVerb::Read, e))?;
                 store.record_hash(group, crate::StateHash { index, hash });
                 tracing::info!(group = %group, index, hash = %format!("{hash:016x}"), "state hash computed");
-                CommandResult::Hashed { index, hash }
+                AdminResult::Hashed { index, hash }.into()
             }
             EntryPayload::Normal(cmd) => {
                 apply_command(&mut pending, &mut state, index, cmd, &mut slots_changed)?
@@ -156,7 +156,10 @@ pub(crate) fn apply_command(
     slots_changed: &mut bool,
 ) -> Result<CommandResult> {
     Ok(match cmd {
-        Command::Ingest { records } => ingest_records(pending, state, index, records)?,
+        Command::Ingest { records } => {
+            let (written, skipped) = ingest_records(pending, state, index, records)?;
+            AdminResult::Ingested { written, skipped }.into()
+        }
         Command::RaiseVersionBase { above } => {
             raise_base(state, index, above);
             CommandResult::None
@@ -166,38 +169,32 @@ pub(crate) fn apply_command(
             removed,
             above,
         } => {
-            let ingested = ingest_records(pending, state, index, records)?;
-            let gone = remove_incoming(pending, state, removed)?;
+            let (written, skipped) = ingest_records(pending, state, index, records)?;
+            let (deleted, not_deleted) = remove_incoming(pending, state, removed)?;
             raise_base(state, index, above);
-            match (ingested, gone) {
-                (
-                    CommandResult::Ingested { written, skipped },
-                    CommandResult::Ingested {
-                        written: w,
-                        skipped: s,
-                    },
-                ) => CommandResult::Ingested {
-                    written: written + w,
-                    skipped: skipped + s,
-                },
-                (other, _) => other,
+            AdminResult::Ingested {
+                written: written + deleted,
+                skipped: skipped + not_deleted,
             }
+            .into()
         }
         Command::Routed { slot, epoch, write } => {
-            routed_write(pending, state, index, slot, epoch, &write)?
+            routed_write(pending, state, index, slot, epoch, &write)?.into()
         }
         Command::Fence { token } => match raise_fence(state, token) {
-            Some(refused) => refused,
+            Some(refused) => refused.into(),
             None => CommandResult::None,
         },
         Command::Fenced { token, step } => {
             if let Some(refused) = raise_fence(state, token) {
-                refused
+                refused.into()
             } else if !step.is_slot_command() {
-                CommandResult::Misrouted {
+                // Not a driver's step (a key write, say): refused as a routed non-write is.
+                WriteResult::Misrouted {
                     slot: 0,
                     key_slot: None,
                 }
+                .into()
             } else {
                 apply_command(pending, state, index, *step, slots_changed)?
             }
@@ -219,12 +216,15 @@ pub(crate) fn apply_command(
                 }
                 pending.clear_slots(&t.clear, &mut state.stats)?;
                 t.result
-            } else {
-                let slot = slot_of(cmd.key().as_bytes()).0;
+            } else if let Some(key) = cmd.written_key() {
+                let slot = slot_of(key.as_bytes()).0;
                 match slots::check_write(state.slots.as_deref(), slot) {
-                    Some(refused) => refused,
-                    None => write_key(pending, state, index, &cmd)?,
+                    Some(refused) => refused.into(),
+                    None => write_key(pending, state, index, &cmd)?.into(),
                 }
+            } else {
+                // `ComputeHash`: answered by `apply_entries`, which never passes it here.
+                CommandResult::None
             }
         }
     })
@@ -232,9 +232,9 @@ pub(crate) fn apply_command(
 
 /// Raises the group's fence to `token`, or refuses it (the fence is higher: a deposed driver's
 /// step) with the result to answer, changing nothing.
-pub(crate) fn raise_fence(state: &mut SmState, token: FenceToken) -> Option<CommandResult> {
+pub(crate) fn raise_fence(state: &mut SmState, token: FenceToken) -> Option<AdminResult> {
     if state.fence.refuses(&token) {
-        return Some(CommandResult::Fenced {
+        return Some(AdminResult::Fenced {
             current: state.fence,
         });
     }
@@ -254,13 +254,13 @@ pub(crate) fn routed_write(
     slot: u16,
     epoch: u64,
     write: &Command,
-) -> Result<CommandResult> {
+) -> Result<WriteResult> {
     let key_slot = match write {
         Command::Routed { .. } => None,
         w => w.written_key().map(|k| slot_of(k.as_bytes()).0),
     };
     if key_slot != Some(slot) {
-        return Ok(CommandResult::Misrouted { slot, key_slot });
+        return Ok(WriteResult::Misrouted { slot, key_slot });
     }
     if let Some(refused) =
         slots::check_routed_write(state.slots.as_deref(), &state.since, slot, epoch)
@@ -277,7 +277,7 @@ pub(crate) fn write_key(
     state: &mut SmState,
     index: u64,
     cmd: &Command,
-) -> Result<CommandResult> {
+) -> Result<WriteResult> {
     if let Some(message) = pending.store.inner.faults.apply(cmd.key()) {
         return Err(sm_err(ErrorVerb::Write, message));
     }
@@ -294,13 +294,14 @@ pub(crate) fn write_key(
 }
 
 /// `Ingest` at log `index`: stores each record whose slot is Incoming with its own version, and
-/// raises the version base so that later writes get versions above every ingested one.
+/// raises the version base so that later writes get versions above every ingested one. Answers
+/// how many records were written and how many skipped.
 pub(crate) fn ingest_records(
     pending: &mut Pending<'_>,
     state: &mut SmState,
     index: u64,
     records: Vec<(String, Versioned)>,
-) -> Result<CommandResult> {
+) -> Result<(u64, u64)> {
     let (mut written, mut skipped) = (0u64, 0u64);
     for (key, record) in records {
         let slot = slot_of(key.as_bytes()).0;
@@ -319,7 +320,7 @@ pub(crate) fn ingest_records(
         pending.set(dk, current.as_ref(), record, &mut state.stats);
         written += 1;
     }
-    Ok(CommandResult::Ingested { written, skipped })
+    Ok((written, skipped))
 }
 
 /// Raises the version base at log `index` so that a later write (at index j > `index`, version
@@ -329,11 +330,12 @@ pub(crate) fn raise_base(state: &mut SmState, index: u64, above: u64) {
 }
 
 /// The removals of a `CatchUp`: deletes each key whose slot is Incoming (skips the others).
+/// Answers how many keys were deleted and how many skipped.
 pub(crate) fn remove_incoming(
     pending: &mut Pending<'_>,
     state: &mut SmState,
     keys: Vec<String>,
-) -> Result<CommandResult> {
+) -> Result<(u64, u64)> {
     let (mut written, mut skipped) = (0u64, 0u64);
     for key in keys {
         let slot = slot_of(key.as_bytes()).0;
@@ -346,7 +348,7 @@ pub(crate) fn remove_incoming(
         pending.remove(dk, current.as_ref(), &mut state.stats);
         written += 1;
     }
-    Ok(CommandResult::Ingested { written, skipped })
+    Ok((written, skipped))
 }
 
 /// The writes of one apply batch not yet in RocksDB, and how to read through them: later

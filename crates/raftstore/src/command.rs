@@ -62,9 +62,9 @@ pub enum Command {
         max_value_bytes: u64,
     },
     // Slot admin commands (a move's steps; see `slots`). Slot sets are inclusive ranges `(from,
-    // to)` within `0..SLOT_COUNT`; a bad range is refused ([`CommandResult::BadSlotRange`]).
+    // to)` within `0..SLOT_COUNT`; a bad range is refused ([`AdminResult::BadSlotRange`]).
     // Every one is checked for all its slots before any changes: a refusal
-    // ([`CommandResult::SlotState`]) changes nothing.
+    // ([`AdminResult::SlotState`]) changes nothing.
     /// Initializes an uninitialized slot table: `owned` Owned, every other slot Released. A no-op
     /// on an initialized table. Until then a group serves every slot.
     InitSlots {
@@ -72,7 +72,7 @@ pub enum Command {
         owned: Vec<(u16, u16)>,
     },
     /// Owned → Frozen (Frozen stays): writes to the slots are refused with
-    /// [`CommandResult::Frozen`]; reads are still served.
+    /// [`WriteResult::Frozen`]; reads are still served.
     Freeze {
         /// The slots frozen.
         slots: Vec<(u16, u16)>,
@@ -137,10 +137,10 @@ pub enum Command {
     },
     /// A key write (Put, Delete, Append, AppendBounded) with the route it was proposed under:
     /// the key's `slot` and the `epoch` of the proposing node's cluster map. Apply refuses it
-    /// with [`CommandResult::Misrouted`] if `write` is not a key write or `slot` is not its key's,
-    /// with [`CommandResult::NotOwner`] if the group does not own the slot at `epoch` (not Owned,
+    /// with [`WriteResult::Misrouted`] if `write` is not a key write or `slot` is not its key's,
+    /// with [`WriteResult::NotOwner`] if the group does not own the slot at `epoch` (not Owned,
     /// or owned only since a later epoch, see [`Command::ActivateAt`]), with
-    /// [`CommandResult::Frozen`] if the slot is frozen; otherwise `write` applies as it would
+    /// [`WriteResult::Frozen`] if the slot is frozen; otherwise `write` applies as it would
     /// alone. Nodes propose every key write in this form.
     Routed {
         /// The slot the proposer routed the key to.
@@ -162,17 +162,17 @@ pub enum Command {
     },
     /// Raises the group's fence to `token` (see [`FenceToken`]): from this entry on, every
     /// [`Command::Fenced`] step with a lower token is refused. Refused itself, with
-    /// [`CommandResult::Fenced`] and no change, when the group's fence is already higher. A
+    /// [`AdminResult::Fenced`] and no change, when the group's fence is already higher. A
     /// driver that resumes a task sends it to every group it touches before any other step.
     Fence {
         /// The driver's token.
         token: FenceToken,
     },
     /// A step of a view change or repair (a slot command, never a key write) sent by the driver
-    /// holding `token`: refused with [`CommandResult::Fenced`], writing nothing, when the group's
+    /// holding `token`: refused with [`AdminResult::Fenced`], writing nothing, when the group's
     /// fence is above `token`; otherwise the fence is raised to `token` and `step` applies as it
     /// would alone. A `step` that is not a slot command is refused with
-    /// [`CommandResult::Misrouted`] (nothing written). Nodes send every slot command in this form.
+    /// [`WriteResult::Misrouted`] (nothing written). Nodes send every slot command in this form.
     Fenced {
         /// The driver's token.
         token: FenceToken,
@@ -181,7 +181,7 @@ pub enum Command {
     },
     /// Every replica hashes its group's applied state at this entry's index and records the
     /// hash ([`crate::Store::state_hash`]), so that replicas can be compared at the same index
-    /// (the consistency check). Changes nothing; answers [`CommandResult::Hashed`]. Must stay
+    /// (the consistency check). Changes nothing; answers [`AdminResult::Hashed`]. Must stay
     /// after every older variant (bincode encodes the variant's position).
     ComputeHash,
 }
@@ -314,10 +314,35 @@ impl RecordCodec for Versioned {
 }
 
 /// The result of applying one log entry. Deterministic: every replica computes the same.
+///
+/// openraft has one response type per group, so this one holds the outcomes of every kind of
+/// entry: a key write answers [`CommandResult::Write`], a slot command, a fence or a hash
+/// [`CommandResult::Admin`] (or [`CommandResult::None`] when it applied with nothing to report).
+///
+/// Its serde form (the internal admin RPC carries it) is the flat enum it was before the
+/// outcomes were split into [`WriteResult`] and [`AdminResult`], so its encoding is unchanged
+/// (see the `result_encoding` module).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    from = "crate::result_encoding::FlatResult",
+    into = "crate::result_encoding::FlatResult"
+)]
 pub enum CommandResult {
-    /// A blank or membership entry: nothing to report.
+    /// A blank or membership entry: nothing to report. Also a slot command or a
+    /// [`Command::Fence`] that applied.
     None,
+    /// The outcome of a key write: [`Command::Put`], [`Command::Delete`], [`Command::Append`],
+    /// [`Command::AppendBounded`], alone or in a [`Command::Routed`]; also the refusal of a
+    /// [`Command::Fenced`] whose step is not a slot command.
+    Write(WriteResult),
+    /// The outcome of a slot command (alone or in a [`Command::Fenced`]), a [`Command::Fence`]
+    /// or a [`Command::ComputeHash`], when there is one to report.
+    Admin(AdminResult),
+}
+
+/// The outcome of a key write (see [`CommandResult::Write`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteResult {
     /// The key now holds a value at `version`.
     Written {
         /// The new version: the entry's log index.
@@ -359,6 +384,21 @@ pub enum CommandResult {
         /// The key's slot.
         slot: u16,
     },
+    /// A [`Command::Routed`] whose write is not a key write, or whose `slot` is not its key's
+    /// (`key_slot`): the proposer hashes keys differently; nothing was written. Also the refusal
+    /// of a [`Command::Fenced`] whose step is not a slot command (`slot` 0, `key_slot` `None`).
+    Misrouted {
+        /// The slot the command named.
+        slot: u16,
+        /// The key's slot (`None`: the write is not a key write).
+        key_slot: Option<u16>,
+    },
+}
+
+/// The outcome, when there is one to report, of a slot admin command, a fence or a hash (see
+/// [`CommandResult::Admin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminResult {
     /// A slot admin command was refused because `slot` is in `state`, from which the command
     /// has no transition; nothing changed (for any of its slots).
     SlotState {
@@ -384,14 +424,6 @@ pub enum CommandResult {
         /// Last slot of the range.
         to: u16,
     },
-    /// A [`Command::Routed`] whose write is not a key write, or whose `slot` is not its key's
-    /// (`key_slot`): the proposer hashes keys differently; nothing was written.
-    Misrouted {
-        /// The slot the command named.
-        slot: u16,
-        /// The key's slot (`None`: the write is not a key write).
-        key_slot: Option<u16>,
-    },
     /// A [`Command::Fence`] or [`Command::Fenced`] step carrying a token below the group's
     /// fence `current`: it comes from a deposed driver. Nothing changed; the driver stops.
     Fenced {
@@ -405,6 +437,18 @@ pub enum CommandResult {
         /// The hash ([`crate::StateHash::hash`]).
         hash: u64,
     },
+}
+
+impl From<WriteResult> for CommandResult {
+    fn from(r: WriteResult) -> CommandResult {
+        CommandResult::Write(r)
+    }
+}
+
+impl From<AdminResult> for CommandResult {
+    fn from(r: AdminResult) -> CommandResult {
+        CommandResult::Admin(r)
+    }
 }
 
 /// What applying a command does to its key: the new record (`None` deletes it), if any.
@@ -425,18 +469,18 @@ pub(crate) fn apply(
     cmd: &Command,
     version: u64,
     current: Option<&Versioned>,
-) -> (Effect, CommandResult) {
+) -> (Effect, WriteResult) {
     let failed = || {
         (
             Effect::Unchanged,
-            CommandResult::ConditionFailed {
+            WriteResult::ConditionFailed {
                 current: current.cloned(),
             },
         )
     };
     let key = cmd.key();
     if key.len() > MAX_KEY_BYTES && !matches!(cmd, Command::Delete { .. }) {
-        let result = CommandResult::KeyTooLarge {
+        let result = WriteResult::KeyTooLarge {
             len: key.len() as u64,
             limit: MAX_KEY_BYTES as u64,
         };
@@ -447,7 +491,7 @@ pub(crate) fn apply(
             value, condition, ..
         } => {
             if value.len() > MAX_VALUE_BYTES {
-                let result = CommandResult::ValueTooLarge {
+                let result = WriteResult::ValueTooLarge {
                     len: value.len() as u64,
                     limit: MAX_VALUE_BYTES as u64,
                 };
@@ -460,7 +504,7 @@ pub(crate) fn apply(
                 value: value.clone(),
                 version,
             };
-            (Effect::Set(rec), CommandResult::Written { version })
+            (Effect::Set(rec), WriteResult::Written { version })
         }
         Command::Delete { condition, .. } => {
             if condition.as_ref().is_some_and(|c| !c.holds(current)) {
@@ -472,7 +516,7 @@ pub(crate) fn apply(
             } else {
                 Effect::Unchanged
             };
-            (effect, CommandResult::Deleted { existed })
+            (effect, WriteResult::Deleted { existed })
         }
         Command::Append { suffix, .. } => append(version, current, suffix, MAX_VALUE_BYTES),
         Command::AppendBounded {
@@ -485,8 +529,15 @@ pub(crate) fn apply(
                 .min(MAX_VALUE_BYTES);
             append(version, current, suffix, limit)
         }
-        // Not key writes: applied by the state machine against its slot table.
-        _ => (Effect::Unchanged, CommandResult::None),
+        // Not a key write (the state machine applies the others itself, never through here):
+        // refused as a routed non-write would be.
+        _ => (
+            Effect::Unchanged,
+            WriteResult::Misrouted {
+                slot: 0,
+                key_slot: None,
+            },
+        ),
     }
 }
 
@@ -496,11 +547,11 @@ fn append(
     current: Option<&Versioned>,
     suffix: &str,
     limit: usize,
-) -> (Effect, CommandResult) {
+) -> (Effect, WriteResult) {
     let old = current.map_or("", |r| r.value.as_str());
     let len = old.len().saturating_add(suffix.len());
     if len > limit {
-        let result = CommandResult::ValueTooLarge {
+        let result = WriteResult::ValueTooLarge {
             len: len as u64,
             limit: limit as u64,
         };
@@ -510,5 +561,5 @@ fn append(
     value.push_str(old);
     value.push_str(suffix);
     let rec = Versioned { value, version };
-    (Effect::Set(rec), CommandResult::Written { version })
+    (Effect::Set(rec), WriteResult::Written { version })
 }

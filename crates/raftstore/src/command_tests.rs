@@ -23,7 +23,7 @@ fn put(cond: Option<Condition>) -> Command {
 fn put_sets_version_to_log_index() {
     let (eff, res) = apply(&put(None), 9, Some(&rec("old", 3)));
     assert!(matches!(eff, Effect::Set(r) if r == rec("new", 9)));
-    assert_eq!(res, CommandResult::Written { version: 9 });
+    assert_eq!(res, WriteResult::Written { version: 9 });
 }
 
 // Conditional puts: by version (0 = absent) and by value (None = absent).
@@ -43,12 +43,12 @@ fn conditions_are_checked_against_current_record() {
     ];
     for (cond, current, ok) in cases {
         let (_, res) = apply(&put(Some(cond.clone())), 10, current);
-        let written = matches!(res, CommandResult::Written { .. });
+        let written = matches!(res, WriteResult::Written { .. });
         assert_eq!(written, ok, "{cond:?} on {current:?}");
         if !ok {
             assert_eq!(
                 res,
-                CommandResult::ConditionFailed {
+                WriteResult::ConditionFailed {
                     current: current.cloned()
                 }
             );
@@ -80,15 +80,15 @@ fn bounded_append_is_refused_past_its_limit() {
     };
     let (eff, res) = apply(&cmd(4), 7, Some(&rec("ab", 5)));
     assert!(matches!(eff, Effect::Set(r) if r == rec("abcd", 7)));
-    assert_eq!(res, CommandResult::Written { version: 7 });
+    assert_eq!(res, WriteResult::Written { version: 7 });
     let (eff, res) = apply(&cmd(3), 7, Some(&rec("ab", 5)));
     assert!(matches!(eff, Effect::Unchanged));
-    assert_eq!(res, CommandResult::ValueTooLarge { len: 4, limit: 3 });
+    assert_eq!(res, WriteResult::ValueTooLarge { len: 4, limit: 3 });
     let big = rec(&"x".repeat(MAX_VALUE_BYTES - 1), 5);
     let (eff, res) = apply(&cmd(u64::MAX), 7, Some(&big));
     assert!(matches!(eff, Effect::Unchanged));
     let (len, limit) = ((MAX_VALUE_BYTES + 1) as u64, MAX_VALUE_BYTES as u64);
-    assert_eq!(res, CommandResult::ValueTooLarge { len, limit });
+    assert_eq!(res, WriteResult::ValueTooLarge { len, limit });
 }
 
 // Puts past the hard cap and writes of keys past the key cap are refused; deletes are not.
@@ -104,10 +104,7 @@ fn hard_caps_refuse_puts_and_huge_keys() {
         None,
     );
     assert!(matches!(eff, Effect::Unchanged));
-    assert!(
-        matches!(res, CommandResult::ValueTooLarge { .. }),
-        "{res:?}"
-    );
+    assert!(matches!(res, WriteResult::ValueTooLarge { .. }), "{res:?}");
     let huge = "k".repeat(MAX_KEY_BYTES + 1);
     let (eff, res) = apply(
         &Command::Append {
@@ -118,7 +115,7 @@ fn hard_caps_refuse_puts_and_huge_keys() {
         None,
     );
     assert!(matches!(eff, Effect::Unchanged));
-    assert!(matches!(res, CommandResult::KeyTooLarge { .. }), "{res:?}");
+    assert!(matches!(res, WriteResult::KeyTooLarge { .. }), "{res:?}");
     let (_, res) = apply(
         &Command::Delete {
             key: huge,
@@ -127,7 +124,7 @@ fn hard_caps_refuse_puts_and_huge_keys() {
         3,
         None,
     );
-    assert_eq!(res, CommandResult::Deleted { existed: false });
+    assert_eq!(res, WriteResult::Deleted { existed: false });
 }
 
 // Deleting reports whether the key existed; a failed condition leaves it.
@@ -139,11 +136,11 @@ fn delete_reports_existence() {
     };
     assert_eq!(
         apply(&del(None), 2, None).1,
-        CommandResult::Deleted { existed: false }
+        WriteResult::Deleted { existed: false }
     );
     let (eff, res) = apply(&del(None), 2, Some(&rec("a", 1)));
     assert!(matches!(eff, Effect::Remove));
-    assert_eq!(res, CommandResult::Deleted { existed: true });
+    assert_eq!(res, WriteResult::Deleted { existed: true });
     let (eff, _) = apply(&del(Some(Condition::Version(7))), 2, Some(&rec("a", 1)));
     assert!(matches!(eff, Effect::Unchanged));
 }
@@ -237,16 +234,19 @@ fn old_encodings_still_decode() {
         ("00000000", CommandResult::None),
         (
             "01000000 0900000000000000",
-            CommandResult::Written { version: 9 },
+            CommandResult::Write(WriteResult::Written { version: 9 }),
         ),
-        ("02000000 01", CommandResult::Deleted { existed: true }),
+        (
+            "02000000 01",
+            CommandResult::Write(WriteResult::Deleted { existed: true }),
+        ),
         (
             "04000000 0500000000000000 0400000000000000",
-            CommandResult::ValueTooLarge { len: 5, limit: 4 },
+            CommandResult::Write(WriteResult::ValueTooLarge { len: 5, limit: 4 }),
         ),
         (
             "05000000 0500000000000000 0400000000000000",
-            CommandResult::KeyTooLarge { len: 5, limit: 4 },
+            CommandResult::Write(WriteResult::KeyTooLarge { len: 5, limit: 4 }),
         ),
     ];
     for (bytes, res) in results {
@@ -256,7 +256,8 @@ fn old_encodings_still_decode() {
     // The first new variants follow the old ones.
     let init = bincode::serialize(&Command::InitSlots { owned: vec![] }).expect("encodes");
     assert_eq!(init, hex("04000000 0000000000000000"));
-    let frozen = bincode::serialize(&CommandResult::Frozen { slot: 1 }).expect("encodes");
+    let frozen = bincode::serialize(&CommandResult::Write(WriteResult::Frozen { slot: 1 }))
+        .expect("encodes");
     assert_eq!(frozen, hex("06000000 0100"));
     assert_eq!(
         serde_json::to_string(&crate::SlotState::Incoming).expect("encodes"),
@@ -288,10 +289,10 @@ fn routed_commands_are_appended_variants() {
         bincode::serialize(&activate).expect("encodes"),
         hex("10000000 0100000000000000 0300 0400 0500000000000000")
     );
-    let misrouted = CommandResult::Misrouted {
+    let misrouted = CommandResult::Write(WriteResult::Misrouted {
         slot: 1,
         key_slot: None,
-    };
+    });
     assert_eq!(
         bincode::serialize(&misrouted).expect("encodes"),
         hex("0b000000 0100 00")
@@ -301,9 +302,9 @@ fn routed_commands_are_appended_variants() {
 // A record (in a `ConditionFailed` result) keeps its serde shape: value then version.
 #[test]
 fn record_serde_shape_is_unchanged() {
-    let res = CommandResult::ConditionFailed {
+    let res = CommandResult::Write(WriteResult::ConditionFailed {
         current: Some(rec("v", 3)),
-    };
+    });
     assert_eq!(
         bincode::serialize(&res).expect("encodes"),
         hex("03000000 01 0100000000000000 76 0300000000000000")
@@ -312,4 +313,104 @@ fn record_serde_shape_is_unchanged() {
         serde_json::to_string(&rec("v", 3)).expect("encodes"),
         r#"{"value":"v","version":3}"#
     );
+}
+
+// A result is encoded as the flat enum it was before its outcomes were split into `WriteResult`
+// and `AdminResult` (see `result_encoding`): every outcome keeps its variant index and its JSON
+// shape, and decodes back to itself.
+#[test]
+fn results_keep_their_flat_encoding() {
+    use crate::{AdminResult, FenceToken, SlotState};
+    let write = |w| CommandResult::Write(w);
+    let admin = |a| CommandResult::Admin(a);
+    let cases: Vec<(u32, CommandResult, &str)> = vec![
+        (0, CommandResult::None, r#""None""#),
+        (
+            1,
+            write(WriteResult::Written { version: 9 }),
+            r#"{"Written":{"version":9}}"#,
+        ),
+        (
+            2,
+            write(WriteResult::Deleted { existed: true }),
+            r#"{"Deleted":{"existed":true}}"#,
+        ),
+        (
+            3,
+            write(WriteResult::ConditionFailed {
+                current: Some(rec("v", 3)),
+            }),
+            r#"{"ConditionFailed":{"current":{"value":"v","version":3}}}"#,
+        ),
+        (
+            4,
+            write(WriteResult::ValueTooLarge { len: 5, limit: 4 }),
+            r#"{"ValueTooLarge":{"len":5,"limit":4}}"#,
+        ),
+        (
+            5,
+            write(WriteResult::KeyTooLarge { len: 5, limit: 4 }),
+            r#"{"KeyTooLarge":{"len":5,"limit":4}}"#,
+        ),
+        (
+            6,
+            write(WriteResult::Frozen { slot: 1 }),
+            r#"{"Frozen":{"slot":1}}"#,
+        ),
+        (
+            7,
+            write(WriteResult::NotOwner { slot: 1 }),
+            r#"{"NotOwner":{"slot":1}}"#,
+        ),
+        (
+            8,
+            admin(AdminResult::SlotState {
+                slot: 2,
+                state: SlotState::Frozen,
+            }),
+            r#"{"SlotState":{"slot":2,"state":"frozen"}}"#,
+        ),
+        (
+            9,
+            admin(AdminResult::Ingested {
+                written: 3,
+                skipped: 1,
+            }),
+            r#"{"Ingested":{"written":3,"skipped":1}}"#,
+        ),
+        (
+            10,
+            admin(AdminResult::BadSlotRange { from: 5, to: 4 }),
+            r#"{"BadSlotRange":{"from":5,"to":4}}"#,
+        ),
+        (
+            11,
+            write(WriteResult::Misrouted {
+                slot: 1,
+                key_slot: Some(2),
+            }),
+            r#"{"Misrouted":{"slot":1,"key_slot":2}}"#,
+        ),
+        (
+            12,
+            admin(AdminResult::Fenced {
+                current: FenceToken { term: 4, task: 7 },
+            }),
+            r#"{"Fenced":{"current":{"term":4,"task":7}}}"#,
+        ),
+        (
+            13,
+            admin(AdminResult::Hashed { index: 8, hash: 6 }),
+            r#"{"Hashed":{"index":8,"hash":6}}"#,
+        ),
+    ];
+    for (index, res, json) in cases {
+        let bytes = bincode::serialize(&res).expect("encodes");
+        assert_eq!(bytes[..4], index.to_le_bytes(), "{res:?}");
+        let decoded: CommandResult = bincode::deserialize(&bytes).expect("decodes");
+        assert_eq!(decoded, res);
+        assert_eq!(serde_json::to_string(&res).expect("encodes"), json);
+        let decoded: CommandResult = serde_json::from_str(json).expect("decodes");
+        assert_eq!(decoded, res);
+    }
 }

@@ -109,12 +109,12 @@ mod consistency {
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 
     use crate::test_support::{apply, put};
-    use crate::{Command, CommandResult, GroupId, Store};
+    use crate::{AdminResult, Command, CommandResult, GroupId, Store};
 
     /// The hash a `ComputeHash` answered.
     fn hashed(results: &[CommandResult]) -> (u64, u64) {
         match results.last() {
-            Some(CommandResult::Hashed { index, hash }) => (*index, *hash),
+            Some(CommandResult::Admin(AdminResult::Hashed { index, hash })) => (*index, *hash),
             other => panic!("ComputeHash answered {other:?}"),
         }
     }

@@ -7,7 +7,10 @@
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 
 use crate::test_support::{move_setup, put, run1, MoveSetup, ALL};
-use crate::{Command, CommandResult, FenceToken, GroupId, StateMachineStore, Store, Versioned};
+use crate::{
+    AdminResult, Command, CommandResult, FenceToken, GroupId, StateMachineStore, Store, Versioned,
+    WriteResult,
+};
 
 /// The slots that move from A to D.
 const MOVING: (u16, u16) = (0, 2047);
@@ -114,7 +117,10 @@ async fn a_deposed_drivers_steps_are_refused_and_change_nothing() -> anyhow::Res
     )
     .await?;
     assert!(
-        matches!(r, CommandResult::Ingested { skipped: 0, .. }),
+        matches!(
+            r,
+            CommandResult::Admin(AdminResult::Ingested { skipped: 0, .. })
+        ),
         "{r:?}"
     );
     let freeze = Command::Freeze {
@@ -133,7 +139,7 @@ async fn a_deposed_drivers_steps_are_refused_and_change_nothing() -> anyhow::Res
         );
     }
     // M1 wakes: each of its steps, at either group, is refused and changes nothing.
-    let refused = CommandResult::Fenced { current: m2 };
+    let refused = CommandResult::Admin(AdminResult::Fenced { current: m2 });
     for (group, sm) in [(a, &mut sa), (d, &mut sd)] {
         for step in every_step(copy.clone()) {
             let before = observable(&store, sm, group).await?;
@@ -147,10 +153,10 @@ async fn a_deposed_drivers_steps_are_refused_and_change_nothing() -> anyhow::Res
     // A key write never rides a fence.
     assert_eq!(
         run1(&mut sa, put("k1", "x").fenced(m2)).await?,
-        CommandResult::Misrouted {
+        CommandResult::Write(WriteResult::Misrouted {
             slot: 0,
             key_slot: None
-        }
+        })
     );
 
     // M2 completes the move; D then serves every moved key with A's value.
@@ -160,10 +166,10 @@ async fn a_deposed_drivers_steps_are_refused_and_change_nothing() -> anyhow::Res
     let r = run1(&mut sd, Command::Ingest { records: copy }.fenced(m2)).await?;
     assert_eq!(
         r,
-        CommandResult::Ingested {
+        CommandResult::Admin(AdminResult::Ingested {
             written: n,
             skipped: 0
-        }
+        })
     );
     assert_eq!(run1(&mut sa, freeze.fenced(m2)).await?, CommandResult::None);
     let release = Command::Release {

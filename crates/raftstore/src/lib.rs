@@ -43,7 +43,7 @@
 //!
 //! Not implemented / caveats:
 //! - slot ownership is checked by `apply` against the group's slot table (writes to a Frozen slot
-//!   answer [`CommandResult::Frozen`], to a Released or Incoming one [`CommandResult::NotOwner`]);
+//!   answer [`WriteResult::Frozen`], to a Released or Incoming one [`WriteResult::NotOwner`]);
 //!   a [`Command::Routed`] write also carries the proposer's map epoch, refused at apply when the
 //!   group owns the slot only since a later epoch; other commands carry no epoch.
 //! - `Ingest` carries records only: a key deleted at the source after the copy read it is not
@@ -65,6 +65,7 @@ mod integrity;
 mod layout;
 mod lifecycle;
 mod log_store;
+mod result_encoding;
 mod slots;
 mod snapshot;
 mod state_machine;
@@ -88,7 +89,8 @@ mod storage_tests;
 mod test_support;
 
 pub use command::{
-    Command, CommandResult, Condition, FenceToken, Versioned, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    AdminResult, Command, CommandResult, Condition, FenceToken, Versioned, WriteResult,
+    MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 pub use consistency::StateHash;
 pub use faults::StoreFaults;

@@ -4,7 +4,9 @@
 use crate::test_support::{
     assert_stats_right, del, hand_over, move_setup, one, put, run, run1, slot, MoveSetup,
 };
-use crate::{Command, CommandResult, GroupId, SlotState, Store, Versioned};
+use crate::{
+    AdminResult, Command, CommandResult, GroupId, SlotState, Store, Versioned, WriteResult,
+};
 
 // Copy → fence → catch-up: B copies A's slots while A still takes writes (overwrites,
 // deletes, creates); after A freezes, a scan since the copy's high-water mark returns only
@@ -112,10 +114,10 @@ async fn a_copy_before_the_freeze_is_caught_up_after_it() -> anyhow::Result<()> 
     .await?;
     assert_eq!(
         r,
-        CommandResult::Ingested {
+        CommandResult::Admin(AdminResult::Ingested {
             written: (changed + deleted) as u64,
             skipped: 0
-        }
+        })
     );
     // B now holds exactly A's data of the moving slots.
     let all: Vec<String> = keys
@@ -138,7 +140,9 @@ async fn a_copy_before_the_freeze_is_caught_up_after_it() -> anyhow::Result<()> 
         .map(|(_, k)| k.clone())
         .expect("a deleted moving key");
     match run1(&mut sb, put(&gone, "again")).await? {
-        CommandResult::Written { version } => assert!(version > above, "{version} <= {above}"),
+        CommandResult::Write(WriteResult::Written { version }) => {
+            assert!(version > above, "{version} <= {above}")
+        }
         r => panic!("{r:?}"),
     }
     Ok(())
@@ -211,10 +215,10 @@ async fn a_move_between_two_groups_moves_every_key_with_its_version() -> anyhow:
             .await?;
             assert_eq!(
                 r,
-                CommandResult::Ingested {
+                CommandResult::Admin(AdminResult::Ingested {
                     written: n,
                     skipped: 0
-                }
+                })
             );
             copied += n;
         }
@@ -255,7 +259,7 @@ async fn a_move_between_two_groups_moves_every_key_with_its_version() -> anyhow:
     let k = &keys[moved];
     assert_eq!(
         run1(&mut sa, put(k, "x")).await?,
-        CommandResult::NotOwner { slot: slot(k) }
+        CommandResult::Write(WriteResult::NotOwner { slot: slot(k) })
     );
     let old = before[moved].as_ref().map_or(0, |r| r.version);
     let max = before
@@ -265,7 +269,7 @@ async fn a_move_between_two_groups_moves_every_key_with_its_version() -> anyhow:
         .max()
         .unwrap_or(0);
     match run1(&mut sb, put(k, "x")).await? {
-        CommandResult::Written { version } => {
+        CommandResult::Write(WriteResult::Written { version }) => {
             assert!(
                 version > max,
                 "version {version} after a move, not above {max} (was {old})"
@@ -310,10 +314,10 @@ async fn a_rolled_back_move_leaves_the_source_serving() -> anyhow::Result<()> {
     // Activating an aborted copy is refused.
     assert_eq!(
         run1(&mut sb, Command::Activate { slots: one(s) }).await?,
-        CommandResult::SlotState {
+        CommandResult::Admin(AdminResult::SlotState {
             slot: s,
             state: SlotState::Released
-        }
+        })
     );
     assert_eq!(
         run1(&mut sa, Command::Unfreeze { slots: one(s) }).await?,
@@ -321,7 +325,7 @@ async fn a_rolled_back_move_leaves_the_source_serving() -> anyhow::Result<()> {
     );
     assert!(matches!(
         run1(&mut sa, put("k", "w")).await?,
-        CommandResult::Written { .. }
+        CommandResult::Write(WriteResult::Written { .. })
     ));
     assert_stats_right(&store, a)?;
     assert_stats_right(&store, b)
@@ -352,7 +356,9 @@ async fn raise_version_base_puts_later_writes_above_the_source() -> anyhow::Resu
     assert!(high >= last, "{high} < {last}");
     run1(&mut sb, Command::RaiseVersionBase { above: high }).await?;
     match run1(&mut sb, put("k", "re-created")).await? {
-        CommandResult::Written { version } => assert!(version > high, "{version} <= {high}"),
+        CommandResult::Write(WriteResult::Written { version }) => {
+            assert!(version > high, "{version} <= {high}")
+        }
         r => panic!("{r:?}"),
     }
     assert!(store.version_high_water(b)? > high);

@@ -8,7 +8,9 @@ use crate::layout::{self, CF_DATA, CF_LOG, CF_META};
 use crate::test_support::{
     assert_stats_right, index_of, keys_in_distinct_slots, one, put, run, run1, slot, ALL,
 };
-use crate::{Command, CommandResult, GroupId, SlotState, Store, Versioned};
+use crate::{
+    AdminResult, Command, CommandResult, GroupId, SlotState, Store, Versioned, WriteResult,
+};
 
 // Writes of every kind to a Frozen slot answer Frozen, to a Released or Incoming slot
 // NotOwner, and write nothing; writes to Owned slots still apply.
@@ -46,7 +48,7 @@ async fn writes_to_unserved_slots_are_refused_and_write_nothing() -> anyhow::Res
     assert!(
         results
             .iter()
-            .all(|r| !matches!(r, CommandResult::SlotState { .. })),
+            .all(|r| !matches!(r, CommandResult::Admin(AdminResult::SlotState { .. }))),
         "{results:?}"
     );
     let before: Vec<Option<Versioned>> = ks
@@ -55,18 +57,21 @@ async fn writes_to_unserved_slots_are_refused_and_write_nothing() -> anyhow::Res
         .collect::<Result<_, _>>()?;
     assert!(before[2].is_none(), "BeginIncoming deletes the slot's data");
     for (key, expect) in [
-        (frozen, CommandResult::Frozen { slot: slot(frozen) }),
+        (
+            frozen,
+            CommandResult::Write(WriteResult::Frozen { slot: slot(frozen) }),
+        ),
         (
             released,
-            CommandResult::NotOwner {
+            CommandResult::Write(WriteResult::NotOwner {
                 slot: slot(released),
-            },
+            }),
         ),
         (
             incoming,
-            CommandResult::NotOwner {
+            CommandResult::Write(WriteResult::NotOwner {
                 slot: slot(incoming),
-            },
+            }),
         ),
     ] {
         let writes = vec![
@@ -96,7 +101,7 @@ async fn writes_to_unserved_slots_are_refused_and_write_nothing() -> anyhow::Res
     assert_eq!(after[..3], before[..3], "a refused write wrote something");
     assert!(matches!(
         run1(&mut sm, put(owned, "v2")).await?,
-        CommandResult::Written { .. }
+        CommandResult::Write(WriteResult::Written { .. })
     ));
     assert_eq!(store.slot_state(g, slot(frozen)), SlotState::Frozen);
     assert_eq!(store.slot_state(g, slot(released)), SlotState::Released);
@@ -115,7 +120,7 @@ async fn uninitialized_groups_own_every_slot_and_init_is_idempotent() -> anyhow:
     let mut sm = store.state_machine(g).await?;
     assert!(matches!(
         run1(&mut sm, put("a", "1")).await?,
-        CommandResult::Written { .. }
+        CommandResult::Write(WriteResult::Written { .. })
     ));
     assert_eq!(store.slot_table(g), None);
     assert_eq!(store.slot_state(g, slot("a")), SlotState::Owned);
@@ -209,21 +214,27 @@ async fn batched_and_single_application_agree() -> anyhow::Result<()> {
     }
     assert_eq!(outcomes[0], outcomes[1]);
     let (results, data, _, stats) = &outcomes[0];
-    assert_eq!(results[2], CommandResult::NotOwner { slot: s[1] });
+    assert_eq!(
+        results[2],
+        CommandResult::Write(WriteResult::NotOwner { slot: s[1] })
+    );
     assert_eq!(
         results[4],
-        CommandResult::Ingested {
+        CommandResult::Admin(AdminResult::Ingested {
             written: 1,
             skipped: 1
-        }
+        })
     );
-    assert_eq!(results[16], CommandResult::Frozen { slot: s[0] });
+    assert_eq!(
+        results[16],
+        CommandResult::Write(WriteResult::Frozen { slot: s[0] })
+    );
     assert_eq!(
         results[21],
-        CommandResult::SlotState {
+        CommandResult::Admin(AdminResult::SlotState {
             slot: s[2],
             state: SlotState::Released
-        }
+        })
     );
     assert_eq!(data[0], None, "dropped");
     assert_eq!(data[1].as_ref().map(|r| r.value.as_str()), Some("in4+"));
@@ -257,17 +268,17 @@ async fn table_and_version_base_survive_restart_and_snapshots() -> anyhow::Resul
         .await?;
         assert_eq!(
             r,
-            CommandResult::Ingested {
+            CommandResult::Admin(AdminResult::Ingested {
                 written: 1,
                 skipped: 0
-            }
+            })
         );
         assert_eq!(store.read(g, "k")?, Some(rec));
         run1(&mut sm, Command::Activate { slots: one(s) }).await?;
         let mut last = 10_000;
         for i in 0..3 {
             match run1(&mut sm, put("k", &format!("v{i}"))).await? {
-                CommandResult::Written { version } => {
+                CommandResult::Write(WriteResult::Written { version }) => {
                     assert!(version > last, "version {version} not above {last}");
                     last = version;
                 }
@@ -287,7 +298,9 @@ async fn table_and_version_base_survive_restart_and_snapshots() -> anyhow::Resul
     );
     let mut sm = store.state_machine(g).await?;
     match run1(&mut sm, put("k", "after restart")).await? {
-        CommandResult::Written { version } => assert!(version > last, "{version} <= {last}"),
+        CommandResult::Write(WriteResult::Written { version }) => {
+            assert!(version > last, "{version} <= {last}")
+        }
         r => panic!("{r:?}"),
     }
     // Snapshot install into another store's group (which had a different table).
@@ -304,7 +317,9 @@ async fn table_and_version_base_survive_restart_and_snapshots() -> anyhow::Resul
     );
     assert_stats_right(&store2, g)?;
     match run1(&mut sm2, put("k", "on the copy")).await? {
-        CommandResult::Written { version } => assert!(version > last, "{version} <= {last}"),
+        CommandResult::Write(WriteResult::Written { version }) => {
+            assert!(version > last, "{version} <= {last}")
+        }
         r => panic!("{r:?}"),
     }
     // And after a restart of the installed copy.
@@ -339,37 +354,37 @@ async fn routed_writes_and_reads_are_checked_against_the_slot_epochs() -> anyhow
         assert!(!store.serves_read(g, s, 6) && store.serves_read(g, s, 7));
         assert_eq!(
             run1(&mut sm, put("k", "old map").routed(s, 6)).await?,
-            CommandResult::NotOwner { slot: s }
+            CommandResult::Write(WriteResult::NotOwner { slot: s })
         );
         assert_eq!(store.read(g, "k")?, None);
         let written = run1(&mut sm, put("k", "v").routed(s, 7)).await?;
         assert!(
-            matches!(written, CommandResult::Written { .. }),
+            matches!(written, CommandResult::Write(WriteResult::Written { .. })),
             "{written:?}"
         );
         assert_eq!(
             run1(&mut sm, put("k", "x").routed(other, 7)).await?,
-            CommandResult::Misrouted {
+            CommandResult::Write(WriteResult::Misrouted {
                 slot: other,
                 key_slot: Some(s)
-            }
+            })
         );
         let not_a_write = Command::Freeze { slots: one(s) }.routed(s, 7);
         let nested = put("k", "x").routed(s, 7).routed(s, 7);
         for cmd in [not_a_write, nested] {
             assert_eq!(
                 run1(&mut sm, cmd).await?,
-                CommandResult::Misrouted {
+                CommandResult::Write(WriteResult::Misrouted {
                     slot: s,
                     key_slot: None
-                }
+                })
             );
         }
         assert_eq!(store.read(g, "k")?.map(|r| r.value), Some("v".into()));
         // An unrouted write (an entry proposed by an older node) is not epoch-checked.
         let unrouted = run1(&mut sm, put("k", "unrouted")).await?;
         assert!(
-            matches!(unrouted, CommandResult::Written { .. }),
+            matches!(unrouted, CommandResult::Write(WriteResult::Written { .. })),
             "{unrouted:?}"
         );
         // Activating an owned slot again keeps its epoch.
@@ -387,7 +402,7 @@ async fn routed_writes_and_reads_are_checked_against_the_slot_epochs() -> anyhow
     let mut sm = store.state_machine(g).await?;
     assert_eq!(
         run1(&mut sm, put("k", "old map").routed(s, 6)).await?,
-        CommandResult::NotOwner { slot: s }
+        CommandResult::Write(WriteResult::NotOwner { slot: s })
     );
     // A snapshot carries them into another store's group (which had none).
     let dir2 = tempfile::TempDir::new()?;
@@ -399,7 +414,7 @@ async fn routed_writes_and_reads_are_checked_against_the_slot_epochs() -> anyhow
     assert!(!store2.serves_read(g, s, 6) && store2.serves_read(g, s, 7));
     assert_eq!(
         run1(&mut sm2, put("k", "old map").routed(s, 6)).await?,
-        CommandResult::NotOwner { slot: s }
+        CommandResult::Write(WriteResult::NotOwner { slot: s })
     );
     drop(sm2);
     drop(store2);
@@ -466,7 +481,9 @@ async fn a_snapshot_without_a_table_installs_as_uninitialized() -> anyhow::Resul
     sm.install_snapshot(&snap.meta, snap.snapshot).await?;
     assert_eq!(store.slot_table(g), None);
     match run1(&mut sm, put("a", "2")).await? {
-        CommandResult::Written { version } => assert_eq!(version, index_of(&mut sm).await?),
+        CommandResult::Write(WriteResult::Written { version }) => {
+            assert_eq!(version, index_of(&mut sm).await?)
+        }
         r => panic!("{r:?}"),
     }
     Ok(())

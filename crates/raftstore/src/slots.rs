@@ -18,7 +18,7 @@
 use kvorum_router::SLOT_COUNT;
 use serde::{Deserialize, Serialize};
 
-use crate::{Command, CommandResult};
+use crate::{AdminResult, Command, CommandResult, WriteResult};
 
 /// The state of one slot in a group's slot table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -26,7 +26,7 @@ use crate::{Command, CommandResult};
 pub enum SlotState {
     /// Served: reads and writes.
     Owned,
-    /// Being moved away: reads served, writes refused ([`CommandResult::Frozen`]).
+    /// Being moved away: reads served, writes refused ([`WriteResult::Frozen`]).
     Frozen,
     /// Not served (never owned, or moved away; its data stays until `DropSlots`).
     Released,
@@ -80,11 +80,11 @@ pub(crate) fn state_of(table: Option<&[SlotState]>, slot: u16) -> SlotState {
 }
 
 /// Whether a write to `slot` may apply; the refusal to answer otherwise.
-pub(crate) fn check_write(table: Option<&[SlotState]>, slot: u16) -> Option<CommandResult> {
+pub(crate) fn check_write(table: Option<&[SlotState]>, slot: u16) -> Option<WriteResult> {
     match state_of(table, slot) {
         SlotState::Owned => None,
-        SlotState::Frozen => Some(CommandResult::Frozen { slot }),
-        SlotState::Released | SlotState::Incoming => Some(CommandResult::NotOwner { slot }),
+        SlotState::Frozen => Some(WriteResult::Frozen { slot }),
+        SlotState::Released | SlotState::Incoming => Some(WriteResult::NotOwner { slot }),
     }
 }
 
@@ -131,18 +131,18 @@ pub(crate) fn check_routed_write(
     epochs: &[u64],
     slot: u16,
     epoch: u64,
-) -> Option<CommandResult> {
+) -> Option<WriteResult> {
     check_write(table, slot)
-        .or_else(|| (epoch < since_of(epochs, slot)).then_some(CommandResult::NotOwner { slot }))
+        .or_else(|| (epoch < since_of(epochs, slot)).then_some(WriteResult::NotOwner { slot }))
 }
 
 /// The slots of inclusive ranges, in the order given; the first bad range (`from > to`, or past
 /// the last slot) as an error.
-pub(crate) fn expand(ranges: &[(u16, u16)]) -> Result<Vec<u16>, CommandResult> {
+pub(crate) fn expand(ranges: &[(u16, u16)]) -> Result<Vec<u16>, AdminResult> {
     let mut slots = Vec::new();
     for &(from, to) in ranges {
         if from > to || to >= SLOT_COUNT {
-            return Err(CommandResult::BadSlotRange { from, to });
+            return Err(AdminResult::BadSlotRange { from, to });
         }
         slots.extend(from..=to);
     }
@@ -211,7 +211,7 @@ pub(crate) fn transition(table: Option<&[SlotState]>, cmd: &Command) -> Option<T
     };
     let slots = match expand(ranges) {
         Ok(s) => s,
-        Err(r) => return Some(Transition::refused(r)),
+        Err(r) => return Some(Transition::refused(r.into())),
     };
     let mut next: Vec<(u16, SlotState)> = Vec::with_capacity(slots.len());
     for slot in slots {
@@ -219,10 +219,9 @@ pub(crate) fn transition(table: Option<&[SlotState]>, cmd: &Command) -> Option<T
         match moves.iter().find(|(from, _)| *from == state) {
             Some(&(_, to)) => next.push((slot, to)),
             None => {
-                return Some(Transition::refused(CommandResult::SlotState {
-                    slot,
-                    state,
-                }))
+                return Some(Transition::refused(
+                    AdminResult::SlotState { slot, state }.into(),
+                ))
             }
         }
     }
@@ -244,7 +243,7 @@ pub(crate) fn transition(table: Option<&[SlotState]>, cmd: &Command) -> Option<T
 fn abort(table: Option<&[SlotState]>, ranges: &[(u16, u16)]) -> Transition {
     let slots = match expand(ranges) {
         Ok(s) => s,
-        Err(r) => return Transition::refused(r),
+        Err(r) => return Transition::refused(r.into()),
     };
     let mut next = Vec::with_capacity(slots.len());
     let mut clear = Vec::new();
@@ -255,7 +254,7 @@ fn abort(table: Option<&[SlotState]>, ranges: &[(u16, u16)]) -> Transition {
                 clear.push(slot);
             }
             SlotState::Released => {}
-            state => return Transition::refused(CommandResult::SlotState { slot, state }),
+            state => return Transition::refused(AdminResult::SlotState { slot, state }.into()),
         }
     }
     let mut t = commit(table, next, &[]);
@@ -300,7 +299,7 @@ fn commit(
 fn init(table: Option<&[SlotState]>, owned: &[(u16, u16)]) -> Transition {
     let slots = match expand(owned) {
         Ok(s) => s,
-        Err(r) => return Transition::refused(r),
+        Err(r) => return Transition::refused(r.into()),
     };
     if table.is_some() {
         return Transition::refused(CommandResult::None);
@@ -372,10 +371,10 @@ mod tests {
                     None => {
                         assert_eq!(
                             t.result,
-                            CommandResult::SlotState {
+                            CommandResult::Admin(AdminResult::SlotState {
                                 slot: s,
                                 state: from
-                            },
+                            }),
                             "{name} from {from:?}"
                         );
                         assert!(
@@ -401,10 +400,10 @@ mod tests {
         .expect("admin command");
         assert_eq!(
             t.result,
-            CommandResult::SlotState {
+            CommandResult::Admin(AdminResult::SlotState {
                 slot: 9,
                 state: Released
-            }
+            })
         );
         assert!(t.table.is_none());
     }
@@ -432,10 +431,10 @@ mod tests {
             let t = transition(Some(&table), &Command::Freeze { slots: vec![bad] }).expect("a");
             assert_eq!(
                 t.result,
-                CommandResult::BadSlotRange {
+                CommandResult::Admin(AdminResult::BadSlotRange {
                     from: bad.0,
                     to: bad.1
-                }
+                })
             );
         }
         assert_eq!(decode_table(&encode_table(&table)), Some(table));
@@ -464,14 +463,14 @@ mod tests {
             epochs[usize::from(slot)] = e;
         }
         let check = |slot, epoch| check_routed_write(Some(&table), &epochs, slot, epoch);
-        assert_eq!(check(3, 8), Some(CommandResult::NotOwner { slot: 3 }));
+        assert_eq!(check(3, 8), Some(WriteResult::NotOwner { slot: 3 }));
         assert_eq!(check(3, 9), None);
         assert_eq!(check(3, 12), None);
         assert_eq!(check(2, 1), None);
-        assert_eq!(check(4, 20), Some(CommandResult::Frozen { slot: 4 }));
+        assert_eq!(check(4, 20), Some(WriteResult::Frozen { slot: 4 }));
         assert_eq!(
             check_routed_write(Some(&table_with(5, Released)), &[], 5, 20),
-            Some(CommandResult::NotOwner { slot: 5 })
+            Some(WriteResult::NotOwner { slot: 5 })
         );
         assert_eq!(check_routed_write(None, &[], 5, 0), None);
         // A refused ActivateAt records nothing.

@@ -9,7 +9,7 @@ use tempfile::TempDir;
 use crate::test_support::{apply, del, put};
 use crate::{
     Command, CommandResult, Condition, GroupId, LogStore, NodeId, StateMachineStore, Store,
-    TypeConfig,
+    TypeConfig, WriteResult,
 };
 
 struct Builder;
@@ -115,10 +115,13 @@ async fn appends_stop_at_the_hard_cap_and_snapshots_still_round_trip() -> anyhow
     assert_eq!(stored, 32 * MIB);
     for (i, r) in results.iter().enumerate() {
         if i < 32 {
-            assert!(matches!(r, CommandResult::Written { .. }), "{i}: {r:?}");
+            assert!(
+                matches!(r, CommandResult::Write(WriteResult::Written { .. })),
+                "{i}: {r:?}"
+            );
         } else {
             assert!(
-                matches!(r, CommandResult::ValueTooLarge { .. }),
+                matches!(r, CommandResult::Write(WriteResult::ValueTooLarge { .. })),
                 "{i}: {r:?}"
             );
         }
@@ -130,10 +133,13 @@ async fn appends_stop_at_the_hard_cap_and_snapshots_still_round_trip() -> anyhow
         max_value_bytes: 4,
     };
     let results = apply(&mut sm, &mut index, vec![bounded("abc"), bounded("de")]).await?;
-    assert!(matches!(results[0], CommandResult::Written { .. }));
+    assert!(matches!(
+        results[0],
+        CommandResult::Write(WriteResult::Written { .. })
+    ));
     assert_eq!(
         results[1],
-        CommandResult::ValueTooLarge { len: 5, limit: 4 }
+        CommandResult::Write(WriteResult::ValueTooLarge { len: 5, limit: 4 })
     );
     assert_eq!(
         store.read(group, "small")?.map(|r| r.value),

@@ -15,7 +15,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kvorum_raftstore::{Command, CommandResult, FenceToken, GroupId, NodeId, SlotState, Versioned};
+use kvorum_raftstore::{
+    AdminResult, Command, CommandResult, FenceToken, GroupId, NodeId, SlotState, Versioned,
+};
 use openraft::error::{InitializeError, RaftError};
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
@@ -302,7 +304,7 @@ async fn fenced_write(
         .await
         .map_err(|_| ApiError::Unavailable("slot command not committed in time".into()))?
         .map_err(|e| ApiError::Unavailable(format!("slot command failed: {e}")))?;
-    if let CommandResult::Fenced { current } = &r.data {
+    if let CommandResult::Admin(AdminResult::Fenced { current }) = &r.data {
         tracing::warn!(group = %group, fence = %current, "refused a deposed driver's step");
     }
     Ok(r.data)

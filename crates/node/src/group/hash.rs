@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kvorum_raftstore::{Command, CommandResult, GroupId, StateHash};
+use kvorum_raftstore::{AdminResult, Command, CommandResult, GroupId, StateHash};
 
 use crate::error::ApiError;
 use crate::node::Node;
@@ -20,7 +20,7 @@ pub async fn state_hash(state: &Node, group: GroupId) -> Result<StateHash, ApiEr
         .map_err(|_| ApiError::Unavailable("ComputeHash not applied in time".into()))?
         .map_err(|e| ApiError::Unavailable(format!("ComputeHash failed: {e}")))?;
     match r.data {
-        CommandResult::Hashed { index, hash } => Ok(StateHash { index, hash }),
+        CommandResult::Admin(AdminResult::Hashed { index, hash }) => Ok(StateHash { index, hash }),
         other => Err(ApiError::Internal(format!(
             "ComputeHash answered {other:?}"
         ))),

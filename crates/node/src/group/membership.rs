@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use kvorum_raftstore::{Command, CommandResult, FenceToken, GroupId, NodeId, Raft};
+use kvorum_raftstore::{AdminResult, Command, CommandResult, FenceToken, GroupId, NodeId, Raft};
 use kvorum_router::{ClusterMap, Step, TaskKind};
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
@@ -168,7 +168,7 @@ async fn fence(raft: &Raft, group: GroupId, token: FenceToken) -> Result<(), Api
     .map_err(|_| ApiError::Unavailable("the step's fence was not committed in time".into()))?
     .map_err(|e| ApiError::Unavailable(format!("the step's fence failed: {e}")))?;
     match r.data {
-        CommandResult::Fenced { current } => {
+        CommandResult::Admin(AdminResult::Fenced { current }) => {
             tracing::warn!(group = %group, fence = %current, token = %token, "refused a deposed driver's membership step");
             Err(ApiError::StaleTask(format!(
                 "group {group} is fenced by the driver of {current}; this step ({token}) comes \

@@ -12,7 +12,7 @@
 //! same on every replica), or a read after a read-index round, so that it sees every committed
 //! slot command (a copy after Freeze reads exactly the frozen data).
 
-use kvorum_raftstore::{Command, CommandResult, FenceToken, GroupId, SlotState};
+use kvorum_raftstore::{AdminResult, Command, CommandResult, FenceToken, GroupId, SlotState};
 
 use super::state::Meta;
 
@@ -86,7 +86,7 @@ pub(super) async fn admin(
     match call_leader(meta, addrs, call).await {
         Ok(Answer::Ok(bytes)) => match bincode::deserialize(&bytes) {
             // The group's state machine refused the step: a newer driver fenced the group.
-            Ok(AdminReply::Result(CommandResult::Fenced { current })) => {
+            Ok(AdminReply::Result(CommandResult::Admin(AdminResult::Fenced { current }))) => {
                 Err(AdminError::Stale(format!(
                     "group {group} is fenced by the driver of {current}; this driver ({token}) \
                      is deposed"
@@ -112,7 +112,7 @@ pub(super) async fn propose(
     cmd: Command,
 ) -> Result<CommandResult, AdminError> {
     match admin(meta, group, token, AdminOp::Propose { cmd }, None).await? {
-        AdminReply::Result(CommandResult::SlotState { slot, state }) => {
+        AdminReply::Result(CommandResult::Admin(AdminResult::SlotState { slot, state })) => {
             Err(AdminError::Refused { group, slot, state })
         }
         AdminReply::Result(r) => Ok(r),

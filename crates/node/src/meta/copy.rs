@@ -4,7 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
-use kvorum_raftstore::{Command, CommandResult, FenceToken, GroupId};
+use kvorum_raftstore::{AdminResult, Command, CommandResult, FenceToken, GroupId};
 use kvorum_router::{slot_of, ClusterMap, MoveBatch};
 
 use crate::faults::MovePoint;
@@ -92,7 +92,7 @@ pub(super) async fn scan(
             bytes,
             high_water,
         }),
-        AdminReply::Result(CommandResult::SlotState { slot, state: s }) => {
+        AdminReply::Result(CommandResult::Admin(AdminResult::SlotState { slot, state: s })) => {
             Err(AdminError::Refused {
                 group,
                 slot,
@@ -113,8 +113,8 @@ pub(super) async fn ingest(
     cmd: Command,
 ) -> anyhow::Result<()> {
     match propose(meta, to, tok, cmd).await? {
-        CommandResult::Ingested { skipped: 0, .. } => Ok(()),
-        CommandResult::Ingested { skipped, .. } => {
+        CommandResult::Admin(AdminResult::Ingested { skipped: 0, .. }) => Ok(()),
+        CommandResult::Admin(AdminResult::Ingested { skipped, .. }) => {
             anyhow::bail!("group {to} skipped {skipped} records of the copy")
         }
         other => anyhow::bail!("unexpected ingest result {other:?}"),

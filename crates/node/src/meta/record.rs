@@ -1,7 +1,7 @@
 //! The cluster map's record in the config group: the one way it is changed (a compare-and-set
 //! on its record version) and read.
 
-use kvorum_raftstore::{Command, CommandResult, Condition};
+use kvorum_raftstore::{Command, CommandResult, Condition, WriteResult};
 use kvorum_router::{ClusterMap, MapError, CONFIG_GROUP};
 
 use crate::map_copies::{initial_map, MAP_KEY};
@@ -87,14 +87,16 @@ pub async fn update_map(
         })?
         .map_err(|e| MapUpdateError::NotCommitted(format!("the map change failed: {e}")))?;
     match resp.data {
-        CommandResult::Written { .. } => {
+        CommandResult::Write(WriteResult::Written { .. }) => {
             tracing::info!(epoch = next.epoch, "{what}: map {}", next.summary());
             meta.node.install_map(next.clone()).await?;
             Ok(next)
         }
-        CommandResult::ConditionFailed { .. } => Err(MapUpdateError::Conflict {
-            what: what.to_string(),
-        }),
+        CommandResult::Write(WriteResult::ConditionFailed { .. }) => {
+            Err(MapUpdateError::Conflict {
+                what: what.to_string(),
+            })
+        }
         other => Err(MapUpdateError::NotCommitted(format!(
             "unexpected result of a map change: {other:?}"
         ))),

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kvorum_raftstore::{Command, CommandResult, GroupId, Raft};
+use kvorum_raftstore::{Command, CommandResult, GroupId, Raft, WriteResult};
 use kvorum_router::Slot;
 use kvorum_wire::{DeleteReply, WriteReply};
 use openraft::error::{ClientWriteError, RaftError};
@@ -24,15 +24,21 @@ const MOVE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(5
 /// also asks for the newest map).
 const MOVE_RETRY_MAX: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Proposes `cmd` through `raft`'s log and waits for it to apply.
+/// Proposes the key write `cmd` through `raft`'s log and waits for it to apply.
 pub(crate) async fn propose(
     state: &Node,
     raft: &Raft,
     cmd: Command,
-) -> Result<CommandResult, ApiError> {
+) -> Result<WriteResult, ApiError> {
     let timeout = state.cfg.request_timeout;
     match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
-        Ok(Ok(resp)) => Ok(resp.data),
+        Ok(Ok(resp)) => match resp.data {
+            CommandResult::Write(result) => Ok(result),
+            // A key write's entry always answers a write result: a bug.
+            other => Err(ApiError::Internal(format!(
+                "a key write applied as a non-write entry: {other:?}"
+            ))),
+        },
         // openraft also answers ForwardToLeader for an entry it appended and later truncated,
         // which another replica may still commit: not definite.
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
@@ -123,7 +129,7 @@ pub(crate) async fn ack_before_commit(
     cmd: &Command,
     slot: Slot,
     epoch: u64,
-) -> Result<Option<CommandResult>, ApiError> {
+) -> Result<Option<WriteResult>, ApiError> {
     let current = state
         .store
         .read(group, cmd.key())
@@ -163,52 +169,42 @@ pub(crate) async fn ack_before_commit(
     ))
 }
 
+/// The answer to a key write whose entry applied with `result`.
 pub(crate) fn write_response(
     key: String,
     slot: Slot,
-    result: CommandResult,
+    result: WriteResult,
 ) -> Result<Response, ApiError> {
     match result {
         // Refused at apply: the slot is frozen by a move, or no longer (or not yet) this group's.
-        CommandResult::Frozen { .. } => Err(ApiError::SlotMoving {
+        WriteResult::Frozen { .. } => Err(ApiError::SlotMoving {
             slot,
             detail: "frozen for a move".into(),
         }),
-        CommandResult::NotOwner { .. } => Err(ApiError::SlotMoving {
+        WriteResult::NotOwner { .. } => Err(ApiError::SlotMoving {
             slot,
             detail: "the group no longer, or not yet, owns it".into(),
         }),
-        CommandResult::SlotState { .. }
-        | CommandResult::Ingested { .. }
-        | CommandResult::Fenced { .. } => Err(ApiError::Internal(
-            "a key write applied as a slot command".into(),
-        )),
         // This node and the group's state machine disagree on the key's slot: a bug, or nodes
         // that hash keys differently. Nothing was written.
-        CommandResult::Misrouted { .. } => Err(ApiError::Internal(format!(
+        WriteResult::Misrouted { .. } => Err(ApiError::Internal(format!(
             "the group refused the write as misrouted: {result:?}"
         ))),
-        CommandResult::Written { version } => Ok(Json(WriteReply { key, version }).into_response()),
-        CommandResult::Deleted { existed } => Ok(Json(DeleteReply {
+        WriteResult::Written { version } => Ok(Json(WriteReply { key, version }).into_response()),
+        WriteResult::Deleted { existed } => Ok(Json(DeleteReply {
             deleted: existed,
             key,
         })
         .into_response()),
-        CommandResult::ConditionFailed { current } => Err(ApiError::ConditionFailed { current }),
+        WriteResult::ConditionFailed { current } => Err(ApiError::ConditionFailed { current }),
         // Refused at apply (the append would grow the value past the limit): definite.
-        CommandResult::ValueTooLarge { len, limit } => Err(ApiError::ValueTooLarge {
+        WriteResult::ValueTooLarge { len, limit } => Err(ApiError::ValueTooLarge {
             len: usize::try_from(len).unwrap_or(usize::MAX),
             max: usize::try_from(limit).unwrap_or(usize::MAX),
         }),
-        CommandResult::KeyTooLarge { len, limit } => Err(ApiError::KeyTooLarge {
+        WriteResult::KeyTooLarge { len, limit } => Err(ApiError::KeyTooLarge {
             len: usize::try_from(len).unwrap_or(usize::MAX),
             max: usize::try_from(limit).unwrap_or(usize::MAX),
         }),
-        // Refused at apply by the group's slot table (a move is under way): definite, retryable.
-        CommandResult::None | CommandResult::BadSlotRange { .. } | CommandResult::Hashed { .. } => {
-            Err(ApiError::Internal(format!(
-                "a write applied as a non-write entry: {result:?}"
-            )))
-        }
     }
 }
