@@ -10,9 +10,9 @@
 #          --seed N, --request-timeout-ms, --retry-pause-ms (see failover-bench --help)
 # e.g.     scripts/failover-bench.sh data-leader -- --kills 3
 #
-# Builds the dev profile (`cargo build --workspace --bins`, in $CARGO_TARGET_DIR or target/),
-# copies failover-bench and kvnode out of the target directory (a build in another worktree that
-# shares it may replace them meanwhile), then runs each mode. Each run prints its folder (node
+# Builds the dev profile (`cargo build --workspace --bins`), copies failover-bench and kvnode out
+# of the target directory (a build in another worktree that shares it may replace them
+# meanwhile), then runs each mode. Each run prints its folder (node
 # logs, summary.json) and a FAILOVER-BENCH line. etcd: the Debian/Ubuntu package etcd-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,11 +34,13 @@ if [[ " ${modes[*]} " == *" etcd "* ]] && ! command -v etcd >/dev/null; then
   exit 1
 fi
 
-cargo build --workspace --bins
-target="${CARGO_TARGET_DIR:-target}/debug"
+# The programs where cargo put them (wherever the target directory is configured to be).
+built="$(cargo build --workspace --bins --message-format=json-render-diagnostics |
+  grep -o '"executable":"[^"]*"' | cut -d'"' -f4)"
+exe() { grep "/$1\$" <<<"$built" || { echo "failover-bench: cargo built no $1" >&2; exit 1; }; }
 bin="$(mktemp -d /tmp/kvorum-failover-bin.XXXXXX)"
 trap 'rm -rf "$bin"' EXIT
-cp "$target/failover-bench" "$target/kvnode" "$bin/"
+cp "$(exe failover-bench)" "$(exe kvnode)" "$bin/"
 
 for mode in "${modes[@]}"; do
   case "$mode" in

@@ -95,6 +95,11 @@ pub struct ClusterOptions {
     /// mount of its own (see [`mount::LazyMount`]), so [`Cluster::power_cut`] can drop what the
     /// node did not fsync.
     pub lazyfs: Option<PathBuf>,
+    /// The last byte of the first node's loopback address: node `i` (0-based) listens on
+    /// 127.0.0.(`first_host` + i). The suite's clusters use 1; a run beside the suite (the
+    /// failover bench) takes others, so that the partition tests' nftables rules, which drop
+    /// packets between the suite's addresses, never touch it.
+    pub first_host: u8,
 }
 
 impl ClusterOptions {
@@ -107,7 +112,14 @@ impl ClusterOptions {
             stale_reads: false,
             env: Vec::new(),
             lazyfs: None,
+            first_host: 1,
         }
+    }
+
+    /// `self` with the nodes on 127.0.0.`first_host`, 127.0.0.`first_host + 1`, …
+    pub fn with_first_host(mut self, first_host: u8) -> Self {
+        self.first_host = first_host;
+        self
     }
 
     /// `self` with every node's data directory on a lazyfs mount run by `bin`.
@@ -128,7 +140,7 @@ impl ClusterOptions {
     }
 }
 
-/// A cluster of real kvnode processes on 127.0.0.{1..N}.
+/// A cluster of real kvnode processes on 127.0.0.{1..N} (see [`ClusterOptions::first_host`]).
 pub struct Cluster {
     pub nodes: Vec<Node>,
     /// Per node, its lazyfs mount (with [`ClusterOptions::with_lazyfs`]).
@@ -167,7 +179,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         let mut mounts = Vec::new();
         for i in 0..opts.nodes {
-            let ip = format!("127.0.0.{}", i + 1);
+            let ip = format!("127.0.0.{}", usize::from(opts.first_host) + i);
             let port = free_port(&ip);
             let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");
             let data_dir = dir.path().join(format!("node{}", i + 1));

@@ -8,12 +8,12 @@
 //! | a vote request sent (a candidate) | `new candidate: {T<term>-N<id>…` | `became candidate at term <term>` |
 //! | a vote refused: the voter's leader lease holds | `reject vote-request: leader lease has not yet expire` | `lease is not expired` |
 //! | a vote refused: the candidate's log is behind the voter's | `reject vote-request: by last_log_id` | `rejected MsgVote` |
-//! | elected | `a quorum granted my vote` | `became leader at term <term>` |
+//! | elected | `a quorum granted my vote` (after `grant_by voting={T<term>…`) | `became leader at term <term>` |
 //!
 //! kvorum's lines do not name their group (the config group and the data group log alike):
 //! a candidate is put in the group whose term moved past the candidate's during the kill, and
 //! when both did, in the one whose last log index before the kill is nearer the candidate's; an
-//! election won is put where the winner's last candidacy was.
+//! election won is put where the vote granted just before it was.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -51,6 +51,9 @@ enum Step {
     Candidate(Option<u64>, Option<u64>),
     LeaseRefusal,
     LogRefusal,
+    /// kvorum: a vote granted to a candidate of this term and last log index (openraft logs
+    /// it just before the quorum that elects).
+    Granted(Option<u64>, Option<u64>),
     Elected(Option<u64>),
 }
 
@@ -86,13 +89,11 @@ fn kvorum_step(msg: &str) -> Option<Step> {
     if msg.contains("election timeout passed") {
         Some(Step::TimerFired)
     } else if let Some((_, rest)) = msg.split_once("new candidate: {T") {
-        // `{T<term>-N<id>:uncommitted@<time>, last_log_id:T<term>-N<id>-<index> progress:…}`
-        let index = rest
-            .split_once("last_log_id:")
-            .and_then(|(_, log)| log.split(' ').next())
-            .and_then(|log| log.rsplit('-').next())
-            .and_then(leading_number);
-        Some(Step::Candidate(leading_number(rest), index))
+        let (term, index) = candidacy(rest);
+        Some(Step::Candidate(term, index))
+    } else if let Some((_, rest)) = msg.split_once("grant_by voting={T") {
+        let (term, index) = candidacy(rest);
+        Some(Step::Granted(term, index))
     } else if msg.contains("reject vote-request: leader lease") {
         Some(Step::LeaseRefusal)
     } else if msg.contains("reject vote-request: by last_log_id") {
@@ -102,6 +103,17 @@ fn kvorum_step(msg: &str) -> Option<Step> {
     } else {
         None
     }
+}
+
+/// The term and last log index of openraft's candidate display, from just after its `{T`:
+/// `<term>-N<id>:uncommitted@<time>, last_log_id:T<term>-N<id>-<index> progress:…}`.
+fn candidacy(rest: &str) -> (Option<u64>, Option<u64>) {
+    let index = rest
+        .split_once("last_log_id:")
+        .and_then(|(_, log)| log.split(' ').next())
+        .and_then(|log| log.rsplit('-').next())
+        .and_then(leading_number);
+    (leading_number(rest), index)
 }
 
 fn etcd_step(msg: &str) -> Option<Step> {
@@ -188,7 +200,7 @@ pub fn scan(
         }
     }
     steps.sort_by_key(|(at, _, _)| *at);
-    // Each node's last candidacy: (term, group).
+    // Each node's last candidacy, or vote granted to it: (term, group).
     let mut last_candidacy: BTreeMap<String, (Option<u64>, Option<String>)> = BTreeMap::new();
     for (at, node, step) in steps {
         let seen = |term: Option<u64>, group: Option<String>| Seen {
@@ -207,6 +219,10 @@ pub fn scan(
                 let group = term.and_then(|t| group_of(t, index, before, &e.terms));
                 last_candidacy.insert(node.clone(), (term, group.clone()));
                 e.candidates.push(seen(term, group));
+            }
+            Step::Granted(term, index) => {
+                let group = term.and_then(|t| group_of(t, index, before, &e.terms));
+                last_candidacy.insert(node.clone(), (term, group));
             }
             Step::LeaseRefusal => e.lease_refusals += 1,
             Step::LogRefusal => e.log_refusals += 1,

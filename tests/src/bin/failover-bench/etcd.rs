@@ -1,4 +1,4 @@
-//! The etcd target: three etcd members on 127.0.0.1–3 (free ports, the shape of
+//! The etcd target: three etcd members on 127.0.0.201–203 (free ports, the shape of
 //! `scripts/bench.sh`), default settings but for the log format: JSON (`--logger=zap`), whose
 //! timestamps have milliseconds, so the bench can read the elections back.
 //!
@@ -112,7 +112,7 @@ impl Etcd {
             .keep();
         let members: Vec<Member> = (1..=MEMBERS)
             .map(|i| {
-                let ip = format!("127.0.0.{i}");
+                let ip = format!("127.0.0.{}", usize::from(crate::FIRST_HOST) + i - 1);
                 Member {
                     name: format!("e{i}"),
                     client: Cluster::free_addr(&ip),

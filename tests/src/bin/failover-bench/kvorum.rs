@@ -37,7 +37,9 @@ impl Kvorum {
     /// Starts the cluster and waits until it serves with its map settled; panics (keeping the
     /// logs) if it does not within the harness's start timeout.
     pub async fn start(bin: PathBuf, kill: KillKind) -> Kvorum {
-        let opts = ClusterOptions::new(bin.clone(), NODES, K).with_env("RUST_LOG", LOG_FILTER);
+        let opts = ClusterOptions::new(bin.clone(), NODES, K)
+            .with_env("RUST_LOG", LOG_FILTER)
+            .with_first_host(crate::FIRST_HOST);
         let cluster = Cluster::start(opts).await;
         cluster.wait_settled(START_TIMEOUT).await;
         let http = reqwest::Client::builder()

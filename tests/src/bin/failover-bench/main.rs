@@ -3,7 +3,7 @@
 //! (issue 20, "Failover: as fast as etcd's").
 //!
 //! One run:
-//! 1. starts three nodes on 127.0.0.1–3 with default settings, each with its own data directory
+//! 1. starts three nodes on 127.0.0.201–203 with default settings, each with its own data directory
 //!    and log in one folder (kvorum: K=3, so one data group and the config group, through the
 //!    test harness; etcd: three members, `etcd.rs`);
 //! 2. starts the load (`load.rs`): `--writers` tasks putting keys over plain HTTP, each to a
@@ -50,6 +50,10 @@ const RECOVERY_DEADLINE: Duration = Duration::from_secs(90);
 const LEADER_DEADLINE: Duration = Duration::from_secs(30);
 /// Pause between two looks at a condition.
 const POLL: Duration = Duration::from_millis(100);
+/// The last byte of the first node's loopback address: the nodes listen on 127.0.0.201–203,
+/// apart from the test suite's 127.0.0.1…, between which its partition tests drop packets
+/// (nftables, by address) while they run.
+const FIRST_HOST: u8 = 201;
 
 /// The failover bench: SIGKILL the leader of a three-node cluster under write load, time the
 /// first acknowledged write invoked after the kill.
