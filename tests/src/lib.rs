@@ -98,6 +98,11 @@ pub struct ClusterOptions {
     /// When set, every node runs with this open-file limit, soft and hard (`ulimit -n` in a
     /// shell that then execs the node, so the PID is the node's), as a small machine would.
     pub open_files: Option<u64>,
+    /// The last byte of the first node's loopback address: node `i` (0-based) listens on
+    /// 127.0.0.(`first_host` + i). The suite's clusters use 1; a run beside the suite (the
+    /// failover bench) takes others, so that the partition tests' nftables rules, which drop
+    /// packets between the suite's addresses, never touch it.
+    pub first_host: u8,
 }
 
 impl ClusterOptions {
@@ -111,7 +116,14 @@ impl ClusterOptions {
             env: Vec::new(),
             lazyfs: None,
             open_files: None,
+            first_host: 1,
         }
+    }
+
+    /// `self` with the nodes on 127.0.0.`first_host`, 127.0.0.`first_host + 1`, …
+    pub fn with_first_host(mut self, first_host: u8) -> Self {
+        self.first_host = first_host;
+        self
     }
 
     /// `self` with every node limited to `n` open files (soft and hard `RLIMIT_NOFILE`).
@@ -138,7 +150,7 @@ impl ClusterOptions {
     }
 }
 
-/// A cluster of real kvnode processes on 127.0.0.{1..N}.
+/// A cluster of real kvnode processes on 127.0.0.{1..N} (see [`ClusterOptions::first_host`]).
 pub struct Cluster {
     pub nodes: Vec<Node>,
     /// Per node, its lazyfs mount (with [`ClusterOptions::with_lazyfs`]).
@@ -177,7 +189,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         let mut mounts = Vec::new();
         for i in 0..opts.nodes {
-            let ip = format!("127.0.0.{}", i + 1);
+            let ip = format!("127.0.0.{}", usize::from(opts.first_host) + i);
             let port = free_port(&ip);
             let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");
             let data_dir = dir.path().join(format!("node{}", i + 1));

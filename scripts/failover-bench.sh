@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The failover bench (issue 20): SIGKILL the leader of a three-node cluster under a load of 4
+# writers of plain HTTP puts, and time from the kill to the first acknowledged write invoked
+# after it; kvorum (its data group's leader, or its metadata leader) and etcd by the same method.
+# See docs/benchmarks.md, "Failover".
+#
+# usage: scripts/failover-bench.sh [MODE...] [-- FLAGS...]
+#   MODE   data-leader, metadata-leader, etcd, or all (the three in turn; the default)
+#   FLAGS  passed to every run of failover-bench: --kills N (default 10), --steady-secs S,
+#          --seed N, --request-timeout-ms, --retry-pause-ms (see failover-bench --help)
+# e.g.     scripts/failover-bench.sh data-leader -- --kills 3
+#
+# Builds the dev profile (`cargo build --workspace --bins`), copies failover-bench and kvnode out
+# of the target directory (a build in another worktree that shares it may replace them
+# meanwhile), then runs each mode. Each run prints its folder (node
+# logs, summary.json) and a FAILOVER-BENCH line. etcd: the Debian/Ubuntu package etcd-server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+modes=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+  case "$1" in
+    all) modes+=(data-leader metadata-leader etcd) ;;
+    data-leader | metadata-leader | etcd) modes+=("$1") ;;
+    *) echo "failover-bench: unknown mode '$1' (data-leader, metadata-leader, etcd, all)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ $# -gt 0 ] && shift # the "--"
+[ ${#modes[@]} -gt 0 ] || modes=(data-leader metadata-leader etcd)
+
+if [[ " ${modes[*]} " == *" etcd "* ]] && ! command -v etcd >/dev/null; then
+  echo "failover-bench: etcd is not installed (Debian/Ubuntu: apt-get install etcd-server)" >&2
+  exit 1
+fi
+
+# The programs where cargo put them (wherever the target directory is configured to be).
+built="$(cargo build --workspace --bins --message-format=json-render-diagnostics |
+  grep -o '"executable":"[^"]*"' | cut -d'"' -f4)"
+exe() { grep "/$1\$" <<<"$built" || { echo "failover-bench: cargo built no $1" >&2; exit 1; }; }
+bin="$(mktemp -d /tmp/kvorum-failover-bin.XXXXXX)"
+trap 'rm -rf "$bin"' EXIT
+cp "$(exe failover-bench)" "$(exe kvnode)" "$bin/"
+
+for mode in "${modes[@]}"; do
+  case "$mode" in
+    etcd) "$bin/failover-bench" --target etcd "$@" ;;
+    *) "$bin/failover-bench" --target kvorum --kill "$mode" --kvnode "$bin/kvnode" "$@" ;;
+  esac
+done
