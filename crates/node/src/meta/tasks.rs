@@ -377,6 +377,8 @@ async fn swap(meta: &Meta, task: &Task, r: &RepairStep) -> anyhow::Result<Next> 
         }
         if let Some(n) = m.nodes.get_mut(&dead) {
             n.state = NodeLifecycle::Removed;
+            // Removed by a repair, not by an operator: if it comes back it rejoins by itself.
+            n.replaced = true;
         }
         m.tasks.retain(|t| t.id != id);
     })
