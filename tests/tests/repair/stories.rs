@@ -618,3 +618,104 @@ async fn restart_of_15_s_keeps_the_node() {
     keys.extend(acks.iter().map(|a| a.key.clone()));
     assert_readable(&c, &keys, &c.running(), seed).await;
 }
+
+// A network blip costs no node: with 4 nodes K=3 (group 1 of nodes 1–3, spare 4) and the default
+// dead timeout (5 min), a member of group 1 is cut from the metadata leader for 60 s while it
+// still reaches the other two nodes (nftables; the test talks through the node at neither end
+// of the cut, from its address). Writes through that node go on; after the heal the member is
+// alive in group 1 under its own id, never exited, no repair ran, and every acknowledged write
+// reads back. Before, it was declared dead after 10 s, replaced by the spare, and exited when
+// the cut healed ("node N was removed from the cluster; wipe its data directory and join it as
+// a new node").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partition_of_60_s_from_the_metadata_leader_keeps_the_node() {
+    const TEST: &str = "partition_of_60_s_from_the_metadata_leader_keeps_the_node";
+    if !kvorum_tests::nemesis::partitions_available(TEST) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed(TEST);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut c = Cluster::start(ClusterOptions::new(kvnode_bin!(), 4, 3)).await;
+    c.wait_ready(Duration::from_secs(30)).await;
+    let m = c.metadata_leader().await.expect("a metadata leader");
+    let members: Vec<u64> = (1..=3).filter(|id| *id != m).collect();
+    let cut = members[rng.gen_range(0..members.len())];
+    let (mi, ci) = (c.index_of(m), c.index_of(cut));
+    let third = (0..c.nodes.len()).find(|i| *i != mi && *i != ci).unwrap();
+    eprintln!(
+        "{TEST}: cutting node {cut} from metadata leader {m} for 60 s; the test talks through \
+         node {}",
+        c.nodes[third].id
+    );
+    let client = kvorum_client::Client::new(
+        vec![c.nodes[third].addr.to_string()],
+        kvorum_client::ClientOptions {
+            request_timeout: Duration::from_secs(10),
+            retry_for: Duration::from_secs(20),
+            local_address: Some(c.nodes[third].addr.ip()),
+        },
+    )
+    .expect("client")
+    .with_smart_routing(false);
+
+    let ips: Vec<std::net::IpAddr> = c.nodes.iter().map(|n| n.addr.ip()).collect();
+    let p = kvorum_tests::nemesis::Partitioner::new().expect("partitions (checked above)");
+    p.cut(&ips, |a, b| !((a == mi && b == ci) || (a == ci && b == mi)))
+        .expect("nft");
+    let cut_at = Instant::now();
+    let mut acked = Vec::new();
+    let mut n = 0u64;
+    // The fault lasts 60 s; writes run through it.
+    while cut_at.elapsed() < Duration::from_secs(60) {
+        let key = format!("cut-{n}");
+        n += 1;
+        if client
+            .put(&key, &kvorum_tests::workload::value_of(&key), None)
+            .await
+            .is_ok()
+        {
+            acked.push(key);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.heal().expect("nft");
+    let healed_at = Instant::now();
+    eprintln!(
+        "{TEST}: healed; {} of {n} writes acked during the cut",
+        acked.len()
+    );
+
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(30),
+            &format!("node {cut} alive in group 1 after the heal"),
+            |s| {
+                s.health_known
+                    && node_state(s, cut) == "alive"
+                    && status_group(s, 1).is_some_and(|g| g.members == vec![1, 2, 3])
+                    && s.tasks.is_empty()
+            },
+        )
+        .await;
+    eprintln!(
+        "{TEST}: node {cut} alive in group 1 {:?} after the heal",
+        healed_at.elapsed()
+    );
+    assert_eq!(s.spares, vec![4], "spare 4 is still the spare: {s:?}");
+    for i in 0..c.nodes.len() {
+        assert!(
+            c.wait_for_exit(i, Duration::ZERO).await.is_none(),
+            "node {} exited; logs in {}",
+            c.nodes[i].id,
+            c.path().display()
+        );
+    }
+    assert!(
+        !some_log_says(&c, "repair finished"),
+        "a repair ran; logs in {}",
+        c.path().display()
+    );
+    assert!(!acked.is_empty(), "no write acked during the cut");
+    assert_readable(&c, &acked, &c.running(), seed).await;
+}
