@@ -126,11 +126,13 @@ fn wipe_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list the data directory {}", dir.display()))?;
     for entry in entries {
-        let path = entry?.path();
+        let entry = entry?;
+        let path = entry.path();
         if path == identity {
             continue;
         }
-        let removed = if path.is_dir() {
+        // A symbolic link is removed, never followed.
+        let removed = if entry.file_type()?.is_dir() {
             std::fs::remove_dir_all(&path)
         } else {
             std::fs::remove_file(&path)
