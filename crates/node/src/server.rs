@@ -53,7 +53,7 @@ pub async fn run(
 /// binary (see `faults.rs`); `kvnode` runs with none.
 ///
 /// A node a repair replaced while it was away (its replicas all taken by spares) does not exit:
-/// it drops its stale replicas, wipes its data directory ([`rejoin`]) and starts again as a
+/// it drops its stale replicas, wipes its data directory (`rejoin`) and starts again as a
 /// joiner that asks the cluster to add it, with the addresses of its map's nodes as peers. The
 /// planted faults apply to its first life only.
 pub async fn run_with_faults(
