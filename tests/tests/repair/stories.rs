@@ -719,3 +719,63 @@ async fn partition_of_60_s_from_the_metadata_leader_keeps_the_node() {
     assert!(!acked.is_empty(), "no write acked during the cut");
     assert_readable(&c, &acked, &c.running(), seed).await;
 }
+
+// A replaced config voter comes back as soon as it is marked removed: with 4 nodes K=3 (nodes
+// 1–3 are group 1 and the config voters, spare 4) and a 5 s dead timeout, a member that is not
+// the metadata leader is stopped; the spare takes its data replica (it is marked removed) and
+// then its config seat. It is started again the moment it shows removed, possibly while it
+// still holds its config seat and acknowledges the config leader: that seat still goes (a
+// removed node's seat is swapped without the liveness probe), and the node rejoins by itself
+// as an alive spare under a new id; every acknowledged write reads back. Before, it exited; with
+// the probe still asked, a node back before its config seat was swapped held that seat for good
+// (every swap refused `replica_alive`; whether a run hits that window depends on timing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replaced_config_voter_back_early_rejoins() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("replaced_config_voter_back_early_rejoins");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut c, keys) = start_with_keys(repair_options(4), seed, "early-").await;
+    c.wait_ready(Duration::from_secs(30)).await;
+    let m = c.metadata_leader().await.expect("a metadata leader");
+    let members: Vec<u64> = (1..=3).filter(|id| *id != m).collect();
+    let victim = members[rng.gen_range(0..members.len())];
+    let vi = c.index_of(victim);
+    let addr = c.nodes[vi].addr.to_string();
+    eprintln!(
+        "replaced_config_voter_back_early_rejoins: stopping node {victim} (metadata leader {m})"
+    );
+    c.stop(vi);
+    c.wait_for_status(
+        Duration::from_secs(30),
+        &format!("node {victim} removed"),
+        |s| node_state(s, victim) == "removed",
+    )
+    .await;
+    c.restart(vi);
+    let restarted_at = Instant::now();
+    let s = c
+        .wait_for_status(
+            Duration::from_secs(60),
+            &format!("node {victim}'s process back as an alive spare under a new id at {addr}"),
+            |s| {
+                s.health_known
+                    && s.nodes
+                        .iter()
+                        .any(|n| n.addr == addr && n.id != victim && n.state.as_str() == "alive")
+                    && !s.config.voters.contains(&victim)
+                    && s.tasks.is_empty()
+            },
+        )
+        .await;
+    eprintln!(
+        "replaced_config_voter_back_early_rejoins: back {:?} after its restart; config voters {:?}",
+        restarted_at.elapsed(),
+        s.config.voters
+    );
+    assert!(
+        c.wait_for_exit(vi, Duration::ZERO).await.is_none(),
+        "the replaced node {victim} exited after its restart; logs in {}",
+        c.path().display()
+    );
+    assert_readable(&c, &keys, &c.running(), seed).await;
+}
