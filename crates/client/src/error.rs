@@ -76,6 +76,7 @@ pub const DEFINITE_CODES: &[&str] = &[
     "wrong_cluster",
     "protected_mode",
     "node_removed",
+    "node_replaced",
     // View changes refused: nothing started.
     "change_in_progress",
     "unknown_task",

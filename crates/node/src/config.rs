@@ -43,8 +43,10 @@ pub const DEFAULT_NODE_HEARTBEAT_MS: u64 = 1_000;
 pub const DEFAULT_SNAPSHOT_LOGS_KEPT: u64 = 5_000;
 /// Default time without a heartbeat after which a node is suspect, in ms.
 pub const DEFAULT_SUSPECT_AFTER_MS: u64 = 3_000;
-/// Default time without a heartbeat after which a node is dead (and repaired), in ms.
-pub const DEFAULT_DEAD_AFTER_MS: u64 = 10_000;
+/// Default time without a heartbeat after which a node is dead (and repaired), in ms: 5 minutes,
+/// so that a restart, an upgrade or a network blip never costs a node its replicas (CockroachDB
+/// waits as long before it moves a store's replicas).
+pub const DEFAULT_DEAD_AFTER_MS: u64 = 300_000;
 /// Default cap of client connections (Redis's `maxclients`); lowered at start to what the
 /// open-file limit leaves (see `http::budget`).
 pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 10_000;
@@ -173,7 +175,7 @@ pub struct Config {
     /// Silence after which the metadata leader marks a node suspect. Default 3 s.
     pub suspect_after: Duration,
     /// Silence after which the metadata leader marks a node dead and repairs its replicas from
-    /// spares. Default 10 s.
+    /// spares. Default 5 min.
     pub dead_after: Duration,
     /// Voters of the config group once the cluster has that many nodes: 3 (default) or 5. View
     /// changes grow and shrink the config group towards min(N, this).

@@ -57,6 +57,11 @@ pub enum ApiError {
     /// but 410 Gone: the sender's heartbeat loop (heartbeat.rs) stops on it.
     #[error("{0}")]
     NodeGone(String),
+    /// A heartbeat's sender was removed by a repair (it was dead and a spare took all its
+    /// replicas) and holds no seat any more: 410 Gone, code `node_replaced`. The sender drops
+    /// its stale replicas and rejoins as a new node (server.rs).
+    #[error("{0}")]
+    NodeReplaced(String),
     /// A membership request's task or epoch is not in the newest map the group's leader knows:
     /// it comes from a deposed metadata leader or an outdated step. Re-read the map; do not retry
     /// as is.
@@ -167,6 +172,7 @@ impl ApiError {
             ApiError::WrongCluster => "wrong_cluster",
             ApiError::ProtectedMode { .. } => "protected_mode",
             ApiError::NodeRemoved(_) | ApiError::NodeGone(_) => "node_removed",
+            ApiError::NodeReplaced(_) => "node_replaced",
             ApiError::StaleTask(_) => "stale_task",
             ApiError::ReplicaAlive { .. } => "replica_alive",
             ApiError::NoLearner(_) => "no_learner",
@@ -217,7 +223,7 @@ impl ApiError {
             ApiError::NotLeader { .. } | ApiError::NotOwner { .. } => {
                 StatusCode::MISDIRECTED_REQUEST
             }
-            ApiError::NodeGone(_) => StatusCode::GONE,
+            ApiError::NodeGone(_) | ApiError::NodeReplaced(_) => StatusCode::GONE,
             ApiError::ConditionFailed { .. }
             | ApiError::IncarnationMismatch(_)
             | ApiError::WrongNode(_)

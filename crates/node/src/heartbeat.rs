@@ -4,7 +4,9 @@
 //!
 //! The metadata leader is found by trying, in order: the one that answered last, the config
 //! leader this node's own config replica knows, then the config voters of the map. A reply
-//! "not the leader" names the leader when known. A reply "removed" stops this node for good.
+//! "not the leader" names the leader when known. A reply "removed" stops this node for good; a
+//! reply "replaced" (a repair took all its replicas while it was away) stops it too, and the
+//! server drops its stale replicas and rejoins as a new node (`server.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +98,8 @@ async fn beat(state: &Node, meta: &Meta) -> anyhow::Result<()> {
                 hint,
                 why: format!("node {target} is not the metadata leader"),
             },
-            Err(Refused::Removed(reason)) => Attempt::Fail(reason),
+            Err(Refused::Removed(reason)) => Attempt::Fail((false, reason)),
+            Err(Refused::Replaced(reason)) => Attempt::Fail((true, reason)),
         }
     })
     .await;
@@ -109,7 +112,12 @@ async fn beat(state: &Node, meta: &Meta) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Err(Undelivered::Failed(reason)) => {
+        Err(Undelivered::Failed((true, reason))) => {
+            tracing::warn!("{reason}");
+            state.stop_to_rejoin(reason);
+            Ok(())
+        }
+        Err(Undelivered::Failed((false, reason))) => {
             tracing::error!("{reason}");
             state.fatal.send_replace(Some(reason));
             Ok(())
@@ -149,10 +157,13 @@ fn refusal(status: StatusCode, body: Option<ErrorBody>) -> anyhow::Result<Refuse
         StatusCode::MISDIRECTED_REQUEST => {
             Ok(Refused::NotLeader(body.and_then(|b| b.leader).flatten()))
         }
-        StatusCode::GONE => Ok(Refused::Removed(body.map_or_else(
-            || "this node was removed from the cluster".to_string(),
-            |b| b.message,
-        ))),
+        StatusCode::GONE => match body {
+            Some(b) if b.code == "node_replaced" => Ok(Refused::Replaced(b.message)),
+            Some(b) => Ok(Refused::Removed(b.message)),
+            None => Ok(Refused::Removed(
+                "this node was removed from the cluster".to_string(),
+            )),
+        },
         other => {
             let body = body.and_then(|b| serde_json::to_string(&b).ok());
             anyhow::bail!("{other}: {}", body.as_deref().unwrap_or("null"))
@@ -196,6 +207,11 @@ mod tests {
         assert!(matches!(
             refusal(status, body),
             Ok(Refused::Removed(m)) if m == "node 4 was removed"
+        ));
+        let (status, body) = answer(Refused::Replaced("node 4 was replaced".into())).await;
+        assert!(matches!(
+            refusal(status, body),
+            Ok(Refused::Replaced(m)) if m == "node 4 was replaced"
         ));
         assert!(matches!(
             refusal(StatusCode::GONE, None),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 
 /// File name of the identity inside the data directory.
-const IDENTITY_FILE: &str = "kvorum-node.json";
+pub(crate) const IDENTITY_FILE: &str = "kvorum-node.json";
 
 /// Who this node is. Written once when the data directory is created; never changes after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

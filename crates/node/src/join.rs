@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvorum_router::{ClusterMap, NodeId, NodeLifecycle};
-use kvorum_wire::{JoinPhase, JoinState, MapReply};
+use kvorum_wire::{ErrorBody, JoinPhase, JoinState, MapReply};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -34,6 +34,10 @@ use crate::identity::Identity;
 
 /// Interval between two polls of the joining node's peers.
 pub const JOIN_POLL: Duration = Duration::from_millis(500);
+/// Interval between two rounds of a rejoining node's requests to be added.
+const ASK_EVERY: Duration = Duration::from_secs(2);
+/// Time one request to be added may take (the metadata leader first probes the joiner).
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time one map request of a startup probe or a poll may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Interval of the "waiting to be added" line in a joining node's log.
@@ -193,6 +197,48 @@ pub async fn probe(http: &reqwest::Client, peers: &[SocketAddr]) -> Vec<(SocketA
     answers
 }
 
+/// Asks the cluster, through each of `peers` in turn (one that is not the metadata leader
+/// forwards), to add the node at `me` (`POST /v1/cluster/nodes`), a round every [`ASK_EVERY`]
+/// until the joiner sees itself added (the caller stops this then); never returns. A round ends
+/// at the first peer that accepts or answers that an active node has the address (added
+/// already). A refusal (a view change under way, no metadata leader yet) or an add that did not
+/// complete is simply asked again.
+async fn ask_to_be_added(http: &reqwest::Client, peers: &[SocketAddr], me: SocketAddr) -> ! {
+    let body = kvorum_wire::AddNodeBody {
+        addr: me.to_string(),
+    };
+    let mut accepted = false;
+    loop {
+        for peer in peers {
+            let resp = http
+                .post(format!("http://{peer}/v1/cluster/nodes"))
+                .timeout(ASK_TIMEOUT)
+                .json(&body)
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status().is_success() => {
+                    if !accepted {
+                        tracing::info!(%peer, "the cluster accepted to add this node");
+                        accepted = true;
+                    }
+                    break;
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let error: Option<ErrorBody> = r.json().await.ok();
+                    if error.as_ref().is_some_and(|e| e.code == "address_in_use") {
+                        break;
+                    }
+                    tracing::debug!(%peer, %status, ?error, "add not accepted yet");
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "cannot ask to be added"),
+            }
+        }
+        tokio::time::sleep(ASK_EVERY).await;
+    }
+}
+
 /// What a joining node learned when it was added.
 #[derive(Debug, Clone)]
 pub struct Joined {
@@ -345,6 +391,7 @@ pub async fn run_joiner(
     listener: tokio::net::TcpListener,
     connections: &Arc<Connections>,
     mut stop: watch::Receiver<bool>,
+    ask_to_join: bool,
 ) -> anyhow::Result<Option<(Joined, tokio::net::TcpListener)>> {
     let incarnation = joining_incarnation(&cfg.data_dir)?;
     let (status, _) = watch::channel(waiting_state(cfg, &incarnation));
@@ -373,8 +420,16 @@ pub async fn run_joiner(
          it is added (run `kvctl add-node {}` against the cluster)",
         cfg.listen
     );
+    let asking = async {
+        if ask_to_join {
+            ask_to_be_added(http, peers, cfg.listen).await
+        } else {
+            std::future::pending().await
+        }
+    };
     let outcome = tokio::select! {
         r = wait_until_added(cfg, http, peers, &incarnation, &status) => Some(r),
+        _ = asking => None,
         _ = stop.wait_for(|s| *s) => None,
     };
     let _ = done_tx.send(true);
@@ -404,6 +459,7 @@ mod tests {
                 addr: addr.into(),
                 state: NodeLifecycle::Active,
                 incarnation: incarnation.map(str::to_string),
+                replaced: false,
             },
         );
         map.epoch += 1;

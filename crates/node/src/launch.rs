@@ -64,7 +64,7 @@ struct Args {
     /// Silence after which the metadata leader marks a node suspect, ms [default: 3000].
     #[arg(long, env = "KVORUM_SUSPECT_AFTER_MS")]
     suspect_after_ms: Option<u64>,
-    /// Silence after which a node is dead and its replicas are repaired from spares, ms [default: 10000].
+    /// Silence after which a node is dead and its replicas are repaired from spares, ms [default: 300000].
     #[arg(long, env = "KVORUM_DEAD_AFTER_MS")]
     dead_after_ms: Option<u64>,
     /// Log entries kept after a snapshot (a follower further behind gets a snapshot) [default: 5000].

@@ -21,11 +21,19 @@
 //!   between RocksDB and connections (`http::budget`), client connections are capped, the
 //!   cluster's nodes have a reserve of their own, and slow or idle connections are closed
 //!   (`http::listener`).
+//! - a node wipes its own data only when the map says a repair replaced it and no group or
+//!   config seat lists it any more (every write it held is on its groups' remaining voters);
+//!   it then rejoins as a new node by itself (`server.rs`). One an operator removed never
+//!   rejoins by itself.
 //!
 //! Not implemented / caveats (see docs/architecture.md):
 //! - repairs replace replicas on dead nodes from spares; groups are created and dissolved only
 //!   by view changes (`kvctl add-node` / `remove-node`, `meta/view_change.rs`);
-//! - no disk quota; no TLS on either API (run on a trusted network).
+//! - no disk quota; no TLS on either API (run on a trusted network);
+//! - no planned-restart drain (openraft 0.9 has no leadership transfer): a restart shorter than
+//!   `dead_after` (5 minutes by default) needs none; the probe before a repair's swap asks only
+//!   the group's leader, so a node cut from its leader alone is still replaced after
+//!   `dead_after` (and then rejoins as a new node).
 
 #![warn(missing_docs)]
 

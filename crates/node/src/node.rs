@@ -83,6 +83,9 @@ pub struct Node {
     /// Set when the node must stop (it was removed from the cluster, or one of its replicas
     /// stopped on a fatal error); carries the reason.
     pub(crate) fatal: Arc<watch::Sender<Option<String>>>,
+    /// Set (before `fatal`) when the node stops because a repair replaced it: the server then
+    /// drops its stale replicas and rejoins as a new node instead of exiting.
+    rejoin: std::sync::atomic::AtomicBool,
     /// The incarnations the known map records, shared with the Raft transport.
     pub(crate) incarnations: Incarnations,
     /// HTTP client for forwarding and the Raft transport; binds to this node's IP.
@@ -213,6 +216,7 @@ impl Node {
             refresh: Notify::new(),
             epoch,
             fatal,
+            rejoin: std::sync::atomic::AtomicBool::new(false),
             incarnations,
             http,
             map_file: std::sync::Mutex::new(()),
@@ -395,7 +399,22 @@ impl Node {
             self.epoch.send_replace(m.epoch);
             self.incarnations.update(&m);
             tracing::info!(map = %m.summary(), "cluster map updated");
-            if !m.is_active(self.id()) {
+            if m.released_by_repair(self.id()) {
+                self.stop_to_rejoin(format!(
+                    "node {} was replaced while it was away (epoch {}); dropping its stale \
+                     replicas and rejoining as a new node",
+                    self.id(),
+                    m.epoch
+                ));
+            } else if m.nodes.get(&self.id()).is_some_and(|n| n.replaced) {
+                // Replaced in one group while another still lists it: its replica there is a
+                // voter until that repair ends; the heartbeats tell it when to rejoin.
+                tracing::info!(
+                    "node {} was replaced in some of its groups; it keeps its other replicas \
+                     until they are replaced too",
+                    self.id()
+                );
+            } else if !m.is_active(self.id()) {
                 let reason = format!(
                     "node {} was removed from the cluster (epoch {}); it cannot rejoin under this id: \
                      wipe its data directory and join it as a new node",
@@ -601,6 +620,21 @@ impl Node {
         self.map()
             .members_of(group)
             .is_some_and(|m| m.contains(&self.id()))
+    }
+
+    /// Stops the node because a repair replaced it while it was away (`reason` says so): the
+    /// server then drops its stale replicas and rejoins as a new node ([`Node::must_rejoin`]).
+    pub(crate) fn stop_to_rejoin(&self, reason: String) {
+        // Only when this is why the node stops: a fatal error recorded first keeps it down.
+        if self.fatal.borrow().is_none() {
+            self.rejoin.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        set_fatal(&self.fatal, reason);
+    }
+
+    /// Whether the node stopped because a repair replaced it, and may rejoin as a new node.
+    pub(crate) fn must_rejoin(&self) -> bool {
+        self.rejoin.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether this node is a spare (in no data group).

@@ -51,6 +51,11 @@ pub async fn run(
 
 /// [`run`] with the test suite's planted `faults`, read once at start by its `kvnode-test`
 /// binary (see `faults.rs`); `kvnode` runs with none.
+///
+/// A node a repair replaced while it was away (its replicas all taken by spares) does not exit:
+/// it drops its stale replicas, wipes its data directory (`rejoin`) and starts again as a
+/// joiner that asks the cluster to add it, with the addresses of its map's nodes as peers. The
+/// planted faults apply to its first life only.
 pub async fn run_with_faults(
     cfg: Config,
     faults: Faults,
@@ -62,15 +67,116 @@ pub async fn run_with_faults(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let mut ended = run_once(cfg.clone(), faults, listener, stop.clone(), false).await?;
+    loop {
+        match ended {
+            Ended::Stopped => return Ok(()),
+            Ended::Replaced { listener, peers } => {
+                let cfg = rejoin(cfg.clone(), peers)?;
+                ended = run_once(cfg, Faults::default(), listener, stop.clone(), true).await?;
+            }
+        }
+    }
+}
+
+/// How one life of the node ended.
+enum Ended {
+    /// `shutdown` resolved.
+    Stopped,
+    /// A repair replaced the node while it was away; its replicas are shut down and its store
+    /// closed. `listener` is its listening socket, `peers` its map's other active nodes.
+    Replaced {
+        listener: tokio::net::TcpListener,
+        peers: Vec<SocketAddr>,
+    },
+}
+
+/// Longest wait, after a replaced node's replicas stopped, for the last handle of its store to
+/// be dropped (RocksDB closed) before its data directory is wiped.
+const STORE_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Prepares a replaced node to rejoin: wipes `cfg.data_dir` (see [`wipe_data_dir`]) and returns
+/// the configuration of a joiner with `peers` (the configured view and join peers added).
+fn rejoin(mut cfg: Config, mut peers: Vec<SocketAddr>) -> anyhow::Result<Config> {
+    wipe_data_dir(&cfg.data_dir)?;
+    peers.extend(cfg.view.iter().chain(cfg.join.iter()).copied());
+    peers.retain(|p| *p != cfg.listen);
+    peers.sort_unstable();
+    peers.dedup();
+    if peers.is_empty() {
+        anyhow::bail!("the node was replaced but knows no other node to rejoin through");
+    }
+    tracing::warn!(
+        data_dir = %cfg.data_dir.display(),
+        peers = ?peers,
+        "stale replicas dropped and data directory wiped; rejoining as a new node"
+    );
+    cfg.join = peers;
+    cfg.view = Vec::new();
+    Ok(cfg)
+}
+
+/// Empties the data directory of a node a repair replaced: every acknowledged write it held is
+/// on its groups' other replicas (a repair replaces a voter only while the group keeps a
+/// majority, and the map says no group lists this node any more). Everything but the identity
+/// goes first and the identity last, so a crash in between leaves a node that starts with its
+/// old identity, is told again that it was replaced, and wipes again.
+fn wipe_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let identity = dir.join(crate::identity::IDENTITY_FILE);
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list the data directory {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        if path == identity {
+            continue;
+        }
+        // A symbolic link is removed, never followed.
+        let removed = if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    if identity.exists() {
+        std::fs::remove_file(&identity)
+            .with_context(|| format!("cannot remove {}", identity.display()))?;
+    }
+    // The removals must be durable before the node takes a new identity here.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync the data directory {}", dir.display()))?;
+    Ok(())
+}
+
+/// One life of the node: from its start on `listener` until `stop` turns true or it must stop.
+/// `ask_to_join` makes a joiner ask its peers to add it (a replaced node rejoining) rather than
+/// wait for an operator.
+async fn run_once(
+    cfg: Config,
+    faults: Faults,
+    listener: tokio::net::TcpListener,
+    stop: watch::Receiver<bool>,
+    ask_to_join: bool,
+) -> anyhow::Result<Ended> {
     let budget = fd_budget(&cfg)?;
     let connections = Arc::new(Connections::new(Limits::of(&cfg, &budget), budget.limit));
     let http = http_client(&cfg)?;
-    let (identity, from_peer, listener) =
-        match start_identity(&cfg, &http, listener, &connections, stop.clone()).await? {
-            Some(started) => started,
-            // Stopped while waiting to be added.
-            None => return Ok(()),
-        };
+    let (identity, from_peer, listener) = match start_identity(
+        &cfg,
+        &http,
+        listener,
+        &connections,
+        stop.clone(),
+        ask_to_join,
+    )
+    .await?
+    {
+        Some(started) => started,
+        // Stopped while waiting to be added.
+        None => return Ok(Ended::Stopped),
+    };
     log_trust_mode(&cfg);
     for line in faults.announcements() {
         tracing::error!("{line}");
@@ -97,6 +203,19 @@ pub async fn run_with_faults(
         connections.clone(),
     ));
     let map = state.map();
+    if map.released_by_repair(identity.node_id) {
+        tracing::warn!(
+            "node {} was replaced while it was away (epoch {}); dropping its stale replicas and \
+             rejoining as a new node",
+            identity.node_id,
+            map.epoch
+        );
+        let peers = map_peers(&map, identity.node_id);
+        let store = state.store.clone();
+        drop(state);
+        close_store(store).await?;
+        return Ok(Ended::Replaced { listener, peers });
+    }
     if !map.is_active(identity.node_id) {
         anyhow::bail!(
             "node {} was removed from the cluster (epoch {}); it cannot rejoin under this id: wipe {} and join it as a new node",
@@ -125,6 +244,10 @@ pub async fn run_with_faults(
             _ = fatal.wait_for(|f| f.is_some()) => {}
         }
     };
+    // A second handle of the listening socket, for a second life if a repair replaces the node.
+    let std_listener = listener.into_std()?;
+    let spare_listener = std_listener.try_clone()?;
+    let listener = tokio::net::TcpListener::from_std(std_listener)?;
     // Connections from the map's nodes have a reserve of their own (the map can change).
     let nodes = state.clone();
     let class_of = move |ip| {
@@ -146,9 +269,46 @@ pub async fn run_with_faults(
     heartbeats.abort();
     meta.abort();
     state.shutdown_replicas().await;
+    if state.must_rejoin() {
+        let peers = map_peers(&state.map(), identity.node_id);
+        let store = state.store.clone();
+        drop(state);
+        close_store(store).await?;
+        let listener = tokio::net::TcpListener::from_std(spare_listener)?;
+        return Ok(Ended::Replaced { listener, peers });
+    }
     if let Some(reason) = state.fatal.borrow().clone() {
         anyhow::bail!("{reason}");
     }
+    Ok(Ended::Stopped)
+}
+
+/// The addresses of `map`'s active nodes other than `me`.
+fn map_peers(map: &ClusterMap, me: kvorum_raftstore::NodeId) -> Vec<SocketAddr> {
+    map.nodes
+        .iter()
+        .filter(|(id, _)| **id != me && map.is_active(**id))
+        .filter_map(|(_, n)| n.addr.parse().ok())
+        .collect()
+}
+
+/// Waits until `store` is the last handle of the node's store (the stopped replicas and the
+/// tasks that served them let theirs go), then drops it, which closes RocksDB. Fails after
+/// [`STORE_CLOSE_WAIT`]: wiping a directory an open RocksDB still writes to would corrupt the
+/// next store opened there.
+async fn close_store(store: Store) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + STORE_CLOSE_WAIT;
+    while !store.is_last_handle() {
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "this node was replaced while it was away, but its store was still in use {} s \
+                 after its replicas stopped; wipe its data directory and start it with --join",
+                STORE_CLOSE_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(store);
     Ok(())
 }
 
@@ -231,6 +391,7 @@ async fn start_identity(
     listener: tokio::net::TcpListener,
     connections: &Arc<Connections>,
     stop: watch::Receiver<bool>,
+    ask_to_join: bool,
 ) -> anyhow::Result<Option<Started>> {
     if Identity::exists(&cfg.data_dir) {
         return Ok(Some((
@@ -261,14 +422,14 @@ async fn start_identity(
                         "another cluster runs at addresses of this node's view, so this node does \
                          not create one: it joins that cluster as a new node once it is added"
                     );
-                    return joiner(cfg, http, &peers, listener, connections, stop).await;
+                    return joiner(cfg, http, &peers, listener, connections, stop, false).await;
                 }
             }
         };
         let identity = Identity::load_or_create(&cfg.data_dir, cfg)?;
         return Ok(Some((identity, newest, listener)));
     }
-    joiner(cfg, http, &peers, listener, connections, stop).await
+    joiner(cfg, http, &peers, listener, connections, stop, ask_to_join).await
 }
 
 /// [`join::run_joiner`], its outcome in the form of [`start_identity`]'s.
@@ -279,9 +440,10 @@ async fn joiner(
     listener: tokio::net::TcpListener,
     connections: &Arc<Connections>,
     stop: watch::Receiver<bool>,
+    ask_to_join: bool,
 ) -> anyhow::Result<Option<Started>> {
     Ok(
-        join::run_joiner(cfg, http, peers, listener, connections, stop)
+        join::run_joiner(cfg, http, peers, listener, connections, stop, ask_to_join)
             .await?
             .map(|(joined, listener)| (joined.identity, Some(joined.map), listener)),
     )

@@ -528,6 +528,12 @@ impl Store {
         Store::open_with(dir, StoreOptions::default())
     }
 
+    /// Whether this is the last handle of the store (replicas and state machines hold others):
+    /// dropping it closes RocksDB, after which the data directory may be wiped.
+    pub fn is_last_handle(&self) -> bool {
+        std::sync::Arc::strong_count(&self.inner) == 1
+    }
+
     /// [`Store::open`] with `options`: RocksDB's bound on open files, and the test suite's
     /// planted faults (built once at start; see [`StoreFaults`](crate::StoreFaults)).
     pub fn open_with(dir: &Path, options: StoreOptions) -> std::result::Result<Store, StoreError> {

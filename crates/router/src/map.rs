@@ -28,8 +28,8 @@ pub const MAX_CONFIG_VOTERS: usize = 3;
 pub enum NodeLifecycle {
     /// Part of the cluster.
     Active,
-    /// Removed (replaced after it was dead); its id is never used again. If the process comes
-    /// back it is refused and must be wiped and join as a new node.
+    /// Removed (by an operator, or replaced after it was dead, see [`NodeInfo::replaced`]); its
+    /// id is never used again. If the process comes back it is refused under this id.
     Removed,
 }
 
@@ -45,6 +45,17 @@ pub struct NodeInfo {
     /// recorded: a node with another incarnation under this id was wiped and is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incarnation: Option<String>,
+    /// Whether a repair removed the node (it was dead and a spare took its replicas), rather than
+    /// an operator's `remove-node`: if its process comes back, it drops its stale replicas and
+    /// rejoins as a new node by itself. Only meaningful once `state` is `Removed`. Absent in maps
+    /// written before it existed (and whenever false): false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub replaced: bool,
+}
+
+/// Whether `b` is false (serde's `skip_serializing_if` of a field that defaults to false).
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One data group of the map.
@@ -378,6 +389,7 @@ impl ClusterMap {
                         addr: a.clone(),
                         state: NodeLifecycle::Active,
                         incarnation: None,
+                        replaced: false,
                     },
                 )
             })
@@ -446,6 +458,17 @@ impl ClusterMap {
         self.nodes
             .get(&node)
             .is_some_and(|n| n.state == NodeLifecycle::Active)
+    }
+
+    /// Whether `node` was removed by a repair ([`NodeInfo::replaced`]) and holds no seat any
+    /// more: no data group lists it and it is no config voter. Its replicas were all replaced,
+    /// so its data is no longer needed: it may drop them and rejoin as a new node.
+    pub fn released_by_repair(&self, node: NodeId) -> bool {
+        self.nodes
+            .get(&node)
+            .is_some_and(|n| n.state == NodeLifecycle::Removed && n.replaced)
+            && !self.config_voters.contains(&node)
+            && self.groups.values().all(|g| !g.members.contains(&node))
     }
 
     /// The data group `node` is a member of, if any.

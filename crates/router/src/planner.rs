@@ -285,6 +285,7 @@ impl Planner<'_> {
                 addr: addr.to_string(),
                 state: NodeLifecycle::Active,
                 incarnation: None,
+                replaced: false,
             },
         );
         self.steps.push(Step::AddNode {

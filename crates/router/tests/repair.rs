@@ -219,6 +219,7 @@ fn a_batch_holds_its_groups_until_its_boundary() {
                 addr: format!("127.0.0.{id}:7000"),
                 state: NodeLifecycle::Active,
                 incarnation: None,
+                replaced: false,
             },
         );
     }

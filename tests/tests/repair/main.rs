@@ -1,6 +1,8 @@
 //! Repairs on clusters of real kvnode processes. The stories: a spare replacing a dead replica
-//! under load, failover of the metadata leader with repairs continuing (also when it dies in the
-//! middle of one), and a brief restart that rejoins without a repair. The safety rules: a group
+//! under load (and the replaced node, restarted, rejoining by itself as a new spare), failover
+//! of the metadata leader with repairs continuing (also when it dies in the middle of one), a
+//! brief restart that rejoins without a repair, and a 15 s restart with the default dead timeout
+//! that keeps the node and uses no spare. The safety rules: a group
 //! never has more than K voters while a replica is replaced; repairs of different groups run at
 //! once; a node that comes back before the swap keeps its seat; a node cut off from the metadata
 //! leader but still replicating with its group is not removed; a long repair step does not hold

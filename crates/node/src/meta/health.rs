@@ -2,8 +2,9 @@
 //!
 //! Steps of a heartbeat: (1) refuse it unless this node leads the config group (`not_leader`,
 //! with the leader hint); (2) refuse a sender the map marks removed or does not know, or whose
-//! incarnation differs from the recorded one (`node_removed`); (3) record it as the sender's last
-//! heartbeat (its silence starts now); (4) reply with the map when the sender's is older, and the
+//! incarnation differs from the recorded one (`node_removed`), and tell a sender a repair
+//! replaced and that holds no seat any more to rejoin as a new node (`node_replaced`); (3)
+//! record it as the sender's last heartbeat (its silence starts now); (4) reply with the map when the sender's is older, and the
 //! leader of each group from the replicas' reports. Health: alive under `suspect_after` of
 //! silence, suspect under `dead_after`, dead beyond; the metadata leader itself is always alive.
 //! Incarnations the map does not record yet are recorded by the tick (`tick.rs`).
@@ -89,8 +90,12 @@ impl Meta {
 pub enum Refused {
     /// This node does not lead the config group; the leader is this, if known.
     NotLeader(Option<NodeId>),
-    /// The sender was removed from the cluster.
+    /// The sender was removed from the cluster (by an operator), or its data directory is not
+    /// the one the map records: it stops.
     Removed(String),
+    /// The sender was removed by a repair and holds no seat any more: it drops its stale
+    /// replicas and rejoins as a new node.
+    Replaced(String),
 }
 
 /// Takes a heartbeat on the metadata leader.
@@ -120,6 +125,19 @@ pub fn receive_heartbeat(meta: &Meta, beat: Heartbeat) -> Result<HeartbeatReply,
                     )));
                 }
             }
+        }
+        Some(n) if n.replaced => {
+            if !map.released_by_repair(beat.node) {
+                // A repair replaced it in one group but another still lists it: its replica
+                // there is still a voter, so it must not drop its data yet. Answer like a node
+                // that cannot judge; it asks again at its next beat.
+                return Err(Refused::NotLeader(None));
+            }
+            return Err(Refused::Replaced(format!(
+                "node {} was replaced while it was away (epoch {}); dropping its stale replicas \
+                 and rejoining as a new node",
+                beat.node, map.epoch
+            )));
         }
         Some(_) => {
             return Err(Refused::Removed(format!(
@@ -190,6 +208,7 @@ impl From<Refused> for ApiError {
         match r {
             Refused::NotLeader(leader) => ApiError::NotLeader { leader },
             Refused::Removed(message) => ApiError::NodeGone(message),
+            Refused::Replaced(message) => ApiError::NodeReplaced(message),
         }
     }
 }

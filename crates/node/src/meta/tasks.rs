@@ -347,10 +347,15 @@ async fn swap(meta: &Meta, task: &Task, r: &RepairStep) -> anyhow::Result<Next> 
         replacement,
         tok,
     } = *r;
+    // A node the map already marks removed (the repair of another of its groups finished) is
+    // out for good, alive or not: its seat goes without the liveness probe. Were it back and
+    // acknowledging, the probe would keep it in a seat it can never use, and it could not
+    // rejoin as a new node while it holds one.
+    let removed = !meta.node.map().is_active(dead);
     let op = MembershipOp::ReplaceVoter {
         dead,
         replacement,
-        live: false,
+        live: removed,
     };
     match membership(meta, group, tok, &op).await {
         Ok(()) => {}
@@ -377,6 +382,8 @@ async fn swap(meta: &Meta, task: &Task, r: &RepairStep) -> anyhow::Result<Next> 
         }
         if let Some(n) = m.nodes.get_mut(&dead) {
             n.state = NodeLifecycle::Removed;
+            // Removed by a repair, not by an operator: if it comes back it rejoins by itself.
+            n.replaced = true;
         }
         m.tasks.retain(|t| t.id != id);
     })

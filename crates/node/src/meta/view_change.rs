@@ -406,6 +406,7 @@ fn add_node(m: &mut ClusterMap, node: NodeId, addr: String, incarnation: Option<
         addr,
         state: NodeLifecycle::Active,
         incarnation,
+        replaced: false,
     });
 }
 

@@ -50,3 +50,20 @@ fn task_of_an_older_release_decodes() {
     assert_eq!(TaskStep::Swap.to_string(), "swap");
     assert_eq!(TaskStep::AddLearner.to_string(), "add_learner");
 }
+
+// `replaced` is written only when true, and a map without it (written before it existed) reads
+// as not replaced: old maps stay readable and their JSON unchanged.
+#[test]
+fn replaced_mark_defaults_to_false_and_is_written_only_when_set() {
+    let mut map = initial(4, 3);
+    let json = serde_json::to_string(&map).expect("json");
+    assert!(!json.contains("replaced"), "{json}");
+    let back: ClusterMap = serde_json::from_str(&json).expect("decodes");
+    assert!(back.nodes.values().all(|n| !n.replaced));
+    let n = map.nodes.get_mut(&2).expect("node 2");
+    n.state = NodeLifecycle::Removed;
+    n.replaced = true;
+    let json = serde_json::to_string(&map).expect("json");
+    let back: ClusterMap = serde_json::from_str(&json).expect("decodes");
+    assert!(back.nodes[&2].replaced && !back.nodes[&1].replaced);
+}

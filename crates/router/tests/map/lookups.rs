@@ -189,3 +189,31 @@ proptest! {
         }
     }
 }
+
+// A node removed by a repair is released (may wipe itself and rejoin) only once no data group
+// and no config seat lists it; a node removed by an operator, or an active one, never is.
+#[test]
+fn released_by_repair_needs_the_replaced_mark_and_no_seat() {
+    let mut map = initial(4, 3);
+    let removed = |map: &mut ClusterMap, replaced: bool| {
+        let n = map.nodes.get_mut(&3).expect("node 3");
+        n.state = NodeLifecycle::Removed;
+        n.replaced = replaced;
+    };
+    // Active: not released.
+    assert!(!map.released_by_repair(3));
+    // Replaced in group 1, still a config voter: not yet.
+    let g1 = map.groups.get_mut(&GroupId(1)).expect("group 1");
+    g1.members.remove(&3);
+    g1.members.insert(4);
+    removed(&mut map, true);
+    assert!(map.config_voters.contains(&3));
+    assert!(!map.released_by_repair(3));
+    // Its config seat replaced too: released.
+    map.config_voters.remove(&3);
+    map.config_voters.insert(4);
+    assert!(map.released_by_repair(3));
+    // The same map, but removed by an operator: never released.
+    removed(&mut map, false);
+    assert!(!map.released_by_repair(3));
+}
