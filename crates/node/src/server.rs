@@ -181,27 +181,15 @@ async fn run_once(
     for line in faults.announcements() {
         tracing::error!("{line}");
     }
-    let Faults {
-        store: store_faults,
-        node: node_faults,
-    } = faults;
-    let store_options = StoreOptions {
-        max_open_files: budget.table_files,
-        faults: store_faults,
-    };
-    let store = Store::open_with(&cfg.data_dir, store_options)
-        .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
-    let (map, initial) = starting_map(&cfg, &identity, &store, from_peer)?;
-    let initialize_from = initial_to_initialize(&map, initial);
-    let state = Arc::new(Node::new(
-        cfg.clone(),
-        identity.clone(),
-        store,
-        map,
+    let (state, initialize_from) = open_node(
+        &cfg,
+        &identity,
+        faults,
+        &budget,
         http,
-        node_faults,
-        connections.clone(),
-    ));
+        from_peer,
+        &connections,
+    )?;
     let map = state.map();
     if map.released_by_repair(identity.node_id) {
         tracing::warn!(
@@ -210,11 +198,7 @@ async fn run_once(
             identity.node_id,
             map.epoch
         );
-        let peers = map_peers(&map, identity.node_id);
-        let store = state.store.clone();
-        drop(state);
-        close_store(store).await?;
-        return Ok(Ended::Replaced { listener, peers });
+        return replaced(state, listener).await;
     }
     if !map.is_active(identity.node_id) {
         anyhow::bail!(
@@ -233,11 +217,57 @@ async fn run_once(
         map = %map.summary(),
         "kvnode serving"
     );
+    serve(state, listener, connections, stop).await
+}
+
+/// Opens the node's store (RocksDB's open files bounded by `budget`) and builds its [`Node`]
+/// with the map it starts from; returns it with the initial map its pristine groups are
+/// initialized from, if any.
+fn open_node(
+    cfg: &Config,
+    identity: &Identity,
+    faults: Faults,
+    budget: &FdBudget,
+    http: reqwest::Client,
+    from_peer: Option<ClusterMap>,
+    connections: &Arc<Connections>,
+) -> anyhow::Result<(Arc<Node>, Option<ClusterMap>)> {
+    let Faults {
+        store: store_faults,
+        node: node_faults,
+    } = faults;
+    let store_options = StoreOptions {
+        max_open_files: budget.table_files,
+        faults: store_faults,
+    };
+    let store = Store::open_with(&cfg.data_dir, store_options)
+        .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
+    let (map, initial) = starting_map(cfg, identity, &store, from_peer)?;
+    let initialize_from = initial_to_initialize(&map, initial);
+    let state = Arc::new(Node::new(
+        cfg.clone(),
+        identity.clone(),
+        store,
+        map,
+        http,
+        node_faults,
+        connections.clone(),
+    ));
+    Ok((state, initialize_from))
+}
+
+/// Serves the node on `listener` (its heartbeat and metadata loops beside) until `stop` turns
+/// true, the node must stop, or a repair replaced it.
+async fn serve(
+    state: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    connections: Arc<Connections>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Ended> {
     let role = Arc::new(Meta::new(state.clone()));
     let heartbeats = tokio::spawn(crate::heartbeat::run(state.clone(), role.clone()));
     let meta = tokio::spawn(crate::meta::run(role.clone()));
     let mut fatal = state.fatal.subscribe();
-    let mut stop = stop;
     let stopped = async move {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => {}
@@ -270,17 +300,22 @@ async fn run_once(
     meta.abort();
     state.shutdown_replicas().await;
     if state.must_rejoin() {
-        let peers = map_peers(&state.map(), identity.node_id);
-        let store = state.store.clone();
-        drop(state);
-        close_store(store).await?;
-        let listener = tokio::net::TcpListener::from_std(spare_listener)?;
-        return Ok(Ended::Replaced { listener, peers });
+        return replaced(state, tokio::net::TcpListener::from_std(spare_listener)?).await;
     }
     if let Some(reason) = state.fatal.borrow().clone() {
         anyhow::bail!("{reason}");
     }
     Ok(Ended::Stopped)
+}
+
+/// Ends a life of a node a repair replaced: closes its store and hands its listening socket and
+/// its map's other nodes to the next life.
+async fn replaced(state: Arc<Node>, listener: tokio::net::TcpListener) -> anyhow::Result<Ended> {
+    let peers = map_peers(&state.map(), state.id());
+    let store = state.store.clone();
+    drop(state);
+    close_store(store).await?;
+    Ok(Ended::Replaced { listener, peers })
 }
 
 /// The addresses of `map`'s active nodes other than `me`.

@@ -124,5 +124,6 @@ fn some_log_says(c: &Cluster, text: &str) -> bool {
         .any(|i| c.nodes[i].log_text().contains(text))
 }
 
+mod rejoin;
 mod rules;
 mod stories;
