@@ -4,7 +4,7 @@
 //!
 //! | step | kvorum (openraft 0.9 at info) | etcd 3.4 (zap JSON) |
 //! |---|---|---|
-//! | a follower's election timer fired | `election timeout passed` | `is starting a new election at term` |
+//! | a follower's election timer fired | `election timeout passed` (openraft's own timer), or `pre-vote granted by a majority` (kvorum's, since the pre-vote) | `is starting a new election at term` |
 //! | a vote request sent (a candidate) | `new candidate: {T<term>-N<id>…` | `became candidate at term <term>` |
 //! | a vote refused: the voter's leader lease holds | `reject vote-request: leader lease has not yet expire` | `lease is not expired` |
 //! | a vote refused: the candidate's log is behind the voter's | `reject vote-request: by last_log_id` | `rejected MsgVote` |
@@ -86,7 +86,8 @@ fn parse(format: LogFormat, line: &str) -> Option<(DateTime<Utc>, Step)> {
 }
 
 fn kvorum_step(msg: &str) -> Option<Step> {
-    if msg.contains("election timeout passed") {
+    // openraft's own timer (before the pre-vote), or kvorum's pre-vote granted (`election.rs`).
+    if msg.contains("election timeout passed") || msg.contains("pre-vote granted by a majority") {
         Some(Step::TimerFired)
     } else if let Some((_, rest)) = msg.split_once("new candidate: {T") {
         let (term, index) = candidacy(rest);
