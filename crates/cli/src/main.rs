@@ -6,9 +6,11 @@
 //! So do the view-change commands (`add-node`, `remove-node`, `task`): 0 done (or started, with
 //! `--no-wait`; or shown); 1 the task failed or was cancelled (or the cluster was unreachable);
 //! 2 refused, nothing started (`error: <code>: <message>` on stderr); 5 the start's outcome is
-//! unknown; 130 interrupted while waiting (the task goes on in the cluster).
+//! unknown; 130 interrupted while waiting (the task goes on in the cluster). `kvctl drain`: 0
+//! the node leads no group, 1 a leadership stayed (or the node did not answer), 2 refused.
 
 mod bench;
+mod drain;
 mod nodes;
 mod status;
 
@@ -122,6 +124,21 @@ enum Cmd {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Before a planned stop (an upgrade, a reboot): keep repairs from replacing a node (by id,
+    /// or by its ip:port) for MINUTES however long it is down, and hand the leadership of its
+    /// groups to other replicas first. Exit 0 when it leads nothing any more (stop it now), 1
+    /// when the drain is recorded but a leadership stayed, 2 refused.
+    Drain {
+        /// The node's id or address.
+        #[arg(value_name = "ID|ADDR")]
+        node: String,
+        /// How long no repair replaces it, in minutes (1 to 10080; default 30).
+        #[arg(long, conflicts_with = "end")]
+        minutes: Option<u64>,
+        /// End the node's drain now: repairs treat it as any node again.
+        #[arg(long)]
+        end: bool,
+    },
     /// Check that every group's replicas hold the same data: each replica hashes its applied
     /// state at the same new log index, and the hashes are compared per group. Exit 0
     /// consistent, 1 a replica differs (named, with what to do) or a group could not be checked.
@@ -138,6 +155,10 @@ enum Cmd {
         cancel: bool,
     },
 }
+
+/// The shortest request timeout of `kvctl drain`: a node hands off at most two leaderships,
+/// each given up after 10 s.
+const DRAIN_TIMEOUT_MS: u64 = 30_000;
 
 /// Exit code for a client error.
 fn exit_code(e: &ClientError) -> u8 {
@@ -246,6 +267,9 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         Cmd::RemoveNode { node, no_wait } => {
             return nodes::remove_node(&client, &node, no_wait, json).await
         }
+        Cmd::Drain { node, minutes, end } => {
+            return drain::drain(&client, &node, minutes, end, json).await
+        }
         Cmd::Task { id, wait, cancel } => {
             return nodes::task(&client, id, wait, cancel, json).await
         }
@@ -261,8 +285,13 @@ fn connect(cli: &Cli) -> Result<(Client, Vec<String>), ClientError> {
         code: "bad_endpoints".into(),
         message: m,
     })?;
+    // A drain waits for the node's hand-offs, an election each.
+    let least = match cli.cmd {
+        Cmd::Drain { .. } => DRAIN_TIMEOUT_MS,
+        _ => 1000,
+    };
     let opts = ClientOptions {
-        request_timeout: Duration::from_millis(cli.timeout_ms.max(1000)),
+        request_timeout: Duration::from_millis(cli.timeout_ms.max(least)),
         retry_for: Duration::from_millis(cli.timeout_ms),
         local_address: None,
     };

@@ -107,7 +107,7 @@ async fn start(
 
 /// Prints a refusal (`error: <code>: <message>`, and the running task for
 /// `change_in_progress`) and exits 2; other errors go to `main`.
-fn refused(e: ClientError) -> Exit {
+pub fn refused(e: ClientError) -> Exit {
     match e {
         ClientError::ChangeInProgress { task, message } => {
             eprintln!(
@@ -163,10 +163,11 @@ async fn follow(client: &Client, first: TaskProgress, json: bool) -> Exit {
     }
 }
 
-fn print_json(p: &TaskProgress) {
-    match serde_json::to_string(p) {
+/// Prints `reply` as one line of JSON.
+pub fn print_json(reply: &impl serde::Serialize) {
+    match serde_json::to_string(reply) {
         Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("kvctl: cannot print the task as JSON: {e}"),
+        Err(e) => eprintln!("kvctl: cannot print the reply as JSON: {e}"),
     }
 }
 

@@ -200,7 +200,10 @@ fn nodes_section(s: &ClusterStatus) -> String {
             vec![
                 n.id.to_string(),
                 text(&n.addr),
-                n.state.to_string(),
+                match n.drain_until_ms {
+                    Some(_) => format!("{} (drained)", n.state),
+                    None => n.state.to_string(),
+                },
                 n.role.to_string(),
                 yes_no(n.config_voter),
                 list(&n.groups),
@@ -223,6 +226,20 @@ fn nodes_section(s: &ClusterStatus) -> String {
         ],
         &nodes,
     ));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for n in &s.nodes {
+        if let Some(until) = n.drain_until_ms {
+            out.push_str(&format!(
+                "note: node {} is drained: no repair replaces it for about {} more minutes \
+                 (kvctl drain {} --end ends it)\n",
+                n.id,
+                until.saturating_sub(now_ms).div_ceil(60_000),
+                n.id
+            ));
+        }
+    }
     out
 }
 

@@ -1,4 +1,5 @@
-//! View changes from the client's side: add or remove a node, follow or cancel the task.
+//! View changes from the client's side: add or remove a node, follow or cancel the task; and
+//! draining a node before a planned stop.
 //!
 //! Steps of a change as a client sees it (contract: `kvorum_wire::cluster`):
 //! 1. [`Client::add_node`] / [`Client::remove_node`] ask any node to start the change; the answer
@@ -19,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use kvorum_router::{NodeId, NodeLifecycle};
-use kvorum_wire::{AddNodeBody, TaskProgress};
+use kvorum_wire::{AddNodeBody, DrainBody, DrainReply, TaskProgress};
 use reqwest::Method;
 
 use crate::{bad_reply, Client, ClientError};
@@ -44,6 +45,30 @@ impl Client {
         let path = format!("/v1/cluster/nodes/{node}");
         let v = self.call(None, Method::DELETE, &path, None, true).await?;
         progress_of(v)
+    }
+
+    /// Drains `node` before a planned stop (`kvorum_wire::drain`): no repair replaces it for
+    /// `minutes` (the cluster's default when `None`), and it hands the leadership of its groups
+    /// to other voters. Asking twice is harmless (the mark is set again, a node that leads
+    /// nothing hands off nothing), so a lost answer is retried.
+    pub async fn drain(
+        &self,
+        node: NodeId,
+        minutes: Option<u64>,
+    ) -> Result<DrainReply, ClientError> {
+        let path = format!("/v1/cluster/nodes/{node}/drain");
+        let body = serde_json::to_value(DrainBody { minutes }).map_err(bad_reply)?;
+        let v = self
+            .call(None, Method::POST, &path, Some(body), false)
+            .await?;
+        serde_json::from_value(v).map_err(bad_reply)
+    }
+
+    /// Ends `node`'s drain: repairs treat it as any node again.
+    pub async fn end_drain(&self, node: NodeId) -> Result<DrainReply, ClientError> {
+        let path = format!("/v1/cluster/nodes/{node}/drain");
+        let v = self.call(None, Method::DELETE, &path, None, false).await?;
+        serde_json::from_value(v).map_err(bad_reply)
     }
 
     /// The progress of task `id` (`unknown_task` if the cluster has no such task).

@@ -58,7 +58,7 @@ use reqwest::Method;
 pub use error::{ClientError, DEFINITE_CODES};
 pub use kvorum_router::{ClusterMap, NodeId, Route, ViewChange};
 /// The view-change contract: the add-node body and a task's progress.
-pub use kvorum_wire::{AddNodeBody, TaskProgress, TaskState};
+pub use kvorum_wire::{AddNodeBody, DrainReply, Leaderships, TaskProgress, TaskState};
 /// A write's condition ([`Condition::Value`]`(None)`, "absent", is sent as version 0) and a
 /// value with its version: the types the node and the Raft log use.
 pub use kvorum_wire::{ClusterStatus, Condition, ConsistencyReport, GroupConsistency, Versioned};

@@ -460,6 +460,7 @@ mod tests {
                 state: NodeLifecycle::Active,
                 incarnation: incarnation.map(str::to_string),
                 replaced: false,
+                drain_until_ms: None,
             },
         );
         map.epoch += 1;

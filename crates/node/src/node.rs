@@ -10,7 +10,7 @@
 //! only by the metadata leader with a compare-and-set on its version (see `meta/record.rs`). Nodes learn
 //! newer maps from heartbeat replies; config voters also read it from their own replica.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -97,6 +97,9 @@ pub struct Node {
     pub(crate) faults: NodeFaults,
     /// The HTTP listener's counters (connections open, refused, timed out), for `/metrics`.
     pub(crate) connections: Arc<Connections>,
+    /// Groups whose leadership this node is handing off (a drain, `group/handoff.rs`): their
+    /// requests are refused here meanwhile, so that the other voters' leader lease runs out.
+    handoffs: std::sync::Mutex<BTreeSet<GroupId>>,
 }
 
 fn raft_config(cfg: &Config, cluster_id: &str) -> anyhow::Result<openraft::Config> {
@@ -222,12 +225,33 @@ impl Node {
             map_file: std::sync::Mutex::new(()),
             faults,
             connections,
+            handoffs: std::sync::Mutex::new(BTreeSet::new()),
         }
     }
 
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.identity.node_id
+    }
+
+    /// Whether this node is handing off its leadership of `group` (a drain): it serves none of
+    /// the group's leader requests meanwhile.
+    pub fn handing_off(&self, group: GroupId) -> bool {
+        self.handoffs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&group)
+    }
+
+    /// Marks (or, with `false`, unmarks) `group` as being handed off; see
+    /// [`Node::handing_off`].
+    pub(crate) fn set_handing_off(&self, group: GroupId, on: bool) {
+        let mut set = self.handoffs.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            set.insert(group);
+        } else {
+            set.remove(&group);
+        }
     }
 
     /// The metadata leader this node last heard from.
@@ -301,7 +325,9 @@ impl Node {
     }
 
     /// This node's replica of `group` if it is the group's leader; else `not_leader` with the
-    /// leader it knows (what a group leader's internal route answers a misdirected call).
+    /// leader it knows (what a group leader's internal route answers a misdirected call). A
+    /// leader handing the group off ([`Node::handing_off`]) answers `not_leader` without a hint:
+    /// the caller tries again once the new leader is known.
     pub fn leading_replica(&self, group: GroupId) -> Result<Raft, ApiError> {
         let Some(raft) = self.group(group) else {
             return Err(ApiError::NotLeader { leader: None });
@@ -309,6 +335,9 @@ impl Node {
         let leader = raft.metrics().borrow().current_leader;
         if leader != Some(self.id()) {
             return Err(ApiError::NotLeader { leader });
+        }
+        if self.handing_off(group) {
+            return Err(ApiError::NotLeader { leader: None });
         }
         Ok(raft)
     }

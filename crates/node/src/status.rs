@@ -139,6 +139,7 @@ fn node_status(
         addr: n.addr.clone(),
         config_voter: map.config_voters.contains(&id),
         data_bytes: beat.map(|b| b.data_bytes),
+        drain_until_ms: n.drain_until_ms.filter(|t| *t > crate::meta::now_ms()),
         groups: group.into_iter().collect(),
         id,
         last_heartbeat_ms: beat.map(|b| b.ago_ms),

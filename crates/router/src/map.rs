@@ -51,6 +51,11 @@ pub struct NodeInfo {
     /// written before it existed (and whenever false): false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub replaced: bool,
+    /// Set by `kvctl drain` (a planned stop): until this time (Unix milliseconds, the metadata
+    /// leader's clock) no repair replaces the node's replicas, however long it is silent. `None`
+    /// (and in maps written before it existed): not drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_until_ms: Option<u64>,
 }
 
 /// Whether `b` is false (serde's `skip_serializing_if` of a field that defaults to false).
@@ -390,6 +395,7 @@ impl ClusterMap {
                         state: NodeLifecycle::Active,
                         incarnation: None,
                         replaced: false,
+                        drain_until_ms: None,
                     },
                 )
             })
@@ -486,6 +492,18 @@ impl ClusterMap {
         } else {
             self.groups.get(&group).map(|g| &g.members)
         }
+    }
+
+    /// The active nodes whose drain ([`NodeInfo::drain_until_ms`]) still holds at `now_ms`
+    /// (Unix milliseconds): no repair replaces them.
+    pub fn drained(&self, now_ms: u64) -> BTreeSet<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.state == NodeLifecycle::Active && n.drain_until_ms.is_some_and(|t| now_ms < t)
+            })
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Active nodes in no data group, in id order.

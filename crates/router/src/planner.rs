@@ -286,6 +286,7 @@ impl Planner<'_> {
                 state: NodeLifecycle::Active,
                 incarnation: None,
                 replaced: false,
+                drain_until_ms: None,
             },
         );
         self.steps.push(Step::AddNode {

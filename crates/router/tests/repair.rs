@@ -220,6 +220,7 @@ fn a_batch_holds_its_groups_until_its_boundary() {
                 state: NodeLifecycle::Active,
                 incarnation: None,
                 replaced: false,
+                drain_until_ms: None,
             },
         );
     }

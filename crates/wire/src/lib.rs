@@ -20,6 +20,7 @@
 pub mod status;
 
 pub mod cluster;
+pub mod drain;
 pub mod error;
 pub mod headers;
 pub mod join;
@@ -28,6 +29,7 @@ pub mod map;
 pub mod route;
 
 pub use cluster::{AddNodeBody, TaskProgress, TaskState};
+pub use drain::{DrainBody, DrainReply, HandedOff, Leaderships};
 pub use error::ErrorBody;
 pub use join::{JoinPhase, JoinState};
 pub use keys::{

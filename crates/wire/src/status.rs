@@ -66,6 +66,10 @@ pub struct NodeStatus {
     /// Bytes of applied data over the replicas the node hosts, from its last heartbeat; null when
     /// health is unknown or the node never reported.
     pub data_bytes: Option<u64>,
+    /// Until when (Unix milliseconds) an operator's drain keeps repairs from replacing the
+    /// node; absent when it is not drained (or the drain ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_until_ms: Option<u64>,
     /// The data groups the node is a member of (at most one today).
     pub groups: Vec<GroupId>,
     /// The node's id.
@@ -324,6 +328,7 @@ mod tests {
                     addr: "127.0.0.1:7070".into(),
                     config_voter: true,
                     data_bytes: Some(10240),
+                    drain_until_ms: None,
                     groups: vec![GroupId(1)],
                     id: 1,
                     last_heartbeat_ms: Some(120),
@@ -334,6 +339,7 @@ mod tests {
                     addr: "127.0.0.1:7076".into(),
                     config_voter: false,
                     data_bytes: None,
+                    drain_until_ms: None,
                     groups: vec![],
                     id: 7,
                     last_heartbeat_ms: None,

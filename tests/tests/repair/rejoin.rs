@@ -3,6 +3,22 @@
 
 use super::*;
 
+/// Waits (30 s at most) until `victim` is alive again in group 1 of nodes 1–3 and no task runs;
+/// returns that status.
+async fn back_in_group_1(c: &Cluster, victim: u64) -> ClusterStatus {
+    c.wait_for_status(
+        Duration::from_secs(30),
+        &format!("node {victim} alive again in group 1"),
+        |s| {
+            s.health_known
+                && node_state(s, victim) == "alive"
+                && status_group(s, 1).is_some_and(|g| g.members == vec![1, 2, 3])
+                && s.tasks.is_empty()
+        },
+    )
+    .await
+}
+
 // A routine restart costs no node: with 4 nodes K=3 (group 1 of nodes 1–3, spare 4) and the
 // default dead timeout (5 min), a member of group 1 stopped with SIGTERM while its group takes
 // writes and started again 15 s later comes back as an alive member under its own id; no repair
@@ -45,18 +61,7 @@ async fn restart_of_15_s_keeps_the_node() {
     .await;
     let acks = load.finish().await;
 
-    let s = c
-        .wait_for_status(
-            Duration::from_secs(30),
-            &format!("node {victim} alive again in group 1"),
-            |s| {
-                s.health_known
-                    && node_state(s, victim) == "alive"
-                    && status_group(s, 1).is_some_and(|g| g.members == vec![1, 2, 3])
-                    && s.tasks.is_empty()
-            },
-        )
-        .await;
+    let s = back_in_group_1(&c, victim).await;
     eprintln!(
         "restart_of_15_s_keeps_the_node: node {victim} alive in group 1 {:?} after its restart, \
          {} writes acked",
@@ -237,5 +242,120 @@ async fn replaced_config_voter_back_early_rejoins() {
         "the replaced node {victim} exited after its restart; logs in {}",
         c.path().display()
     );
+    assert_readable(&c, &keys, &c.running(), seed).await;
+}
+
+// A planned stop after `kvctl drain` (the client's `drain`): with 4 nodes K=3 (group 1 of nodes
+// 1–3, spare 4) and a 5 s dead timeout, the leader of group 1 is drained for 2 minutes while
+// writes run through the other nodes. It hands the group's leadership (and the config group's,
+// if it led it) to another member and leads nothing; stopped, it is seen dead, yet for 10 s more
+// no repair starts and spare 4 stays the spare; started again it is an alive member of group 1,
+// and every acknowledged write reads back. Ending the drain clears the mark. Without the drain
+// the same stop gets the node replaced (`stories::spare_replaces_dead_replica`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drained_node_is_not_replaced_while_down() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed("drained_node_is_not_replaced_while_down");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut c = Cluster::start(repair_options(4)).await;
+    let map = c.initial_map();
+    assert_eq!(map.spares(), vec![4]);
+    let s = c
+        .wait_for_status(Duration::from_secs(30), "group 1 led", |s| {
+            s.health_known && status_group(s, 1).is_some_and(|g| g.leader.is_some())
+        })
+        .await;
+    let victim = status_group(&s, 1).and_then(|g| g.leader).unwrap();
+    let vi = c.index_of(victim);
+    eprintln!(
+        "drained_node_is_not_replaced_while_down: draining node {victim}, the leader of group 1 \
+         (metadata leader: {:?})",
+        s.metadata_leader
+    );
+    let before = keys_by_group(&map, "before-", 50);
+    let all_before: Vec<String> = before.values().flatten().cloned().collect();
+    write_all(&c, &all_before, &mut rng).await;
+
+    let others: Vec<usize> = c.running().into_iter().filter(|i| *i != vi).collect();
+    let load = Load::start(&c, &map, &[1], 4, others.clone(), seed, "drain-");
+    let admin = direct_client(
+        c.nodes[others[0]].addr,
+        Duration::from_secs(30),
+        Duration::from_secs(30),
+    );
+    let reply = admin.drain(victim, Some(2)).await.unwrap();
+    eprintln!("drained_node_is_not_replaced_while_down: {reply:?}");
+    assert_eq!(reply.node, victim);
+    assert!(reply.until_ms.is_some(), "{reply:?}");
+    assert_eq!(reply.unreachable, None, "{reply:?}");
+    let moved = reply.leaderships.clone().unwrap();
+    assert!(moved.kept.is_empty(), "a leadership stayed: {reply:?}");
+    assert!(
+        moved.moved.iter().any(|h| h.group.0 == 1 && h.to != victim),
+        "group 1's leadership was not handed off: {reply:?}"
+    );
+    c.wait_for_status(
+        Duration::from_secs(15),
+        &format!("node {victim} drained and leading nothing"),
+        |s| {
+            s.health_known
+                && s.metadata_leader.is_some_and(|m| m != victim)
+                && status_group(s, 1).is_some_and(|g| g.leader.is_some_and(|l| l != victim))
+                && status_node(s, victim).is_some_and(|n| n.drain_until_ms.is_some())
+        },
+    )
+    .await;
+
+    c.stop(vi);
+    let stopped_at = Instant::now();
+    c.wait_for_status(
+        Duration::from_secs(30),
+        &format!("node {victim} seen dead"),
+        |s| s.health_known && node_state(s, victim) == "dead",
+    )
+    .await;
+    // Dead, and for 10 s more (twice the dead timeout) no repair starts: the drain holds it.
+    let watch_until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < watch_until {
+        if let Some(s) = c.status().await {
+            assert!(
+                s.tasks.is_empty() && s.spares == vec![4],
+                "a repair started for drained node {victim}: {s:?}; logs in {}",
+                c.path().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "drained_node_is_not_replaced_while_down: node {victim} down {:?} without a repair",
+        stopped_at.elapsed()
+    );
+    c.restart(vi);
+    let restarted_at = Instant::now();
+    back_in_group_1(&c, victim).await;
+    wait_acked(
+        &c,
+        &load,
+        1,
+        restarted_at,
+        50,
+        "50 acked writes after the restart",
+    )
+    .await;
+    let acks = load.finish().await;
+    assert!(
+        !some_log_says(&c, "repair finished"),
+        "a repair ran; logs in {}",
+        c.path().display()
+    );
+
+    let ended = admin.end_drain(victim).await.unwrap();
+    assert_eq!(ended.until_ms, None, "{ended:?}");
+    c.wait_for_status(Duration::from_secs(15), "the drain ended", |s| {
+        status_node(s, victim).is_some_and(|n| n.drain_until_ms.is_none())
+    })
+    .await;
+    let mut keys = all_before;
+    keys.extend(acks.iter().map(|a| a.key.clone()));
     assert_readable(&c, &keys, &c.running(), seed).await;
 }

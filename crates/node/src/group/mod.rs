@@ -5,6 +5,7 @@
 //! are in `meta`; the routes in `http`.
 
 pub(crate) mod admin;
+pub(crate) mod handoff;
 pub(crate) mod hash;
 pub(crate) mod membership;
 pub(crate) mod probe;

@@ -7,6 +7,7 @@
 
 pub mod budget;
 pub mod cluster;
+pub mod drain;
 pub mod forward;
 pub mod internal;
 pub mod keys;
@@ -81,6 +82,12 @@ pub fn router(state: Arc<Node>, meta: Arc<Meta>) -> Router {
             axum::routing::delete(crate::http::cluster::remove_node).fallback(method_not_allowed),
         )
         .route(
+            "/v1/cluster/nodes/:id/drain",
+            post(drain::drain)
+                .delete(drain::undrain)
+                .fallback(method_not_allowed),
+        )
+        .route(
             "/v1/cluster/tasks/:id",
             get(crate::http::cluster::task).fallback(method_not_allowed),
         )
@@ -122,7 +129,8 @@ pub fn router(state: Arc<Node>, meta: Arc<Meta>) -> Router {
             "/internal/v1/groups/:group/hash",
             post(internal::hash_handler),
         )
-        .route("/internal/v1/status", get(internal::status_handler));
+        .route("/internal/v1/status", get(internal::status_handler))
+        .route("/internal/v1/drain", post(drain::hand_off_handler));
     let internal = guarded(raft, RAFT_BODY_LIMIT).merge(guarded(control, CONTROL_BODY_LIMIT));
     client
         .merge(internal)

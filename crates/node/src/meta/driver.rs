@@ -20,7 +20,7 @@ pub(super) enum Next {
 
 /// Milliseconds since the Unix epoch (the clock of [`Task::started_ms`]); 0 if the clock is
 /// before 1970.
-pub(super) fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -26,7 +26,8 @@
 //! Who replaces what: a data replica on a dead node is replaced by an alive spare. A config voter
 //! on a dead node is replaced by an alive spare; once the node is removed (replaced elsewhere) any
 //! alive non-voter may take its seat. With no candidate the group keeps running without it, and
-//! the node may come back (it rejoins with its data).
+//! the node may come back (it rejoins with its data). A node an operator drained (`drain`: the
+//! map's `drain_until_ms`) is not replaced until its drain ends, however long it is silent.
 //!
 //! The map is changed only here, by a compare-and-set on its record version in the config group,
 //! so two leaders of different terms can never both apply a change computed from the same map.
@@ -36,12 +37,13 @@
 //! writer), `driver` (what task drivers share), `leader_call` (calls to a group's leader); then
 //! one file per operation (`health`, `tasks`, `membership` and `admin` — the driver side of
 //! a group leader's steps, which `crate::group` runs —, `view_change`, `moves`, `progress`,
-//! `consistency`); and `tick`, the loop on top. No file here imports axum: the routes are in
+//! `consistency`, `drain`); and `tick`, the loop on top. No file here imports axum: the routes are in
 //! `crate::http`.
 
 mod admin;
 mod consistency;
 mod copy;
+mod drain;
 mod driver;
 mod health;
 mod leader_call;
@@ -58,6 +60,8 @@ mod view_change;
 
 pub(crate) use consistency::check_now;
 pub(crate) use consistency::comparisons;
+pub use drain::set_drain;
+pub(crate) use driver::now_ms;
 pub(crate) use health::best_reports;
 pub use health::{receive_heartbeat, voter_sets, Health, Refused};
 pub use lease::{config_leader_hint, is_metadata_leader};

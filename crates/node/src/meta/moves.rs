@@ -339,7 +339,7 @@ fn repair_due(meta: &Meta, map: &ClusterMap, id: u64, groups: [GroupId; 2]) -> b
         meta.node.cfg.suspect_after,
         meta.node.cfg.dead_after,
     );
-    kvorum_router::plan_repairs(&between, &health, &meta.vetoed())
+    kvorum_router::plan_repairs(&between, &health, &meta.vetoed(map))
         .iter()
         .any(|r| groups.contains(&r.group))
 }

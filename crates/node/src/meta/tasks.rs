@@ -39,11 +39,14 @@ impl Meta {
         self.lock().vetoed.insert(node, Instant::now());
     }
 
-    /// Nodes not to repair for now (see [`ALIVE_VETO`]).
-    pub(super) fn vetoed(&self) -> BTreeSet<NodeId> {
+    /// Nodes not to repair for now: those a group's leader saw replicating (see
+    /// [`ALIVE_VETO`]) and those `map` says an operator drained for a planned stop.
+    pub(super) fn vetoed(&self, map: &ClusterMap) -> BTreeSet<NodeId> {
         let mut inner = self.lock();
         inner.vetoed.retain(|_, at| at.elapsed() < ALIVE_VETO);
-        inner.vetoed.keys().copied().collect()
+        let mut vetoed = map.drained(now_ms());
+        vetoed.extend(inner.vetoed.keys().copied());
+        vetoed
     }
 }
 
@@ -54,7 +57,7 @@ pub(super) async fn plan(
     health: &BTreeMap<NodeId, Health>,
     term: u64,
 ) -> anyhow::Result<()> {
-    let vetoed = meta.vetoed();
+    let vetoed = meta.vetoed(map);
     if kvorum_router::plan_repairs(map, health, &vetoed).is_empty() {
         return Ok(());
     }

@@ -45,7 +45,12 @@ async fn meta_tick(meta: &Arc<Meta>) -> anyhow::Result<()> {
     let term = {
         let m = raft.metrics();
         let m = m.borrow();
-        if m.current_leader != Some(meta.node.id()) || !m.state.is_leader() {
+        // A leader handing the config group off (a drain) acts no more: a confirmation round
+        // would renew the other voters' leader lease and keep them from electing its successor.
+        if m.current_leader != Some(meta.node.id())
+            || !m.state.is_leader()
+            || meta.node.handing_off(CONFIG_GROUP)
+        {
             meta.not_leading();
             return Ok(());
         }

@@ -407,6 +407,7 @@ fn add_node(m: &mut ClusterMap, node: NodeId, addr: String, incarnation: Option<
         state: NodeLifecycle::Active,
         incarnation,
         replaced: false,
+        drain_until_ms: None,
     });
 }
 

@@ -150,6 +150,11 @@ pub(crate) async fn leader_target(state: &Node, group: GroupId) -> Result<Target
         Err(_) => None,
     };
     match leader {
+        Some(id) if id == state.id() && state.handing_off(group) => {
+            Err(ApiError::Unavailable(format!(
+                "this node is handing the leadership of group {group} to another replica (a drain)"
+            )))
+        }
         Some(id) if id == state.id() => Ok(Target::Local(replica.clone())),
         Some(id) => match node_addr(raft, id) {
             Some(addr) => {

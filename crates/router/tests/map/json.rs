@@ -67,3 +67,23 @@ fn replaced_mark_defaults_to_false_and_is_written_only_when_set() {
     let back: ClusterMap = serde_json::from_str(&json).expect("decodes");
     assert!(back.nodes[&2].replaced && !back.nodes[&1].replaced);
 }
+
+// A drain is written only when set, reads back as set, and holds only until its time and only
+// for an active node: a map written before drains existed drains nobody.
+#[test]
+fn drain_mark_is_optional_and_holds_until_its_time() {
+    let mut map = initial(4, 3);
+    let json = serde_json::to_string(&map).expect("json");
+    assert!(!json.contains("drain_until_ms"), "{json}");
+    assert!(map.drained(0).is_empty());
+    map.nodes.get_mut(&2).expect("node 2").drain_until_ms = Some(1_000);
+    map.nodes.get_mut(&3).expect("node 3").drain_until_ms = Some(5_000);
+    let json = serde_json::to_string(&map).expect("json");
+    let back: ClusterMap = serde_json::from_str(&json).expect("decodes");
+    assert_eq!(back, map);
+    assert_eq!(back.drained(999), BTreeSet::from([2, 3]));
+    assert_eq!(back.drained(1_000), BTreeSet::from([3]));
+    assert!(back.drained(5_000).is_empty());
+    map.nodes.get_mut(&3).expect("node 3").state = NodeLifecycle::Removed;
+    assert!(map.drained(999) == BTreeSet::from([2]));
+}

@@ -259,6 +259,13 @@ impl Target for Etcd {
             .collect()
     }
 
+    fn pids(&self) -> Vec<Option<u32>> {
+        self.members
+            .iter()
+            .map(|m| m.child.as_ref().map(|c| c.id()))
+            .collect()
+    }
+
     fn log_format(&self) -> LogFormat {
         LogFormat::Etcd
     }

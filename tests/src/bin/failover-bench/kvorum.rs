@@ -106,6 +106,10 @@ impl Target for Kvorum {
             .collect()
     }
 
+    fn pids(&self) -> Vec<Option<u32>> {
+        self.cluster.nodes.iter().map(|n| n.pid()).collect()
+    }
+
     fn log_format(&self) -> LogFormat {
         LogFormat::Kvorum
     }

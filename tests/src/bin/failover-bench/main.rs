@@ -29,6 +29,7 @@ mod etcd;
 mod kvorum;
 mod load;
 mod report;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,6 +93,16 @@ struct Args {
     /// The etcd program.
     #[arg(long, default_value = "etcd")]
     etcd: PathBuf,
+    /// Instead of kills: run the load this many seconds without a fault, sampling terms and
+    /// memory (`soak.rs`).
+    #[arg(long)]
+    soak_secs: Option<u64>,
+    /// With `--soak-secs`: seconds between two samples.
+    #[arg(long, default_value_t = 10)]
+    sample_secs: u64,
+    /// With `--soak-secs`: a disk-heavy neighbour writes and fsyncs beside the nodes.
+    #[arg(long)]
+    neighbour: bool,
 }
 
 /// The system measured.
@@ -131,6 +142,8 @@ trait Target {
     fn dir(&self) -> &Path;
     /// Each node's name and log file, by index.
     fn logs(&self) -> Vec<(String, PathBuf)>;
+    /// Each node's process id while it runs, by index.
+    fn pids(&self) -> Vec<Option<u32>>;
     /// How the nodes' logs are written.
     fn log_format(&self) -> LogFormat;
     /// The leader to kill now; `None` while none is known or it is not running.
@@ -235,6 +248,9 @@ async fn bench<T: Target>(target: &mut T, args: &Args, seed: u64) -> anyhow::Res
         Duration::from_millis(args.request_timeout_ms),
         Duration::from_millis(args.retry_pause_ms),
     );
+    if let Some(secs) = args.soak_secs {
+        return soak(target, args, load, writers, secs).await;
+    }
     let steady = Duration::from_secs(args.steady_secs);
     let started = Instant::now();
     let load_before = report::load_average();
@@ -269,6 +285,68 @@ async fn bench<T: Target>(target: &mut T, args: &Args, seed: u64) -> anyhow::Res
     std::fs::write(&path, report.json()).with_context(|| format!("write {}", path.display()))?;
     println!(
         "failover-bench: logs and summary.json in {}",
+        target.dir().display()
+    );
+    Ok(())
+}
+
+/// The soak: the load for `secs` seconds without a fault (and beside the neighbour with
+/// `--neighbour`), sampled; prints and saves its summary (`soak.json`).
+async fn soak<T: Target>(
+    target: &T,
+    args: &Args,
+    load: Arc<Load>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+    secs: u64,
+) -> anyhow::Result<()> {
+    let load_before = report::load_average();
+    let neighbour = if args.neighbour {
+        Some(soak::Neighbour::start(target.dir())?)
+    } else {
+        None
+    };
+    println!(
+        "failover-bench: soak of {secs} s, a sample every {} s{}",
+        args.sample_secs,
+        if args.neighbour {
+            ", beside a disk-heavy neighbour"
+        } else {
+            ""
+        }
+    );
+    let samples = soak::run(
+        target,
+        &load,
+        Duration::from_secs(secs),
+        Duration::from_secs(args.sample_secs.max(1)),
+        neighbour.as_ref(),
+    )
+    .await;
+    drop(neighbour);
+    load.stop();
+    for w in writers {
+        let _ = w.await;
+    }
+    let summary = soak::Summary::of(samples?);
+    let latency = load.latency();
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "failover-bench: {} puts acknowledged (latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms), \
+         {} requests failed or timed out; load average {} at the start, {} at the end",
+        load.acks(),
+        ms(latency.value_at_quantile(0.5)),
+        ms(latency.value_at_quantile(0.99)),
+        ms(latency.max()),
+        load.failures(),
+        load_before,
+        report::load_average()
+    );
+    summary.print();
+    let path = target.dir().join("soak.json");
+    let json = serde_json::to_string_pretty(&summary).context("the soak's summary serializes")?;
+    std::fs::write(&path, json).with_context(|| format!("write {}", path.display()))?;
+    println!(
+        "failover-bench: logs and soak.json in {}",
         target.dir().display()
     );
     Ok(())
