@@ -7,8 +7,12 @@
 # usage: scripts/failover-bench.sh [MODE...] [-- FLAGS...]
 #   MODE   data-leader, metadata-leader, etcd, or all (the three in turn; the default)
 #   FLAGS  passed to every run of failover-bench: --kills N (default 10), --steady-secs S,
-#          --seed N, --request-timeout-ms, --retry-pause-ms (see failover-bench --help)
+#          --seed N, --request-timeout-ms, --retry-pause-ms (see failover-bench --help); or, instead
+#          of kills, a soak: --soak-secs S [--sample-secs N] [--neighbour] runs the load S seconds
+#          without a fault (beside a disk-heavy neighbour) and reports elections and memory
 # e.g.     scripts/failover-bench.sh data-leader -- --kills 3
+#          scripts/failover-bench.sh data-leader -- --soak-secs 1800 --writers 64 --neighbour \
+#            --request-timeout-ms 5000
 #
 # Builds the dev profile (`cargo build --workspace --bins`), copies failover-bench and kvnode out
 # of the target directory (a build in another worktree that shares it may replace them

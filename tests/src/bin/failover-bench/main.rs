@@ -16,6 +16,10 @@
 //! 4. prints each kill's figure, then p50 / p99 / max, and a `FAILOVER-BENCH` line for scripts
 //!    (`report.rs`); `summary.json` and the nodes' logs stay in the printed folder.
 //!
+//! With `--soak-secs` there is no kill: the load runs that long without a fault (with
+//! `--neighbour`, beside a disk-heavy neighbour), sampled for each group's term and each node's
+//! memory (`soak.rs`).
+//!
 //! Each kill is also looked up in the nodes' logs (`elections.rs`): when a survivor's election
 //! timer fired, when the first vote request went out, how many were refused.
 //!
@@ -228,16 +232,6 @@ async fn bench<T: Target>(target: &mut T, args: &Args, seed: u64) -> anyhow::Res
         (TargetKind::Kvorum, KillKind::MetadataLeader) => "kvorum metadata-leader",
     };
     println!("failover-bench: {mode}; {}", target.describe());
-    println!(
-        "failover-bench: {} kills, {} writers, request timeout {} ms, retry pause {} ms, {} s steady \
-         between kills; seed {seed}; logs in {}",
-        args.kills,
-        args.writers,
-        args.request_timeout_ms,
-        args.retry_pause_ms,
-        args.steady_secs,
-        target.dir().display()
-    );
     let endpoints = target.endpoints();
     let load = Arc::new(Load::new(endpoints.count()));
     let writers = load::start(
@@ -249,8 +243,24 @@ async fn bench<T: Target>(target: &mut T, args: &Args, seed: u64) -> anyhow::Res
         Duration::from_millis(args.retry_pause_ms),
     );
     if let Some(secs) = args.soak_secs {
+        println!(
+            "failover-bench: {} writers, request timeout {} ms; seed {seed}; logs in {}",
+            args.writers,
+            args.request_timeout_ms,
+            target.dir().display()
+        );
         return soak(target, args, load, writers, secs).await;
     }
+    println!(
+        "failover-bench: {} kills, {} writers, request timeout {} ms, retry pause {} ms, {} s steady \
+         between kills; seed {seed}; logs in {}",
+        args.kills,
+        args.writers,
+        args.request_timeout_ms,
+        args.retry_pause_ms,
+        args.steady_secs,
+        target.dir().display()
+    );
     let steady = Duration::from_secs(args.steady_secs);
     let started = Instant::now();
     let load_before = report::load_average();
