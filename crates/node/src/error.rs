@@ -69,7 +69,7 @@ pub enum ApiError {
     StaleTask(String),
     /// The replica a membership step would remove still acknowledges the leader's log: it is not
     /// dead. Abandon the repair.
-    #[error("node {node} is still replicating with the group's leader ({detail}); it is not dead")]
+    #[error("node {node} is not dead: {detail}")]
     ReplicaAlive { node: NodeId, detail: String },
     /// The replacement of a swap is not a learner of the group. Add it as a learner first.
     #[error("node {0} is not a learner of the group; add it as a learner first")]

@@ -19,6 +19,49 @@ async fn back_in_group_1(c: &Cluster, victim: u64) -> ClusterStatus {
     .await
 }
 
+/// Cuts nodes `a` and `b` (indexes) from each other (nftables) for `length` while writing keys
+/// `{prefix}{n}` one at a time through node `through` (from its address, without smart
+/// routing), then heals; returns the keys acknowledged and the number of writes tried.
+async fn writes_through_a_cut(
+    c: &Cluster,
+    through: usize,
+    (a, b): (usize, usize),
+    length: Duration,
+    prefix: &str,
+) -> (Vec<String>, u64) {
+    let client = kvorum_client::Client::new(
+        vec![c.nodes[through].addr.to_string()],
+        kvorum_client::ClientOptions {
+            request_timeout: Duration::from_secs(10),
+            retry_for: Duration::from_secs(20),
+            local_address: Some(c.nodes[through].addr.ip()),
+        },
+    )
+    .expect("client")
+    .with_smart_routing(false);
+    let ips: Vec<std::net::IpAddr> = c.nodes.iter().map(|n| n.addr.ip()).collect();
+    let p = kvorum_tests::nemesis::Partitioner::new().expect("partitions (checked by the caller)");
+    p.cut(&ips, |x, y| !((x == a && y == b) || (x == b && y == a)))
+        .expect("nft");
+    let cut_at = Instant::now();
+    let mut acked = Vec::new();
+    let mut n = 0u64;
+    while cut_at.elapsed() < length {
+        let key = format!("{prefix}{n}");
+        n += 1;
+        if client
+            .put(&key, &kvorum_tests::workload::value_of(&key), None)
+            .await
+            .is_ok()
+        {
+            acked.push(key);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.heal().expect("nft");
+    (acked, n)
+}
+
 // A routine restart costs no node: with 4 nodes K=3 (group 1 of nodes 1–3, spare 4) and the
 // default dead timeout (5 min), a member of group 1 stopped with SIGTERM while its group takes
 // writes and started again 15 s later comes back as an alive member under its own id; no repair
@@ -113,38 +156,9 @@ async fn partition_of_60_s_from_the_metadata_leader_keeps_the_node() {
          node {}",
         c.nodes[third].id
     );
-    let client = kvorum_client::Client::new(
-        vec![c.nodes[third].addr.to_string()],
-        kvorum_client::ClientOptions {
-            request_timeout: Duration::from_secs(10),
-            retry_for: Duration::from_secs(20),
-            local_address: Some(c.nodes[third].addr.ip()),
-        },
-    )
-    .expect("client")
-    .with_smart_routing(false);
-
-    let ips: Vec<std::net::IpAddr> = c.nodes.iter().map(|n| n.addr.ip()).collect();
-    let p = kvorum_tests::nemesis::Partitioner::new().expect("partitions (checked above)");
-    p.cut(&ips, |a, b| !((a == mi && b == ci) || (a == ci && b == mi)))
-        .expect("nft");
-    let cut_at = Instant::now();
-    let mut acked = Vec::new();
-    let mut n = 0u64;
     // The fault lasts 60 s; writes run through it.
-    while cut_at.elapsed() < Duration::from_secs(60) {
-        let key = format!("cut-{n}");
-        n += 1;
-        if client
-            .put(&key, &kvorum_tests::workload::value_of(&key), None)
-            .await
-            .is_ok()
-        {
-            acked.push(key);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    p.heal().expect("nft");
+    let (acked, n) =
+        writes_through_a_cut(&c, third, (mi, ci), Duration::from_secs(60), "cut-").await;
     let healed_at = Instant::now();
     eprintln!(
         "{TEST}: healed; {} of {n} writes acked during the cut",
@@ -358,4 +372,90 @@ async fn drained_node_is_not_replaced_while_down() {
     let mut keys = all_before;
     keys.extend(acks.iter().map(|a| a.key.clone()));
     assert_readable(&c, &keys, &c.running(), seed).await;
+}
+
+/// Moves group 1's leadership until the metadata leader also leads group 1 (drain the group's
+/// leader, which hands it to another member, then end that drain at once); returns that node.
+async fn metadata_leader_leading_group_1(c: &Cluster, admin: &kvorum_client::Client) -> u64 {
+    for _ in 0..10 {
+        let s = c
+            .wait_for_status(
+                Duration::from_secs(30),
+                "group 1 and the config group led",
+                |s| {
+                    s.health_known
+                        && s.metadata_leader.is_some()
+                        && status_group(s, 1).is_some_and(|g| g.leader.is_some())
+                },
+            )
+            .await;
+        let m = s.metadata_leader.unwrap();
+        let l = status_group(&s, 1).and_then(|g| g.leader).unwrap();
+        if m == l {
+            return m;
+        }
+        admin.drain(l, Some(1)).await.expect("drain");
+        admin.end_drain(l).await.expect("end the drain");
+    }
+    panic!(
+        "the metadata leader never led group 1; logs in {}",
+        c.path().display()
+    );
+}
+
+// A partial partition is not a death: with 4 nodes K=3 (group 1 of nodes 1–3, spare 4) and a 5 s
+// dead timeout, a member of group 1 is cut (nftables) from the node that leads both group 1 and
+// the config group, for 25 s, while it still reaches the third member and the spare. It is dead
+// by heartbeats after 5 s and a repair starts, but before the swap the leader asks the other
+// member, which still reaches it: the repair is abandoned ("a member of its group, still
+// reaches it"), and after the heal the node is an alive member of group 1, no repair finished,
+// spare 4 still the spare, every write acknowledged through the third member reads back. Before
+// (the leader's own probe only), the spare replaced it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_still_reached_by_its_group_is_not_replaced() {
+    const TEST: &str = "member_still_reached_by_its_group_is_not_replaced";
+    if !kvorum_tests::nemesis::partitions_available(TEST) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seed = seed(TEST);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let c = Cluster::start(repair_options(4)).await;
+    c.wait_ready(Duration::from_secs(30)).await;
+    let admin = direct_client(
+        c.nodes[3].addr,
+        Duration::from_secs(30),
+        Duration::from_secs(30),
+    );
+    let l = metadata_leader_leading_group_1(&c, &admin).await;
+    let members: Vec<u64> = (1..=3).filter(|id| *id != l).collect();
+    let cut = members[rng.gen_range(0..members.len())];
+    let third = *members.iter().find(|id| **id != cut).unwrap();
+    let (li, ci, ti) = (c.index_of(l), c.index_of(cut), c.index_of(third));
+    eprintln!(
+        "{TEST}: cutting node {cut} from node {l} (leader of group 1 and metadata leader) for 25 s"
+    );
+    // The fault lasts 25 s (five dead timeouts); writes run through it.
+    let (acked, n) =
+        writes_through_a_cut(&c, ti, (li, ci), Duration::from_secs(25), "partial-").await;
+    eprintln!(
+        "{TEST}: healed; {} of {n} writes acked during the cut",
+        acked.len()
+    );
+
+    let s = back_in_group_1(&c, cut).await;
+    assert_eq!(s.spares, vec![4], "spare 4 is still the spare: {s:?}");
+    assert!(
+        !some_log_says(&c, "repair finished"),
+        "a repair ran; logs in {}",
+        c.path().display()
+    );
+    assert!(
+        some_log_says(&c, "a member of its group, still reaches it"),
+        "no repair was refused for the member's reach (the cut did not make node {cut} dead?); \
+         logs in {}",
+        c.path().display()
+    );
+    assert!(!acked.is_empty(), "no write acked during the cut");
+    assert_readable(&c, &acked, &c.running(), seed).await;
 }

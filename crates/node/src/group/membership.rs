@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::node::Node;
 
-use super::probe::{confirm_gone, matched};
+use super::probe::{confirm_gone, confirm_unreached, matched};
 use super::steps::MAP_LEARN_WAIT;
 
 /// Longest wait for a new learner to catch up, per attempt.
@@ -183,11 +183,12 @@ async fn fence(raft: &Raft, group: GroupId, token: FenceToken) -> Result<(), Api
 /// catch up. Idempotent: a change already in place is a
 /// success.
 pub(crate) async fn apply_membership(
+    state: &Node,
     raft: &Raft,
-    me: NodeId,
     op: &MembershipOp,
     wait: Duration,
 ) -> Result<(), ApiError> {
+    let me = state.id();
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(me) || !m.state.is_leader() {
         return Err(ApiError::NotLeader {
@@ -249,6 +250,7 @@ pub(crate) async fn apply_membership(
                     });
                 }
                 confirm_gone(raft, *dead).await?;
+                confirm_unreached(state, raft, *dead).await?;
             }
             // One call: openraft commits the joint configuration (old and new voters, a quorum
             // of each), then the new one; the group never has more than K voters in a config.
@@ -287,7 +289,7 @@ pub async fn serve_membership(
     if let Some(token) = req.token {
         fence(&raft, group, token).await?;
     }
-    match apply_membership(&raft, state.id(), &req.op, catch_up_wait(state)).await {
+    match apply_membership(state, &raft, &req.op, catch_up_wait(state)).await {
         Ok(()) => Ok(()),
         Err(e) => {
             if matches!(e, ApiError::ReplicaAlive { .. }) {

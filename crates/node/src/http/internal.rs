@@ -106,3 +106,16 @@ pub async fn status_handler(
     }
     Json(crate::status::status(&meta)).into_response()
 }
+
+/// `POST /internal/v1/reach`: whether this node reaches the body's address (a group leader's
+/// liveness probe asks the other members, `group::probe`).
+pub async fn reach_handler(
+    State(state): State<Arc<Node>>,
+    headers: HeaderMap,
+    Json(req): Json<group::probe::ReachRequest>,
+) -> Result<Json<group::probe::ReachReply>, ApiError> {
+    check_internal(&state, &headers)?;
+    Ok(Json(group::probe::ReachReply {
+        reached: group::probe::reaches(&state, &req.addr).await,
+    }))
+}

@@ -130,7 +130,11 @@ pub fn router(state: Arc<Node>, meta: Arc<Meta>) -> Router {
             post(internal::hash_handler),
         )
         .route("/internal/v1/status", get(internal::status_handler))
-        .route("/internal/v1/drain", post(drain::hand_off_handler));
+        .route("/internal/v1/drain", post(drain::hand_off_handler))
+        .route(
+            crate::group::probe::REACH_PATH,
+            post(internal::reach_handler),
+        );
     let internal = guarded(raft, RAFT_BODY_LIMIT).merge(guarded(control, CONTROL_BODY_LIMIT));
     client
         .merge(internal)

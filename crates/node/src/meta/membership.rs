@@ -62,7 +62,7 @@ pub(super) async fn membership(
             .node
             .group(CONFIG_GROUP)
             .ok_or_else(|| StepError::Failed("no config replica".into()))?;
-        return Ok(apply_membership(&raft, meta.node.id(), op, catch_up_wait(&meta.node)).await?);
+        return Ok(apply_membership(&meta.node, &raft, op, catch_up_wait(&meta.node)).await?);
     }
     let map = meta.node.map();
     let req = MembershipRequest {
