@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::storage::{RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::Vote;
 
 use crate::layout::{self, tag, CF_DATA, CF_META};
@@ -255,11 +255,14 @@ async fn an_interrupted_install_is_finished_at_store_open() -> anyhow::Result<()
     Ok(())
 }
 
-// A RocksDB write that stalls (in apply, in save_vote) runs off the async threads: on a
-// runtime whose only task thread is the test's (current_thread), the test's task still runs
-// while the write is stalled, and sees the write unfinished.
+// A RocksDB write that stalls (in apply, in save_vote) and a log read that stalls (the leader's
+// replication reads entries to send; under a disk-heavy neighbour a read that misses the cache
+// waits for the disk) run off the async threads: on a runtime whose only task thread is the
+// test's (current_thread), the test's task still runs while the call is stalled, and sees it
+// unfinished. A log read on the async threads once stalled both of a leader's workers (one per
+// follower's replication) long enough for its followers to elect another leader.
 #[test]
-fn a_stalled_write_does_not_block_the_async_workers() -> anyhow::Result<()> {
+fn a_stalled_write_or_log_read_does_not_block_the_async_workers() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -268,7 +271,7 @@ fn a_stalled_write_does_not_block_the_async_workers() -> anyhow::Result<()> {
         let store = Store::open(dir.path())?;
         let group = GroupId(1);
         let log = store.log_store(group);
-        for op in ["apply", "save_vote"] {
+        for op in ["apply", "save_vote", "read_log"] {
             let (entered, release) = store.arm_write_stall();
             let write = match op {
                 "apply" => {
@@ -279,10 +282,17 @@ fn a_stalled_write_does_not_block_the_async_workers() -> anyhow::Result<()> {
                         anyhow::Ok(())
                     })
                 }
-                _ => {
+                "save_vote" => {
                     let mut log = log.clone();
                     tokio::spawn(async move {
                         log.save_vote(&Vote::new(1, 1)).await?;
+                        anyhow::Ok(())
+                    })
+                }
+                _ => {
+                    let mut log = log.clone();
+                    tokio::spawn(async move {
+                        log.try_get_log_entries(0..10).await?;
                         anyhow::Ok(())
                     })
                 }
@@ -297,7 +307,7 @@ fn a_stalled_write_does_not_block_the_async_workers() -> anyhow::Result<()> {
             write.await??;
             assert!(
                 still_stalled,
-                "{op}: the stalled write blocked the runtime's thread for {waited:?}"
+                "{op}: the stalled call blocked the runtime's thread for {waited:?}"
             );
         }
         anyhow::Ok(())

@@ -102,6 +102,10 @@ impl LogStore {
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
+    /// Runs on a blocking thread, like every write: an iterator that misses the block cache
+    /// waits for the disk, and the leader's replication streams (one per follower) call this;
+    /// on the async threads, a slow disk would stall the node's whole runtime (heartbeats,
+    /// requests) until its followers elect another leader.
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
@@ -111,29 +115,35 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => x.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(layout::group_end(self.group));
-        let mut it = self
-            .store
-            .db()
-            .raw_iterator_cf_opt(self.store.cf(CF_LOG), ro);
-        it.seek(layout::log_key(self.group, start));
-        let mut out = Vec::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let Some(index) = layout::log_index(k) else {
-                break;
-            };
-            if !range.contains(&index) {
-                break;
+        let end = range.end_bound().cloned();
+        let this = self.clone();
+        blocking(move || {
+            this.store.stall_point();
+            let mut ro = rocksdb::ReadOptions::default();
+            ro.set_iterate_upper_bound(layout::group_end(this.group));
+            let mut it = this
+                .store
+                .db()
+                .raw_iterator_cf_opt(this.store.cf(CF_LOG), ro);
+            it.seek(layout::log_key(this.group, start));
+            let mut out = Vec::new();
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                let Some(index) = layout::log_index(k) else {
+                    break;
+                };
+                if !(Bound::Included(start), end).contains(&index) {
+                    break;
+                }
+                let entry: Entry = bincode::deserialize(v)
+                    .map_err(|e| io(ErrorSubject::LogIndex(index), ErrorVerb::Read, e))?;
+                out.push(entry);
+                it.next();
             }
-            let entry: Entry = bincode::deserialize(v)
-                .map_err(|e| io(ErrorSubject::LogIndex(index), ErrorVerb::Read, e))?;
-            out.push(entry);
-            it.next();
-        }
-        it.status()
-            .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        Ok(out)
+            it.status()
+                .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            Ok(out)
+        })
+        .await
     }
 }
 

@@ -612,7 +612,8 @@ impl Store {
         (entered_rx, release_tx)
     }
 
-    /// Where a blocking write, or a served read between its first check and its read, may stall
+    /// Where a blocking write, a log read, or a served read between its first check and its read,
+    /// may stall
     /// (test hook; nothing in other builds).
     pub(crate) fn stall_point(&self) {
         #[cfg(test)]
