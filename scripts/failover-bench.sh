@@ -14,10 +14,10 @@
 #          scripts/failover-bench.sh data-leader -- --soak-secs 1800 --writers 64 --neighbour \
 #            --request-timeout-ms 5000
 #
-# Builds the dev profile (`cargo build --workspace --bins`), copies failover-bench and kvnode out
-# of the target directory (a build in another worktree that shares it may replace them
-# meanwhile), then runs each mode. Each run prints its folder (node
-# logs, summary.json) and a FAILOVER-BENCH line. etcd: the Debian/Ubuntu package etcd-server.
+# Builds the dev profile (failover-bench, then kvnode the README's way), copies both out of the
+# target directory (a later build that shares it may replace them meanwhile), then runs each
+# mode. Each run prints its folder (node logs, summary.json or soak.json) and a FAILOVER-BENCH
+# or SOAK line. etcd: the Debian/Ubuntu package etcd-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,13 +38,21 @@ if [[ " ${modes[*]} " == *" etcd "* ]] && ! command -v etcd >/dev/null; then
   exit 1
 fi
 
-# The programs where cargo put them (wherever the target directory is configured to be).
-built="$(cargo build --workspace --bins --message-format=json-render-diagnostics |
-  grep -o '"executable":"[^"]*"' | cut -d'"' -f4)"
-exe() { grep "/$1\$" <<<"$built" || { echo "failover-bench: cargo built no $1" >&2; exit 1; }; }
+# The programs where cargo put them (wherever the target directory is configured to be), each
+# copied out before the next build: the bench from the test package, then kvnode built the
+# README's way (`cargo build --bin kvnode`: the workspace's default members, so without the test
+# package's fault hooks), the binary users run.
 bin="$(mktemp -d /tmp/kvorum-failover-bin.XXXXXX)"
 trap 'rm -rf "$bin"' EXIT
-cp "$(exe failover-bench)" "$(exe kvnode)" "$bin/"
+built_exe() { # NAME CARGO-ARGS...: builds, prints the path of the executable NAME
+  local name="$1" out
+  shift
+  out="$(cargo build "$@" --message-format=json-render-diagnostics |
+    grep -o '"executable":"[^"]*"' | cut -d'"' -f4)"
+  grep "/$name\$" <<<"$out" || { echo "failover-bench: cargo built no $name" >&2; exit 1; }
+}
+cp "$(built_exe failover-bench -p kvorum-tests --bin failover-bench)" "$bin/"
+cp "$(built_exe kvnode --bin kvnode)" "$bin/"
 
 for mode in "${modes[@]}"; do
   case "$mode" in
