@@ -150,8 +150,8 @@ pub(super) async fn confirm_gone(raft: &Raft, node: NodeId) -> Result<(), ApiErr
         Ok(_) => Err(ApiError::ReplicaAlive {
             node,
             detail: format!(
-                "it still replicates with the group's leader (it acknowledged the probe at log \
-                 index {index})"
+                "it is still replicating with the group's leader (it acknowledged the probe at \
+                 log index {index})"
             ),
         }),
         Err(openraft::metrics::WaitError::Timeout(..)) => Ok(()),
